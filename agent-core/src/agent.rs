@@ -1,0 +1,156 @@
+//! `run`: the life of an agent process. Takes the pid file, opens the spool,
+//! starts the pipeline, the transport and the product's collection loop, and
+//! on SIGTERM/SIGINT stops them all within a second, flushing what the loop
+//! produced to the spool first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Event, EventKind, Severity};
+use crate::health::AgentCounters;
+use crate::identity;
+use crate::pidfile::{PidFile, PidFileError};
+use crate::pipeline::{self, Output, SharedSpool};
+use crate::settings::CommonSettings;
+use crate::source::{SourceConfig, SourceContext, SourceError};
+use crate::spool::{Spool, SpoolError};
+use crate::transport::{AgentIdentity, Transport};
+
+/// How long the collection loop has to return after shutdown.
+const SOURCE_GRACE: Duration = Duration::from_millis(400);
+/// How long the pipeline has to spool what is queued after that.
+const DRAIN_GRACE: Duration = Duration::from_millis(400);
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The data folder cannot be used.
+    #[error("data dir {dir}: {source}", dir = dir.display())]
+    DataDir {
+        /// The folder.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another agent holds the data folder.
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
+    /// The spool cannot be opened.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The collection loop failed.
+    #[error("collection failed: {0}")]
+    Source(#[from] SourceError),
+}
+
+/// Runs the agent until `shutdown` fires (or its loop fails).
+pub async fn run<C: SourceConfig>(
+    common: CommonSettings,
+    product: C,
+    config_path: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&common.data_dir).map_err(|source| AgentError::DataDir {
+        dir: common.data_dir.clone(),
+        source,
+    })?;
+    let _pid = PidFile::acquire(&common.data_dir, C::BINARY)?;
+    let counters = Arc::new(AgentCounters::default());
+    let spool_dir = common.data_dir.join("spool");
+    let spool_max = common.spool_max;
+    let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, spool_max))
+        .await
+        .map_err(|e| SpoolError::Io {
+            path: "spool".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    let instance = identity::instance_id(&common.data_dir)?;
+    tracing::info!(
+        product = C::PRODUCT,
+        version = env!("CARGO_PKG_VERSION"),
+        oname = %common.oname,
+        collector = %common.server.authority(),
+        license = %common.license,
+        spooled = spool.len(),
+        "Agent starting."
+    );
+    let spool = SharedSpool::new(spool, counters.clone());
+
+    let (out, rx) = Output::channel();
+    let pipeline = tokio::spawn(pipeline::run(rx, spool.clone(), counters.clone()));
+
+    let mut started = Event::now(
+        EventKind::AgentStarted,
+        Severity::Info,
+        format!("{} {} started.", C::BINARY, env!("CARGO_PKG_VERSION")),
+    )
+    .attr("version", env!("CARGO_PKG_VERSION"))
+    .attr("pid", std::process::id());
+    if let Some(path) = &config_path {
+        started = started.attr("config", path.display());
+    }
+    let _ = out.event(started).await;
+
+    let interval = product.interval();
+    let transport = Transport {
+        server: common.server.clone(),
+        license: common.license.clone(),
+        identity: AgentIdentity {
+            product: C::PRODUCT,
+            oname: common.oname.clone(),
+            hostname: identity::hostname(),
+            os: identity::os(),
+            version: env!("CARGO_PKG_VERSION"),
+            boot_time_ms: identity::boot_time_ms(),
+            created_time: common.created_time.clone(),
+            instance,
+            interval,
+        },
+        spool: spool.clone(),
+        counters: counters.clone(),
+        data_dir: common.data_dir.clone(),
+    };
+    let transport = tokio::spawn(transport.run(shutdown.clone()));
+
+    let cx = SourceContext {
+        shutdown: shutdown.clone(),
+        out,
+        counters: counters.clone(),
+        data_dir: common.data_dir.clone(),
+    };
+    let mut source = tokio::spawn(product.build(cx)?);
+    let result = tokio::select! {
+        () = shutdown.cancelled() => Ok(()),
+        r = &mut source => flatten(r),
+    };
+    shutdown.cancel();
+    tracing::info!("Agent stopping.");
+    // The loop owns the last output; once it returns, the pipeline drains
+    // what is queued and ends.
+    let _ = timeout(SOURCE_GRACE, &mut source).await;
+    source.abort();
+    let _ = timeout(DRAIN_GRACE, pipeline).await;
+    let _ = timeout(Duration::from_millis(100), transport).await;
+    let health = counters.snapshot();
+    tracing::info!(
+        spooled = health.spool_batches,
+        acked = health.batches_acked,
+        "Agent stopped."
+    );
+    result
+}
+
+fn flatten(
+    joined: Result<Result<(), SourceError>, tokio::task::JoinError>,
+) -> Result<(), AgentError> {
+    match joined {
+        Ok(r) => r.map_err(AgentError::from),
+        Err(e) => Err(AgentError::Source(SourceError::msg(format!(
+            "collection task failed: {e}"
+        )))),
+    }
+}

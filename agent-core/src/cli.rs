@@ -1,0 +1,169 @@
+//! The command line every agent shares:
+//! `<agent> [run|test] [--conf FILE] [--server HOST[:PORT]] [--license KEY]`,
+//! and `--version`. Exit status: 0 done, 1 failed while running (or `test`
+//! found a problem), 2 refused to start (bad config or license).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent;
+use crate::config::{Config, FileSource, FlagValue, KeySpec, ProcessEnv};
+use crate::diagnose::{self, Product};
+use crate::logging;
+use crate::settings::{COMMON_KEYS, CommonSettings, server_flag};
+use crate::source::SourceConfig;
+
+/// The shared flags.
+#[derive(Debug, Parser)]
+#[command(version, about = "A Sightline monitoring agent.")]
+pub struct Cli {
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Config file (default /etc/sightline/<product>.conf).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub conf: Option<PathBuf>,
+    /// Collector address, over server.host and server.port.
+    #[arg(long, global = true, value_name = "HOST[:PORT]")]
+    pub server: Option<String>,
+    /// License key, over `license` (prefer SIGHTLINE_LICENSE: flags show in `ps`).
+    #[arg(long, global = true, value_name = "KEY")]
+    pub license: Option<String>,
+}
+
+/// Sub-commands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Collect and report until stopped (the default).
+    Run,
+    /// Check config, license, network path and collector; one line per check.
+    Test,
+}
+
+impl Cli {
+    fn flags(&self) -> Vec<FlagValue> {
+        let mut flags = Vec::new();
+        if let Some(server) = &self.server {
+            flags.extend(server_flag(server));
+        }
+        if let Some(license) = &self.license {
+            flags.push(FlagValue {
+                key: "license",
+                value: license.clone(),
+                flag: "--license",
+            });
+        }
+        flags
+    }
+}
+
+/// Every key of product `C`: the common ones, then its own.
+pub fn all_keys<C: SourceConfig>() -> &'static [KeySpec] {
+    let keys: Vec<KeySpec> = COMMON_KEYS.iter().chain(C::KEYS).copied().collect();
+    Box::leak(keys.into_boxed_slice())
+}
+
+/// The whole `main` of an agent binary.
+pub fn main<C: SourceConfig>() -> ExitCode {
+    let matches = Cli::command()
+        .name(C::BINARY)
+        .bin_name(C::BINARY)
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let file = match &cli.conf {
+        Some(path) => FileSource::Explicit(path.clone()),
+        None => FileSource::Default(PathBuf::from(format!("/etc/sightline/{}.conf", C::PRODUCT))),
+    };
+    let flags = cli.flags();
+    let keys = all_keys::<C>();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", C::BINARY);
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Test => {
+            let product = Product {
+                name: C::PRODUCT,
+                binary: C::BINARY,
+                keys,
+            };
+            let report = runtime.block_on(diagnose::run(product, &file, &ProcessEnv, &flags));
+            print!("{report}");
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Run => {
+            let prepared = Config::load(&file, &ProcessEnv, &flags, keys).and_then(|config| {
+                let common = CommonSettings::from_config(&config, C::PRODUCT)?;
+                let product = C::from_config(&config)?;
+                Ok((config, common, product))
+            });
+            let (config, common, product) = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{}: {e}", C::BINARY);
+                    return ExitCode::from(2);
+                }
+            };
+            logging::init(&common.log_level);
+            for warning in config.warnings() {
+                tracing::warn!("{warning}");
+            }
+            let shutdown = CancellationToken::new();
+            let result = runtime.block_on(async {
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                agent::run(common, product, config.path().map(PathBuf::from), shutdown).await
+            });
+            runtime.shutdown_timeout(Duration::from_millis(200));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "Agent failed.");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    token.cancel();
+}

@@ -1,0 +1,305 @@
+//! Project license keys: their format, checksum, masking and generation.
+//!
+//! A key looks like `sl1-7K3M9QW2XH8D4R6TBN1PZC5VFA-0H4K2PM`: a version tag,
+//! 26 Crockford base32 characters of secret (128 random bits), and 7
+//! characters of CRC-32 over the first two parts. The checksum lets an agent
+//! refuse a mistyped key before it connects; only the collector can tell
+//! whether the secret belongs to a project.
+//!
+//! Invariants:
+//! - A [`License`] never prints whole: `Display` and `Debug` both mask it to
+//!   the first and last four characters. Only [`License::expose`] gives the
+//!   full text, for the one place it must go on the wire.
+//! - Parse errors never contain the key.
+
+use std::fmt;
+
+const VERSION_TAG: &str = "sl1";
+const SECRET_CHARS: usize = 26;
+const CHECK_CHARS: usize = 7;
+/// The length of a well-formed key: `sl1-` + secret + `-` + checksum.
+pub const KEY_LEN: usize = VERSION_TAG.len() + 1 + SECRET_CHARS + 1 + CHECK_CHARS;
+
+/// Crockford's base32 alphabet: no I, L, O or U to misread.
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A well-formed license key.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct License(String);
+
+/// Why a key is not well-formed. The messages never include the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LicenseError {
+    /// Nothing was given.
+    #[error("the license key is empty")]
+    Empty,
+    /// Wrong length: truncated or pasted twice.
+    #[error(
+        "the license key {masked} has {len} characters, a key has {KEY_LEN}: was it cut off or pasted twice?"
+    )]
+    Length {
+        /// The masked key.
+        masked: String,
+        /// Its length.
+        len: usize,
+    },
+    /// Not `sl1-...-...`.
+    #[error("the license key {masked} is not of the form sl1-<26 characters>-<7 characters>")]
+    Shape {
+        /// The masked key.
+        masked: String,
+    },
+    /// A character outside the key alphabet.
+    #[error(
+        "the license key {masked} contains '{ch}' at position {position}, which no key contains"
+    )]
+    Character {
+        /// The masked key.
+        masked: String,
+        /// The offending character.
+        ch: char,
+        /// 1-based position.
+        position: usize,
+    },
+    /// The checksum does not match: a typo.
+    #[error("the license key {masked} fails its checksum: a character is mistyped")]
+    Checksum {
+        /// The masked key.
+        masked: String,
+    },
+}
+
+impl License {
+    /// Checks the format and checksum. Case and surrounding white space are
+    /// forgiven; the usual misreadings (O for 0, I or L for 1) are mapped as
+    /// Crockford base32 prescribes.
+    pub fn parse(text: &str) -> Result<License, LicenseError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(LicenseError::Empty);
+        }
+        let masked = mask(text);
+        let len = text.chars().count();
+        if len != KEY_LEN {
+            return Err(LicenseError::Length { masked, len });
+        }
+        let upper = text.to_ascii_uppercase();
+        let mut parts = upper.split('-');
+        let (Some(tag), Some(secret), Some(check), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(LicenseError::Shape { masked });
+        };
+        if tag != VERSION_TAG.to_ascii_uppercase()
+            || secret.len() != SECRET_CHARS
+            || check.len() != CHECK_CHARS
+        {
+            return Err(LicenseError::Shape { masked });
+        }
+        let mut normal = String::with_capacity(KEY_LEN);
+        normal.push_str(VERSION_TAG);
+        normal.push('-');
+        let offset = VERSION_TAG.len() + 1;
+        for (i, c) in secret
+            .chars()
+            .chain(std::iter::once('-'))
+            .chain(check.chars())
+            .enumerate()
+        {
+            if c == '-' {
+                normal.push('-');
+                continue;
+            }
+            let c = match c {
+                'O' => '0',
+                'I' | 'L' => '1',
+                c => c,
+            };
+            if !c.is_ascii() || !ALPHABET.contains(&(c as u8)) {
+                return Err(LicenseError::Character {
+                    masked,
+                    ch: c,
+                    position: offset + i + 1,
+                });
+            }
+            normal.push(c);
+        }
+        let (body, check) = normal.split_at(VERSION_TAG.len() + 1 + SECRET_CHARS);
+        if checksum(body) != check[1..] {
+            return Err(LicenseError::Checksum { masked });
+        }
+        Ok(License(normal))
+    }
+
+    /// Makes a new random key (the collector's `project create`).
+    pub fn generate() -> Result<License, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)?;
+        let mut body = String::with_capacity(KEY_LEN);
+        body.push_str(VERSION_TAG);
+        body.push('-');
+        body.push_str(&encode_base32(&bytes, SECRET_CHARS));
+        let check = checksum(&body);
+        Ok(License(format!("{body}-{check}")))
+    }
+
+    /// The full key. Call only to put it on the wire or hash it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The key masked for logs and output: `sl1-…VFA0`.
+    pub fn masked(&self) -> String {
+        mask(&self.0)
+    }
+}
+
+impl fmt::Display for License {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for License {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "License({})", self.masked())
+    }
+}
+
+/// The first and last four characters of a secret, the rest elided.
+pub fn mask(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() <= 8 {
+        return "…".to_string();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// CRC-32 of `body`, as 7 base32 characters.
+fn checksum(body: &str) -> String {
+    let crc = crc32fast::hash(body.as_bytes());
+    encode_base32(&crc.to_be_bytes(), CHECK_CHARS)
+}
+
+/// The first `chars` base32 digits of `bytes`, most significant first,
+/// zero-padded at the end.
+pub(crate) fn encode_base32(bytes: &[u8], chars: usize) -> String {
+    let mut out = String::with_capacity(chars);
+    let mut acc: u64 = 0;
+    let mut bits = 0u32;
+    let mut input = bytes.iter();
+    while out.len() < chars {
+        if bits < 5 {
+            let next = input.next().copied().unwrap_or(0);
+            acc = (acc << 8) | u64::from(next);
+            bits += 8;
+        }
+        let index = ((acc >> (bits - 5)) & 0x1f) as usize;
+        bits -= 5;
+        out.push(ALPHABET[index] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_back() {
+        for _ in 0..100 {
+            let key = License::generate().expect("randomness");
+            assert_eq!(key.expose().len(), KEY_LEN);
+            assert_eq!(License::parse(key.expose()), Ok(key.clone()));
+            assert_eq!(
+                License::parse(&key.expose().to_ascii_lowercase()),
+                Ok(key.clone())
+            );
+        }
+    }
+
+    #[test]
+    fn every_single_character_typo_is_caught() {
+        let key = License::generate().expect("randomness");
+        let text = key.expose();
+        for position in 4..text.len() {
+            if text.as_bytes()[position] == b'-' {
+                continue;
+            }
+            for &replacement in ALPHABET {
+                if replacement == text.as_bytes()[position] {
+                    continue;
+                }
+                let mut typo = text.as_bytes().to_vec();
+                typo[position] = replacement;
+                let typo = String::from_utf8(typo).expect("ascii");
+                assert!(
+                    License::parse(&typo).is_err(),
+                    "typo at {position} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_neighbours_are_caught() {
+        let key = License::generate().expect("randomness");
+        let text = key.expose().as_bytes().to_vec();
+        for i in 4..text.len() - 1 {
+            if text[i] == text[i + 1] || text[i] == b'-' || text[i + 1] == b'-' {
+                continue;
+            }
+            let mut swapped = text.clone();
+            swapped.swap(i, i + 1);
+            let swapped = String::from_utf8(swapped).expect("ascii");
+            assert!(License::parse(&swapped).is_err(), "swap at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn errors_never_contain_the_key() {
+        let key = License::generate().expect("randomness");
+        let text = key.expose();
+        let cases = [
+            format!("{text}x"),
+            text[..KEY_LEN - 1].to_string(),
+            text.replacen('-', "+", 1),
+            format!("{}U", &text[..KEY_LEN - 1]),
+            format!(
+                "{}{}",
+                &text[..KEY_LEN - 1],
+                if text.ends_with('0') { '1' } else { '0' }
+            ),
+        ];
+        for case in cases {
+            let err = License::parse(&case).expect_err("malformed");
+            let message = err.to_string();
+            assert!(!message.contains(&case), "{message}");
+            assert!(!message.contains(&text[4..KEY_LEN - 4]), "{message}");
+        }
+    }
+
+    #[test]
+    fn display_and_debug_are_masked() {
+        let key = License::generate().expect("randomness");
+        let shown = format!("{key} {key:?}");
+        assert!(!shown.contains(key.expose()));
+        assert!(shown.contains(&key.expose()[..4]));
+        assert!(shown.contains(&key.expose()[KEY_LEN - 4..]));
+    }
+
+    #[test]
+    fn confusable_letters_are_read_as_digits() {
+        let key = License::generate().expect("randomness");
+        let text = key.expose();
+        // Find a 0 or 1 in the secret and write it as O or l.
+        if let Some(pos) = text[4..].find(['0', '1']).map(|p| p + 4) {
+            let mut misread = text.to_string();
+            let with = if &text[pos..=pos] == "0" { "O" } else { "l" };
+            misread.replace_range(pos..=pos, with);
+            assert_eq!(License::parse(&misread), Ok(key));
+        }
+    }
+}

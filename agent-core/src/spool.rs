@@ -1,0 +1,392 @@
+//! The on-disk queue of batches the collector has not acknowledged yet.
+//!
+//! One file per batch, `<seq>.batch`, written to a temporary name, synced,
+//! then renamed, so a batch is either wholly in the spool or not at all, and
+//! a `kill -9` at any moment loses nothing that was appended. (Fluent Bit's
+//! filesystem buffer stores one file per chunk the same way.) Each file starts
+//! with a small header carrying a CRC, so a file damaged on disk is detected,
+//! dropped and counted instead of being sent as garbage.
+//!
+//! Invariants:
+//! - Sequence numbers increase by one per append and are never reused, even
+//!   across restarts and even when every batch has been acknowledged: the
+//!   highest number assigned is persisted before any batch file is removed.
+//! - The spool never holds more than `max_bytes` of batch files. To make room
+//!   it drops the oldest batches, counts them, and keeps the count of drops
+//!   not yet reported on disk until [`Spool::clear_unreported`] is called, so
+//!   a loss is never silent, not even across a crash.
+//! - A batch is removed only when acknowledged ([`Spool::remove`]) or dropped
+//!   for room; nothing else deletes.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Magic bytes at the start of every batch file.
+const MAGIC: &[u8; 4] = b"SLB1";
+/// Magic, CRC-32 of the payload, payload length.
+const HEADER_LEN: usize = 4 + 4 + 8;
+const BATCH_EXT: &str = "batch";
+const LAST_SEQ_FILE: &str = "last_seq";
+const UNREPORTED_FILE: &str = "unreported_drops";
+
+/// A spool operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// Reading or writing a spool file failed.
+    #[error("spool {path}: {source}", path = path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Batches dropped to make room (or because their file was damaged).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// How many batches.
+    pub batches: u64,
+    /// How many bytes of batch files.
+    pub bytes: u64,
+    /// The lowest sequence number dropped (0 when none).
+    pub first_seq: u64,
+    /// The highest sequence number dropped (0 when none).
+    pub last_seq: u64,
+}
+
+impl Dropped {
+    fn add(&mut self, seq: u64, bytes: u64) {
+        if self.batches == 0 || seq < self.first_seq {
+            self.first_seq = seq;
+        }
+        self.last_seq = self.last_seq.max(seq);
+        self.batches += 1;
+        self.bytes += bytes;
+    }
+
+    fn merge(&mut self, other: Dropped) {
+        if other.batches == 0 {
+            return;
+        }
+        if self.batches == 0 || other.first_seq < self.first_seq {
+            self.first_seq = other.first_seq;
+        }
+        self.last_seq = self.last_seq.max(other.last_seq);
+        self.batches += other.batches;
+        self.bytes += other.bytes;
+    }
+
+    /// Whether anything was dropped.
+    pub fn is_empty(&self) -> bool {
+        self.batches == 0
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.batches, self.bytes, self.first_seq, self.last_seq
+        )
+    }
+
+    fn decode(text: &str) -> Option<Dropped> {
+        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some(Dropped {
+            batches: fields.next()??,
+            bytes: fields.next()??,
+            first_seq: fields.next()??,
+            last_seq: fields.next()??,
+        })
+    }
+}
+
+/// What [`Spool::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The sequence number given to the new batch.
+    pub seq: u64,
+    /// What was dropped to make room for it.
+    pub dropped: Dropped,
+}
+
+/// The spool of one agent, in `<data.dir>/spool`.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Sequence number to file size, for every batch on disk.
+    entries: BTreeMap<u64, u64>,
+    bytes: u64,
+    /// The highest sequence number ever assigned.
+    last_seq: u64,
+    /// The value of `last_seq` on disk.
+    persisted_last_seq: u64,
+    /// Drops not yet reported to the collector.
+    unreported: Dropped,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir`, removing half-written files
+    /// left by a crash.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut entries = BTreeMap::new();
+        let mut bytes = 0;
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let path = entry.path();
+            let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+                continue;
+            };
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            match (ext, stem.parse::<u64>()) {
+                (BATCH_EXT, Ok(seq)) => {
+                    let len = entry.metadata().map_err(io_err(&path))?.len();
+                    entries.insert(seq, len);
+                    bytes += len;
+                }
+                // A batch that was being written when the agent died.
+                ("tmp", _) => fs::remove_file(&path).map_err(io_err(&path))?,
+                _ => {}
+            }
+        }
+        let persisted_last_seq = read_small(&dir.join(LAST_SEQ_FILE))?
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let last_seq = persisted_last_seq.max(entries.keys().next_back().copied().unwrap_or(0));
+        let unreported = read_small(&dir.join(UNREPORTED_FILE))?
+            .and_then(|t| Dropped::decode(&t))
+            .unwrap_or_default();
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            entries,
+            bytes,
+            last_seq,
+            persisted_last_seq,
+            unreported,
+        })
+    }
+
+    /// Writes a new batch. `encode` receives the batch's sequence number and
+    /// returns its bytes. Drops the oldest batches when the spool would
+    /// exceed its limit; a batch larger than the whole limit is dropped
+    /// itself (and counted).
+    pub fn append(&mut self, encode: impl FnOnce(u64) -> Vec<u8>) -> Result<Appended, SpoolError> {
+        let seq = self.last_seq + 1;
+        let payload = encode(seq);
+        let file_len = (HEADER_LEN + payload.len()) as u64;
+        let mut dropped = Dropped::default();
+        while self.bytes + file_len > self.max_bytes {
+            let Some((&oldest, &len)) = self.entries.iter().next() else {
+                break;
+            };
+            self.delete(oldest)?;
+            dropped.add(oldest, len);
+        }
+        self.last_seq = seq;
+        if file_len > self.max_bytes {
+            // Cannot keep it at all; count it like any other loss.
+            dropped.add(seq, file_len);
+        } else {
+            self.write_batch(seq, &payload)?;
+            self.entries.insert(seq, file_len);
+            self.bytes += file_len;
+        }
+        if !dropped.is_empty() {
+            self.persist_last_seq()?;
+            self.unreported.merge(dropped);
+            write_atomic(
+                &self.dir.join(UNREPORTED_FILE),
+                self.unreported.encode().as_bytes(),
+            )?;
+        }
+        Ok(Appended { seq, dropped })
+    }
+
+    fn write_batch(&self, seq: u64, payload: &[u8]) -> Result<(), SpoolError> {
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(MAGIC);
+        header[4..8].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        header[8..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        let mut contents = Vec::with_capacity(HEADER_LEN + payload.len());
+        contents.extend_from_slice(&header);
+        contents.extend_from_slice(payload);
+        write_atomic(&self.batch_path(seq), &contents)
+    }
+
+    /// Reads a batch's bytes. A damaged file is removed and counted as
+    /// dropped, and `None` is returned, as for a batch no longer there.
+    pub fn read(&mut self, seq: u64) -> Result<Option<Vec<u8>>, SpoolError> {
+        let Some(&len) = self.entries.get(&seq) else {
+            return Ok(None);
+        };
+        let path = self.batch_path(seq);
+        let contents = match fs::read(&path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.forget(seq);
+                return Ok(None);
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        if let Some(payload) = check_header(&contents) {
+            return Ok(Some(payload.to_vec()));
+        }
+        tracing::warn!(file = %path.display(), "Spooled batch is damaged; dropping it.");
+        self.delete(seq)?;
+        let mut dropped = Dropped::default();
+        dropped.add(seq, len);
+        self.persist_last_seq()?;
+        self.unreported.merge(dropped);
+        write_atomic(
+            &self.dir.join(UNREPORTED_FILE),
+            self.unreported.encode().as_bytes(),
+        )?;
+        Ok(None)
+    }
+
+    /// Removes an acknowledged batch.
+    pub fn remove(&mut self, seq: u64) -> Result<(), SpoolError> {
+        if !self.entries.contains_key(&seq) {
+            return Ok(());
+        }
+        self.persist_last_seq()?;
+        self.delete(seq)
+    }
+
+    /// Removes every batch up to and including `seq` (the collector said it
+    /// has stored them), and makes sure new batches number above `seq`.
+    pub fn remove_through(&mut self, seq: u64) -> Result<usize, SpoolError> {
+        self.last_seq = self.last_seq.max(seq);
+        let done: Vec<u64> = self.entries.range(..=seq).map(|(&s, _)| s).collect();
+        self.persist_last_seq()?;
+        for s in &done {
+            self.delete(*s)?;
+        }
+        Ok(done.len())
+    }
+
+    fn delete(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let path = self.batch_path(seq);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        self.forget(seq);
+        Ok(())
+    }
+
+    fn forget(&mut self, seq: u64) {
+        if let Some(len) = self.entries.remove(&seq) {
+            self.bytes -= len;
+        }
+    }
+
+    fn persist_last_seq(&mut self) -> Result<(), SpoolError> {
+        if self.persisted_last_seq != self.last_seq {
+            write_atomic(
+                &self.dir.join(LAST_SEQ_FILE),
+                format!("{}\n", self.last_seq).as_bytes(),
+            )?;
+            self.persisted_last_seq = self.last_seq;
+        }
+        Ok(())
+    }
+
+    /// The oldest batch after `seq` (use 0 for the oldest of all).
+    pub fn next_after(&self, seq: u64) -> Option<u64> {
+        self.entries.range(seq + 1..).next().map(|(&s, _)| s)
+    }
+
+    /// The highest sequence number assigned so far.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Batches waiting.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Drops not yet reported to the collector (they survive restarts).
+    pub fn unreported(&self) -> Dropped {
+        self.unreported
+    }
+
+    /// Call once the report of [`Spool::unreported`] is itself in the spool.
+    pub fn clear_unreported(&mut self) -> Result<(), SpoolError> {
+        self.unreported = Dropped::default();
+        let path = self.dir.join(UNREPORTED_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn batch_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:020}.{BATCH_EXT}"))
+    }
+}
+
+fn check_header(contents: &[u8]) -> Option<&[u8]> {
+    if contents.len() < HEADER_LEN || &contents[..4] != MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes(contents[4..8].try_into().ok()?);
+    let len = u64::from_le_bytes(contents[8..HEADER_LEN].try_into().ok()?);
+    let payload = &contents[HEADER_LEN..];
+    (payload.len() as u64 == len && crc32fast::hash(payload) == crc).then_some(payload)
+}
+
+fn read_small(path: &Path) -> Result<Option<String>, SpoolError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Writes `contents` to `path` so that a crash leaves either the old file
+/// or the new one: temporary file, fsync, rename, fsync of the folder.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), SpoolError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    file.write_all(contents).map_err(io_err(&tmp))?;
+    file.sync_data().map_err(io_err(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent() {
+        // Makes the rename itself durable. Some filesystems refuse to sync
+        // a folder; the rename is still atomic there.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
