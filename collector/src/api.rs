@@ -1,0 +1,372 @@
+//! The JSON query API under `/api/v1/`.
+//!
+//! Invariants:
+//! - Every route but `health` requires `Authorization: Bearer <token>` and
+//!   answers only with the token's project's data: an agent of another
+//!   project answers 404, exactly like one that does not exist.
+//! - Errors are JSON `{"error": "..."}` with a status that says whose fault
+//!   it is (400 bad parameter, 401 no or bad token, 404 not found, 503 store
+//!   unavailable).
+//! - A query never returns an unbounded number of points: long ranges are
+//!   averaged into at most [`MAX_BUCKETS`] buckets per series.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::auth::{ProjectCache, hash_secret};
+use crate::model::{Agent, AgentHealth, EventQuery, Project};
+use crate::store::{Range, Store, StoreError};
+use crate::time_text::{format_ms, parse_time};
+
+/// Ranges longer than this many raw points per series are averaged.
+pub const MAX_BUCKETS: i64 = 10_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct ApiState<S> {
+    /// The store.
+    pub store: Arc<S>,
+    /// Token hash to project.
+    pub tokens: ProjectCache,
+}
+
+/// The API's routes.
+pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/agents", get(agents::<S>))
+        .route("/api/v1/agents/{oid}", get(agent::<S>))
+        .route("/api/v1/agents/{oid}/metrics", get(metrics::<S>))
+        .route("/api/v1/agents/{oid}/processes", get(processes::<S>))
+        .route("/api/v1/agents/{oid}/delivery", get(delivery::<S>))
+        .route("/api/v1/events", get(events::<S>))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An API error.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400.
+    BadRequest(String),
+    /// 401.
+    Unauthorized(&'static str),
+    /// 404.
+    NotFound(String),
+    /// 503.
+    Unavailable,
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "Query failed.");
+        ApiError::Unavailable
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_string()),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store is unavailable".to_string(),
+            ),
+        };
+        let mut response = (status, Json(json!({ "error": message }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The project of the request's bearer token.
+#[derive(Debug)]
+pub struct Authed(pub Project);
+
+impl<S: Store> FromRequestParts<Arc<ApiState<S>>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState<S>>,
+    ) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized(
+                "missing Authorization: Bearer <token>",
+            ))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized(
+                "expected Authorization: Bearer <token>",
+            ))?;
+        let store = state.store.clone();
+        let project = state
+            .tokens
+            .get(hash_secret(token), |hash| async move {
+                store.project_by_token(&hash).await
+            })
+            .await?;
+        project
+            .map(Authed)
+            .ok_or(ApiError::Unauthorized("unknown token"))
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see /api/v1/health, /api/v1/agents, /api/v1/events".into())
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "time_ms": crate::now_ms(),
+    }))
+}
+
+/// An agent as the API shows it.
+#[derive(Debug, Serialize)]
+struct AgentView {
+    oid: i64,
+    oname: String,
+    product: String,
+    hostname: String,
+    os: String,
+    version: String,
+    status: &'static str,
+    interval_ms: i64,
+    boot_time: String,
+    first_seen: String,
+    last_seen: String,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    health: Option<AgentHealth>,
+}
+
+impl AgentView {
+    fn new(agent: Agent, now_ms: i64) -> AgentView {
+        let status = if agent.is_quiet(now_ms) {
+            "no data"
+        } else {
+            "up"
+        };
+        AgentView {
+            oid: agent.oid,
+            status,
+            boot_time: format_ms(agent.boot_time_ms),
+            first_seen: format_ms(agent.first_seen_ms),
+            last_seen: format_ms(agent.last_seen_ms),
+            first_seen_ms: agent.first_seen_ms,
+            last_seen_ms: agent.last_seen_ms,
+            interval_ms: agent.interval_ms,
+            oname: agent.oname,
+            product: agent.product,
+            hostname: agent.hostname,
+            os: agent.os,
+            version: agent.version,
+            health: agent.health,
+        }
+    }
+}
+
+async fn agents<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = crate::now_ms();
+    let list: Vec<AgentView> = state
+        .store
+        .agents(project.id)
+        .await?
+        .into_iter()
+        .map(|a| AgentView::new(a, now))
+        .collect();
+    Ok(Json(json!({ "project": project.name, "agents": list })))
+}
+
+async fn find_agent<S: Store>(
+    state: &ApiState<S>,
+    project: &Project,
+    oid: &str,
+) -> Result<Agent, ApiError> {
+    let missing = || ApiError::NotFound(format!("no agent {oid} in this project"));
+    let oid: i64 = oid.parse().map_err(|_| missing())?;
+    state
+        .store
+        .agent(project.id, oid)
+        .await?
+        .ok_or_else(missing)
+}
+
+async fn agent<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+    Path(oid): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    let agent = find_agent(&state, &project, &oid).await?;
+    Ok(Json(AgentView::new(agent, crate::now_ms())))
+}
+
+fn param_time(params: &HashMap<String, String>, key: &str, default: i64) -> Result<i64, ApiError> {
+    match params.get(key) {
+        None => Ok(default),
+        Some(text) => parse_time(text).map_err(|e| ApiError::BadRequest(format!("{key}: {e}"))),
+    }
+}
+
+fn param_range(
+    params: &HashMap<String, String>,
+    default_span: i64,
+) -> Result<(i64, i64), ApiError> {
+    let now = crate::now_ms();
+    let to = param_time(params, "to", now)?;
+    let from = param_time(params, "from", to - default_span)?;
+    if from > to {
+        return Err(ApiError::BadRequest("from is after to".into()));
+    }
+    Ok((from, to))
+}
+
+async fn metrics<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+    Path(oid): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let agent = find_agent(&state, &project, &oid).await?;
+    let Some(name) = params.get("name") else {
+        let names = state.store.metric_names(agent.oid).await?;
+        return Ok(Json(json!({ "oid": agent.oid, "names": names })));
+    };
+    let (from, to) = param_range(&params, HOUR_MS)?;
+    let requested_step = match params.get("step") {
+        None => None,
+        Some(text) => {
+            Some(parse_step(text).map_err(|e| ApiError::BadRequest(format!("step: {e}")))?)
+        }
+    };
+    let interval = agent.interval_ms.max(1000);
+    let needed = (to - from) / interval;
+    let step = match requested_step {
+        Some(step) => Some(step.max((to - from) / MAX_BUCKETS)),
+        None if needed > MAX_BUCKETS => Some((to - from) / MAX_BUCKETS),
+        None => None,
+    };
+    let range = Range {
+        from_ms: from,
+        to_ms: to,
+        step_ms: step,
+    };
+    let series = state.store.metrics(agent.oid, name, range).await?;
+    Ok(Json(json!({
+        "oid": agent.oid,
+        "name": name,
+        "from_ms": from,
+        "to_ms": to,
+        "step_ms": step,
+        "series": series,
+    })))
+}
+
+fn parse_step(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return if ms > 0 {
+            Ok(ms)
+        } else {
+            Err("must be positive".into())
+        };
+    }
+    agent_core::config::parse_duration(text)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1))
+}
+
+async fn processes<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+    Path(oid): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let agent = find_agent(&state, &project, &oid).await?;
+    let at = match params.get("at") {
+        None => None,
+        Some(text) => Some(parse_time(text).map_err(|e| ApiError::BadRequest(format!("at: {e}")))?),
+    };
+    let reason = params.get("reason").map(String::as_str);
+    let snapshot = state.store.process_snapshot(agent.oid, at, reason).await?;
+    match snapshot {
+        Some(s) => Ok(Json(
+            json!({ "oid": agent.oid, "time": format_ms(s.time_ms), "snapshot": s }),
+        )),
+        None => Err(ApiError::NotFound(format!(
+            "agent {} has sent no process snapshot",
+            agent.oid
+        ))),
+    }
+}
+
+/// Per spool instance: batches stored, first and last sequence number, and
+/// how many in between are missing. Missing numbers are batches the agent's
+/// spool dropped (see the `spool.overflow` events) or that retention removed.
+async fn delivery<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+    Path(oid): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let agent = find_agent(&state, &project, &oid).await?;
+    let instances = state.store.delivery(agent.oid).await?;
+    Ok(Json(json!({ "oid": agent.oid, "instances": instances })))
+}
+
+async fn events<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (from, to) = param_range(&params, 24 * HOUR_MS)?;
+    let oid = match params.get("oid") {
+        None => None,
+        Some(text) => Some(
+            text.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(format!("oid: not a number: '{text}'")))?,
+        ),
+    };
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::BadRequest("limit: expected 1 to 1000".into()))?,
+    };
+    let query = EventQuery {
+        from_ms: from,
+        to_ms: to,
+        oid,
+        kind: params.get("kind").cloned(),
+        limit,
+    };
+    let events = state.store.events(project.id, &query).await?;
+    Ok(Json(json!({ "events": events })))
+}

@@ -1,0 +1,33 @@
+//! The Sightline collector: gRPC ingest for agents, the license check, the
+//! embedded store, and the JSON query API.
+//!
+//! The path of a batch: [`ingest`] authenticates the `Push` stream by its
+//! license, converts each wire batch into a [`model::IncomingBatch`], and
+//! hands it to [`store::Store::store_batch`], which stores it together with
+//! its `(instance, seq)` record in one transaction; only then is the ack
+//! sent. [`api`] reads the same store, scoped to the bearer token's project.
+//!
+//! Invariants:
+//! - Only [`ingest`] sees prost types; only [`store`] writes SQL.
+//! - One project's token never reads another project's data.
+//! - No input from the network can stop the collector serving others:
+//!   connection caps, a deadline on first bytes, size limits on messages
+//!   (decompressed too), header timeouts.
+//! - Secrets (licenses, tokens) are stored hashed and never logged whole.
+
+pub mod api;
+pub mod auth;
+pub mod ingest;
+pub mod listen;
+pub mod model;
+pub mod server;
+pub mod settings;
+pub mod store;
+pub mod time_text;
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

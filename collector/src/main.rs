@@ -1,0 +1,193 @@
+//! `sightline-collector`: `serve`, and `project create|list`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agent_core::config::{Config, FileSource, FlagValue, ProcessEnv};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sightline_collector::auth;
+use sightline_collector::server::Collector;
+use sightline_collector::settings::{COLLECTOR_KEYS, ServeSettings};
+use sightline_collector::store::Store;
+use sightline_collector::store::sqlite::SqliteStore;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sightline-collector",
+    version,
+    about = "The Sightline collector."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Receive agents' data and serve the API.
+    Serve(ServeArgs),
+    /// Manage projects.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Config file (`key=value`), under the flags.
+    #[arg(long, value_name = "FILE")]
+    conf: Option<PathBuf>,
+    /// Address for agents [default: 127.0.0.1:6600].
+    #[arg(long, value_name = "ADDR")]
+    grpc: Option<String>,
+    /// Address for the JSON API [default: 127.0.0.1:6680].
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Store folder [default: ./sightline-data].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// How long data is kept [default: 7d].
+    #[arg(long, value_name = "DURATION")]
+    retention: Option<String>,
+    /// PEM certificate chain: serve gRPC over TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectCommand {
+    /// Create a project; prints its license (for agents) and API token.
+    Create {
+        /// The project's name.
+        name: String,
+        /// Store folder.
+        #[arg(long, value_name = "DIR", default_value = "./sightline-data")]
+        data: PathBuf,
+    },
+    /// List projects.
+    List {
+        /// Store folder.
+        #[arg(long, value_name = "DIR", default_value = "./sightline-data")]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sightline-collector: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => match serve_settings(args) {
+            Ok(settings) => runtime.block_on(serve(settings)),
+            Err(e) => {
+                eprintln!("sightline-collector: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Project { command } => runtime.block_on(project(command)),
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sightline-collector: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve_settings(args: ServeArgs) -> Result<ServeSettings, agent_core::ConfigError> {
+    let mut flags = Vec::new();
+    let mut flag = |key: &'static str, flag: &'static str, value: Option<String>| {
+        if let Some(value) = value {
+            flags.push(FlagValue { key, value, flag });
+        }
+    };
+    flag("grpc.listen", "--grpc", args.grpc);
+    flag("http.listen", "--http", args.http);
+    flag(
+        "data.dir",
+        "--data",
+        args.data.map(|p| p.display().to_string()),
+    );
+    flag("retention", "--retention", args.retention);
+    flag(
+        "tls.cert",
+        "--tls-cert",
+        args.tls_cert.map(|p| p.display().to_string()),
+    );
+    flag(
+        "tls.key",
+        "--tls-key",
+        args.tls_key.map(|p| p.display().to_string()),
+    );
+    let file = match args.conf {
+        Some(path) => FileSource::Explicit(path),
+        None => FileSource::Default(PathBuf::from("/etc/sightline/collector.conf")),
+    };
+    let config = Config::load(&file, &ProcessEnv, &flags, COLLECTOR_KEYS)?;
+    for warning in config.warnings() {
+        eprintln!("sightline-collector: warning: {warning}");
+    }
+    ServeSettings::from_config(&config)
+}
+
+async fn serve(settings: ServeSettings) -> Result<()> {
+    agent_core::logging::init(&settings.log_level);
+    let collector = Collector::bind(settings.clone()).await?;
+    let grpc = collector.grpc_addr()?;
+    let http = collector.http_addr()?;
+    tracing::info!(
+        grpc = %grpc,
+        http = %http,
+        data = %settings.data_dir.display(),
+        tls = settings.tls.is_some(),
+        "Collector listening."
+    );
+    // One machine-readable line on stdout, for scripts and tests.
+    println!("listening grpc={grpc} http={http}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(agent_core::cli::cancel_on_signal(shutdown.clone()));
+    collector.run(shutdown).await?;
+    tracing::info!("Collector stopped.");
+    Ok(())
+}
+
+async fn project(command: ProjectCommand) -> Result<()> {
+    match command {
+        ProjectCommand::Create { name, data } => {
+            let store = SqliteStore::open(&data)
+                .await
+                .with_context(|| format!("opening the store in {}", data.display()))?;
+            let created = auth::create_project(&store, &name).await?;
+            store.close().await;
+            println!("license={}", created.license.expose());
+            println!("token={}", created.token);
+            Ok(())
+        }
+        ProjectCommand::List { data } => {
+            let store = SqliteStore::open(&data)
+                .await
+                .with_context(|| format!("opening the store in {}", data.display()))?;
+            for project in store.projects().await? {
+                println!("{}\t{}", project.id, project.name);
+            }
+            store.close().await;
+            Ok(())
+        }
+    }
+}

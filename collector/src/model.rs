@@ -1,0 +1,224 @@
+//! The collector's own rows: what ingest hands the store and what the store
+//! hands the API. Converted from wire messages in [`crate::ingest`]; the
+//! store and the API never see prost types.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A project: the unit of licensing and of data isolation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Project {
+    /// Store id.
+    pub id: i64,
+    /// Name given at creation.
+    pub name: String,
+}
+
+/// What an agent says about itself in `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentHello {
+    /// `infra`, `db`, ...
+    pub product: String,
+    /// The agent's name; with product and project, its identity.
+    pub oname: String,
+    /// Host name.
+    pub hostname: String,
+    /// OS and kernel.
+    pub os: String,
+    /// Agent version.
+    pub version: String,
+    /// Host boot time, unix ms.
+    pub boot_time_ms: i64,
+    /// The installer's `createdtime`.
+    pub created_time: String,
+    /// Spool instance id.
+    pub instance: String,
+    /// Reporting interval, ms.
+    pub interval_ms: i64,
+}
+
+/// The agent's view of its delivery pipeline, as last reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AgentHealth {
+    /// Batches waiting in the agent's spool.
+    pub spool_batches: u64,
+    /// Bytes waiting in the agent's spool.
+    pub spool_bytes: u64,
+    /// Batches sent (resends count again).
+    pub batches_sent: u64,
+    /// Batches acknowledged.
+    pub batches_acked: u64,
+    /// Reconnections.
+    pub reconnects: u64,
+    /// Batches dropped by a full spool.
+    pub batches_dropped: u64,
+    /// Bytes dropped by a full spool.
+    pub bytes_dropped: u64,
+}
+
+/// An agent as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    /// The agent id.
+    pub oid: i64,
+    /// Owning project.
+    pub project_id: i64,
+    /// Product.
+    pub product: String,
+    /// Name.
+    pub oname: String,
+    /// Host name.
+    pub hostname: String,
+    /// OS.
+    pub os: String,
+    /// Version.
+    pub version: String,
+    /// Host boot time, unix ms.
+    pub boot_time_ms: i64,
+    /// Reporting interval, ms.
+    pub interval_ms: i64,
+    /// First `Hello`, unix ms.
+    pub first_seen_ms: i64,
+    /// Last `Hello` or batch, unix ms.
+    pub last_seen_ms: i64,
+    /// Last reported health.
+    pub health: Option<AgentHealth>,
+}
+
+impl Agent {
+    /// Whether the agent has missed three intervals at `now_ms`.
+    pub fn is_quiet(&self, now_ms: i64) -> bool {
+        now_ms - self.last_seen_ms > 3 * self.interval_ms.max(1000)
+    }
+}
+
+/// One metric reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRow {
+    /// Metric name.
+    pub name: String,
+    /// Labels, sorted by key.
+    pub labels: Vec<(String, String)>,
+    /// Value (finite).
+    pub value: f64,
+}
+
+/// One process in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProcessRow {
+    /// Pid.
+    pub pid: u32,
+    /// Name.
+    pub name: String,
+    /// User.
+    pub user: String,
+    /// Command line (truncated by the agent).
+    pub cmdline: String,
+    /// Share of one core, %.
+    pub cpu_pct: f64,
+    /// Resident bytes.
+    pub rss_bytes: u64,
+    /// Share of memory, %.
+    pub mem_pct: f64,
+    /// Threads.
+    pub threads: u32,
+    /// State.
+    pub state: String,
+}
+
+/// A process snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotRow {
+    /// When, unix ms.
+    pub time_ms: i64,
+    /// `top` or `threshold`.
+    pub reason: String,
+    /// How many processes exist in all.
+    pub total: u32,
+    /// Processes by state.
+    pub state_counts: BTreeMap<String, u32>,
+    /// The processes listed.
+    pub processes: Vec<ProcessRow>,
+}
+
+/// An event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    /// When, unix ms.
+    pub time_ms: i64,
+    /// `agent.started`, `spool.overflow`, ...
+    pub kind: String,
+    /// `info`, `warning`, `critical`.
+    pub severity: String,
+    /// One sentence.
+    pub message: String,
+    /// Details.
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// What a batch carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchPayload {
+    /// Metric readings.
+    Metrics(Vec<SampleRow>),
+    /// A process snapshot.
+    Processes(SnapshotRow),
+    /// Events.
+    Events(Vec<EventRow>),
+    /// Nothing but the health (allowed).
+    Empty,
+}
+
+/// One batch, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingBatch {
+    /// Per-instance sequence number.
+    pub seq: u64,
+    /// When produced, unix ms.
+    pub time_ms: i64,
+    /// The agent's health then.
+    pub health: Option<AgentHealth>,
+    /// Content.
+    pub payload: BatchPayload,
+}
+
+/// A series and its points.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    /// Metric name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// `[unix ms, value]` pairs, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// An event with the agent it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    /// Event id.
+    pub id: i64,
+    /// Agent id (absent for project-wide events).
+    pub oid: Option<i64>,
+    /// Agent name.
+    pub oname: Option<String>,
+    /// The event.
+    #[serde(flatten)]
+    pub event: EventRow,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// From, unix ms (inclusive).
+    pub from_ms: i64,
+    /// To, unix ms (inclusive).
+    pub to_ms: i64,
+    /// Only this agent.
+    pub oid: Option<i64>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}

@@ -1,0 +1,278 @@
+//! `serve`: binds both ports, then runs gRPC ingest, the HTTP API and the
+//! background jobs (no-data watch, retention) until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sightline_proto::v1::ingest_server::IngestServer;
+use tokio::net::TcpListener;
+use tokio::time::{MissedTickBehavior, interval, timeout};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Identity, ServerTlsConfig};
+
+use crate::api::{self, ApiState};
+use crate::auth::ProjectCache;
+use crate::ingest::{IngestLimits, IngestService};
+use crate::listen::{Guarded, accept_loop};
+use crate::model::EventRow;
+use crate::settings::ServeSettings;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::time_text::format_ms;
+
+/// The largest message accepted, compressed or decompressed.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// How often agents are checked for missed intervals.
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+/// How often retention runs.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Why the collector could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// TLS files could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// A collector with its ports bound, not yet serving.
+#[derive(Debug)]
+pub struct Collector {
+    settings: ServeSettings,
+    store: Arc<SqliteStore>,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl Collector {
+    /// Opens the store and binds both ports.
+    pub async fn bind(settings: ServeSettings) -> Result<Collector, ServeError> {
+        let store = Arc::new(SqliteStore::open(&settings.data_dir).await?);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let grpc = bind(settings.grpc).await?;
+        let http = bind(settings.http).await?;
+        Ok(Collector {
+            settings,
+            store,
+            grpc,
+            http,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let Collector {
+            settings,
+            store,
+            grpc,
+            http,
+        } = self;
+        let tls = match &settings.tls {
+            None => None,
+            Some((cert, key)) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| ServeError::Tls(format!("{}: {e}", p.display())))
+                };
+                Some(
+                    ServerTlsConfig::new()
+                        .identity(Identity::from_pem(read(cert)?, read(key)?))
+                        .timeout(Duration::from_secs(10)),
+                )
+            }
+        };
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(16));
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| ServeError::Tls(agent_core::transport::error_chain(&e)))?;
+        }
+        let ingest = IngestServer::new(IngestService::new(
+            store.clone(),
+            Arc::new(ProjectCache::default()),
+            IngestLimits::default(),
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Gzip);
+        let incoming = ReceiverStream::new(accept_loop(
+            grpc,
+            settings.max_connections,
+            shutdown.clone(),
+        ))
+        .map(Ok::<Guarded, std::io::Error>);
+        let grpc_server = builder
+            .add_service(ingest)
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+
+        let state = Arc::new(ApiState {
+            store: store.clone(),
+            tokens: ProjectCache::default(),
+        });
+        let http_server = serve_http(
+            api::router(state),
+            accept_loop(http, settings.max_connections, shutdown.clone()),
+            shutdown.clone(),
+        );
+        let watch = tokio::spawn(watch_quiet_agents(store.clone(), shutdown.clone()));
+        let purge = tokio::spawn(enforce_retention(
+            store.clone(),
+            settings.retention,
+            shutdown.clone(),
+        ));
+
+        let (grpc_result, ()) = tokio::join!(grpc_server, http_server);
+        let _ = tokio::join!(watch, purge);
+        store.close().await;
+        grpc_result.map_err(ServeError::from)
+    }
+}
+
+/// Serves HTTP/1.1 on every accepted connection, with a bound on how long a
+/// client may take to send its request headers.
+async fn serve_http(
+    router: axum::Router,
+    mut connections: tokio::sync::mpsc::Receiver<Guarded>,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    loop {
+        let conn = tokio::select! {
+            () = shutdown.cancelled() => return,
+            c = connections.recv() => match c { Some(c) => c, None => return },
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .max_buf_size(64 * 1024);
+            let connection = builder.serve_connection(TokioIo::new(conn), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error.");
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = timeout(Duration::from_secs(1), connection).await;
+                }
+            }
+        });
+    }
+}
+
+/// Raises `agent.no_data` once for each agent that misses three intervals.
+async fn watch_quiet_agents<S: Store>(store: Arc<S>, shutdown: CancellationToken) {
+    let mut tick = interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = crate::now_ms();
+        let quiet = match store.newly_quiet_agents(now).await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "No-data check failed.");
+                continue;
+            }
+        };
+        for agent in quiet {
+            let event = EventRow {
+                time_ms: now,
+                kind: "agent.no_data".into(),
+                severity: "critical".into(),
+                message: format!(
+                    "Agent {} ({}) has sent no data since {}: three intervals of {} s missed.",
+                    agent.oname,
+                    agent.product,
+                    format_ms(agent.last_seen_ms),
+                    agent.interval_ms / 1000
+                ),
+                attrs: [("last_seen_ms".to_string(), agent.last_seen_ms.to_string())].into(),
+            };
+            tracing::warn!(oid = agent.oid, oname = %agent.oname, "Agent sent no data for three intervals.");
+            if let Err(e) = store
+                .insert_event(agent.project_id, Some(agent.oid), &event)
+                .await
+            {
+                tracing::warn!(error = %e, "Cannot record a no-data event.");
+            }
+        }
+    }
+}
+
+/// Removes data older than `retention`, at start and then hourly.
+async fn enforce_retention<S: Store>(
+    store: Arc<S>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = interval(PURGE_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cutoff = crate::now_ms().saturating_sub(retention_ms);
+        match store.purge_before(cutoff).await {
+            Ok(p) if p != crate::store::Purged::default() => tracing::info!(
+                points = p.points,
+                snapshots = p.snapshots,
+                events = p.events,
+                batches = p.batches,
+                before = %format_ms(cutoff),
+                "Retention removed old data."
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Retention failed."),
+        }
+    }
+}
