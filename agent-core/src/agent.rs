@@ -123,16 +123,25 @@ pub async fn run<C: SourceConfig>(
         data_dir: common.data_dir.clone(),
     };
     let mut source = tokio::spawn(product.build(cx)?);
-    let result = tokio::select! {
-        () = shutdown.cancelled() => Ok(()),
-        r = &mut source => flatten(r),
+    let finished = tokio::select! {
+        () = shutdown.cancelled() => None,
+        r = &mut source => Some(flatten(r)),
     };
     shutdown.cancel();
     tracing::info!("Agent stopping.");
     // The loop owns the last output; once it returns, the pipeline drains
     // what is queued and ends.
-    let _ = timeout(SOURCE_GRACE, &mut source).await;
-    source.abort();
+    let result = match finished {
+        Some(result) => result,
+        None => match timeout(SOURCE_GRACE, &mut source).await {
+            Ok(r) => flatten(r),
+            Err(_) => {
+                source.abort();
+                tracing::warn!("Collection loop did not stop in time; abandoned it.");
+                Ok(())
+            }
+        },
+    };
     let _ = timeout(DRAIN_GRACE, pipeline).await;
     let _ = timeout(Duration::from_millis(100), transport).await;
     let health = counters.snapshot();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::config::{Config, Env, FileSource, FlagValue, KeySpec};
+use crate::config::{Config, ConfigError, Env, FileSource, FlagValue, KeySpec};
 use crate::identity;
 use crate::license::License;
 use crate::settings::{CommonSettings, ServerSettings};
@@ -130,11 +130,13 @@ pub async fn run(
     let config = match Config::load(file, env, flags, product.keys) {
         Ok(c) => c,
         Err(e) => {
-            report.fail(
-                "config",
-                e.to_string(),
-                "fix the line named above, then run test again",
-            );
+            let hint = match &e {
+                ConfigError::Read { .. } => {
+                    "check the path given with --conf, and that this user may read it"
+                }
+                _ => "fix the line named above, then run test again",
+            };
+            report.fail("config", e.to_string(), hint);
             return skip_rest(report, &["license", "dns", "tcp", "tls", "hello", "clock"]);
         }
     };
@@ -258,7 +260,11 @@ pub async fn run(
     let reply = match reply {
         Ok(r) => r,
         Err(e) => {
-            report.fail("hello", hello_failure(&e, &license), hello_hint(&e));
+            report.fail(
+                "hello",
+                hello_failure(&e, &license),
+                hello_hint(&e, server.tls.is_some()),
+            );
             return skip_rest(report, &["clock"]);
         }
     };
@@ -315,8 +321,13 @@ fn hello_failure(error: &TransportError, license: &License) -> String {
     }
 }
 
-fn hello_hint(error: &TransportError) -> String {
+fn hello_hint(error: &TransportError, tls: bool) -> String {
     match error {
+        TransportError::Status(s)
+            if !tls && (s.message().contains("h2 protocol error") || s.message().contains("http2 error")) =>
+        {
+            "the port does not speak plain gRPC: if the collector serves TLS, set server.tls=true (and server.ca)".into()
+        }
         TransportError::Status(s) if s.code() == tonic::Code::Unauthenticated => {
             "the key is well-formed but was not created by this collector: check server.host, or create a project there with `sightline-collector project create`".into()
         }

@@ -277,7 +277,10 @@ impl<S: Store> PushStream<S> {
                 Ok(Some(batch)) => batch,
                 Ok(None) => return,
                 Err(status) => {
-                    tracing::debug!(oid = self.oid, error = %status, "Push stream ended.");
+                    // Too large, undecodable, or the connection broke: say
+                    // why, in case the agent is still listening.
+                    tracing::warn!(oid = self.oid, error = %status.message(), "Push stream refused or broken.");
+                    let _ = tx.send(Err(status)).await;
                     return;
                 }
             };

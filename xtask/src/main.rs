@@ -1,18 +1,44 @@
 //! Developer tasks for the Sightline workspace: `cargo xtask <task>`.
+//!
+//! - `up`: build, start a collector and the agents that fit this machine,
+//!   print where to look; Ctrl-C stops.
+//! - `test`: install what the tests need, build, run every test and check.
+//! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
 mod codegen;
+mod process;
+mod test;
+mod up;
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  up [--data DIR] [--grpc ADDR] [--http ADDR] [--for SECONDS] [--no-build]
+        start a collector and the agents that fit this machine
+  test [--no-lint]
+        install what the tests need, build, run every test, fmt and clippy
+  codegen
+        regenerate proto/src/gen from proto/sightline/v1/*.proto";
+
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let task = args.next().unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let root = workspace_root();
-    match task.as_str() {
+    let (task, rest) = args
+        .split_first()
+        .map_or(("", &[][..]), |(t, r)| (t.as_str(), r));
+    match task {
+        "up" => up::run(&root, up::UpOptions::parse(&root, rest)?),
+        "test" => test::run(&root, rest),
         "codegen" => codegen::run(&root),
-        _ => bail!("usage: cargo xtask <codegen>"),
+        "" | "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task '{other}'\n\n{USAGE}"),
     }
 }
 

@@ -408,6 +408,28 @@ impl Config {
     }
 }
 
+/// A Markdown table of `keys` for a README: key, default, meaning.
+pub fn reference_table(keys: &[KeySpec]) -> String {
+    let mut table = String::from("| key | default | meaning |\n| --- | --- | --- |\n");
+    for spec in keys {
+        let default = spec
+            .default
+            .map_or_else(|| "(none)".to_string(), |d| format!("`{d}`"));
+        table.push_str(&format!("| `{}` | {default} | {} |\n", spec.key, spec.doc));
+    }
+    table
+}
+
+/// Replaces the text between `<!-- begin NAME -->` and `<!-- end NAME -->`
+/// in `doc` with `body`; `None` when the markers are missing.
+pub fn replace_section(doc: &str, name: &str, body: &str) -> Option<String> {
+    let begin = format!("<!-- begin {name} -->\n");
+    let end = format!("<!-- end {name} -->");
+    let start = doc.find(&begin)? + begin.len();
+    let stop = start + doc[start..].find(&end)?;
+    Some(format!("{}{body}{}", &doc[..start], &doc[stop..]))
+}
+
 /// The known key closest to `key`, if any is close enough to be a typo.
 fn nearest_key(key: &str, specs: &[KeySpec]) -> Option<&'static str> {
     specs

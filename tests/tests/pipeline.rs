@@ -1,0 +1,281 @@
+//! The delivery pipeline end to end: a real collector and a real
+//! `sightline-infra` on loopback, killed and restarted at will.
+
+use std::time::{Duration, Instant};
+
+use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, the_agent, wait_for};
+
+/// The first promise: start both, see CPU and memory through the
+/// API within two intervals.
+#[test]
+fn metrics_arrive_within_two_intervals() {
+    let scratch = Scratch::new("live");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "live");
+    let collector = Collector::start(&data);
+    let api = collector.api(&creds.token);
+    let interval = Duration::from_secs(2);
+    let started = Instant::now();
+    let _agent = Agent::infra(
+        &scratch.join("agent"),
+        &agent_conf(
+            &creds.license,
+            collector.grpc,
+            &scratch.join("agent/data"),
+            &[("interval", "2s")],
+        ),
+    );
+    let agent = the_agent(&api);
+    let oid = agent["oid"].as_i64().expect("oid");
+    wait_for("cpu.usage and mem.used_pct", 2 * interval, || {
+        let cpu = api.points(oid, "cpu.usage");
+        let mem = api.points(oid, "mem.used_pct");
+        (!cpu.is_empty() && !mem.is_empty()).then_some(())
+    });
+    assert!(
+        started.elapsed() <= 2 * interval + Duration::from_millis(500),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let agent = &api.agents()[0];
+    assert_eq!(agent["product"], "infra");
+    assert_eq!(agent["status"], "up");
+    assert_eq!(
+        agent["oname"], agent["hostname"],
+        "oname defaults to the host name"
+    );
+    let mem = api.points(oid, "mem.used_pct");
+    assert!(mem.iter().all(|(_, v)| *v > 0.0 && *v < 100.0), "{mem:?}");
+    let kinds: Vec<String> = api
+        .events()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(kinds.contains(&"agent.started".to_string()), "{kinds:?}");
+}
+
+/// Nothing lost, nothing stored twice: while batches flow, kill -9 the
+/// collector and restart it, then kill -9 the agent and restart it; the
+/// store then holds every sequence number from the first to the last
+/// exactly once, and the agent id survived the restart.
+#[test]
+fn nothing_lost_nothing_twice_across_kill_9() {
+    let scratch = Scratch::new("exactly-once");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "once");
+    let mut collector = Collector::start(&data);
+    let (grpc, http) = (collector.grpc.to_string(), collector.http.to_string());
+    let api = collector.api(&creds.token);
+    let agent_dir = scratch.join("agent");
+    let conf = agent_conf(&creds.license, collector.grpc, &agent_dir.join("data"), &[]);
+    let mut agent = Agent::infra(&agent_dir, &conf);
+    let oid = the_agent(&api)["oid"].as_i64().expect("oid");
+    std::thread::sleep(Duration::from_secs(3));
+
+    collector.kill9();
+    // The agent keeps collecting into its spool meanwhile.
+    wait_for(
+        "batches to pile up in the spool",
+        Duration::from_secs(10),
+        || (agent.spooled() >= 2).then_some(()),
+    );
+    let mut collector = Collector::start_with(&data, &grpc, &http, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+
+    agent.kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut agent = Agent::infra(&agent_dir, &conf);
+    std::thread::sleep(Duration::from_secs(3));
+    wait_for("the spool to drain", Duration::from_secs(15), || {
+        (agent.spooled() == 0).then_some(())
+    });
+
+    let delivery = api.ok(&format!("/api/v1/agents/{oid}/delivery"));
+    let instances = delivery["instances"].as_array().expect("instances");
+    assert_eq!(
+        instances.len(),
+        1,
+        "the agent kept its spool instance: {delivery}"
+    );
+    let d = &instances[0];
+    let (batches, first, last) = (
+        d["batches"].as_u64().expect("n"),
+        d["first_seq"].as_u64().expect("first"),
+        d["last_seq"].as_u64().expect("last"),
+    );
+    assert_eq!(first, 1, "{d}");
+    assert_eq!(
+        batches, last,
+        "every number from 1 to {last} stored exactly once: {d}"
+    );
+    assert_eq!(d["missing"], 0);
+    assert!(last >= 8, "batches flowed throughout: {d}");
+    // What the agent numbered is what was stored.
+    let agent_last: u64 = std::fs::read_to_string(agent_dir.join("data/spool/last_seq"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        agent_last <= last,
+        "agent numbered {agent_last}, store has {last}"
+    );
+    // Same agent id across the restart: still one agent.
+    assert_eq!(api.agents().len(), 1);
+    // Each metrics batch stored its memory reading once.
+    let mem = api.points(oid, "mem.used_pct");
+    let mut times: Vec<i64> = mem.iter().map(|(t, _)| *t).collect();
+    times.dedup();
+    assert_eq!(times.len(), mem.len());
+    assert!(agent.terminate_within(Duration::from_secs(2)).is_some());
+    assert!(collector.terminate().is_some());
+}
+
+/// The collector is down when the agent starts: the agent spools, and
+/// delivers everything once the collector appears.
+#[test]
+fn the_agent_spools_while_the_collector_is_down_and_delivers_later() {
+    let scratch = Scratch::new("down");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "down");
+    // Learn two free ports, then leave them closed for now.
+    let collector = Collector::start(&data);
+    let (grpc, http) = (collector.grpc, collector.http);
+    drop(collector);
+    let agent_dir = scratch.join("agent");
+    let agent = Agent::infra(
+        &agent_dir,
+        &agent_conf(&creds.license, grpc, &agent_dir.join("data"), &[]),
+    );
+    wait_for("batches in the spool", Duration::from_secs(10), || {
+        (agent.spooled() >= 3).then_some(())
+    });
+    let spooled = agent.spooled();
+
+    let collector = Collector::start_with(&data, &grpc.to_string(), &http.to_string(), &[]);
+    let api = collector.api(&creds.token);
+    let oid = the_agent(&api)["oid"].as_i64().expect("oid");
+    wait_for("the spool to drain", Duration::from_secs(15), || {
+        (agent.spooled() == 0).then_some(())
+    });
+    let delivery = api.ok(&format!("/api/v1/agents/{oid}/delivery"));
+    let d = &delivery["instances"][0];
+    assert_eq!(d["first_seq"], 1);
+    assert_eq!(d["missing"], 0);
+    assert!(d["batches"].as_u64().expect("n") >= spooled as u64);
+    let health = &api.agents()[0]["health"];
+    assert!(
+        health["reconnects"].as_u64().expect("reconnects") >= 1,
+        "{health}"
+    );
+}
+
+/// A spool too small for the outage drops its oldest batches, and the loss
+/// reaches the collector as an event with the count.
+#[test]
+fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
+    let scratch = Scratch::new("overflow");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "overflow");
+    let collector = Collector::start(&data);
+    let (grpc, http) = (collector.grpc, collector.http);
+    drop(collector);
+    let agent_dir = scratch.join("agent");
+    let agent = Agent::infra(
+        &agent_dir,
+        &agent_conf(
+            &creds.license,
+            grpc,
+            &agent_dir.join("data"),
+            &[("spool.max", "4KiB")],
+        ),
+    );
+    let last_seq = || -> u64 {
+        std::fs::read_to_string(agent_dir.join("data/spool/last_seq"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // Wait until the spool has had to drop (it persists last_seq then).
+    wait_for("the spool to overflow", Duration::from_secs(20), || {
+        (last_seq() > agent.spooled() as u64 + 1).then_some(())
+    });
+
+    let collector = Collector::start_with(&data, &grpc.to_string(), &http.to_string(), &[]);
+    let api = collector.api(&creds.token);
+    let oid = the_agent(&api)["oid"].as_i64().expect("oid");
+    let overflow = wait_for("a spool.overflow event", Duration::from_secs(15), || {
+        api.events()
+            .into_iter()
+            .find(|e| e["kind"] == "spool.overflow")
+    });
+    let dropped: u64 = overflow["attrs"]["dropped_batches"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("count");
+    assert!(dropped >= 1, "{overflow}");
+    assert_eq!(
+        overflow["attrs"]["first_seq"], "1",
+        "the oldest went first: {overflow}"
+    );
+    assert_eq!(overflow["severity"], "warning");
+    let delivery = api.ok(&format!("/api/v1/agents/{oid}/delivery"));
+    let first = delivery["instances"][0]["first_seq"]
+        .as_u64()
+        .expect("first");
+    assert!(
+        first > 1,
+        "the oldest batches were not delivered: {delivery}"
+    );
+}
+
+/// SIGTERM stops the agent within a second, and its pid file goes.
+#[test]
+fn sigterm_stops_the_agent_within_a_second() {
+    let scratch = Scratch::new("sigterm");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "sigterm");
+    let collector = Collector::start(&data);
+    let api = collector.api(&creds.token);
+    let agent_dir = scratch.join("agent");
+    let mut agent = Agent::infra(
+        &agent_dir,
+        &agent_conf(&creds.license, collector.grpc, &agent_dir.join("data"), &[]),
+    );
+    the_agent(&api);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid_file = agent_dir.join("data/sightline-infra.pid");
+    assert!(pid_file.exists());
+    let started = Instant::now();
+    let status = agent
+        .terminate_within(Duration::from_secs(1))
+        .expect("exited within a second");
+    assert!(status.success(), "{status:?}: {}", agent.log_text());
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(!pid_file.exists());
+    assert!(agent.log_text().contains("Agent stopped."));
+}
+
+/// Two agents on one data dir would corrupt the spool: the second refuses.
+#[test]
+fn a_second_agent_on_the_same_data_dir_is_refused() {
+    let scratch = Scratch::new("pidlock");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "pidlock");
+    let collector = Collector::start(&data);
+    let conf = agent_conf(&creds.license, collector.grpc, &scratch.join("data"), &[]);
+    let _first = Agent::infra(&scratch.join("a"), &conf);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = Agent::infra(&scratch.join("b"), &conf);
+    let status = wait_for("the second agent to exit", Duration::from_secs(5), || {
+        second.try_wait()
+    });
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        second
+            .log_text()
+            .contains("another sightline-infra is running"),
+        "{}",
+        second.log_text()
+    );
+}

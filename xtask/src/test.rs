@@ -1,0 +1,88 @@
+//! `cargo xtask test`: installs what the tests need where it is missing,
+//! builds the binaries the end-to-end tests drive, and runs every test,
+//! then the format and lint checks. `.ci/run` calls exactly this.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::{cargo, cargo_build_bins};
+
+/// A Debian package the tests need, and a file that shows it is installed.
+struct Package {
+    name: &'static str,
+    provides: &'static str,
+}
+
+/// What the test suite needs from the distribution.
+const PACKAGES: &[Package] = &[];
+
+/// Installs missing packages with apt-get (as root; CI runs as root).
+pub(crate) fn ensure_packages() -> Result<()> {
+    let missing: Vec<&Package> = PACKAGES
+        .iter()
+        .filter(|p| !Path::new(p.provides).exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    if !is_root {
+        bail!(
+            "the tests need {}: run `sudo apt-get install {}` or run this as root",
+            names.join(", "),
+            names.join(" ")
+        );
+    }
+    println!("$ apt-get update");
+    let update = Command::new("apt-get")
+        .args(["update", "-q"])
+        .status()
+        .context("running apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed");
+    }
+    println!("$ apt-get install {}", names.join(" "));
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&names)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !install.success() {
+        bail!("apt-get install {} failed", names.join(" "));
+    }
+    Ok(())
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let lint = !args.iter().any(|a| a == "--no-lint");
+    ensure_packages()?;
+    cargo_build_bins(root, false)?;
+    if lint {
+        cargo(root, &["fmt", "--all", "--check"])?;
+    }
+    cargo(root, &["test", "--workspace", "--locked", "--no-fail-fast"])?;
+    if lint {
+        cargo(
+            root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )?;
+    }
+    println!("all tests passed");
+    Ok(())
+}
