@@ -85,7 +85,9 @@ pub fn main<C: SourceConfig>() -> ExitCode {
     let keys = all_keys::<C>();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(4)
+        // Collectors and spool IO run here; a stuck collector holds one
+        // thread, so leave room for every collector to be stuck at once.
+        .max_blocking_threads(16)
         .build()
     {
         Ok(rt) => rt,

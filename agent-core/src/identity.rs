@@ -9,7 +9,8 @@
 use std::io;
 use std::path::Path;
 
-use crate::spool::{SpoolError, write_atomic};
+use crate::spool::SpoolError;
+use crate::state::write_atomic;
 
 const INSTANCE_FILE: &str = "instance";
 const AGENT_ID_FILE: &str = "agent_id";

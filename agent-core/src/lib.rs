@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod settings;
 pub mod source;
 pub mod spool;
+pub mod state;
 pub mod transport;
 
 pub use config::{Config, ConfigError, KeySpec};

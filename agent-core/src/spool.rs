@@ -19,8 +19,10 @@
 //!   for room; nothing else deletes.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
+
+pub(crate) use crate::state::write_atomic;
 use std::path::{Path, PathBuf};
 
 /// Magic bytes at the start of every batch file.
@@ -367,25 +369,6 @@ fn read_small(path: &Path) -> Result<Option<String>, SpoolError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path)(e)),
     }
-}
-
-/// Writes `contents` to `path` so that a crash leaves either the old file
-/// or the new one: temporary file, fsync, rename, fsync of the folder.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), SpoolError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-    file.write_all(contents).map_err(io_err(&tmp))?;
-    file.sync_data().map_err(io_err(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Some(dir) = path.parent() {
-        // Makes the rename itself durable. Some filesystems refuse to sync
-        // a folder; the rename is still atomic there.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

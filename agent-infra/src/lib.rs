@@ -1,47 +1,50 @@
-//! `sightline-infra`, the server agent: reads the host's CPU and memory
-//! (and, as it grows, disks, network and processes) from `/proc` and `/sys`
-//! every `interval`, and reports them through agent-core.
+//! `sightline-infra`, the server agent: CPU, memory, swap, load, disks and
+//! filesystems, disk I/O, network, processes, reboots and threshold events
+//! with a load snapshot, read from `/proc` and `/sys` every `interval`.
+//!
+//! The path: [`source::run`] ticks, [`collect::CollectorSet`] runs every
+//! collector on the blocking pool with its own deadline, and the readings
+//! go to agent-core's output as metrics, a top-N process snapshot and
+//! events.
 //!
 //! Invariants:
-//! - Collection is split per OS behind [`linux`]; nothing outside it knows
-//!   a `/proc` path.
+//! - Everything that knows a `/proc` path lives in [`linux`]; the rest is
+//!   OS-neutral, so a Windows module slots in beside it.
 //! - The agent reads files only; it never runs a program to collect.
+//! - One slow source delays nothing else, and never piles up threads.
 
+pub mod collect;
+pub mod glob;
+#[cfg(target_os = "linux")]
 pub mod linux;
-pub mod sampler;
+pub mod settings;
+pub mod source;
+pub mod thresholds;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use agent_core::config::{Config, ConfigError, KeySpec, Origin};
-use agent_core::domain::Payload;
+use agent_core::config::{Config, ConfigError, KeySpec};
 use agent_core::{Source, SourceConfig, SourceContext, SourceError};
-use tokio::time::{MissedTickBehavior, interval};
 
-use crate::linux::ProcFs;
-use crate::sampler::Sampler;
+pub use settings::{INFRA_KEYS, InfraSettings};
 
-/// The keys `infra.conf` holds besides the common ones.
-pub const INFRA_KEYS: &[KeySpec] = &[
-    KeySpec {
-        key: "interval",
-        default: Some("5s"),
-        doc: "How often the host is read and reported.",
-    },
-    KeySpec {
-        key: "host.proc",
-        default: Some("/proc"),
-        doc: "Where the host's procfs is mounted (`/host/proc` in a container).",
-    },
-];
-
-/// The server agent's settings.
-#[derive(Debug, Clone)]
+/// The server agent: its settings, and how it builds its loop.
+#[derive(Clone)]
 pub struct InfraConfig {
-    /// Reporting interval.
-    pub interval: Duration,
-    /// procfs root.
-    pub proc_root: PathBuf,
+    /// The resolved settings.
+    pub settings: InfraSettings,
+    /// How filesystems are asked for their use (replaced in tests by a
+    /// stand-in that can hang).
+    #[cfg(target_os = "linux")]
+    pub statfs: linux::collectors::filesystems::StatFs,
+}
+
+impl std::fmt::Debug for InfraConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InfraConfig")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SourceConfig for InfraConfig {
@@ -50,48 +53,40 @@ impl SourceConfig for InfraConfig {
     const KEYS: &'static [KeySpec] = INFRA_KEYS;
 
     fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let interval = config.duration("interval")?;
-        if interval < Duration::from_secs(1) {
-            return Err(ConfigError::Invalid {
-                origin: config
-                    .value("interval")
-                    .map_or(Origin::Default, |v| v.origin),
-                key: "interval".into(),
-                reason: "must be at least 1s".into(),
-            });
-        }
         Ok(InfraConfig {
-            interval,
-            proc_root: PathBuf::from(config.get("host.proc").unwrap_or_else(|| "/proc".into())),
+            settings: InfraSettings::from_config(config)?,
+            #[cfg(target_os = "linux")]
+            statfs: linux::collectors::filesystems::real_statfs(),
         })
     }
 
     fn interval(&self) -> Duration {
-        self.interval
+        self.settings.interval
     }
 
+    #[cfg(target_os = "linux")]
     fn build(self, cx: SourceContext) -> Result<Source, SourceError> {
-        Ok(Box::pin(run(self, cx)))
-    }
-}
-
-async fn run(config: InfraConfig, cx: SourceContext) -> Result<(), SourceError> {
-    let mut sampler = Sampler::new(ProcFs::new(&config.proc_root));
-    let mut tick = interval(config.interval);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cx.shutdown.cancelled() => return Ok(()),
-            _ = tick.tick() => {}
-        }
-        let metrics = sampler.sample();
-        tokio::select! {
-            () = cx.shutdown.cancelled() => return Ok(()),
-            sent = cx.out.send(Payload::Metrics(metrics)) => {
-                if sent.is_err() {
-                    return Ok(());
-                }
+        let proc = linux::ProcFs::new(&self.settings.proc_root);
+        let boot_id = match linux::boot_id(&proc) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read the boot id; reboots will not be reported.");
+                None
             }
-        }
+        };
+        let collectors = linux::collectors(&self.settings, self.statfs);
+        Ok(Box::pin(source::run(
+            self.settings,
+            collectors,
+            boot_id,
+            cx,
+        )))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn build(self, _cx: SourceContext) -> Result<Source, SourceError> {
+        Err(SourceError::msg(
+            "this build of sightline-infra collects on Linux only; the Windows module comes with the Windows build",
+        ))
     }
 }

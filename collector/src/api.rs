@@ -50,6 +50,8 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/v1/agents/{oid}/processes", get(processes::<S>))
         .route("/api/v1/agents/{oid}/delivery", get(delivery::<S>))
         .route("/api/v1/events", get(events::<S>))
+        .route("/api/v1/fleet", get(fleet::<S>))
+        .route("/api/v1/processes/top", get(processes_top::<S>))
         .fallback(not_found)
         .with_state(state)
 }
@@ -324,6 +326,90 @@ async fn processes<S: Store>(
             agent.oid
         ))),
     }
+}
+
+/// How far back the fleet views look for a server's latest values.
+const FLEET_WINDOW_MS: i64 = HOUR_MS;
+
+/// Every server agent with its current CPU, memory, fullest disk, disk I/O
+/// and status, and the top 5 servers by CPU, memory and disk I/O.
+async fn fleet<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = crate::now_ms();
+    let since = now - FLEET_WINDOW_MS;
+    let agents: Vec<Agent> = state
+        .store
+        .agents(project.id)
+        .await?
+        .into_iter()
+        .filter(|a| a.product == "infra")
+        .collect();
+    let store = &state.store;
+    let values = crate::fleet::LatestValues {
+        cpu: store.latest(project.id, "cpu.usage", since).await?,
+        mem: store.latest(project.id, "mem.used_pct", since).await?,
+        disk: store.latest(project.id, "disk.used_pct", since).await?,
+        io_read: store
+            .latest(project.id, "diskio.read_bytes_per_sec", since)
+            .await?,
+        io_write: store
+            .latest(project.id, "diskio.write_bytes_per_sec", since)
+            .await?,
+    };
+    let servers = crate::fleet::servers(&agents, &values, now);
+    let up = servers.iter().filter(|s| s.status == "up").count();
+    Ok(Json(json!({
+        "counts": { "servers": servers.len(), "up": up, "no_data": servers.len() - up },
+        "top": {
+            "cpu": crate::fleet::top(&servers, 5, |s| s.cpu_pct),
+            "mem": crate::fleet::top(&servers, 5, |s| s.mem_pct),
+            "disk_io": crate::fleet::top(&servers, 5, |s| s.disk_io_bytes_per_sec),
+        },
+        "servers": servers,
+    })))
+}
+
+/// Processes aggregated by name across the project's servers, from each
+/// server's latest top-N snapshot: max and mean CPU and memory, how many,
+/// on which servers. `sort=cpu|mem`, `limit` (default 20).
+async fn processes_top<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let sort = params.get("sort").map_or("cpu", String::as_str);
+    if !["cpu", "mem"].contains(&sort) {
+        return Err(ApiError::BadRequest("sort: expected cpu or mem".into()));
+    }
+    let limit = match params.get("limit") {
+        None => 20,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::BadRequest("limit: expected 1 to 1000".into()))?,
+    };
+    let now = crate::now_ms();
+    let agents = state.store.agents(project.id).await?;
+    let names = crate::fleet::onames(&agents);
+    let snapshots: Vec<(String, crate::model::SnapshotRow)> = state
+        .store
+        .latest_snapshots(project.id, "top", now - FLEET_WINDOW_MS)
+        .await?
+        .into_iter()
+        .filter_map(|(oid, s)| Some((names.get(&oid)?.clone(), s)))
+        .collect();
+    let mut groups = crate::fleet::group_processes(&snapshots);
+    match sort {
+        "mem" => groups.sort_by(|a, b| b.mem_max_pct.total_cmp(&a.mem_max_pct)),
+        _ => groups.sort_by(|a, b| b.cpu_max.total_cmp(&a.cpu_max)),
+    }
+    groups.truncate(limit);
+    Ok(Json(
+        json!({ "servers_reporting": snapshots.len(), "sort": sort, "processes": groups }),
+    ))
 }
 
 /// Per spool instance: batches stored, first and last sequence number, and

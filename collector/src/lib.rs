@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod fleet;
 pub mod ingest;
 pub mod listen;
 pub mod model;

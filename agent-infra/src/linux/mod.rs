@@ -6,30 +6,30 @@
 //! fixture and the roots can point at a host's `/proc` mounted into a
 //! container.
 
+pub mod collectors;
 pub mod cpu;
+pub mod disk;
+pub mod load;
 pub mod memory;
+pub mod mounts;
+pub mod net;
 pub mod parse;
+pub mod process;
+pub mod vmstat;
 
-use std::io;
 use std::path::{Path, PathBuf};
 
 pub use parse::ParseError;
 
-/// A file could not be read or parsed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// Reading failed.
-    #[error("{path}: {source}", path = path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The content was not as expected.
-    #[error(transparent)]
-    Parse(#[from] ParseError),
+use crate::collect::{Collect, ReadError};
+use crate::settings::InfraSettings;
+use collectors::filesystems::{FsOptions, StatFs};
+use collectors::network::NetFilter;
+
+impl From<ParseError> for ReadError {
+    fn from(e: ParseError) -> Self {
+        ReadError::Parse(e.to_string())
+    }
 }
 
 /// Where `/proc` is (`/proc` on a host, `/host/proc` in a DaemonSet).
@@ -64,4 +64,49 @@ impl ProcFs {
     pub fn meminfo(&self) -> Result<memory::MemInfo, ReadError> {
         Ok(memory::parse_meminfo(&self.read("meminfo")?)?)
     }
+}
+
+/// The kernel's id for this boot: changes at every boot, unlike the boot
+/// time, which drifts with clock corrections.
+pub fn boot_id(proc: &ProcFs) -> Result<String, ReadError> {
+    Ok(proc.read("sys/kernel/random/boot_id")?.trim().to_string())
+}
+
+/// Every collector the settings ask for, with `statfs` as given.
+pub fn collectors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Collect>> {
+    let proc = ProcFs::new(&settings.proc_root);
+    vec![
+        Box::new(collectors::cpu::CpuCollector::new(proc.clone())),
+        Box::new(collectors::memory::MemoryCollector::new(proc.clone())),
+        Box::new(collectors::disks::DiskCollector::new(
+            proc.clone(),
+            settings.sys_root.clone(),
+            settings.disk_exclude.clone(),
+        )),
+        Box::new(collectors::network::NetCollector::new(
+            proc.clone(),
+            settings.sys_root.clone(),
+            NetFilter {
+                include: settings.net_include.clone(),
+                exclude: settings.net_exclude.clone(),
+                virtual_too: settings.net_virtual,
+            },
+            settings.net_tcp,
+        )),
+        Box::new(collectors::filesystems::FsCollector::new(
+            proc.clone(),
+            FsOptions {
+                host_root: settings.host_root.clone(),
+                exclude_types: settings.fs_exclude_types.clone(),
+                exclude_mounts: settings.fs_exclude_mounts.clone(),
+                timeout: settings.fs_timeout,
+                statfs,
+            },
+        )),
+        Box::new(collectors::processes::ProcessCollector::new(
+            proc,
+            &settings.etc_root,
+            settings.cmdline_max,
+        )),
+    ]
 }

@@ -64,6 +64,19 @@ pub struct Purged {
     pub batches: u64,
 }
 
+/// The newest point of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latest {
+    /// The agent.
+    pub oid: i64,
+    /// The series' labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// When, unix ms.
+    pub time_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
 /// The batches one spool instance delivered (retention aside).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Delivery {
@@ -196,6 +209,24 @@ pub trait Store: Send + Sync + 'static {
         &self,
         cutoff_ms: i64,
     ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
+
+    /// The newest point, no older than `since_ms`, of every series named
+    /// `name` of every agent of a project.
+    fn latest(
+        &self,
+        project_id: i64,
+        name: &str,
+        since_ms: i64,
+    ) -> impl Future<Output = Result<Vec<Latest>, StoreError>> + Send;
+
+    /// The newest snapshot of `reason`, no older than `since_ms`, of every
+    /// agent of a project.
+    fn latest_snapshots(
+        &self,
+        project_id: i64,
+        reason: &str,
+        since_ms: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, SnapshotRow)>, StoreError>> + Send;
 
     /// What has been delivered by each instance (spool) of an agent.
     fn delivery(&self, oid: i64) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{Delivery, Purged, Range, Registered, Store, StoreError, Stored};
+use super::{Delivery, Latest, Purged, Range, Registered, Store, StoreError, Stored};
 use crate::model::{
     Agent, AgentHealth, AgentHello, BatchPayload, EventQuery, EventRow, IncomingBatch, ProcessRow,
     Project, SampleRow, Series, SnapshotRow, StoredEvent,
@@ -231,6 +231,19 @@ macro_rules! agent_columns {
     () => {
         "oid, project_id, product, oname, hostname, os, version, boot_time_ms, interval_ms, first_seen_ms, last_seen_ms, health"
     };
+}
+
+fn snapshot_from_row(row: &SqliteRow) -> Result<SnapshotRow, StoreError> {
+    let state_counts: String = row.try_get("state_counts")?;
+    let processes: String = row.try_get("processes")?;
+    let total: i64 = row.try_get("total")?;
+    Ok(SnapshotRow {
+        time_ms: row.try_get("ts_ms")?,
+        reason: row.try_get("reason")?,
+        total: u32::try_from(total).unwrap_or(0),
+        state_counts: serde_json::from_str(&state_counts)?,
+        processes: serde_json::from_str::<Vec<ProcessRow>>(&processes)?,
+    })
 }
 
 fn project_from_row(row: &SqliteRow) -> Result<Project, StoreError> {
@@ -546,17 +559,7 @@ impl Store for SqliteStore {
                 .await?
             }
         };
-        let Some(row) = row else { return Ok(None) };
-        let state_counts: String = row.try_get("state_counts")?;
-        let processes: String = row.try_get("processes")?;
-        let total: i64 = row.try_get("total")?;
-        Ok(Some(SnapshotRow {
-            time_ms: row.try_get("ts_ms")?,
-            reason: row.try_get("reason")?,
-            total: u32::try_from(total).unwrap_or(0),
-            state_counts: serde_json::from_str(&state_counts)?,
-            processes: serde_json::from_str::<Vec<ProcessRow>>(&processes)?,
-        }))
+        row.as_ref().map(snapshot_from_row).transpose()
     }
 
     async fn events(
@@ -653,6 +656,62 @@ impl Store for SqliteStore {
             .await?
             .rows_affected();
         Ok(purged)
+    }
+
+    async fn latest(
+        &self,
+        project_id: i64,
+        name: &str,
+        since_ms: i64,
+    ) -> Result<Vec<Latest>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.oid, s.labels, p.ts_ms, p.value
+             FROM agents a
+             JOIN series s ON s.oid = a.oid AND s.name = ?2
+             JOIN points p ON p.series_id = s.id
+                AND p.ts_ms = (SELECT MAX(ts_ms) FROM points WHERE series_id = s.id)
+             WHERE a.project_id = ?1 AND p.ts_ms >= ?3",
+        )
+        .bind(project_id)
+        .bind(name)
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let labels: String = row.try_get("labels")?;
+                Ok(Latest {
+                    oid: row.try_get("oid")?,
+                    labels: serde_json::from_str(&labels)?,
+                    time_ms: row.try_get("ts_ms")?,
+                    value: row.try_get("value")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn latest_snapshots(
+        &self,
+        project_id: i64,
+        reason: &str,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, SnapshotRow)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ps.oid, ps.ts_ms, ps.reason, ps.total, ps.state_counts, ps.processes
+             FROM agents a
+             JOIN process_snapshots ps ON ps.id = (
+                 SELECT id FROM process_snapshots
+                 WHERE oid = a.oid AND reason = ?2 ORDER BY ts_ms DESC LIMIT 1)
+             WHERE a.project_id = ?1 AND ps.ts_ms >= ?3",
+        )
+        .bind(project_id)
+        .bind(reason)
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("oid")?, snapshot_from_row(row)?)))
+            .collect()
     }
 
     async fn delivery(&self, oid: i64) -> Result<Vec<Delivery>, StoreError> {

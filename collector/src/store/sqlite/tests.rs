@@ -397,3 +397,101 @@ async fn long_ranges_are_averaged_into_buckets() {
     let total = series.iter().find(|s| s.labels.is_empty()).expect("total");
     assert_eq!(total.points, [(0, 1.5), (3000, 4.0), (6000, 6.0)]);
 }
+
+#[tokio::test]
+async fn latest_values_and_snapshots_are_per_agent_and_project() {
+    let t = open("latest").await;
+    let p = t.store.create_project("p", b"l", b"t").await.expect("p");
+    let other = t.store.create_project("o", b"l2", b"t2").await.expect("o");
+    let a = t
+        .store
+        .register_agent(p.id, &hello("a", INSTANCE), 0)
+        .await
+        .expect("a");
+    let b = t
+        .store
+        .register_agent(p.id, &hello("b", "ffffffffffffffffffffffffffffffff"), 0)
+        .await
+        .expect("b");
+    let x = t
+        .store
+        .register_agent(other.id, &hello("x", "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"), 0)
+        .await
+        .expect("x");
+    for (seq, at, v) in [(1u64, 1000i64, 1.0), (2, 2000, 2.0), (3, 3000, 3.0)] {
+        t.store
+            .store_batch(p.id, a.oid, INSTANCE, metrics(seq, at, v), at)
+            .await
+            .expect("a");
+    }
+    t.store
+        .store_batch(
+            p.id,
+            b.oid,
+            "ffffffffffffffffffffffffffffffff",
+            metrics(1, 500, 7.0),
+            500,
+        )
+        .await
+        .expect("b");
+    t.store
+        .store_batch(
+            other.id,
+            x.oid,
+            "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+            metrics(1, 3000, 9.0),
+            3000,
+        )
+        .await
+        .expect("x");
+    let mut latest = t.store.latest(p.id, "cpu.usage", 0).await.expect("q");
+    latest.sort_by_key(|l| (l.oid, l.labels.len()));
+    let got: Vec<(i64, usize, i64, f64)> = latest
+        .iter()
+        .map(|l| (l.oid, l.labels.len(), l.time_ms, l.value))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (a.oid, 0, 3000, 3.0),
+            (a.oid, 1, 3000, 1.5),
+            (b.oid, 0, 500, 7.0),
+            (b.oid, 1, 500, 3.5)
+        ]
+    );
+    let recent = t.store.latest(p.id, "cpu.usage", 1000).await.expect("q");
+    assert!(
+        recent.iter().all(|l| l.oid == a.oid),
+        "b's value is older than the window"
+    );
+
+    for (seq, at) in [(4u64, 4000i64), (5, 5000)] {
+        let snapshot = SnapshotRow {
+            time_ms: at,
+            reason: "top".into(),
+            total: 1,
+            state_counts: BTreeMap::new(),
+            processes: vec![],
+        };
+        let batch = IncomingBatch {
+            seq,
+            time_ms: at,
+            health: None,
+            payload: BatchPayload::Processes(snapshot),
+        };
+        t.store
+            .store_batch(p.id, a.oid, INSTANCE, batch, at)
+            .await
+            .expect("stored");
+    }
+    let snaps = t.store.latest_snapshots(p.id, "top", 0).await.expect("q");
+    assert_eq!(snaps.len(), 1);
+    assert_eq!((snaps[0].0, snaps[0].1.time_ms), (a.oid, 5000));
+    assert!(
+        t.store
+            .latest_snapshots(p.id, "threshold", 0)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+}

@@ -1,0 +1,319 @@
+//! Running the host collectors: each on the blocking pool, each with its
+//! own deadline, so one slow source (a hung mount, a process whose memory
+//! map is locked) delays nothing else.
+//!
+//! Invariants:
+//! - A collector that missed its deadline is not started again until its
+//!   previous run returns: at most one stuck thread per collector, never a
+//!   pile of them.
+//! - Its late reading is thrown away (it belongs to a past interval); its
+//!   state comes back with it, so rates stay correct afterwards.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use agent_core::Sample;
+use agent_core::domain::{Event, ProcessInfo, ProcessSnapshot, SnapshotReason};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout_at};
+
+/// A host source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Reading failed.
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The content was not as expected.
+    #[error("{0}")]
+    Parse(String),
+}
+
+/// What collectors produce in one cycle.
+#[derive(Debug, Default)]
+pub struct Reading {
+    /// Metric samples.
+    pub samples: Vec<Sample>,
+    /// The whole process table, from the process collector.
+    pub processes: Option<ProcessTable>,
+    /// Events noticed while collecting (a mount stopped answering).
+    pub events: Vec<Event>,
+}
+
+impl Reading {
+    fn merge(&mut self, other: Reading) {
+        self.samples.extend(other.samples);
+        if other.processes.is_some() {
+            self.processes = other.processes;
+        }
+        self.events.extend(other.events);
+    }
+}
+
+/// Every process at one moment, with its CPU share over the last interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessTable {
+    /// When it was read.
+    pub time: Option<SystemTime>,
+    /// Every process.
+    pub processes: Vec<ProcessInfo>,
+    /// How many processes are in each state.
+    pub state_counts: BTreeMap<String, u32>,
+}
+
+impl ProcessTable {
+    /// The top `n` by CPU together with the top `n` by memory (a process in
+    /// both lists appears once), ordered by CPU.
+    pub fn top(&self, n: usize) -> ProcessSnapshot {
+        let mut by_cpu: Vec<&ProcessInfo> = self.processes.iter().collect();
+        by_cpu.sort_by(|a, b| {
+            b.cpu_pct
+                .total_cmp(&a.cpu_pct)
+                .then(b.rss_bytes.cmp(&a.rss_bytes))
+        });
+        let mut by_mem: Vec<&ProcessInfo> = self.processes.iter().collect();
+        by_mem.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
+        let mut chosen: Vec<ProcessInfo> = by_cpu.iter().take(n).map(|p| (*p).clone()).collect();
+        for p in by_mem.iter().take(n) {
+            if !chosen.iter().any(|c| c.pid == p.pid) {
+                chosen.push((*p).clone());
+            }
+        }
+        chosen.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
+        self.snapshot(SnapshotReason::Top, chosen)
+    }
+
+    /// Every process, by CPU: the load snapshot of a crossed threshold.
+    pub fn full(&self) -> ProcessSnapshot {
+        let mut all = self.processes.clone();
+        all.sort_by(|a, b| {
+            b.cpu_pct
+                .total_cmp(&a.cpu_pct)
+                .then(b.rss_bytes.cmp(&a.rss_bytes))
+        });
+        self.snapshot(SnapshotReason::Threshold, all)
+    }
+
+    fn snapshot(&self, reason: SnapshotReason, processes: Vec<ProcessInfo>) -> ProcessSnapshot {
+        ProcessSnapshot {
+            time: self.time.unwrap_or_else(SystemTime::now),
+            reason,
+            processes,
+            state_counts: self.state_counts.clone(),
+            total: u32::try_from(self.processes.len()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// One source of host data. `collect` runs on a blocking thread and may
+/// block; it keeps whatever it needs for rates between calls.
+pub trait Collect: Send + 'static {
+    /// Short name for logs: `cpu`, `filesystems`.
+    fn name(&self) -> &'static str;
+    /// Reads once, adding to `out`.
+    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError>;
+}
+
+type Outcome = (Box<dyn Collect>, Result<Reading, ReadError>);
+
+struct Slot {
+    name: &'static str,
+    idle: Option<Box<dyn Collect>>,
+    running: Option<JoinHandle<Outcome>>,
+    late_since: Option<Instant>,
+}
+
+/// The collectors of a host.
+pub struct CollectorSet {
+    slots: Vec<Slot>,
+}
+
+impl std::fmt::Debug for CollectorSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.slots.iter().map(|s| s.name).collect();
+        f.debug_struct("CollectorSet")
+            .field("collectors", &names)
+            .finish()
+    }
+}
+
+impl CollectorSet {
+    /// A set running `collectors`.
+    pub fn new(collectors: Vec<Box<dyn Collect>>) -> CollectorSet {
+        CollectorSet {
+            slots: collectors
+                .into_iter()
+                .map(|c| Slot {
+                    name: c.name(),
+                    idle: Some(c),
+                    running: None,
+                    late_since: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs every collector that is free, and gathers what arrives within
+    /// `deadline`.
+    pub async fn collect(&mut self, deadline: Duration) -> Reading {
+        let until = Instant::now() + deadline;
+        for slot in &mut self.slots {
+            if let Some(handle) = &slot.running {
+                if !handle.is_finished() {
+                    continue;
+                }
+                // The late run finished: take the collector back, drop its
+                // stale reading.
+                if let Some(handle) = slot.running.take()
+                    && let Ok((collector, _stale)) = handle.await
+                {
+                    tracing::info!(collector = slot.name, "Collector answers again.");
+                    slot.idle = Some(collector);
+                    slot.late_since = None;
+                }
+            }
+            if let Some(mut collector) = slot.idle.take() {
+                slot.running = Some(tokio::task::spawn_blocking(move || {
+                    let mut reading = Reading::default();
+                    let result = collector.collect(&mut reading).map(|()| reading);
+                    (collector, result)
+                }));
+            }
+        }
+        let mut all = Reading::default();
+        for slot in &mut self.slots {
+            let Some(handle) = slot.running.as_mut() else {
+                continue;
+            };
+            match timeout_at(until, handle).await {
+                Ok(Ok((collector, result))) => {
+                    slot.running = None;
+                    slot.idle = Some(collector);
+                    match result {
+                        Ok(reading) => all.merge(reading),
+                        Err(e) => {
+                            tracing::warn!(collector = slot.name, error = %e, "Cannot read host data.")
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    slot.running = None;
+                    tracing::error!(collector = slot.name, error = %e, "Collector crashed; it is disabled.");
+                }
+                Err(_) => {
+                    if slot.late_since.is_none() {
+                        tracing::warn!(collector = slot.name, deadline = ?deadline, "Collector missed its deadline; the others report without it.");
+                        slot.late_since = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use super::*;
+
+    struct Fixed(&'static str, f64);
+    impl Collect for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+            out.samples.push(Sample::new(self.0, self.1));
+            Ok(())
+        }
+    }
+
+    /// Blocks while `hold` is set; counts how many runs started.
+    struct Stuck {
+        hold: Arc<AtomicBool>,
+        runs: Arc<AtomicU32>,
+    }
+    impl Collect for Stuck {
+        fn name(&self) -> &'static str {
+            "stuck"
+        }
+        fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            while self.hold.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            out.samples.push(Sample::new("stuck", 1.0));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_collector_delays_nothing_and_is_never_started_twice() {
+        let hold = Arc::new(AtomicBool::new(true));
+        let runs = Arc::new(AtomicU32::new(0));
+        let mut set = CollectorSet::new(vec![
+            Box::new(Fixed("a", 1.0)),
+            Box::new(Stuck {
+                hold: hold.clone(),
+                runs: runs.clone(),
+            }),
+            Box::new(Fixed("b", 2.0)),
+        ]);
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            let reading = set.collect(Duration::from_millis(100)).await;
+            assert!(started.elapsed() < Duration::from_millis(500));
+            let names: Vec<&str> = reading.samples.iter().map(|s| &*s.name).collect();
+            assert_eq!(names, ["a", "b"]);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "not restarted while stuck");
+        hold.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Its late reading is dropped; the next cycle runs it afresh.
+        let reading = set.collect(Duration::from_millis(500)).await;
+        let names: Vec<&str> = reading.samples.iter().map(|s| &*s.name).collect();
+        assert_eq!(names, ["a", "stuck", "b"]);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn top_joins_the_cpu_and_memory_leaders() {
+        let p = |pid, cpu, rss| ProcessInfo {
+            pid,
+            name: format!("p{pid}"),
+            user: "u".into(),
+            cmdline: String::new(),
+            cpu_pct: cpu,
+            rss_bytes: rss,
+            mem_pct: 0.0,
+            threads: 1,
+            state: "running".into(),
+        };
+        let table = ProcessTable {
+            time: None,
+            processes: vec![
+                p(1, 50.0, 10),
+                p(2, 40.0, 1000),
+                p(3, 1.0, 5000),
+                p(4, 0.5, 1),
+            ],
+            state_counts: BTreeMap::new(),
+        };
+        let top = table.top(2);
+        let pids: Vec<u32> = top.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(
+            pids,
+            [1, 2, 3],
+            "top 2 by CPU (1, 2) and by memory (3, 2), once each"
+        );
+        assert_eq!(top.total, 4);
+        assert_eq!(table.full().processes.len(), 4);
+    }
+}

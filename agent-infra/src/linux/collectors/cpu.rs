@@ -1,0 +1,97 @@
+//! CPU usage (total and per core), load averages, context switches,
+//! interrupts and forks per second.
+
+use std::time::Instant;
+
+use agent_core::Sample;
+
+use crate::collect::{Collect, ReadError, Reading};
+use crate::linux::ProcFs;
+use crate::linux::cpu::{self, CpuUsage, Stat};
+use crate::linux::load::parse_loadavg;
+
+/// Reads `/proc/stat` and `/proc/loadavg`.
+#[derive(Debug)]
+pub struct CpuCollector {
+    proc: ProcFs,
+    prev: Option<(Instant, Stat)>,
+}
+
+impl CpuCollector {
+    /// A collector reading `proc`.
+    pub fn new(proc: ProcFs) -> CpuCollector {
+        CpuCollector { proc, prev: None }
+    }
+}
+
+impl Collect for CpuCollector {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+        let stat = self.proc.stat()?;
+        let now = Instant::now();
+        let s = &mut out.samples;
+        if let Some((then, prev)) = &self.prev {
+            if let Some(u) = cpu::usage(&prev.total, &stat.total) {
+                push_usage(s, &u, None);
+            }
+            for (n, times) in &stat.cores {
+                // A core that just came online has no earlier reading.
+                if let Some(before) = prev.cores.get(n)
+                    && let Some(u) = cpu::usage(before, times)
+                {
+                    push_usage(s, &u, Some(*n));
+                }
+            }
+            let secs = now.duration_since(*then).as_secs_f64();
+            if secs > 0.0 {
+                let rate = |c: u64, p: u64| c.saturating_sub(p) as f64 / secs;
+                s.push(Sample::new(
+                    "cpu.context_switches_per_sec",
+                    rate(stat.context_switches, prev.context_switches),
+                ));
+                s.push(Sample::new(
+                    "cpu.interrupts_per_sec",
+                    rate(stat.interrupts, prev.interrupts),
+                ));
+                s.push(Sample::new(
+                    "proc.forks_per_sec",
+                    rate(stat.forks, prev.forks),
+                ));
+            }
+        }
+        s.push(Sample::new("cpu.cores", stat.cores.len() as f64));
+        s.push(Sample::new("proc.runnable", stat.procs_running as f64));
+        s.push(Sample::new("proc.blocked", stat.procs_blocked as f64));
+        let load = parse_loadavg(&self.proc.read("loadavg")?)?;
+        s.push(Sample::new("load.1m", load.one));
+        s.push(Sample::new("load.5m", load.five));
+        s.push(Sample::new("load.15m", load.fifteen));
+        self.prev = Some((now, stat));
+        Ok(())
+    }
+}
+
+fn push_usage(samples: &mut Vec<Sample>, u: &CpuUsage, core: Option<u32>) {
+    let parts = [
+        ("cpu.usage", u.usage),
+        ("cpu.user", u.user),
+        ("cpu.nice", u.nice),
+        ("cpu.system", u.system),
+        ("cpu.iowait", u.iowait),
+        ("cpu.irq", u.irq),
+        ("cpu.softirq", u.softirq),
+        ("cpu.steal", u.steal),
+        ("cpu.idle", u.idle),
+        ("cpu.guest", u.guest),
+    ];
+    for (name, value) in parts {
+        let sample = Sample::new(name, value);
+        samples.push(match core {
+            Some(n) => sample.label("cpu", n.to_string()),
+            None => sample,
+        });
+    }
+}

@@ -1,0 +1,309 @@
+//! Use of every real mounted filesystem, computed as `df` computes it.
+//!
+//! A hung network mount must never stall the agent: `statfs` on a network
+//! or FUSE filesystem runs on a thread of its own and is given
+//! `fs.timeout`; a mount that does not answer is reported unresponsive
+//! (`disk.responsive` 0 and one `mount.unresponsive` event), and is not
+//! probed again until the stuck call returns, so stuck threads never pile
+//! up. Local filesystems are probed inline; the collector's own deadline
+//! covers them.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use agent_core::Sample;
+use agent_core::domain::{Event, EventKind, Severity};
+
+use crate::collect::{Collect, ReadError, Reading};
+use crate::linux::ProcFs;
+use crate::linux::mounts::{FsStat, Mount, is_remote, parse_mountinfo, select, statvfs};
+
+/// How `statfs` is done: the real call, or a stand-in in tests.
+pub type StatFs = Arc<dyn Fn(&Path) -> io::Result<FsStat> + Send + Sync>;
+
+/// The real `statvfs`.
+pub fn real_statfs() -> StatFs {
+    Arc::new(|path: &Path| statvfs(path))
+}
+
+/// Which filesystems and how.
+#[derive(Clone)]
+pub struct FsOptions {
+    /// Host root, prefixed to mount points (`/host/root` in a container).
+    pub host_root: PathBuf,
+    /// Types skipped.
+    pub exclude_types: Vec<String>,
+    /// Mount points skipped.
+    pub exclude_mounts: Vec<String>,
+    /// Bound on `statfs` of a remote filesystem.
+    pub timeout: Duration,
+    /// The `statfs` to use.
+    pub statfs: StatFs,
+}
+
+impl std::fmt::Debug for FsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsOptions")
+            .field("host_root", &self.host_root)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Probe {
+    /// A `statfs` on its own thread has not returned yet.
+    busy: Arc<AtomicBool>,
+    /// Reported unresponsive (the event was raised).
+    unresponsive: bool,
+}
+
+enum Answer {
+    Stat(io::Result<FsStat>),
+    NoAnswer,
+}
+
+/// Reads the mount table and `statfs` of each real filesystem.
+#[derive(Debug)]
+pub struct FsCollector {
+    proc: ProcFs,
+    options: FsOptions,
+    probes: HashMap<String, Probe>,
+}
+
+impl FsCollector {
+    /// A collector reading `proc`'s mount table.
+    pub fn new(proc: ProcFs, options: FsOptions) -> FsCollector {
+        FsCollector {
+            proc,
+            options,
+            probes: HashMap::new(),
+        }
+    }
+
+    fn mount_table(&self) -> Result<Vec<Mount>, ReadError> {
+        // pid 1's view is the host's, even when systemd gave the agent a
+        // private mount namespace.
+        let text = self
+            .proc
+            .read("1/mountinfo")
+            .or_else(|_| self.proc.read("self/mountinfo"))?;
+        Ok(parse_mountinfo(&text)?)
+    }
+
+    fn ask(&mut self, mount: &Mount, path: PathBuf) -> Answer {
+        if !is_remote(&mount.fs_type) {
+            return Answer::Stat((self.options.statfs)(&path));
+        }
+        let probe = self.probes.entry(mount.mount_point.clone()).or_default();
+        if probe.busy.load(Ordering::SeqCst) {
+            return Answer::NoAnswer;
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let busy = probe.busy.clone();
+        busy.store(true, Ordering::SeqCst);
+        let statfs = self.options.statfs.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sightline-statfs".into())
+            .spawn(move || {
+                let result = statfs(&path);
+                busy.store(false, Ordering::SeqCst);
+                let _ = tx.send(result);
+            });
+        if let Err(e) = spawned {
+            probe.busy.store(false, Ordering::SeqCst);
+            return Answer::Stat(Err(e));
+        }
+        match rx.recv_timeout(self.options.timeout) {
+            Ok(result) => Answer::Stat(result),
+            Err(_) => Answer::NoAnswer,
+        }
+    }
+}
+
+impl Collect for FsCollector {
+    fn name(&self) -> &'static str {
+        "filesystems"
+    }
+
+    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+        let table = self.mount_table()?;
+        let chosen: Vec<Mount> = select(
+            &table,
+            &self.options.exclude_types,
+            &self.options.exclude_mounts,
+        )
+        .into_iter()
+        .cloned()
+        .collect();
+        for mount in &chosen {
+            let path = self
+                .options
+                .host_root
+                .join(mount.mount_point.trim_start_matches('/'));
+            let labels = |sample: Sample| {
+                sample
+                    .label("mount", mount.mount_point.clone())
+                    .label("device", mount.source.clone())
+                    .label("fstype", mount.fs_type.clone())
+            };
+            match self.ask(mount, path) {
+                Answer::Stat(Ok(stat)) => {
+                    let u = stat.usage();
+                    for (name, value) in [
+                        ("disk.total_bytes", u.total as f64),
+                        ("disk.used_bytes", u.used as f64),
+                        ("disk.avail_bytes", u.avail as f64),
+                        ("disk.used_pct", u.used_pct),
+                        ("disk.inodes_total", u.inodes_total as f64),
+                        ("disk.inodes_used", u.inodes_used as f64),
+                        ("disk.inodes_used_pct", u.inodes_used_pct),
+                        ("disk.responsive", 1.0),
+                    ] {
+                        out.samples.push(labels(Sample::new(name, value)));
+                    }
+                    if let Some(probe) = self.probes.get_mut(&mount.mount_point)
+                        && probe.unresponsive
+                    {
+                        probe.unresponsive = false;
+                        tracing::info!(mount = %mount.mount_point, "Mount answers again.");
+                    }
+                }
+                Answer::Stat(Err(e)) => {
+                    tracing::debug!(mount = %mount.mount_point, error = %e, "Cannot statfs a mount; skipped.");
+                }
+                Answer::NoAnswer => {
+                    out.samples
+                        .push(labels(Sample::new("disk.responsive", 0.0)));
+                    let probe = self.probes.entry(mount.mount_point.clone()).or_default();
+                    if !probe.unresponsive {
+                        probe.unresponsive = true;
+                        tracing::warn!(mount = %mount.mount_point, fstype = %mount.fs_type, "Mount does not answer statfs.");
+                        out.events.push(
+                            Event::now(
+                                EventKind::MountUnresponsive,
+                                Severity::Warning,
+                                format!(
+                                    "{} ({} from {}) did not answer statfs within {:?}.",
+                                    mount.mount_point,
+                                    mount.fs_type,
+                                    mount.source,
+                                    self.options.timeout
+                                ),
+                            )
+                            .attr("mount", &mount.mount_point)
+                            .attr("fstype", &mount.fs_type)
+                            .attr("device", &mount.source),
+                        );
+                    }
+                }
+            }
+        }
+        // Forget mounts that are gone.
+        self.probes.retain(|point, probe| {
+            probe.busy.load(Ordering::SeqCst) || chosen.iter().any(|m| &m.mount_point == point)
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// A stand-in for a hung NFS server: `statfs` of `/mnt/hung` blocks
+    /// while `hold` is set; every other mount answers at once.
+    fn blocking_statfs(hold: Arc<AtomicBool>, calls: Arc<AtomicU32>) -> StatFs {
+        Arc::new(move |path: &Path| {
+            if path.ends_with("mnt/hung") {
+                calls.fetch_add(1, Ordering::SeqCst);
+                while hold.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Ok(FsStat {
+                fragment_size: 4096,
+                blocks: 100,
+                blocks_free: 50,
+                blocks_avail: 40,
+                files: 10,
+                files_free: 5,
+                files_avail: 5,
+            })
+        })
+    }
+
+    fn proc_with_mounts(dir: &Path) -> ProcFs {
+        std::fs::create_dir_all(dir.join("self")).expect("dir");
+        std::fs::write(
+            dir.join("self/mountinfo"),
+            "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 0:40 / /mnt/hung rw - nfs4 server:/x rw\n3 1 0:41 / /mnt/ok rw - nfs4 server:/y rw\n",
+        )
+        .expect("write");
+        ProcFs::new(dir)
+    }
+
+    #[test]
+    fn a_hung_mount_is_reported_once_and_never_probed_twice() {
+        let dir = std::env::temp_dir().join(format!("sl-fs-{}", std::process::id()));
+        let hold = Arc::new(AtomicBool::new(true));
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut collector = FsCollector::new(
+            proc_with_mounts(&dir),
+            FsOptions {
+                host_root: PathBuf::from("/"),
+                exclude_types: vec![],
+                exclude_mounts: vec![],
+                timeout: Duration::from_millis(50),
+                statfs: blocking_statfs(hold.clone(), calls.clone()),
+            },
+        );
+        for cycle in 0..3 {
+            let mut reading = Reading::default();
+            let started = std::time::Instant::now();
+            collector.collect(&mut reading).expect("collects");
+            assert!(
+                started.elapsed() < Duration::from_millis(500),
+                "never waits past the timeout"
+            );
+            let value = |name: &str, mount: &str| {
+                reading
+                    .samples
+                    .iter()
+                    .find(|s| {
+                        s.name == name && s.labels.iter().any(|(k, v)| k == "mount" && v == mount)
+                    })
+                    .map(|s| s.value)
+            };
+            assert_eq!(value("disk.responsive", "/mnt/hung"), Some(0.0));
+            assert_eq!(value("disk.used_pct", "/mnt/hung"), None);
+            assert_eq!(value("disk.responsive", "/mnt/ok"), Some(1.0));
+            assert_eq!(value("disk.used_pct", "/"), Some(50.0 * 100.0 / 90.0));
+            assert_eq!(
+                reading.events.len(),
+                usize::from(cycle == 0),
+                "one event per episode"
+            );
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the stuck probe was not repeated"
+        );
+        hold.store(false, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut reading = Reading::default();
+        collector.collect(&mut reading).expect("collects");
+        assert!(
+            reading.samples.iter().any(
+                |s| s.name == "disk.used_pct" && s.labels.iter().any(|(_, v)| v == "/mnt/hung")
+            )
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
