@@ -36,7 +36,7 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// A folder for one test, removed when dropped (kept when
-/// `SIGHTLINE_KEEP_TEST_DIRS` is set, for post-mortems).
+/// `E2E_KEEP_DIRS` is set, for post-mortems).
 #[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
@@ -67,7 +67,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if std::env::var_os("SIGHTLINE_KEEP_TEST_DIRS").is_none() {
+        if std::env::var_os("E2E_KEEP_DIRS").is_none() {
             let _ = fs::remove_dir_all(&self.path);
         }
     }

@@ -147,8 +147,10 @@ fn the_agent_spools_while_the_collector_is_down_and_delivers_later() {
         &agent_dir,
         &agent_conf(&creds.license, grpc, &agent_dir.join("data"), &[]),
     );
-    wait_for("batches in the spool", Duration::from_secs(10), || {
-        (agent.spooled() >= 3).then_some(())
+    // Several intervals' worth (each interval spools a metrics batch and a
+    // process snapshot).
+    wait_for("batches in the spool", Duration::from_secs(15), || {
+        (agent.spooled() >= 8).then_some(())
     });
     let spooled = agent.spooled();
 
@@ -163,10 +165,14 @@ fn the_agent_spools_while_the_collector_is_down_and_delivers_later() {
     assert_eq!(d["first_seq"], 1);
     assert_eq!(d["missing"], 0);
     assert!(d["batches"].as_u64().expect("n") >= spooled as u64);
-    let health = &api.agents()[0]["health"];
-    assert!(
-        health["reconnects"].as_u64().expect("reconnects") >= 1,
-        "{health}"
+    // Health travels with each new batch: the next one tells of the outage.
+    wait_for(
+        "the agent's health to show the reconnects",
+        Duration::from_secs(10),
+        || {
+            let health = api.agents()[0]["health"].clone();
+            (health["reconnects"].as_u64()? >= 1).then_some(())
+        },
     );
 }
 
@@ -187,7 +193,7 @@ fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
             &creds.license,
             grpc,
             &agent_dir.join("data"),
-            &[("spool.max", "4KiB")],
+            &[("spool.max", "48KiB")],
         ),
     );
     let last_seq = || -> u64 {

@@ -1,12 +1,14 @@
 //! When and how soon to try the collector again.
 //!
-//! Status codes are classified as OTLP's exporters classify them: the codes
-//! that mean "try again" (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, CANCELLED,
+//! Status codes are classified after OTLP's exporters: the codes that mean
+//! "try again" (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, CANCELLED,
 //! OUT_OF_RANGE, DATA_LOSS, and RESOURCE_EXHAUSTED when the server says when)
-//! back off exponentially with jitter; the ones that mean "this will not work
-//! until someone changes something" (UNAUTHENTICATED, PERMISSION_DENIED,
-//! INVALID_ARGUMENT, ...) wait the longest delay and log an error. Data is
-//! never thrown away for either: it stays in the spool.
+//! back off exponentially with jitter, and so do UNKNOWN and INTERNAL, which
+//! is how a broken HTTP/2 connection surfaces; the ones that mean "this will
+//! not work until someone changes something" (UNAUTHENTICATED,
+//! PERMISSION_DENIED, INVALID_ARGUMENT, UNIMPLEMENTED, ...) wait the longest
+//! delay and log an error. Data is never thrown away for either: it stays in
+//! the spool.
 
 use std::time::Duration;
 
@@ -33,12 +35,6 @@ pub fn classify(status: &Status) -> Retry {
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_millis);
     match status.code() {
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::Aborted
-        | Code::Cancelled
-        | Code::OutOfRange
-        | Code::DataLoss => retry_after.map_or(Retry::Backoff, Retry::After),
         Code::ResourceExhausted => match retry_after {
             Some(d) => Retry::After(d),
             None => Retry::Refused(format!(
@@ -53,10 +49,20 @@ pub fn classify(status: &Status) -> Retry {
         Code::PermissionDenied => {
             Retry::Refused(format!("the collector denied access: {}", status.message()))
         }
-        code => Retry::Refused(format!(
+        // Someone must change something (the collector, or this agent's
+        // version) before this can work.
+        code @ (Code::InvalidArgument
+        | Code::Unimplemented
+        | Code::FailedPrecondition
+        | Code::NotFound) => Retry::Refused(format!(
             "the collector answered {code:?}: {}",
             status.message()
         )),
+        // UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, CANCELLED, OUT_OF_RANGE,
+        // DATA_LOSS as OTLP retries them, and UNKNOWN and INTERNAL too: a
+        // collector killed mid-stream shows up as an HTTP/2 error with one
+        // of those codes, and data waits in the spool either way.
+        _ => retry_after.map_or(Retry::Backoff, Retry::After),
     }
 }
 
