@@ -392,7 +392,11 @@ impl Api {
 
     /// Points of metric `name` (all series) of agent `oid`.
     pub fn points(&self, oid: i64, name: &str) -> Vec<(i64, f64)> {
-        let body = self.ok(&format!("/api/v1/agents/{oid}/metrics?name={name}&from=0"));
+        // The last hour: raw points (a longer range would be averaged).
+        let body = self.ok(&format!(
+            "/api/v1/agents/{oid}/metrics?name={name}&from={}",
+            now_ms() - 3_600_000
+        ));
         body["series"]
             .as_array()
             .into_iter()
@@ -409,6 +413,13 @@ impl Api {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
 }
 
 /// Polls `probe` every 100 ms until it gives a value or `limit` passes.

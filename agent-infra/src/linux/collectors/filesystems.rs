@@ -1,19 +1,20 @@
 //! Use of every real mounted filesystem, computed as `df` computes it.
 //!
-//! A hung network mount must never stall the agent: `statfs` on a network
-//! or FUSE filesystem runs on a thread of its own and is given
-//! `fs.timeout`; a mount that does not answer is reported unresponsive
-//! (`disk.responsive` 0 and one `mount.unresponsive` event), and is not
-//! probed again until the stuck call returns, so stuck threads never pile
-//! up. Local filesystems are probed inline; the collector's own deadline
-//! covers them.
+//! A hung network mount must never stall the agent. `statfs` on a network
+//! or FUSE filesystem runs on a thread of its own, and the collector waits
+//! for it only briefly ([`FIRST_WAIT`]) in the cycle that started it; an
+//! answer that comes later is used in the next cycle. A probe still
+//! unanswered after `fs.timeout` makes the mount unresponsive
+//! (`disk.responsive` 0 and one `mount.unresponsive` event), and no second
+//! probe is started until it returns, so stuck threads never pile up and a
+//! hung mount costs the other metrics nothing. Local filesystems are probed
+//! inline; the collector's own deadline covers them.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_core::Sample;
 use agent_core::domain::{Event, EventKind, Severity};
@@ -54,17 +55,30 @@ impl std::fmt::Debug for FsOptions {
     }
 }
 
+/// How long a cycle waits for the probes it started.
+pub const FIRST_WAIT: Duration = Duration::from_millis(500);
+
+/// One remote mount's `statfs` in flight.
+#[derive(Debug)]
+struct InFlight {
+    started: Instant,
+    answer: mpsc::Receiver<io::Result<FsStat>>,
+}
+
 #[derive(Debug, Default)]
 struct Probe {
-    /// A `statfs` on its own thread has not returned yet.
-    busy: Arc<AtomicBool>,
+    in_flight: Option<InFlight>,
     /// Reported unresponsive (the event was raised).
     unresponsive: bool,
 }
 
+/// What is known of a mount in this cycle.
 enum Answer {
     Stat(io::Result<FsStat>),
-    NoAnswer,
+    /// Asked, no answer yet, not yet past the timeout.
+    Pending,
+    /// No answer for longer than the timeout.
+    Unresponsive,
 }
 
 /// Reads the mount table and `statfs` of each real filesystem.
@@ -95,32 +109,127 @@ impl FsCollector {
         Ok(parse_mountinfo(&text)?)
     }
 
-    fn ask(&mut self, mount: &Mount, path: PathBuf) -> Answer {
-        if !is_remote(&mount.fs_type) {
-            return Answer::Stat((self.options.statfs)(&path));
-        }
+    /// Starts a `statfs` of a remote mount on a thread of its own, unless
+    /// one is already in flight. Returns whether it started one.
+    fn start_probe(&mut self, mount: &Mount, path: PathBuf) -> bool {
         let probe = self.probes.entry(mount.mount_point.clone()).or_default();
-        if probe.busy.load(Ordering::SeqCst) {
-            return Answer::NoAnswer;
+        if probe.in_flight.is_some() {
+            return false;
         }
         let (tx, rx) = mpsc::sync_channel(1);
-        let busy = probe.busy.clone();
-        busy.store(true, Ordering::SeqCst);
         let statfs = self.options.statfs.clone();
         let spawned = std::thread::Builder::new()
             .name("sightline-statfs".into())
             .spawn(move || {
-                let result = statfs(&path);
-                busy.store(false, Ordering::SeqCst);
-                let _ = tx.send(result);
+                let _ = tx.send(statfs(&path));
             });
-        if let Err(e) = spawned {
-            probe.busy.store(false, Ordering::SeqCst);
-            return Answer::Stat(Err(e));
+        match spawned {
+            Ok(_) => {
+                probe.in_flight = Some(InFlight {
+                    started: Instant::now(),
+                    answer: rx,
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot start a statfs thread.");
+                false
+            }
         }
-        match rx.recv_timeout(self.options.timeout) {
-            Ok(result) => Answer::Stat(result),
-            Err(_) => Answer::NoAnswer,
+    }
+
+    /// Collects the answer of a remote mount's probe, waiting until `until`.
+    fn answer(&mut self, mount_point: &str, until: Option<Instant>) -> Answer {
+        let timeout = self.options.timeout;
+        let Some(probe) = self.probes.get_mut(mount_point) else {
+            return Answer::Pending;
+        };
+        let Some(flight) = &probe.in_flight else {
+            return Answer::Pending;
+        };
+        let received = match until {
+            Some(t) => flight
+                .answer
+                .recv_timeout(t.saturating_duration_since(Instant::now())),
+            None => flight.answer.try_recv().map_err(|e| match e {
+                mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+            }),
+        };
+        match received {
+            Ok(result) => {
+                probe.in_flight = None;
+                Answer::Stat(result)
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                probe.in_flight = None;
+                Answer::Stat(Err(io::Error::other("the statfs thread died")))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if flight.started.elapsed() >= timeout => {
+                Answer::Unresponsive
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Answer::Pending,
+        }
+    }
+
+    fn report(&mut self, mount: &Mount, answer: Answer, out: &mut Reading) {
+        let labels = |sample: Sample| {
+            sample
+                .label("mount", mount.mount_point.clone())
+                .label("device", mount.source.clone())
+                .label("fstype", mount.fs_type.clone())
+        };
+        match answer {
+            Answer::Stat(Ok(stat)) => {
+                let u = stat.usage();
+                for (name, value) in [
+                    ("disk.total_bytes", u.total as f64),
+                    ("disk.used_bytes", u.used as f64),
+                    ("disk.avail_bytes", u.avail as f64),
+                    ("disk.used_pct", u.used_pct),
+                    ("disk.inodes_total", u.inodes_total as f64),
+                    ("disk.inodes_used", u.inodes_used as f64),
+                    ("disk.inodes_used_pct", u.inodes_used_pct),
+                    ("disk.responsive", 1.0),
+                ] {
+                    out.samples.push(labels(Sample::new(name, value)));
+                }
+                if let Some(probe) = self.probes.get_mut(&mount.mount_point)
+                    && probe.unresponsive
+                {
+                    probe.unresponsive = false;
+                    tracing::info!(mount = %mount.mount_point, "Mount answers again.");
+                }
+            }
+            Answer::Stat(Err(e)) => {
+                tracing::debug!(mount = %mount.mount_point, error = %e, "Cannot statfs a mount; skipped.");
+            }
+            Answer::Pending => {}
+            Answer::Unresponsive => {
+                out.samples
+                    .push(labels(Sample::new("disk.responsive", 0.0)));
+                let probe = self.probes.entry(mount.mount_point.clone()).or_default();
+                if !probe.unresponsive {
+                    probe.unresponsive = true;
+                    tracing::warn!(mount = %mount.mount_point, fstype = %mount.fs_type, "Mount does not answer statfs.");
+                    out.events.push(
+                        Event::now(
+                            EventKind::MountUnresponsive,
+                            Severity::Warning,
+                            format!(
+                                "{} ({} from {}) did not answer statfs within {:?}.",
+                                mount.mount_point,
+                                mount.fs_type,
+                                mount.source,
+                                self.options.timeout
+                            ),
+                        )
+                        .attr("mount", &mount.mount_point)
+                        .attr("fstype", &mount.fs_type)
+                        .attr("device", &mount.source),
+                    );
+                }
+            }
         }
     }
 }
@@ -140,72 +249,42 @@ impl Collect for FsCollector {
         .into_iter()
         .cloned()
         .collect();
-        for mount in &chosen {
-            let path = self
-                .options
-                .host_root
-                .join(mount.mount_point.trim_start_matches('/'));
-            let labels = |sample: Sample| {
-                sample
-                    .label("mount", mount.mount_point.clone())
-                    .label("device", mount.source.clone())
-                    .label("fstype", mount.fs_type.clone())
-            };
-            match self.ask(mount, path) {
-                Answer::Stat(Ok(stat)) => {
-                    let u = stat.usage();
-                    for (name, value) in [
-                        ("disk.total_bytes", u.total as f64),
-                        ("disk.used_bytes", u.used as f64),
-                        ("disk.avail_bytes", u.avail as f64),
-                        ("disk.used_pct", u.used_pct),
-                        ("disk.inodes_total", u.inodes_total as f64),
-                        ("disk.inodes_used", u.inodes_used as f64),
-                        ("disk.inodes_used_pct", u.inodes_used_pct),
-                        ("disk.responsive", 1.0),
-                    ] {
-                        out.samples.push(labels(Sample::new(name, value)));
-                    }
-                    if let Some(probe) = self.probes.get_mut(&mount.mount_point)
-                        && probe.unresponsive
-                    {
-                        probe.unresponsive = false;
-                        tracing::info!(mount = %mount.mount_point, "Mount answers again.");
-                    }
-                }
-                Answer::Stat(Err(e)) => {
-                    tracing::debug!(mount = %mount.mount_point, error = %e, "Cannot statfs a mount; skipped.");
-                }
-                Answer::NoAnswer => {
-                    out.samples
-                        .push(labels(Sample::new("disk.responsive", 0.0)));
-                    let probe = self.probes.entry(mount.mount_point.clone()).or_default();
-                    if !probe.unresponsive {
-                        probe.unresponsive = true;
-                        tracing::warn!(mount = %mount.mount_point, fstype = %mount.fs_type, "Mount does not answer statfs.");
-                        out.events.push(
-                            Event::now(
-                                EventKind::MountUnresponsive,
-                                Severity::Warning,
-                                format!(
-                                    "{} ({} from {}) did not answer statfs within {:?}.",
-                                    mount.mount_point,
-                                    mount.fs_type,
-                                    mount.source,
-                                    self.options.timeout
-                                ),
-                            )
-                            .attr("mount", &mount.mount_point)
-                            .attr("fstype", &mount.fs_type)
-                            .attr("device", &mount.source),
-                        );
-                    }
+        let host_root = self.options.host_root.clone();
+        let mut answers: Vec<(usize, Answer)> = Vec::new();
+        let mut started = Vec::new();
+        for (i, mount) in chosen.iter().enumerate() {
+            let path = host_root.join(mount.mount_point.trim_start_matches('/'));
+            if !is_remote(&mount.fs_type) {
+                answers.push((i, Answer::Stat((self.options.statfs)(&path))));
+                continue;
+            }
+            // An answer that came after the last cycle's wait.
+            match self.answer(&mount.mount_point, None) {
+                Answer::Pending => {}
+                answer => answers.push((i, answer)),
+            }
+            if self.start_probe(mount, path) {
+                started.push(i);
+            }
+        }
+        let until = Instant::now() + FIRST_WAIT.min(self.options.timeout);
+        for i in started {
+            match self.answer(&chosen[i].mount_point, Some(until)) {
+                Answer::Pending => {}
+                // A fresh answer replaces the late one.
+                answer => {
+                    answers.retain(|(j, _)| *j != i);
+                    answers.push((i, answer));
                 }
             }
         }
-        // Forget mounts that are gone.
+        answers.sort_by_key(|(i, _)| *i);
+        for (i, answer) in answers {
+            self.report(&chosen[i], answer, out);
+        }
+        // Forget mounts that are gone (but keep a stuck probe's state).
         self.probes.retain(|point, probe| {
-            probe.busy.load(Ordering::SeqCst) || chosen.iter().any(|m| &m.mount_point == point)
+            probe.in_flight.is_some() || chosen.iter().any(|m| &m.mount_point == point)
         });
         Ok(())
     }
@@ -214,7 +293,7 @@ impl Collect for FsCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     /// A stand-in for a hung NFS server: `statfs` of `/mnt/hung` blocks
     /// while `hold` is set; every other mount answers at once.
