@@ -16,7 +16,14 @@ struct Package {
 }
 
 /// What the test suite needs from the distribution.
-const PACKAGES: &[Package] = &[];
+const PACKAGES: &[Package] = &[
+    // The server agent's agreement tests and `xtask bench infra` run it
+    // beside sightline-infra.
+    Package {
+        name: "prometheus-node-exporter",
+        provides: "/usr/bin/prometheus-node-exporter",
+    },
+];
 
 /// Installs missing packages with apt-get (as root; CI runs as root).
 pub(crate) fn ensure_packages() -> Result<()> {
