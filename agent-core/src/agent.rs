@@ -61,8 +61,8 @@ pub async fn run<C: SourceConfig>(
     let _pid = PidFile::acquire(&common.data_dir, C::BINARY)?;
     let counters = Arc::new(AgentCounters::default());
     let spool_dir = common.data_dir.join("spool");
-    let spool_max = common.spool_max;
-    let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, spool_max))
+    let (spool_max, spool_sync) = (common.spool_max, common.spool_sync);
+    let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, spool_max, spool_sync))
         .await
         .map_err(|e| SpoolError::Io {
             path: "spool".into(),

@@ -1,6 +1,6 @@
 //! From a collection loop's output to the spool: the bounded channel that
-//! sources write to, and the task that numbers, encodes and spools each
-//! payload, then wakes the transport.
+//! sources write to, and the task that numbers, encodes and spools what each
+//! send carries (one collection cycle: one batch), then wakes the transport.
 //!
 //! Invariants:
 //! - The channel is bounded ([`OUTPUT_CAPACITY`]): a source that outruns the
@@ -8,7 +8,9 @@
 //! - Every overflow of the spool ends up in an `SpoolOverflow` event, at most
 //!   one every [`OVERFLOW_REPORT_EVERY`], carrying the counts since the last
 //!   report and the total since start.
-//! - Spool IO runs on the blocking pool, never on the async workers.
+//! - Spool IO runs on the blocking pool, never on the async workers; what
+//!   needs no IO (the index of sequence numbers, the cache of recent
+//!   batches) is read in place, without a thread hop.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +52,8 @@ impl SharedSpool {
         shared
     }
 
-    /// Runs `f` on the spool on the blocking pool.
+    /// Runs `f` on the spool on the blocking pool: for anything that
+    /// touches the disk.
     pub async fn with<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Spool) -> R + Send + 'static,
@@ -70,6 +73,17 @@ impl SharedSpool {
             path: "spool".into(),
             source: std::io::Error::other(format!("spool task failed: {e}")),
         })
+    }
+
+    /// Runs `f` on the spool right here: only for what is held in memory
+    /// ([`Spool::next_after`], [`Spool::cached`], [`Spool::unreported`]).
+    /// The lock is short: IO under it happens only on the blocking pool.
+    pub fn peek<R>(&self, f: impl FnOnce(&Spool) -> R) -> R {
+        let spool = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&spool)
     }
 
     fn publish_depth(&self, spool: &Spool) {
@@ -94,7 +108,7 @@ impl SharedSpool {
 /// Where a collection loop sends what it collected.
 #[derive(Clone, Debug)]
 pub struct Output {
-    tx: mpsc::Sender<Payload>,
+    tx: mpsc::Sender<Vec<Payload>>,
 }
 
 /// The pipeline has stopped (the agent is shutting down).
@@ -104,14 +118,23 @@ pub struct OutputClosed;
 
 impl Output {
     /// A connected output and the pipeline's receiving end.
-    pub fn channel() -> (Output, mpsc::Receiver<Payload>) {
+    pub fn channel() -> (Output, mpsc::Receiver<Vec<Payload>>) {
         let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
         (Output { tx }, rx)
     }
 
-    /// Queues a payload; waits while the pipeline is behind.
+    /// Queues what one collection cycle produced, as one batch; waits while
+    /// the pipeline is behind.
+    pub async fn send_all(&self, payloads: Vec<Payload>) -> Result<(), OutputClosed> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(payloads).await.map_err(|_| OutputClosed)
+    }
+
+    /// Queues one payload as a batch of its own.
     pub async fn send(&self, payload: Payload) -> Result<(), OutputClosed> {
-        self.tx.send(payload).await.map_err(|_| OutputClosed)
+        self.send_all(vec![payload]).await
     }
 
     /// Queues one event.
@@ -120,55 +143,62 @@ impl Output {
     }
 }
 
-/// Spools every payload received until all outputs are dropped.
+/// Spools everything received until all outputs are dropped.
 pub async fn run(
-    mut rx: mpsc::Receiver<Payload>,
+    mut rx: mpsc::Receiver<Vec<Payload>>,
     spool: SharedSpool,
     counters: Arc<AgentCounters>,
 ) {
     let mut last_report: Option<Instant> = None;
-    while let Some(payload) = rx.recv().await {
-        if let Err(e) = append(&spool, &counters, payload).await {
-            tracing::error!(error = %e, "Cannot write to the spool; the batch is lost.");
-            AgentCounters::add(&counters.batches_dropped, 1);
-            continue;
+    // Drops from before a restart are still to be reported.
+    let mut report_pending = spool.peek(|s| !s.unreported().is_empty());
+    while let Some(payloads) = rx.recv().await {
+        match append(&spool, &counters, payloads).await {
+            Ok(dropped) => report_pending |= dropped,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot write to the spool; the batch is lost.");
+                AgentCounters::add(&counters.batches_dropped, 1);
+                continue;
+            }
         }
-        let due = last_report.is_none_or(|t| t.elapsed() >= OVERFLOW_REPORT_EVERY);
-        if due {
+        if report_pending && last_report.is_none_or(|t| t.elapsed() >= OVERFLOW_REPORT_EVERY) {
             match report_overflow(&spool, &counters).await {
-                Ok(true) => last_report = Some(Instant::now()),
-                Ok(false) => {}
+                Ok(()) => {
+                    last_report = Some(Instant::now());
+                    report_pending = false;
+                }
                 Err(e) => tracing::error!(error = %e, "Cannot record the spool overflow."),
             }
         }
     }
 }
 
+/// Appends one batch; tells whether older batches were dropped for it.
 async fn append(
     spool: &SharedSpool,
     counters: &Arc<AgentCounters>,
-    payload: Payload,
-) -> Result<(), SpoolError> {
+    payloads: Vec<Payload>,
+) -> Result<bool, SpoolError> {
     let health = counters.snapshot();
     let appended = spool
-        .with(move |s| s.append(|seq| wire::encode_batch(seq, &payload, health)))
+        .with(move |s| s.append(|seq| wire::encode_batch(seq, &payloads, health)))
         .await??;
     if !appended.dropped.is_empty() {
         AgentCounters::add(&counters.batches_dropped, appended.dropped.batches);
         AgentCounters::add(&counters.bytes_dropped, appended.dropped.bytes);
     }
     spool.wake();
-    Ok(())
+    Ok(!appended.dropped.is_empty())
 }
 
-/// Appends an overflow event for the drops not yet reported, if any.
+/// Appends an overflow event for the drops not yet reported.
 async fn report_overflow(
     spool: &SharedSpool,
     counters: &Arc<AgentCounters>,
-) -> Result<bool, SpoolError> {
-    let pending = spool.with(|s| s.unreported()).await?;
+) -> Result<(), SpoolError> {
+    let pending = spool.peek(Spool::unreported);
     if pending.is_empty() {
-        return Ok(false);
+        return Ok(());
     }
     let total = counters.snapshot().batches_dropped;
     let event = overflow_event(pending, total);
@@ -180,15 +210,15 @@ async fn report_overflow(
         "Spool full; dropped the oldest batches."
     );
     let health = counters.snapshot();
-    let payload = Payload::Events(vec![event]);
+    let payloads = vec![Payload::Events(vec![event])];
     spool
         .with(move |s| -> Result<(), SpoolError> {
-            s.append(|seq| wire::encode_batch(seq, &payload, health))?;
+            s.append(|seq| wire::encode_batch(seq, &payloads, health))?;
             s.clear_unreported()
         })
         .await??;
     spool.wake();
-    Ok(true)
+    Ok(())
 }
 
 fn overflow_event(dropped: Dropped, total_since_start: u64) -> Event {

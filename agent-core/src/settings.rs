@@ -71,6 +71,11 @@ pub const COMMON_KEYS: &[KeySpec] = &[
         doc: "Most disk the spool of unacknowledged batches may use; the oldest are dropped (and reported) beyond it.",
     },
     KeySpec {
+        key: "spool.sync",
+        default: Some("normal"),
+        doc: "`normal`: a spooled batch survives the agent being killed; `full`: it also survives a power cut (fsync every batch).",
+    },
+    KeySpec {
         key: "log.level",
         default: Some("info"),
         doc: "Log level on stderr: `error`, `warn`, `info`, `debug` or `trace`.",
@@ -140,6 +145,8 @@ pub struct CommonSettings {
     pub data_dir: PathBuf,
     /// Spool limit in bytes.
     pub spool_max: u64,
+    /// Spool durability.
+    pub spool_sync: crate::spool::Sync,
     /// Log filter.
     pub log_level: String,
 }
@@ -167,6 +174,13 @@ impl CommonSettings {
                 reason: "must be at least 4KiB".into(),
             });
         }
+        let spool_sync = config
+            .parse_with("spool.sync", |t| match t {
+                "normal" => Ok(crate::spool::Sync::Normal),
+                "full" => Ok(crate::spool::Sync::Full),
+                other => Err(format!("expected normal or full, got '{other}'")),
+            })?
+            .unwrap_or(crate::spool::Sync::Normal);
         let log_level = config.get("log.level").unwrap_or_else(|| "info".into());
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             let origin = config.value("log.level").map(|v| v.origin);
@@ -184,6 +198,7 @@ impl CommonSettings {
             created_time: config.get("createdtime").unwrap_or_default(),
             data_dir,
             spool_max,
+            spool_sync,
             log_level,
         })
     }

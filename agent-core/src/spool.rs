@@ -1,16 +1,20 @@
 //! The on-disk queue of batches the collector has not acknowledged yet.
 //!
-//! One file per batch, `<seq>.batch`, written to a temporary name, synced,
-//! then renamed, so a batch is either wholly in the spool or not at all, and
-//! a `kill -9` at any moment loses nothing that was appended. (Fluent Bit's
-//! filesystem buffer stores one file per chunk the same way.) Each file starts
+//! One file per batch, `<seq>.batch`, written to a temporary name, then
+//! renamed, so a batch is either wholly in the spool or not at all, and a
+//! `kill -9` at any moment loses nothing that was appended (the page cache
+//! outlives the process). With [`Sync::Full`] each file and the rename are
+//! also fsynced, so a power cut loses nothing either, at the cost of disk
+//! flushes every interval. (Fluent Bit's filesystem buffer stores one file
+//! per chunk the same way, with the same `normal`/`full` choice.) Each file starts
 //! with a small header carrying a CRC, so a file damaged on disk is detected,
 //! dropped and counted instead of being sent as garbage.
 //!
 //! Invariants:
 //! - Sequence numbers increase by one per append and are never reused, even
 //!   across restarts and even when every batch has been acknowledged: the
-//!   highest number assigned is persisted before any batch file is removed.
+//!   highest number assigned is persisted before the newest batch file is
+//!   removed (until then, that file is the record).
 //! - The spool never holds more than `max_bytes` of batch files. To make room
 //!   it drops the oldest batches, counts them, and keeps the count of drops
 //!   not yet reported on disk until [`Spool::clear_unreported`] is called, so
@@ -18,7 +22,7 @@
 //! - A batch is removed only when acknowledged ([`Spool::remove`]) or dropped
 //!   for room; nothing else deletes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io;
 
@@ -32,6 +36,18 @@ const HEADER_LEN: usize = 4 + 4 + 8;
 const BATCH_EXT: &str = "batch";
 const LAST_SEQ_FILE: &str = "last_seq";
 const UNREPORTED_FILE: &str = "unreported_drops";
+/// The newest batches are also kept in memory, up to this many bytes, so
+/// the transport need not read back what it was just given.
+const CACHE_BYTES: usize = 256 << 10;
+
+/// How hard the spool works to keep a batch through a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// Atomic renames: survives the agent being killed, not a power cut.
+    Normal,
+    /// Also fsync every file and its folder: survives a power cut.
+    Full,
+}
 
 /// A spool operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +142,7 @@ pub struct Appended {
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
+    sync: Sync,
     /// Sequence number to file size, for every batch on disk.
     entries: BTreeMap<u64, u64>,
     bytes: u64,
@@ -133,14 +150,19 @@ pub struct Spool {
     last_seq: u64,
     /// The value of `last_seq` on disk.
     persisted_last_seq: u64,
+    /// The `last_seq` file, kept open in [`Sync::Normal`] mode.
+    last_seq_file: Option<fs::File>,
     /// Drops not yet reported to the collector.
     unreported: Dropped,
+    /// The newest batches' bytes, oldest first, at most [`CACHE_BYTES`].
+    cache: VecDeque<(u64, Vec<u8>)>,
+    cache_bytes: usize,
 }
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, removing half-written files
     /// left by a crash.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+    pub fn open(dir: &Path, max_bytes: u64, sync: Sync) -> Result<Spool, SpoolError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut entries = BTreeMap::new();
         let mut bytes = 0;
@@ -172,11 +194,15 @@ impl Spool {
         Ok(Spool {
             dir: dir.to_path_buf(),
             max_bytes,
+            sync,
             entries,
             bytes,
             last_seq,
             persisted_last_seq,
+            last_seq_file: None,
             unreported,
+            cache: VecDeque::new(),
+            cache_bytes: 0,
         })
     }
 
@@ -204,6 +230,7 @@ impl Spool {
             self.write_batch(seq, &payload)?;
             self.entries.insert(seq, file_len);
             self.bytes += file_len;
+            self.remember(seq, payload);
         }
         if !dropped.is_empty() {
             self.persist_last_seq()?;
@@ -224,7 +251,30 @@ impl Spool {
         let mut contents = Vec::with_capacity(HEADER_LEN + payload.len());
         contents.extend_from_slice(&header);
         contents.extend_from_slice(payload);
-        write_atomic(&self.batch_path(seq), &contents)
+        write_file(&self.batch_path(seq), &contents, self.sync)
+    }
+
+    fn remember(&mut self, seq: u64, payload: Vec<u8>) {
+        self.cache_bytes += payload.len();
+        self.cache.push_back((seq, payload));
+        while self.cache_bytes > CACHE_BYTES {
+            let Some((_, old)) = self.cache.pop_front() else {
+                break;
+            };
+            self.cache_bytes -= old.len();
+        }
+    }
+
+    /// A batch's bytes if it is among the newest, held in memory.
+    pub fn cached(&self, seq: u64) -> Option<Vec<u8>> {
+        self.cache
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, bytes)| bytes.clone())
+    }
+
+    fn write(&self, name: &str, contents: &[u8]) -> Result<(), SpoolError> {
+        write_file(&self.dir.join(name), contents, self.sync)
     }
 
     /// Reads a batch's bytes. A damaged file is removed and counted as
@@ -263,7 +313,9 @@ impl Spool {
         if !self.entries.contains_key(&seq) {
             return Ok(());
         }
-        self.persist_last_seq()?;
+        if self.entries.keys().next_back() == Some(&seq) {
+            self.persist_last_seq()?;
+        }
         self.delete(seq)
     }
 
@@ -294,16 +346,43 @@ impl Spool {
         if let Some(len) = self.entries.remove(&seq) {
             self.bytes -= len;
         }
+        if let Some(at) = self.cache.iter().position(|(s, _)| *s == seq)
+            && let Some((_, bytes)) = self.cache.remove(at)
+        {
+            self.cache_bytes -= bytes.len();
+        }
     }
 
+    /// Records the highest sequence number assigned. In [`Sync::Normal`]
+    /// mode it overwrites a fixed-width record in a file kept open: one
+    /// `pwrite`, which a killed process cannot leave half done. In
+    /// [`Sync::Full`] mode it goes through fsync and rename.
     fn persist_last_seq(&mut self) -> Result<(), SpoolError> {
-        if self.persisted_last_seq != self.last_seq {
-            write_atomic(
-                &self.dir.join(LAST_SEQ_FILE),
-                format!("{}\n", self.last_seq).as_bytes(),
-            )?;
-            self.persisted_last_seq = self.last_seq;
+        if self.persisted_last_seq == self.last_seq {
+            return Ok(());
         }
+        let record = format!("{:020}\n", self.last_seq);
+        match self.sync {
+            Sync::Full => self.write(LAST_SEQ_FILE, record.as_bytes())?,
+            Sync::Normal => {
+                let path = self.dir.join(LAST_SEQ_FILE);
+                if self.last_seq_file.is_none() {
+                    let file = fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&path)
+                        .map_err(io_err(&path))?;
+                    self.last_seq_file = Some(file);
+                }
+                if let Some(file) = &self.last_seq_file {
+                    use std::os::unix::fs::FileExt;
+                    file.write_all_at(record.as_bytes(), 0)
+                        .map_err(io_err(&path))?;
+                }
+            }
+        }
+        self.persisted_last_seq = self.last_seq;
         Ok(())
     }
 
@@ -361,6 +440,19 @@ fn check_header(contents: &[u8]) -> Option<&[u8]> {
     let len = u64::from_le_bytes(contents[8..HEADER_LEN].try_into().ok()?);
     let payload = &contents[HEADER_LEN..];
     (payload.len() as u64 == len && crc32fast::hash(payload) == crc).then_some(payload)
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename;
+/// with [`Sync::Full`], fsyncs the file and the folder too.
+fn write_file(path: &Path, contents: &[u8], sync: Sync) -> Result<(), SpoolError> {
+    match sync {
+        Sync::Full => write_atomic(path, contents),
+        Sync::Normal => {
+            let tmp = path.with_extension("tmp");
+            fs::write(&tmp, contents).map_err(io_err(&tmp))?;
+            fs::rename(&tmp, path).map_err(io_err(path))
+        }
+    }
 }
 
 fn read_small(path: &Path) -> Result<Option<String>, SpoolError> {

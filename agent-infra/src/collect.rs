@@ -119,6 +119,37 @@ pub trait Collect: Send + 'static {
     fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError>;
 }
 
+/// Collectors run one after the other in one slot: for sources that read
+/// in-kernel counters only (`/proc/stat`, `meminfo`, `diskstats`,
+/// `net/dev`) and so cannot block, where a thread hand-off each would cost
+/// more than the reading. An error in one member does not stop the others.
+pub struct Group {
+    name: &'static str,
+    members: Vec<Box<dyn Collect>>,
+}
+
+impl Group {
+    /// A group named `name`.
+    pub fn new(name: &'static str, members: Vec<Box<dyn Collect>>) -> Group {
+        Group { name, members }
+    }
+}
+
+impl Collect for Group {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+        for member in &mut self.members {
+            if let Err(e) = member.collect(out) {
+                tracing::warn!(collector = member.name(), error = %e, "Cannot read host data.");
+            }
+        }
+        Ok(())
+    }
+}
+
 type Outcome = (Box<dyn Collect>, Result<Reading, ReadError>);
 
 struct Slot {

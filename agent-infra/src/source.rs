@@ -80,11 +80,10 @@ pub async fn run(
         if !events.is_empty() {
             payloads.push(Payload::Events(events));
         }
-        for payload in payloads {
-            tokio::select! {
-                () = cx.shutdown.cancelled() => return Ok(()),
-                sent = cx.out.send(payload) => if sent.is_err() { return Ok(()) },
-            }
+        // One cycle, one batch: stored together, acked once.
+        tokio::select! {
+            () = cx.shutdown.cancelled() => return Ok(()),
+            sent = cx.out.send_all(payloads) => if sent.is_err() { return Ok(()) },
         }
     }
 }

@@ -347,58 +347,68 @@ pub fn batch_from_wire(batch: pb::Batch) -> Result<IncomingBatch, String> {
     if batch.seq == 0 {
         return Err("sequence numbers start at 1".into());
     }
-    let payload = match batch.payload {
-        None => BatchPayload::Empty,
-        Some(pb::batch::Payload::HostMetrics(m)) => BatchPayload::Metrics(
-            m.samples
-                .into_iter()
-                .filter(|s| s.value.is_finite() && !s.name.is_empty() && s.name.len() <= MAX_NAME)
-                .map(|s| {
-                    let mut labels: Vec<(String, String)> =
-                        s.labels.into_iter().map(|l| (l.key, l.value)).collect();
-                    labels.sort();
-                    SampleRow {
-                        name: s.name,
-                        labels,
-                        value: s.value,
-                    }
-                })
-                .collect(),
-        ),
-        Some(pb::batch::Payload::Processes(p)) => BatchPayload::Processes(SnapshotRow {
-            time_ms: batch.time_ms,
-            reason: p.reason,
-            total: p.total,
-            state_counts: p.state_counts.into_iter().collect::<BTreeMap<_, _>>(),
-            processes: p
-                .processes
-                .into_iter()
-                .map(|p| ProcessRow {
-                    pid: p.pid,
-                    name: p.name,
-                    user: p.user,
-                    cmdline: p.cmdline,
-                    cpu_pct: finite(p.cpu_pct),
-                    rss_bytes: p.rss_bytes,
-                    mem_pct: finite(p.mem_pct),
-                    threads: p.threads,
-                    state: p.state,
-                })
-                .collect(),
-        }),
-        Some(pb::batch::Payload::Events(e)) => BatchPayload::Events(
-            e.events
-                .into_iter()
-                .map(|e| EventRow {
-                    time_ms: e.time_ms,
-                    kind: event_kind(e.kind).to_string(),
-                    severity: severity(e.severity).to_string(),
-                    message: e.message,
-                    attrs: e.attrs.into_iter().collect(),
-                })
-                .collect(),
-        ),
-    };
+    let batch_time = batch.time_ms;
+    let at = |t: i64| if t == 0 { batch_time } else { t };
+    let payloads = batch
+        .payloads
+        .into_iter()
+        .filter_map(|p| p.kind)
+        .map(|kind| match kind {
+            pb::payload::Kind::HostMetrics(m) => BatchPayload::Metrics {
+                time_ms: at(m.time_ms),
+                samples: m
+                    .samples
+                    .into_iter()
+                    .filter(|s| {
+                        s.value.is_finite() && !s.name.is_empty() && s.name.len() <= MAX_NAME
+                    })
+                    .map(|s| {
+                        let mut labels: Vec<(String, String)> =
+                            s.labels.into_iter().map(|l| (l.key, l.value)).collect();
+                        labels.sort();
+                        SampleRow {
+                            name: s.name,
+                            labels,
+                            value: s.value,
+                        }
+                    })
+                    .collect(),
+            },
+            pb::payload::Kind::Processes(p) => BatchPayload::Processes(SnapshotRow {
+                time_ms: at(p.time_ms),
+                reason: p.reason,
+                total: p.total,
+                state_counts: p.state_counts.into_iter().collect::<BTreeMap<_, _>>(),
+                processes: p
+                    .processes
+                    .into_iter()
+                    .map(|p| ProcessRow {
+                        pid: p.pid,
+                        name: p.name,
+                        user: p.user,
+                        cmdline: p.cmdline,
+                        cpu_pct: finite(p.cpu_pct),
+                        rss_bytes: p.rss_bytes,
+                        mem_pct: finite(p.mem_pct),
+                        threads: p.threads,
+                        state: p.state,
+                    })
+                    .collect(),
+            }),
+            pb::payload::Kind::Events(e) => BatchPayload::Events(
+                e.events
+                    .into_iter()
+                    .map(|e| EventRow {
+                        time_ms: at(e.time_ms),
+                        kind: event_kind(e.kind).to_string(),
+                        severity: severity(e.severity).to_string(),
+                        message: e.message,
+                        attrs: e.attrs.into_iter().collect(),
+                    })
+                    .collect(),
+            ),
+        })
+        .collect();
     Ok(IncomingBatch {
         seq: batch.seq,
         time_ms: batch.time_ms,
@@ -411,7 +421,7 @@ pub fn batch_from_wire(batch: pb::Batch) -> Result<IncomingBatch, String> {
             batches_dropped: h.batches_dropped,
             bytes_dropped: h.bytes_dropped,
         }),
-        payload,
+        payloads,
     })
 }
 
@@ -448,34 +458,39 @@ mod tests {
 
     #[test]
     fn unstorable_samples_are_skipped_and_seq_zero_refused() {
+        let metrics = pb::HostMetrics {
+            samples: vec![
+                pb::Sample {
+                    name: "ok".into(),
+                    labels: vec![],
+                    value: 1.0,
+                },
+                pb::Sample {
+                    name: "nan".into(),
+                    labels: vec![],
+                    value: f64::NAN,
+                },
+                pb::Sample {
+                    name: String::new(),
+                    labels: vec![],
+                    value: 1.0,
+                },
+            ],
+            time_ms: 0,
+        };
         let batch = pb::Batch {
             seq: 3,
             time_ms: 10,
             health: None,
-            payload: Some(pb::batch::Payload::HostMetrics(pb::HostMetrics {
-                samples: vec![
-                    pb::Sample {
-                        name: "ok".into(),
-                        labels: vec![],
-                        value: 1.0,
-                    },
-                    pb::Sample {
-                        name: "nan".into(),
-                        labels: vec![],
-                        value: f64::NAN,
-                    },
-                    pb::Sample {
-                        name: String::new(),
-                        labels: vec![],
-                        value: 1.0,
-                    },
-                ],
-            })),
+            payloads: vec![pb::Payload {
+                kind: Some(pb::payload::Kind::HostMetrics(metrics)),
+            }],
         };
         let row = batch_from_wire(batch).expect("storable");
-        let BatchPayload::Metrics(samples) = row.payload else {
-            panic!("metrics");
+        let [BatchPayload::Metrics { time_ms, samples }] = row.payloads.as_slice() else {
+            panic!("one metrics payload");
         };
+        assert_eq!(*time_ms, 10, "no time of its own: the batch's");
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].name, "ok");
         let zero = pb::Batch {

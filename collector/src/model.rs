@@ -157,17 +157,20 @@ pub struct EventRow {
     pub attrs: BTreeMap<String, String>,
 }
 
-/// What a batch carries.
+/// One kind of data in a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchPayload {
-    /// Metric readings.
-    Metrics(Vec<SampleRow>),
+    /// Metric readings taken at `time_ms`.
+    Metrics {
+        /// When they were read, unix ms.
+        time_ms: i64,
+        /// The readings.
+        samples: Vec<SampleRow>,
+    },
     /// A process snapshot.
     Processes(SnapshotRow),
     /// Events.
     Events(Vec<EventRow>),
-    /// Nothing but the health (allowed).
-    Empty,
 }
 
 /// One batch, ready to store.
@@ -179,8 +182,8 @@ pub struct IncomingBatch {
     pub time_ms: i64,
     /// The agent's health then.
     pub health: Option<AgentHealth>,
-    /// Content.
-    pub payload: BatchPayload,
+    /// Content: what one collection cycle produced (may be empty).
+    pub payloads: Vec<BatchPayload>,
 }
 
 /// A series and its points.

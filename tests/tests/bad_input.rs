@@ -352,9 +352,12 @@ fn huge_batch(bytes: usize) -> pb::Batch {
         seq: 1,
         time_ms: 1,
         health: None,
-        payload: Some(pb::batch::Payload::HostMetrics(pb::HostMetrics {
-            samples: (0..bytes / 1000).map(sample).collect(),
-        })),
+        payloads: vec![pb::Payload {
+            kind: Some(pb::payload::Kind::HostMetrics(pb::HostMetrics {
+                samples: (0..bytes / 1000).map(sample).collect(),
+                time_ms: 1,
+            })),
+        }],
     }
 }
 

@@ -3,8 +3,10 @@
 //! - `up`: build, start a collector and the agents that fit this machine,
 //!   print where to look; Ctrl-C stops.
 //! - `test`: install what the tests need, build, run every test and check.
+//! - `bench infra`: the server agent beside node_exporter, as ratios.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
+mod bench;
 mod codegen;
 mod process;
 mod test;
@@ -21,6 +23,8 @@ tasks:
         start a collector and the agents that fit this machine
   test [--no-lint]
         install what the tests need, build, run every test, fmt and clippy
+  bench infra [--cycles N] [--json]
+        sightline-infra beside node_exporter on this machine: CPU per cycle, peak RSS, ratios
   codegen
         regenerate proto/src/gen from proto/sightline/v1/*.proto";
 
@@ -34,6 +38,7 @@ fn main() -> Result<()> {
         "up" => up::run(&root, up::UpOptions::parse(&root, rest)?),
         "test" => test::run(&root, rest),
         "codegen" => codegen::run(&root),
+        "bench" => bench::run(&root, rest),
         "" | "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

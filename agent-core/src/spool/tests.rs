@@ -15,12 +15,12 @@ fn payload(seq: u64, len: usize) -> Vec<u8> {
 #[test]
 fn batches_come_back_in_order_after_reopening() {
     let dir = temp_dir("reopen");
-    let mut spool = Spool::open(&dir, 1 << 20).expect("open");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Full).expect("open");
     for _ in 0..5 {
         spool.append(|seq| payload(seq, 100)).expect("append");
     }
     drop(spool);
-    let mut spool = Spool::open(&dir, 1 << 20).expect("reopen");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Full).expect("reopen");
     let mut seen = Vec::new();
     let mut after = 0;
     while let Some(seq) = spool.next_after(after) {
@@ -37,7 +37,7 @@ fn batches_come_back_in_order_after_reopening() {
 #[test]
 fn sequence_numbers_never_restart_even_when_all_were_acked() {
     let dir = temp_dir("seq");
-    let mut spool = Spool::open(&dir, 1 << 20).expect("open");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Full).expect("open");
     for _ in 0..3 {
         spool.append(|seq| payload(seq, 10)).expect("append");
     }
@@ -46,7 +46,7 @@ fn sequence_numbers_never_restart_even_when_all_were_acked() {
     }
     assert!(spool.is_empty());
     drop(spool);
-    let mut spool = Spool::open(&dir, 1 << 20).expect("reopen");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Full).expect("reopen");
     assert_eq!(spool.append(|seq| payload(seq, 10)).expect("append").seq, 4);
     fs::remove_dir_all(&dir).expect("cleanup");
 }
@@ -56,7 +56,7 @@ fn a_full_spool_drops_the_oldest_and_remembers_the_loss() {
     let dir = temp_dir("full");
     // Room for three files of 100 + header bytes.
     let max = 3 * (100 + HEADER_LEN as u64);
-    let mut spool = Spool::open(&dir, max).expect("open");
+    let mut spool = Spool::open(&dir, max, Sync::Normal).expect("open");
     for _ in 0..3 {
         let a = spool.append(|seq| payload(seq, 100)).expect("append");
         assert!(a.dropped.is_empty());
@@ -71,7 +71,7 @@ fn a_full_spool_drops_the_oldest_and_remembers_the_loss() {
     assert_eq!(spool.next_after(0), Some(3));
     // The count of unreported drops survives a crash.
     drop(spool);
-    let mut spool = Spool::open(&dir, max).expect("reopen");
+    let mut spool = Spool::open(&dir, max, Sync::Normal).expect("reopen");
     let unreported = spool.unreported();
     assert_eq!(
         (
@@ -85,7 +85,7 @@ fn a_full_spool_drops_the_oldest_and_remembers_the_loss() {
     spool.clear_unreported().expect("clear");
     drop(spool);
     assert!(
-        Spool::open(&dir, max)
+        Spool::open(&dir, max, Sync::Normal)
             .expect("reopen")
             .unreported()
             .is_empty()
@@ -96,7 +96,7 @@ fn a_full_spool_drops_the_oldest_and_remembers_the_loss() {
 #[test]
 fn a_batch_larger_than_the_spool_is_counted_not_kept() {
     let dir = temp_dir("huge");
-    let mut spool = Spool::open(&dir, 1000).expect("open");
+    let mut spool = Spool::open(&dir, 1000, Sync::Normal).expect("open");
     spool.append(|seq| payload(seq, 10)).expect("append");
     let a = spool.append(|seq| payload(seq, 5000)).expect("append");
     assert_eq!(a.seq, 2);
@@ -112,7 +112,7 @@ fn a_batch_larger_than_the_spool_is_counted_not_kept() {
 #[test]
 fn damaged_and_half_written_files_are_handled() {
     let dir = temp_dir("damaged");
-    let mut spool = Spool::open(&dir, 1 << 20).expect("open");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Full).expect("open");
     for _ in 0..3 {
         spool.append(|seq| payload(seq, 50)).expect("append");
     }
@@ -125,7 +125,7 @@ fn damaged_and_half_written_files_are_handled() {
     bytes[last] ^= 0xff;
     fs::write(&second, bytes).expect("corrupt");
 
-    let mut spool = Spool::open(&dir, 1 << 20).expect("reopen");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Full).expect("reopen");
     assert!(!dir.join(format!("{:020}.tmp", 4)).exists());
     assert!(spool.read(1).expect("read").is_some());
     assert!(
@@ -140,7 +140,7 @@ fn damaged_and_half_written_files_are_handled() {
 #[test]
 fn remove_through_skips_what_the_collector_already_has() {
     let dir = temp_dir("through");
-    let mut spool = Spool::open(&dir, 1 << 20).expect("open");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Full).expect("open");
     for _ in 0..5 {
         spool.append(|seq| payload(seq, 10)).expect("append");
     }
@@ -151,6 +151,24 @@ fn remove_through_skips_what_the_collector_already_has() {
     assert_eq!(
         spool.append(|seq| payload(seq, 10)).expect("append").seq,
         11
+    );
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn in_normal_mode_numbers_survive_too() {
+    let dir = temp_dir("seq-normal");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("open");
+    for _ in 0..12 {
+        let a = spool.append(|seq| payload(seq, 10)).expect("append");
+        spool.remove(a.seq).expect("ack");
+    }
+    assert!(spool.is_empty());
+    drop(spool);
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("reopen");
+    assert_eq!(
+        spool.append(|seq| payload(seq, 10)).expect("append").seq,
+        13
     );
     fs::remove_dir_all(&dir).expect("cleanup");
 }

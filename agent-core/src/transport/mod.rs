@@ -38,9 +38,6 @@ use crate::pipeline::SharedSpool;
 use crate::settings::ServerSettings;
 use retry::{Backoff, Retry};
 
-/// The next spooled sequence number and its bytes (`None` if damaged).
-type Spooled = Option<(u64, Option<Vec<u8>>)>;
-
 /// Batches sent but not yet acked, at most.
 pub const WINDOW: usize = 32;
 
@@ -363,20 +360,22 @@ impl Transport {
     async fn next_batch(&self, last_sent: u64) -> Result<Option<(u64, pb::Batch)>, TransportError> {
         let mut after = last_sent;
         loop {
-            let found = self
+            // The index and the newest batches are in memory: no thread hop
+            // unless the batch must be read from disk.
+            let Some((seq, cached)) = self
                 .spool
-                .with(move |s| -> Result<Spooled, crate::spool::SpoolError> {
-                    let Some(seq) = s.next_after(after) else {
-                        return Ok(None);
-                    };
-                    Ok(Some((seq, s.read(seq)?)))
-                })
-                .await??;
-            let Some((seq, bytes)) = found else {
+                .peek(|s| s.next_after(after).map(|seq| (seq, s.cached(seq))))
+            else {
                 return Ok(None);
             };
             after = seq;
-            let Some(bytes) = bytes else { continue };
+            let bytes = match cached {
+                Some(bytes) => bytes,
+                None => match self.spool.with(move |s| s.read(seq)).await?? {
+                    Some(bytes) => bytes,
+                    None => continue,
+                },
+            };
             match wire::decode_batch(&bytes) {
                 Ok(batch) => return Ok(Some((seq, batch))),
                 Err(e) => {

@@ -17,13 +17,14 @@ pub fn unix_ms(time: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Encodes one batch: the bytes that go into the spool.
-pub fn encode_batch(seq: u64, payload: &Payload, health: Health) -> Vec<u8> {
+/// Encodes one batch: the bytes that go into the spool. Its time is the
+/// first payload's.
+pub fn encode_batch(seq: u64, payloads: &[Payload], health: Health) -> Vec<u8> {
     let batch = pb::Batch {
         seq,
-        time_ms: unix_ms(payload.time()),
+        time_ms: payloads.first().map_or(0, |p| unix_ms(p.time())),
         health: Some(health_to_wire(health)),
-        payload: Some(payload_to_wire(payload)),
+        payloads: payloads.iter().map(payload_to_wire).collect(),
     };
     batch.encode_to_vec()
 }
@@ -45,19 +46,21 @@ fn health_to_wire(h: Health) -> pb::AgentHealth {
     }
 }
 
-fn payload_to_wire(payload: &Payload) -> pb::batch::Payload {
-    match payload {
-        Payload::Metrics(m) => pb::batch::Payload::HostMetrics(metrics_to_wire(m)),
-        Payload::Processes(p) => pb::batch::Payload::Processes(snapshot_to_wire(p)),
-        Payload::Events(events) => pb::batch::Payload::Events(pb::AgentEvents {
+fn payload_to_wire(payload: &Payload) -> pb::Payload {
+    let kind = match payload {
+        Payload::Metrics(m) => pb::payload::Kind::HostMetrics(metrics_to_wire(m)),
+        Payload::Processes(p) => pb::payload::Kind::Processes(snapshot_to_wire(p)),
+        Payload::Events(events) => pb::payload::Kind::Events(pb::AgentEvents {
             events: events.iter().map(event_to_wire).collect(),
         }),
-    }
+    };
+    pb::Payload { kind: Some(kind) }
 }
 
 fn metrics_to_wire(m: &Metrics) -> pb::HostMetrics {
     pb::HostMetrics {
         samples: m.samples.iter().map(sample_to_wire).collect(),
+        time_ms: unix_ms(m.time),
     }
 }
 
@@ -86,6 +89,7 @@ fn snapshot_to_wire(p: &ProcessSnapshot) -> pb::ProcessSnapshot {
             .map(|(k, v)| (k.clone(), *v))
             .collect(),
         total: p.total,
+        time_ms: unix_ms(p.time),
     }
 }
 
@@ -155,20 +159,21 @@ mod tests {
             spool_batches: 3,
             ..Health::default()
         };
-        let batch = decode_batch(&encode_batch(7, &payload, health)).expect("decodes");
+        let batch = decode_batch(&encode_batch(7, &[payload], health)).expect("decodes");
         assert_eq!(batch.seq, 7);
         assert_eq!(batch.time_ms, 1_700_000_000_123);
         assert_eq!(batch.health.expect("health").spool_batches, 3);
-        let Some(pb::batch::Payload::HostMetrics(m)) = batch.payload else {
+        let Some(pb::payload::Kind::HostMetrics(m)) = batch.payloads[0].kind.clone() else {
             panic!("wrong payload");
         };
+        assert_eq!(m.time_ms, 1_700_000_000_123);
         assert_eq!(m.samples[0].name, "cpu.usage");
         assert_eq!(m.samples[0].labels[0].value, "total");
         assert_eq!(m.samples[0].value, 12.5);
     }
 
     #[test]
-    fn snapshot_and_events_keep_their_fields() {
+    fn one_cycles_payloads_travel_together_with_their_fields() {
         let time = UNIX_EPOCH + Duration::from_secs(1);
         let snapshot = Payload::Processes(ProcessSnapshot {
             time,
@@ -187,20 +192,21 @@ mod tests {
             state_counts: BTreeMap::from([("running".to_string(), 1)]),
             total: 1,
         });
-        let batch = decode_batch(&encode_batch(1, &snapshot, Health::default())).expect("decodes");
-        let Some(pb::batch::Payload::Processes(p)) = batch.payload else {
-            panic!("wrong payload");
-        };
-        assert_eq!(p.reason, "threshold");
-        assert_eq!(p.processes[0].pid, 42);
-        assert_eq!(p.state_counts["running"], 1);
-
         let events = Payload::Events(vec![
             Event::now(EventKind::SpoolOverflow, Severity::Warning, "dropped")
                 .attr("dropped_batches", 3),
         ]);
-        let batch = decode_batch(&encode_batch(2, &events, Health::default())).expect("decodes");
-        let Some(pb::batch::Payload::Events(e)) = batch.payload else {
+        let batch = decode_batch(&encode_batch(1, &[snapshot, events], Health::default()))
+            .expect("decodes");
+        assert_eq!(batch.payloads.len(), 2);
+        let Some(pb::payload::Kind::Processes(p)) = batch.payloads[0].kind.clone() else {
+            panic!("wrong payload");
+        };
+        assert_eq!(p.time_ms, 1000);
+        assert_eq!(p.reason, "threshold");
+        assert_eq!(p.processes[0].pid, 42);
+        assert_eq!(p.state_counts["running"], 1);
+        let Some(pb::payload::Kind::Events(e)) = batch.payloads[1].kind.clone() else {
             panic!("wrong payload");
         };
         assert_eq!(e.events[0].kind, pb::EventKind::SpoolOverflow as i32);

@@ -15,13 +15,14 @@ pub mod mounts;
 pub mod net;
 pub mod parse;
 pub mod process;
+pub mod sockdiag;
 pub mod vmstat;
 
 use std::path::{Path, PathBuf};
 
 pub use parse::ParseError;
 
-use crate::collect::{Collect, ReadError};
+use crate::collect::{Collect, Group, ReadError};
 use crate::settings::InfraSettings;
 use collectors::filesystems::{FsOptions, StatFs};
 use collectors::network::NetFilter;
@@ -51,8 +52,17 @@ impl ProcFs {
 
     /// Reads `<root>/<name>` whole.
     pub fn read(&self, name: &str) -> Result<String, ReadError> {
+        let mut text = String::new();
+        self.read_into(name, &mut text)?;
+        Ok(text)
+    }
+
+    /// Reads `<root>/<name>` whole into `buf` (cleared first), in as few
+    /// `read` calls as possible: procfs files have no size to ask for, and
+    /// some (`net/tcp`) cost the kernel a full table walk per call.
+    pub fn read_into(&self, name: &str, buf: &mut String) -> Result<(), ReadError> {
         let path = self.root.join(name);
-        std::fs::read_to_string(&path).map_err(|source| ReadError::Io { path, source })
+        read_file(&path, buf).map_err(|source| ReadError::Io { path, source })
     }
 
     /// `/proc/stat`.
@@ -66,6 +76,37 @@ impl ProcFs {
     }
 }
 
+/// Reads a whole file into `buf` with large reads and no size probing.
+pub fn read_file(path: &Path, buf: &mut String) -> std::io::Result<()> {
+    use std::io::Read;
+    buf.clear();
+    let mut bytes = std::mem::take(buf).into_bytes();
+    let mut file = std::fs::File::open(path)?;
+    let result = loop {
+        if bytes.capacity() - bytes.len() < 4096 {
+            bytes.reserve(bytes.capacity().max(16 << 10));
+        }
+        let len = bytes.len();
+        let spare = bytes.capacity() - len;
+        bytes.resize(len + spare, 0);
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => {
+                bytes.truncate(len);
+                break Ok(());
+            }
+            Ok(n) => bytes.truncate(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(len),
+            Err(e) => {
+                bytes.truncate(len);
+                break Err(e);
+            }
+        }
+    };
+    *buf = String::from_utf8(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    result
+}
+
 /// The kernel's id for this boot: changes at every boot, unlike the boot
 /// time, which drifts with clock corrections.
 pub fn boot_id(proc: &ProcFs) -> Result<String, ReadError> {
@@ -75,7 +116,8 @@ pub fn boot_id(proc: &ProcFs) -> Result<String, ReadError> {
 /// Every collector the settings ask for, with `statfs` as given.
 pub fn collectors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Collect>> {
     let proc = ProcFs::new(&settings.proc_root);
-    vec![
+    // In-kernel counters: cannot block, cheaper together.
+    let counters: Vec<Box<dyn Collect>> = vec![
         Box::new(collectors::cpu::CpuCollector::new(proc.clone())),
         Box::new(collectors::memory::MemoryCollector::new(proc.clone())),
         Box::new(collectors::disks::DiskCollector::new(
@@ -91,8 +133,13 @@ pub fn collectors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Colle
                 exclude: settings.net_exclude.clone(),
                 virtual_too: settings.net_virtual,
             },
-            settings.net_tcp,
+            settings.net_tcp.then_some(collectors::network::TcpOptions {
+                states_every: settings.tcp_states_every,
+            }),
         )),
+    ];
+    vec![
+        Box::new(Group::new("counters", counters)),
         Box::new(collectors::filesystems::FsCollector::new(
             proc.clone(),
             FsOptions {

@@ -67,6 +67,56 @@ pub fn parse_net_dev(text: &str) -> Result<Vec<IfLine>, ParseError> {
     Ok(out)
 }
 
+/// The TCP counters the kernel keeps anyway: cheap to read every cycle,
+/// unlike a walk of every connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpSummary {
+    /// Sockets in use, IPv4 and IPv6 (`sockstat` `inuse`, time-wait excluded).
+    pub in_use: u64,
+    /// Connections in TIME-WAIT (`sockstat` `tw`).
+    pub time_wait: u64,
+    /// Orphaned sockets (`sockstat` `orphan`).
+    pub orphans: u64,
+}
+
+/// Adds one `sockstat` file's TCP line to `summary` (`TCP:` in `sockstat`,
+/// `TCP6:` in `sockstat6`, which has only `inuse`).
+pub fn add_sockstat(text: &str, summary: &mut TcpSummary) {
+    for line in text.lines() {
+        let Some(rest) = line
+            .strip_prefix("TCP:")
+            .or_else(|| line.strip_prefix("TCP6:"))
+        else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+        for pair in fields.chunks(2) {
+            let [key, value] = pair else { continue };
+            let Ok(value) = value.parse::<u64>() else {
+                continue;
+            };
+            match *key {
+                "inuse" => summary.in_use += value,
+                "tw" => summary.time_wait += value,
+                "orphan" => summary.orphans += value,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `CurrEstab` from `/proc/net/snmp`: connections in ESTABLISHED or
+/// CLOSE-WAIT (RFC 1213's tcpCurrEstab).
+pub fn parse_curr_estab(text: &str) -> Option<u64> {
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let header = tcp.next()?;
+    let values = tcp.next()?;
+    let at = header
+        .split_ascii_whitespace()
+        .position(|f| f == "CurrEstab")?;
+    values.split_ascii_whitespace().nth(at)?.parse().ok()
+}
+
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`), in
 /// the names `ss` prints.
 pub const TCP_STATES: [&str; 12] = [
@@ -119,6 +169,37 @@ mod tests {
             ),
             (131_452_719, 7934, 553_716, 4845)
         );
+    }
+
+    #[test]
+    fn reads_the_kernels_tcp_counters() {
+        let mut summary = TcpSummary::default();
+        add_sockstat(
+            include_str!("../../tests/fixtures/vm-2cpu/net_sockstat"),
+            &mut summary,
+        );
+        add_sockstat(
+            include_str!("../../tests/fixtures/vm-2cpu/net_sockstat6"),
+            &mut summary,
+        );
+        assert!(summary.in_use >= 1);
+        let mut s = TcpSummary::default();
+        add_sockstat(
+            "sockets: used 9\nTCP: inuse 7 orphan 1 tw 12 alloc 9 mem 3\nUDP: inuse 2\n",
+            &mut s,
+        );
+        add_sockstat("TCP6: inuse 3\nUDP6: inuse 1\n", &mut s);
+        assert_eq!(
+            s,
+            TcpSummary {
+                in_use: 10,
+                time_wait: 12,
+                orphans: 1
+            }
+        );
+        assert!(parse_curr_estab(include_str!("../../tests/fixtures/vm-2cpu/net_snmp")).is_some());
+        let snmp = "Tcp: RtoAlgorithm RtoMin CurrEstab InSegs\nTcp: 1 200 42 1000\nUdp: InDatagrams\nUdp: 5\n";
+        assert_eq!(parse_curr_estab(snmp), Some(42));
     }
 
     #[test]

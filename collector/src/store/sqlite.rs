@@ -397,46 +397,47 @@ impl Store for SqliteStore {
             return Ok(Stored::Duplicate);
         }
         let mut created = Vec::new();
-        match &batch.payload {
-            BatchPayload::Metrics(samples) => {
-                for SampleRow {
-                    name,
-                    labels,
-                    value,
-                } in samples
-                {
-                    let key = (oid, name.clone(), labels_json(labels));
-                    let series = self.series_id(&mut tx, &key, &mut created).await?;
+        for payload in &batch.payloads {
+            match payload {
+                BatchPayload::Metrics { time_ms, samples } => {
+                    for SampleRow {
+                        name,
+                        labels,
+                        value,
+                    } in samples
+                    {
+                        let key = (oid, name.clone(), labels_json(labels));
+                        let series = self.series_id(&mut tx, &key, &mut created).await?;
+                        sqlx::query(
+                            "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES (?, ?, ?)",
+                        )
+                        .bind(series)
+                        .bind(time_ms)
+                        .bind(value)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                BatchPayload::Processes(snapshot) => {
                     sqlx::query(
-                        "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES (?, ?, ?)",
+                        "INSERT INTO process_snapshots (oid, ts_ms, reason, total, state_counts, processes)
+                         VALUES (?, ?, ?, ?, ?, ?)",
                     )
-                    .bind(series)
-                    .bind(batch.time_ms)
-                    .bind(value)
+                    .bind(oid)
+                    .bind(snapshot.time_ms)
+                    .bind(&snapshot.reason)
+                    .bind(i64::from(snapshot.total))
+                    .bind(serde_json::to_string(&snapshot.state_counts)?)
+                    .bind(serde_json::to_string(&snapshot.processes)?)
                     .execute(&mut *tx)
                     .await?;
                 }
-            }
-            BatchPayload::Processes(snapshot) => {
-                sqlx::query(
-                    "INSERT INTO process_snapshots (oid, ts_ms, reason, total, state_counts, processes)
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(oid)
-                .bind(snapshot.time_ms)
-                .bind(&snapshot.reason)
-                .bind(i64::from(snapshot.total))
-                .bind(serde_json::to_string(&snapshot.state_counts)?)
-                .bind(serde_json::to_string(&snapshot.processes)?)
-                .execute(&mut *tx)
-                .await?;
-            }
-            BatchPayload::Events(events) => {
-                for event in events {
-                    insert_event(&mut tx, project_id, Some(oid), event).await?;
+                BatchPayload::Events(events) => {
+                    for event in events {
+                        insert_event(&mut tx, project_id, Some(oid), event).await?;
+                    }
                 }
             }
-            BatchPayload::Empty => {}
         }
         let health = batch
             .health

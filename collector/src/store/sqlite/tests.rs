@@ -44,18 +44,21 @@ fn metrics(seq: u64, time_ms: i64, value: f64) -> IncomingBatch {
             batches_acked: seq,
             ..AgentHealth::default()
         }),
-        payload: BatchPayload::Metrics(vec![
-            SampleRow {
-                name: "cpu.usage".into(),
-                labels: vec![],
-                value,
-            },
-            SampleRow {
-                name: "cpu.usage".into(),
-                labels: vec![("cpu".into(), "0".into())],
-                value: value / 2.0,
-            },
-        ]),
+        payloads: vec![BatchPayload::Metrics {
+            time_ms,
+            samples: vec![
+                SampleRow {
+                    name: "cpu.usage".into(),
+                    labels: vec![],
+                    value,
+                },
+                SampleRow {
+                    name: "cpu.usage".into(),
+                    labels: vec![("cpu".into(), "0".into())],
+                    value: value / 2.0,
+                },
+            ],
+        }],
     }
 }
 
@@ -204,7 +207,7 @@ async fn the_nearest_snapshot_and_filtered_events_are_found() {
             seq,
             time_ms: at,
             health: None,
-            payload: BatchPayload::Processes(snapshot),
+            payloads: vec![BatchPayload::Processes(snapshot)],
         };
         t.store
             .store_batch(p.id, r.oid, INSTANCE, batch, at)
@@ -260,10 +263,10 @@ async fn the_nearest_snapshot_and_filtered_events_are_found() {
         seq: 4,
         time_ms: 100,
         health: None,
-        payload: BatchPayload::Events(vec![
+        payloads: vec![BatchPayload::Events(vec![
             event("agent.started", 100),
             event("spool.overflow", 200),
-        ]),
+        ])],
     };
     t.store
         .store_batch(p.id, r.oid, INSTANCE, batch, 300)
@@ -477,7 +480,7 @@ async fn latest_values_and_snapshots_are_per_agent_and_project() {
             seq,
             time_ms: at,
             health: None,
-            payload: BatchPayload::Processes(snapshot),
+            payloads: vec![BatchPayload::Processes(snapshot)],
         };
         t.store
             .store_batch(p.id, a.oid, INSTANCE, batch, at)

@@ -1,0 +1,339 @@
+//! `cargo xtask bench infra [--cycles N] [--json]`: sightline-infra and
+//! node_exporter side by side on this machine, over the same number of
+//! cycles, reported as ratios.
+//!
+//! A cycle is one collection: one agent interval (1 s here), or one scrape
+//! of node_exporter's `/metrics`, as Prometheus would do it. Both run on
+//! the same host at the same time, release builds, node_exporter with its
+//! default collectors (what a user gets). The agent also delivers every
+//! cycle to a collector (encoding, zstd, gRPC); node_exporter is scraped
+//! asking for gzip, as Prometheus does. The collector is not measured. The
+//! agent is built with the `agent` profile (size-optimised, what ships). CPU is the nanoseconds the kernel accounted to every thread
+//! of each process (`/proc/<pid>/task/*/schedstat`), after three warm-up
+//! cycles; peak RSS is `VmHWM`.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::{cargo, terminate, wait_exit};
+
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+const WARM_UP_CYCLES: u32 = 3;
+
+/// Kills its processes when dropped.
+struct Running(Vec<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            terminate(child);
+            if wait_exit(child, Duration::from_secs(2)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// CPU time of every thread of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let mut ns: u64 = 0;
+    let mut found = false;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        if let Ok(text) = fs::read_to_string(&path)
+            && let Some(first) = text.split_whitespace().next()
+        {
+            ns += first.parse::<u64>().unwrap_or(0);
+            found = true;
+        }
+    }
+    if found {
+        return Ok(ns as f64 / 1e9);
+    }
+    // No schedstat: clock ticks of the whole group, coarser.
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// `VmHWM` of `pid`, in bytes.
+fn peak_rss(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("VmHWM")?;
+    Ok(kib * 1024)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Row {
+    name: &'static str,
+    label: &'static str,
+    value: f64,
+    peer_value: f64,
+    goal: Option<f64>,
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let mut args = args.iter();
+    let target = args.next().map(String::as_str);
+    if target != Some("infra") {
+        bail!("usage: cargo xtask bench infra [--cycles N] [--json]");
+    }
+    let mut cycles: u32 = 30;
+    let mut json = false;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--json" => json = true,
+            "--cycles" => cycles = args.next().context("--cycles needs a number")?.parse()?,
+            other => bail!("bench: unknown option {other}"),
+        }
+    }
+    crate::test::ensure_packages()?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--profile",
+            "agent",
+            "--locked",
+            "-p",
+            "sightline-infra",
+        ],
+    )?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "sightline-collector",
+        ],
+    )?;
+    let bin = root.join("target/release");
+    let agent_bin = root.join("target/agent");
+    let scratch = root.join(format!("target/bench-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch)?;
+    let result = measure(&bin, &agent_bin, &scratch, cycles);
+    let _ = fs::remove_dir_all(&scratch);
+    let (rows, samples, series) = result?;
+    if json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name,
+                    "value": r.value,
+                    "peer_value": r.peer_value,
+                    "ratio": r.value / r.peer_value,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!();
+    println!("sightline-infra vs node_exporter: {cycles} cycles of 1 s, this machine, same time");
+    println!();
+    println!("| figure | sightline-infra | node_exporter | ratio | goal |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for r in &rows {
+        let goal = r.goal.map_or_else(String::new, |g| format!("≤ {g:.2}"));
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {goal} |",
+            r.label,
+            r.value,
+            r.peer_value,
+            r.value / r.peer_value
+        );
+    }
+    println!("| values per cycle | {samples} | {series} | | |");
+    Ok(())
+}
+
+fn measure(
+    bin: &Path,
+    agent_bin: &Path,
+    scratch: &Path,
+    cycles: u32,
+) -> Result<(Vec<Row>, usize, usize)> {
+    let data = scratch.join("collector");
+    let out = Command::new(bin.join("sightline-collector"))
+        .args(["project", "create", "bench", "--data"])
+        .arg(&data)
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let license = text
+        .lines()
+        .find_map(|l| l.strip_prefix("license="))
+        .context("license")?
+        .to_string();
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token="))
+        .context("token")?
+        .to_string();
+    let mut collector = Command::new(bin.join("sightline-collector"))
+        .args([
+            "serve",
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(collector.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let addr = |key: &str| -> Result<String> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+            .with_context(|| format!("no {key} in {line}"))
+    };
+    let (grpc, http) = (addr("grpc=")?, addr("http=")?);
+    let port = grpc.rsplit_once(':').map(|(_, p)| p).context("port")?;
+    let conf = scratch.join("infra.conf");
+    fs::write(
+        &conf,
+        format!(
+            "license={license}\nserver.port={port}\ndata.dir={}\ninterval=1s\nlog.level=warn\n",
+            scratch.join("agent").display()
+        ),
+    )?;
+    let agent = Command::new(agent_bin.join("sightline-infra"))
+        .arg("--conf")
+        .arg(&conf)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let exporter_port = free_port()?;
+    let exporter = Command::new(NODE_EXPORTER)
+        .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {NODE_EXPORTER}"))?;
+    let (agent_pid, exporter_pid) = (agent.id(), exporter.id());
+    let _running = Running(vec![agent, exporter, collector]);
+
+    let client: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    // As Prometheus scrapes: asking for gzip, which node_exporter does.
+    let scrape = || -> Result<usize> {
+        let body = client
+            .get(format!("http://127.0.0.1:{exporter_port}/metrics"))
+            .header("Accept-Encoding", "gzip")
+            .call()?
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()?;
+        Ok(body.len())
+    };
+    let count_series = || -> Result<usize> {
+        let body = client
+            .get(format!("http://127.0.0.1:{exporter_port}/metrics"))
+            .call()?
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()?;
+        Ok(body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count())
+    };
+    let started = Instant::now();
+    while scrape().is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("node_exporter did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("warming up for {WARM_UP_CYCLES} cycles, then measuring {cycles}...");
+    for _ in 0..WARM_UP_CYCLES {
+        scrape()?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let agent_before = cpu_seconds(agent_pid)?;
+    let exporter_before = cpu_seconds(exporter_pid)?;
+    let begin = Instant::now();
+    for cycle in 0..cycles {
+        scrape()?;
+        let next = begin + Duration::from_secs(u64::from(cycle) + 1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let agent_cpu = cpu_seconds(agent_pid)? - agent_before;
+    let exporter_cpu = cpu_seconds(exporter_pid)? - exporter_before;
+    // The agent's cycles are its intervals; count what actually ran.
+    let agent_cycles = begin.elapsed().as_secs_f64().floor().max(1.0);
+    let samples = samples_per_cycle(&http, &token)?;
+    let series = count_series()?;
+    let rows = vec![
+        Row {
+            name: "cpu_seconds_per_cycle",
+            label: "CPU per cycle (ms)",
+            value: agent_cpu / agent_cycles * 1000.0,
+            peer_value: exporter_cpu / f64::from(cycles) * 1000.0,
+            goal: Some(0.2),
+        },
+        Row {
+            name: "peak_rss_bytes",
+            label: "peak RSS (MiB)",
+            value: peak_rss(agent_pid)? as f64 / f64::from(1 << 20),
+            peer_value: peak_rss(exporter_pid)? as f64 / f64::from(1 << 20),
+            goal: Some(0.4),
+        },
+    ];
+    Ok((rows, samples, series))
+}
+
+/// How many values the agent reported in its latest metrics batch: the
+/// number of series the collector holds for it.
+fn samples_per_cycle(http: &str, token: &str) -> Result<usize> {
+    let client: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let get = |path: &str| -> Result<serde_json::Value> {
+        Ok(client
+            .get(format!("http://{http}{path}"))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()?
+            .body_mut()
+            .read_json()?)
+    };
+    let agents = get("/api/v1/agents")?;
+    let oid = agents["agents"][0]["oid"]
+        .as_i64()
+        .context("the agent registered")?;
+    let names = get(&format!("/api/v1/agents/{oid}/metrics"))?;
+    let mut total = 0;
+    for name in names["names"].as_array().context("names")? {
+        let name = name.as_str().context("name")?;
+        let series = get(&format!("/api/v1/agents/{oid}/metrics?name={name}"))?;
+        total += series["series"].as_array().map_or(0, Vec::len);
+    }
+    Ok(total)
+}
