@@ -80,9 +80,12 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// One compared figure, in the unit its `name` says (seconds, bytes).
 struct Row {
     name: &'static str,
     label: &'static str,
+    /// How to show it in the table (ms, MiB).
+    scale: f64,
     value: f64,
     peer_value: f64,
     goal: Option<f64>,
@@ -158,8 +161,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         println!(
             "| {} | {:.2} | {:.2} | {:.2} | {goal} |",
             r.label,
-            r.value,
-            r.peer_value,
+            r.value * r.scale,
+            r.peer_value * r.scale,
             r.value / r.peer_value
         );
     }
@@ -271,7 +274,7 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("warming up for {WARM_UP_CYCLES} cycles, then measuring {cycles}...");
+    eprintln!("warming up for {WARM_UP_CYCLES} cycles, then measuring {cycles}...");
     for _ in 0..WARM_UP_CYCLES {
         scrape()?;
         std::thread::sleep(Duration::from_secs(1));
@@ -294,15 +297,17 @@ fn measure(
         Row {
             name: "cpu_seconds_per_cycle",
             label: "CPU per cycle (ms)",
-            value: agent_cpu / agent_cycles * 1000.0,
-            peer_value: exporter_cpu / f64::from(cycles) * 1000.0,
+            scale: 1000.0,
+            value: agent_cpu / agent_cycles,
+            peer_value: exporter_cpu / f64::from(cycles),
             goal: Some(0.2),
         },
         Row {
             name: "peak_rss_bytes",
             label: "peak RSS (MiB)",
-            value: peak_rss(agent_pid)? as f64 / f64::from(1 << 20),
-            peer_value: peak_rss(exporter_pid)? as f64 / f64::from(1 << 20),
+            scale: 1.0 / f64::from(1 << 20),
+            value: peak_rss(agent_pid)? as f64,
+            peer_value: peak_rss(exporter_pid)? as f64,
             goal: Some(0.4),
         },
     ];

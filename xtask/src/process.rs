@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 /// Runs `cargo <args>` in the workspace root, failing on a non-zero exit.
 pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    println!("$ cargo {}", args.join(" "));
+    eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(cargo).args(args).current_dir(root).status()?;
     if !status.success() {
         bail!("cargo {} failed: {status}", args.join(" "));

@@ -47,7 +47,7 @@ pub(crate) fn ensure_packages() -> Result<()> {
             names.join(" ")
         );
     }
-    println!("$ apt-get update");
+    eprintln!("$ apt-get update");
     let update = Command::new("apt-get")
         .args(["update", "-q"])
         .status()
@@ -55,7 +55,7 @@ pub(crate) fn ensure_packages() -> Result<()> {
     if !update.success() {
         bail!("apt-get update failed");
     }
-    println!("$ apt-get install {}", names.join(" "));
+    eprintln!("$ apt-get install {}", names.join(" "));
     let install = Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&names)

@@ -95,3 +95,67 @@ fn push_usage(samples: &mut Vec<Sample>, u: &CpuUsage, core: Option<u32>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sl-cpu-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("loadavg"), "0.50 0.40 0.30 1/100 999\n").expect("loadavg");
+        dir
+    }
+
+    fn write_stat(dir: &std::path::Path, cores: &[(u32, u64, u64)]) {
+        let (busy, idle): (u64, u64) = cores
+            .iter()
+            .fold((0, 0), |(b, i), (_, cb, ci)| (b + cb, i + ci));
+        let mut text = format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n");
+        for (n, b, i) in cores {
+            text.push_str(&format!("cpu{n} {b} 0 0 {i} 0 0 0 0 0 0\n"));
+        }
+        text.push_str("ctxt 1000\nbtime 1700000000\nprocesses 50\nprocs_running 2\nprocs_blocked 0\nintr 500\n");
+        std::fs::write(dir.join("stat"), text).expect("stat");
+    }
+
+    fn core_usage(reading: &Reading, core: &str) -> Option<f64> {
+        reading
+            .samples
+            .iter()
+            .find(|s| {
+                s.name == "cpu.usage" && s.labels.iter().any(|(k, v)| k == "cpu" && v == core)
+            })
+            .map(|s| s.value)
+    }
+
+    #[test]
+    fn cores_that_come_and_go_are_handled() {
+        let dir = proc_dir("hotplug");
+        let mut collector = CpuCollector::new(ProcFs::new(&dir));
+        write_stat(&dir, &[(0, 100, 100), (1, 100, 100)]);
+        collector.collect(&mut Reading::default()).expect("first");
+        // Core 1 goes offline, core 2 comes online.
+        write_stat(&dir, &[(0, 150, 150), (2, 10, 10)]);
+        let mut reading = Reading::default();
+        collector.collect(&mut reading).expect("second");
+        assert_eq!(core_usage(&reading, "0"), Some(50.0));
+        assert_eq!(core_usage(&reading, "1"), None, "offline");
+        assert_eq!(core_usage(&reading, "2"), None, "no earlier reading yet");
+        let cores = reading
+            .samples
+            .iter()
+            .find(|s| s.name == "cpu.cores")
+            .map(|s| s.value);
+        assert_eq!(cores, Some(2.0));
+        write_stat(&dir, &[(0, 200, 200), (2, 30, 10)]);
+        let mut reading = Reading::default();
+        collector.collect(&mut reading).expect("third");
+        assert_eq!(
+            core_usage(&reading, "2"),
+            Some(100.0),
+            "reported from its second reading"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -113,3 +113,59 @@ impl Collect for DiskCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_disks_are_reported_and_partitions_and_loops_are_not() {
+        let root = std::env::temp_dir().join(format!("sl-disks-{}", std::process::id()));
+        let (proc, sys) = (root.join("proc"), root.join("sys"));
+        for dev in ["sda", "nvme0n1", "dm-0", "loop0"] {
+            std::fs::create_dir_all(sys.join("block").join(dev)).expect("sysfs");
+        }
+        std::fs::create_dir_all(&proc).expect("proc");
+        let line =
+            |name: &str, n: u64| format!("   8 0 {name} {n} 0 {n} 0 {n} 0 {n} 0 0 {n} {n}\n");
+        let write = |n: u64| {
+            let text: String = [
+                "sda",
+                "sda1",
+                "nvme0n1",
+                "nvme0n1p2",
+                "dm-0",
+                "loop0",
+                "zram0",
+            ]
+            .iter()
+            .map(|d| line(d, n))
+            .collect();
+            std::fs::write(proc.join("diskstats"), text).expect("diskstats");
+        };
+        let exclude = crate::settings::DISK_EXCLUDE
+            .split(',')
+            .map(String::from)
+            .collect();
+        let mut collector = DiskCollector::new(ProcFs::new(&proc), sys.clone(), exclude);
+        write(100);
+        collector.collect(&mut Reading::default()).expect("first");
+        write(200);
+        let mut reading = Reading::default();
+        collector.collect(&mut reading).expect("second");
+        let mut devices: Vec<String> = reading
+            .samples
+            .iter()
+            .filter(|s| s.name == "diskio.reads_per_sec")
+            .filter_map(|s| {
+                s.labels
+                    .iter()
+                    .find(|(k, _)| k == "device")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        devices.sort();
+        assert_eq!(devices, ["dm-0", "nvme0n1", "sda"]);
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+}

@@ -252,3 +252,81 @@ impl Collect for NetCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interfaces(filter: NetFilter) -> Vec<String> {
+        let root = std::env::temp_dir().join(format!(
+            "sl-net-{}-{}",
+            std::process::id(),
+            fastrand_suffix()
+        ));
+        let (proc, net) = (root.join("proc"), root.join("sys/class/net"));
+        std::fs::create_dir_all(proc.join("net")).expect("proc");
+        std::fs::create_dir_all(&net).expect("sysfs");
+        for (name, target) in [
+            (
+                "eth0",
+                "../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0",
+            ),
+            ("lo", "../../devices/virtual/net/lo"),
+            ("veth9", "../../devices/virtual/net/veth9"),
+            ("br0", "../../devices/virtual/net/br0"),
+        ] {
+            std::os::unix::fs::symlink(target, net.join(name)).expect("link");
+        }
+        let write = |n: u64| {
+            let mut text = String::from("Inter-|\n face |\n");
+            for name in ["lo", "eth0", "veth9", "br0"] {
+                text.push_str(&format!(
+                    "{name}: {n} {n} 0 0 0 0 0 0 {n} {n} 0 0 0 0 0 0\n"
+                ));
+            }
+            std::fs::write(proc.join("net/dev"), text).expect("net/dev");
+        };
+        let mut collector = NetCollector::new(ProcFs::new(&proc), root.join("sys"), filter, None);
+        write(100);
+        collector.collect(&mut Reading::default()).expect("first");
+        write(300);
+        let mut reading = Reading::default();
+        collector.collect(&mut reading).expect("second");
+        std::fs::remove_dir_all(&root).expect("cleanup");
+        let mut names: Vec<String> = reading
+            .samples
+            .iter()
+            .filter(|s| s.name == "net.rx_bytes_per_sec")
+            .filter_map(|s| {
+                s.labels
+                    .iter()
+                    .find(|(k, _)| k == "iface")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn fastrand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    #[test]
+    fn virtual_interfaces_are_skipped_unless_asked_for() {
+        assert_eq!(interfaces(NetFilter::default()), ["eth0"]);
+        let include = NetFilter {
+            include: vec!["lo".into(), "br*".into()],
+            ..NetFilter::default()
+        };
+        assert_eq!(interfaces(include), ["br0", "eth0", "lo"]);
+        let all = NetFilter {
+            virtual_too: true,
+            exclude: vec!["veth*".into()],
+            ..NetFilter::default()
+        };
+        assert_eq!(interfaces(all), ["br0", "eth0", "lo"]);
+    }
+}
