@@ -5,18 +5,16 @@
 //! Invariants:
 //! - The channel is bounded ([`OUTPUT_CAPACITY`]): a source that outruns the
 //!   disk waits instead of growing memory.
-//! - Every overflow of the spool ends up in an `SpoolOverflow` event, at most
-//!   one every [`OVERFLOW_REPORT_EVERY`], carrying the counts since the last
-//!   report and the total since start.
+//! - Every overflow of the spool ends up in a `SpoolOverflow` event: one
+//!   report in flight at a time, carrying every drop the collector has not
+//!   acknowledged a report of (see [`crate::spool`]).
 //! - Spool IO runs on the blocking pool, never on the async workers; what
 //!   needs no IO (the index of sequence numbers, the cache of recent
 //!   batches) is read in place, without a thread hop.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
-use tokio::time::Instant;
 
 use crate::domain::{Event, EventKind, Payload, Severity};
 use crate::health::AgentCounters;
@@ -25,9 +23,6 @@ use crate::transport::wire;
 
 /// Payloads a source may have queued before it waits.
 pub const OUTPUT_CAPACITY: usize = 64;
-
-/// The least time between two spool-overflow events.
-pub const OVERFLOW_REPORT_EVERY: Duration = Duration::from_secs(30);
 
 /// The spool, shared by the pipeline (appends) and the transport (reads and
 /// removes), with a wake-up for the transport on every append.
@@ -143,80 +138,72 @@ impl Output {
     }
 }
 
-/// Spools everything received until all outputs are dropped.
+/// Spools everything received until all outputs are dropped. After each
+/// append, if drops are waiting to be reported and no report is in flight,
+/// appends one.
 pub async fn run(
     mut rx: mpsc::Receiver<Vec<Payload>>,
     spool: SharedSpool,
     counters: Arc<AgentCounters>,
 ) {
-    let mut last_report: Option<Instant> = None;
-    // Drops from before a restart are still to be reported.
-    let mut report_pending = spool.peek(|s| !s.unreported().is_empty());
     while let Some(payloads) = rx.recv().await {
-        match append(&spool, &counters, payloads).await {
-            Ok(dropped) => report_pending |= dropped,
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot write to the spool; the batch is lost.");
-                AgentCounters::add(&counters.batches_dropped, 1);
-                continue;
-            }
+        if let Err(e) = append(&spool, &counters, payloads).await {
+            tracing::error!(error = %e, "Cannot write to the spool; the batch is lost.");
+            AgentCounters::add(&counters.batches_dropped, 1);
+            continue;
         }
-        if report_pending && last_report.is_none_or(|t| t.elapsed() >= OVERFLOW_REPORT_EVERY) {
-            match report_overflow(&spool, &counters).await {
-                Ok(()) => {
-                    last_report = Some(Instant::now());
-                    report_pending = false;
-                }
-                Err(e) => tracing::error!(error = %e, "Cannot record the spool overflow."),
-            }
+        if spool.peek(Spool::report_due).is_some()
+            && let Err(e) = report_overflow(&spool, &counters).await
+        {
+            tracing::error!(error = %e, "Cannot record the spool overflow.");
         }
     }
 }
 
-/// Appends one batch; tells whether older batches were dropped for it.
 async fn append(
     spool: &SharedSpool,
     counters: &Arc<AgentCounters>,
     payloads: Vec<Payload>,
-) -> Result<bool, SpoolError> {
+) -> Result<(), SpoolError> {
     let health = counters.snapshot();
     let appended = spool
         .with(move |s| s.append(|seq| wire::encode_batch(seq, &payloads, health)))
         .await??;
-    if !appended.dropped.is_empty() {
-        AgentCounters::add(&counters.batches_dropped, appended.dropped.batches);
-        AgentCounters::add(&counters.bytes_dropped, appended.dropped.bytes);
-    }
+    count_drops(counters, appended.dropped);
     spool.wake();
-    Ok(!appended.dropped.is_empty())
+    Ok(())
 }
 
-/// Appends an overflow event for the drops not yet reported.
+fn count_drops(counters: &AgentCounters, dropped: Dropped) {
+    if !dropped.is_empty() {
+        AgentCounters::add(&counters.batches_dropped, dropped.batches);
+        AgentCounters::add(&counters.bytes_dropped, dropped.bytes);
+    }
+}
+
+/// Appends the report of the drops not yet reported.
 async fn report_overflow(
     spool: &SharedSpool,
     counters: &Arc<AgentCounters>,
 ) -> Result<(), SpoolError> {
-    let pending = spool.peek(Spool::unreported);
-    if pending.is_empty() {
-        return Ok(());
-    }
     let total = counters.snapshot().batches_dropped;
-    let event = overflow_event(pending, total);
-    tracing::warn!(
-        dropped_batches = pending.batches,
-        dropped_bytes = pending.bytes,
-        first_seq = pending.first_seq,
-        last_seq = pending.last_seq,
-        "Spool full; dropped the oldest batches."
-    );
     let health = counters.snapshot();
-    let payloads = vec![Payload::Events(vec![event])];
-    spool
-        .with(move |s| -> Result<(), SpoolError> {
-            s.append(|seq| wire::encode_batch(seq, &payloads, health))?;
-            s.clear_unreported()
+    let appended = spool
+        .with(move |s| {
+            s.append_report(|seq, covers| {
+                tracing::warn!(
+                    dropped_batches = covers.batches,
+                    dropped_bytes = covers.bytes,
+                    first_seq = covers.first_seq,
+                    last_seq = covers.last_seq,
+                    "Spool full; dropped the oldest batches."
+                );
+                let event = overflow_event(covers, total);
+                wire::encode_batch(seq, &[Payload::Events(vec![event])], health)
+            })
         })
         .await??;
+    count_drops(counters, appended.dropped);
     spool.wake();
     Ok(())
 }

@@ -16,9 +16,11 @@
 //!   highest number assigned is persisted before the newest batch file is
 //!   removed (until then, that file is the record).
 //! - The spool never holds more than `max_bytes` of batch files. To make room
-//!   it drops the oldest batches, counts them, and keeps the count of drops
-//!   not yet reported on disk until [`Spool::clear_unreported`] is called, so
-//!   a loss is never silent, not even across a crash.
+//!   it drops the oldest batches and counts them. The count stays (on disk,
+//!   so across crashes too) until the collector has acknowledged a report of
+//!   it: at most one report is in flight ([`Spool::report_due`],
+//!   [`Spool::append_report`]); if that batch is itself dropped, its counts
+//!   are reported again. A loss is never silent, and never reported twice.
 //! - A batch is removed only when acknowledged ([`Spool::remove`]) or dropped
 //!   for room; nothing else deletes.
 
@@ -26,7 +28,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io;
 
-pub(crate) use crate::state::write_atomic;
+use crate::state::write_atomic;
 use std::path::{Path, PathBuf};
 
 /// Magic bytes at the start of every batch file.
@@ -110,22 +112,43 @@ impl Dropped {
         self.batches == 0
     }
 
-    fn encode(&self) -> String {
-        format!(
-            "{} {} {} {}\n",
-            self.batches, self.bytes, self.first_seq, self.last_seq
-        )
+    /// What remains once `reported` (an earlier part of `self`) is
+    /// acknowledged. Drops happen in sequence order, so what remains starts
+    /// after the reported range.
+    fn minus(self, reported: Dropped) -> Dropped {
+        let batches = self.batches.saturating_sub(reported.batches);
+        if batches == 0 {
+            return Dropped::default();
+        }
+        Dropped {
+            batches,
+            bytes: self.bytes.saturating_sub(reported.bytes),
+            first_seq: self.first_seq.max(reported.last_seq + 1),
+            last_seq: self.last_seq,
+        }
     }
 
-    fn decode(text: &str) -> Option<Dropped> {
-        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    fn fields(&self) -> [u64; 4] {
+        [self.batches, self.bytes, self.first_seq, self.last_seq]
+    }
+
+    fn from_fields(f: &[u64]) -> Option<Dropped> {
         Some(Dropped {
-            batches: fields.next()??,
-            bytes: fields.next()??,
-            first_seq: fields.next()??,
-            last_seq: fields.next()??,
+            batches: *f.first()?,
+            bytes: *f.get(1)?,
+            first_seq: *f.get(2)?,
+            last_seq: *f.get(3)?,
         })
     }
+}
+
+/// The report of drops currently in the spool, not yet acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Report {
+    /// Its batch.
+    seq: u64,
+    /// The drops it reports.
+    covers: Dropped,
 }
 
 /// What [`Spool::append`] did.
@@ -152,8 +175,10 @@ pub struct Spool {
     persisted_last_seq: u64,
     /// The `last_seq` file, kept open in [`Sync::Normal`] mode.
     last_seq_file: Option<fs::File>,
-    /// Drops not yet reported to the collector.
+    /// Drops the collector has not acknowledged a report of.
     unreported: Dropped,
+    /// The report in flight, if any.
+    report: Option<Report>,
     /// The newest batches' bytes, oldest first, at most [`CACHE_BYTES`].
     cache: VecDeque<(u64, Vec<u8>)>,
     cache_bytes: usize,
@@ -188,9 +213,25 @@ impl Spool {
             .and_then(|t| t.trim().parse::<u64>().ok())
             .unwrap_or(0);
         let last_seq = persisted_last_seq.max(entries.keys().next_back().copied().unwrap_or(0));
-        let unreported = read_small(&dir.join(UNREPORTED_FILE))?
-            .and_then(|t| Dropped::decode(&t))
+        // `unreported` (4 numbers), then the report in flight: its batch and
+        // the 4 numbers it covers (seq 0 when none).
+        let fields: Vec<u64> = read_small(&dir.join(UNREPORTED_FILE))?
+            .map(|t| {
+                t.split_whitespace()
+                    .filter_map(|f| f.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
+        let unreported = Dropped::from_fields(&fields).unwrap_or_default();
+        let report = fields
+            .get(4)
+            .filter(|seq| **seq != 0 && entries.contains_key(*seq))
+            .and_then(|&seq| {
+                Some(Report {
+                    seq,
+                    covers: Dropped::from_fields(fields.get(5..)?)?,
+                })
+            });
         Ok(Spool {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -201,6 +242,7 @@ impl Spool {
             persisted_last_seq,
             last_seq_file: None,
             unreported,
+            report,
             cache: VecDeque::new(),
             cache_bytes: 0,
         })
@@ -220,6 +262,7 @@ impl Spool {
                 break;
             };
             self.delete(oldest)?;
+            self.lost(oldest);
             dropped.add(oldest, len);
         }
         self.last_seq = seq;
@@ -235,12 +278,61 @@ impl Spool {
         if !dropped.is_empty() {
             self.persist_last_seq()?;
             self.unreported.merge(dropped);
-            write_atomic(
-                &self.dir.join(UNREPORTED_FILE),
-                self.unreported.encode().as_bytes(),
-            )?;
+            self.persist_drops()?;
         }
         Ok(Appended { seq, dropped })
+    }
+
+    /// A batch was dropped, not delivered: if it was the report in flight,
+    /// its drops are to be reported again.
+    fn lost(&mut self, seq: u64) {
+        if self.report.is_some_and(|r| r.seq == seq) {
+            self.report = None;
+        }
+    }
+
+    /// A batch was acknowledged: if it was the report in flight, the drops
+    /// it reported are settled.
+    fn delivered(&mut self, seq: u64) -> Result<(), SpoolError> {
+        if let Some(report) = self.report.filter(|r| r.seq == seq) {
+            self.unreported = self.unreported.minus(report.covers);
+            self.report = None;
+            self.persist_drops()?;
+        }
+        Ok(())
+    }
+
+    fn persist_drops(&self) -> Result<(), SpoolError> {
+        let mut fields: Vec<u64> = self.unreported.fields().to_vec();
+        if let Some(report) = self.report {
+            fields.push(report.seq);
+            fields.extend(report.covers.fields());
+        }
+        let line: Vec<String> = fields.iter().map(u64::to_string).collect();
+        self.write(UNREPORTED_FILE, format!("{}\n", line.join(" ")).as_bytes())
+    }
+
+    /// Drops to report now: some are unreported and no report is in flight.
+    pub fn report_due(&self) -> Option<Dropped> {
+        (self.report.is_none() && !self.unreported.is_empty()).then_some(self.unreported)
+    }
+
+    /// Appends the report of what [`Spool::report_due`] returned; `encode`
+    /// receives the sequence number and the drops it covers.
+    pub fn append_report(
+        &mut self,
+        encode: impl FnOnce(u64, Dropped) -> Vec<u8>,
+    ) -> Result<Appended, SpoolError> {
+        let covers = self.unreported;
+        let appended = self.append(|seq| encode(seq, covers))?;
+        if self.entries.contains_key(&appended.seq) {
+            self.report = Some(Report {
+                seq: appended.seq,
+                covers,
+            });
+            self.persist_drops()?;
+        }
+        Ok(appended)
     }
 
     fn write_batch(&self, seq: u64, payload: &[u8]) -> Result<(), SpoolError> {
@@ -296,15 +388,13 @@ impl Spool {
             return Ok(Some(payload.to_vec()));
         }
         tracing::warn!(file = %path.display(), "Spooled batch is damaged; dropping it.");
+        self.persist_last_seq()?;
         self.delete(seq)?;
+        self.lost(seq);
         let mut dropped = Dropped::default();
         dropped.add(seq, len);
-        self.persist_last_seq()?;
         self.unreported.merge(dropped);
-        write_atomic(
-            &self.dir.join(UNREPORTED_FILE),
-            self.unreported.encode().as_bytes(),
-        )?;
+        self.persist_drops()?;
         Ok(None)
     }
 
@@ -316,7 +406,8 @@ impl Spool {
         if self.entries.keys().next_back() == Some(&seq) {
             self.persist_last_seq()?;
         }
-        self.delete(seq)
+        self.delete(seq)?;
+        self.delivered(seq)
     }
 
     /// Removes every batch up to and including `seq` (the collector said it
@@ -327,6 +418,7 @@ impl Spool {
         self.persist_last_seq()?;
         for s in &done {
             self.delete(*s)?;
+            self.delivered(*s)?;
         }
         Ok(done.len())
     }
@@ -411,20 +503,10 @@ impl Spool {
         self.bytes
     }
 
-    /// Drops not yet reported to the collector (they survive restarts).
+    /// Drops the collector has not acknowledged a report of (they survive
+    /// restarts).
     pub fn unreported(&self) -> Dropped {
         self.unreported
-    }
-
-    /// Call once the report of [`Spool::unreported`] is itself in the spool.
-    pub fn clear_unreported(&mut self) -> Result<(), SpoolError> {
-        self.unreported = Dropped::default();
-        let path = self.dir.join(UNREPORTED_FILE);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&path)(e)),
-        }
     }
 
     fn batch_path(&self, seq: u64) -> PathBuf {

@@ -238,6 +238,18 @@ fn param_time(params: &HashMap<String, String>, key: &str, default: i64) -> Resu
     }
 }
 
+/// `limit`, from 1 to 1000.
+fn param_limit(params: &HashMap<String, String>, default: i64) -> Result<i64, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::BadRequest("limit: expected 1 to 1000".into())),
+    }
+}
+
 fn param_range(
     params: &HashMap<String, String>,
     default_span: i64,
@@ -383,14 +395,7 @@ async fn processes_top<S: Store>(
     if !["cpu", "mem"].contains(&sort) {
         return Err(ApiError::BadRequest("sort: expected cpu or mem".into()));
     }
-    let limit = match params.get("limit") {
-        None => 20,
-        Some(t) => t
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::BadRequest("limit: expected 1 to 1000".into()))?,
-    };
+    let limit = param_limit(&params, 20)?;
     let now = crate::now_ms();
     let agents = state.store.agents(project.id).await?;
     let names = crate::fleet::onames(&agents);
@@ -406,7 +411,7 @@ async fn processes_top<S: Store>(
         "mem" => groups.sort_by(|a, b| b.mem_max_pct.total_cmp(&a.mem_max_pct)),
         _ => groups.sort_by(|a, b| b.cpu_max.total_cmp(&a.cpu_max)),
     }
-    groups.truncate(limit);
+    groups.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     Ok(Json(
         json!({ "servers_reporting": snapshots.len(), "sort": sort, "processes": groups }),
     ))
@@ -438,14 +443,7 @@ async fn events<S: Store>(
                 .map_err(|_| ApiError::BadRequest(format!("oid: not a number: '{text}'")))?,
         ),
     };
-    let limit = match params.get("limit") {
-        None => 100,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::BadRequest("limit: expected 1 to 1000".into()))?,
-    };
+    let limit = param_limit(&params, 100)?;
     let query = EventQuery {
         from_ms: from,
         to_ms: to,

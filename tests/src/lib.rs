@@ -73,6 +73,14 @@ impl Drop for Scratch {
     }
 }
 
+/// Two loopback addresses free right now, for a collector started later
+/// (an agent can then be pointed at a collector that is not there yet).
+pub fn free_addrs() -> (SocketAddr, SocketAddr) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (a, b) = (bind(), bind());
+    (a.local_addr().expect("addr"), b.local_addr().expect("addr"))
+}
+
 /// A project's secrets.
 #[derive(Debug, Clone)]
 pub struct Credentials {

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, the_agent, wait_for};
+use sightline_e2e::{
+    Agent, Collector, Scratch, agent_conf, create_project, free_addrs, the_agent, wait_for,
+};
 
 /// The first promise: start both, see CPU and memory through the
 /// API within two intervals.
@@ -138,10 +140,7 @@ fn the_agent_spools_while_the_collector_is_down_and_delivers_later() {
     let scratch = Scratch::new("down");
     let data = scratch.join("collector");
     let creds = create_project(&data, "down");
-    // Learn two free ports, then leave them closed for now.
-    let collector = Collector::start(&data);
-    let (grpc, http) = (collector.grpc, collector.http);
-    drop(collector);
+    let (grpc, http) = free_addrs();
     let agent_dir = scratch.join("agent");
     let agent = Agent::infra(
         &agent_dir,
@@ -183,9 +182,7 @@ fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
     let scratch = Scratch::new("overflow");
     let data = scratch.join("collector");
     let creds = create_project(&data, "overflow");
-    let collector = Collector::start(&data);
-    let (grpc, http) = (collector.grpc, collector.http);
-    drop(collector);
+    let (grpc, http) = free_addrs();
     let agent_dir = scratch.join("agent");
     let agent = Agent::infra(
         &agent_dir,
@@ -193,7 +190,7 @@ fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
             &creds.license,
             grpc,
             &agent_dir.join("data"),
-            &[("spool.max", "48KiB")],
+            &[("spool.max", "16KiB")],
         ),
     );
     let last_seq = || -> u64 {

@@ -61,6 +61,7 @@ fn a_full_spool_drops_the_oldest_and_remembers_the_loss() {
         let a = spool.append(|seq| payload(seq, 100)).expect("append");
         assert!(a.dropped.is_empty());
     }
+    assert_eq!(spool.report_due(), None);
     let a = spool.append(|seq| payload(seq, 100)).expect("append");
     assert_eq!(a.seq, 4);
     assert_eq!(a.dropped.batches, 1);
@@ -72,24 +73,76 @@ fn a_full_spool_drops_the_oldest_and_remembers_the_loss() {
     // The count of unreported drops survives a crash.
     drop(spool);
     let mut spool = Spool::open(&dir, max, Sync::Normal).expect("reopen");
-    let unreported = spool.unreported();
-    assert_eq!(
-        (
-            unreported.batches,
-            unreported.first_seq,
-            unreported.last_seq
-        ),
-        (2, 1, 2)
-    );
-    assert_eq!(unreported.bytes, 2 * (100 + HEADER_LEN as u64));
-    spool.clear_unreported().expect("clear");
+    let due = spool.report_due().expect("a report is due");
+    assert_eq!((due.batches, due.first_seq, due.last_seq), (2, 1, 2));
+    assert_eq!(due.bytes, 2 * (100 + HEADER_LEN as u64));
+    // The report goes in; none is due while it is in flight, even across a restart.
+    let report = spool.append_report(|seq, covers| {
+        assert_eq!(covers, due);
+        payload(seq, 100)
+    });
+    let report = report.expect("report appended");
+    assert_eq!(spool.report_due(), None);
     drop(spool);
-    assert!(
-        Spool::open(&dir, max, Sync::Normal)
-            .expect("reopen")
-            .unreported()
-            .is_empty()
+    let mut spool = Spool::open(&dir, max, Sync::Normal).expect("reopen");
+    assert_eq!(spool.report_due(), None, "still in flight after a restart");
+    // Acknowledged: what it reported is settled. Making room for the report
+    // dropped seq 3, which is due next.
+    assert_eq!(report.dropped.first_seq, 3);
+    spool.remove(report.seq).expect("ack");
+    let rest = spool.report_due().expect("seq 3");
+    assert_eq!((rest.batches, rest.first_seq, rest.last_seq), (1, 3, 3));
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_report_dropped_before_delivery_is_made_again_with_everything() {
+    let dir = temp_dir("report-lost");
+    let max = 2 * (100 + HEADER_LEN as u64);
+    let mut spool = Spool::open(&dir, max, Sync::Normal).expect("open");
+    for _ in 0..3 {
+        spool.append(|seq| payload(seq, 100)).expect("append");
+    }
+    let first = spool.report_due().expect("seq 1 dropped");
+    assert_eq!((first.batches, first.first_seq), (1, 1));
+    let report = spool
+        .append_report(|seq, _| payload(seq, 100))
+        .expect("report");
+    assert_eq!(report.seq, 4);
+    // The outage goes on: the report itself is pushed out.
+    spool.append(|seq| payload(seq, 100)).expect("append");
+    spool.append(|seq| payload(seq, 100)).expect("append");
+    assert_eq!(spool.next_after(0), Some(5), "the report (4) was dropped");
+    let again = spool.report_due().expect("due again");
+    assert_eq!(
+        again.first_seq, 1,
+        "the lost report's drops are reported again"
     );
+    assert_eq!(
+        again.batches, 4,
+        "1 and 2, 3, and the report batch 4 itself"
+    );
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn drops_after_a_report_are_left_for_the_next_one() {
+    let dir = temp_dir("report-partial");
+    let max = 2 * (100 + HEADER_LEN as u64);
+    let mut spool = Spool::open(&dir, max, Sync::Normal).expect("open");
+    for _ in 0..3 {
+        spool.append(|seq| payload(seq, 100)).expect("append");
+    }
+    // seq 1 dropped; the report (4) drops seq 2.
+    let report = spool.append_report(|seq, covers| {
+        assert_eq!((covers.batches, covers.last_seq), (1, 1));
+        payload(seq, 100)
+    });
+    let report = report.expect("report");
+    assert_eq!(report.dropped.first_seq, 2);
+    spool.remove(report.seq).expect("ack");
+    let rest = spool.report_due().expect("seq 2 still to report");
+    assert_eq!((rest.batches, rest.first_seq, rest.last_seq), (1, 2, 2));
     fs::remove_dir_all(&dir).expect("cleanup");
 }
 
