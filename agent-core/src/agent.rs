@@ -68,7 +68,10 @@ pub async fn run<C: SourceConfig>(
             path: "spool".into(),
             source: std::io::Error::other(e.to_string()),
         })??;
-    let instance = identity::instance_id(&common.data_dir)?;
+    // The instance lives in the spool's folder: wiping the spool (to free
+    // space, say) starts a new instance, whose numbers cannot collide with
+    // the old ones at the collector.
+    let instance = identity::instance_id(&common.data_dir.join("spool"))?;
     tracing::info!(
         product = C::PRODUCT,
         version = env!("CARGO_PKG_VERSION"),

@@ -1,10 +1,10 @@
-//! Who the agent is: host name, operating system, boot time, and the two
-//! ids kept in `data.dir`: the spool instance (chosen here, once) and the
-//! agent id (given by the collector's `Hello`).
+//! Who the agent is: host name, operating system, boot time, and two ids:
+//! the spool instance (chosen here, once, kept in the spool's folder) and
+//! the agent id (given by the collector's `Hello`, kept in `data.dir`).
 //!
 //! The agent id stays the same across restarts because the collector keys
 //! it by project, product and `oname`; the instance changes only when the
-//! data folder is wiped, which is exactly when sequence numbers restart.
+//! spool folder is wiped, which is exactly when sequence numbers restart.
 
 use std::io;
 use std::path::Path;
@@ -46,9 +46,10 @@ pub fn boot_time_ms() -> i64 {
     0
 }
 
-/// The spool instance id: read from `data.dir`, or made and saved there.
-pub fn instance_id(data_dir: &Path) -> Result<String, SpoolError> {
-    let path = data_dir.join(INSTANCE_FILE);
+/// The spool instance id: read from `dir` (the spool's folder), or made
+/// and saved there.
+pub fn instance_id(dir: &Path) -> Result<String, SpoolError> {
+    let path = dir.join(INSTANCE_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) if is_instance_id(text.trim()) => return Ok(text.trim().to_string()),
         Ok(_) => {

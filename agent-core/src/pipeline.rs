@@ -10,7 +10,7 @@
 //!   acknowledged a report of (see [`crate::spool`]).
 //! - Spool IO runs on the blocking pool, never on the async workers; what
 //!   needs no IO (the index of sequence numbers, the cache of recent
-//!   batches) is read in place, without a thread hop.
+//!   batches) is read in place when the lock is free, without a thread hop.
 
 use std::sync::{Arc, Mutex};
 
@@ -70,15 +70,20 @@ impl SharedSpool {
         })
     }
 
-    /// Runs `f` on the spool right here: only for what is held in memory
-    /// ([`Spool::next_after`], [`Spool::cached`], [`Spool::unreported`]).
-    /// The lock is short: IO under it happens only on the blocking pool.
-    pub fn peek<R>(&self, f: impl FnOnce(&Spool) -> R) -> R {
-        let spool = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&spool)
+    /// Runs `f` on the spool: here and now when the lock is free (for
+    /// what is held in memory: [`Spool::next_after`], [`Spool::cached`],
+    /// [`Spool::report_due`]), on the blocking pool when the lock is held,
+    /// so the async thread never waits behind disk IO.
+    pub async fn look<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Spool) -> R + Send + 'static,
+    ) -> Result<R, SpoolError> {
+        match self.inner.try_lock() {
+            Ok(spool) => return Ok(f(&spool)),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Ok(f(&p.into_inner())),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        self.with(move |s| f(s)).await
     }
 
     fn publish_depth(&self, spool: &Spool) {
@@ -152,7 +157,8 @@ pub async fn run(
             AgentCounters::add(&counters.batches_dropped, 1);
             continue;
         }
-        if spool.peek(Spool::report_due).is_some()
+        let due = spool.look(|s| s.report_due().is_some()).await;
+        if matches!(due, Ok(true))
             && let Err(e) = report_overflow(&spool, &counters).await
         {
             tracing::error!(error = %e, "Cannot record the spool overflow.");

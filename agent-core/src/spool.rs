@@ -38,6 +38,9 @@ const HEADER_LEN: usize = 4 + 4 + 8;
 const BATCH_EXT: &str = "batch";
 const LAST_SEQ_FILE: &str = "last_seq";
 const UNREPORTED_FILE: &str = "unreported_drops";
+/// The largest batch the collector accepts (its gRPC message limit, 4 MiB,
+/// less room for framing). A larger one could never be delivered.
+pub const MAX_BATCH_BYTES: usize = (4 << 20) - 1024;
 /// The newest batches are also kept in memory, up to this many bytes, so
 /// the transport need not read back what it was just given.
 const CACHE_BYTES: usize = 256 << 10;
@@ -250,35 +253,50 @@ impl Spool {
 
     /// Writes a new batch. `encode` receives the batch's sequence number and
     /// returns its bytes. Drops the oldest batches when the spool would
-    /// exceed its limit; a batch larger than the whole limit is dropped
-    /// itself (and counted).
+    /// exceed its limit. A batch that can never be kept or sent (larger than
+    /// the spool, or than [`MAX_BATCH_BYTES`]) is dropped itself, and
+    /// counted, without evicting anything for it.
     pub fn append(&mut self, encode: impl FnOnce(u64) -> Vec<u8>) -> Result<Appended, SpoolError> {
         let seq = self.last_seq + 1;
         let payload = encode(seq);
         let file_len = (HEADER_LEN + payload.len()) as u64;
-        let mut dropped = Dropped::default();
-        while self.bytes + file_len > self.max_bytes {
-            let Some((&oldest, &len)) = self.entries.iter().next() else {
-                break;
-            };
-            self.delete(oldest)?;
-            self.lost(oldest);
-            dropped.add(oldest, len);
-        }
         self.last_seq = seq;
-        if file_len > self.max_bytes {
-            // Cannot keep it at all; count it like any other loss.
-            dropped.add(seq, file_len);
+        let keep = file_len <= self.max_bytes && payload.len() <= MAX_BATCH_BYTES;
+        let mut dropped = Dropped::default();
+        if keep {
+            while self.bytes + file_len > self.max_bytes {
+                let Some((&oldest, &len)) = self.entries.iter().next() else {
+                    break;
+                };
+                self.delete(oldest)?;
+                self.lost(oldest);
+                dropped.add(oldest, len);
+            }
         } else {
-            self.write_batch(seq, &payload)?;
-            self.entries.insert(seq, file_len);
-            self.bytes += file_len;
-            self.remember(seq, payload);
+            tracing::warn!(
+                seq,
+                bytes = payload.len(),
+                "Batch too large to keep or send; dropped."
+            );
+            dropped.add(seq, file_len);
         }
+        // Counted before the write, so a failed write cannot lose the count.
         if !dropped.is_empty() {
             self.persist_last_seq()?;
             self.unreported.merge(dropped);
             self.persist_drops()?;
+        }
+        if keep {
+            if let Err(e) = self.write_batch(seq, &payload) {
+                let mut lost = Dropped::default();
+                lost.add(seq, file_len);
+                self.unreported.merge(lost);
+                let _ = self.persist_drops();
+                return Err(e);
+            }
+            self.entries.insert(seq, file_len);
+            self.bytes += file_len;
+            self.remember(seq, payload);
         }
         Ok(Appended { seq, dropped })
     }
@@ -333,6 +351,22 @@ impl Spool {
             self.persist_drops()?;
         }
         Ok(appended)
+    }
+
+    /// A batch that was read but cannot be delivered (it no longer decodes,
+    /// or the collector refused it for good): removed, and counted as a
+    /// drop to report, like any other loss.
+    pub fn discard(&mut self, seq: u64) -> Result<(), SpoolError> {
+        let Some(&len) = self.entries.get(&seq) else {
+            return Ok(());
+        };
+        self.persist_last_seq()?;
+        self.delete(seq)?;
+        self.lost(seq);
+        let mut dropped = Dropped::default();
+        dropped.add(seq, len);
+        self.unreported.merge(dropped);
+        self.persist_drops()
     }
 
     fn write_batch(&self, seq: u64, payload: &[u8]) -> Result<(), SpoolError> {

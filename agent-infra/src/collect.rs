@@ -55,6 +55,10 @@ impl Reading {
     }
 }
 
+/// The most processes a threshold snapshot lists: about 150 KB on the wire,
+/// far below what one batch may carry, even on a host running 50,000.
+pub const FULL_SNAPSHOT_MAX: usize = 1000;
+
 /// Every process at one moment, with its CPU share over the last interval.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcessTable {
@@ -88,7 +92,9 @@ impl ProcessTable {
         self.snapshot(SnapshotReason::Top, chosen)
     }
 
-    /// Every process, by CPU: the load snapshot of a crossed threshold.
+    /// Every process, by CPU, up to [`FULL_SNAPSHOT_MAX`] (the busiest and
+    /// largest first; `total` still says how many there were): the load
+    /// snapshot of a crossed threshold.
     pub fn full(&self) -> ProcessSnapshot {
         let mut all = self.processes.clone();
         all.sort_by(|a, b| {
@@ -96,6 +102,7 @@ impl ProcessTable {
                 .total_cmp(&a.cpu_pct)
                 .then(b.rss_bytes.cmp(&a.rss_bytes))
         });
+        all.truncate(FULL_SNAPSHOT_MAX);
         self.snapshot(SnapshotReason::Threshold, all)
     }
 

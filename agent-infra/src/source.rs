@@ -55,27 +55,25 @@ pub async fn run(
             payloads.push(Payload::Processes(table.top(settings.process_top)));
         }
         let mut events = reading.events;
+        // One load snapshot per cycle at most, shared by every threshold
+        // crossed in it (CPU and memory often cross together).
+        let mut full: Option<ProcessSnapshot> = None;
         for transition in transitions {
             match transition {
                 Transition::Exceeded { watched, snapshot } => {
-                    let full = reading
-                        .processes
-                        .as_ref()
-                        .filter(|_| snapshot)
-                        .map(ProcessTable::full);
-                    events.push(exceeded_event(
-                        &watched,
-                        &settings.thresholds,
-                        full.as_ref(),
-                    ));
-                    if let Some(full) = full {
-                        payloads.push(Payload::Processes(full));
+                    if snapshot && full.is_none() {
+                        full = reading.processes.as_ref().map(ProcessTable::full);
                     }
+                    let shown = full.as_ref().filter(|_| snapshot);
+                    events.push(exceeded_event(&watched, &settings.thresholds, shown));
                 }
                 Transition::Recovered { watched } => {
                     events.push(recovered_event(&watched, &settings.thresholds))
                 }
             }
+        }
+        if let Some(full) = full {
+            payloads.push(Payload::Processes(full));
         }
         if !events.is_empty() {
             payloads.push(Payload::Events(events));

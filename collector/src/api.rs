@@ -256,7 +256,7 @@ fn param_range(
 ) -> Result<(i64, i64), ApiError> {
     let now = crate::now_ms();
     let to = param_time(params, "to", now)?;
-    let from = param_time(params, "from", to - default_span)?;
+    let from = param_time(params, "from", to.saturating_sub(default_span))?;
     if from > to {
         return Err(ApiError::BadRequest("from is after to".into()));
     }
@@ -282,10 +282,15 @@ async fn metrics<S: Store>(
         }
     };
     let interval = agent.interval_ms.max(1000);
-    let needed = (to - from) / interval;
+    // Times come from the client: a span that overflows is refused, not
+    // wrapped into "no downsampling".
+    let span = to
+        .checked_sub(from)
+        .ok_or_else(|| ApiError::BadRequest("from and to are too far apart".into()))?;
+    let needed = span / interval;
     let step = match requested_step {
-        Some(step) => Some(step.max((to - from) / MAX_BUCKETS)),
-        None if needed > MAX_BUCKETS => Some((to - from) / MAX_BUCKETS),
+        Some(step) => Some(step.max(span / MAX_BUCKETS)),
+        None if needed > MAX_BUCKETS => Some(span / MAX_BUCKETS),
         None => None,
     };
     let range = Range {

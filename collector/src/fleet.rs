@@ -213,6 +213,7 @@ mod tests {
             first_seen_ms: 0,
             last_seen_ms,
             health: None,
+            instance: String::new(),
         }
     }
 

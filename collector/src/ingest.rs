@@ -213,6 +213,14 @@ impl<S: Store> Ingest for IngestService<S> {
                 Status::invalid_argument(format!("missing or bad {}", metadata::INSTANCE))
             })?;
         match self.store.agent(project.id, oid).await {
+            // Sequence numbers belong to the instance Hello registered: a
+            // stale stream (the agent re-registered since) must say Hello
+            // again rather than push under numbers that are not its own.
+            Ok(Some(agent)) if agent.instance != instance => {
+                return Err(Status::aborted(
+                    "this instance is not the one registered by the agent's latest Hello; say Hello again",
+                ));
+            }
             Ok(Some(_)) => {}
             Ok(None) => {
                 return Err(Status::permission_denied(format!(
@@ -291,8 +299,10 @@ impl<S: Store> PushStream<S> {
                     return;
                 }
             };
-            if tx.send(Ok(ack)).await.is_err() {
-                return;
+            // A client that stops reading acks must not hold up shutdown.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                sent = tx.send(Ok(ack)) => if sent.is_err() { return },
             }
         }
     }

@@ -84,6 +84,8 @@ pub struct Agent {
     pub last_seen_ms: i64,
     /// Last reported health.
     pub health: Option<AgentHealth>,
+    /// The spool instance registered by the agent's latest `Hello`.
+    pub instance: String,
 }
 
 impl Agent {

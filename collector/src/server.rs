@@ -262,7 +262,7 @@ async fn enforce_retention<S: Store>(
             _ = tick.tick() => {}
         }
         let cutoff = crate::now_ms().saturating_sub(retention_ms);
-        match store.purge_before(cutoff).await {
+        match store.purge_before(cutoff, &shutdown).await {
             Ok(p) if p != crate::store::Purged::default() => tracing::info!(
                 points = p.points,
                 snapshots = p.snapshots,

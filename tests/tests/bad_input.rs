@@ -450,6 +450,19 @@ fn a_token_cannot_read_another_projects_agent() {
         (!beta_api.points(oid, "mem.used_pct").is_empty()).then_some(())
     });
 
+    // Times from the client that would overflow are refused, not wrapped.
+    let (status, body) = beta_api.get(&format!(
+        "/api/v1/agents/{oid}/metrics?name=mem.used_pct&from={}&to={}",
+        i64::MIN,
+        i64::MAX
+    ));
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = beta_api.get(&format!("/api/v1/events?to={}", i64::MIN));
+    assert_eq!(
+        status, 200,
+        "a default `from` below the earliest time saturates"
+    );
+
     let alpha_api = collector.api(&alpha.token);
     assert!(alpha_api.agents().is_empty());
     for path in [

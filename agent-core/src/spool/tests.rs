@@ -147,18 +147,32 @@ fn drops_after_a_report_are_left_for_the_next_one() {
 }
 
 #[test]
-fn a_batch_larger_than_the_spool_is_counted_not_kept() {
+fn a_batch_larger_than_the_spool_is_counted_not_kept_and_evicts_nothing() {
     let dir = temp_dir("huge");
     let mut spool = Spool::open(&dir, 1000, Sync::Normal).expect("open");
     spool.append(|seq| payload(seq, 10)).expect("append");
     let a = spool.append(|seq| payload(seq, 5000)).expect("append");
     assert_eq!(a.seq, 2);
     assert_eq!(
-        a.dropped.batches, 2,
-        "the small one made room in vain, and the huge one"
+        (a.dropped.batches, a.dropped.first_seq),
+        (1, 2),
+        "only the huge one"
     );
-    assert!(spool.is_empty());
+    assert_eq!(spool.next_after(0), Some(1), "the small one stays");
     assert_eq!(spool.append(|seq| payload(seq, 10)).expect("append").seq, 3);
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_batch_the_collector_would_refuse_is_never_spooled() {
+    let dir = temp_dir("over-limit");
+    let mut spool = Spool::open(&dir, 64 << 20, Sync::Normal).expect("open");
+    let a = spool
+        .append(|seq| payload(seq, MAX_BATCH_BYTES + 1))
+        .expect("append");
+    assert_eq!(a.dropped.batches, 1);
+    assert!(spool.is_empty(), "it would block delivery forever");
+    assert_eq!(spool.report_due().map(|d| d.first_seq), Some(1));
     fs::remove_dir_all(&dir).expect("cleanup");
 }
 
@@ -222,6 +236,28 @@ fn in_normal_mode_numbers_survive_too() {
     assert_eq!(
         spool.append(|seq| payload(seq, 10)).expect("append").seq,
         13
+    );
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_discarded_batch_is_a_loss_to_report_even_if_it_was_the_report() {
+    let dir = temp_dir("discard");
+    let max = 2 * (100 + HEADER_LEN as u64);
+    let mut spool = Spool::open(&dir, max, Sync::Normal).expect("open");
+    for _ in 0..3 {
+        spool.append(|seq| payload(seq, 100)).expect("append");
+    }
+    let report = spool
+        .append_report(|seq, _| payload(seq, 100))
+        .expect("report");
+    // The collector refuses the report batch itself: nothing was settled.
+    spool.discard(report.seq).expect("discard");
+    let due = spool.report_due().expect("due again");
+    assert_eq!(due.first_seq, 1);
+    assert_eq!(
+        due.last_seq, report.seq,
+        "the refused batch is itself a loss"
     );
     fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -10,7 +10,8 @@ use crate::settings::{Compression, ServerSettings};
 
 use super::TransportError;
 
-/// The largest message either side accepts, compressed or not.
+/// The largest message either side accepts, compressed or not (the spool
+/// never holds a batch larger than [`crate::spool::MAX_BATCH_BYTES`]).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 /// The endpoint, with connect timeout, keepalives and TLS set.

@@ -134,7 +134,11 @@ pub struct AgentIdentity {
 /// Connects to the collector (TCP, TLS when on, HTTP/2), bounded by
 /// `server.timeout`.
 pub async fn connect(server: &ServerSettings) -> Result<IngestClient<Channel>, TransportError> {
-    let endpoint = endpoint::endpoint(server)?;
+    // Reading the CA file is disk IO: off the async thread.
+    let settings = server.clone();
+    let endpoint = tokio::task::spawn_blocking(move || endpoint::endpoint(&settings))
+        .await
+        .map_err(|e| TransportError::Config(format!("building the endpoint: {e}")))??;
     let channel = match timeout(server.timeout, endpoint.connect()).await {
         Err(_) => {
             return Err(TransportError::Timeout {
@@ -276,14 +280,27 @@ impl Transport {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
             r = hello(&mut client, &self.license, &self.identity, limit, false) => r?,
         };
-        if let Err(e) = identity::save_agent_id(&self.data_dir, reply.agent_id) {
+        let (dir, agent_id) = (self.data_dir.clone(), reply.agent_id);
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || identity::save_agent_id(&dir, agent_id)).await
+        {
             tracing::warn!(error = %e, "Cannot remember the agent id.");
         }
         let last_stored = reply.last_seq;
-        let already = self
+        let (already, ours) = self
             .spool
-            .with(move |s| s.remove_through(last_stored))
+            .with(move |s| {
+                let ours = s.last_seq();
+                s.remove_through(last_stored).map(|n| (n, ours))
+            })
             .await??;
+        if last_stored > ours {
+            tracing::error!(
+                collector_has = last_stored,
+                spool_numbered = ours,
+                "The collector holds batches this spool does not remember numbering (its state was lost, e.g. in a power cut with spool.sync=normal); batches numbered up to the collector's are dropped as duplicates."
+            );
+        }
         tracing::info!(
             collector = %self.server.authority(),
             agent_id = reply.agent_id,
@@ -364,7 +381,8 @@ impl Transport {
             // unless the batch must be read from disk.
             let Some((seq, cached)) = self
                 .spool
-                .peek(|s| s.next_after(after).map(|seq| (seq, s.cached(seq))))
+                .look(move |s| s.next_after(after).map(|seq| (seq, s.cached(seq))))
+                .await?
             else {
                 return Ok(None);
             };
@@ -381,7 +399,7 @@ impl Transport {
                 Err(e) => {
                     tracing::warn!(seq, error = %e, "Spooled batch does not decode; dropping it.");
                     AgentCounters::add(&self.counters.batches_dropped, 1);
-                    self.spool.with(move |s| s.remove(seq)).await??;
+                    self.spool.with(move |s| s.discard(seq)).await??;
                 }
             }
         }
@@ -389,10 +407,12 @@ impl Transport {
 
     async fn on_ack(&self, ack: &pb::Ack) -> Result<(), TransportError> {
         let seq = ack.seq;
-        self.spool.with(move |s| s.remove(seq)).await??;
         if ack.error.is_empty() {
+            self.spool.with(move |s| s.remove(seq)).await??;
             AgentCounters::add(&self.counters.batches_acked, 1);
         } else {
+            // Refused for good: not stored, so a loss to report.
+            self.spool.with(move |s| s.discard(seq)).await??;
             AgentCounters::add(&self.counters.batches_rejected, 1);
             tracing::error!(seq, reason = %ack.error, "Collector refused a batch for good; it was removed.");
         }

@@ -102,8 +102,12 @@ pub fn read_file(path: &Path, buf: &mut String) -> std::io::Result<()> {
             }
         }
     };
-    *buf = String::from_utf8(bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    // Paths and names from userspace need not be UTF-8 (a mount point, a
+    // process renamed with prctl): read them lossily rather than not at all.
+    *buf = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     result
 }
 

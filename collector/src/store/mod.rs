@@ -204,10 +204,12 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> impl Future<Output = Result<Vec<Agent>, StoreError>> + Send;
 
-    /// Removes everything older than `cutoff_ms`.
+    /// Removes everything older than `cutoff_ms`, in short steps; stops
+    /// early (with what it did so far) once `stop` fires.
     fn purge_before(
         &self,
         cutoff_ms: i64,
+        stop: &tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
 
     /// The newest point, no older than `since_ms`, of every series named

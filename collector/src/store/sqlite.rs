@@ -52,12 +52,12 @@ CREATE TABLE agents (
     UNIQUE (project_id, product, oname)
 );
 CREATE TABLE batches (
+    oid INTEGER NOT NULL,
     instance TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    oid INTEGER NOT NULL,
     time_ms INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
-    PRIMARY KEY (instance, seq)
+    PRIMARY KEY (oid, instance, seq)
 ) WITHOUT ROWID;
 CREATE INDEX batches_received ON batches (received_ms);
 CREATE TABLE series (
@@ -223,13 +223,14 @@ fn agent_from_row(row: &SqliteRow) -> Result<Agent, StoreError> {
         health: health
             .map(|h| serde_json::from_str::<AgentHealth>(&h))
             .transpose()?,
+        instance: row.try_get("instance")?,
     })
 }
 
 /// The columns [`agent_from_row`] reads, as a literal for `concat!`.
 macro_rules! agent_columns {
     () => {
-        "oid, project_id, product, oname, hostname, os, version, boot_time_ms, interval_ms, first_seen_ms, last_seen_ms, health"
+        "oid, project_id, product, oname, hostname, os, version, boot_time_ms, interval_ms, first_seen_ms, last_seen_ms, health, instance"
     };
 }
 
@@ -335,7 +336,8 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let last: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(seq) FROM batches WHERE instance = ?")
+            sqlx::query_scalar("SELECT MAX(seq) FROM batches WHERE oid = ? AND instance = ?")
+                .bind(oid)
                 .bind(&hello.instance)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -381,12 +383,12 @@ impl Store for SqliteStore {
     ) -> Result<Stored, StoreError> {
         let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO batches (instance, seq, oid, time_ms, received_ms) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (instance, seq) DO NOTHING",
+            "INSERT INTO batches (oid, instance, seq, time_ms, received_ms) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (oid, instance, seq) DO NOTHING",
         )
+        .bind(oid)
         .bind(instance)
         .bind(to_i64(batch.seq))
-        .bind(oid)
         .bind(batch.time_ms)
         .bind(now_ms)
         .execute(&mut *tx)
@@ -627,13 +629,20 @@ impl Store for SqliteStore {
         rows.iter().map(agent_from_row).collect()
     }
 
-    async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged, StoreError> {
+    async fn purge_before(
+        &self,
+        cutoff_ms: i64,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Purged, StoreError> {
         let mut purged = Purged::default();
         let series: Vec<i64> = sqlx::query_scalar("SELECT id FROM series")
             .fetch_all(&self.reader)
             .await?;
         // One short transaction per series, so ingest never waits long.
         for id in series {
+            if stop.is_cancelled() {
+                return Ok(purged);
+            }
             purged.points += sqlx::query("DELETE FROM points WHERE series_id = ? AND ts_ms < ?")
                 .bind(id)
                 .bind(cutoff_ms)

@@ -206,6 +206,8 @@ impl Collect for NetCollector {
 
     fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
         let lines = parse_net_dev(&self.proc.read("net/dev")?)?;
+        let present: std::collections::HashSet<String> =
+            lines.iter().map(|l| l.name.clone()).collect();
         let now = Instant::now();
         let mut current = HashMap::new();
         for line in lines {
@@ -242,6 +244,8 @@ impl Collect for NetCollector {
             }
             current.insert(line.name, line.counters);
         }
+        // Interfaces come and go (a veth per container): forget the gone.
+        self.virtual_cache.retain(|name, _| present.contains(name));
         self.prev = Some((now, current));
         if let Some(tcp) = self.tcp {
             self.tcp_summary(out);

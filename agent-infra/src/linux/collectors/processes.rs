@@ -123,9 +123,7 @@ impl ProcessCollector {
         {
             match rustix::io::pread(file, &mut self.stat_buf[..], 0) {
                 Ok(n) if n > 0 => {
-                    let stat = std::str::from_utf8(&self.stat_buf[..n])
-                        .ok()
-                        .and_then(|t| parse_pid_stat(t).ok());
+                    let stat = parse_pid_stat(&String::from_utf8_lossy(&self.stat_buf[..n])).ok();
                     if let Some(stat) = stat {
                         return Some((stat, None));
                     }
@@ -140,7 +138,8 @@ impl ProcessCollector {
         let n = rustix::io::pread(&file, &mut self.stat_buf[..], 0)
             .ok()
             .filter(|n| *n > 0)?;
-        let stat = parse_pid_stat(std::str::from_utf8(&self.stat_buf[..n]).ok()?).ok()?;
+        // `comm` is raw bytes (prctl can set anything): read it lossily.
+        let stat = parse_pid_stat(&String::from_utf8_lossy(&self.stat_buf[..n])).ok()?;
         Some((stat, Some(file)))
     }
 

@@ -363,7 +363,11 @@ async fn retention_removes_only_old_data_and_gaps_show_in_delivery() {
             .expect("stored");
     }
     assert_eq!(t.store.delivery(r.oid).await.expect("q")[0].missing, 1);
-    let purged = t.store.purge_before(2500).await.expect("purged");
+    let purged = t
+        .store
+        .purge_before(2500, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("purged");
     assert_eq!(purged.points, 4, "two series, two old points each");
     assert_eq!(purged.batches, 2);
     let range = Range {
@@ -497,4 +501,50 @@ async fn latest_values_and_snapshots_are_per_agent_and_project() {
             .expect("q")
             .is_empty()
     );
+}
+
+/// Two agents whose data folders share an instance id (a VM image made
+/// after the agent had run once): neither's batches count as the other's.
+#[tokio::test]
+async fn two_agents_sharing_an_instance_id_do_not_collide() {
+    let t = open("shared-instance").await;
+    let p = t.store.create_project("p", b"l", b"t").await.expect("p");
+    let a = t
+        .store
+        .register_agent(p.id, &hello("web-1", INSTANCE), 0)
+        .await
+        .expect("a");
+    let b = t
+        .store
+        .register_agent(p.id, &hello("web-2", INSTANCE), 0)
+        .await
+        .expect("b");
+    for seq in 1..=3 {
+        let stored = t
+            .store
+            .store_batch(
+                p.id,
+                a.oid,
+                INSTANCE,
+                metrics(seq, seq as i64 * 1000, 1.0),
+                0,
+            )
+            .await;
+        assert_eq!(stored.expect("a"), Stored::New);
+    }
+    let stored = t
+        .store
+        .store_batch(p.id, b.oid, INSTANCE, metrics(2, 2000, 9.0), 0)
+        .await;
+    assert_eq!(
+        stored.expect("b"),
+        Stored::New,
+        "not a duplicate of web-1's seq 2"
+    );
+    let again = t
+        .store
+        .register_agent(p.id, &hello("web-2", INSTANCE), 0)
+        .await
+        .expect("b again");
+    assert_eq!(again.last_seq, 2, "web-2's own highest, not web-1's 3");
 }
