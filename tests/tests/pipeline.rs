@@ -282,3 +282,40 @@ fn a_second_agent_on_the_same_data_dir_is_refused() {
         second.log_text()
     );
 }
+
+/// An operator wipes the spool folder (to free space, say): the agent
+/// starts a new spool instance, and its new batches are stored, not taken
+/// for duplicates of the old instance's numbers.
+#[test]
+fn a_wiped_spool_starts_a_new_instance_whose_batches_are_stored() {
+    let scratch = Scratch::new("wiped");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "wiped");
+    let collector = Collector::start(&data);
+    let api = collector.api(&creds.token);
+    let agent_dir = scratch.join("agent");
+    let conf = agent_conf(&creds.license, collector.grpc, &agent_dir.join("data"), &[]);
+    let mut agent = Agent::infra(&agent_dir, &conf);
+    let oid = the_agent(&api)["oid"].as_i64().expect("oid");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.terminate_within(Duration::from_secs(2)).is_some());
+    std::fs::remove_dir_all(agent_dir.join("data/spool")).expect("wipe the spool");
+
+    let agent = Agent::infra(&agent_dir, &conf);
+    let instances = wait_for(
+        "a second instance with batches",
+        Duration::from_secs(15),
+        || {
+            let delivery = api.ok(&format!("/api/v1/agents/{oid}/delivery"));
+            let list = delivery["instances"].as_array()?.clone();
+            (list.len() == 2 && list[1]["batches"].as_u64()? >= 3).then_some(list)
+        },
+    );
+    assert_ne!(instances[0]["instance"], instances[1]["instance"]);
+    assert_eq!(instances[1]["first_seq"], 1);
+    assert_eq!(instances[1]["missing"], 0);
+    assert_eq!(api.agents().len(), 1, "still the same agent");
+    wait_for("the spool to drain", Duration::from_secs(10), || {
+        (agent.spooled() == 0).then_some(())
+    });
+}
