@@ -76,6 +76,81 @@ impl ProcFs {
     }
 }
 
+/// A `/proc` file kept open and re-read from the start with one `pread`:
+/// one syscall a cycle instead of open, read, read, close. procfs answers
+/// each `pread` at offset 0 with freshly generated content, all of it if
+/// it fits; a full buffer means it did not, and the read is retried with a
+/// larger one.
+#[derive(Debug)]
+pub struct KeptFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl KeptFile {
+    /// `<root>/<name>`, opened on first read.
+    pub fn new(proc: &ProcFs, name: &str) -> KeptFile {
+        KeptFile {
+            path: proc.root.join(name),
+            file: None,
+            buf: vec![0; 8 << 10],
+        }
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file as it is now (lossy UTF-8: paths in it need not be UTF-8).
+    pub fn read(&mut self) -> Result<std::borrow::Cow<'_, str>, ReadError> {
+        let io = |source| ReadError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        for attempt in 0..2 {
+            if self.file.is_none() {
+                self.file = Some(std::fs::File::open(&self.path).map_err(io)?);
+            }
+            let Some(file) = &self.file else { continue };
+            let result = loop {
+                match rustix::io::pread(file, &mut self.buf[..], 0) {
+                    Ok(n) if n < self.buf.len() => break Ok(n),
+                    Ok(_) => self.buf.resize(self.buf.len() * 2, 0),
+                    Err(e) => break Err(std::io::Error::from(e)),
+                }
+            };
+            match result {
+                Ok(n) => return Ok(String::from_utf8_lossy(&self.buf[..n])),
+                // Reopen once (the file may have been replaced).
+                Err(e) if attempt == 0 => {
+                    tracing::debug!(file = %self.path.display(), error = %e, "Re-opening a /proc file.");
+                    self.file = None;
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Err(io(std::io::Error::other("could not read")))
+    }
+
+    /// Whether the kernel flagged a change since the last call (POLLPRI,
+    /// as `mountinfo` does on every mount or unmount); `true` when unknown.
+    pub fn changed(&mut self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let Some(file) = &self.file else { return true };
+        let mut fds = [PollFd::new(file, PollFlags::PRI)];
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match poll(&mut fds, Some(&zero)) {
+            Ok(n) => n > 0,
+            Err(_) => true,
+        }
+    }
+}
+
 /// Reads a whole file into `buf` with large reads and no size probing.
 pub fn read_file(path: &Path, buf: &mut String) -> std::io::Result<()> {
     use std::io::Read;

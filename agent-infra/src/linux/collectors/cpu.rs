@@ -6,21 +6,26 @@ use std::time::Instant;
 use agent_core::Sample;
 
 use crate::collect::{Collect, ReadError, Reading};
-use crate::linux::ProcFs;
 use crate::linux::cpu::{self, CpuUsage, Stat};
 use crate::linux::load::parse_loadavg;
+use crate::linux::{KeptFile, ProcFs};
 
 /// Reads `/proc/stat` and `/proc/loadavg`.
 #[derive(Debug)]
 pub struct CpuCollector {
-    proc: ProcFs,
+    stat: KeptFile,
+    loadavg: KeptFile,
     prev: Option<(Instant, Stat)>,
 }
 
 impl CpuCollector {
     /// A collector reading `proc`.
     pub fn new(proc: ProcFs) -> CpuCollector {
-        CpuCollector { proc, prev: None }
+        CpuCollector {
+            stat: KeptFile::new(&proc, "stat"),
+            loadavg: KeptFile::new(&proc, "loadavg"),
+            prev: None,
+        }
     }
 }
 
@@ -30,7 +35,7 @@ impl Collect for CpuCollector {
     }
 
     fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
-        let stat = self.proc.stat()?;
+        let stat = cpu::parse_stat(&self.stat.read()?)?;
         let now = Instant::now();
         let s = &mut out.samples;
         if let Some((then, prev)) = &self.prev {
@@ -65,7 +70,7 @@ impl Collect for CpuCollector {
         s.push(Sample::new("cpu.cores", stat.cores.len() as f64));
         s.push(Sample::new("proc.runnable", stat.procs_running as f64));
         s.push(Sample::new("proc.blocked", stat.procs_blocked as f64));
-        let load = parse_loadavg(&self.proc.read("loadavg")?)?;
+        let load = parse_loadavg(&self.loadavg.read()?)?;
         s.push(Sample::new("load.1m", load.one));
         s.push(Sample::new("load.5m", load.five));
         s.push(Sample::new("load.15m", load.fifteen));

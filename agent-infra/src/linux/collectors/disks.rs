@@ -13,8 +13,8 @@ use agent_core::Sample;
 
 use crate::collect::{Collect, ReadError, Reading};
 use crate::glob;
-use crate::linux::ProcFs;
 use crate::linux::disk::{DiskCounters, parse_diskstats, rates};
+use crate::linux::{KeptFile, ProcFs};
 
 /// How long the list of whole disks is trusted before it is read again.
 const DISK_LIST_TTL: Duration = Duration::from_secs(60);
@@ -22,7 +22,7 @@ const DISK_LIST_TTL: Duration = Duration::from_secs(60);
 /// Reads `/proc/diskstats`.
 #[derive(Debug)]
 pub struct DiskCollector {
-    proc: ProcFs,
+    diskstats: KeptFile,
     sys_block: PathBuf,
     exclude: Vec<String>,
     whole_disks: Option<(Instant, HashSet<String>)>,
@@ -33,7 +33,7 @@ impl DiskCollector {
     /// A collector reading `proc`, checking disks against `<sys>/block`.
     pub fn new(proc: ProcFs, sys_root: PathBuf, exclude: Vec<String>) -> DiskCollector {
         DiskCollector {
-            proc,
+            diskstats: KeptFile::new(&proc, "diskstats"),
             sys_block: sys_root.join("block"),
             exclude,
             whole_disks: None,
@@ -75,7 +75,7 @@ impl Collect for DiskCollector {
     }
 
     fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
-        let lines = parse_diskstats(&self.proc.read("diskstats")?)?;
+        let lines = parse_diskstats(&self.diskstats.read()?)?;
         let now = Instant::now();
         let names: Vec<String> = lines.iter().map(|l| l.name.clone()).collect();
         let whole = self.whole_disks(&names).cloned();

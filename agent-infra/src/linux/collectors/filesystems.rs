@@ -20,8 +20,8 @@ use agent_core::Sample;
 use agent_core::domain::{Event, EventKind, Severity};
 
 use crate::collect::{Collect, ReadError, Reading};
-use crate::linux::ProcFs;
 use crate::linux::mounts::{FsStat, Mount, is_remote, parse_mountinfo, select, statvfs};
+use crate::linux::{KeptFile, ProcFs};
 
 /// How `statfs` is done: the real call, or a stand-in in tests.
 pub type StatFs = Arc<dyn Fn(&Path) -> io::Result<FsStat> + Send + Sync>;
@@ -84,29 +84,52 @@ enum Answer {
 /// Reads the mount table and `statfs` of each real filesystem.
 #[derive(Debug)]
 pub struct FsCollector {
-    proc: ProcFs,
+    mountinfo: KeptFile,
     options: FsOptions,
+    /// The selected mounts, kept until the kernel says the table changed.
+    mounts: Option<Vec<Mount>>,
     probes: HashMap<String, Probe>,
 }
 
 impl FsCollector {
     /// A collector reading `proc`'s mount table.
     pub fn new(proc: ProcFs, options: FsOptions) -> FsCollector {
+        // pid 1's view is the host's, even when systemd gave the agent a
+        // private mount namespace.
+        let host_view = KeptFile::new(&proc, "1/mountinfo");
+        let mountinfo = if std::fs::File::open(host_view.path()).is_ok() {
+            host_view
+        } else {
+            KeptFile::new(&proc, "self/mountinfo")
+        };
         FsCollector {
-            proc,
+            mountinfo,
             options,
+            mounts: None,
             probes: HashMap::new(),
         }
     }
 
-    fn mount_table(&self) -> Result<Vec<Mount>, ReadError> {
-        // pid 1's view is the host's, even when systemd gave the agent a
-        // private mount namespace.
-        let text = self
-            .proc
-            .read("1/mountinfo")
-            .or_else(|_| self.proc.read("self/mountinfo"))?;
-        Ok(parse_mountinfo(&text)?)
+    /// The mounts to report. The kernel flags `mountinfo` (POLLPRI) on every
+    /// mount and unmount, so the table, expensive to generate on a host with
+    /// many mounts, is read only then.
+    fn mounts(&mut self) -> Result<Vec<Mount>, ReadError> {
+        if let Some(mounts) = &self.mounts
+            && !self.mountinfo.changed()
+        {
+            return Ok(mounts.clone());
+        }
+        let table = parse_mountinfo(&self.mountinfo.read()?)?;
+        let chosen: Vec<Mount> = select(
+            &table,
+            &self.options.exclude_types,
+            &self.options.exclude_mounts,
+        )
+        .into_iter()
+        .cloned()
+        .collect();
+        self.mounts = Some(chosen.clone());
+        Ok(chosen)
     }
 
     /// Starts a `statfs` of a remote mount on a thread of its own, unless
@@ -240,15 +263,7 @@ impl Collect for FsCollector {
     }
 
     fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
-        let table = self.mount_table()?;
-        let chosen: Vec<Mount> = select(
-            &table,
-            &self.options.exclude_types,
-            &self.options.exclude_mounts,
-        )
-        .into_iter()
-        .cloned()
-        .collect();
+        let chosen = self.mounts()?;
         let host_root = self.options.host_root.clone();
         let mut answers: Vec<(usize, Answer)> = Vec::new();
         let mut started = Vec::new();

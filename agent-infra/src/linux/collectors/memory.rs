@@ -5,13 +5,15 @@ use std::time::Instant;
 use agent_core::Sample;
 
 use crate::collect::{Collect, ReadError, Reading};
-use crate::linux::ProcFs;
+use crate::linux::memory::parse_meminfo;
 use crate::linux::vmstat::{VmStat, parse_vmstat};
+use crate::linux::{KeptFile, ProcFs};
 
 /// Reads `/proc/meminfo` and `/proc/vmstat`.
 #[derive(Debug)]
 pub struct MemoryCollector {
-    proc: ProcFs,
+    meminfo: KeptFile,
+    vmstat: KeptFile,
     page_size: u64,
     prev: Option<(Instant, VmStat)>,
 }
@@ -20,7 +22,8 @@ impl MemoryCollector {
     /// A collector reading `proc`.
     pub fn new(proc: ProcFs) -> MemoryCollector {
         MemoryCollector {
-            proc,
+            meminfo: KeptFile::new(&proc, "meminfo"),
+            vmstat: KeptFile::new(&proc, "vmstat"),
             page_size: rustix::param::page_size() as u64,
             prev: None,
         }
@@ -41,7 +44,7 @@ impl Collect for MemoryCollector {
     }
 
     fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
-        let m = self.proc.meminfo()?;
+        let m = parse_meminfo(&self.meminfo.read()?)?;
         let s = &mut out.samples;
         s.extend([
             Sample::new("mem.total_bytes", m.total as f64),
@@ -55,7 +58,7 @@ impl Collect for MemoryCollector {
             Sample::new("swap.used_bytes", m.swap_used() as f64),
             Sample::new("swap.used_pct", pct(m.swap_used(), m.swap_total)),
         ]);
-        let vm = parse_vmstat(&self.proc.read("vmstat")?)?;
+        let vm = parse_vmstat(&self.vmstat.read()?)?;
         let now = Instant::now();
         if let Some((then, prev)) = &self.prev {
             let secs = now.duration_since(*then).as_secs_f64();

@@ -22,12 +22,12 @@ use agent_core::Sample;
 
 use crate::collect::{Collect, ReadError, Reading};
 use crate::glob;
-use crate::linux::ProcFs;
 use crate::linux::net::{
     IfCounters, TCP_STATES, TcpSummary, add_sockstat, count_tcp_states, parse_curr_estab,
     parse_net_dev,
 };
 use crate::linux::sockdiag::SockDiag;
+use crate::linux::{KeptFile, ProcFs};
 
 /// Which interfaces to report.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +44,10 @@ pub struct NetFilter {
 #[derive(Debug)]
 pub struct NetCollector {
     proc: ProcFs,
+    net_dev: KeptFile,
+    sockstat: KeptFile,
+    sockstat6: KeptFile,
+    snmp: KeptFile,
     sys_class_net: PathBuf,
     filter: NetFilter,
     tcp: Option<TcpOptions>,
@@ -79,6 +83,10 @@ impl NetCollector {
         tcp: Option<TcpOptions>,
     ) -> NetCollector {
         NetCollector {
+            net_dev: KeptFile::new(&proc, "net/dev"),
+            sockstat: KeptFile::new(&proc, "net/sockstat"),
+            sockstat6: KeptFile::new(&proc, "net/sockstat6"),
+            snmp: KeptFile::new(&proc, "net/snmp"),
             proc,
             sys_class_net: sys_root.join("class/net"),
             filter,
@@ -115,9 +123,9 @@ impl NetCollector {
     /// The kernel's own TCP counters: every cycle.
     fn tcp_summary(&mut self, out: &mut Reading) {
         let mut summary = TcpSummary::default();
-        for file in ["net/sockstat", "net/sockstat6"] {
-            if self.proc.read_into(file, &mut self.buf).is_ok() {
-                add_sockstat(&self.buf, &mut summary);
+        for file in [&mut self.sockstat, &mut self.sockstat6] {
+            if let Ok(text) = file.read() {
+                add_sockstat(&text, &mut summary);
             }
         }
         out.samples
@@ -126,9 +134,7 @@ impl NetCollector {
             .push(Sample::new("net.tcp.time_wait", summary.time_wait as f64));
         out.samples
             .push(Sample::new("net.tcp.orphans", summary.orphans as f64));
-        if self.proc.read_into("net/snmp", &mut self.buf).is_ok()
-            && let Some(established) = parse_curr_estab(&self.buf)
-        {
+        if let Some(established) = self.snmp.read().ok().and_then(|t| parse_curr_estab(&t)) {
             out.samples
                 .push(Sample::new("net.tcp.established", established as f64));
         }
@@ -205,7 +211,7 @@ impl Collect for NetCollector {
     }
 
     fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
-        let lines = parse_net_dev(&self.proc.read("net/dev")?)?;
+        let lines = parse_net_dev(&self.net_dev.read()?)?;
         let present: std::collections::HashSet<String> =
             lines.iter().map(|l| l.name.clone()).collect();
         let now = Instant::now();
