@@ -339,6 +339,20 @@ mod tokio_stream_once {
     }
 }
 
+/// The status a push was refused with: at once, or mid-stream.
+async fn refusal(
+    result: Result<tonic::Response<tonic::Streaming<pb::Ack>>, tonic::Status>,
+) -> tonic::Status {
+    match result {
+        Err(status) => status,
+        Ok(response) => response
+            .into_inner()
+            .message()
+            .await
+            .expect_err("refused mid-stream"),
+    }
+}
+
 fn huge_batch(bytes: usize) -> pb::Batch {
     let sample = |i: usize| pb::Sample {
         name: format!("x.{i}"),
@@ -375,14 +389,7 @@ async fn oversized_and_decompression_bomb_messages_are_refused() {
     let result = plain
         .push(push_request(&creds.license, oid, huge_batch(6 << 20)))
         .await;
-    let refused = match result {
-        Err(status) => status,
-        Ok(response) => response
-            .into_inner()
-            .message()
-            .await
-            .expect_err("refused mid-stream"),
-    };
+    let refused = refusal(result).await;
     assert!(
         matches!(
             refused.code(),
@@ -395,14 +402,7 @@ async fn oversized_and_decompression_bomb_messages_are_refused() {
     let result = compressed
         .push(push_request(&creds.license, oid, huge_batch(8 << 20)))
         .await;
-    let refused = match result {
-        Err(status) => status,
-        Ok(response) => response
-            .into_inner()
-            .message()
-            .await
-            .expect_err("refused mid-stream"),
-    };
+    let refused = refusal(result).await;
     assert!(
         refused.message().contains("size") || refused.message().contains("too large"),
         "{refused:?}"
