@@ -163,7 +163,8 @@ struct Slot {
     name: &'static str,
     idle: Option<Box<dyn Collect>>,
     running: Option<JoinHandle<Outcome>>,
-    late_since: Option<Instant>,
+    /// Missed its deadline and has not returned yet (logged once).
+    late: bool,
 }
 
 /// The collectors of a host.
@@ -190,7 +191,7 @@ impl CollectorSet {
                     name: c.name(),
                     idle: Some(c),
                     running: None,
-                    late_since: None,
+                    late: false,
                 })
                 .collect(),
         }
@@ -212,7 +213,7 @@ impl CollectorSet {
                 {
                     tracing::info!(collector = slot.name, "Collector answers again.");
                     slot.idle = Some(collector);
-                    slot.late_since = None;
+                    slot.late = false;
                 }
             }
             if let Some(mut collector) = slot.idle.take() {
@@ -244,9 +245,9 @@ impl CollectorSet {
                     tracing::error!(collector = slot.name, error = %e, "Collector crashed; it is disabled.");
                 }
                 Err(_) => {
-                    if slot.late_since.is_none() {
+                    if !slot.late {
                         tracing::warn!(collector = slot.name, deadline = ?deadline, "Collector missed its deadline; the others report without it.");
-                        slot.late_since = Some(Instant::now());
+                        slot.late = true;
                     }
                 }
             }

@@ -65,11 +65,6 @@ impl ProcFs {
         read_file(&path, buf).map_err(|source| ReadError::Io { path, source })
     }
 
-    /// `/proc/stat`.
-    pub fn stat(&self) -> Result<cpu::Stat, ReadError> {
-        Ok(cpu::parse_stat(&self.read("stat")?)?)
-    }
-
     /// `/proc/meminfo`.
     pub fn meminfo(&self) -> Result<memory::MemInfo, ReadError> {
         Ok(memory::parse_meminfo(&self.read("meminfo")?)?)
@@ -151,39 +146,21 @@ impl KeptFile {
     }
 }
 
-/// Reads a whole file into `buf` with large reads and no size probing.
+/// Reads a whole file into `buf` (cleared first), lossily: paths and names
+/// from userspace need not be UTF-8 (a mount point, a process renamed with
+/// prctl). Reads are large, since some procfs files (`net/tcp`) cost the
+/// kernel a table walk per `read`.
 pub fn read_file(path: &Path, buf: &mut String) -> std::io::Result<()> {
     use std::io::Read;
-    buf.clear();
     let mut bytes = std::mem::take(buf).into_bytes();
-    let mut file = std::fs::File::open(path)?;
-    let result = loop {
-        if bytes.capacity() - bytes.len() < 4096 {
-            bytes.reserve(bytes.capacity().max(16 << 10));
-        }
-        let len = bytes.len();
-        let spare = bytes.capacity() - len;
-        bytes.resize(len + spare, 0);
-        match file.read(&mut bytes[len..]) {
-            Ok(0) => {
-                bytes.truncate(len);
-                break Ok(());
-            }
-            Ok(n) => bytes.truncate(len + n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(len),
-            Err(e) => {
-                bytes.truncate(len);
-                break Err(e);
-            }
-        }
-    };
-    // Paths and names from userspace need not be UTF-8 (a mount point, a
-    // process renamed with prctl): read them lossily rather than not at all.
+    bytes.clear();
+    bytes.reserve(64 << 10);
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
     *buf = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     };
-    result
+    Ok(())
 }
 
 /// The kernel's id for this boot: changes at every boot, unlike the boot

@@ -69,55 +69,6 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Filesystem types that hold no user data, skipped by default.
-pub const PSEUDO_TYPES: &[&str] = &[
-    "autofs",
-    "binfmt_misc",
-    "bpf",
-    "cgroup",
-    "cgroup2",
-    "configfs",
-    "debugfs",
-    "devpts",
-    "devtmpfs",
-    "efivarfs",
-    "fusectl",
-    "fuse.gvfsd-fuse",
-    "fuse.lxcfs",
-    "fuse.portal",
-    "hugetlbfs",
-    "iso9660",
-    "mqueue",
-    "nsfs",
-    "overlay",
-    "proc",
-    "pstore",
-    "ramfs",
-    "rpc_pipefs",
-    "securityfs",
-    "selinuxfs",
-    "squashfs",
-    "sysfs",
-    "tmpfs",
-    "tracefs",
-];
-
-/// Mount points skipped by default: kernel interfaces and the per-container
-/// layers of container runtimes.
-pub const PSEUDO_MOUNTS: &[&str] = &[
-    "/proc",
-    "/proc/*",
-    "/sys",
-    "/sys/*",
-    "/dev",
-    "/dev/*",
-    "/run/credentials/*",
-    "/var/lib/docker/*",
-    "/var/lib/containers/storage/*",
-    "/var/lib/kubelet/pods/*",
-    "/snap/*",
-];
-
 /// Network and userspace filesystems: the ones whose `statfs` can hang.
 pub fn is_remote(fs_type: &str) -> bool {
     fs_type.starts_with("fuse")
@@ -251,10 +202,15 @@ pub fn statvfs(path: &std::path::Path) -> std::io::Result<FsStat> {
 mod tests {
     use super::*;
 
+    fn list(csv: &str) -> Vec<String> {
+        csv.split(',').map(String::from).collect()
+    }
+
     fn defaults() -> (Vec<String>, Vec<String>) {
         (
-            PSEUDO_TYPES.iter().map(|s| s.to_string()).collect(),
-            PSEUDO_MOUNTS.iter().map(|s| s.to_string()).collect(),
+            // The defaults the agent ships with.
+            list(crate::settings::FS_EXCLUDE_TYPES),
+            list(crate::settings::FS_EXCLUDE_MOUNTS),
         )
     }
 

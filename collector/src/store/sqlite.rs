@@ -143,6 +143,20 @@ impl SqliteStore {
         self.writer.close().await;
     }
 
+    /// The project a secret's hash belongs to, by `sql` (a static
+    /// statement with one bound hash).
+    async fn project_by(
+        &self,
+        sql: &'static str,
+        hash: &[u8],
+    ) -> Result<Option<Project>, StoreError> {
+        let row = sqlx::query(sql)
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
     fn cached_series(&self, key: &SeriesKey) -> Option<i64> {
         self.series_ids.lock().ok()?.get(key).copied()
     }
@@ -288,19 +302,19 @@ impl Store for SqliteStore {
     }
 
     async fn project_by_license(&self, license_hash: &[u8]) -> Result<Option<Project>, StoreError> {
-        let row = sqlx::query("SELECT id, name FROM projects WHERE license_hash = ?")
-            .bind(license_hash)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(project_from_row).transpose()
+        self.project_by(
+            "SELECT id, name FROM projects WHERE license_hash = ?",
+            license_hash,
+        )
+        .await
     }
 
     async fn project_by_token(&self, token_hash: &[u8]) -> Result<Option<Project>, StoreError> {
-        let row = sqlx::query("SELECT id, name FROM projects WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(project_from_row).transpose()
+        self.project_by(
+            "SELECT id, name FROM projects WHERE token_hash = ?",
+            token_hash,
+        )
+        .await
     }
 
     async fn register_agent(
