@@ -41,7 +41,7 @@ impl Ingest for Fake {
         _: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloReply>, Status> {
         Ok(Response::new(pb::HelloReply {
-            agent_id: 1,
+            oid: 1,
             project: "p".into(),
             server_time_ms: 0,
             last_seq: 0,

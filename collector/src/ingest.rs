@@ -143,7 +143,7 @@ impl<S: Store> Ingest for IngestService<S> {
         let hello = request.into_inner();
         if hello.probe {
             return Ok(Response::new(pb::HelloReply {
-                agent_id: 0,
+                oid: 0,
                 project: project.name,
                 server_time_ms: now_ms(),
                 last_seq: 0,
@@ -182,7 +182,7 @@ impl<S: Store> Ingest for IngestService<S> {
             "Agent said hello."
         );
         Ok(Response::new(pb::HelloReply {
-            agent_id: u64::try_from(registered.oid).unwrap_or(0),
+            oid: u64::try_from(registered.oid).unwrap_or(0),
             project: project.name,
             server_time_ms: now_ms(),
             last_seq: registered.last_seq,
@@ -198,12 +198,10 @@ impl<S: Store> Ingest for IngestService<S> {
         let project = self.authenticate(request.metadata()).await?;
         let meta = request.metadata();
         let oid: i64 = meta
-            .get(metadata::AGENT)
+            .get(metadata::OID)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| {
-                Status::invalid_argument(format!("missing or bad {}", metadata::AGENT))
-            })?;
+            .ok_or_else(|| Status::invalid_argument(format!("missing or bad {}", metadata::OID)))?;
         let instance = meta
             .get(metadata::INSTANCE)
             .and_then(|v| v.to_str().ok())
@@ -346,6 +344,7 @@ impl<S: Store> PushStream<S> {
             duplicate: stored == Stored::Duplicate,
             slow_down_ms,
             error: String::new(),
+            partial: None,
         })
     }
 }
@@ -364,7 +363,7 @@ pub fn batch_from_wire(batch: pb::Batch) -> Result<IncomingBatch, String> {
         .into_iter()
         .filter_map(|p| p.kind)
         .map(|kind| match kind {
-            pb::payload::Kind::HostMetrics(m) => BatchPayload::Metrics {
+            pb::payload::Kind::Metrics(m) => BatchPayload::Metrics {
                 time_ms: at(m.time_ms),
                 samples: m
                     .samples
@@ -468,7 +467,7 @@ mod tests {
 
     #[test]
     fn unstorable_samples_are_skipped_and_seq_zero_refused() {
-        let metrics = pb::HostMetrics {
+        let metrics = pb::Metrics {
             samples: vec![
                 pb::Sample {
                     name: "ok".into(),
@@ -493,8 +492,9 @@ mod tests {
             time_ms: 10,
             health: None,
             payloads: vec![pb::Payload {
-                kind: Some(pb::payload::Kind::HostMetrics(metrics)),
+                kind: Some(pb::payload::Kind::Metrics(metrics)),
             }],
+            liveness: false,
         };
         let row = batch_from_wire(batch).expect("storable");
         let [BatchPayload::Metrics { time_ms, samples }] = row.payloads.as_slice() else {

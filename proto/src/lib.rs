@@ -22,8 +22,8 @@ pub mod v1 {
 pub mod metadata {
     /// The project license key (all calls).
     pub const LICENSE: &str = "x-sightline-license";
-    /// The agent id that `Hello` returned (`Push`).
-    pub const AGENT: &str = "x-sightline-agent";
+    /// The agent's id (oid) that `Hello` returned (`Push`).
+    pub const OID: &str = "x-sightline-oid";
     /// The agent's spool instance (`Push`).
     pub const INSTANCE: &str = "x-sightline-instance";
     /// Set by the collector on `RESOURCE_EXHAUSTED`: how long to wait, in ms.

@@ -299,7 +299,7 @@ async fn registered_client(
         MetadataValue::try_from(license).expect("ascii"),
     );
     let reply = client.hello(hello).await.expect("hello").into_inner();
-    (client, reply.agent_id)
+    (client, reply.oid)
 }
 
 fn push_request(
@@ -314,7 +314,7 @@ fn push_request(
         MetadataValue::try_from(license).expect("ascii"),
     );
     meta.insert(
-        metadata::AGENT,
+        metadata::OID,
         MetadataValue::try_from(oid.to_string()).expect("ascii"),
     );
     meta.insert(
@@ -367,11 +367,12 @@ fn huge_batch(bytes: usize) -> pb::Batch {
         time_ms: 1,
         health: None,
         payloads: vec![pb::Payload {
-            kind: Some(pb::payload::Kind::HostMetrics(pb::HostMetrics {
+            kind: Some(pb::payload::Kind::Metrics(pb::Metrics {
                 samples: (0..bytes / 1000).map(sample).collect(),
                 time_ms: 1,
             })),
         }],
+        liveness: false,
     }
 }
 

@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 /// The `.proto` files, relative to `proto/`.
 const PROTOS: &[&str] = &[
     "sightline/v1/ingest.proto",
-    "sightline/v1/host.proto",
+    "sightline/v1/metrics.proto",
+    "sightline/v1/infra.proto",
     "sightline/v1/events.proto",
 ];
 

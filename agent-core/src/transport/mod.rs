@@ -176,6 +176,7 @@ pub async fn hello(
         instance: who.instance.clone(),
         interval_ms: u32::try_from(who.interval.as_millis()).unwrap_or(u32::MAX),
         probe,
+        boot_id: String::new(),
     });
     request.set_timeout(limit);
     insert_metadata(&mut request, metadata::LICENSE, license.expose())?;
@@ -280,7 +281,7 @@ impl Transport {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
             r = hello(&mut client, &self.license, &self.identity, limit, false) => r?,
         };
-        let (dir, agent_id) = (self.data_dir.clone(), reply.agent_id);
+        let (dir, agent_id) = (self.data_dir.clone(), reply.oid);
         if let Ok(Err(e)) =
             tokio::task::spawn_blocking(move || identity::save_agent_id(&dir, agent_id)).await
         {
@@ -303,7 +304,7 @@ impl Transport {
         }
         tracing::info!(
             collector = %self.server.authority(),
-            agent_id = reply.agent_id,
+            agent_id = reply.oid,
             project = %reply.project,
             already_stored = already,
             "Connected to the collector."
@@ -312,7 +313,7 @@ impl Transport {
         let (tx, rx) = mpsc::channel::<pb::Batch>(WINDOW);
         let mut request = Request::new(ReceiverStream::new(rx));
         insert_metadata(&mut request, metadata::LICENSE, self.license.expose())?;
-        insert_metadata(&mut request, metadata::AGENT, &reply.agent_id.to_string())?;
+        insert_metadata(&mut request, metadata::OID, &reply.oid.to_string())?;
         insert_metadata(&mut request, metadata::INSTANCE, &self.identity.instance)?;
         let mut acks = match timeout(limit, client.push(request)).await {
             Err(_) => {

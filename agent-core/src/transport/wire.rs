@@ -25,6 +25,7 @@ pub fn encode_batch(seq: u64, payloads: &[Payload], health: Health) -> Vec<u8> {
         time_ms: payloads.first().map_or(0, |p| unix_ms(p.time())),
         health: Some(health_to_wire(health)),
         payloads: payloads.iter().map(payload_to_wire).collect(),
+        liveness: false,
     };
     batch.encode_to_vec()
 }
@@ -43,12 +44,13 @@ fn health_to_wire(h: Health) -> pb::AgentHealth {
         reconnects: h.reconnects,
         batches_dropped: h.batches_dropped,
         bytes_dropped: h.bytes_dropped,
+        sources: Vec::new(),
     }
 }
 
 fn payload_to_wire(payload: &Payload) -> pb::Payload {
     let kind = match payload {
-        Payload::Metrics(m) => pb::payload::Kind::HostMetrics(metrics_to_wire(m)),
+        Payload::Metrics(m) => pb::payload::Kind::Metrics(metrics_to_wire(m)),
         Payload::Processes(p) => pb::payload::Kind::Processes(snapshot_to_wire(p)),
         Payload::Events(events) => pb::payload::Kind::Events(pb::AgentEvents {
             events: events.iter().map(event_to_wire).collect(),
@@ -57,8 +59,8 @@ fn payload_to_wire(payload: &Payload) -> pb::Payload {
     pb::Payload { kind: Some(kind) }
 }
 
-fn metrics_to_wire(m: &Metrics) -> pb::HostMetrics {
-    pb::HostMetrics {
+fn metrics_to_wire(m: &Metrics) -> pb::Metrics {
+    pb::Metrics {
         samples: m.samples.iter().map(sample_to_wire).collect(),
         time_ms: unix_ms(m.time),
     }
@@ -113,6 +115,7 @@ fn event_to_wire(e: &Event) -> pb::AgentEvent {
         kind: kind_to_wire(e.kind) as i32,
         severity: severity_to_wire(e.severity) as i32,
         message: e.message.clone(),
+        name: String::new(),
         attrs: e
             .attrs
             .iter()
@@ -163,7 +166,7 @@ mod tests {
         assert_eq!(batch.seq, 7);
         assert_eq!(batch.time_ms, 1_700_000_000_123);
         assert_eq!(batch.health.expect("health").spool_batches, 3);
-        let Some(pb::payload::Kind::HostMetrics(m)) = batch.payloads[0].kind.clone() else {
+        let Some(pb::payload::Kind::Metrics(m)) = batch.payloads[0].kind.clone() else {
             panic!("wrong payload");
         };
         assert_eq!(m.time_ms, 1_700_000_000_123);
