@@ -2,7 +2,11 @@
 //! `<agent> [run|test] [--conf FILE] [--server HOST[:PORT]] [--license KEY]`,
 //! and `--version`. Exit status: 0 done, 1 failed while running (or `test`
 //! found a problem), 2 refused to start (bad config or license).
+//!
+//! Invariant: [`Cli`]'s `Debug` never shows `--license` whole, nor anything
+//! shaped like a secret in the other flags.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 use crate::agent;
 use crate::config::{Config, FileSource, FlagValue, KeySpec, ProcessEnv};
 use crate::diagnose::{self, Product};
+use crate::license::{mask, redact};
 use crate::logging;
 use crate::settings::{COMMON_KEYS, CommonSettings, server_flag};
 use crate::source::SourceConfig;
 
-/// The shared flags.
-#[derive(Debug, Parser)]
+/// The shared flags. `Debug` masks the license and redacts the rest.
+#[derive(Parser)]
 #[command(version, about = "A Sightline monitoring agent.")]
 pub struct Cli {
     /// What to do (default: run).
@@ -42,6 +47,20 @@ pub enum Command {
     Run,
     /// Check config, license, network path and collector; one line per check.
     Test,
+}
+
+impl fmt::Debug for Cli {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cli")
+            .field("command", &self.command)
+            .field(
+                "conf",
+                &self.conf.as_ref().map(|p| redact(&p.display().to_string())),
+            )
+            .field("server", &self.server.as_deref().map(redact))
+            .field("license", &self.license.as_deref().map(mask))
+            .finish()
+    }
 }
 
 impl Cli {
@@ -168,4 +187,29 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         let _ = tokio::signal::ctrl_c().await;
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_the_license_flag() {
+        let key = "sl1-7K3M9QW2XH8D4R6TBN1PZC5VFA-0H4K2PM";
+        let cli = Cli::try_parse_from([
+            "sightline-infra",
+            "test",
+            "--license",
+            key,
+            "--server",
+            "collector.lan:6600",
+        ])
+        .expect("parses");
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("7K3M9QW2XH8D4R6TBN1PZC5VFA"), "{shown}");
+        assert!(!shown.contains(&key[8..16]), "{shown}");
+        assert!(shown.contains("sl1-…K2PM"), "{shown}");
+        assert!(shown.contains("collector.lan:6600"), "{shown}");
+        assert!(shown.contains("Test"), "{shown}");
+    }
 }

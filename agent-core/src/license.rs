@@ -1,4 +1,5 @@
-//! Project license keys: their format, checksum, masking and generation.
+//! Project license keys: their format, checksum, masking and generation,
+//! and [`redact`], the one filter every echo of outside text goes through.
 //!
 //! A key looks like `sl1-7K3M9QW2XH8D4R6TBN1PZC5VFA-0H4K2PM`: a version tag,
 //! 26 Crockford base32 characters of secret (128 random bits), and 7
@@ -11,6 +12,9 @@
 //!   the first and last four characters. Only [`License::expose`] gives the
 //!   full text, for the one place it must go on the wire.
 //! - Parse errors never contain the key.
+//! - [`redact`] never lets more than the first and last four characters of
+//!   anything shaped like a key through, and is idempotent: redacting a
+//!   redacted text changes nothing.
 
 use std::fmt;
 
@@ -177,6 +181,96 @@ pub fn mask(secret: &str) -> String {
     format!("{head}…{tail}")
 }
 
+/// The prefix of the collector's API tokens (`slt-` and 48 hex digits).
+pub const TOKEN_PREFIX: &str = "slt-";
+
+/// Runs of this many key characters or more are taken for secrets.
+const SECRET_RUN: usize = 16;
+
+/// `text` with everything shaped like a secret masked as [`mask`] does:
+/// a license key (`sl1-` and base32, any case, whole or cut), an API token
+/// (`slt-` and hex), and any run of 16 or more base32, hex or base64
+/// characters (a password, another system's token). Every echo of text from
+/// outside the process (a config line, a value in an error, a `Debug`) goes
+/// through here.
+///
+/// A run is a maximal stretch of ASCII letters, digits and `+ / _ -`. Two
+/// kinds of long run are kept, because they are what error messages are made
+/// of and no generated secret looks like them: plain decimal numbers
+/// (timestamps such as `createdtime`) and lower-case words joined by
+/// `/ _ -` (`/var/lib/sightline/infra`, `sightline-collector`). A
+/// lower-case passphrase is therefore only masked by its key's name (see
+/// [`is_secret_key`]), not by its shape.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run_start: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        if is_run_char(c) {
+            run_start.get_or_insert(i);
+            continue;
+        }
+        if let Some(start) = run_start.take() {
+            out.push_str(&redact_run(&text[start..i]));
+        }
+        out.push(c);
+    }
+    if let Some(start) = run_start {
+        out.push_str(&redact_run(&text[start..]));
+    }
+    out
+}
+
+/// Whether the value of `key` is a secret as a whole: `license`, and any
+/// key whose last segment ends in `password`, `secret` or `token`.
+pub fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    key == "license"
+        || ["password", "secret", "token"]
+            .iter()
+            .any(|word| last.ends_with(word))
+}
+
+/// The value of `key` as it may be shown: masked whole when the key names a
+/// secret, [`redact`]ed otherwise.
+pub fn redact_value(key: &str, value: &str) -> String {
+    if is_secret_key(key) {
+        mask(value)
+    } else {
+        redact(value)
+    }
+}
+
+fn is_run_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '_' | '-')
+}
+
+fn redact_run(run: &str) -> String {
+    let lower = run.to_ascii_lowercase();
+    // A key or token prefix followed by at least one character: masked
+    // whatever its length. A bare prefix (as in an already masked
+    // `sl1-…VFA0`) is kept, so redacting twice changes nothing.
+    for prefix in ["sl1-", TOKEN_PREFIX] {
+        if let Some(at) = lower.find(prefix)
+            && run.len() > at + prefix.len()
+        {
+            return mask(run);
+        }
+    }
+    if run.len() < SECRET_RUN || looks_like_words(run) {
+        run.to_string()
+    } else {
+        mask(run)
+    }
+}
+
+/// A decimal number, or lower-case words joined by `/ _ -`.
+fn looks_like_words(run: &str) -> bool {
+    run.bytes().all(|b| b.is_ascii_digit())
+        || run
+            .split(['/', '_', '-'])
+            .all(|word| word.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
 /// CRC-32 of `body`, as 7 base32 characters.
 fn checksum(body: &str) -> String {
     let crc = crc32fast::hash(body.as_bytes());
@@ -288,6 +382,104 @@ mod tests {
         assert!(!shown.contains(key.expose()));
         assert!(shown.contains(&key.expose()[..4]));
         assert!(shown.contains(&key.expose()[KEY_LEN - 4..]));
+    }
+
+    /// Every 8-character window of `secret`.
+    fn windows(secret: &str) -> Vec<&str> {
+        (0..=secret.len() - 8).map(|i| &secret[i..i + 8]).collect()
+    }
+
+    #[test]
+    fn redact_masks_license_keys_whole_cut_and_in_any_case() {
+        let key = License::generate().expect("randomness");
+        let text = key.expose();
+        let secret = &text[4..4 + SECRET_CHARS];
+        let cases = [
+            text.to_string(),
+            text.to_ascii_lowercase(),
+            text[..20].to_string(),
+            text[..KEY_LEN - 3].to_string(),
+            format!("license:{text}"),
+            format!("'{text}'"),
+            format!("my key is {text}, please"),
+        ];
+        for case in cases {
+            let shown = redact(&case);
+            for window in windows(secret) {
+                assert!(
+                    !shown.to_ascii_uppercase().contains(window),
+                    "{case:?} shown as {shown:?}"
+                );
+            }
+            assert!(shown.contains('…'), "{case:?} shown as {shown:?}");
+        }
+        assert_eq!(redact(text), mask(text));
+    }
+
+    #[test]
+    fn redact_masks_api_tokens_and_long_random_runs() {
+        let token = format!("{TOKEN_PREFIX}{}", "0123456789abcdef".repeat(3));
+        assert_eq!(redact(&token), "slt-…cdef");
+        assert_eq!(
+            redact("Bearer slt-00ff11, then"),
+            "Bearer slt-…ff11, then",
+            "a cut token too"
+        );
+        // A base64 password, a hex digest, another system's token.
+        for secret in [
+            "hQ7+vX2/kP9wZr4NtY6b",
+            "9f86d081884c7d659a2feaa0c55ad015",
+            "ghp_R2d2C3p0X9y8Z7w6V5u4T3s2R1q0",
+            "ABCDEFGHJKMNPQRSTVWX",
+        ] {
+            let shown = redact(&format!("got '{secret}' here"));
+            assert_eq!(shown, format!("got '{}' here", mask(secret)), "{secret}");
+        }
+    }
+
+    #[test]
+    fn redact_keeps_ordinary_text() {
+        for text in [
+            "expected key=value, got 'server.host 10.0.0.1'",
+            "/var/lib/sightline/infra/spool is not writable",
+            "createdtime=1763855712345678901",
+            "run `sightline-collector project create` there",
+            "unknown key 'spool.maxx', ignored; did you mean 'spool.max'?",
+            "a short Secret1 stays",
+            "",
+        ] {
+            assert_eq!(redact(text), text);
+        }
+    }
+
+    #[test]
+    fn redact_is_idempotent_and_keeps_masks() {
+        let key = License::generate().expect("randomness");
+        let once = redact(&format!(
+            "key {} and token slt-{}",
+            key.expose(),
+            "ab".repeat(24)
+        ));
+        assert_eq!(redact(&once), once);
+        assert_eq!(redact(&key.masked()), key.masked());
+    }
+
+    #[test]
+    fn secret_keys_are_masked_whole() {
+        for key in [
+            "license",
+            "db.password",
+            "api.token",
+            "s3.secret",
+            "mysql.clientsecret",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+            assert_eq!(redact_value(key, "hunter2hunter2"), "hunt…ter2");
+        }
+        for key in ["server.host", "tokens.max", "secretary.name"] {
+            assert!(!is_secret_key(key), "{key}");
+            assert_eq!(redact_value(key, "hunter2hunter2"), "hunter2hunter2");
+        }
     }
 
     #[test]

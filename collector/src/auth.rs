@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use agent_core::license::License;
+use agent_core::license::{License, mask};
 use sha2::{Digest, Sha256};
 
 use crate::model::Project;
@@ -31,8 +31,7 @@ pub fn new_token() -> Result<String, getrandom::Error> {
     Ok(format!("{TOKEN_PREFIX}{hex}"))
 }
 
-/// A new project's secrets, shown once.
-#[derive(Debug)]
+/// A new project's secrets, shown once. `Debug` masks both.
 pub struct NewProject {
     /// The project.
     pub project: Project,
@@ -40,6 +39,16 @@ pub struct NewProject {
     pub license: License,
     /// For the API.
     pub token: String,
+}
+
+impl std::fmt::Debug for NewProject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewProject")
+            .field("project", &self.project)
+            .field("license", &self.license)
+            .field("token", &mask(&self.token))
+            .finish()
+    }
 }
 
 /// Why a project could not be made.
@@ -89,5 +98,31 @@ impl ProjectCache {
             map.insert(hash, p.clone());
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_project_debug_masks_both_secrets() {
+        let created = NewProject {
+            project: Project {
+                id: 7,
+                name: "shop".into(),
+            },
+            license: License::generate().expect("randomness"),
+            token: new_token().expect("randomness"),
+        };
+        let shown = format!("{created:?}");
+        let license = created.license.expose();
+        assert!(!shown.contains(&license[4..license.len() - 4]), "{shown}");
+        assert!(
+            !shown.contains(&created.token[4..created.token.len() - 4]),
+            "{shown}"
+        );
+        assert!(shown.contains(&mask(&created.token)), "{shown}");
+        assert!(shown.contains("shop"), "{shown}");
     }
 }

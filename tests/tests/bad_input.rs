@@ -39,6 +39,31 @@ fn a_malformed_config_line_exits_2_naming_file_and_line() {
     );
 }
 
+/// A license pasted without `license=`: refused with file and line, and
+/// the error shows no 8 characters in a row of the key's secret.
+#[test]
+fn a_license_pasted_without_its_key_is_refused_without_echoing_it() {
+    let scratch = Scratch::new("barekey");
+    let creds = create_project(&scratch.join("collector"), "bare");
+    let conf = scratch.join("infra.conf");
+    std::fs::write(&conf, format!("server.host=127.0.0.1\n{}\n", creds.license)).expect("write");
+    let (code, stdout, stderr) = infra(&["--conf", conf.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:2: expected key=value", conf.display())),
+        "{stderr}"
+    );
+    // The 26 characters between `sl1-` and the checksum are the secret.
+    let secret = &creds.license[4..30];
+    for start in 0..=secret.len() - 8 {
+        let run = &secret[start..start + 8];
+        assert!(
+            !stderr.to_ascii_uppercase().contains(run) && !stdout.contains(run),
+            "shows '{run}': {stderr}"
+        );
+    }
+}
+
 #[test]
 fn an_unknown_key_warns_with_the_nearest_known_key() {
     let scratch = Scratch::new("typo");

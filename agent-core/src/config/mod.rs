@@ -14,6 +14,9 @@
 //!   map instead of mutating the process.
 //! - Keys never contain `_`, so `SIGHTLINE_SERVER_HOST` maps back to
 //!   `server.host` without ambiguity.
+//! - Nothing here shows a value unredacted: errors, warnings and `Debug` go
+//!   through [`crate::license::redact`], and the values of secret keys
+//!   (`license`, `*password`, `*secret`, `*token`) are masked whole.
 
 mod env;
 mod parse;
@@ -25,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use env::{Env, MapEnv, ProcessEnv};
+
+use crate::license::{is_secret_key, mask, redact, redact_value};
 pub use units::{parse_duration, parse_size};
 
 /// The environment variable prefix for overrides.
@@ -93,8 +98,9 @@ impl fmt::Display for Origin {
     }
 }
 
-/// A raw value and where it came from.
-#[derive(Debug, Clone)]
+/// A raw value and where it came from. Its `Debug` redacts the text (it
+/// does not know its key; [`Config`]'s `Debug` masks secret keys whole).
+#[derive(Clone)]
 pub struct Value {
     /// The text after `=`, trimmed, surrounding quotes removed.
     pub text: String,
@@ -102,8 +108,21 @@ pub struct Value {
     pub origin: Origin,
 }
 
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value")
+            .field("text", &redact(&self.text))
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
 /// Why configuration was refused. Every variant names where the problem is.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Display` (and `Debug`, which shows the same text) redacts the key and
+/// the reason, so a value echoed in a reason by any accessor, here or in a
+/// product crate, cannot leak a secret.
+#[derive(thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: cannot read config file: {source}", path = path.display())]
@@ -115,7 +134,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A line is not `key=value`.
-    #[error("{path}:{line}: {reason}", path = path.display())]
+    #[error("{path}:{line}: {}", redact(.reason), path = path.display())]
     Syntax {
         /// The file.
         path: PathBuf,
@@ -125,7 +144,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// A value does not parse as what its key needs.
-    #[error("{origin}: {key}: {reason}")]
+    #[error("{origin}: {}: {}", redact(.key), redact(.reason))]
     Invalid {
         /// Where the value came from.
         origin: Origin,
@@ -142,6 +161,12 @@ pub enum ConfigError {
         /// How to set it.
         hint: String,
     },
+}
+
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConfigError({self})")
+    }
 }
 
 /// Something worth telling the operator that does not stop the agent.
@@ -171,14 +196,42 @@ pub struct FlagValue {
     pub flag: &'static str,
 }
 
-/// The merged configuration of one agent.
-#[derive(Debug, Clone)]
+/// The merged configuration of one agent. Its `Debug` masks the values of
+/// secret keys whole and redacts every other value.
+#[derive(Clone)]
 pub struct Config {
     /// The file read, if any.
     path: Option<PathBuf>,
     values: BTreeMap<String, Value>,
     specs: Vec<KeySpec>,
     warnings: Vec<Warning>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// One value as it may be shown.
+        struct Shown<'a>(&'a str, &'a Value);
+        impl fmt::Debug for Shown<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Value")
+                    .field("text", &redact_value(self.0, &self.1.text))
+                    .field("origin", &self.1.origin)
+                    .finish()
+            }
+        }
+        // Keys are redacted too: a key pasted as a key is a valid key.
+        let values: BTreeMap<String, Shown<'_>> = self
+            .values
+            .iter()
+            .map(|(k, v)| (redact(k), Shown(k, v)))
+            .collect();
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("values", &values)
+            .field("warnings", &self.warnings)
+            .field("specs", &self.specs.len())
+            .finish()
+    }
 }
 
 /// Where to read the config file from.
@@ -236,7 +289,8 @@ impl Config {
                         origin: origin.clone(),
                         message: format!(
                             "'{}' is set again (first at {}); the last value wins",
-                            line.key, previous.origin
+                            redact(&line.key),
+                            previous.origin
                         ),
                     });
                 }
@@ -280,9 +334,10 @@ impl Config {
 
     fn set(&mut self, key: String, text: String, origin: Origin) {
         if !self.specs.iter().any(|s| s.matches(&key)) {
+            let shown = redact(&key);
             let message = match nearest_key(&key, &self.specs) {
-                Some(near) => format!("unknown key '{key}', ignored; did you mean '{near}'?"),
-                None => format!("unknown key '{key}', ignored"),
+                Some(near) => format!("unknown key '{shown}', ignored; did you mean '{near}'?"),
+                None => format!("unknown key '{shown}', ignored"),
             };
             self.warnings.push(Warning {
                 origin: origin.clone(),
@@ -352,13 +407,20 @@ impl Config {
         if value.text.is_empty() {
             return Ok(None);
         }
-        parse(&value.text)
-            .map(Some)
-            .map_err(|reason| ConfigError::Invalid {
+        parse(&value.text).map(Some).map_err(|reason| {
+            // A parser may echo the value; a secret's is masked whole,
+            // whatever its shape.
+            let reason = if is_secret_key(key) {
+                reason.replace(&value.text, &mask(&value.text))
+            } else {
+                reason
+            };
+            ConfigError::Invalid {
                 origin: value.origin,
                 key: key.to_string(),
-                reason,
-            })
+                reason: redact(&reason),
+            }
+        })
     }
 
     fn parse_default<T>(

@@ -1,8 +1,12 @@
 //! The `key=value` line syntax. Pure: text in, lines out, no IO.
+//!
+//! Never echoes a line or key unredacted: a secret pasted on the wrong line
+//! (a license without `license=`) must not end up in an error.
 
 use std::path::Path;
 
 use super::ConfigError;
+use crate::license::redact;
 
 /// One `key=value` line.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,7 +52,7 @@ pub(super) fn parse_text(path: &Path, text: &str) -> Result<Vec<Line>, ConfigErr
             )));
         }
         if key.starts_with('.') || key.ends_with('.') || key.contains("..") {
-            return Err(error(format!("empty segment in key '{key}'")));
+            return Err(error(format!("empty segment in key '{}'", shorten(key))));
         }
         lines.push(Line {
             number,
@@ -69,12 +73,15 @@ fn unquote(value: &str) -> &str {
     value
 }
 
-/// Keeps error messages to one readable line, and never echoes a long
-/// value whole (it may be a secret pasted on the wrong line).
+/// Keeps error messages to one readable line, and never echoes anything
+/// shaped like a secret ([`redact`]): it may be a key pasted on the wrong
+/// line. Redacts before cutting, so a cut never turns a key into something
+/// that no longer looks like one.
 fn shorten(text: &str) -> String {
     const MAX: usize = 24;
+    let text = redact(text);
     if text.chars().count() <= MAX {
-        text.to_string()
+        text
     } else {
         let head: String = text.chars().take(MAX).collect();
         format!("{head}…")

@@ -212,3 +212,159 @@ fn units_parse_as_operators_write_them() {
     assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
     assert!(parse_duration("5").is_err());
 }
+
+/// A license key as `project create` prints it (checksum not checked here).
+const KEY: &str = "sl1-7K3M9QW2XH8D4R6TBN1PZC5VFA-0H4K2PM";
+/// The 26 secret characters of [`KEY`].
+const KEY_SECRET: &str = "7K3M9QW2XH8D4R6TBN1PZC5VFA";
+
+/// Fails when `shown` holds any 8 consecutive characters of `secret`, in
+/// any case.
+fn assert_no_run_of(secret: &str, shown: &str) {
+    let shown = shown.to_ascii_uppercase();
+    for i in 0..=secret.len() - 8 {
+        let run = secret[i..i + 8].to_ascii_uppercase();
+        assert!(!shown.contains(&run), "shows '{run}': {shown}");
+    }
+}
+
+#[test]
+fn a_license_pasted_without_its_key_is_not_echoed() {
+    for line in [
+        KEY.to_string(),
+        KEY.to_ascii_lowercase(),
+        format!("  {KEY}  "),
+    ] {
+        let path = write(
+            "bare-key.conf",
+            &format!(
+                "server.host=c.lan
+{line}
+"
+            ),
+        );
+        let err = load(&path, &[], &[]).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("{}:2: expected key=value, got '", path.display())),
+            "{text}"
+        );
+        assert_no_run_of(KEY_SECRET, &text);
+        assert_no_run_of(KEY_SECRET, &format!("{err:?}"));
+    }
+}
+
+#[test]
+fn a_secret_in_a_line_with_a_bad_key_is_not_echoed() {
+    // Uppercase in the key: the invalid-character path.
+    let path = write(
+        "bad-key-secret.conf",
+        &format!(
+            "{KEY} = x
+"
+        ),
+    );
+    let text = load(&path, &[], &[]).expect_err("refused").to_string();
+    assert!(text.contains("invalid character"), "{text}");
+    assert_no_run_of(KEY_SECRET, &text);
+    // An empty segment: the other key path.
+    let lower = KEY.to_ascii_lowercase();
+    let path = write(
+        "empty-seg-secret.conf",
+        &format!(
+            "{lower}..x=1
+"
+        ),
+    );
+    let text = load(&path, &[], &[]).expect_err("refused").to_string();
+    assert!(text.contains("empty segment"), "{text}");
+    assert_no_run_of(KEY_SECRET, &text);
+}
+
+#[test]
+fn a_secret_used_as_a_key_is_not_echoed_in_the_warning() {
+    // Lower case and dashes make a valid key: an unknown one.
+    let lower = KEY.to_ascii_lowercase();
+    let path = write(
+        "key-as-key.conf",
+        &format!(
+            "{lower}=1
+{lower}=2
+"
+        ),
+    );
+    let config = load(&path, &[], &[]).expect("loads with warnings");
+    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    for warning in &warnings {
+        assert_no_run_of(KEY_SECRET, warning);
+    }
+    assert_no_run_of(KEY_SECRET, &format!("{config:?}"));
+}
+
+#[test]
+fn a_secret_in_a_bad_value_is_not_echoed() {
+    let token = "slt-0123456789abcdef0123456789abcdef0123456789abcdef";
+    let path = write(
+        "bad-value.conf",
+        &format!(
+            "interval={KEY}
+spool.max={token}
+"
+        ),
+    );
+    let config = load(&path, &[], &[]).expect("loads");
+    let err = config.duration("interval").expect_err("not a duration");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{}:1: interval: expected a duration",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert_no_run_of(KEY_SECRET, &err.to_string());
+    let err = config.size("spool.max").expect_err("not a size");
+    assert!(!err.to_string().contains(&token[4..20]), "{err}");
+    assert!(!format!("{err:?}").contains(&token[4..20]), "{err:?}");
+}
+
+#[test]
+fn a_secret_keys_value_is_masked_whole_in_errors() {
+    const SECRET_SPECS: &[KeySpec] = &[KeySpec {
+        key: "db.password",
+        default: None,
+        doc: "",
+    }];
+    let path = write(
+        "password.conf",
+        "db.password=hunter2
+",
+    );
+    let config = Config::from_text(
+        &path,
+        "db.password=hunter2
+",
+        SECRET_SPECS,
+    )
+    .expect("loads");
+    let err = config
+        .number::<u32>("db.password", "a number")
+        .expect_err("not a number");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(err.to_string().contains("db.password"), "{err}");
+}
+
+#[test]
+fn config_and_value_debug_redact() {
+    let path = write(
+        "debug.conf",
+        &format!("license={KEY}\nserver.host=c.lan\ninterval=5s\nspool.max=hQ7+vX2/kP9wZr4NtY6b\n"),
+    );
+    let config = load(&path, &[], &[]).expect("loads");
+    let shown = format!("{config:?}");
+    assert_no_run_of(KEY_SECRET, &shown);
+    assert!(!shown.contains("hQ7+vX2/kP9wZr4NtY6b"), "{shown}");
+    assert!(shown.contains("c.lan") && shown.contains("5s"), "{shown}");
+    let value = config.value("license").expect("set");
+    assert_no_run_of(KEY_SECRET, &format!("{value:?}"));
+}
