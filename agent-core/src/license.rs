@@ -194,13 +194,14 @@ const SECRET_RUN: usize = 16;
 /// outside the process (a config line, a value in an error, a `Debug`) goes
 /// through here.
 ///
-/// A run is a maximal stretch of ASCII letters, digits and `+ / _ -`. Two
-/// kinds of long run are kept, because they are what error messages are made
-/// of and no generated secret looks like them: plain decimal numbers
-/// (timestamps such as `createdtime`) and lower-case words joined by
-/// `/ _ -` (`/var/lib/sightline/infra`, `sightline-collector`). A
-/// lower-case passphrase is therefore only masked by its key's name (see
-/// [`is_secret_key`]), not by its shape.
+/// A run is a maximal stretch of ASCII letters, digits and `+ / _ -`. Long
+/// runs that are words and numbers joined by `/ _ -` are kept, each part all
+/// digits, all lower case, or a short upper-case word: they are what error
+/// messages are made of (`/tmp/e2e-host-port-10496/infra`,
+/// `sightline-collector`, `SIGHTLINE_SERVER_PORT`, a `createdtime`), and a
+/// generated secret mixes letters and digits. A lower-case passphrase is
+/// therefore only masked by its key's name (see [`is_secret_key`]), not by
+/// its shape.
 pub fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut run_start: Option<usize> = None;
@@ -263,12 +264,19 @@ fn redact_run(run: &str) -> String {
     }
 }
 
-/// A decimal number, or lower-case words joined by `/ _ -`.
+/// Words and numbers joined by `/ _ -`: each part all digits, all lower
+/// case, a short word in upper case (`SIGHTLINE_SERVER_PORT`), or at most
+/// four letters and digits (`e2e`, `x86`, `ipv6`). A longer part that mixes
+/// them, or a long upper-case one, looks random.
 fn looks_like_words(run: &str) -> bool {
-    run.bytes().all(|b| b.is_ascii_digit())
-        || run
-            .split(['/', '_', '-'])
-            .all(|word| word.bytes().all(|b| b.is_ascii_lowercase()))
+    const LONGEST_UPPER_WORD: usize = 12;
+    const LONGEST_MIXED_WORD: usize = 4;
+    run.split(['/', '_', '-']).all(|word| {
+        word.bytes().all(|b| b.is_ascii_digit())
+            || word.bytes().all(|b| b.is_ascii_lowercase())
+            || (word.len() <= LONGEST_UPPER_WORD && word.bytes().all(|b| b.is_ascii_uppercase()))
+            || (word.len() <= LONGEST_MIXED_WORD && word.bytes().all(|b| b.is_ascii_alphanumeric()))
+    })
 }
 
 /// CRC-32 of `body`, as 7 base32 characters.
@@ -444,6 +452,8 @@ mod tests {
             "/var/lib/sightline/infra/spool is not writable",
             "createdtime=1763855712345678901",
             "run `sightline-collector project create` there",
+            "environment variable SIGHTLINE_SERVER_PORT",
+            "/tmp/sightline-e2e-host-port-10496-0/infra.conf:3",
             "unknown key 'spool.maxx', ignored; did you mean 'spool.max'?",
             "a short Secret1 stays",
             "",

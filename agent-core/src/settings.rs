@@ -1,10 +1,14 @@
 //! The settings every agent shares, resolved from a [`Config`]: license,
 //! collector address, TLS, compression, identity, data folder, spool size.
+//!
+//! A collector address is read by one parser ([`split_host_port`]) whether
+//! it comes from `--server` or from `server.host`, so the two accept the
+//! same text. Nothing here opens a socket or resolves a name.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, FlagValue, KeySpec};
+use crate::config::{Config, ConfigError, FlagValue, KeySpec, Origin};
 use crate::identity;
 use crate::license::License;
 
@@ -18,7 +22,7 @@ pub const COMMON_KEYS: &[KeySpec] = &[
     KeySpec {
         key: "server.host",
         default: Some("127.0.0.1"),
-        doc: "Collector host name or address.",
+        doc: "Collector host name or address; `HOST:PORT` (IPv6 as `[::1]:6600`) sets the port too.",
     },
     KeySpec {
         key: "server.port",
@@ -218,10 +222,7 @@ impl CommonSettings {
 
     /// Only the collector settings, for `test`.
     pub fn server(config: &Config) -> Result<ServerSettings, ConfigError> {
-        let host = config
-            .get("server.host")
-            .unwrap_or_else(|| "127.0.0.1".into());
-        let port = config.number::<u16>("server.port", "a port number from 1 to 65535")?;
+        let (host, port) = Self::address(config)?;
         let tls = if config.bool("server.tls")? {
             Some(TlsSettings {
                 ca: config.get("server.ca").map(PathBuf::from),
@@ -249,30 +250,119 @@ impl CommonSettings {
     }
 }
 
+impl CommonSettings {
+    /// The collector's host and port. `server.host` may carry the port
+    /// (`HOST:PORT`); if `server.port` is also set (not by default) to
+    /// another port, that is refused naming both keys and where each was
+    /// set, rather than guessing which one the operator meant.
+    pub fn address(config: &Config) -> Result<(String, u16), ConfigError> {
+        let host_value = config.value("server.host").unwrap_or(crate::config::Value {
+            text: "127.0.0.1".into(),
+            origin: Origin::Default,
+        });
+        let invalid = |origin: &Origin, key: &str, reason: String| ConfigError::Invalid {
+            origin: origin.clone(),
+            key: key.into(),
+            reason,
+        };
+        let (host, host_port) = split_host_port(&host_value.text)
+            .map_err(|reason| invalid(&host_value.origin, "server.host", reason))?;
+        let Some(host_port) = host_port else {
+            let port = config.number::<u16>("server.port", "a port number from 1 to 65535")?;
+            return Ok((host.to_string(), port));
+        };
+        let port = parse_port(host_port)
+            .map_err(|reason| invalid(&host_value.origin, "server.host", reason))?;
+        if let Some(port_value) = config.value("server.port")
+            && port_value.origin != Origin::Default
+        {
+            let other = config.number::<u16>("server.port", "a port number from 1 to 65535")?;
+            if other != port {
+                return Err(invalid(
+                    &host_value.origin,
+                    "server.host",
+                    format!(
+                        "gives port {port}, but server.port={other} ({}); set the port in one place",
+                        port_value.origin
+                    ),
+                ));
+            }
+        }
+        Ok((host.to_string(), port))
+    }
+
+    /// Which key set the collector's port, and where: `server.host` when
+    /// it carries one, `server.port` otherwise. For hints that name the key
+    /// to fix.
+    pub fn port_source(config: &Config) -> (&'static str, Origin) {
+        if let Some(host) = config.value("server.host")
+            && let Ok((_, Some(_))) = split_host_port(&host.text)
+        {
+            return ("server.host", host.origin);
+        }
+        let origin = config
+            .value("server.port")
+            .map_or(Origin::Default, |v| v.origin);
+        ("server.port", origin)
+    }
+}
+
+/// Splits a collector address as written in `--server` or `server.host`:
+/// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address (more
+/// than one `:`, no port). The port is returned as written, unchecked.
+pub fn split_host_port(text: &str) -> Result<(&str, Option<&str>), String> {
+    if text.contains("://") {
+        return Err(
+            "write the collector's address without a scheme: HOST or HOST:PORT (server.tls=true turns TLS on)".into(),
+        );
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        let Some((host, tail)) = rest.split_once(']') else {
+            return Err("an IPv6 address opened with '[' needs a closing ']'".into());
+        };
+        return match tail {
+            "" => Ok((host, None)),
+            _ => match tail.strip_prefix(':') {
+                Some(port) => Ok((host, Some(port))),
+                None => Err("expected ':PORT' after ']'".into()),
+            },
+        };
+    }
+    match text.split_once(':') {
+        Some((host, port)) if !port.contains(':') => Ok((host, Some(port))),
+        _ => Ok((text, None)),
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!(
+            "expected a port number from 1 to 65535 after ':', got '{text}'"
+        )),
+    }
+}
+
 /// Turns `--server HOST[:PORT]` into config values. IPv6 addresses are
-/// written in brackets: `[::1]:6600`.
+/// written in brackets: `[::1]:6600`. Text [`split_host_port`] refuses is
+/// passed on whole as `server.host`, to be refused when settings are
+/// resolved, naming the flag.
 pub fn server_flag(text: &str) -> Vec<FlagValue> {
     let flag = |key: &'static str, value: &str| FlagValue {
         key,
         value: value.to_string(),
         flag: "--server",
     };
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((host, tail)) => (host, tail.strip_prefix(':')),
-            None => (text, None),
+    match split_host_port(text) {
+        Ok((host, port)) => {
+            let mut flags = vec![flag("server.host", host)];
+            if let Some(port) = port {
+                flags.push(flag("server.port", port));
+            }
+            flags
         }
-    } else if text.matches(':').count() == 1 {
-        let (h, p) = text.split_once(':').unwrap_or((text, ""));
-        (h, Some(p))
-    } else {
-        (text, None)
-    };
-    let mut flags = vec![flag("server.host", host)];
-    if let Some(port) = port {
-        flags.push(flag("server.port", port));
+        Err(_) => vec![flag("server.host", text)],
     }
-    flags
 }
 
 #[cfg(test)]
@@ -309,5 +399,128 @@ mod tests {
             pairs("::1"),
             [("server.host".to_string(), "::1".to_string())]
         );
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+    use crate::config::{FileSource, MapEnv};
+
+    fn config(text: &str, env: &[(&str, &str)], flags: &[FlagValue]) -> Config {
+        let dir = std::env::temp_dir().join(format!("sl-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(format!("{:x}.conf", crc32fast::hash(text.as_bytes())));
+        std::fs::write(&path, text).expect("write");
+        Config::load(
+            &FileSource::Explicit(path),
+            &MapEnv::new(env.iter().copied()),
+            flags,
+            COMMON_KEYS,
+        )
+        .expect("loads")
+    }
+
+    fn address(text: &str) -> Result<(String, u16), String> {
+        CommonSettings::address(&config(text, &[], &[])).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn server_host_may_carry_the_port_as_the_flag_does() {
+        assert_eq!(
+            address("server.host=10.0.0.5:6601\n"),
+            Ok(("10.0.0.5".into(), 6601))
+        );
+        assert_eq!(
+            address("server.host=c.lan:7000\n"),
+            Ok(("c.lan".into(), 7000))
+        );
+        assert_eq!(
+            address("server.host=[::1]:6602\n"),
+            Ok(("::1".into(), 6602))
+        );
+        assert_eq!(address("server.host=[::1]\n"), Ok(("::1".into(), 6600)));
+        assert_eq!(address("server.host=::1\n"), Ok(("::1".into(), 6600)));
+        assert_eq!(
+            address("server.host=c.lan\nserver.port=7001\n"),
+            Ok(("c.lan".into(), 7001))
+        );
+        // The same port twice is no conflict.
+        assert_eq!(
+            address("server.host=c.lan:7002\nserver.port=7002\n"),
+            Ok(("c.lan".into(), 7002))
+        );
+        let settings =
+            CommonSettings::server(&config("server.host=[::1]:6603\n", &[], &[])).expect("valid");
+        assert_eq!(settings.authority(), "[::1]:6603");
+    }
+
+    #[test]
+    fn two_different_ports_are_refused_naming_both_keys_and_origins() {
+        let err = address("server.host=c.lan:7000\nserver.port=6601\n").expect_err("conflict");
+        assert!(
+            err.contains(".conf:1: server.host: gives port 7000"),
+            "{err}"
+        );
+        assert!(err.contains("server.port=6601 ("), "{err}");
+        assert!(err.contains(".conf:2)"), "{err}");
+        let env = config(
+            "server.host=c.lan:7000\n",
+            &[("SIGHTLINE_SERVER_PORT", "6601")],
+            &[],
+        );
+        let err = CommonSettings::address(&env)
+            .expect_err("conflict")
+            .to_string();
+        assert!(
+            err.contains("environment variable SIGHTLINE_SERVER_PORT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_address_in_server_host_is_refused_at_start() {
+        for (text, says) in [
+            (
+                "server.host=c.lan:http\n",
+                "expected a port number from 1 to 65535 after ':', got 'http'",
+            ),
+            ("server.host=c.lan:0\n", "got '0'"),
+            ("server.host=[::1\n", "needs a closing ']'"),
+            ("server.host=[::1]6600\n", "expected ':PORT' after ']'"),
+            ("server.host=http://c.lan:6600\n", "without a scheme"),
+        ] {
+            let err = address(text).expect_err(text);
+            assert!(err.contains(".conf:1: server.host: "), "{err}");
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_flag_wins_over_a_port_in_server_host() {
+        let flags = server_flag("other.lan:7100");
+        let config = config("server.host=c.lan:7000\n", &[], &flags);
+        assert_eq!(
+            CommonSettings::address(&config).expect("valid"),
+            ("other.lan".into(), 7100)
+        );
+        let bad = server_flag("http://c.lan");
+        let err = CommonSettings::address(&self::config("", &[], &bad)).expect_err("refused");
+        assert!(
+            err.to_string().starts_with("flag --server: server.host:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_port_source_names_the_key_to_fix() {
+        let config = config("server.host=c.lan:7000\n", &[], &[]);
+        let (key, origin) = CommonSettings::port_source(&config);
+        assert_eq!(key, "server.host");
+        assert!(matches!(origin, Origin::File { line: 1, .. }), "{origin}");
+        let config = self::config("server.host=c.lan\nserver.port=7000\n", &[], &[]);
+        let (key, origin) = CommonSettings::port_source(&config);
+        assert_eq!(key, "server.port");
+        assert!(matches!(origin, Origin::File { line: 2, .. }), "{origin}");
     }
 }

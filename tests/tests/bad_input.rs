@@ -219,6 +219,64 @@ fn test_names_the_failing_step_when_the_collector_is_down() {
     ");
 }
 
+/// `server.host=HOST:PORT` in a file works as `--server HOST:PORT` does
+/// (it used to be looked up in DNS as a host name, colon and all).
+#[test]
+fn server_host_with_a_port_reaches_the_collector() {
+    let scratch = Scratch::new("host-port");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "hostport");
+    let collector = Collector::start(&data);
+    let conf = scratch.join("infra.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "license={}\nserver.host={}\ndata.dir={}\nserver.timeout=3s\n",
+            creds.license,
+            collector.grpc,
+            scratch.join("data").display()
+        ),
+    )
+    .expect("write");
+    let (code, stdout, _) = infra(&["test", "--conf", conf.to_str().expect("utf-8")]);
+    let line = |step: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {step} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("tcp").starts_with(&format!("OK    tcp      connected to {}", collector.grpc)),
+        "{stdout}"
+    );
+    assert!(line("hello").starts_with("OK"), "{stdout}");
+    assert_eq!(code, 0, "{stdout}");
+
+    // The same port given twice, differently: refused at start, naming both.
+    std::fs::write(
+        &conf,
+        format!(
+            "license={}\nserver.host={}\nserver.port=1\ndata.dir={}\n",
+            creds.license,
+            collector.grpc,
+            scratch.join("data").display()
+        ),
+    )
+    .expect("write");
+    let (code, _, stderr) = infra(&["--conf", conf.to_str().expect("utf-8")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:2: server.host: gives port {}, but server.port=1 ({}:3)",
+            conf.display(),
+            collector.grpc.port(),
+            conf.display()
+        )),
+        "{stderr}"
+    );
+}
+
 fn send_garbage(addr: std::net::SocketAddr, seed: u64) {
     if let Ok(mut s) = TcpStream::connect(addr) {
         let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
