@@ -4,8 +4,13 @@
 //! with a hint. Later checks still run where they can tell something (a bad
 //! license does not stop the DNS and TCP checks).
 //!
+//! When the gRPC steps fail, `test` asks the port a plain HTTP/1.1 question
+//! (bounded by `server.timeout`) to tell "this is the collector's API port"
+//! from "this is not a collector at all", and names the key to fix.
+//!
 //! Invariants: the license is only ever shown masked; `Hello` is sent as a
-//! probe, so running `test` registers nothing in the collector.
+//! probe, so running `test` registers nothing in the collector; every wait
+//! is bounded by `server.timeout`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -203,12 +208,15 @@ pub async fn run(
     };
 
     // 4. tcp
-    match tcp_connect(&addrs, server.timeout).await {
-        Ok((addr, took)) => report.push(
-            "tcp",
-            Outcome::Ok,
-            format!("connected to {addr} in {}", millis(took)),
-        ),
+    let connected = match tcp_connect(&addrs, server.timeout).await {
+        Ok((addr, took)) => {
+            report.push(
+                "tcp",
+                Outcome::Ok,
+                format!("connected to {addr} in {}", millis(took)),
+            );
+            addr
+        }
         Err(reason) => {
             report.fail(
                 "tcp",
@@ -220,7 +228,9 @@ pub async fn run(
             );
             return skip_rest(report, &["tls", "hello", "clock"]);
         }
-    }
+    };
+    // Asked only once a gRPC step has failed, and at most once.
+    let http1 = || speaks_http1(connected, &server);
 
     // 5. tls (and the HTTP/2 connection either way)
     let client = transport::connect(&server).await;
@@ -228,11 +238,16 @@ pub async fn run(
         (None, _) => report.push("tls", Outcome::Skip, "server.tls is off"),
         (Some(_), Ok(_)) => report.push("tls", Outcome::Ok, "handshake done, certificate trusted"),
         (Some(_), Err(e)) => {
-            report.fail(
-                "tls",
-                e.to_string(),
-                "check server.ca (the CA that signed the collector's certificate) and server.tls.name (the name in it); is the collector serving TLS?",
-            );
+            if http1().await {
+                let (detail, hint) = http1_failure(connected, &config);
+                report.fail("tls", detail, hint);
+            } else {
+                report.fail(
+                    "tls",
+                    e.to_string(),
+                    "check server.ca (the CA that signed the collector's certificate) and server.tls.name (the name in it); is the collector serving TLS?",
+                );
+            }
             return skip_rest(report, &["hello", "clock"]);
         }
     }
@@ -248,7 +263,12 @@ pub async fn run(
     let mut client = match client {
         Ok(c) => c,
         Err(e) => {
-            report.fail("hello", e.to_string(), "the port answers TCP but not gRPC: is it the collector's gRPC port (6600 by default)?");
+            if http1().await {
+                let (detail, hint) = http1_failure(connected, &config);
+                report.fail("hello", detail, hint);
+            } else {
+                report.fail("hello", e.to_string(), "the port answers TCP but not gRPC: is it the collector's gRPC port (6600 by default)?");
+            }
             return skip_rest(report, &["clock"]);
         }
     };
@@ -260,11 +280,16 @@ pub async fn run(
     let reply = match reply {
         Ok(r) => r,
         Err(e) => {
-            report.fail(
-                "hello",
-                hello_failure(&e, &license),
-                hello_hint(&e, server.tls.is_some()),
-            );
+            if !spoke_grpc(&e) && http1().await {
+                let (detail, hint) = http1_failure(connected, &config);
+                report.fail("hello", detail, hint);
+            } else {
+                report.fail(
+                    "hello",
+                    hello_failure(&e, &license),
+                    hello_hint(&e, server.tls.is_some()),
+                );
+            }
             return skip_rest(report, &["clock"]);
         }
     };
@@ -336,6 +361,70 @@ fn hello_hint(error: &TransportError, tls: bool) -> String {
         }
         _ => "see the collector's log for the same moment".into(),
     }
+}
+
+/// Whether the failure came from a gRPC server that answered: a refusal
+/// or an unknown method. Then the port speaks gRPC and needs no probe.
+fn spoke_grpc(error: &TransportError) -> bool {
+    matches!(
+        error,
+        TransportError::Status(s)
+            if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::Unimplemented | tonic::Code::PermissionDenied)
+    )
+}
+
+/// The report line for a port that answers HTTP/1.1: what the port is, and
+/// which key (and where it was set) to change.
+fn http1_failure(addr: SocketAddr, config: &Config) -> (String, String) {
+    let (key, origin) = CommonSettings::port_source(config);
+    let which = if key == "server.port" {
+        key.to_string()
+    } else {
+        format!("the port in {key}")
+    };
+    let detail = format!(
+        "{addr} speaks HTTP/1.1, not the collector's gRPC (is {which} the collector's API port? agents use the --grpc port, 6600 by default)"
+    );
+    let hint = format!(
+        "set {key} ({origin}) to the collector's gRPC port: grpc= in the line it prints when it starts (`listening grpc=... http=...`), its grpc.listen key or --grpc flag"
+    );
+    (detail, hint)
+}
+
+/// Whether `addr` answers a plain `GET / HTTP/1.1` with an HTTP/1.x status
+/// line: the collector's JSON API (or any web server), not its gRPC port.
+/// Bounded by `server.timeout`; any failure counts as no.
+async fn speaks_http1(addr: SocketAddr, server: &ServerSettings) -> bool {
+    const STATUS_PREFIX: &[u8] = b"HTTP/1.";
+    let ask = async {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            server.authority()
+        );
+        let mut unsent = request.as_bytes();
+        while !unsent.is_empty() {
+            stream.writable().await.ok()?;
+            match stream.try_write(unsent) {
+                Ok(n) => unsent = &unsent[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+        let mut answer = [0u8; STATUS_PREFIX.len()];
+        let mut got = 0;
+        while got < answer.len() {
+            stream.readable().await.ok()?;
+            match stream.try_read(&mut answer[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+        Some(answer[..got] == *STATUS_PREFIX)
+    };
+    matches!(timeout(server.timeout, ask).await, Ok(Some(true)))
 }
 
 fn skip_rest(report: Report, names: &[&'static str]) -> Report {
@@ -416,5 +505,137 @@ mod tests {
         SKIP  tls      an earlier check failed
         ");
         assert!(!report.passed());
+    }
+
+    /// A port that answers every connection with `reply` after reading the
+    /// request (or closes at once when `reply` is `None`). Serves for ten
+    /// seconds at most.
+    fn fake_port(reply: Option<&'static [u8]>) -> SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let Some(reply) = reply else {
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(reply);
+            }
+        });
+        addr
+    }
+
+    /// A web server that does not speak HTTP/2.
+    fn http1_port() -> SocketAddr {
+        fake_port(Some(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        ))
+    }
+
+    async fn report_for(conf_text: &str, name: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("sl-diagnose-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join(name);
+        std::fs::write(&path, conf_text).expect("write");
+        let product = Product {
+            name: "infra",
+            binary: "sightline-infra",
+            keys: crate::settings::COMMON_KEYS,
+        };
+        let report = run(
+            product,
+            &FileSource::Explicit(path.clone()),
+            &crate::config::MapEnv::default(),
+            &[],
+        )
+        .await;
+        assert!(!report.passed());
+        report
+            .to_string()
+            .replace(&path.display().to_string(), "<conf>")
+    }
+
+    /// Hides what changes from run to run: the port, the key's last four
+    /// characters, the connect time.
+    fn steady(report: &str, addr: SocketAddr, license: &License) -> String {
+        let masked = license.masked();
+        report
+            .replace(&addr.port().to_string(), "<port>")
+            .replace(&masked[masked.len() - 4..], "LAST")
+            .lines()
+            .map(|line| match line.find(" in ") {
+                Some(at) if line.contains(" tcp ") => format!("{} in <time>", &line[..at]),
+                _ => line.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn an_http1_port_is_named_with_the_key_to_fix() {
+        let addr = http1_port();
+        let license = License::generate().expect("randomness");
+        let key = license.expose();
+
+        let text = report_for(
+            &format!("license={key}\nserver.host={addr}\nserver.timeout=2s\n"),
+            "http1-host.conf",
+        )
+        .await;
+        insta::assert_snapshot!(steady(&text, addr, &license), @r"
+        OK    config   3 keys from <conf>
+        OK    license  sl1-…LAST is well-formed
+        OK    dns      127.0.0.1 resolves to 127.0.0.1
+        OK    tcp      connected to 127.0.0.1:<port> in <time>
+        SKIP  tls      server.tls is off
+        FAIL  hello    127.0.0.1:<port> speaks HTTP/1.1, not the collector's gRPC (is the port in server.host the collector's API port? agents use the --grpc port, 6600 by default)
+                       hint: set server.host (<conf>:2) to the collector's gRPC port: grpc= in the line it prints when it starts (`listening grpc=... http=...`), its grpc.listen key or --grpc flag
+        SKIP  clock    an earlier check failed
+        ");
+
+        let text = report_for(
+            &format!(
+                "license={key}\nserver.host={}\nserver.port={}\nserver.timeout=2s\n",
+                addr.ip(),
+                addr.port()
+            ),
+            "http1-port.conf",
+        )
+        .await;
+        let hello = steady(&text, addr, &license)
+            .lines()
+            .skip_while(|l| !l.contains(" hello "))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
+        insta::assert_snapshot!(hello, @r"
+        FAIL  hello    127.0.0.1:<port> speaks HTTP/1.1, not the collector's gRPC (is server.port the collector's API port? agents use the --grpc port, 6600 by default)
+                       hint: set server.port (<conf>:3) to the collector's gRPC port: grpc= in the line it prints when it starts (`listening grpc=... http=...`), its grpc.listen key or --grpc flag
+        ");
+    }
+
+    #[tokio::test]
+    async fn a_port_that_closes_without_a_word_is_not_called_http() {
+        // Accepts and closes at once: neither gRPC nor HTTP/1.1.
+        let addr = fake_port(None);
+        let config = Config::from_text(
+            std::path::Path::new("probe.conf"),
+            &format!("server.port={}\nserver.timeout=2s\n", addr.port()),
+            crate::settings::COMMON_KEYS,
+        )
+        .expect("valid");
+        let server = CommonSettings::server(&config).expect("valid");
+        assert!(!speaks_http1(addr, &server).await);
+        assert!(speaks_http1(http1_port(), &server).await);
     }
 }

@@ -277,6 +277,36 @@ fn server_host_with_a_port_reaches_the_collector() {
     );
 }
 
+/// `test` pointed at the collector's HTTP API port says what the port is
+/// and which key to fix, instead of "Unknown: transport error".
+#[test]
+fn test_pointed_at_the_api_port_says_so() {
+    let scratch = Scratch::new("test-http");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "http");
+    let collector = Collector::start(&data);
+    let conf = scratch.join("infra.conf");
+    std::fs::write(
+        &conf,
+        agent_conf(&creds.license, collector.http, &scratch.join("data"), &[]),
+    )
+    .expect("write");
+    let (code, stdout, _) = infra(&["test", "--conf", conf.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{stdout}");
+    let steady = stdout
+        .replace(&conf.display().to_string(), "<conf>")
+        .replace(&collector.http.port().to_string(), "<http>");
+    let hello: Vec<&str> = steady
+        .lines()
+        .skip_while(|l| !l.contains(" hello "))
+        .take(2)
+        .collect();
+    insta::assert_snapshot!(hello.join("\n"), @r"
+    FAIL  hello    127.0.0.1:<http> speaks HTTP/1.1, not the collector's gRPC (is server.port the collector's API port? agents use the --grpc port, 6600 by default)
+                   hint: set server.port (<conf>:4) to the collector's gRPC port: grpc= in the line it prints when it starts (`listening grpc=... http=...`), its grpc.listen key or --grpc flag
+    ");
+}
+
 fn send_garbage(addr: std::net::SocketAddr, seed: u64) {
     if let Ok(mut s) = TcpStream::connect(addr) {
         let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
