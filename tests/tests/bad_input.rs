@@ -6,6 +6,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use prost::Message;
+use sightline_collector::server::MAX_MESSAGE_BYTES;
 use sightline_e2e::{
     Agent, Collector, Scratch, agent_conf, binary, create_project, noise, the_agent, wait_for,
 };
@@ -503,22 +505,41 @@ async fn oversized_and_decompression_bomb_messages_are_refused() {
     let result = plain
         .push(push_request(&creds.license, oid, huge_batch(6 << 20)))
         .await;
+    // tonic's decoder (tonic 0.14 `codec/decode.rs`) refuses a length
+    // prefix over the limit with OUT_OF_RANGE, naming the limit; a panicking
+    // or failing handler would give UNKNOWN or INTERNAL instead.
     let refused = refusal(result).await;
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
     assert!(
-        matches!(
-            refused.code(),
-            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal
-        ),
-        "{refused:?}"
+        refused.message().contains(&format!(
+            "decoded message length too large: found {} bytes, the limit is: {MAX_MESSAGE_BYTES} bytes",
+            huge_batch(6 << 20).encoded_len()
+        )),
+        "names the size and the limit: {refused:?}"
     );
 
+    // Small on the wire, over the limit once inflated: tonic stops
+    // decompressing at the limit with RESOURCE_EXHAUSTED, naming it. Not the
+    // collector's own RESOURCE_EXHAUSTED (backpressure), which carries a
+    // retry-after.
     let mut compressed = client.clone().send_compressed(CompressionEncoding::Gzip);
     let result = compressed
         .push(push_request(&creds.license, oid, huge_batch(8 << 20)))
         .await;
     let refused = refusal(result).await;
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
     assert!(
-        refused.message().contains("size") || refused.message().contains("too large"),
+        refused.message().contains(&format!(
+            "size limit, of {MAX_MESSAGE_BYTES} bytes, exceeded while decompressing"
+        )),
+        "names the limit: {refused:?}"
+    );
+    assert!(
+        refused.metadata().get(metadata::RETRY_AFTER_MS).is_none(),
         "{refused:?}"
     );
 
