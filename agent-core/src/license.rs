@@ -481,7 +481,7 @@ mod tests {
             "db.password",
             "api.token",
             "s3.secret",
-            "mysql.clientsecret",
+            "db.clientsecret",
         ] {
             assert!(is_secret_key(key), "{key}");
             assert_eq!(redact_value(key, "hunter2hunter2"), "hunt…ter2");

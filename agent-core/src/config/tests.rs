@@ -1,3 +1,7 @@
+//! Tests of the config layers: file syntax, environment and flag overrides,
+//! typed accessors, and that no echo (error, warning, `Debug`) shows a
+//! secret.
+
 use std::path::PathBuf;
 
 use super::*;
