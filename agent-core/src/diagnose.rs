@@ -8,7 +8,9 @@
 //! (bounded by `server.timeout`) to tell "this is the collector's API port"
 //! from "this is not a collector at all", and names the key to fix.
 //!
-//! Invariants: the license is only ever shown masked; `Hello` is sent as a
+//! Invariants: the license is only ever shown masked, and every line goes
+//! through [`redact`] (a key pasted into `server.host` is echoed masked);
+//! `Hello` is sent as a
 //! probe, so running `test` registers nothing in the collector; every wait
 //! is bounded by `server.timeout`.
 
@@ -21,7 +23,7 @@ use tokio::time::timeout;
 
 use crate::config::{Config, ConfigError, Env, FileSource, FlagValue, KeySpec};
 use crate::identity;
-use crate::license::License;
+use crate::license::{License, redact};
 use crate::settings::{CommonSettings, ServerSettings};
 use crate::transport::{self, AgentIdentity, TransportError};
 
@@ -70,11 +72,13 @@ pub struct Report {
 }
 
 impl Report {
+    // Details echo the config and the collector's answers: both go through
+    // `redact`, so no check can print a secret whatever it quotes.
     fn push(&mut self, name: &'static str, outcome: Outcome, detail: impl Into<String>) {
         self.checks.push(Check {
             name,
             outcome,
-            detail: detail.into(),
+            detail: redact(&detail.into()),
             hint: None,
         });
     }
@@ -83,8 +87,8 @@ impl Report {
         self.checks.push(Check {
             name,
             outcome: Outcome::Fail,
-            detail: detail.into(),
-            hint: Some(hint.into()),
+            detail: redact(&detail.into()),
+            hint: Some(redact(&hint.into())),
         });
     }
 
@@ -622,6 +626,25 @@ mod tests {
         FAIL  hello    127.0.0.1:<port> speaks HTTP/1.1, not the collector's gRPC (is server.port the collector's API port? agents use the --grpc port, 6600 by default)
                        hint: set server.port (<conf>:3) to the collector's gRPC port: grpc= in the line it prints when it starts (`listening grpc=... http=...`), its grpc.listen key or --grpc flag
         ");
+    }
+
+    #[tokio::test]
+    async fn a_key_pasted_as_the_host_is_not_echoed() {
+        let license = License::generate().expect("randomness");
+        let key = license.expose();
+        let text = report_for(
+            &format!("license={key}\nserver.host={key}\nserver.timeout=1s\n"),
+            "key-as-host.conf",
+        )
+        .await;
+        assert!(
+            text.contains("FAIL  dns      cannot resolve sl1-…"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&key[4..12]) && !text.contains(&key[20..28]),
+            "{text}"
+        );
     }
 
     #[tokio::test]

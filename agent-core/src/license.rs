@@ -266,11 +266,11 @@ fn redact_run(run: &str) -> String {
 
 /// Words and numbers joined by `/ _ -`: each part all digits, all lower
 /// case, a short word in upper case (`SIGHTLINE_SERVER_PORT`), or at most
-/// four letters and digits (`e2e`, `x86`, `ipv6`). A longer part that mixes
-/// them, or a long upper-case one, looks random.
+/// six letters and digits (`e2e`, `ipv6`, `sha256`, `http1`). A longer part
+/// that mixes them, or a long upper-case one, looks random.
 fn looks_like_words(run: &str) -> bool {
     const LONGEST_UPPER_WORD: usize = 12;
-    const LONGEST_MIXED_WORD: usize = 4;
+    const LONGEST_MIXED_WORD: usize = 6;
     run.split(['/', '_', '-']).all(|word| {
         word.bytes().all(|b| b.is_ascii_digit())
             || word.bytes().all(|b| b.is_ascii_lowercase())
@@ -437,6 +437,7 @@ mod tests {
         for secret in [
             "hQ7+vX2/kP9wZr4NtY6b",
             "9f86d081884c7d659a2feaa0c55ad015",
+            "550e8400-e29b-41d4-a716-446655440000",
             "ghp_R2d2C3p0X9y8Z7w6V5u4T3s2R1q0",
             "ABCDEFGHJKMNPQRSTVWX",
         ] {
@@ -454,6 +455,7 @@ mod tests {
             "run `sightline-collector project create` there",
             "environment variable SIGHTLINE_SERVER_PORT",
             "/tmp/sightline-e2e-host-port-10496-0/infra.conf:3",
+            "/tmp/sl-diagnose-4242/http1-host.conf: x86_64 sha256",
             "unknown key 'spool.maxx', ignored; did you mean 'spool.max'?",
             "a short Secret1 stays",
             "",
