@@ -10,9 +10,8 @@
 //!
 //! Invariants: the license is only ever shown masked, and every line goes
 //! through [`redact`] (a key pasted into `server.host` is echoed masked);
-//! `Hello` is sent as a
-//! probe, so running `test` registers nothing in the collector; every wait
-//! is bounded by `server.timeout`.
+//! `Hello` is sent as a probe, so running `test` registers nothing in the
+//! collector; every wait is bounded by `server.timeout`.
 
 use std::fmt;
 use std::net::SocketAddr;

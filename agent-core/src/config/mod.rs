@@ -28,9 +28,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use env::{Env, MapEnv, ProcessEnv};
+pub use units::{parse_duration, parse_size};
 
 use crate::license::{is_secret_key, mask, redact, redact_value};
-pub use units::{parse_duration, parse_size};
 
 /// The environment variable prefix for overrides.
 pub const ENV_PREFIX: &str = "SIGHTLINE_";
