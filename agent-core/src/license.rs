@@ -265,7 +265,7 @@ fn redact_run(run: &str) -> String {
 }
 
 /// Words and numbers joined by `/ _ -`: each part all digits, all lower
-/// case, a short word in upper case (`SIGHTLINE_SERVER_PORT`), or at most
+/// case, capitalised (`/home/Alice`), a short word in upper case (`SIGHTLINE_SERVER_PORT`), or at most
 /// six lower-case letters and digits (`e2e`, `ipv6`, `sha256`, `http1`).
 /// Mixed case, a longer mix of letters and digits, or a long upper-case
 /// part looks random.
@@ -273,8 +273,12 @@ fn looks_like_words(run: &str) -> bool {
     const LONGEST_UPPER_WORD: usize = 12;
     const LONGEST_MIXED_WORD: usize = 6;
     run.split(['/', '_', '-']).all(|word| {
+        let mut bytes = word.bytes();
+        let capitalised = bytes.next().is_some_and(|b| b.is_ascii_uppercase())
+            && bytes.all(|b| b.is_ascii_lowercase());
         word.bytes().all(|b| b.is_ascii_digit())
             || word.bytes().all(|b| b.is_ascii_lowercase())
+            || capitalised
             || (word.len() <= LONGEST_UPPER_WORD && word.bytes().all(|b| b.is_ascii_uppercase()))
             || (word.len() <= LONGEST_MIXED_WORD
                 && word
@@ -483,6 +487,7 @@ mod tests {
             "environment variable SIGHTLINE_SERVER_PORT",
             "/tmp/sightline-e2e-host-port-10496-0/infra.conf:3",
             "/tmp/sl-diagnose-4242/http1-host.conf: x86_64 sha256",
+            "/home/Alice/Documents/infra.conf",
             "unknown key 'spool.maxx', ignored; did you mean 'spool.max'?",
             "a short Secret1 stays",
             "",
