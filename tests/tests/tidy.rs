@@ -151,8 +151,9 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 
 /// The code of `text`, line by line (1-based), with comments blanked out
 /// and string contents kept: what the compiler reads, minus what it
-/// ignores.
-fn code_lines(text: &str) -> Vec<(usize, String)> {
+/// ignores. `None` when the text ends inside a string or block comment: the
+/// scanner misread it, and a rule could then miss code.
+fn code_lines(text: &str) -> Option<Vec<(usize, String)>> {
     #[derive(Clone, Copy, PartialEq)]
     enum State {
         Code,
@@ -190,7 +191,12 @@ fn code_lines(text: &str) -> Vec<(usize, String)> {
                     i += 2;
                     continue;
                 }
-                if c == 'r' && !after_ident && matches!(next, Some('"' | '#')) {
+                let raw_start = (c == 'r' && !after_ident)
+                    || (c == 'r'
+                        && i > 0
+                        && chars[i - 1] == 'b'
+                        && !(i > 1 && (chars[i - 2].is_alphanumeric() || chars[i - 2] == '_')));
+                if raw_start && matches!(next, Some('"' | '#')) {
                     let hashes = chars[i + 1..].iter().take_while(|&&h| h == '#').count();
                     if chars.get(i + 1 + hashes) == Some(&'"') {
                         current.push_str(&chars[i..i + 2 + hashes].iter().collect::<String>());
@@ -271,11 +277,13 @@ fn code_lines(text: &str) -> Vec<(usize, String)> {
         i += 1;
     }
     lines.push(current);
-    lines
-        .into_iter()
-        .enumerate()
-        .map(|(n, line)| (n + 1, line))
-        .collect()
+    matches!(state, State::Code | State::LineComment).then(|| {
+        lines
+            .into_iter()
+            .enumerate()
+            .map(|(n, line)| (n + 1, line))
+            .collect()
+    })
 }
 
 /// `UPDATE <table> SET`.
@@ -315,7 +323,15 @@ fn check_content(path: &str, text: &str) -> Vec<Failure> {
             detail,
         });
     };
-    for (number, code) in code_lines(text) {
+    let Some(lines) = code_lines(text) else {
+        fail(
+            1,
+            "tidy must read every file",
+            "the scan ended inside a string or comment; fix code_lines".into(),
+        );
+        return failures;
+    };
+    for (number, code) in lines {
         if !is_in(path, SQL_ALLOWED) {
             for marker in SQL_MARKERS {
                 if code.contains(marker) {
@@ -526,10 +542,18 @@ fn a_file_without_its_doc_comment_is_caught() {
 #[test]
 fn comments_and_strings_are_told_apart() {
     let text = "let url = \"https://x/y\"; // SELECT \nlet c = '\"'; let s = \"// not a comment\";\n/* a\n block */ let r = r#\"raw \"// still\" string\"#;\nfn f<'a>(x: &'a str) {}\n";
-    let lines = code_lines(text);
+    let lines = code_lines(text).expect("ends in code");
     assert_eq!(lines[0].1, "let url = \"https://x/y\"; ");
     assert_eq!(lines[1].1, "let c = '\"'; let s = \"// not a comment\";");
     assert_eq!(lines[2].1, "");
     assert_eq!(lines[3].1, " let r = r#\"raw \"// still\" string\"#;");
     assert_eq!(lines[4].1, "fn f<'a>(x: &'a str) {}");
+    let bytes = code_lines("let b = br#\"x \" // y\"#; let c = b'\"';\n").expect("ends in code");
+    assert_eq!(bytes[0].1, "let b = br#\"x \" // y\"#; let c = b'\"';");
+    assert_eq!(
+        code_lines("let s = \"open\n"),
+        None,
+        "an open string is noticed"
+    );
+    assert_eq!(code_lines("/* open\n"), None, "an open comment is noticed");
 }
