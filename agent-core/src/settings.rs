@@ -248,18 +248,20 @@ impl CommonSettings {
             timeout,
         })
     }
-}
 
-impl CommonSettings {
     /// The collector's host and port. `server.host` may carry the port
     /// (`HOST:PORT`); if `server.port` is also set (not by default) to
     /// another port, that is refused naming both keys and where each was
     /// set, rather than guessing which one the operator meant.
     pub fn address(config: &Config) -> Result<(String, u16), ConfigError> {
-        let host_value = config.value("server.host").unwrap_or(crate::config::Value {
-            text: "127.0.0.1".into(),
-            origin: Origin::Default,
-        });
+        // An empty value means unset, as `Config::get` has it.
+        let host_value = config
+            .value("server.host")
+            .filter(|v| !v.text.is_empty())
+            .unwrap_or(crate::config::Value {
+                text: "127.0.0.1".into(),
+                origin: Origin::Default,
+            });
         let invalid = |origin: &Origin, key: &str, reason: String| ConfigError::Invalid {
             origin: origin.clone(),
             key: key.into(),
@@ -329,6 +331,7 @@ pub fn split_host_port(text: &str) -> Result<(&str, Option<&str>), String> {
         };
     }
     match text.split_once(':') {
+        Some(("", port)) if !port.contains(':') => Err("missing the host before ':'".into()),
         Some((host, port)) if !port.contains(':') => Ok((host, Some(port))),
         _ => Ok((text, None)),
     }
@@ -441,6 +444,7 @@ mod address_tests {
         );
         assert_eq!(address("server.host=[::1]\n"), Ok(("::1".into(), 6600)));
         assert_eq!(address("server.host=::1\n"), Ok(("::1".into(), 6600)));
+        assert_eq!(address("server.host=\n"), Ok(("127.0.0.1".into(), 6600)));
         assert_eq!(
             address("server.host=c.lan\nserver.port=7001\n"),
             Ok(("c.lan".into(), 7001))
@@ -489,6 +493,7 @@ mod address_tests {
             ("server.host=[::1\n", "needs a closing ']'"),
             ("server.host=[::1]6600\n", "expected ':PORT' after ']'"),
             ("server.host=http://c.lan:6600\n", "without a scheme"),
+            ("server.host=:6600\n", "missing the host before ':'"),
         ] {
             let err = address(text).expect_err(text);
             assert!(err.contains(".conf:1: server.host: "), "{err}");
