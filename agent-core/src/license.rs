@@ -189,8 +189,9 @@ const SECRET_RUN: usize = 16;
 
 /// `text` with everything shaped like a secret masked as [`mask`] does:
 /// a license key (`sl1-` and base32, any case, whole or cut), an API token
-/// (`slt-` and hex), and any run of 16 or more base32, hex or base64
-/// characters (a password, another system's token). Every echo of text from
+/// (`slt-` and hex), a piece of a key without its prefix (8 or more
+/// upper-case letters and digits, mixed), and any run of 16 or more base32, hex or
+/// base64 characters (a password, another system's token). Every echo of text from
 /// outside the process (a config line, a value in an error, a `Debug`) goes
 /// through here.
 ///
@@ -257,11 +258,33 @@ fn redact_run(run: &str) -> String {
             return mask(run);
         }
     }
+    if looks_like_key_fragment(run) {
+        return mask(run);
+    }
     if run.len() < SECRET_RUN || looks_like_words(run) {
         run.to_string()
     } else {
         mask(run)
     }
+}
+
+/// A piece of a license key without its `sl1-`: 8 or more upper-case
+/// letters and digits, as keys are printed, switching between the two at
+/// least three times (`7K3M9QW2`; not `RFC3339` or `IPV6ONLY`). Lower case
+/// is left to the 16-character rule: `web01prod` is a host name.
+fn looks_like_key_fragment(run: &str) -> bool {
+    const SHORTEST_FRAGMENT: usize = 8;
+    const FEWEST_SWITCHES: usize = 3;
+    let bytes = run.as_bytes();
+    bytes.len() >= SHORTEST_FRAGMENT
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && bytes
+            .windows(2)
+            .filter(|pair| pair[0].is_ascii_digit() != pair[1].is_ascii_digit())
+            .count()
+            >= FEWEST_SWITCHES
 }
 
 /// Words and numbers joined by `/ _ -`: each part all digits, all lower
@@ -430,6 +453,24 @@ mod tests {
             assert!(shown.contains('…'), "{case:?} shown as {shown:?}");
         }
         assert_eq!(redact(text), mask(text));
+    }
+
+    #[test]
+    fn redact_masks_pieces_of_a_key_without_its_prefix() {
+        let secret = "7K3M9QW2XH8D4R6TBN1PZC5VFA";
+        for piece in [&secret[..10], &secret[8..20], &secret[3..11]] {
+            let shown = redact(&format!("got '{piece}' here"));
+            assert_eq!(shown, format!("got '{}' here", mask(piece)), "{piece}");
+        }
+        // Host names and words stay.
+        for text in [
+            "web01prod.lan",
+            "SIGHTLINE_SERVER_PORT",
+            "RFC3339",
+            "IPV6ONLY",
+        ] {
+            assert_eq!(redact(text), text);
+        }
     }
 
     #[test]
