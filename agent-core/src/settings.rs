@@ -518,6 +518,28 @@ mod address_tests {
     }
 
     #[test]
+    fn a_key_in_a_common_value_is_not_echoed() {
+        let key = "sl1-7K3M9QW2XH8D4R6TBN1PZC5VFA-0H4K2PM";
+        let license = License::generate().expect("randomness");
+        let license = license.expose();
+        for (line, named) in [
+            (format!("log.level={key}"), "log.level"),
+            (format!("server.host=c.lan:{key}"), "server.host"),
+            (format!("spool.sync={key}"), "spool.sync"),
+        ] {
+            let text = format!("license={license}\ndata.dir=/tmp\n{line}\n");
+            let err =
+                CommonSettings::from_config(&config(&text, &[], &[]), "test").expect_err(&text);
+            let shown = format!("{err} {err:?}");
+            assert!(shown.contains(&format!(":3: {named}: ")), "{shown}");
+            assert!(
+                !shown.contains("7K3M9QW2") && !shown.contains("TBN1PZC5"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
     fn the_port_source_names_the_key_to_fix() {
         let config = config("server.host=c.lan:7000\n", &[], &[]);
         let (key, origin) = CommonSettings::port_source(&config);
