@@ -36,7 +36,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::{
-    Goal, Row, Running, cpu_seconds, free_port, now_ms, peak_rss, print_json, print_table,
+    Goal, Row, Running, cpu_seconds, cpu_seconds_by_thread, free_port, now_ms, peak_rss,
+    print_json, print_table,
 };
 use crate::process::{cargo, terminate, wait_exit};
 use crate::test::{Package, ensure};
@@ -127,6 +128,8 @@ struct Measured {
     cpu: [f64; 2],
     /// The load generator's own CPU seconds, same phases.
     loadgen_cpu: [f64; 2],
+    /// The target's CPU seconds in the burst by thread name, most first.
+    burst_threads: Vec<(String, f64)>,
     peak_rss: u64,
     store_bytes: u64,
     points_stored: f64,
@@ -229,6 +232,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             m.load["agents_failed"],
             m.load["first_error"].as_str().unwrap_or(""),
         );
+        let threads: Vec<String> = m
+            .burst_threads
+            .iter()
+            .map(|(name, seconds)| format!("{name} {seconds:.1} s"))
+            .collect();
+        println!("{name}: CPU in the burst by thread: {}", threads.join(", "));
     }
     Ok(())
 }
@@ -321,7 +330,7 @@ fn rows(ours: &Measured, peer: Option<&Measured>) -> Vec<Row> {
 
 /// Runs the load generator against the process `target`; CPU is read at
 /// each phase boundary it announces.
-fn drive(bin: &Path, target_pid: u32, args: &[String]) -> Result<(Value, [f64; 2], [f64; 2])> {
+fn drive(bin: &Path, target_pid: u32, args: &[String]) -> Result<Driven> {
     let mut loadgen = Command::new(bin.join("loadgen"))
         .args(args)
         .stdout(Stdio::piped())
@@ -332,6 +341,7 @@ fn drive(bin: &Path, target_pid: u32, args: &[String]) -> Result<(Value, [f64; 2
     let stdout = loadgen.stdout.take().context("loadgen stdout")?;
     let _running = Running(vec![loadgen]);
     let mut marks: Vec<(f64, f64)> = Vec::new();
+    let mut threads = Vec::new();
     let mut result = None;
     // loadgen bounds its own run (a watchdog ends it), so this read ends.
     for line in BufReader::new(stdout).lines() {
@@ -340,6 +350,7 @@ fn drive(bin: &Path, target_pid: u32, args: &[String]) -> Result<(Value, [f64; 2
             result = Some(serde_json::from_str::<Value>(json)?);
         } else if line.starts_with("begin ") || line.starts_with("end ") {
             marks.push((cpu_seconds(target_pid)?, cpu_seconds(loadgen_pid)?));
+            threads.push(cpu_seconds_by_thread(target_pid)?);
             eprintln!("loadgen: {line}");
         }
     }
@@ -347,11 +358,29 @@ fn drive(bin: &Path, target_pid: u32, args: &[String]) -> Result<(Value, [f64; 2
     let [steady, burst, end] = marks[..] else {
         bail!("loadgen announced {} phase marks, not 3", marks.len());
     };
-    Ok((
-        result,
-        [burst.0 - steady.0, end.0 - burst.0],
-        [burst.1 - steady.1, end.1 - burst.1],
-    ))
+    let mut burst_threads: Vec<(String, f64)> = threads[2]
+        .iter()
+        .map(|(name, &end)| {
+            let start = threads[1].get(name).copied().unwrap_or(0.0);
+            (name.clone(), end - start)
+        })
+        .filter(|(_, seconds)| *seconds >= 0.01)
+        .collect();
+    burst_threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(Driven {
+        load: result,
+        cpu: [burst.0 - steady.0, end.0 - burst.0],
+        loadgen_cpu: [burst.1 - steady.1, end.1 - burst.1],
+        burst_threads,
+    })
+}
+
+/// What [`drive`] read.
+struct Driven {
+    load: Value,
+    cpu: [f64; 2],
+    loadgen_cpu: [f64; 2],
+    burst_threads: Vec<(String, f64)>,
 }
 
 /// Total size of the files under `dir`.
@@ -445,7 +474,12 @@ fn measure_collector(bin: &Path, scratch: &Path, options: &Options) -> Result<Me
         license,
     ];
     args.extend(options.loadgen_args());
-    let (load, cpu, loadgen_cpu) = drive(bin, pid, &args)?;
+    let Driven {
+        load,
+        cpu,
+        loadgen_cpu,
+        burst_threads,
+    } = drive(bin, pid, &args)?;
     let points_stored = collector_points_stored(&http, &token, &load, options)?;
     let peak_rss = peak_rss(pid)?;
     let Some(mut collector) = running.0.pop() else {
@@ -456,6 +490,7 @@ fn measure_collector(bin: &Path, scratch: &Path, options: &Options) -> Result<Me
         load,
         cpu,
         loadgen_cpu,
+        burst_threads,
         peak_rss,
         store_bytes: folder_bytes(&data)?,
         points_stored,
@@ -577,7 +612,12 @@ fn measure_vm(bin: &Path, scratch: &Path, options: &Options) -> Result<Measured>
         addr.clone(),
     ];
     args.extend(options.loadgen_args());
-    let (load, cpu, loadgen_cpu) = drive(bin, pid, &args)?;
+    let Driven {
+        load,
+        cpu,
+        loadgen_cpu,
+        burst_threads,
+    } = drive(bin, pid, &args)?;
     let flushed = client
         .get(format!("http://{addr}/internal/force_flush"))
         .call()?;
@@ -594,6 +634,7 @@ fn measure_vm(bin: &Path, scratch: &Path, options: &Options) -> Result<Measured>
         load,
         cpu,
         loadgen_cpu,
+        burst_threads,
         peak_rss,
         store_bytes: folder_bytes(&data)?,
         points_stored,

@@ -13,6 +13,7 @@
 mod collector;
 mod infra;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
@@ -71,6 +72,34 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
     Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// CPU seconds of the threads of `pid`, summed by thread name (digits
+/// dropped, so `tokio-rt-worker` pools add up), for seeing where a process
+/// spends its time.
+fn cpu_seconds_by_thread(pid: u32) -> Result<BTreeMap<String, f64>> {
+    let mut by_name = BTreeMap::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        let (Ok(name), Ok(stat)) = (
+            fs::read_to_string(dir.join("comm")),
+            fs::read_to_string(dir.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let name: String = name
+            .trim()
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        *by_name.entry(name).or_insert(0.0) += ns as f64 / 1e9;
+    }
+    Ok(by_name)
 }
 
 /// `VmHWM` of `pid`, in bytes.
