@@ -400,9 +400,10 @@ async fn run(plan: Plan) -> Result<(), String> {
     while let Some(joined) = timeout_at_or(deadline, agents.join_next()).await? {
         all.push(joined.map_err(|e| format!("agent task: {e}"))?);
     }
+    let drain_seconds = timeline.burst_end.elapsed().as_secs_f64();
     say(&format!(
         "result {}",
-        summary(&plan, &timeline, setup_seconds, all)
+        summary(&plan, &timeline, setup_seconds, drain_seconds, all)
     ));
     Ok(())
 }
@@ -420,6 +421,7 @@ fn summary(
     plan: &Plan,
     timeline: &Timeline,
     setup_seconds: f64,
+    drain_seconds: f64,
     mut all: Vec<AgentStats>,
 ) -> serde_json::Value {
     let points = plan.series as f64;
@@ -456,6 +458,7 @@ fn summary(
         "interval_seconds": plan.interval.as_secs_f64(),
         "setup_seconds": setup_seconds,
         "backlog_start_ms": timeline.backlog_start_ms,
+        "drain_seconds": drain_seconds,
         "steady": phases[0],
         "burst": phases[1],
         "batches_acked": acked,

@@ -221,9 +221,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     ] {
         let Some(m) = m else { continue };
         println!(
-            "{name}: {:.0} points acked, {:.0} stored; loadgen CPU {:.1} s steady, {:.1} s burst; steady reports skipped (window full) {}; slow-downs {}; reconnects {}; agents failed {} {}",
+            "{name}: {:.0} points acked, {:.0} stored; last ack {:.1} s after the burst; loadgen CPU {:.1} s steady, {:.1} s burst; steady reports skipped (window full) {}; slow-downs {}; reconnects {}; agents failed {} {}",
             m.load["points_acked"].as_f64().unwrap_or(f64::NAN),
             m.points_stored,
+            m.load["drain_seconds"].as_f64().unwrap_or(f64::NAN),
             m.loadgen_cpu[0],
             m.loadgen_cpu[1],
             m.load["steady_skipped"],
