@@ -272,9 +272,12 @@ fn rows(ours: &Measured, peer: Option<&Measured>) -> Vec<Row> {
     );
     row(
         "points_stored_per_second",
-        "points stored per s, whole run",
+        "points stored per s, to the last ack",
         1.0,
-        figure(&|m| m.points_stored / (m.phase("steady", "seconds") + m.phase("burst", "seconds"))),
+        figure(&|m| {
+            let drain = m.load["drain_seconds"].as_f64().unwrap_or(f64::NAN);
+            m.points_stored / (m.phase("steady", "seconds") + m.phase("burst", "seconds") + drain)
+        }),
         None,
     );
     row(
@@ -666,4 +669,56 @@ fn vm_points_stored(client: &ureq::Agent, addr: &str, load: &Value) -> Result<f6
         .as_str()
         .and_then(|v| v.parse::<f64>().ok())
         .with_context(|| format!("no count in {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options> {
+        Options::parse(&args.iter().map(|a| (*a).to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_are_the_issues_fleet_and_quick_is_small() {
+        let full = parse(&[]).expect("no options");
+        assert_eq!(
+            (
+                full.agents,
+                full.series,
+                full.interval,
+                full.steady,
+                full.burst
+            ),
+            (1000, 200, 5, 60, 20)
+        );
+        assert!(full.vm && !full.json);
+        let quick = parse(&["--quick", "--agents", "7", "--no-vm"]).expect("parses");
+        assert_eq!((quick.agents, quick.steady, quick.burst), (7, 10, 10));
+        assert!(!quick.vm);
+        assert_eq!(
+            quick.loadgen_args(),
+            [
+                "--agents",
+                "7",
+                "--series",
+                "200",
+                "--interval",
+                "5",
+                "--steady",
+                "10",
+                "--burst",
+                "10"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_options_are_refused_by_name() {
+        let error = |args: &[&str]| parse(args).expect_err("refused").to_string();
+        assert!(error(&["--agnets", "3"]).contains("--agnets"));
+        assert!(error(&["--agents", "many"]).contains("'many'"));
+        assert!(error(&["--agents"]).contains("needs a number"));
+        assert!(error(&["--interval", "0"]).contains("above 0"));
+    }
 }

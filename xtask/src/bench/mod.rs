@@ -177,14 +177,22 @@ fn print_json(rows: &[Row]) -> Result<()> {
 fn print_table(ours: &str, peer: &str, rows: &[Row]) {
     println!("| figure | {ours} | {peer} | ratio | goal |");
     println!("| --- | ---: | ---: | ---: | ---: |");
+    // A figure that was not measured (no peer run) shows as a dash.
+    let cell = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.2}")
+        } else {
+            "–".to_string()
+        }
+    };
     for r in rows {
         let goal = r.goal.map_or_else(String::new, Goal::text);
         println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {goal} |",
+            "| {} | {} | {} | {} | {goal} |",
             r.label,
-            r.value * r.scale,
-            r.peer_value * r.scale,
-            r.value / r.peer_value
+            cell(r.value * r.scale),
+            cell(r.peer_value * r.scale),
+            cell(r.value / r.peer_value)
         );
     }
 }
