@@ -271,7 +271,7 @@ async fn metrics<S: Store>(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let agent = find_agent(&state, &project, &oid).await?;
     let Some(name) = params.get("name") else {
-        let names = state.store.metric_names(agent.oid).await?;
+        let names = state.store.metric_names(project.id, agent.oid).await?;
         return Ok(Json(json!({ "oid": agent.oid, "names": names })));
     };
     let (from, to) = param_range(&params, HOUR_MS)?;
@@ -298,7 +298,10 @@ async fn metrics<S: Store>(
         to_ms: to,
         step_ms: step,
     };
-    let series = state.store.metrics(agent.oid, name, range).await?;
+    let series = state
+        .store
+        .metrics(project.id, agent.oid, name, range)
+        .await?;
     Ok(Json(json!({
         "oid": agent.oid,
         "name": name,
@@ -333,7 +336,10 @@ async fn processes<S: Store>(
         Some(text) => Some(parse_time(text).map_err(|e| ApiError::BadRequest(format!("at: {e}")))?),
     };
     let reason = params.get("reason").map(String::as_str);
-    let snapshot = state.store.process_snapshot(agent.oid, at, reason).await?;
+    let snapshot = state
+        .store
+        .process_snapshot(project.id, agent.oid, at, reason)
+        .await?;
     match snapshot {
         Some(s) => Ok(Json(
             json!({ "oid": agent.oid, "time": format_ms(s.time_ms), "snapshot": s }),
@@ -431,7 +437,7 @@ async fn delivery<S: Store>(
     Path(oid): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let agent = find_agent(&state, &project, &oid).await?;
-    let instances = state.store.delivery(agent.oid).await?;
+    let instances = state.store.delivery(project.id, agent.oid).await?;
     Ok(Json(json!({ "oid": agent.oid, "instances": instances })))
 }
 

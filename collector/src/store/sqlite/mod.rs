@@ -1,0 +1,233 @@
+//! The embedded store: SQLite through sqlx, in WAL mode, in one folder
+//! (`store=sqlite:DIR`, by default `data.dir`).
+//!
+//! Writes go through a pool of one connection (SQLite has one writer; a
+//! queue in front of it beats `SQLITE_BUSY` retries), reads through a pool
+//! of several, which WAL lets run beside the writer. `synchronous=FULL`:
+//! an ack promises the batch survives a power cut, not only a crash; group
+//! commit ([`super::group`]) pays that fsync once for many batches.
+//!
+//! One file per concern: this one opens, migrates and converts errors;
+//! [`registry`], [`sink`] (the exactly-once core), one file per product's
+//! rows and reads ([`metrics`], [`events`], [`infra`]), [`delivery`] and
+//! [`retention`]. A new product adds its file and one arm in
+//! `sink::store_payload`.
+//!
+//! Every statement is a static string with bound parameters; sqlx never
+//! leaves this module (its errors become [`StoreError`]).
+
+mod delivery;
+mod events;
+mod infra;
+mod metrics;
+mod registry;
+mod retention;
+mod sink;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{Store, StoreError, StoreLimits};
+
+/// The schema. `user_version` says which of these has been applied.
+const MIGRATIONS: &[&str] = &[
+    r"
+CREATE TABLE projects (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    license_hash BLOB NOT NULL UNIQUE,
+    token_hash BLOB NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE agents (
+    oid INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    product TEXT NOT NULL,
+    oname TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    os TEXT NOT NULL,
+    version TEXT NOT NULL,
+    boot_time_ms INTEGER NOT NULL,
+    created_time TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    health TEXT,
+    quiet INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (project_id, product, oname)
+);
+CREATE TABLE batches (
+    oid INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (oid, instance, seq)
+) WITHOUT ROWID;
+CREATE INDEX batches_received ON batches (received_ms);
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    UNIQUE (oid, name, labels)
+);
+CREATE TABLE points (
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (series_id, ts_ms)
+) WITHOUT ROWID;
+CREATE TABLE process_snapshots (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    state_counts TEXT NOT NULL,
+    processes TEXT NOT NULL
+);
+CREATE INDEX process_snapshots_oid_ts ON process_snapshots (oid, ts_ms);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    oid INTEGER,
+    ts_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    attrs TEXT NOT NULL
+);
+CREATE INDEX events_project_ts ON events (project_id, ts_ms);
+",
+    // The boot id of an agent's latest Hello (two hosts with one oname),
+    // and what dedupe needs after retention removed batch records: per
+    // instance, the highest sequence number removed. Kept forever.
+    r"
+ALTER TABLE agents ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
+CREATE TABLE dedupe_watermarks (
+    oid INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (oid, instance)
+) WITHOUT ROWID;
+",
+];
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            other => StoreError::Unavailable {
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(format!("stored JSON: {e}"))
+    }
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    limits: StoreLimits,
+    /// Series ids and per-agent series counts; held for the whole of a
+    /// sink transaction and of the purge of empty series, so neither sees
+    /// the other half done.
+    series: tokio::sync::Mutex<metrics::SeriesCache>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/sightline.db` and brings its schema
+    /// up to date.
+    pub async fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(dir, StoreLimits::default()).await
+    }
+
+    /// [`SqliteStore::open`] with limits on what agents may make it keep.
+    pub async fn open_with(dir: &Path, limits: StoreLimits) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
+            source: format!("cannot create {}: {e}", dir.display()).into(),
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("sightline.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            limits,
+            series: tokio::sync::Mutex::new(metrics::SeriesCache::default()),
+        })
+    }
+
+    /// Closes both pools (waits for in-flight statements).
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+impl Store for SqliteStore {
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(pool)
+        .await?;
+    for (index, migration) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
+            .execute(&mut *tx)
+            .await?;
+        // PRAGMA takes no bound parameters; the value is our own index.
+        let set = format!("PRAGMA user_version = {}", index + 1);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
