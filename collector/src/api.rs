@@ -48,6 +48,7 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/v1/agents/{oid}", get(agent::<S>))
         .route("/api/v1/agents/{oid}/metrics", get(metrics::<S>))
         .route("/api/v1/agents/{oid}/processes", get(processes::<S>))
+        .route("/api/v1/agents/{oid}/snapshots", get(snapshots::<S>))
         .route("/api/v1/agents/{oid}/delivery", get(delivery::<S>))
         .route("/api/v1/events", get(events::<S>))
         .route("/api/v1/fleet", get(fleet::<S>))
@@ -349,6 +350,28 @@ async fn processes<S: Store>(
             agent.oid
         ))),
     }
+}
+
+/// When an agent took its process snapshots, newest first:
+/// `from`, `to` (default the last hour), `limit` (default 100).
+async fn snapshots<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+    Path(oid): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let agent = find_agent(&state, &project, &oid).await?;
+    let (from, to) = param_range(&params, HOUR_MS)?;
+    let limit = param_limit(&params, 100)?;
+    let times = state
+        .store
+        .snapshot_times(project.id, agent.oid, from, to, limit)
+        .await?;
+    let list: Vec<serde_json::Value> = times
+        .into_iter()
+        .map(|(time_ms, reason)| json!({ "time_ms": time_ms, "reason": reason }))
+        .collect();
+    Ok(Json(json!({ "oid": agent.oid, "snapshots": list })))
 }
 
 /// How far back the fleet views look for a server's latest values.

@@ -383,6 +383,17 @@ pub trait InfraReads: Send + Sync + 'static {
         reason: Option<&str>,
     ) -> impl Future<Output = Result<Option<SnapshotRow>, StoreError>> + Send;
 
+    /// When an agent took its snapshots in `[from_ms, to_ms]` and why,
+    /// newest first, at most `limit`.
+    fn snapshot_times(
+        &self,
+        project_id: i64,
+        oid: i64,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, String)>, StoreError>> + Send;
+
     /// The newest snapshot of `reason`, no older than `since_ms`, of every
     /// agent of a project.
     fn latest_snapshots(

@@ -271,6 +271,13 @@ async fn the_nearest_snapshot_and_filtered_events_are_found<S: Store>(store: Arc
     assert_eq!(time(at(Some(2000), None).await.expect("q")), 1000);
     assert_eq!(time(at(Some(4000), Some("top")).await.expect("q")), 1000);
     assert_eq!(time(at(None, Some("threshold")).await.expect("q")), 5000);
+    assert_eq!(
+        store
+            .snapshot_times(p.id, r.oid, 0, 6000, 10)
+            .await
+            .expect("q"),
+        [(5000, "threshold".to_string()), (1000, "top".to_string())]
+    );
     let other = store
         .create_project("other", b"l2", b"t2")
         .await
@@ -282,6 +289,13 @@ async fn the_nearest_snapshot_and_filtered_events_are_found<S: Store>(store: Arc
             .expect("q")
             .is_none(),
         "another project's token sees no snapshot"
+    );
+    assert!(
+        store
+            .snapshot_times(other.id, r.oid, 0, 10_000, 10)
+            .await
+            .expect("q")
+            .is_empty()
     );
 
     let event = |kind: &str, time_ms| EventRow {

@@ -94,6 +94,31 @@ impl InfraReads for SqliteStore {
         row.as_ref().map(snapshot_from_row).transpose()
     }
 
+    async fn snapshot_times(
+        &self,
+        project_id: i64,
+        oid: i64,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ps.ts_ms, ps.reason FROM process_snapshots ps JOIN agents a ON a.oid = ps.oid
+             WHERE a.project_id = ? AND ps.oid = ? AND ps.ts_ms BETWEEN ? AND ?
+             ORDER BY ps.ts_ms DESC, ps.id DESC LIMIT ?",
+        )
+        .bind(project_id)
+        .bind(oid)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("ts_ms")?, row.try_get("reason")?)))
+            .collect()
+    }
+
     async fn latest_snapshots(
         &self,
         project_id: i64,
