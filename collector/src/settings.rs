@@ -55,32 +55,32 @@ pub const COLLECTOR_KEYS: &[KeySpec] = &[
         doc: "Open connections per port, at most.",
     },
     KeySpec {
-        key: "limit.series_per_agent",
+        key: "limit.agent.series",
         default: Some("10000"),
         doc: "Series (name and labels) one agent may have; samples of new series beyond are refused in the ack.",
     },
     KeySpec {
-        key: "limit.labels_per_sample",
+        key: "limit.sample.labels",
         default: Some("32"),
         doc: "Labels one sample may carry; a sample with more is refused in the ack.",
     },
     KeySpec {
-        key: "limit.label_key_bytes",
+        key: "limit.label.key.bytes",
         default: Some("128"),
         doc: "Longest label key; a sample with a longer one is refused in the ack.",
     },
     KeySpec {
-        key: "limit.label_value_bytes",
+        key: "limit.label.value.bytes",
         default: Some("1024"),
         doc: "Longest label value; a sample with a longer one is refused in the ack.",
     },
     KeySpec {
-        key: "limit.metric_name_bytes",
+        key: "limit.metric.name.bytes",
         default: Some("256"),
         doc: "Longest metric name; a sample with a longer one is refused in the ack.",
     },
     KeySpec {
-        key: "limit.hello_field_bytes",
+        key: "limit.hello.field.bytes",
         default: Some("256"),
         doc: "Longest string field of an agent's Hello (oname, hostname, ...); a longer one is refused.",
     },
@@ -138,21 +138,21 @@ impl ServeSettings {
             http: addr("http.listen")?,
             store: store_url(config)?,
             store_limits: StoreLimits {
-                series_per_agent: config.number("limit.series_per_agent", "a number of series")?,
+                series_per_agent: config.number("limit.agent.series", "a number of series")?,
             },
             ingest_limits: IngestLimits {
                 max_streams: IngestLimits::default().max_streams,
-                hello_field_bytes: config.number("limit.hello_field_bytes", "a number of bytes")?,
+                hello_field_bytes: config.number("limit.hello.field.bytes", "a number of bytes")?,
                 samples: SampleLimits {
                     labels_per_sample: config
-                        .number("limit.labels_per_sample", "a number of labels")?,
-                    label_key_bytes: config.number("limit.label_key_bytes", "a number of bytes")?,
+                        .number("limit.sample.labels", "a number of labels")?,
+                    label_key_bytes: config.number("limit.label.key.bytes", "a number of bytes")?,
                     label_value_bytes: config
-                        .number("limit.label_value_bytes", "a number of bytes")?,
+                        .number("limit.label.value.bytes", "a number of bytes")?,
                     metric_name_bytes: config
-                        .number("limit.metric_name_bytes", "a number of bytes")?,
+                        .number("limit.metric.name.bytes", "a number of bytes")?,
                 },
-                series_per_agent: config.number("limit.series_per_agent", "a number of series")?,
+                series_per_agent: config.number("limit.agent.series", "a number of series")?,
             },
             retention: config.duration("retention")?,
             tls,
@@ -215,8 +215,8 @@ mod tests {
     #[test]
     fn caps_are_read_from_their_keys() {
         let s = ServeSettings::from_config(&config(&[
-            ("limit.series_per_agent", "5"),
-            ("limit.hello_field_bytes", "64"),
+            ("limit.agent.series", "5"),
+            ("limit.hello.field.bytes", "64"),
         ]))
         .expect("ok");
         assert_eq!(s.store_limits.series_per_agent, 5);

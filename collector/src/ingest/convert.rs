@@ -17,13 +17,13 @@ pub const MAX_EVENT_NAME: usize = 64;
 /// Per-sample caps (collector.conf `limit.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SampleLimits {
-    /// Labels per sample (`limit.labels_per_sample`).
+    /// Labels per sample (`limit.sample.labels`).
     pub labels_per_sample: usize,
-    /// Bytes of a label key (`limit.label_key_bytes`).
+    /// Bytes of a label key (`limit.label.key.bytes`).
     pub label_key_bytes: usize,
-    /// Bytes of a label value (`limit.label_value_bytes`).
+    /// Bytes of a label value (`limit.label.value.bytes`).
     pub label_value_bytes: usize,
-    /// Bytes of a metric name (`limit.metric_name_bytes`).
+    /// Bytes of a metric name (`limit.metric.name.bytes`).
     pub metric_name_bytes: usize,
 }
 
@@ -165,7 +165,7 @@ fn sample_from_wire(
     if s.name.len() > limits.metric_name_bytes {
         refused.add(|| {
             format!(
-                "metric name over limit.metric_name_bytes={}",
+                "metric name over limit.metric.name.bytes={}",
                 limits.metric_name_bytes
             )
         });
@@ -174,7 +174,7 @@ fn sample_from_wire(
     if s.labels.len() > limits.labels_per_sample {
         refused.add(|| {
             format!(
-                "more labels than limit.labels_per_sample={}",
+                "more labels than limit.sample.labels={}",
                 limits.labels_per_sample
             )
         });
@@ -186,7 +186,7 @@ fn sample_from_wire(
     {
         refused.add(|| {
             format!(
-                "label key over limit.label_key_bytes={}",
+                "label key over limit.label.key.bytes={}",
                 limits.label_key_bytes
             )
         });
@@ -198,7 +198,7 @@ fn sample_from_wire(
     {
         refused.add(|| {
             format!(
-                "label value over limit.label_value_bytes={}",
+                "label value over limit.label.value.bytes={}",
                 limits.label_value_bytes
             )
         });
@@ -369,10 +369,10 @@ mod tests {
         let partial = converted.refused.to_wire().expect("a partial success");
         assert_eq!(partial.rejected, 4);
         for key in [
-            "limit.labels_per_sample=2",
-            "limit.label_key_bytes=4",
-            "limit.label_value_bytes=8",
-            "limit.metric_name_bytes=10",
+            "limit.sample.labels=2",
+            "limit.label.key.bytes=4",
+            "limit.label.value.bytes=8",
+            "limit.metric.name.bytes=10",
         ] {
             assert!(partial.message.contains(key), "{key}: {}", partial.message);
         }

@@ -17,7 +17,7 @@
 //!   acked with `Ack.error`, so it cannot block the agent's spool forever;
 //!   what a batch carries over a cap is left out and said in
 //!   `Ack.partial`.
-//! - Every string of `Hello` is bounded (`limit.hello_field_bytes`).
+//! - Every string of `Hello` is bounded (`limit.hello.field.bytes`).
 //! - This module and [`crate::products`] are the collector's only users of
 //!   prost types: they convert them to [`crate::model`] rows.
 
@@ -56,7 +56,7 @@ const BUSY_RETRY_AFTER: Duration = Duration::from_secs(15);
 pub struct IngestLimits {
     /// `Push` streams open at once (one per connected agent).
     pub max_streams: usize,
-    /// Bytes of each string field of `Hello` (`limit.hello_field_bytes`).
+    /// Bytes of each string field of `Hello` (`limit.hello.field.bytes`).
     pub hello_field_bytes: usize,
     /// Per-sample caps.
     pub samples: SampleLimits,
@@ -178,7 +178,7 @@ fn now_ms() -> i64 {
 fn check_field(what: &str, value: &str, max: usize, required: bool) -> Result<(), Status> {
     if value.len() > max {
         return Err(Status::invalid_argument(format!(
-            "{what} is {} bytes, over limit.hello_field_bytes={max}",
+            "{what} is {} bytes, over limit.hello.field.bytes={max}",
             value.len()
         )));
     }

@@ -136,7 +136,7 @@ impl<S: Store> PushStream<S> {
             Stored::New { samples_refused } => {
                 refused.add_many(samples_refused, || {
                     format!(
-                        "samples of new series over limit.series_per_agent={}",
+                        "samples of new series over limit.agent.series={}",
                         self.series_per_agent
                     )
                 });
