@@ -138,11 +138,79 @@ fn labels_json(labels: &[(String, String)]) -> String {
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
 }
 
-/// Writes one reading of many samples; returns how many were refused for
-/// the series cap.
+/// `n` placeholders rows `(?, ?, ?)` for a multi-row insert, as a literal.
+macro_rules! point_rows {
+    (8) => {
+        "(?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?)"
+    };
+    (64) => {
+        concat!(
+            point_rows!(8),
+            ", ",
+            point_rows!(8),
+            ", ",
+            point_rows!(8),
+            ", ",
+            point_rows!(8),
+            ", ",
+            point_rows!(8),
+            ", ",
+            point_rows!(8),
+            ", ",
+            point_rows!(8),
+            ", ",
+            point_rows!(8)
+        )
+    };
+    (512) => {
+        concat!(
+            point_rows!(64),
+            ", ",
+            point_rows!(64),
+            ", ",
+            point_rows!(64),
+            ", ",
+            point_rows!(64),
+            ", ",
+            point_rows!(64),
+            ", ",
+            point_rows!(64),
+            ", ",
+            point_rows!(64),
+            ", ",
+            point_rows!(64)
+        )
+    };
+}
+
+/// Points in one statement: fixed sizes, so every statement stays a static
+/// string (and a prepared statement sqlx caches). Each statement crosses to
+/// sqlx's SQLite thread and back, which costs more than SQLite's own work:
+/// a group's points go in as few statements as possible.
+const INSERT_POINTS_512: &str = concat!(
+    "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES ",
+    point_rows!(512)
+);
+const INSERT_POINTS_64: &str = concat!(
+    "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES ",
+    point_rows!(64)
+);
+const INSERT_POINTS_8: &str = concat!(
+    "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES ",
+    point_rows!(8)
+);
+const INSERT_POINTS_1: &str =
+    "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES (?, ?, ?)";
+
+/// Points waiting for [`flush`]: series id, time, value.
+pub(super) type Points = Vec<(i64, i64, f64)>;
+
+/// Resolves one reading's series into `points`; returns how many samples
+/// were refused for the series cap.
 pub(super) async fn insert(
     tx: &mut Transaction<'static, Sqlite>,
     series: &mut PendingSeries<'_>,
+    points: &mut Points,
     oid: i64,
     time_ms: i64,
     samples: &[SampleRow],
@@ -154,21 +222,40 @@ pub(super) async fn insert(
         value,
     } in samples
     {
-        let Some(id) = series
+        match series
             .id(tx, (oid, name.clone(), labels_json(labels)))
             .await?
-        else {
-            refused += 1;
-            continue;
-        };
-        sqlx::query("INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES (?, ?, ?)")
-            .bind(id)
-            .bind(time_ms)
-            .bind(value)
-            .execute(&mut **tx)
-            .await?;
+        {
+            Some(id) => points.push((id, time_ms, *value)),
+            None => refused += 1,
+        }
     }
     Ok(refused)
+}
+
+/// Writes the points a group collected, in as few statements as the fixed
+/// sizes allow.
+pub(super) async fn flush(
+    tx: &mut Transaction<'static, Sqlite>,
+    points: &Points,
+) -> Result<(), StoreError> {
+    let mut rest = points.as_slice();
+    while !rest.is_empty() {
+        let (sql, n) = match rest.len() {
+            512.. => (INSERT_POINTS_512, 512),
+            64.. => (INSERT_POINTS_64, 64),
+            8.. => (INSERT_POINTS_8, 8),
+            _ => (INSERT_POINTS_1, 1),
+        };
+        let (chunk, tail) = rest.split_at(n);
+        let mut query = sqlx::query(sql);
+        for (id, time_ms, value) in chunk {
+            query = query.bind(id).bind(time_ms).bind(value);
+        }
+        query.execute(&mut **tx).await?;
+        rest = tail;
+    }
+    Ok(())
 }
 
 impl MetricReads for SqliteStore {

@@ -168,7 +168,14 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Points are kept in series order, so a group dirties a page
+            // per series: keep hot pages in memory (64 MiB per connection)
+            // and checkpoint the WAL less often, so a page written by many
+            // groups reaches the database file once (measured: 115k to
+            // 135k points/s on 20,000 series).
+            .pragma("cache_size", "-65536")
+            .pragma("wal_autocheckpoint", "16384");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
