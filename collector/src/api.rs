@@ -38,12 +38,14 @@ pub struct ApiState<S> {
     pub store: Arc<S>,
     /// Token hash to project.
     pub tokens: ProjectCache,
+    /// The group writer's counters, shown by `health`.
+    pub writes: Arc<crate::store::group::GroupStats>,
 }
 
 /// The API's routes.
 pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
     Router::new()
-        .route("/api/v1/health", get(health))
+        .route("/api/v1/health", get(health::<S>))
         .route("/api/v1/agents", get(agents::<S>))
         .route("/api/v1/agents/{oid}", get(agent::<S>))
         .route("/api/v1/agents/{oid}/metrics", get(metrics::<S>))
@@ -141,11 +143,18 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route; see /api/v1/health, /api/v1/agents, /api/v1/events".into())
 }
 
-async fn health() -> Json<serde_json::Value> {
+/// Liveness, and how the store's writes are grouped (batches stored and
+/// the transactions they took), for benchmarks and operators.
+async fn health<S: Store>(State(state): State<Arc<ApiState<S>>>) -> Json<serde_json::Value> {
+    use std::sync::atomic::Ordering::Relaxed;
     Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "time_ms": crate::now_ms(),
+        "store": {
+            "batches": state.writes.batches.load(Relaxed),
+            "groups": state.writes.groups.load(Relaxed),
+        },
     }))
 }
 

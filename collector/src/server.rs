@@ -125,6 +125,7 @@ impl<S: Store> Collector<S> {
         }
         let (writer, writer_task) =
             GroupWriter::start(store.clone(), GroupLimits::default(), shutdown.clone());
+        let writes = writer.stats_handle();
         let ingest = IngestServer::new(IngestService::new(
             store.clone(),
             writer,
@@ -149,6 +150,7 @@ impl<S: Store> Collector<S> {
         let state = Arc::new(ApiState {
             store: store.clone(),
             tokens: ProjectCache::default(),
+            writes,
         });
         let http_server = serve_http(
             api::router(state),

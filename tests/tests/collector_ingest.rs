@@ -338,6 +338,9 @@ async fn liveness_is_recorded_never_acked_and_seq_zero_without_it_is_refused() {
         delivery["instances"][0]["batches"], 1,
         "only seq 1 is stored: {delivery}"
     );
+    let health = api.ok("/api/v1/health");
+    assert_eq!(health["store"]["batches"], 1, "{health}");
+    assert_eq!(health["store"]["groups"], 1, "{health}");
 }
 
 /// Every cap in collector.conf gone over: a clear refusal naming the key,

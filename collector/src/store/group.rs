@@ -110,6 +110,11 @@ impl GroupWriter {
     pub fn stats(&self) -> &GroupStats {
         &self.stats
     }
+
+    /// The writer's counters, to share (the API shows them).
+    pub fn stats_handle(&self) -> Arc<GroupStats> {
+        self.stats.clone()
+    }
 }
 
 async fn run<S: BatchSink>(
