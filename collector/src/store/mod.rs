@@ -418,8 +418,9 @@ pub trait DeliveryReads: Send + Sync + 'static {
 pub trait Retention: Send + Sync + 'static {
     /// Removes everything older than `cutoff_ms`, in short steps, raising
     /// each instance's watermark to the records it removes and dropping
-    /// series left with no points; stops early (with what it did so far)
-    /// once `stop` fires.
+    /// series whose newest point is more than an hour older than the
+    /// cutoff (none of their points are left); stops early (with what it
+    /// did so far) once `stop` fires.
     fn purge_before(
         &self,
         cutoff_ms: i64,

@@ -7,6 +7,8 @@
 //! an ack promises the batch survives a power cut, not only a crash; group
 //! commit ([`super::group`]) pays that fsync once for many batches.
 //!
+//! Metric points are packed one row per reading (see [`metrics`]).
+//!
 //! One file per concern: this one opens, migrates and converts errors;
 //! [`registry`], [`sink`] (the exactly-once core), one file per product's
 //! rows and reads ([`metrics`], [`events`], [`infra`]), [`delivery`] and
@@ -116,6 +118,21 @@ CREATE TABLE dedupe_watermarks (
     seq INTEGER NOT NULL,
     PRIMARY KEY (oid, instance)
 ) WITHOUT ROWID;
+",
+    // Points move from one row each (a page written per series per
+    // commit) to one row per reading with the points packed (see
+    // `metrics.rs`); `convert_points` moves existing points over.
+    r"
+CREATE TABLE readings (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    points BLOB NOT NULL
+);
+CREATE INDEX readings_oid_ts ON readings (oid, ts_ms);
+ALTER TABLE series ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE series SET last_ms = COALESCE((SELECT MAX(ts_ms) FROM points WHERE series_id = series.id), 0);
 ",
 ];
 
@@ -228,6 +245,40 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
             .await?;
         tx.commit().await?;
     }
+    convert_points(pool).await
+}
+
+/// Moves points kept one per row (before migration 3) into readings, in
+/// one transaction, then drops their table. Does nothing once done.
+async fn convert_points(pool: &SqlitePool) -> Result<(), StoreError> {
+    let exists: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'points'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "SELECT s.oid, p.ts_ms, p.series_id, p.value FROM points p JOIN series s ON s.id = p.series_id
+         ORDER BY s.oid, p.ts_ms",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut readings: Vec<metrics::Reading> = Vec::new();
+    for row in &rows {
+        use sqlx::Row;
+        let (oid, ts): (i64, i64) = (row.try_get("oid")?, row.try_get("ts_ms")?);
+        let point = (row.try_get("series_id")?, row.try_get("value")?);
+        match readings.last_mut() {
+            Some((o, t, points)) if *o == oid && *t == ts => points.push(point),
+            _ => readings.push((oid, ts, vec![point])),
+        }
+    }
+    metrics::flush(&mut tx, &readings).await?;
+    sqlx::query("DROP TABLE points").execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -237,4 +288,71 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MetricReads, Range};
+
+    /// A store written before readings existed (one row per point) opens
+    /// with its points moved into readings, values and labels intact.
+    #[tokio::test]
+    async fn points_of_an_older_store_are_moved_into_readings() {
+        let dir = std::env::temp_dir().join(format!("sl-store-convert-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("sightline.db"))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("pool");
+        for migration in &MIGRATIONS[..2] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
+                .execute(&pool)
+                .await
+                .expect("old schema");
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            "PRAGMA user_version = 2;
+             INSERT INTO projects VALUES (1, 'p', x'01', x'02', 0);
+             INSERT INTO agents (oid, project_id, product, oname, hostname, os, version, boot_time_ms,
+                 created_time, instance, interval_ms, first_seen_ms, last_seen_ms)
+                 VALUES (7, 1, 'infra', 'h', 'h', 'linux', '0', 0, '', 'i', 1000, 0, 0);
+             INSERT INTO series VALUES (1, 7, 'cpu.usage', '{}'), (2, 7, 'cpu.usage', '{\"cpu\":\"0\"}');
+             INSERT INTO points VALUES (1, 1000, 0.5), (2, 1000, 0.25), (1, 2000, 0.75);",
+        ))
+        .execute(&pool)
+        .await
+        .expect("old rows");
+        pool.close().await;
+
+        let store = SqliteStore::open(&dir).await.expect("opens and converts");
+        let range = Range {
+            from_ms: 0,
+            to_ms: 10_000,
+            step_ms: None,
+        };
+        let mut series = store.metrics(1, 7, "cpu.usage", range).await.expect("q");
+        series.sort_by_key(|s| s.labels.len());
+        assert_eq!(series[0].points, [(1000, 0.5), (2000, 0.75)]);
+        assert_eq!(series[1].points, [(1000, 0.25)]);
+        assert_eq!(series[1].labels.get("cpu").map(String::as_str), Some("0"));
+        store.close().await;
+        // Opening again finds nothing left to convert.
+        let store = SqliteStore::open(&dir).await.expect("opens again");
+        assert_eq!(
+            store
+                .metrics(1, 7, "cpu.usage", range)
+                .await
+                .expect("q")
+                .len(),
+            2
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

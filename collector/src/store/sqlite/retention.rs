@@ -4,6 +4,7 @@
 //! instance's watermark, in the same transaction.
 
 use super::SqliteStore;
+use super::metrics::LAST_MS_SLACK;
 use crate::store::{Purged, Retention, StoreError};
 
 impl Retention for SqliteStore {
@@ -13,31 +14,41 @@ impl Retention for SqliteStore {
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Purged, StoreError> {
         let mut purged = Purged::default();
-        let series: Vec<i64> = sqlx::query_scalar("SELECT id FROM series")
+        let agents: Vec<i64> = sqlx::query_scalar("SELECT oid FROM agents")
             .fetch_all(&self.reader)
             .await?;
-        // One short transaction per series.
-        for id in series {
+        // One short transaction per agent.
+        for oid in agents {
             if stop.is_cancelled() {
                 return Ok(purged);
             }
-            purged.points += sqlx::query("DELETE FROM points WHERE series_id = ? AND ts_ms < ?")
-                .bind(id)
+            let mut tx = self.writer.begin().await?;
+            let points: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(n), 0) FROM readings WHERE oid = ? AND ts_ms < ?",
+            )
+            .bind(oid)
+            .bind(cutoff_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM readings WHERE oid = ? AND ts_ms < ?")
+                .bind(oid)
                 .bind(cutoff_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            purged.points += super::to_u64(points);
+        }
+        {
+            // Series with no point left: their last_ms (which may lag by
+            // the slack) is older than the cutoff by more than the slack.
+            // The sink holds this lock for its whole transaction, and its
+            // cache goes with the series.
+            let mut cache = self.series.lock().await;
+            purged.series = sqlx::query("DELETE FROM series WHERE last_ms < ?")
+                .bind(cutoff_ms.saturating_sub(LAST_MS_SLACK))
                 .execute(&self.writer)
                 .await?
                 .rows_affected();
-        }
-        {
-            // Series left with no points go, and the sink's cache with
-            // them; the sink holds this lock for its whole transaction.
-            let mut cache = self.series.lock().await;
-            purged.series = sqlx::query(
-                "DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM points p WHERE p.series_id = series.id)",
-            )
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
             if purged.series > 0 {
                 cache.clear();
             }
