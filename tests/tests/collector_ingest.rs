@@ -518,3 +518,47 @@ async fn refusal_warnings_are_rate_limited() {
         .count();
     assert_eq!(lines, 1, "{}", collector.log_text());
 }
+
+/// Connections beyond `max.connections` are closed at once, and the
+/// warning about them is logged once per 10 s, not once per connection.
+#[test]
+fn too_many_connections_are_closed_and_logged_once() {
+    use std::io::Read;
+    let scratch = Scratch::new("conn-flood");
+    let data = scratch.join("collector");
+    let _creds = create_project(&data, "flood");
+    let conf = scratch.join("collector.conf");
+    std::fs::write(&conf, "max.connections=1\n").expect("conf");
+    let mut collector = Collector::start_with(
+        &data,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--conf", conf.to_str().expect("utf-8")],
+    );
+    // The one slot, held (it has 10 s to send its first bytes).
+    let _held = std::net::TcpStream::connect(collector.grpc).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..30 {
+        let mut extra = std::net::TcpStream::connect(collector.grpc).expect("connect");
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        let closed = match extra.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        assert!(closed, "a connection over the cap is closed at once");
+    }
+    assert!(collector.is_running());
+    let lines: Vec<String> = collector
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("Too many connections"))
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+}
