@@ -327,7 +327,15 @@ async fn liveness_is_recorded_never_acked_and_seq_zero_without_it_is_refused() {
         (1, false),
         "the liveness signals were not acked"
     );
-    let agent = &api.agents()[0];
+    // Liveness signals are written together, within a second.
+    let agent = wait_for(
+        "the liveness signal's health",
+        Duration::from_secs(5),
+        || {
+            let agent = api.agents().into_iter().next()?;
+            agent["health"]["sources"].is_array().then_some(agent)
+        },
+    );
     assert!(agent["last_seen_ms"].as_i64().expect("last seen") > before);
     assert_eq!(agent["status"], "up");
     let sources = &agent["health"]["sources"];

@@ -406,7 +406,12 @@ async fn a_liveness_signal_counts_as_seen_and_stores_nothing<S: Store>(store: Ar
         ..AgentHealth::default()
     };
     store
-        .touch_agent(p.id, r.oid, Some(&health), 20_000)
+        .touch_agents(&[Touch {
+            project_id: p.id,
+            oid: r.oid,
+            health: Some(health.clone()),
+            seen_ms: 20_000,
+        }])
         .await
         .expect("touched");
     assert!(
@@ -423,7 +428,12 @@ async fn a_liveness_signal_counts_as_seen_and_stores_nothing<S: Store>(store: Ar
     assert!(store.delivery(p.id, r.oid).await.expect("q").is_empty());
     let other = store.create_project("o", b"l2", b"t2").await.expect("o");
     store
-        .touch_agent(other.id, r.oid, None, 90_000)
+        .touch_agents(&[Touch {
+            project_id: other.id,
+            oid: r.oid,
+            health: None,
+            seen_ms: 90_000,
+        }])
         .await
         .expect("answered");
     let agent = store.agent(p.id, r.oid).await.expect("q").expect("agent");
