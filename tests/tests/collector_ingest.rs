@@ -570,3 +570,64 @@ fn too_many_connections_are_closed_and_logged_once() {
         .collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
 }
+
+/// `store` picks the backend for `serve` and `project` alike; an unknown
+/// scheme stops both with an error naming the key and the schemes known.
+#[test]
+fn the_store_key_chooses_the_backend_for_serve_and_project() {
+    use std::process::Command;
+    let scratch = Scratch::new("store-key");
+    let dir = scratch.join("elsewhere");
+    let url = format!("sqlite:{}", dir.display());
+    let run = |args: &[&str]| {
+        let out = Command::new(sightline_e2e::binary("sightline-collector"))
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["project", "create", "p", "--store", &url]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("license="), "{stdout}");
+    assert!(
+        dir.join("sightline.db").exists(),
+        "created where store says"
+    );
+    let (code, stdout, _) = run(&["project", "list", "--store", &url]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("\tp"), "{stdout}");
+    // serve with --store (over a --data it then does not use) serves
+    // the project created there: its token is known.
+    let token = {
+        let (_, created, _) = run(&["project", "create", "q", "--store", &url]);
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix("token="))
+            .expect("a token")
+            .to_string()
+    };
+    let unused = scratch.join("unused");
+    let collector =
+        Collector::start_with(&unused, "127.0.0.1:0", "127.0.0.1:0", &["--store", &url]);
+    assert!(
+        collector.api(&token).agents().is_empty(),
+        "the token is known"
+    );
+    assert!(!unused.join("sightline.db").exists(), "--data is not used");
+    for args in [
+        vec!["project", "list", "--store", "clickhouse://db:9000"],
+        vec!["serve", "--store", "clickhouse://db:9000"],
+    ] {
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("store: unknown store scheme 'clickhouse'")
+                && stderr.contains("known schemes: sqlite"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
