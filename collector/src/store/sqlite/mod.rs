@@ -355,4 +355,86 @@ mod tests {
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// The series cap holds across a restart (a cold cache reads the
+    /// agent's series once), and existing series still flow.
+    #[tokio::test]
+    async fn the_series_cap_holds_after_a_restart() {
+        use crate::model::{AgentHello, BatchPayload, IncomingBatch, SampleRow};
+        use crate::store::{BatchSink, BatchToStore, Registry, Stored};
+        let dir = std::env::temp_dir().join(format!("sl-store-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let limits = StoreLimits {
+            series_per_agent: 3,
+        };
+        let instance = "0123456789abcdef0123456789abcdef";
+        let batch = |seq: u64, n: usize| BatchToStore {
+            project_id: 1,
+            oid: 1,
+            instance: instance.into(),
+            batch: IncomingBatch {
+                seq,
+                time_ms: seq as i64,
+                health: None,
+                payloads: vec![BatchPayload::Metrics {
+                    time_ms: seq as i64,
+                    samples: (0..n)
+                        .map(|i| SampleRow {
+                            name: "m".into(),
+                            labels: vec![("i".into(), i.to_string())],
+                            value: 1.0,
+                        })
+                        .collect(),
+                }],
+            },
+            received_ms: 0,
+        };
+        let store = SqliteStore::open_with(&dir, limits).await.expect("opens");
+        let p = store.create_project("p", b"l", b"t").await.expect("p");
+        let hello = AgentHello {
+            product: "infra".into(),
+            oname: "h".into(),
+            hostname: "h".into(),
+            os: String::new(),
+            version: String::new(),
+            boot_time_ms: 0,
+            created_time: String::new(),
+            instance: instance.into(),
+            interval_ms: 1000,
+            boot_id: String::new(),
+        };
+        let r = store.register_agent(p.id, &hello, 0).await.expect("r");
+        assert_eq!((p.id, r.oid), (1, 1));
+        let first = store.store_batches(&[batch(1, 2)]).await.expect("stored");
+        assert_eq!(first, [Stored::NEW]);
+        store.close().await;
+
+        let store = SqliteStore::open_with(&dir, limits).await.expect("reopens");
+        let again = store
+            .store_batches(&[batch(2, 5), batch(3, 5)])
+            .await
+            .expect("stored");
+        assert_eq!(
+            again,
+            [
+                Stored::New { samples_refused: 2 },
+                Stored::New { samples_refused: 2 }
+            ],
+            "two series existed, one more fits, two are refused"
+        );
+        let range = crate::store::Range {
+            from_ms: 0,
+            to_ms: 10,
+            step_ms: None,
+        };
+        let series = store.metrics(1, 1, "m", range).await.expect("q");
+        assert_eq!(series.len(), 3);
+        assert!(
+            series
+                .iter()
+                .all(|s| s.points.last().map(|p| p.0) == Some(3))
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
