@@ -659,6 +659,28 @@ async fn latest_values_and_snapshots_are_per_agent_and_project<S: Store>(store: 
         recent.iter().all(|l| l.oid == a.oid),
         "b's value is older than the window"
     );
+    // The newest batch lacks the core's series: its value comes from the
+    // batch before.
+    let only_total = IncomingBatch {
+        seq: 6,
+        time_ms: 3500,
+        health: None,
+        payloads: vec![BatchPayload::Metrics {
+            time_ms: 3500,
+            samples: vec![sample("cpu.usage", &[], 8.0)],
+        }],
+    };
+    store_one(&*store, p.id, a.oid, INSTANCE, only_total, 3500).await;
+    let mut mine: Vec<(usize, i64, f64)> = store
+        .latest(p.id, "cpu.usage", 0)
+        .await
+        .expect("q")
+        .iter()
+        .filter(|l| l.oid == a.oid)
+        .map(|l| (l.labels.len(), l.time_ms, l.value))
+        .collect();
+    mine.sort_by_key(|m| m.0);
+    assert_eq!(mine, [(0, 3500, 8.0), (1, 3000, 1.5)]);
     for (seq, at) in [(4u64, 4000i64), (5, 5000)] {
         let snapshot = SnapshotRow {
             time_ms: at,

@@ -551,8 +551,43 @@ impl MetricReads for SqliteStore {
                 .insert(row.try_get("id")?, row.try_get("labels")?);
         }
         let mut latest = Vec::new();
+        // Each agent's newest reading, in one query: usually it holds every
+        // series of the name.
+        let newest = sqlx::query(
+            "SELECT r.oid, r.ts_ms, r.points FROM agents a
+             JOIN readings r ON r.id = (
+                 SELECT id FROM readings WHERE oid = a.oid AND ts_ms >= ?2
+                 ORDER BY ts_ms DESC, id DESC LIMIT 1)
+             WHERE a.project_id = ?1",
+        )
+        .bind(project_id)
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        for row in &newest {
+            let oid: i64 = row.try_get("oid")?;
+            let Some(ids) = wanted.get_mut(&oid) else {
+                continue;
+            };
+            let time: i64 = row.try_get("ts_ms")?;
+            let blob: &[u8] = row.try_get("points")?;
+            for (id, value) in decode(blob)? {
+                if let Some(labels) = ids.remove(&id) {
+                    latest.push(Latest {
+                        oid,
+                        labels: serde_json::from_str(&labels)?,
+                        time_ms: time,
+                        value,
+                    });
+                }
+            }
+        }
         for (oid, mut ids) in wanted {
-            // Newest first, until every series of the name has its value.
+            if ids.is_empty() {
+                continue;
+            }
+            // Series the newest reading lacks: older readings, newest
+            // first, until each has its value or the window ends.
             let mut readings = sqlx::query(
                 "SELECT ts_ms, points FROM readings WHERE oid = ? AND ts_ms >= ?
                  ORDER BY ts_ms DESC, id DESC",
