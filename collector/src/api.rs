@@ -38,16 +38,19 @@ pub struct ApiState<S> {
     pub store: Arc<S>,
     /// Token hash to project.
     pub tokens: ProjectCache,
+    /// The group writer's counters, shown by `health`.
+    pub writes: Arc<crate::store::group::GroupStats>,
 }
 
 /// The API's routes.
 pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
     Router::new()
-        .route("/api/v1/health", get(health))
+        .route("/api/v1/health", get(health::<S>))
         .route("/api/v1/agents", get(agents::<S>))
         .route("/api/v1/agents/{oid}", get(agent::<S>))
         .route("/api/v1/agents/{oid}/metrics", get(metrics::<S>))
         .route("/api/v1/agents/{oid}/processes", get(processes::<S>))
+        .route("/api/v1/agents/{oid}/snapshots", get(snapshots::<S>))
         .route("/api/v1/agents/{oid}/delivery", get(delivery::<S>))
         .route("/api/v1/events", get(events::<S>))
         .route("/api/v1/fleet", get(fleet::<S>))
@@ -140,11 +143,18 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route; see /api/v1/health, /api/v1/agents, /api/v1/events".into())
 }
 
-async fn health() -> Json<serde_json::Value> {
+/// Liveness, and how the store's writes are grouped (batches stored and
+/// the transactions they took), for benchmarks and operators.
+async fn health<S: Store>(State(state): State<Arc<ApiState<S>>>) -> Json<serde_json::Value> {
+    use std::sync::atomic::Ordering::Relaxed;
     Json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "time_ms": crate::now_ms(),
+        "store": {
+            "batches": state.writes.batches.load(Relaxed),
+            "groups": state.writes.groups.load(Relaxed),
+        },
     }))
 }
 
@@ -271,7 +281,7 @@ async fn metrics<S: Store>(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let agent = find_agent(&state, &project, &oid).await?;
     let Some(name) = params.get("name") else {
-        let names = state.store.metric_names(agent.oid).await?;
+        let names = state.store.metric_names(project.id, agent.oid).await?;
         return Ok(Json(json!({ "oid": agent.oid, "names": names })));
     };
     let (from, to) = param_range(&params, HOUR_MS)?;
@@ -298,7 +308,10 @@ async fn metrics<S: Store>(
         to_ms: to,
         step_ms: step,
     };
-    let series = state.store.metrics(agent.oid, name, range).await?;
+    let series = state
+        .store
+        .metrics(project.id, agent.oid, name, range)
+        .await?;
     Ok(Json(json!({
         "oid": agent.oid,
         "name": name,
@@ -333,7 +346,10 @@ async fn processes<S: Store>(
         Some(text) => Some(parse_time(text).map_err(|e| ApiError::BadRequest(format!("at: {e}")))?),
     };
     let reason = params.get("reason").map(String::as_str);
-    let snapshot = state.store.process_snapshot(agent.oid, at, reason).await?;
+    let snapshot = state
+        .store
+        .process_snapshot(project.id, agent.oid, at, reason)
+        .await?;
     match snapshot {
         Some(s) => Ok(Json(
             json!({ "oid": agent.oid, "time": format_ms(s.time_ms), "snapshot": s }),
@@ -343,6 +359,28 @@ async fn processes<S: Store>(
             agent.oid
         ))),
     }
+}
+
+/// When an agent took its process snapshots, newest first:
+/// `from`, `to` (default the last hour), `limit` (default 100).
+async fn snapshots<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(project): Authed,
+    Path(oid): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let agent = find_agent(&state, &project, &oid).await?;
+    let (from, to) = param_range(&params, HOUR_MS)?;
+    let limit = param_limit(&params, 100)?;
+    let times = state
+        .store
+        .snapshot_times(project.id, agent.oid, from, to, limit)
+        .await?;
+    let list: Vec<serde_json::Value> = times
+        .into_iter()
+        .map(|(time_ms, reason)| json!({ "time_ms": time_ms, "reason": reason }))
+        .collect();
+    Ok(Json(json!({ "oid": agent.oid, "snapshots": list })))
 }
 
 /// How far back the fleet views look for a server's latest values.
@@ -431,7 +469,7 @@ async fn delivery<S: Store>(
     Path(oid): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let agent = find_agent(&state, &project, &oid).await?;
-    let instances = state.store.delivery(agent.oid).await?;
+    let instances = state.store.delivery(project.id, agent.oid).await?;
     Ok(Json(json!({ "oid": agent.oid, "instances": instances })))
 }
 

@@ -214,6 +214,7 @@ mod tests {
             last_seen_ms,
             health: None,
             instance: String::new(),
+            boot_id: String::new(),
         }
     }
 

@@ -2,13 +2,16 @@
 //! embedded store, and the JSON query API.
 //!
 //! The path of a batch: [`ingest`] authenticates the `Push` stream by its
-//! license, converts each wire batch into a [`model::IncomingBatch`], and
-//! hands it to [`store::Store::store_batch`], which stores it together with
-//! its `(instance, seq)` record in one transaction; only then is the ack
-//! sent. [`api`] reads the same store, scoped to the bearer token's project.
+//! license, converts each wire batch into a [`model::IncomingBatch`]
+//! ([`products`] decodes each product's own messages), and hands it to the
+//! group-commit writer ([`store::group`]), which stores many streams'
+//! batches with their `(oid, instance, seq)` records in one call of
+//! [`store::BatchSink::store_batches`]; only then is each ack sent. [`api`]
+//! reads the same store, scoped to the bearer token's project.
 //!
 //! Invariants:
-//! - Only [`ingest`] sees prost types; only [`store`] writes SQL.
+//! - Only [`ingest`] and [`products`] see prost types; only [`store`]
+//!   writes SQL.
 //! - One project's token never reads another project's data.
 //! - No input from the network can stop the collector serving others:
 //!   connection caps, a deadline on first bytes, size limits on messages
@@ -20,7 +23,9 @@ pub mod auth;
 pub mod fleet;
 pub mod ingest;
 pub mod listen;
+pub mod log_limit;
 pub mod model;
+pub mod products;
 pub mod server;
 pub mod settings;
 pub mod store;

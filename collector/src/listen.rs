@@ -8,6 +8,8 @@
 //!   cannot hold a slot forever.
 //! - An accept error (out of file descriptors, say) pauses accepting
 //!   briefly instead of spinning.
+//! - Refusals are logged at most once per 10 s per listener, with how many
+//!   were suppressed ([`crate::log_limit`]): a flood cannot fill the disk.
 
 use std::future::Future;
 use std::io;
@@ -123,6 +125,7 @@ pub fn accept_loop(
 ) -> mpsc::Receiver<Guarded> {
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let refused_log = crate::log_limit::LogLimit::new();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -138,7 +141,9 @@ pub fn accept_loop(
                 }
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, max_connections, "Too many connections; closing a new one.");
+                if let Some(suppressed) = refused_log.check() {
+                    tracing::warn!(%peer, max_connections, suppressed, "Too many connections; closing a new one.");
+                }
                 continue;
             };
             let _ = stream.set_nodelay(true);

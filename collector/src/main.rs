@@ -1,4 +1,6 @@
-//! `sightline-collector`: `serve`, and `project create|list`.
+//! `sightline-collector`: `serve`, and `project create|list`. Parses flags,
+//! loads `collector.conf`, opens the store the `store` key names, and runs;
+//! nothing else lives here.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,9 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sightline_collector::auth;
 use sightline_collector::server::Collector;
-use sightline_collector::settings::{COLLECTOR_KEYS, ServeSettings};
-use sightline_collector::store::Store;
+use sightline_collector::settings::{COLLECTOR_KEYS, ServeSettings, store_url};
 use sightline_collector::store::sqlite::SqliteStore;
+use sightline_collector::store::{Store, StoreUrl};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -49,6 +51,9 @@ struct ServeArgs {
     /// Store folder [default: ./sightline-data].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Store: sqlite:DIR [default: sqlite: in --data].
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// How long data is kept [default: 7d].
     #[arg(long, value_name = "DURATION")]
     retention: Option<String>,
@@ -66,16 +71,28 @@ enum ProjectCommand {
     Create {
         /// The project's name.
         name: String,
-        /// Store folder.
-        #[arg(long, value_name = "DIR", default_value = "./sightline-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// List projects.
     List {
-        /// Store folder.
-        #[arg(long, value_name = "DIR", default_value = "./sightline-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+}
+
+/// Which store `project` uses: the same keys and flags as `serve`.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// Config file (`key=value`), under the flags.
+    #[arg(long, value_name = "FILE")]
+    conf: Option<PathBuf>,
+    /// Store folder [default: ./sightline-data].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Store: sqlite:DIR [default: sqlite: in --data].
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -98,7 +115,19 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Command::Project { command } => runtime.block_on(project(command)),
+        Command::Project { command } => {
+            let (store, run) = match command {
+                ProjectCommand::Create { name, store } => (store, ProjectRun::Create(name)),
+                ProjectCommand::List { store } => (store, ProjectRun::List),
+            };
+            match project_store(store) {
+                Ok(url) => runtime.block_on(project(url, run)),
+                Err(e) => {
+                    eprintln!("sightline-collector: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
     };
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
@@ -124,6 +153,7 @@ fn serve_settings(args: ServeArgs) -> Result<ServeSettings, agent_core::ConfigEr
         "--data",
         args.data.map(|p| p.display().to_string()),
     );
+    flag("store", "--store", args.store);
     flag("retention", "--retention", args.retention);
     flag(
         "tls.cert",
@@ -135,26 +165,65 @@ fn serve_settings(args: ServeArgs) -> Result<ServeSettings, agent_core::ConfigEr
         "--tls-key",
         args.tls_key.map(|p| p.display().to_string()),
     );
-    let file = match args.conf {
+    ServeSettings::from_config(&load_config(args.conf, &flags)?)
+}
+
+fn load_config(
+    conf: Option<PathBuf>,
+    flags: &[FlagValue],
+) -> Result<Config, agent_core::ConfigError> {
+    let file = match conf {
         Some(path) => FileSource::Explicit(path),
         None => FileSource::Default(PathBuf::from("/etc/sightline/collector.conf")),
     };
-    let config = Config::load(&file, &ProcessEnv, &flags, COLLECTOR_KEYS)?;
+    let config = Config::load(&file, &ProcessEnv, flags, COLLECTOR_KEYS)?;
     for warning in config.warnings() {
         eprintln!("sightline-collector: warning: {warning}");
     }
-    ServeSettings::from_config(&config)
+    Ok(config)
+}
+
+/// The store `project` works on, chosen as `serve` chooses it.
+fn project_store(args: StoreArgs) -> Result<StoreUrl, agent_core::ConfigError> {
+    let mut flags = Vec::new();
+    if let Some(data) = args.data {
+        flags.push(FlagValue {
+            key: "data.dir",
+            value: data.display().to_string(),
+            flag: "--data",
+        });
+    }
+    if let Some(store) = args.store {
+        flags.push(FlagValue {
+            key: "store",
+            value: store,
+            flag: "--store",
+        });
+    }
+    store_url(&load_config(args.conf, &flags)?)
 }
 
 async fn serve(settings: ServeSettings) -> Result<()> {
     agent_core::logging::init(&settings.log_level);
-    let collector = Collector::bind(settings.clone()).await?;
+    // One arm per backend; everything after is generic over the store.
+    match &settings.store {
+        StoreUrl::Sqlite(dir) => {
+            let store = SqliteStore::open_with(dir, settings.store_limits)
+                .await
+                .with_context(|| format!("opening the store {}", settings.store))?;
+            serve_with(settings, store).await
+        }
+    }
+}
+
+async fn serve_with<S: Store>(settings: ServeSettings, store: S) -> Result<()> {
+    let collector = Collector::bind(settings.clone(), store).await?;
     let grpc = collector.grpc_addr()?;
     let http = collector.http_addr()?;
     tracing::info!(
         grpc = %grpc,
         http = %http,
-        data = %settings.data_dir.display(),
+        store = %settings.store,
         tls = settings.tls.is_some(),
         "Collector listening."
     );
@@ -167,27 +236,37 @@ async fn serve(settings: ServeSettings) -> Result<()> {
     Ok(())
 }
 
-async fn project(command: ProjectCommand) -> Result<()> {
-    match command {
-        ProjectCommand::Create { name, data } => {
-            let store = SqliteStore::open(&data)
+/// What `project` does, once its store is chosen.
+enum ProjectRun {
+    Create(String),
+    List,
+}
+
+async fn project(url: StoreUrl, run: ProjectRun) -> Result<()> {
+    match &url {
+        StoreUrl::Sqlite(dir) => {
+            let store = SqliteStore::open(dir)
                 .await
-                .with_context(|| format!("opening the store in {}", data.display()))?;
-            let created = auth::create_project(&store, &name).await?;
-            store.close().await;
+                .with_context(|| format!("opening the store {url}"))?;
+            let result = project_with(&store, run).await;
+            Store::close(&store).await;
+            result
+        }
+    }
+}
+
+async fn project_with<S: Store>(store: &S, run: ProjectRun) -> Result<()> {
+    match run {
+        ProjectRun::Create(name) => {
+            let created = auth::create_project(store, &name).await?;
             println!("license={}", created.license.expose());
             println!("token={}", created.token);
-            Ok(())
         }
-        ProjectCommand::List { data } => {
-            let store = SqliteStore::open(&data)
-                .await
-                .with_context(|| format!("opening the store in {}", data.display()))?;
+        ProjectRun::List => {
             for project in store.projects().await? {
                 println!("{}\t{}", project.id, project.name);
             }
-            store.close().await;
-            Ok(())
         }
     }
+    Ok(())
 }

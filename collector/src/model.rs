@@ -36,10 +36,27 @@ pub struct AgentHello {
     pub instance: String,
     /// Reporting interval, ms.
     pub interval_ms: i64,
+    /// The kernel's id of the current boot (empty from older agents).
+    pub boot_id: String,
+}
+
+/// What one source of an agent read and what became of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SourceHealth {
+    /// The source's name.
+    pub name: String,
+    /// Records read (lines, rows, samples), before filtering.
+    pub records_read: u64,
+    /// Records handed to the spool.
+    pub records_sent: u64,
+    /// Records the collector acknowledged.
+    pub records_acked: u64,
+    /// Records dropped (spool full, refused, too large).
+    pub records_dropped: u64,
 }
 
 /// The agent's view of its delivery pipeline, as last reported.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AgentHealth {
     /// Batches waiting in the agent's spool.
     pub spool_batches: u64,
@@ -55,6 +72,9 @@ pub struct AgentHealth {
     pub batches_dropped: u64,
     /// Bytes dropped by a full spool.
     pub bytes_dropped: u64,
+    /// Per source: records read, sent, acked, dropped.
+    #[serde(default)]
+    pub sources: Vec<SourceHealth>,
 }
 
 /// An agent as stored.
@@ -86,6 +106,8 @@ pub struct Agent {
     pub health: Option<AgentHealth>,
     /// The spool instance registered by the agent's latest `Hello`.
     pub instance: String,
+    /// The boot id of the agent's latest `Hello` (empty from older agents).
+    pub boot_id: String,
 }
 
 impl Agent {
@@ -149,7 +171,8 @@ pub struct SnapshotRow {
 pub struct EventRow {
     /// When, unix ms.
     pub time_ms: i64,
-    /// `agent.started`, `spool.overflow`, ...
+    /// What happened, dotted: `agent.started`, `spool.overflow`, ...
+    /// (shown as `kind` in the API).
     pub kind: String,
     /// `info`, `warning`, `critical`.
     pub severity: String,
@@ -226,4 +249,20 @@ pub struct EventQuery {
     pub kind: Option<String>,
     /// At most this many, newest first.
     pub limit: i64,
+}
+
+impl IncomingBatch {
+    /// Rows this batch writes (samples, snapshots, events), at least 1 for
+    /// its record.
+    pub fn rows(&self) -> usize {
+        1 + self
+            .payloads
+            .iter()
+            .map(|p| match p {
+                BatchPayload::Metrics { samples, .. } => samples.len(),
+                BatchPayload::Processes(_) => 1,
+                BatchPayload::Events(events) => events.len(),
+            })
+            .sum::<usize>()
+    }
 }

@@ -1,5 +1,6 @@
-//! `serve`: binds both ports, then runs gRPC ingest, the HTTP API and the
-//! background jobs (no-data watch, retention) until shutdown.
+//! `serve`: binds both ports, then runs gRPC ingest, the group-commit
+//! writer, the HTTP API and the background jobs (no-data watch, retention)
+//! until shutdown. Generic over the store; `main` picks the backend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +17,12 @@ use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::api::{self, ApiState};
 use crate::auth::ProjectCache;
-use crate::ingest::{IngestLimits, IngestService};
+use crate::ingest::IngestService;
+use crate::ingest::liveness::Liveness;
 use crate::listen::{Guarded, accept_loop};
 use crate::model::EventRow;
 use crate::settings::ServeSettings;
-use crate::store::sqlite::SqliteStore;
+use crate::store::group::{GroupLimits, GroupWriter};
 use crate::store::{Store, StoreError};
 use crate::time_text::format_ms;
 
@@ -56,17 +58,17 @@ pub enum ServeError {
 
 /// A collector with its ports bound, not yet serving.
 #[derive(Debug)]
-pub struct Collector {
+pub struct Collector<S> {
     settings: ServeSettings,
-    store: Arc<SqliteStore>,
+    store: Arc<S>,
     grpc: TcpListener,
     http: TcpListener,
 }
 
-impl Collector {
-    /// Opens the store and binds both ports.
-    pub async fn bind(settings: ServeSettings) -> Result<Collector, ServeError> {
-        let store = Arc::new(SqliteStore::open(&settings.data_dir).await?);
+impl<S: Store> Collector<S> {
+    /// Binds both ports, to serve from `store` (opened by the caller).
+    pub async fn bind(settings: ServeSettings, store: S) -> Result<Collector<S>, ServeError> {
+        let store = Arc::new(store);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -122,10 +124,16 @@ impl Collector {
                 .tls_config(tls)
                 .map_err(|e| ServeError::Tls(agent_core::transport::error_chain(&e)))?;
         }
+        let (writer, writer_task) =
+            GroupWriter::start(store.clone(), GroupLimits::default(), shutdown.clone());
+        let writes = writer.stats_handle();
+        let (liveness, liveness_task) = Liveness::start(store.clone(), shutdown.clone());
         let ingest = IngestServer::new(IngestService::new(
             store.clone(),
+            writer,
+            liveness,
             Arc::new(ProjectCache::default()),
-            IngestLimits::default(),
+            settings.ingest_limits,
             shutdown.clone(),
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -145,6 +153,7 @@ impl Collector {
         let state = Arc::new(ApiState {
             store: store.clone(),
             tokens: ProjectCache::default(),
+            writes,
         });
         let http_server = serve_http(
             api::router(state),
@@ -159,7 +168,7 @@ impl Collector {
         ));
 
         let (grpc_result, ()) = tokio::join!(grpc_server, http_server);
-        let _ = tokio::join!(watch, purge);
+        let _ = tokio::join!(watch, purge, writer_task, liveness_task);
         store.close().await;
         grpc_result.map_err(ServeError::from)
     }
@@ -265,6 +274,7 @@ async fn enforce_retention<S: Store>(
         match store.purge_before(cutoff, &shutdown).await {
             Ok(p) if p != crate::store::Purged::default() => tracing::info!(
                 points = p.points,
+                series = p.series,
                 snapshots = p.snapshots,
                 events = p.events,
                 batches = p.batches,

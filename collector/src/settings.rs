@@ -1,11 +1,16 @@
 //! The collector's settings: flags over `collector.conf` (the same
-//! `key=value` format as the agents'), over defaults.
+//! `key=value` format as the agents'), over defaults. Resolved here, before
+//! any file is opened or socket bound; never does IO itself.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_core::config::{Config, ConfigError, KeySpec, Origin};
+
+use crate::ingest::IngestLimits;
+use crate::ingest::convert::SampleLimits;
+use crate::store::{StoreLimits, StoreUrl};
 
 /// Every key `collector.conf` may hold.
 pub const COLLECTOR_KEYS: &[KeySpec] = &[
@@ -23,6 +28,11 @@ pub const COLLECTOR_KEYS: &[KeySpec] = &[
         key: "data.dir",
         default: Some("./sightline-data"),
         doc: "Folder of the embedded store.",
+    },
+    KeySpec {
+        key: "store",
+        default: None,
+        doc: "Where data is kept: `sqlite:DIR` (the embedded store; default `sqlite:` and data.dir).",
     },
     KeySpec {
         key: "retention",
@@ -45,6 +55,36 @@ pub const COLLECTOR_KEYS: &[KeySpec] = &[
         doc: "Open connections per port, at most.",
     },
     KeySpec {
+        key: "limit.agent.series",
+        default: Some("10000"),
+        doc: "Series (name and labels) one agent may have; samples of new series beyond are refused in the ack.",
+    },
+    KeySpec {
+        key: "limit.sample.labels",
+        default: Some("32"),
+        doc: "Labels one sample may carry; a sample with more is refused in the ack.",
+    },
+    KeySpec {
+        key: "limit.label.key.bytes",
+        default: Some("128"),
+        doc: "Longest label key; a sample with a longer one is refused in the ack.",
+    },
+    KeySpec {
+        key: "limit.label.value.bytes",
+        default: Some("1024"),
+        doc: "Longest label value; a sample with a longer one is refused in the ack.",
+    },
+    KeySpec {
+        key: "limit.metric.name.bytes",
+        default: Some("256"),
+        doc: "Longest metric name; a sample with a longer one is refused in the ack.",
+    },
+    KeySpec {
+        key: "limit.hello.field.bytes",
+        default: Some("256"),
+        doc: "Longest string field of an agent's Hello (oname, hostname, ...); a longer one is refused.",
+    },
+    KeySpec {
         key: "log.level",
         default: Some("info"),
         doc: "Log level on stderr.",
@@ -58,8 +98,12 @@ pub struct ServeSettings {
     pub grpc: SocketAddr,
     /// HTTP listen address.
     pub http: SocketAddr,
-    /// Store folder.
-    pub data_dir: PathBuf,
+    /// Where data is kept (`store`, else `sqlite:` and `data.dir`).
+    pub store: StoreUrl,
+    /// What agents may make the store keep.
+    pub store_limits: StoreLimits,
+    /// What agents may send.
+    pub ingest_limits: IngestLimits,
     /// Data older than this is removed.
     pub retention: Duration,
     /// Certificate and key files, for TLS.
@@ -92,15 +136,92 @@ impl ServeSettings {
         Ok(ServeSettings {
             grpc: addr("grpc.listen")?,
             http: addr("http.listen")?,
-            data_dir: PathBuf::from(
-                config
-                    .get("data.dir")
-                    .unwrap_or_else(|| "./sightline-data".into()),
-            ),
+            store: store_url(config)?,
+            store_limits: StoreLimits {
+                series_per_agent: config.number("limit.agent.series", "a number of series")?,
+            },
+            ingest_limits: IngestLimits {
+                max_streams: IngestLimits::default().max_streams,
+                hello_field_bytes: config.number("limit.hello.field.bytes", "a number of bytes")?,
+                samples: SampleLimits {
+                    labels_per_sample: config
+                        .number("limit.sample.labels", "a number of labels")?,
+                    label_key_bytes: config.number("limit.label.key.bytes", "a number of bytes")?,
+                    label_value_bytes: config
+                        .number("limit.label.value.bytes", "a number of bytes")?,
+                    metric_name_bytes: config
+                        .number("limit.metric.name.bytes", "a number of bytes")?,
+                },
+                series_per_agent: config.number("limit.agent.series", "a number of series")?,
+            },
             retention: config.duration("retention")?,
             tls,
             max_connections: config.number("max.connections", "a number of connections")?,
             log_level: config.get("log.level").unwrap_or_else(|| "info".into()),
         })
+    }
+}
+
+/// The store from `store`, or SQLite in `data.dir` when `store` is unset.
+/// An unknown scheme is an error naming the key and the schemes known.
+pub fn store_url(config: &Config) -> Result<StoreUrl, ConfigError> {
+    if let Some(url) = config.parse_with("store", StoreUrl::parse)? {
+        return Ok(url);
+    }
+    Ok(StoreUrl::Sqlite(PathBuf::from(
+        config
+            .get("data.dir")
+            .unwrap_or_else(|| "./sightline-data".into()),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use agent_core::config::{FileSource, FlagValue, MapEnv};
+
+    use super::*;
+
+    fn config(flags: &[(&'static str, &str)]) -> Config {
+        let flags: Vec<FlagValue> = flags
+            .iter()
+            .map(|(key, value)| FlagValue {
+                key,
+                value: (*value).to_string(),
+                flag: "--test",
+            })
+            .collect();
+        let missing = FileSource::Default(PathBuf::from("/nonexistent/collector.conf"));
+        Config::load(&missing, &MapEnv::default(), &flags, COLLECTOR_KEYS).expect("loads")
+    }
+
+    #[test]
+    fn the_store_defaults_to_sqlite_in_the_data_dir() {
+        let s = ServeSettings::from_config(&config(&[("data.dir", "/tmp/x")])).expect("ok");
+        assert_eq!(s.store, StoreUrl::Sqlite(PathBuf::from("/tmp/x")));
+        let s = ServeSettings::from_config(&config(&[("store", "sqlite:/srv/sl")])).expect("ok");
+        assert_eq!(s.store, StoreUrl::Sqlite(PathBuf::from("/srv/sl")));
+    }
+
+    #[test]
+    fn an_unknown_store_scheme_names_the_key_and_the_schemes_known() {
+        let e = ServeSettings::from_config(&config(&[("store", "clickhouse://db:9000")]))
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("store"), "{e}");
+        assert!(e.contains("unknown store scheme 'clickhouse'"), "{e}");
+        assert!(e.contains("known schemes: sqlite"), "{e}");
+    }
+
+    #[test]
+    fn caps_are_read_from_their_keys() {
+        let s = ServeSettings::from_config(&config(&[
+            ("limit.agent.series", "5"),
+            ("limit.hello.field.bytes", "64"),
+        ]))
+        .expect("ok");
+        assert_eq!(s.store_limits.series_per_agent, 5);
+        assert_eq!(s.ingest_limits.series_per_agent, 5);
+        assert_eq!(s.ingest_limits.hello_field_bytes, 64);
+        assert_eq!(s.ingest_limits.samples, SampleLimits::default());
     }
 }

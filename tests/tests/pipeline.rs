@@ -3,9 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use sightline_e2e::{
     Agent, Collector, Scratch, agent_conf, create_project, free_addrs, the_agent, wait_for,
 };
+use sightline_proto::metadata;
+use sightline_proto::v1 as pb;
 
 /// The first promise: start both, see CPU and memory through the
 /// API within two intervals.
@@ -60,7 +63,18 @@ fn metrics_arrive_within_two_intervals() {
 /// Nothing lost, nothing stored twice: while batches flow, kill -9 the
 /// collector and restart it, then kill -9 the agent and restart it; the
 /// store then holds every sequence number from the first to the last
-/// exactly once, and the agent id survived the restart.
+/// exactly once, and the agent id survived the restart. Then batches the
+/// agent had spooled are sent again, as an agent whose ack was lost would:
+/// they are acked as duplicates and change nothing.
+///
+/// Counted: batches (the delivery audit), `mem.used_pct` points, process
+/// snapshots (one per cycle, each at its own time, as many as points) and
+/// `agent.started` events (one per start). Points alone cannot catch a
+/// batch stored twice (a point is keyed by its time); snapshots and events
+/// can. This guards the store's dedupe check, in
+/// `collector/src/store/sqlite/sink.rs` `store_one`:
+/// `if inserted == 0 { return Ok(Stored::Duplicate); }` (remove it and the
+/// replayed batches' snapshots are stored twice: this test fails).
 #[test]
 fn nothing_lost_nothing_twice_across_kill_9() {
     let scratch = Scratch::new("exactly-once");
@@ -82,6 +96,9 @@ fn nothing_lost_nothing_twice_across_kill_9() {
         Duration::from_secs(10),
         || (agent.spooled() >= 2).then_some(()),
     );
+    // What a resend would carry: the spooled batches, as they are now.
+    let replay = spooled_batches(&agent_dir.join("data/spool"));
+    assert!(replay.len() >= 2, "{} spooled batches read", replay.len());
     let mut collector = Collector::start_with(&data, &grpc, &http, &[]);
     std::thread::sleep(Duration::from_secs(3));
 
@@ -92,6 +109,8 @@ fn nothing_lost_nothing_twice_across_kill_9() {
     wait_for("the spool to drain", Duration::from_secs(15), || {
         (agent.spooled() == 0).then_some(())
     });
+    // Stop the agent so nothing new arrives while counting.
+    assert!(agent.terminate_within(Duration::from_secs(2)).is_some());
 
     let delivery = api.ok(&format!("/api/v1/agents/{oid}/delivery"));
     let instances = delivery["instances"].as_array().expect("instances");
@@ -124,13 +143,141 @@ fn nothing_lost_nothing_twice_across_kill_9() {
     );
     // Same agent id across the restart: still one agent.
     assert_eq!(api.agents().len(), 1);
-    // Each metrics batch stored its memory reading once.
-    let mem = api.points(oid, "mem.used_pct");
-    let mut times: Vec<i64> = mem.iter().map(|(t, _)| *t).collect();
-    times.dedup();
-    assert_eq!(times.len(), mem.len());
-    assert!(agent.terminate_within(Duration::from_secs(2)).is_some());
+
+    let counts = |api: &sightline_e2e::Api| {
+        let mem: Vec<i64> = api
+            .points(oid, "mem.used_pct")
+            .iter()
+            .map(|(t, _)| *t)
+            .collect();
+        let snapshots = api.ok(&format!("/api/v1/agents/{oid}/snapshots?from=0&limit=1000"));
+        let top: Vec<i64> = snapshots["snapshots"]
+            .as_array()
+            .expect("snapshots")
+            .iter()
+            .filter(|s| s["reason"] == "top")
+            .filter_map(|s| s["time_ms"].as_i64())
+            .collect();
+        let started = api
+            .events()
+            .iter()
+            .filter(|e| e["kind"] == "agent.started")
+            .count();
+        (mem, top, started)
+    };
+    let (mem, top, started) = counts(&api);
+    let distinct = |times: &[i64]| {
+        let mut t = times.to_vec();
+        t.sort_unstable();
+        t.dedup();
+        t.len()
+    };
+    assert_eq!(distinct(&mem), mem.len(), "each memory reading once");
+    assert_eq!(distinct(&top), top.len(), "each top snapshot once: {top:?}");
+    assert_eq!(
+        top.len(),
+        mem.len(),
+        "one top snapshot per cycle, as many as memory readings"
+    );
+    assert_eq!(started, 2, "one agent.started per start");
+
+    // A resend of batches already stored: duplicates, nothing changes.
+    let instance = std::fs::read_to_string(agent_dir.join("data/spool/instance"))
+        .expect("the spool's instance file")
+        .trim()
+        .to_string();
+    let acks = resend(
+        collector.grpc,
+        &creds.license,
+        oid,
+        &instance,
+        replay.clone(),
+    );
+    assert_eq!(acks.len(), replay.len(), "one ack per batch");
+    assert_eq!(
+        counts(&api),
+        (mem, top, started),
+        "the resend changed nothing"
+    );
+    assert!(
+        acks.iter().all(|a| a.duplicate && a.error.is_empty()),
+        "{acks:?}"
+    );
     assert!(collector.terminate().is_some());
+}
+
+/// The batches in a spool folder, decoded (each file: the spool's 16-byte
+/// header, then the encoded `Batch`).
+fn spooled_batches(dir: &std::path::Path) -> Vec<pb::Batch> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .expect("spool folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "batch"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|path| {
+            let bytes = std::fs::read(path).ok()?;
+            pb::Batch::decode(bytes.get(16..)?).ok()
+        })
+        .collect()
+}
+
+/// Pushes `batches` on one stream as the agent `oid` would; the acks.
+fn resend(
+    grpc: std::net::SocketAddr,
+    license: &str,
+    oid: i64,
+    instance: &str,
+    batches: Vec<pb::Batch>,
+) -> Vec<pb::Ack> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connects");
+        let mut client = pb::ingest_client::IngestClient::new(channel);
+        let expected = batches.len();
+        let mut request = tonic::Request::new(tokio_stream_iter(batches));
+        let meta = request.metadata_mut();
+        meta.insert(metadata::LICENSE, license.parse().expect("ascii"));
+        meta.insert(metadata::OID, oid.to_string().parse().expect("ascii"));
+        meta.insert(metadata::INSTANCE, instance.parse().expect("ascii"));
+        let mut stream = client.push(request).await.expect("push").into_inner();
+        let mut acks = Vec::new();
+        while acks.len() < expected {
+            match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+                Ok(Ok(Some(ack))) => acks.push(ack),
+                other => panic!("stream ended early: {other:?}"),
+            }
+        }
+        acks
+    })
+}
+
+/// A stream of the given batches, without pulling in a stream crate.
+fn tokio_stream_iter(batches: Vec<pb::Batch>) -> BatchStream {
+    BatchStream(batches.into_iter())
+}
+
+struct BatchStream(std::vec::IntoIter<pb::Batch>);
+
+impl tonic::codegen::tokio_stream::Stream for BatchStream {
+    type Item = pb::Batch;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<pb::Batch>> {
+        std::task::Poll::Ready(self.0.next())
+    }
 }
 
 /// The collector is down when the agent starts: the agent spools, and

@@ -1,45 +1,200 @@
-//! Durable storage behind one trait, so that a backend for a fleet can be
-//! added without touching ingest or the API. The embedded backend is
-//! [`sqlite::SqliteStore`].
+//! Durable storage behind a few small interfaces, so that a backend for a
+//! fleet (ClickHouse, PostgreSQL) can be added without touching ingest or
+//! the API. The embedded backend is [`sqlite::SqliteStore`]; which one runs
+//! is chosen at start from the `store` key ([`StoreUrl`]).
+//!
+//! The interfaces, by what they are:
+//! - [`Registry`]: projects, agents, and the events the collector raises
+//!   itself. Small, transactional, read often.
+//! - [`BatchSink`]: the idempotent batch store keyed by `(oid, instance,
+//!   seq)`. [`group::GroupWriter`] feeds it many streams' batches at once.
+//! - Reads per product, each taking the project so a read cannot forget its
+//!   scope: [`MetricReads`], [`EventReads`], [`InfraReads`],
+//!   [`DeliveryReads`].
+//! - [`Retention`]: removing old data without breaking dedupe.
+//! - [`Store`]: all of them, so the server and the API are generic over one
+//!   type.
+//!
+//! # The exactly-once contract
+//!
+//! An agent resends a batch until it is acked, and an ack leaves only after
+//! [`BatchSink::store_batches`] returned for the group holding the batch.
+//! So a backend must make these true:
+//!
+//! 1. **Durable before it returns.** Every batch reported
+//!    [`Stored::New`] or [`Stored::Duplicate`] survives a crash of the
+//!    collector (and, for the embedded store, a power cut).
+//! 2. **Once.** A batch whose key `(oid, instance, seq)` was stored before,
+//!    in this group or an earlier one, changes nothing and is reported
+//!    `Duplicate`. The same key twice in one group is one `New`, one
+//!    `Duplicate`.
+//! 3. **Dedupe outlives retention.** A batch at or below the instance's
+//!    retention watermark (the highest sequence number whose record
+//!    retention removed) is a `Duplicate`: a spool may hold it for longer
+//!    than data is kept. Batches of one instance are stored in order, so
+//!    one number per instance is enough; it is kept forever.
+//!
+//! Two ways to keep it:
+//!
+//! - **With transactions (PostgreSQL, SQLite).** Per group, one
+//!   transaction: insert each batch record with "on conflict do nothing";
+//!   a conflict (or a sequence number at or below the watermark) means
+//!   duplicate, and that batch's rows are not written; otherwise write its
+//!   rows in the same transaction. Commit, then answer.
+//! - **Without multi-statement transactions (ClickHouse).** Write each
+//!   batch's rows as blocks carrying a deterministic deduplication token
+//!   derived from `(oid, instance, seq)` and the block's place in the batch
+//!   (`insert_deduplication_token`), so a resend re-writes identical blocks
+//!   that the server drops. Write the batch record last, and only then
+//!   answer. A crash between rows and record leaves rows without a record:
+//!   the resend writes them again (dropped as duplicates) and then the
+//!   record. Reads must tolerate a batch whose rows landed but whose record
+//!   did not yet (they read rows, never join through records); the record
+//!   table decides only `Duplicate` and the delivery audit.
 //!
 //! Invariants every backend keeps:
-//! - [`Store::store_batch`] stores a batch and its `(instance, seq)` record
-//!   in one transaction: after it returns `Stored`, both are durable; a batch
-//!   whose record exists is `Duplicate` and changes nothing.
 //! - Every read is scoped: callers pass the project, and an agent of another
 //!   project is as absent as one that never existed.
+//! - Errors never expose the backend's types ([`StoreError`]).
 //! - Only this module writes SQL.
 
+pub mod group;
 pub mod sqlite;
 
+#[cfg(test)]
+mod tests;
+
 use std::future::Future;
+use std::path::PathBuf;
 
 use crate::model::{
-    Agent, AgentHello, EventQuery, EventRow, IncomingBatch, Project, Series, SnapshotRow,
-    StoredEvent,
+    Agent, AgentHealth, AgentHello, EventQuery, EventRow, IncomingBatch, Project, Series,
+    SnapshotRow, StoredEvent,
 };
 
-/// A store failure.
+/// A store failure. Backends convert their own errors into these.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed.
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    /// A stored JSON column did not parse.
-    #[error("stored JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    /// The backend cannot be reached or failed; retrying may work.
+    #[error("store unavailable: {source}")]
+    Unavailable {
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Something stored is not what it should be (a JSON column that does
+    /// not parse, say).
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
     /// A request conflicts with what is stored (a duplicate name, say).
     #[error("{0}")]
     Conflict(String),
 }
 
-/// The result of storing a batch.
+/// Where the store is, from the `store` key: `sqlite:DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// The embedded SQLite store in a folder.
+    Sqlite(PathBuf),
+}
+
+/// The schemes `store` accepts, for error messages.
+pub const STORE_SCHEMES: &[&str] = &["sqlite"];
+
+impl StoreUrl {
+    /// Parses `scheme:rest`; the error says which schemes exist.
+    pub fn parse(text: &str) -> Result<StoreUrl, String> {
+        let known = STORE_SCHEMES.join(", ");
+        match text.split_once(':') {
+            Some(("sqlite", dir)) if !dir.is_empty() => Ok(StoreUrl::Sqlite(PathBuf::from(dir))),
+            Some(("sqlite", _)) => {
+                Err("sqlite: needs a folder, as in sqlite:/var/lib/sightline".into())
+            }
+            Some((scheme, _)) => Err(format!(
+                "unknown store scheme '{scheme}'; known schemes: {known} (as in sqlite:/var/lib/sightline)"
+            )),
+            None => Err(format!(
+                "expected SCHEME:LOCATION; known schemes: {known} (as in sqlite:/var/lib/sightline)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(dir) => write!(f, "sqlite:{}", dir.display()),
+        }
+    }
+}
+
+/// What the network may make the store keep, per agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Distinct series (name and labels) an agent may have; samples of new
+    /// series beyond it are refused.
+    pub series_per_agent: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            series_per_agent: 10_000,
+        }
+    }
+}
+
+/// The result of storing one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
-    /// Stored now.
-    New,
+    /// Stored now; `samples_refused` samples of new series were left out
+    /// (over [`StoreLimits::series_per_agent`]).
+    New {
+        /// Samples left out.
+        samples_refused: u64,
+    },
     /// Stored before; nothing changed.
     Duplicate,
+}
+
+impl Stored {
+    /// Stored now, nothing left out.
+    pub const NEW: Stored = Stored::New { samples_refused: 0 };
+}
+
+/// One batch for the sink, with whose it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchToStore {
+    /// The agent's project.
+    pub project_id: i64,
+    /// The agent.
+    pub oid: i64,
+    /// Its spool instance.
+    pub instance: String,
+    /// The batch.
+    pub batch: IncomingBatch,
+    /// When the collector received it, unix ms.
+    pub received_ms: i64,
+}
+
+impl BatchToStore {
+    /// Rows it writes, for sizing groups.
+    pub fn rows(&self) -> usize {
+        self.batch.rows()
+    }
+}
+
+/// An agent seen alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Touch {
+    /// Its project.
+    pub project_id: i64,
+    /// The agent.
+    pub oid: i64,
+    /// Its health then, if it said.
+    pub health: Option<AgentHealth>,
+    /// When, unix ms.
+    pub seen_ms: i64,
 }
 
 /// The result of registering an agent.
@@ -47,7 +202,8 @@ pub enum Stored {
 pub struct Registered {
     /// The agent id.
     pub oid: i64,
-    /// The highest sequence number stored for the hello's instance.
+    /// The highest sequence number stored (or retired by retention) for
+    /// the hello's instance.
     pub last_seq: u64,
 }
 
@@ -56,11 +212,13 @@ pub struct Registered {
 pub struct Purged {
     /// Metric points.
     pub points: u64,
+    /// Series left with no points.
+    pub series: u64,
     /// Process snapshots.
     pub snapshots: u64,
     /// Events.
     pub events: u64,
-    /// Batch records.
+    /// Batch records (their numbers live on in the watermark).
     pub batches: u64,
 }
 
@@ -77,19 +235,22 @@ pub struct Latest {
     pub value: f64,
 }
 
-/// The batches one spool instance delivered (retention aside).
+/// The batches one spool instance delivered.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Delivery {
     /// The spool instance.
     pub instance: String,
-    /// Distinct batches stored.
+    /// Distinct batches stored (whose records retention has not removed).
     pub batches: u64,
-    /// Lowest sequence number stored.
+    /// Lowest sequence number stored (0 when all were retired).
     pub first_seq: u64,
-    /// Highest sequence number stored.
+    /// Highest sequence number stored or retired.
     pub last_seq: u64,
     /// Sequence numbers between first and last that are missing.
     pub missing: u64,
+    /// Retention removed the records up to this number; batches at or
+    /// below it are still recognised as duplicates (0: none retired).
+    pub retired_through_seq: u64,
 }
 
 /// Which points to read.
@@ -103,8 +264,8 @@ pub struct Range {
     pub step_ms: Option<i64>,
 }
 
-/// The collector's storage.
-pub trait Store: Send + Sync + 'static {
+/// Projects, agents and the events the collector raises itself.
+pub trait Registry: Send + Sync + 'static {
     /// Creates a project with the hashes of its license and token.
     fn create_project(
         &self,
@@ -136,6 +297,14 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> impl Future<Output = Result<Registered, StoreError>> + Send;
 
+    /// Records that agents are alive (liveness signals), with their
+    /// health, in one write. A touch of an agent outside its project does
+    /// nothing.
+    fn touch_agents(
+        &self,
+        touches: &[Touch],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// One agent of a project.
     fn agent(
         &self,
@@ -149,45 +318,12 @@ pub trait Store: Send + Sync + 'static {
         project_id: i64,
     ) -> impl Future<Output = Result<Vec<Agent>, StoreError>> + Send;
 
-    /// Stores one batch of an agent's instance, exactly once.
-    fn store_batch(
+    /// Agents that just missed three intervals: each is returned once, and
+    /// again only after it has sent data since.
+    fn newly_quiet_agents(
         &self,
-        project_id: i64,
-        oid: i64,
-        instance: &str,
-        batch: IncomingBatch,
         now_ms: i64,
-    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
-
-    /// The metric names an agent has reported.
-    fn metric_names(
-        &self,
-        oid: i64,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-
-    /// The series of one metric of an agent over a range.
-    fn metrics(
-        &self,
-        oid: i64,
-        name: &str,
-        range: Range,
-    ) -> impl Future<Output = Result<Vec<Series>, StoreError>> + Send;
-
-    /// The snapshot nearest `at_ms` (the latest when `None`), optionally of
-    /// one reason only.
-    fn process_snapshot(
-        &self,
-        oid: i64,
-        at_ms: Option<i64>,
-        reason: Option<&str>,
-    ) -> impl Future<Output = Result<Option<SnapshotRow>, StoreError>> + Send;
-
-    /// Events of a project.
-    fn events(
-        &self,
-        project_id: i64,
-        query: &EventQuery,
-    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Agent>, StoreError>> + Send;
 
     /// Records an event the collector raises itself.
     fn insert_event(
@@ -196,21 +332,36 @@ pub trait Store: Send + Sync + 'static {
         oid: Option<i64>,
         event: &EventRow,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
-    /// Agents that just missed three intervals: each is returned once, and
-    /// again only after it has sent data since.
-    fn newly_quiet_agents(
+/// Idempotent batch storage (see the contract above).
+pub trait BatchSink: Send + Sync + 'static {
+    /// Stores each batch of `group` exactly once, durably, before
+    /// returning; one answer per batch, in order. An error means none of
+    /// the group may be acked.
+    fn store_batches(
         &self,
-        now_ms: i64,
-    ) -> impl Future<Output = Result<Vec<Agent>, StoreError>> + Send;
+        group: &[BatchToStore],
+    ) -> impl Future<Output = Result<Vec<Stored>, StoreError>> + Send;
+}
 
-    /// Removes everything older than `cutoff_ms`, in short steps; stops
-    /// early (with what it did so far) once `stop` fires.
-    fn purge_before(
+/// Metric reads.
+pub trait MetricReads: Send + Sync + 'static {
+    /// The metric names an agent of the project has reported.
+    fn metric_names(
         &self,
-        cutoff_ms: i64,
-        stop: &tokio_util::sync::CancellationToken,
-    ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
+        project_id: i64,
+        oid: i64,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// The series of one metric of an agent over a range.
+    fn metrics(
+        &self,
+        project_id: i64,
+        oid: i64,
+        name: &str,
+        range: Range,
+    ) -> impl Future<Output = Result<Vec<Series>, StoreError>> + Send;
 
     /// The newest point, no older than `since_ms`, of every series named
     /// `name` of every agent of a project.
@@ -220,6 +371,40 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         since_ms: i64,
     ) -> impl Future<Output = Result<Vec<Latest>, StoreError>> + Send;
+}
+
+/// Event reads.
+pub trait EventReads: Send + Sync + 'static {
+    /// Events of a project.
+    fn events(
+        &self,
+        project_id: i64,
+        query: &EventQuery,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+}
+
+/// The server agent's own reads.
+pub trait InfraReads: Send + Sync + 'static {
+    /// The snapshot nearest `at_ms` (the latest when `None`), optionally of
+    /// one reason only.
+    fn process_snapshot(
+        &self,
+        project_id: i64,
+        oid: i64,
+        at_ms: Option<i64>,
+        reason: Option<&str>,
+    ) -> impl Future<Output = Result<Option<SnapshotRow>, StoreError>> + Send;
+
+    /// When an agent took its snapshots in `[from_ms, to_ms]` and why,
+    /// newest first, at most `limit`.
+    fn snapshot_times(
+        &self,
+        project_id: i64,
+        oid: i64,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, String)>, StoreError>> + Send;
 
     /// The newest snapshot of `reason`, no older than `since_ms`, of every
     /// agent of a project.
@@ -229,7 +414,36 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         since_ms: i64,
     ) -> impl Future<Output = Result<Vec<(i64, SnapshotRow)>, StoreError>> + Send;
+}
 
-    /// What has been delivered by each instance (spool) of an agent.
-    fn delivery(&self, oid: i64) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+/// The delivery audit.
+pub trait DeliveryReads: Send + Sync + 'static {
+    /// What each instance (spool) of an agent of the project delivered.
+    fn delivery(
+        &self,
+        project_id: i64,
+        oid: i64,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
+}
+
+/// Removing old data.
+pub trait Retention: Send + Sync + 'static {
+    /// Removes everything older than `cutoff_ms`, in short steps, raising
+    /// each instance's watermark to the records it removes and dropping
+    /// series whose newest point is more than an hour older than the
+    /// cutoff (none of their points are left); stops early (with what it
+    /// did so far) once `stop` fires.
+    fn purge_before(
+        &self,
+        cutoff_ms: i64,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
+}
+
+/// A whole store: what the server and the API are generic over.
+pub trait Store:
+    Registry + BatchSink + MetricReads + EventReads + InfraReads + DeliveryReads + Retention
+{
+    /// Finishes what is in flight and releases the backend.
+    fn close(&self) -> impl Future<Output = ()> + Send;
 }

@@ -1,0 +1,440 @@
+//! The embedded store: SQLite through sqlx, in WAL mode, in one folder
+//! (`store=sqlite:DIR`, by default `data.dir`).
+//!
+//! Writes go through a pool of one connection (SQLite has one writer; a
+//! queue in front of it beats `SQLITE_BUSY` retries), reads through a pool
+//! of several, which WAL lets run beside the writer. `synchronous=FULL`:
+//! an ack promises the batch survives a power cut, not only a crash; group
+//! commit ([`super::group`]) pays that fsync once for many batches.
+//!
+//! Metric points are packed one row per reading (see [`metrics`]).
+//!
+//! One file per concern: this one opens, migrates and converts errors;
+//! [`registry`], [`sink`] (the exactly-once core), one file per product's
+//! rows and reads ([`metrics`], [`events`], [`infra`]), [`delivery`] and
+//! [`retention`]. A new product adds its file and one arm in
+//! `sink::store_payload`.
+//!
+//! Every statement is a static string with bound parameters; sqlx never
+//! leaves this module (its errors become [`StoreError`]).
+
+mod delivery;
+mod events;
+mod infra;
+mod metrics;
+mod registry;
+mod retention;
+mod sink;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{Store, StoreError, StoreLimits};
+
+/// The schema. `user_version` says which of these has been applied.
+const MIGRATIONS: &[&str] = &[
+    r"
+CREATE TABLE projects (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    license_hash BLOB NOT NULL UNIQUE,
+    token_hash BLOB NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE agents (
+    oid INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects(id),
+    product TEXT NOT NULL,
+    oname TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    os TEXT NOT NULL,
+    version TEXT NOT NULL,
+    boot_time_ms INTEGER NOT NULL,
+    created_time TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    health TEXT,
+    quiet INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (project_id, product, oname)
+);
+CREATE TABLE batches (
+    oid INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (oid, instance, seq)
+) WITHOUT ROWID;
+CREATE INDEX batches_received ON batches (received_ms);
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    UNIQUE (oid, name, labels)
+);
+CREATE TABLE points (
+    series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (series_id, ts_ms)
+) WITHOUT ROWID;
+CREATE TABLE process_snapshots (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    state_counts TEXT NOT NULL,
+    processes TEXT NOT NULL
+);
+CREATE INDEX process_snapshots_oid_ts ON process_snapshots (oid, ts_ms);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    oid INTEGER,
+    ts_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    attrs TEXT NOT NULL
+);
+CREATE INDEX events_project_ts ON events (project_id, ts_ms);
+",
+    // The boot id of an agent's latest Hello (two hosts with one oname),
+    // and what dedupe needs after retention removed batch records: per
+    // instance, the highest sequence number removed. Kept forever.
+    r"
+ALTER TABLE agents ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
+CREATE TABLE dedupe_watermarks (
+    oid INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (oid, instance)
+) WITHOUT ROWID;
+",
+    // Points move from one row each (a page written per series per
+    // commit) to one row per reading with the points packed (see
+    // `metrics.rs`); `convert_points` moves existing points over.
+    r"
+CREATE TABLE readings (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    points BLOB NOT NULL
+);
+CREATE INDEX readings_oid_ts ON readings (oid, ts_ms);
+ALTER TABLE series ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE series SET last_ms = COALESCE((SELECT MAX(ts_ms) FROM points WHERE series_id = series.id), 0);
+",
+];
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            other => StoreError::Unavailable {
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(format!("stored JSON: {e}"))
+    }
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    limits: StoreLimits,
+    /// Series ids and per-agent series counts; held for the whole of a
+    /// sink transaction and of the purge of empty series, so neither sees
+    /// the other half done.
+    series: tokio::sync::Mutex<metrics::SeriesCache>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/sightline.db` and brings its schema
+    /// up to date.
+    pub async fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(dir, StoreLimits::default()).await
+    }
+
+    /// [`SqliteStore::open`] with limits on what agents may make it keep.
+    pub async fn open_with(dir: &Path, limits: StoreLimits) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
+            source: format!("cannot create {}: {e}", dir.display()).into(),
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("sightline.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            // Points are kept in series order, so a group dirties a page
+            // per series: keep hot pages in memory (64 MiB per connection)
+            // and checkpoint the WAL less often, so a page written by many
+            // groups reaches the database file once (measured: 115k to
+            // 135k points/s on 20,000 series).
+            .pragma("cache_size", "-65536")
+            .pragma("wal_autocheckpoint", "16384");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            limits,
+            series: tokio::sync::Mutex::new(metrics::SeriesCache::default()),
+        })
+    }
+
+    /// Closes both pools (waits for in-flight statements).
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+impl Store for SqliteStore {
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(pool)
+        .await?;
+    for (index, migration) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
+            .execute(&mut *tx)
+            .await?;
+        // PRAGMA takes no bound parameters; the value is our own index.
+        let set = format!("PRAGMA user_version = {}", index + 1);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    convert_points(pool).await
+}
+
+/// Moves points kept one per row (before migration 3) into readings, in
+/// one transaction, then drops their table. Does nothing once done.
+async fn convert_points(pool: &SqlitePool) -> Result<(), StoreError> {
+    let exists: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'points'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "SELECT s.oid, p.ts_ms, p.series_id, p.value FROM points p JOIN series s ON s.id = p.series_id
+         ORDER BY s.oid, p.ts_ms",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut readings: Vec<metrics::Reading> = Vec::new();
+    for row in &rows {
+        use sqlx::Row;
+        let (oid, ts): (i64, i64) = (row.try_get("oid")?, row.try_get("ts_ms")?);
+        let point = (row.try_get("series_id")?, row.try_get("value")?);
+        match readings.last_mut() {
+            Some((o, t, points)) if *o == oid && *t == ts => points.push(point),
+            _ => readings.push((oid, ts, vec![point])),
+        }
+    }
+    metrics::flush(&mut tx, &readings).await?;
+    sqlx::query("DROP TABLE points").execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MetricReads, Range};
+
+    /// A store written before readings existed (one row per point) opens
+    /// with its points moved into readings, values and labels intact.
+    #[tokio::test]
+    async fn points_of_an_older_store_are_moved_into_readings() {
+        let dir = std::env::temp_dir().join(format!("sl-store-convert-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("sightline.db"))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("pool");
+        for migration in &MIGRATIONS[..2] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
+                .execute(&pool)
+                .await
+                .expect("old schema");
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            "PRAGMA user_version = 2;
+             INSERT INTO projects VALUES (1, 'p', x'01', x'02', 0);
+             INSERT INTO agents (oid, project_id, product, oname, hostname, os, version, boot_time_ms,
+                 created_time, instance, interval_ms, first_seen_ms, last_seen_ms)
+                 VALUES (7, 1, 'infra', 'h', 'h', 'linux', '0', 0, '', 'i', 1000, 0, 0);
+             INSERT INTO series VALUES (1, 7, 'cpu.usage', '{}'), (2, 7, 'cpu.usage', '{\"cpu\":\"0\"}');
+             INSERT INTO points VALUES (1, 1000, 0.5), (2, 1000, 0.25), (1, 2000, 0.75);",
+        ))
+        .execute(&pool)
+        .await
+        .expect("old rows");
+        pool.close().await;
+
+        let store = SqliteStore::open(&dir).await.expect("opens and converts");
+        let range = Range {
+            from_ms: 0,
+            to_ms: 10_000,
+            step_ms: None,
+        };
+        let mut series = store.metrics(1, 7, "cpu.usage", range).await.expect("q");
+        series.sort_by_key(|s| s.labels.len());
+        assert_eq!(series[0].points, [(1000, 0.5), (2000, 0.75)]);
+        assert_eq!(series[1].points, [(1000, 0.25)]);
+        assert_eq!(series[1].labels.get("cpu").map(String::as_str), Some("0"));
+        store.close().await;
+        // Opening again finds nothing left to convert.
+        let store = SqliteStore::open(&dir).await.expect("opens again");
+        assert_eq!(
+            store
+                .metrics(1, 7, "cpu.usage", range)
+                .await
+                .expect("q")
+                .len(),
+            2
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The series cap holds across a restart (a cold cache reads the
+    /// agent's series once), and existing series still flow.
+    #[tokio::test]
+    async fn the_series_cap_holds_after_a_restart() {
+        use crate::model::{AgentHello, BatchPayload, IncomingBatch, SampleRow};
+        use crate::store::{BatchSink, BatchToStore, Registry, Stored};
+        let dir = std::env::temp_dir().join(format!("sl-store-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let limits = StoreLimits {
+            series_per_agent: 3,
+        };
+        let instance = "0123456789abcdef0123456789abcdef";
+        let batch = |seq: u64, n: usize| BatchToStore {
+            project_id: 1,
+            oid: 1,
+            instance: instance.into(),
+            batch: IncomingBatch {
+                seq,
+                time_ms: seq as i64,
+                health: None,
+                payloads: vec![BatchPayload::Metrics {
+                    time_ms: seq as i64,
+                    samples: (0..n)
+                        .map(|i| SampleRow {
+                            name: "m".into(),
+                            labels: vec![("i".into(), i.to_string())],
+                            value: 1.0,
+                        })
+                        .collect(),
+                }],
+            },
+            received_ms: 0,
+        };
+        let store = SqliteStore::open_with(&dir, limits).await.expect("opens");
+        let p = store.create_project("p", b"l", b"t").await.expect("p");
+        let hello = AgentHello {
+            product: "infra".into(),
+            oname: "h".into(),
+            hostname: "h".into(),
+            os: String::new(),
+            version: String::new(),
+            boot_time_ms: 0,
+            created_time: String::new(),
+            instance: instance.into(),
+            interval_ms: 1000,
+            boot_id: String::new(),
+        };
+        let r = store.register_agent(p.id, &hello, 0).await.expect("r");
+        assert_eq!((p.id, r.oid), (1, 1));
+        let first = store.store_batches(&[batch(1, 2)]).await.expect("stored");
+        assert_eq!(first, [Stored::NEW]);
+        store.close().await;
+
+        let store = SqliteStore::open_with(&dir, limits).await.expect("reopens");
+        let again = store
+            .store_batches(&[batch(2, 5), batch(3, 5)])
+            .await
+            .expect("stored");
+        assert_eq!(
+            again,
+            [
+                Stored::New { samples_refused: 2 },
+                Stored::New { samples_refused: 2 }
+            ],
+            "two series existed, one more fits, two are refused"
+        );
+        let range = crate::store::Range {
+            from_ms: 0,
+            to_ms: 10,
+            step_ms: None,
+        };
+        let series = store.metrics(1, 1, "m", range).await.expect("q");
+        assert_eq!(series.len(), 3);
+        assert!(
+            series
+                .iter()
+                .all(|s| s.points.last().map(|p| p.0) == Some(3))
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,939 @@
+//! One test suite for the store's interfaces, written once against
+//! [`Store`] and run for every backend (`suite!` at the bottom), as
+//! Quickwit's metastore tests are. A new backend adds one `suite!` line.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::group::{GroupLimits, GroupWriter};
+use super::*;
+use crate::model::{AgentHealth, BatchPayload, SampleRow, SourceHealth};
+
+const INSTANCE: &str = "0123456789abcdef0123456789abcdef";
+
+fn hello(oname: &str, instance: &str) -> AgentHello {
+    AgentHello {
+        product: "infra".into(),
+        oname: oname.into(),
+        hostname: oname.into(),
+        os: "linux".into(),
+        version: "0.1.0".into(),
+        boot_time_ms: 1,
+        created_time: String::new(),
+        instance: instance.into(),
+        interval_ms: 5000,
+        boot_id: String::new(),
+    }
+}
+
+fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> SampleRow {
+    SampleRow {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect(),
+        value,
+    }
+}
+
+fn metrics(seq: u64, time_ms: i64, value: f64) -> IncomingBatch {
+    IncomingBatch {
+        seq,
+        time_ms,
+        health: Some(AgentHealth {
+            batches_acked: seq,
+            ..AgentHealth::default()
+        }),
+        payloads: vec![BatchPayload::Metrics {
+            time_ms,
+            samples: vec![
+                sample("cpu.usage", &[], value),
+                sample("cpu.usage", &[("cpu", "0")], value / 2.0),
+            ],
+        }],
+    }
+}
+
+fn item(project_id: i64, oid: i64, instance: &str, batch: IncomingBatch, at: i64) -> BatchToStore {
+    BatchToStore {
+        project_id,
+        oid,
+        instance: instance.into(),
+        batch,
+        received_ms: at,
+    }
+}
+
+/// Stores one batch alone.
+async fn store_one<S: Store>(
+    store: &S,
+    project_id: i64,
+    oid: i64,
+    instance: &str,
+    batch: IncomingBatch,
+    at: i64,
+) -> Stored {
+    let answers = store
+        .store_batches(&[item(project_id, oid, instance, batch, at)])
+        .await
+        .expect("stored");
+    assert_eq!(answers.len(), 1, "one answer per batch");
+    answers[0]
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+fn all_time() -> Range {
+    Range {
+        from_ms: 0,
+        to_ms: 100 * HOUR_MS,
+        step_ms: None,
+    }
+}
+
+async fn a_batch_sent_twice_is_stored_once<S: Store>(store: Arc<S>) {
+    let p = store
+        .create_project("p", b"lic", b"tok")
+        .await
+        .expect("project");
+    let r = store
+        .register_agent(p.id, &hello("web-1", INSTANCE), 1000)
+        .await
+        .expect("register");
+    assert_eq!(r.last_seq, 0);
+    for seq in 1..=3 {
+        let stored = store_one(
+            &*store,
+            p.id,
+            r.oid,
+            INSTANCE,
+            metrics(seq, seq as i64 * 1000, 10.0),
+            5000,
+        )
+        .await;
+        assert_eq!(stored, Stored::NEW);
+    }
+    let again = store_one(&*store, p.id, r.oid, INSTANCE, metrics(2, 2000, 99.0), 6000).await;
+    assert_eq!(again, Stored::Duplicate);
+    let series = store
+        .metrics(p.id, r.oid, "cpu.usage", all_time())
+        .await
+        .expect("query");
+    assert_eq!(series.len(), 2, "total and one core");
+    let total = series.iter().find(|s| s.labels.is_empty()).expect("total");
+    assert_eq!(
+        total.points,
+        [(1000, 10.0), (2000, 10.0), (3000, 10.0)],
+        "the resend changed nothing"
+    );
+    let core = series
+        .iter()
+        .find(|s| s.labels.get("cpu").map(String::as_str) == Some("0"))
+        .expect("core");
+    assert_eq!(core.points.len(), 3);
+    // A hello from the same instance learns what is already stored.
+    let again = store
+        .register_agent(p.id, &hello("web-1", INSTANCE), 7000)
+        .await
+        .expect("register");
+    assert_eq!((again.oid, again.last_seq), (r.oid, 3));
+    let agent = store
+        .agent(p.id, r.oid)
+        .await
+        .expect("query")
+        .expect("exists");
+    assert_eq!(agent.health.expect("health").batches_acked, 3);
+    assert_eq!(agent.first_seen_ms, 1000);
+    assert_eq!(
+        store.delivery(p.id, r.oid).await.expect("query"),
+        [Delivery {
+            instance: INSTANCE.into(),
+            batches: 3,
+            first_seq: 1,
+            last_seq: 3,
+            missing: 0,
+            retired_through_seq: 0,
+        }]
+    );
+}
+
+async fn the_same_key_twice_in_one_group_is_one_new_one_duplicate<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let r = store
+        .register_agent(p.id, &hello("h", INSTANCE), 0)
+        .await
+        .expect("r");
+    let answers = store
+        .store_batches(&[
+            item(p.id, r.oid, INSTANCE, metrics(1, 1000, 1.0), 1),
+            item(p.id, r.oid, INSTANCE, metrics(1, 1000, 7.0), 1),
+            item(p.id, r.oid, INSTANCE, metrics(2, 2000, 2.0), 1),
+        ])
+        .await
+        .expect("stored");
+    assert_eq!(answers, [Stored::NEW, Stored::Duplicate, Stored::NEW]);
+    let series = store
+        .metrics(p.id, r.oid, "cpu.usage", all_time())
+        .await
+        .expect("q");
+    let total = series.iter().find(|s| s.labels.is_empty()).expect("total");
+    assert_eq!(
+        total.points,
+        [(1000, 1.0), (2000, 2.0)],
+        "the first copy won"
+    );
+}
+
+async fn agents_and_reads_are_scoped_to_their_project<S: Store>(store: Arc<S>) {
+    let a = store.create_project("a", b"la", b"ta").await.expect("a");
+    let b = store.create_project("b", b"lb", b"tb").await.expect("b");
+    let ra = store
+        .register_agent(a.id, &hello("same-name", INSTANCE), 1)
+        .await
+        .expect("a agent");
+    let rb = store
+        .register_agent(b.id, &hello("same-name", INSTANCE), 1)
+        .await
+        .expect("b agent");
+    assert_ne!(ra.oid, rb.oid, "same name in two projects is two agents");
+    store_one(&*store, a.id, ra.oid, INSTANCE, metrics(1, 1000, 1.0), 1000).await;
+    assert!(store.agent(b.id, ra.oid).await.expect("query").is_none());
+    assert_eq!(store.agents(a.id).await.expect("list").len(), 1);
+    // Every read takes the project: b's token sees nothing of a's agent.
+    assert!(
+        store
+            .metric_names(b.id, ra.oid)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+    assert!(
+        store
+            .metrics(b.id, ra.oid, "cpu.usage", all_time())
+            .await
+            .expect("q")
+            .is_empty()
+    );
+    assert!(store.delivery(b.id, ra.oid).await.expect("q").is_empty());
+    assert_eq!(
+        store.metric_names(a.id, ra.oid).await.expect("q"),
+        ["cpu.usage"]
+    );
+    assert_eq!(store.delivery(a.id, ra.oid).await.expect("q").len(), 1);
+    assert_eq!(
+        store
+            .project_by_token(b"tb")
+            .await
+            .expect("q")
+            .map(|p| p.name),
+        Some("b".into())
+    );
+    assert!(
+        store
+            .project_by_license(b"nope")
+            .await
+            .expect("q")
+            .is_none()
+    );
+    let dup = store.create_project("a", b"x", b"y").await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))));
+}
+
+async fn the_nearest_snapshot_and_filtered_events_are_found<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let r = store
+        .register_agent(p.id, &hello("h", INSTANCE), 1)
+        .await
+        .expect("r");
+    for (seq, at) in [(1u64, 1000i64), (2, 5000), (3, 9000)] {
+        let snapshot = SnapshotRow {
+            time_ms: at,
+            reason: if seq == 2 {
+                "threshold".into()
+            } else {
+                "top".into()
+            },
+            total: 10,
+            state_counts: BTreeMap::from([("running".into(), 1)]),
+            processes: vec![],
+        };
+        let batch = IncomingBatch {
+            seq,
+            time_ms: at,
+            health: None,
+            payloads: vec![BatchPayload::Processes(snapshot)],
+        };
+        store_one(&*store, p.id, r.oid, INSTANCE, batch, at).await;
+    }
+    let at = |ms, reason| store.process_snapshot(p.id, r.oid, ms, reason);
+    let time = |s: Option<SnapshotRow>| s.expect("some").time_ms;
+    assert_eq!(time(at(None, None).await.expect("q")), 9000);
+    assert_eq!(time(at(Some(4000), None).await.expect("q")), 5000);
+    assert_eq!(time(at(Some(2000), None).await.expect("q")), 1000);
+    assert_eq!(time(at(Some(4000), Some("top")).await.expect("q")), 1000);
+    assert_eq!(time(at(None, Some("threshold")).await.expect("q")), 5000);
+    assert_eq!(
+        store
+            .snapshot_times(p.id, r.oid, 0, 6000, 10)
+            .await
+            .expect("q"),
+        [(5000, "threshold".to_string()), (1000, "top".to_string())]
+    );
+    let other = store
+        .create_project("other", b"l2", b"t2")
+        .await
+        .expect("other");
+    assert!(
+        store
+            .process_snapshot(other.id, r.oid, None, None)
+            .await
+            .expect("q")
+            .is_none(),
+        "another project's token sees no snapshot"
+    );
+    assert!(
+        store
+            .snapshot_times(other.id, r.oid, 0, 10_000, 10)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+
+    let event = |kind: &str, time_ms| EventRow {
+        time_ms,
+        kind: kind.into(),
+        severity: "info".into(),
+        message: "m".into(),
+        attrs: BTreeMap::new(),
+    };
+    let batch = IncomingBatch {
+        seq: 4,
+        time_ms: 100,
+        health: None,
+        payloads: vec![BatchPayload::Events(vec![
+            event("agent.started", 100),
+            event("spool.overflow", 200),
+        ])],
+    };
+    store_one(&*store, p.id, r.oid, INSTANCE, batch, 300).await;
+    let q = EventQuery {
+        from_ms: 0,
+        to_ms: 1000,
+        oid: Some(r.oid),
+        kind: None,
+        limit: 10,
+    };
+    let all = store.events(p.id, &q).await.expect("q");
+    assert_eq!(
+        all.iter()
+            .map(|e| e.event.kind.as_str())
+            .collect::<Vec<_>>(),
+        ["spool.overflow", "agent.started"]
+    );
+    assert_eq!(all[0].oname.as_deref(), Some("h"));
+    let q = EventQuery {
+        kind: Some("agent.started".into()),
+        ..q
+    };
+    assert_eq!(store.events(p.id, &q).await.expect("q").len(), 1);
+    assert!(store.events(other.id, &q).await.expect("q").is_empty());
+}
+
+async fn a_quiet_agent_is_reported_once_until_it_speaks_again<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let r = store
+        .register_agent(p.id, &hello("h", INSTANCE), 0)
+        .await
+        .expect("r");
+    assert!(
+        store
+            .newly_quiet_agents(10_000)
+            .await
+            .expect("q")
+            .is_empty(),
+        "two intervals is not yet quiet"
+    );
+    assert_eq!(store.newly_quiet_agents(16_000).await.expect("q").len(), 1);
+    assert!(
+        store
+            .newly_quiet_agents(30_000)
+            .await
+            .expect("q")
+            .is_empty(),
+        "reported once"
+    );
+    store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        metrics(1, 31_000, 1.0),
+        31_000,
+    )
+    .await;
+    assert!(
+        store
+            .newly_quiet_agents(40_000)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+    assert_eq!(
+        store.newly_quiet_agents(47_000).await.expect("q").len(),
+        1,
+        "quiet again"
+    );
+}
+
+/// A liveness signal keeps an agent "up" and brings its health (per
+/// source too), and stores no batch.
+async fn a_liveness_signal_counts_as_seen_and_stores_nothing<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let r = store
+        .register_agent(p.id, &hello("h", INSTANCE), 0)
+        .await
+        .expect("r");
+    assert_eq!(store.newly_quiet_agents(16_000).await.expect("q").len(), 1);
+    let health = AgentHealth {
+        sources: vec![SourceHealth {
+            name: "files".into(),
+            records_read: 5,
+            records_sent: 4,
+            records_acked: 3,
+            records_dropped: 1,
+        }],
+        ..AgentHealth::default()
+    };
+    store
+        .touch_agents(&[Touch {
+            project_id: p.id,
+            oid: r.oid,
+            health: Some(health.clone()),
+            seen_ms: 20_000,
+        }])
+        .await
+        .expect("touched");
+    assert!(
+        store
+            .newly_quiet_agents(30_000)
+            .await
+            .expect("q")
+            .is_empty(),
+        "seen at 20 s"
+    );
+    let agent = store.agent(p.id, r.oid).await.expect("q").expect("agent");
+    assert_eq!(agent.last_seen_ms, 20_000);
+    assert_eq!(agent.health.expect("health").sources, health.sources);
+    assert!(store.delivery(p.id, r.oid).await.expect("q").is_empty());
+    let other = store.create_project("o", b"l2", b"t2").await.expect("o");
+    store
+        .touch_agents(&[Touch {
+            project_id: other.id,
+            oid: r.oid,
+            health: None,
+            seen_ms: 90_000,
+        }])
+        .await
+        .expect("answered");
+    let agent = store.agent(p.id, r.oid).await.expect("q").expect("agent");
+    assert_eq!(
+        agent.last_seen_ms, 20_000,
+        "another project cannot touch it"
+    );
+}
+
+/// Retention compared with what the test itself inserted, not with what
+/// the store says it removed.
+async fn retention_removes_only_old_data_and_purges_empty_series<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let r = store
+        .register_agent(p.id, &hello("h", INSTANCE), 0)
+        .await
+        .expect("r");
+    let inserted: Vec<(u64, i64, f64)> =
+        vec![(1, 1000, 1.0), (2, 2000, 2.0), (4, 2 * HOUR_MS, 4.0)];
+    for &(seq, at, value) in &inserted {
+        let mut batch = metrics(seq, at, value);
+        if seq == 1 {
+            // A series that only the oldest batch has.
+            if let BatchPayload::Metrics { samples, .. } = &mut batch.payloads[0] {
+                samples.push(sample("gone.soon", &[("disk", "sdz")], 1.0));
+            }
+        }
+        store_one(&*store, p.id, r.oid, INSTANCE, batch, at).await;
+    }
+    assert_eq!(store.delivery(p.id, r.oid).await.expect("q")[0].missing, 1);
+    // A series is dropped once its newest point is over an hour older
+    // than the cutoff (a backend may know its newest point that late).
+    let cutoff = HOUR_MS + 2500;
+    let purged = store
+        .purge_before(cutoff, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("purged");
+    let old = inserted.iter().filter(|(_, at, _)| *at < cutoff).count() as u64;
+    assert_eq!(
+        purged.points,
+        old * 2 + 1,
+        "two series per batch, and gone.soon"
+    );
+    assert_eq!(purged.series, 1, "gone.soon has no points left");
+    let series = store
+        .metrics(p.id, r.oid, "cpu.usage", all_time())
+        .await
+        .expect("q");
+    let total = series.iter().find(|s| s.labels.is_empty()).expect("total");
+    let kept: Vec<(i64, f64)> = inserted
+        .iter()
+        .filter(|(_, at, _)| *at >= cutoff)
+        .map(|(_, at, v)| (*at, *v))
+        .collect();
+    assert_eq!(total.points, kept);
+    assert_eq!(
+        store.metric_names(p.id, r.oid).await.expect("q"),
+        ["cpu.usage"],
+        "the empty series went"
+    );
+    // Storing after the purge still works (the series cache was cleared).
+    let stored = store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        metrics(5, 3 * HOUR_MS, 5.0),
+        5000,
+    )
+    .await;
+    assert_eq!(stored, Stored::NEW);
+}
+
+/// Regression: retention deleted the dedupe records, so a late resend of
+/// a batch it had removed was stored again.
+async fn a_resend_after_retention_is_still_a_duplicate<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let r = store
+        .register_agent(p.id, &hello("h", INSTANCE), 0)
+        .await
+        .expect("r");
+    for (seq, at) in [(1u64, 1000i64), (2, 2000), (3, 4000)] {
+        store_one(&*store, p.id, r.oid, INSTANCE, metrics(seq, at, 1.0), at).await;
+    }
+    store
+        .purge_before(2500, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("purged");
+    for seq in [1, 2, 3] {
+        let again = store_one(
+            &*store,
+            p.id,
+            r.oid,
+            INSTANCE,
+            metrics(seq, 100_000, 9.0),
+            90_000,
+        )
+        .await;
+        assert_eq!(again, Stored::Duplicate, "seq {seq}");
+    }
+    let series = store
+        .metrics(p.id, r.oid, "cpu.usage", all_time())
+        .await
+        .expect("q");
+    assert!(
+        series
+            .iter()
+            .all(|s| s.points.iter().all(|(t, _)| *t != 100_000)),
+        "nothing of the resends was stored: {series:?}"
+    );
+    let hello_again = store
+        .register_agent(p.id, &hello("h", INSTANCE), 1)
+        .await
+        .expect("r");
+    assert_eq!(hello_again.last_seq, 3);
+    // Everything retired: the audit still says how far the instance got.
+    store
+        .purge_before(10_000, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("purged");
+    assert_eq!(
+        store.delivery(p.id, r.oid).await.expect("q"),
+        [Delivery {
+            instance: INSTANCE.into(),
+            batches: 0,
+            first_seq: 0,
+            last_seq: 3,
+            missing: 0,
+            retired_through_seq: 3,
+        }]
+    );
+    let hello_again = store
+        .register_agent(p.id, &hello("h", INSTANCE), 1)
+        .await
+        .expect("r");
+    assert_eq!(hello_again.last_seq, 3, "the agent drops what is retired");
+    assert_eq!(
+        store_one(
+            &*store,
+            p.id,
+            r.oid,
+            INSTANCE,
+            metrics(4, 11_000, 1.0),
+            11_000
+        )
+        .await,
+        Stored::NEW
+    );
+}
+
+async fn long_ranges_are_averaged_into_buckets<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let r = store
+        .register_agent(p.id, &hello("h", INSTANCE), 0)
+        .await
+        .expect("r");
+    for seq in 1..=6u64 {
+        let at = seq as i64 * 1000;
+        store_one(
+            &*store,
+            p.id,
+            r.oid,
+            INSTANCE,
+            metrics(seq, at, seq as f64),
+            at,
+        )
+        .await;
+    }
+    let range = Range {
+        from_ms: 0,
+        to_ms: 10_000,
+        step_ms: Some(3000),
+    };
+    let series = store
+        .metrics(p.id, r.oid, "cpu.usage", range)
+        .await
+        .expect("q");
+    let total = series.iter().find(|s| s.labels.is_empty()).expect("total");
+    assert_eq!(total.points, [(0, 1.5), (3000, 4.0), (6000, 6.0)]);
+}
+
+async fn latest_values_and_snapshots_are_per_agent_and_project<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let other = store.create_project("o", b"l2", b"t2").await.expect("o");
+    let (ib, ix) = (
+        "ffffffffffffffffffffffffffffffff",
+        "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+    );
+    let a = store
+        .register_agent(p.id, &hello("a", INSTANCE), 0)
+        .await
+        .expect("a");
+    let b = store
+        .register_agent(p.id, &hello("b", ib), 0)
+        .await
+        .expect("b");
+    let x = store
+        .register_agent(other.id, &hello("x", ix), 0)
+        .await
+        .expect("x");
+    for (seq, at, v) in [(1u64, 1000i64, 1.0), (2, 2000, 2.0), (3, 3000, 3.0)] {
+        store_one(&*store, p.id, a.oid, INSTANCE, metrics(seq, at, v), at).await;
+    }
+    store_one(&*store, p.id, b.oid, ib, metrics(1, 500, 7.0), 500).await;
+    store_one(&*store, other.id, x.oid, ix, metrics(1, 3000, 9.0), 3000).await;
+    let mut latest = store.latest(p.id, "cpu.usage", 0).await.expect("q");
+    latest.sort_by_key(|l| (l.oid, l.labels.len()));
+    let got: Vec<(i64, usize, i64, f64)> = latest
+        .iter()
+        .map(|l| (l.oid, l.labels.len(), l.time_ms, l.value))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (a.oid, 0, 3000, 3.0),
+            (a.oid, 1, 3000, 1.5),
+            (b.oid, 0, 500, 7.0),
+            (b.oid, 1, 500, 3.5)
+        ]
+    );
+    let recent = store.latest(p.id, "cpu.usage", 1000).await.expect("q");
+    assert!(
+        recent.iter().all(|l| l.oid == a.oid),
+        "b's value is older than the window"
+    );
+    // The newest batch lacks the core's series: its value comes from the
+    // batch before.
+    let only_total = IncomingBatch {
+        seq: 6,
+        time_ms: 3500,
+        health: None,
+        payloads: vec![BatchPayload::Metrics {
+            time_ms: 3500,
+            samples: vec![sample("cpu.usage", &[], 8.0)],
+        }],
+    };
+    store_one(&*store, p.id, a.oid, INSTANCE, only_total, 3500).await;
+    let mut mine: Vec<(usize, i64, f64)> = store
+        .latest(p.id, "cpu.usage", 0)
+        .await
+        .expect("q")
+        .iter()
+        .filter(|l| l.oid == a.oid)
+        .map(|l| (l.labels.len(), l.time_ms, l.value))
+        .collect();
+    mine.sort_by_key(|m| m.0);
+    assert_eq!(mine, [(0, 3500, 8.0), (1, 3000, 1.5)]);
+    for (seq, at) in [(4u64, 4000i64), (5, 5000)] {
+        let snapshot = SnapshotRow {
+            time_ms: at,
+            reason: "top".into(),
+            total: 1,
+            state_counts: BTreeMap::new(),
+            processes: vec![],
+        };
+        let batch = IncomingBatch {
+            seq,
+            time_ms: at,
+            health: None,
+            payloads: vec![BatchPayload::Processes(snapshot)],
+        };
+        store_one(&*store, p.id, a.oid, INSTANCE, batch, at).await;
+    }
+    let snaps = store.latest_snapshots(p.id, "top", 0).await.expect("q");
+    assert_eq!(snaps.len(), 1);
+    assert_eq!((snaps[0].0, snaps[0].1.time_ms), (a.oid, 5000));
+    assert!(
+        store
+            .latest_snapshots(p.id, "threshold", 0)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+}
+
+/// Two agents whose data folders share an instance id (a VM image made
+/// after the agent had run once): neither's batches count as the other's.
+async fn two_agents_sharing_an_instance_id_do_not_collide<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let a = store
+        .register_agent(p.id, &hello("web-1", INSTANCE), 0)
+        .await
+        .expect("a");
+    let b = store
+        .register_agent(p.id, &hello("web-2", INSTANCE), 0)
+        .await
+        .expect("b");
+    for seq in 1..=3 {
+        let stored = store_one(
+            &*store,
+            p.id,
+            a.oid,
+            INSTANCE,
+            metrics(seq, seq as i64 * 1000, 1.0),
+            0,
+        )
+        .await;
+        assert_eq!(stored, Stored::NEW);
+    }
+    let stored = store_one(&*store, p.id, b.oid, INSTANCE, metrics(2, 2000, 9.0), 0).await;
+    assert_eq!(stored, Stored::NEW, "not a duplicate of web-1's seq 2");
+    let again = store
+        .register_agent(p.id, &hello("web-2", INSTANCE), 0)
+        .await
+        .expect("b again");
+    assert_eq!(again.last_seq, 2, "web-2's own highest, not web-1's 3");
+}
+
+/// The series cap (the suite opens stores with [`SUITE_SERIES_CAP`]):
+/// samples of new series beyond it are refused and counted; existing
+/// series keep flowing; another agent has its own budget.
+async fn samples_of_new_series_over_the_cap_are_refused<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let a = store
+        .register_agent(p.id, &hello("a", INSTANCE), 0)
+        .await
+        .expect("a");
+    let many = |seq: u64, n: usize| IncomingBatch {
+        seq,
+        time_ms: seq as i64 * 1000,
+        health: None,
+        payloads: vec![BatchPayload::Metrics {
+            time_ms: seq as i64 * 1000,
+            samples: (0..n)
+                .map(|i| sample("m", &[("i", &i.to_string())], i as f64))
+                .collect(),
+        }],
+    };
+    let cap = SUITE_SERIES_CAP as usize;
+    assert_eq!(
+        store_one(&*store, p.id, a.oid, INSTANCE, many(1, cap - 1), 1).await,
+        Stored::NEW
+    );
+    assert_eq!(
+        store_one(&*store, p.id, a.oid, INSTANCE, many(2, cap + 2), 2).await,
+        Stored::New { samples_refused: 2 },
+        "one more series fits, two do not"
+    );
+    assert_eq!(
+        store_one(&*store, p.id, a.oid, INSTANCE, many(3, cap + 2), 3).await,
+        Stored::New { samples_refused: 2 },
+        "still refused"
+    );
+    let series = store
+        .metrics(p.id, a.oid, "m", all_time())
+        .await
+        .expect("q");
+    assert_eq!(series.len(), cap);
+    assert!(
+        series
+            .iter()
+            .all(|s| s.points.last().map(|p| p.0) == Some(3000)),
+        "existing series keep flowing"
+    );
+    let b_instance = "ffffffffffffffffffffffffffffffff";
+    let b = store
+        .register_agent(p.id, &hello("b", b_instance), 0)
+        .await
+        .expect("b");
+    assert_eq!(
+        store_one(&*store, p.id, b.oid, b_instance, many(1, cap), 1).await,
+        Stored::NEW,
+        "per agent"
+    );
+}
+
+/// Group commit: many streams' batches submitted at once end in fewer
+/// transactions than batches, and every answer comes after its batch is
+/// readable (the ack follows the commit).
+async fn concurrent_batches_share_transactions_and_acks_follow_commits<S: Store>(store: Arc<S>) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let mut agents = Vec::new();
+    for i in 0..16 {
+        let instance = format!("{i:032x}");
+        let r = store
+            .register_agent(p.id, &hello(&format!("h{i}"), &instance), 0)
+            .await
+            .expect("r");
+        agents.push((r.oid, instance));
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (writer, task) =
+        GroupWriter::start(store.clone(), GroupLimits::default(), shutdown.clone());
+    let per_agent = 8u64;
+    let mut tasks = Vec::new();
+    for (oid, instance) in agents.clone() {
+        let writer = writer.clone();
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for seq in 1..=per_agent {
+                let batch = item(
+                    p.id,
+                    oid,
+                    &instance,
+                    metrics(seq, seq as i64 * 1000, 1.0),
+                    1,
+                );
+                let stored = writer.store(batch).await.expect("stored");
+                assert_eq!(stored, Stored::NEW);
+                // Acked: so it must be there for any reader now.
+                let delivery = store.delivery(p.id, oid).await.expect("q");
+                assert_eq!(delivery[0].last_seq, seq, "answered before its commit");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let batches = agents.len() as u64 * per_agent;
+    let stats = writer.stats();
+    let groups = stats.groups.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        stats.batches.load(std::sync::atomic::Ordering::Relaxed),
+        batches
+    );
+    assert!(
+        groups < batches,
+        "{groups} transactions for {batches} batches"
+    );
+    shutdown.cancel();
+    task.await.expect("writer ends on shutdown");
+    assert!(
+        matches!(
+            writer
+                .store(item(
+                    p.id,
+                    agents[0].0,
+                    &agents[0].1,
+                    metrics(99, 1, 1.0),
+                    1
+                ))
+                .await,
+            Err(group::GroupError::Stopped)
+        ),
+        "after shutdown a batch is refused, not lost in a queue"
+    );
+}
+
+/// The series cap every backend's suite store is opened with.
+const SUITE_SERIES_CAP: u64 = 50;
+
+/// Runs every test above against one backend: `$open(name)` returns
+/// something holding an `Arc<Store>` in `.store` and cleaning up on drop.
+macro_rules! suite {
+    ($backend:ident, $open:path) => {
+        mod $backend {
+            suite!(@tests $open;
+                a_batch_sent_twice_is_stored_once,
+                the_same_key_twice_in_one_group_is_one_new_one_duplicate,
+                agents_and_reads_are_scoped_to_their_project,
+                the_nearest_snapshot_and_filtered_events_are_found,
+                a_quiet_agent_is_reported_once_until_it_speaks_again,
+                a_liveness_signal_counts_as_seen_and_stores_nothing,
+                retention_removes_only_old_data_and_purges_empty_series,
+                a_resend_after_retention_is_still_a_duplicate,
+                long_ranges_are_averaged_into_buckets,
+                latest_values_and_snapshots_are_per_agent_and_project,
+                two_agents_sharing_an_instance_id_do_not_collide,
+                samples_of_new_series_over_the_cap_are_refused,
+                concurrent_batches_share_transactions_and_acks_follow_commits,
+            );
+        }
+    };
+    (@tests $open:path; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let opened = $open(stringify!($test)).await;
+                super::$test(opened.store.clone()).await;
+            }
+        )*
+    };
+}
+
+/// A SQLite store in a scratch folder, removed on drop.
+struct TempSqlite {
+    store: Arc<sqlite::SqliteStore>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TempSqlite {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn open_sqlite(name: &str) -> TempSqlite {
+    let dir = std::env::temp_dir().join(format!("sl-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let limits = StoreLimits {
+        series_per_agent: SUITE_SERIES_CAP,
+    };
+    TempSqlite {
+        store: Arc::new(
+            sqlite::SqliteStore::open_with(&dir, limits)
+                .await
+                .expect("opens"),
+        ),
+        dir,
+    }
+}
+
+suite!(on_sqlite, super::open_sqlite);
