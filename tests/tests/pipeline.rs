@@ -176,7 +176,11 @@ fn the_agent_spools_while_the_collector_is_down_and_delivers_later() {
 }
 
 /// A spool too small for the outage drops its oldest batches, and the loss
-/// reaches the collector as an event with the count.
+/// reaches the collector as events with the counts, exactly: once the spool
+/// has drained, the batches dropped (the sum over every `spool.overflow`
+/// event) plus the batches that arrived (the delivery audit) equal the
+/// batches the agent made (its last sequence number). A drop not reported,
+/// reported twice, or a batch stored twice breaks the equation.
 #[test]
 fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
     let scratch = Scratch::new("overflow");
@@ -193,15 +197,9 @@ fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
             &[("spool.max", "16KiB")],
         ),
     );
-    let last_seq = || -> u64 {
-        std::fs::read_to_string(agent_dir.join("data/spool/last_seq"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    // Wait until the spool has had to drop (it persists last_seq then).
+    // Wait until the spool has had to drop (it records its numbering then).
     wait_for("the spool to overflow", Duration::from_secs(20), || {
-        (last_seq() > agent.spooled() as u64 + 1).then_some(())
+        (agent.spool_last_seq() > agent.spooled() as u64 + 1).then_some(())
     });
 
     let collector = Collector::start_with(&data, &grpc.to_string(), &http.to_string(), &[]);
@@ -212,24 +210,59 @@ fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
             .into_iter()
             .find(|e| e["kind"] == "spool.overflow")
     });
-    let dropped: u64 = overflow["attrs"]["dropped_batches"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("count");
-    assert!(dropped >= 1, "{overflow}");
     assert_eq!(
         overflow["attrs"]["first_seq"], "1",
         "the oldest went first: {overflow}"
     );
     assert_eq!(overflow["severity"], "warning");
-    let delivery = api.ok(&format!("/api/v1/agents/{oid}/delivery"));
-    let first = delivery["instances"][0]["first_seq"]
+
+    // The agent goes on making a batch every interval: read until one
+    // moment where the spool is empty and the counts are complete.
+    let count = |e: &serde_json::Value| -> u64 {
+        e["attrs"]["dropped_batches"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("count")
+    };
+    let mut last_seen = String::from("the spool never drained");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut reconcile = || -> Option<(u64, u64, u64)> {
+        if agent.spooled() != 0 {
+            return None;
+        }
+        let made = agent.spool_last_seq();
+        let delivery = api.ok(&format!("/api/v1/agents/{oid}/delivery"));
+        let instances = delivery["instances"].as_array()?.clone();
+        let arrived = instances[0]["batches"].as_u64()?;
+        let events: Vec<_> = api
+            .events()
+            .into_iter()
+            .filter(|e| e["kind"] == "spool.overflow")
+            .collect();
+        let dropped: u64 = events.iter().map(count).sum();
+        last_seen = format!(
+            "made {made}, arrived {arrived}, dropped {dropped} in {} events, {} instances",
+            events.len(),
+            instances.len()
+        );
+        (instances.len() == 1 && dropped + arrived == made).then_some((made, arrived, dropped))
+    };
+    let (made, arrived, dropped) = loop {
+        if let Some(counts) = reconcile() {
+            break counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reconciled (dropped + arrived == made): {last_seen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(dropped >= 1, "{last_seen}");
+    assert!(arrived >= 1 && made > arrived, "{last_seen}");
+    let first = api.ok(&format!("/api/v1/agents/{oid}/delivery"))["instances"][0]["first_seq"]
         .as_u64()
         .expect("first");
-    assert!(
-        first > 1,
-        "the oldest batches were not delivered: {delivery}"
-    );
+    assert!(first > 1, "the oldest batches were not delivered");
 }
 
 /// SIGTERM stops the agent within a second, and its pid file goes.
