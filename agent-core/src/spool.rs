@@ -530,7 +530,7 @@ impl Spool {
             &self.dir.join(INSTANCE_FILE),
             format!("{id} {epoch}\n").as_bytes(),
         )?;
-        if !self.entries.keys().any(|k| k.epoch == self.current) {
+        if !self.has_epoch(self.current) {
             self.instances.remove(&self.current);
         }
         self.instances.insert(epoch, id);
@@ -538,6 +538,13 @@ impl Spool {
         self.last_seq = 0;
         self.persisted_last_seq = u64::MAX;
         self.persist_last_seq()
+    }
+
+    fn has_epoch(&self, epoch: u32) -> bool {
+        self.entries
+            .range(Key { epoch, seq: 0 }..=Key { epoch, seq: u64::MAX })
+            .next()
+            .is_some()
     }
 
     /// Starts a new instance now (see [`Spool::settle_through`]).
@@ -815,7 +822,7 @@ impl Spool {
             return Ok(());
         };
         self.bytes -= entry.len;
-        if !self.entries.keys().any(|k| k.epoch == key.epoch) && key.epoch != self.current {
+        if key.epoch != self.current && !self.has_epoch(key.epoch) {
             self.instances.remove(&key.epoch);
         }
         if let Some(report) = self.report.filter(|r| r.key == key) {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use agent_core::domain::{Event, Metrics, Payload, Severity};
-use agent_core::{Sample, SourceContext, SourceError};
+use agent_core::{OutBatch, Sample, SourceContext, SourceError};
 use tokio::time::{MissedTickBehavior, interval};
 
 use crate::collect::{Collect, CollectorSet, ProcessTable};
@@ -54,6 +54,9 @@ pub async fn run(
         let time = SystemTime::now();
         let watched = watched(&settings.thresholds, &reading.samples);
         let transitions = thresholds.observe(Instant::now(), watched);
+        // A record of the server agent is a sample.
+        let records = reading.samples.len() as u64;
+        cx.out.records_read(records);
         let mut payloads = vec![Payload::Metrics(Metrics {
             time,
             samples: reading.samples,
@@ -88,7 +91,9 @@ pub async fn run(
         // One cycle, one batch: stored together, acked once.
         tokio::select! {
             () = cx.shutdown.cancelled() => return Ok(()),
-            sent = cx.out.send_all(payloads) => if sent.is_err() { return Ok(()) },
+            sent = cx.out.send(OutBatch { payloads, cursor: None, records }) => {
+                if sent.is_err() { return Ok(()) }
+            }
         }
     }
 }
