@@ -51,7 +51,7 @@ pub struct Metrics {
 }
 
 /// The names of the events agent-core itself raises. Each product defines
-/// its own beside its code (dotted, lower case: `host.rebooted`).
+/// its own beside its code (dotted, lower case).
 pub mod event_names {
     /// The agent process started.
     pub const AGENT_STARTED: &str = "agent.started";
@@ -79,7 +79,7 @@ pub struct Event {
     /// When.
     pub time: SystemTime,
     /// What happened, dotted and lower case: `agent.started`,
-    /// `host.rebooted` (see [`event_names`]).
+    /// a product's own (see [`event_names`]).
     pub name: Cow<'static, str>,
     /// How bad.
     pub severity: Severity,

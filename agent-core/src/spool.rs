@@ -542,7 +542,12 @@ impl Spool {
 
     fn has_epoch(&self, epoch: u32) -> bool {
         self.entries
-            .range(Key { epoch, seq: 0 }..=Key { epoch, seq: u64::MAX })
+            .range(
+                Key { epoch, seq: 0 }..=Key {
+                    epoch,
+                    seq: u64::MAX,
+                },
+            )
             .next()
             .is_some()
     }
@@ -619,7 +624,7 @@ impl Spool {
                 };
                 let len = self.entries.get(&oldest).map_or(0, |e| e.len);
                 self.persist_last_seq()?;
-                self.remove(oldest, Fate::Dropped(DropReason::SpoolFull))?;
+                self.unlink(oldest, Fate::Dropped(DropReason::SpoolFull))?;
                 dropped.add(oldest.seq, len);
             }
         } else {
@@ -748,7 +753,7 @@ impl Spool {
         if let Fate::Dropped(reason) = &fate {
             tracing::debug!(seq = key.seq, reason = %reason, "Batch dropped from the spool.");
             self.persist_last_seq()?;
-            self.remove(key, fate)?;
+            self.unlink(key, fate)?;
             let mut dropped = Dropped::default();
             dropped.add(key.seq, len);
             return self.note_dropped(dropped);
@@ -756,7 +761,7 @@ impl Spool {
         if key.epoch == self.current && self.entries.keys().next_back() == Some(&key) {
             self.persist_last_seq()?;
         }
-        self.remove(key, fate)
+        self.unlink(key, fate)
     }
 
     /// Takes out every batch of instance `epoch` up to `seq` (the collector
@@ -791,7 +796,7 @@ impl Spool {
             .collect();
         self.persist_last_seq()?;
         for key in &done {
-            self.remove(*key, Fate::Acked)?;
+            self.unlink(*key, Fate::Acked)?;
         }
         let beyond = (seq > numbered).then_some(seq);
         if beyond.is_some() && epoch == self.current {
@@ -805,7 +810,7 @@ impl Spool {
 
     /// The one way out: unlinks the file and resolves everything that
     /// waited on the batch.
-    fn remove(&mut self, key: Key, fate: Fate) -> Result<(), SpoolError> {
+    fn unlink(&mut self, key: Key, fate: Fate) -> Result<(), SpoolError> {
         let path = self.batch_path(key);
         match fs::remove_file(&path) {
             Ok(()) => {}

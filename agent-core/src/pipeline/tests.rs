@@ -28,14 +28,14 @@ fn rig(name: &str, max_bytes: u64, policy: SpoolFull) -> Rig {
     options.counters = Some(counters.clone());
     let spool = Spool::open_with(&dir, options).expect("spool");
     let spool = SharedSpool::new(spool, counters.clone());
-    let (out, inbox) = Output::channel("logs", counters.clone());
+    let (out, inbox) = Output::channel("main", counters.clone());
     let stop = CancellationToken::new();
     let running = tokio::spawn(run(
         inbox,
         spool.clone(),
         counters.clone(),
         policy,
-        "logs",
+        "main",
         stop.clone(),
     ));
     Rig {
@@ -51,7 +51,7 @@ fn rig(name: &str, max_bytes: u64, policy: SpoolFull) -> Rig {
 fn lines(n: usize, size: usize) -> Payload {
     Payload::Events(
         (0..n)
-            .map(|i| Event::now("log.line", Severity::Info, "x".repeat(size)).attr("i", i))
+            .map(|i| Event::now("product.line", Severity::Info, "x".repeat(size)).attr("i", i))
             .collect(),
     )
 }
@@ -84,7 +84,7 @@ async fn a_send_larger_than_a_batch_is_split_and_its_receipt_waits_for_every_par
     let rig = rig("split", 64 << 20, SpoolFull::DropOldest);
     // About 3 MiB of samples: three or four batches of at most 1 MiB.
     let samples: Vec<Sample> = (0..60_000)
-        .map(|i| Sample::new("log.bytes", i as f64).label("file", format!("/var/log/app-{i}.log")))
+        .map(|i| Sample::new("product.bytes", i as f64).label("part", format!("file-{i}")))
         .collect();
     let batch = OutBatch {
         payloads: vec![Payload::Metrics(Metrics {
@@ -124,7 +124,7 @@ async fn a_send_larger_than_a_batch_is_split_and_its_receipt_waits_for_every_par
     // The cursor goes with the last part: acking the others moves nothing.
     let resume = rig
         .spool
-        .in_memory(|s| s.resume("logs"))
+        .in_memory(|s| s.resume("main"))
         .await
         .expect("spool");
     assert_eq!(resume.spooled.as_deref(), Some(&b"offset=123"[..]));
@@ -137,12 +137,12 @@ async fn a_send_larger_than_a_batch_is_split_and_its_receipt_waits_for_every_par
     assert_eq!(receipt.settled().await, Fate::Acked);
     let resume = rig
         .spool
-        .in_memory(|s| s.resume("logs"))
+        .in_memory(|s| s.resume("main"))
         .await
         .expect("spool");
     assert_eq!(resume.acked.as_deref(), Some(&b"offset=123"[..]));
-    let logs = rig.counters.source("logs");
-    assert_eq!((logs.records_sent, logs.records_acked), (60_000, 60_000));
+    let main = rig.counters.source("main");
+    assert_eq!((main.records_sent, main.records_acked), (60_000, 60_000));
     rig.stop.cancel();
     let _ = rig.running.await;
     std::fs::remove_dir_all(&rig.dir).expect("cleanup");
@@ -187,9 +187,13 @@ async fn a_product_payload_larger_than_a_batch_is_refused_before_it_is_spooled()
     let big = WirePayload::new(
         SystemTime::now(),
         pb::Payload {
-            kind: Some(pb::payload::Kind::Processes(pb::ProcessSnapshot {
-                reason: "x".repeat(BATCH_LIMIT),
-                ..Default::default()
+            // Any message: core never looks inside a product's payload.
+            kind: Some(pb::payload::Kind::Metrics(pb::Metrics {
+                samples: vec![pb::Sample {
+                    name: "x".repeat(BATCH_LIMIT),
+                    ..Default::default()
+                }],
+                time_ms: 0,
             })),
         },
     );
@@ -201,7 +205,7 @@ async fn a_product_payload_larger_than_a_batch_is_refused_before_it_is_spooled()
     let mut receipt = rig.out.send(batch).await.expect("answered");
     assert_eq!(receipt.spooled().await, Err(DropReason::TooLarge));
     assert!(keys(&rig.spool).await.is_empty(), "never spooled");
-    assert_eq!(rig.counters.source("logs").records_dropped, 3);
+    assert_eq!(rig.counters.source("main").records_dropped, 3);
     rig.stop.cancel();
     let _ = rig.running.await;
     std::fs::remove_dir_all(&rig.dir).expect("cleanup");
@@ -219,7 +223,7 @@ fn twenty_lines_file() -> u64 {
         )
         .len(),
         &BatchMeta {
-            source: Arc::from("logs"),
+            source: Arc::from("main"),
             records: 20,
             cursor: Some(b"00".to_vec()),
         },
@@ -312,10 +316,10 @@ async fn a_block_wait_ends_at_shutdown_and_what_was_queued_is_counted_and_report
 #[tokio::test]
 async fn named_sources_share_the_pipeline_with_their_own_cursors_and_counts() {
     let rig = rig("named", 64 << 20, SpoolFull::DropOldest);
-    let nginx = rig.out.named("nginx");
-    assert_eq!((rig.out.source(), nginx.source()), ("logs", "nginx"));
-    nginx.records_read(7);
-    let mut r = nginx
+    let a = rig.out.named("source-a");
+    assert_eq!((rig.out.source(), a.source()), ("main", "source-a"));
+    a.records_read(7);
+    let mut r = a
         .send(OutBatch {
             payloads: vec![lines(5, 10)],
             cursor: Some(b"n1".to_vec()),
@@ -326,13 +330,13 @@ async fn named_sources_share_the_pipeline_with_their_own_cursors_and_counts() {
     assert_eq!(r.spooled().await, Ok(()));
     let resume = rig
         .spool
-        .in_memory(|s| s.resume("nginx"))
+        .in_memory(|s| s.resume("source-a"))
         .await
         .expect("spool");
     assert_eq!(resume.spooled.as_deref(), Some(&b"n1"[..]));
     let other = rig
         .spool
-        .in_memory(|s| s.resume("logs"))
+        .in_memory(|s| s.resume("main"))
         .await
         .expect("spool");
     assert_eq!(other.spooled, None);
@@ -340,8 +344,8 @@ async fn named_sources_share_the_pipeline_with_their_own_cursors_and_counts() {
     let n = health
         .sources
         .iter()
-        .find(|s| s.name == "nginx")
-        .expect("nginx");
+        .find(|s| s.name == "source-a")
+        .expect("source-a");
     assert_eq!((n.records_read, n.records_sent), (7, 5));
     rig.stop.cancel();
     let _ = rig.running.await;

@@ -14,7 +14,7 @@ fn payload(seq: u64, len: usize) -> Vec<u8> {
 
 fn meta() -> BatchMeta {
     BatchMeta {
-        source: Arc::from("infra"),
+        source: Arc::from("product"),
         records: 0,
         cursor: None,
     }
@@ -424,13 +424,13 @@ fn per_source_records_are_counted_as_sent_acked_and_dropped() {
     let dir = temp_dir("records");
     let counters = Arc::new(AgentCounters::default());
     let mut options = SpoolOptions::new(
-        2 * Spool::file_len(100, &cursor_meta("nginx", "0")),
+        2 * Spool::file_len(100, &cursor_meta("source-a", "0")),
         Sync::Normal,
     );
     options.counters = Some(counters.clone());
     let mut spool = Spool::open_with(&dir, options).expect("open");
     for i in 0..3 {
-        let mut m = cursor_meta("nginx", &i.to_string());
+        let mut m = cursor_meta("source-a", &i.to_string());
         m.records = 10;
         spool
             .append(m, None, |seq| payload(seq, 100))
@@ -438,13 +438,9 @@ fn per_source_records_are_counted_as_sent_acked_and_dropped() {
     }
     let k = key(&spool, 2);
     spool.settle(k, Fate::Acked).expect("ack");
-    let nginx = counters.source("nginx");
+    let a = counters.source("source-a");
     assert_eq!(
-        (
-            nginx.records_sent,
-            nginx.records_acked,
-            nginx.records_dropped
-        ),
+        (a.records_sent, a.records_acked, a.records_dropped),
         (30, 10, 10)
     );
     assert_eq!(counters.snapshot().batches_dropped, 1);
@@ -455,40 +451,40 @@ fn per_source_records_are_counted_as_sent_acked_and_dropped() {
 fn cursors_move_only_past_settled_batches_in_order_and_survive_restarts() {
     let dir = temp_dir("cursors");
     let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("open");
-    let resume = spool.resume("nginx");
+    let resume = spool.resume("source-a");
     assert_eq!((resume.acked, resume.spooled), (None, None));
     let mut updates = resume.acked_updates;
     for (source, cursor) in [
-        ("nginx", "a"),
-        ("nginx", "b"),
-        ("mysql", "x"),
-        ("nginx", "c"),
+        ("source-a", "a"),
+        ("source-a", "b"),
+        ("source-b", "x"),
+        ("source-a", "c"),
     ] {
         spool
             .append(cursor_meta(source, cursor), None, |seq| payload(seq, 10))
             .expect("append");
     }
-    // Infra's batches carry no cursor and cost nothing here.
+    // Batches without a cursor (metrics) and cost nothing here.
     add(&mut spool, 10);
-    let resume = spool.resume("nginx");
+    let resume = spool.resume("source-a");
     assert_eq!(resume.acked, None);
     assert_eq!(resume.spooled.as_deref(), Some(&b"c"[..]), "newest spooled");
     // Acked out of order: "b" must wait for "a".
     let (k1, k2, k4) = (key(&spool, 1), key(&spool, 2), key(&spool, 4));
     spool.settle(k2, Fate::Acked).expect("ack");
-    assert_eq!(spool.resume("nginx").acked, None, "a is still pending");
+    assert_eq!(spool.resume("source-a").acked, None, "a is still pending");
     assert!(!updates.has_changed().expect("open"));
     spool.settle(k1, Fate::Acked).expect("ack");
-    assert_eq!(spool.resume("nginx").acked.as_deref(), Some(&b"b"[..]));
+    assert_eq!(spool.resume("source-a").acked.as_deref(), Some(&b"b"[..]));
     assert!(updates.has_changed().expect("open"));
     assert_eq!(updates.borrow_and_update().as_deref(), Some(&b"b"[..]));
-    assert_eq!(spool.resume("mysql").acked, None, "per source");
+    assert_eq!(spool.resume("source-b").acked, None, "per source");
     drop(spool);
 
     // After a restart: the acked cursor is on disk, and acks for batches
     // spooled before the restart still move it.
     let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("reopen");
-    let resume = spool.resume("nginx");
+    let resume = spool.resume("source-a");
     assert_eq!(resume.acked.as_deref(), Some(&b"b"[..]));
     assert_eq!(resume.spooled.as_deref(), Some(&b"c"[..]));
     let mut updates = resume.acked_updates;
@@ -498,7 +494,7 @@ fn cursors_move_only_past_settled_batches_in_order_and_survive_restarts() {
         .expect("refuse");
     assert!(updates.has_changed().expect("open"));
     assert_eq!(updates.borrow_and_update().as_deref(), Some(&b"c"[..]));
-    assert_eq!(spool.resume("nginx").spooled, None);
+    assert_eq!(spool.resume("source-a").spooled, None);
     fs::remove_dir_all(&dir).expect("cleanup");
 }
 

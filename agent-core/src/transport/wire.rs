@@ -241,7 +241,7 @@ fn event_to_wire(e: &Event) -> pb::AgentEvent {
 }
 
 /// The deprecated `AgentEvent.kind` for an event name that the closed enum
-/// has (`host.rebooted` is `EVENT_KIND_HOST_REBOOTED`), else unspecified.
+/// has (`spool.overflow` is `EVENT_KIND_SPOOL_OVERFLOW`), else unspecified.
 ///
 /// Compatibility: remove once every collector reads `name`.
 fn legacy_event_kind(name: &str) -> pb::EventKind {

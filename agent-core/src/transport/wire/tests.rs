@@ -18,7 +18,7 @@ fn batch_round_trips_through_bytes() {
     let health = Health {
         spool_batches: 3,
         sources: vec![SourceHealth {
-            name: "infra".into(),
+            name: "main".into(),
             records_read: 5,
             ..SourceHealth::default()
         }],
@@ -31,7 +31,7 @@ fn batch_round_trips_through_bytes() {
     assert_eq!(batch.time_ms, 1_700_000_000_123);
     let h = batch.health.expect("health");
     assert_eq!(h.spool_batches, 3);
-    assert_eq!(h.sources[0].name, "infra");
+    assert_eq!(h.sources[0].name, "main");
     assert_eq!(h.sources[0].records_read, 5);
     assert!(!batch.liveness);
     let Some(pb::payload::Kind::Metrics(m)) = batch.payloads[0].kind.clone() else {
@@ -49,10 +49,13 @@ fn a_products_own_payload_travels_as_its_bytes_beside_events() {
     let own = WirePayload::new(
         time,
         pb::Payload {
-            kind: Some(pb::payload::Kind::Processes(pb::ProcessSnapshot {
-                reason: "threshold".into(),
-                total: 3,
-                ..Default::default()
+            kind: Some(pb::payload::Kind::Metrics(pb::Metrics {
+                samples: vec![pb::Sample {
+                    name: "own.reading".into(),
+                    value: 3.0,
+                    ..Default::default()
+                }],
+                time_ms: 7,
             })),
         },
     );
@@ -64,10 +67,10 @@ fn a_products_own_payload_travels_as_its_bytes_beside_events() {
     parts.extend(encode_payload(&events, 1 << 20).expect("fits"));
     let batch = decode_batch(&encode_batch(1, time, &Health::default(), &parts)).expect("decodes");
     assert_eq!(batch.payloads.len(), 2);
-    let Some(pb::payload::Kind::Processes(p)) = batch.payloads[0].kind.clone() else {
+    let Some(pb::payload::Kind::Metrics(p)) = batch.payloads[0].kind.clone() else {
         panic!("wrong payload");
     };
-    assert_eq!((p.reason.as_str(), p.total), ("threshold", 3));
+    assert_eq!((p.samples[0].name.as_str(), p.time_ms), ("own.reading", 7));
     let Some(pb::payload::Kind::Events(e)) = batch.payloads[1].kind.clone() else {
         panic!("wrong payload");
     };
@@ -77,11 +80,15 @@ fn a_products_own_payload_travels_as_its_bytes_beside_events() {
 
 #[test]
 fn events_carry_their_name_and_the_legacy_kind_where_the_enum_has_one() {
-    let known = event_to_wire(&Event::now("host.rebooted", Severity::Warning, "x"));
-    assert_eq!(known.name, "host.rebooted");
-    assert_eq!(known.kind, pb::EventKind::HostRebooted as i32);
-    let new = event_to_wire(&Event::now("log.rotated", Severity::Info, "x"));
-    assert_eq!(new.name, "log.rotated");
+    let known = event_to_wire(&Event::now(
+        event_names::SPOOL_OVERFLOW,
+        Severity::Warning,
+        "x",
+    ));
+    assert_eq!(known.name, "spool.overflow");
+    assert_eq!(known.kind, pb::EventKind::SpoolOverflow as i32);
+    let new = event_to_wire(&Event::now("product.noticed", Severity::Info, "x"));
+    assert_eq!(new.name, "product.noticed");
     assert_eq!(new.kind, pb::EventKind::Unspecified as i32);
 }
 
@@ -115,7 +122,7 @@ fn metrics_larger_than_a_batch_are_split_by_samples_and_none_is_lost() {
 #[test]
 fn events_are_split_by_events() {
     let events: Vec<Event> = (0..200)
-        .map(|i| Event::now("log.line", Severity::Info, "x".repeat(200)).attr("i", i))
+        .map(|i| Event::now("product.line", Severity::Info, "x".repeat(200)).attr("i", i))
         .collect();
     let parts = encode_payload(&Payload::Events(events), 8 << 10).expect("splits");
     assert!(parts.len() >= 5);
@@ -136,9 +143,12 @@ fn a_products_payload_larger_than_a_batch_is_refused_not_split() {
     let big = WirePayload::new(
         SystemTime::now(),
         pb::Payload {
-            kind: Some(pb::payload::Kind::Processes(pb::ProcessSnapshot {
-                reason: "x".repeat(5000),
-                ..Default::default()
+            kind: Some(pb::payload::Kind::Metrics(pb::Metrics {
+                samples: vec![pb::Sample {
+                    name: "x".repeat(5000),
+                    ..Default::default()
+                }],
+                time_ms: 0,
             })),
         },
     );
