@@ -456,19 +456,23 @@ async fn report_overflow(
 }
 
 fn overflow_event(dropped: Dropped, total_since_start: u64) -> Event {
-    Event::now(
-        event_names::SPOOL_OVERFLOW,
-        Severity::Warning,
+    let message = if dropped.last_seq == 0 {
+        format!(
+            "Dropped {} batches that could not be spooled before the agent stopped.",
+            dropped.batches
+        )
+    } else {
         format!(
             "Spool full: dropped {} batches ({} bytes, seq {} to {}) that the collector had not acknowledged.",
             dropped.batches, dropped.bytes, dropped.first_seq, dropped.last_seq
-        ),
-    )
-    .attr("dropped_batches", dropped.batches)
-    .attr("dropped_bytes", dropped.bytes)
-    .attr("first_seq", dropped.first_seq)
-    .attr("last_seq", dropped.last_seq)
-    .attr("dropped_batches_since_start", total_since_start)
+        )
+    };
+    Event::now(event_names::SPOOL_OVERFLOW, Severity::Warning, message)
+        .attr("dropped_batches", dropped.batches)
+        .attr("dropped_bytes", dropped.bytes)
+        .attr("first_seq", dropped.first_seq)
+        .attr("last_seq", dropped.last_seq)
+        .attr("dropped_batches_since_start", total_since_start)
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@
 //!   the acks in flight are in, and the next one starts at once.
 //! - A batch sent and not yet acked is marked in flight in the spool, which
 //!   then never evicts it (the collector may be storing it).
-//! - With nothing to send for one interval, a liveness signal (`Batch`
-//!   with seq 0, `liveness`, the agent's health) goes on the stream: not
-//!   spooled, not acked. Any ack for seq 0 is ignored.
+//! - With nothing to send for an interval and a half, a liveness signal
+//!   (`Batch` with seq 0, `liveness`, the agent's health) goes on the
+//!   stream: not spooled, not acked. (Half an interval of slack, so an
+//!   agent that reports every interval never sends one: its batches lag
+//!   their tick by the collection time.) Any ack for seq 0 is ignored.
 //! - At most [`WINDOW`] batches are in flight; every wait (connect, call,
 //!   ack) is bounded by `server.timeout`.
 //! - Reconnects back off exponentially with jitter; the collector's
@@ -353,7 +355,7 @@ impl Transport {
             Ok(response) => response?.into_inner(),
         };
 
-        let idle = self.identity.interval;
+        let idle = self.identity.interval + self.identity.interval / 2;
         let mut in_flight: VecDeque<u64> = VecDeque::new();
         let mut last_sent: Option<Key> = None;
         let mut ack_deadline = Instant::now() + limit;
