@@ -290,9 +290,13 @@ impl Spooling {
         let mut parts: VecDeque<Vec<Vec<u8>>> = VecDeque::new();
         let mut current: Vec<Vec<u8>> = Vec::new();
         let mut used = 0;
-        for payload in &batch.payloads {
-            // Product payloads over the limit were refused in `send`.
-            let chunks = wire::encode_payload(payload, room).unwrap_or_default();
+        for payload in batch.payloads {
+            let chunks = match payload {
+                // Already encoded: moved, not copied. Over the limit, it
+                // was refused in `send`.
+                Payload::Encoded(w) => vec![w.into_bytes()],
+                other => wire::encode_payload(&other, room).unwrap_or_default(),
+            };
             for chunk in chunks {
                 let len = wire::framed_len(&chunk);
                 if !current.is_empty() && used + len > room {

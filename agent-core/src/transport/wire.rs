@@ -53,6 +53,11 @@ impl WirePayload {
         self.bytes.len()
     }
 
+    /// Its bytes: one encoded `Payload` message.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// Whether it encodes to nothing (an empty `Payload`).
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
