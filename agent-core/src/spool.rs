@@ -425,7 +425,7 @@ impl Spool {
                     .collect()
             })
             .unwrap_or_default();
-        let mut unreported = Dropped::from_fields(&fields).unwrap_or_default();
+        let unreported = Dropped::from_fields(&fields).unwrap_or_default();
         let report = match (fields.get(4), fields.get(5)) {
             (Some(&epoch), Some(&seq)) if epoch != 0 => {
                 let key = Key {
@@ -440,8 +440,6 @@ impl Spool {
             }
             _ => None,
         };
-        unreported.merge(damaged);
-
         let newest_epoch = entries
             .keys()
             .map(|k| k.epoch)
@@ -511,8 +509,8 @@ impl Spool {
             }
             None => spool.rotate_to(newest_epoch + 1)?,
         }
-        if !spool.unreported.is_empty() {
-            spool.persist_drops()?;
+        if !damaged.is_empty() {
+            spool.note_dropped(damaged)?;
         }
         if let Some(boot_id) = options.boot_id
             && previous_boot.as_deref() != Some(boot_id.as_str())
