@@ -764,24 +764,17 @@ impl Spool {
 
     /// Takes out every batch of instance `epoch` up to `seq` (the collector
     /// says it has stored them). Never removes anything above what this
-    /// spool numbered in that instance: if the collector holds more (this
-    /// spool's record of its numbering was lost), those batches are kept
-    /// and, if `epoch` is the current instance, new batches start a new one.
+    /// spool numbered in its current instance: if the collector holds more
+    /// (this spool's record of its numbering was lost), those batches are
+    /// kept and new batches start a new instance. (An older instance is no
+    /// longer numbered in, so the collector holding more of it is normal:
+    /// its newest batches were acked and removed before.)
     pub fn settle_through(&mut self, epoch: u32, seq: u64) -> Result<Through, SpoolError> {
-        let numbered = if epoch == self.current {
-            self.last_seq
+        let (through, beyond) = if epoch == self.current {
+            (seq.min(self.last_seq), (seq > self.last_seq).then_some(seq))
         } else {
-            self.entries
-                .range(
-                    Key { epoch, seq: 0 }..=Key {
-                        epoch,
-                        seq: u64::MAX,
-                    },
-                )
-                .next_back()
-                .map_or(0, |(k, _)| k.seq)
+            (seq, None)
         };
-        let through = seq.min(numbered);
         let done: Vec<Key> = self
             .entries
             .range(
@@ -796,8 +789,7 @@ impl Spool {
         for key in &done {
             self.unlink(*key, Fate::Acked)?;
         }
-        let beyond = (seq > numbered).then_some(seq);
-        if beyond.is_some() && epoch == self.current {
+        if beyond.is_some() {
             self.rotate()?;
         }
         Ok(Through {

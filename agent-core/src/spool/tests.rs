@@ -307,6 +307,11 @@ fn a_collector_ahead_of_the_numbering_removes_nothing_unsent_and_starts_a_new_in
     assert_eq!(next.key.seq, 1, "a new instance starts at 1");
     assert_ne!(spool.current_instance().1, old);
     assert!(next.key.epoch > epoch);
+    // The old instance is not numbered in any more: the collector holding
+    // more of it is normal, and changes nothing.
+    let through = spool.settle_through(epoch, 200).expect("settle");
+    assert_eq!(through.beyond_numbering, None);
+    assert_eq!(spool.current_instance().0, next.key.epoch);
     fs::remove_dir_all(&dir).expect("cleanup");
 }
 
