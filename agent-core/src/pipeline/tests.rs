@@ -1,10 +1,10 @@
 use std::time::Duration;
 
 use super::*;
-use crate::domain::{Metrics, Sample, WirePayload};
+use crate::domain::{Metrics, Sample};
 use crate::receipt::Fate;
 use crate::spool::{Key, SpoolOptions, Sync};
-use sightline_proto::v1 as pb;
+use crate::transport::wire::test_support::{opaque_payload, seq_and_samples};
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sl-pipeline-{name}-{}", std::process::id()));
@@ -112,13 +112,9 @@ async fn a_send_larger_than_a_batch_is_split_and_its_receipt_waits_for_every_par
             "a part of {} bytes",
             bytes.len()
         );
-        let batch = wire::decode_batch(&bytes).expect("decodes");
-        assert_eq!(batch.seq, key.seq);
-        for p in batch.payloads {
-            if let Some(pb::payload::Kind::Metrics(m)) = p.kind {
-                samples += m.samples.len();
-            }
-        }
+        let (seq, in_part) = seq_and_samples(&bytes);
+        assert_eq!(seq, key.seq);
+        samples += in_part;
     }
     assert_eq!(samples, 60_000, "nothing lost in the split");
     // The cursor goes with the last part: acking the others moves nothing.
@@ -184,19 +180,7 @@ async fn a_split_send_with_one_part_dropped_is_dropped() {
 #[tokio::test]
 async fn a_product_payload_larger_than_a_batch_is_refused_before_it_is_spooled() {
     let rig = rig("too-large", 64 << 20, SpoolFull::DropOldest);
-    let big = WirePayload::new(
-        SystemTime::now(),
-        pb::Payload {
-            // Any message: core never looks inside a product's payload.
-            kind: Some(pb::payload::Kind::Metrics(pb::Metrics {
-                samples: vec![pb::Sample {
-                    name: "x".repeat(BATCH_LIMIT),
-                    ..Default::default()
-                }],
-                time_ms: 0,
-            })),
-        },
-    );
+    let big = opaque_payload(BATCH_LIMIT);
     let batch = OutBatch {
         payloads: vec![Payload::Encoded(big)],
         cursor: None,

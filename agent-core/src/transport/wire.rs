@@ -262,5 +262,41 @@ fn severity_to_wire(s: Severity) -> pb::Severity {
     }
 }
 
+/// Helpers for agent-core's own tests elsewhere, so prost types stay here.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A product payload of about `len` bytes (core never looks inside).
+    pub(crate) fn opaque_payload(len: usize) -> WirePayload {
+        WirePayload::new(
+            SystemTime::now(),
+            pb::Payload {
+                kind: Some(pb::payload::Kind::Metrics(pb::Metrics {
+                    samples: vec![pb::Sample {
+                        name: "x".repeat(len),
+                        ..Default::default()
+                    }],
+                    time_ms: 0,
+                })),
+            },
+        )
+    }
+
+    /// The sequence number and the number of samples of a spooled batch.
+    pub(crate) fn seq_and_samples(bytes: &[u8]) -> (u64, usize) {
+        let batch = decode_batch(bytes).expect("decodes");
+        let samples = batch
+            .payloads
+            .into_iter()
+            .map(|p| match p.kind {
+                Some(pb::payload::Kind::Metrics(m)) => m.samples.len(),
+                _ => 0,
+            })
+            .sum();
+        (batch.seq, samples)
+    }
+}
+
 #[cfg(test)]
 mod tests;
