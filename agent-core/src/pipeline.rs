@@ -340,7 +340,18 @@ impl Spooling {
                 self.parts.push_front(part);
                 return Ok(Some(self));
             }
-            spool.append(meta, Some(self.tracker.clone()), |_| bytes)?;
+            if let Err(e) = spool.append(meta, Some(self.tracker.clone()), |_| bytes) {
+                // The rest of this send is lost with the failed part.
+                let rest = self.parts.len() as u64;
+                for _ in 0..rest {
+                    self.tracker.part_dropped_unspooled(DropReason::Damaged);
+                }
+                if !last {
+                    counters.records(&self.source, Records::Dropped, self.records);
+                }
+                let _ = spool.count_unspooled(rest, 0);
+                return Err(e);
+            }
         }
         Ok(None)
     }

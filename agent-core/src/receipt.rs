@@ -26,7 +26,8 @@ pub enum DropReason {
     Refused(String),
     /// Larger than a batch may be.
     TooLarge,
-    /// Its spool file was damaged, or written by an older agent.
+    /// Its spool file was damaged, written by an older agent, or could not
+    /// be written at all.
     Damaged,
     /// The agent stopped before it could be spooled (or, for a receipt,
     /// before its fate was known).
@@ -39,7 +40,7 @@ impl std::fmt::Display for DropReason {
             DropReason::SpoolFull => f.write_str("spool full"),
             DropReason::Refused(why) => write!(f, "refused by the collector: {why}"),
             DropReason::TooLarge => f.write_str("larger than a batch may be"),
-            DropReason::Damaged => f.write_str("spool file damaged"),
+            DropReason::Damaged => f.write_str("spool file damaged or unwritable"),
             DropReason::Shutdown => f.write_str("agent stopped"),
         }
     }

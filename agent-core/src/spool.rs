@@ -649,7 +649,7 @@ impl Spool {
                 let _ = self.note_dropped(lost);
                 self.count_records(&meta.source, Records::Dropped, meta.records);
                 if let Some(t) = &tracker {
-                    t.part_dropped_unspooled(DropReason::Shutdown);
+                    t.part_dropped_unspooled(DropReason::Damaged);
                 }
                 return Err(e);
             }
