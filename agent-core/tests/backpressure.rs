@@ -9,13 +9,16 @@
 //! agent could choose, so only obeying it passes: the first backoff is at
 //! most 500 ms, and a refusal waits 15 to 30 s.
 //!
-//! Real time, not tokio's paused clock: the fake server is a real HTTP/2
-//! server on a loopback socket, and a paused clock jumps ahead whenever the
-//! runtime waits on a socket, which fires the agent's ack timeout (and the
-//! liveness timer) at once and makes the timings meaningless.
+//! On tokio's paused clock: the fake server runs in the test's own runtime
+//! on loopback, so every wait the agent makes is either on that runtime's
+//! sockets (ready as soon as the other side writes) or on the spool's
+//! blocking tasks (during which tokio does not auto-advance the clock).
+//! The clock only jumps when everything waits on a timer: the 4 s take no
+//! real time, and the timings asserted are exactly the agent's choices.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use agent_core::domain::{Event, Payload, Severity, event_names};
 use agent_core::health::AgentCounters;
@@ -100,7 +103,7 @@ impl Ingest for Fake {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn retry_after_and_slow_down_are_obeyed() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -7,12 +7,13 @@
 //!   payloads, the agent's health), not spooled and not acked; the refusal
 //!   a collector that does not know liveness answers with is ignored.
 //!
-//! Real time (see `backpressure.rs` for why the paused clock does not work
-//! with a real HTTP/2 server), with short intervals.
+//! On tokio's paused clock, as `backpressure.rs` (see there why that holds
+//! with an in-process server).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use agent_core::domain::{Event, Payload, Severity};
 use agent_core::health::AgentCounters;
@@ -189,7 +190,7 @@ fn wait_until(
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn each_instance_gets_its_own_session_oldest_first() {
     let (port, record) = fake_server().await;
     let dir = temp_dir("instances");
@@ -260,7 +261,7 @@ async fn each_instance_gets_its_own_session_oldest_first() {
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_idle_agent_sends_liveness_not_spooled_not_acked() {
     let (port, record) = fake_server().await;
     let dir = temp_dir("liveness");
