@@ -5,7 +5,9 @@
 //!   instance's batches wait for a session of their own;
 //! - with nothing to send for an interval, a liveness signal (seq 0, no
 //!   payloads, the agent's health), not spooled and not acked; the refusal
-//!   a collector that does not know liveness answers with is ignored.
+//!   a collector that does not know liveness answers with is ignored;
+//! - batches in flight are not evicted by a full spool: their receipts
+//!   settle as acked once the collector stores them.
 //!
 //! On tokio's paused clock, as `backpressure.rs` (see there why that holds
 //! with an in-process server).
@@ -40,6 +42,8 @@ struct Record {
 
 struct Fake {
     record: Arc<Mutex<Record>>,
+    /// One permit per ack the server may send (unlimited when `None`).
+    acks: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[tonic::async_trait]
@@ -82,6 +86,23 @@ impl Ingest for Fake {
         };
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
+        // Acks go out from their own task, so batches are read (and
+        // recorded) while acks are held back.
+        let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<pb::Ack>();
+        let permits = self.acks.clone();
+        tokio::spawn(async move {
+            while let Some(ack) = ack_rx.recv().await {
+                if let Some(p) = &permits {
+                    match p.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => return,
+                    }
+                }
+                if tx.send(Ok(ack)).await.is_err() {
+                    return;
+                }
+            }
+        });
         let record = self.record.clone();
         tokio::spawn(async move {
             while let Ok(Some(batch)) = inbound.message().await {
@@ -100,7 +121,7 @@ impl Ingest for Fake {
                         ..pb::Ack::default()
                     }
                 };
-                if tx.send(Ok(ack)).await.is_err() {
+                if ack_tx.send(ack).is_err() {
                     return;
                 }
             }
@@ -110,6 +131,10 @@ impl Ingest for Fake {
 }
 
 async fn fake_server() -> (u16, Arc<Mutex<Record>>) {
+    fake_server_with(None).await
+}
+
+async fn fake_server_with(acks: Option<Arc<tokio::sync::Semaphore>>) -> (u16, Arc<Mutex<Record>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -118,6 +143,7 @@ async fn fake_server() -> (u16, Arc<Mutex<Record>>) {
     let server = tonic::transport::Server::builder()
         .add_service(IngestServer::new(Fake {
             record: record.clone(),
+            acks,
         }))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     tokio::spawn(server);
@@ -339,5 +365,80 @@ async fn an_idle_agent_sends_liveness_not_spooled_not_acked() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// The regression: the spool evicted batches the transport had sent, and
+/// reported them dropped, although the collector then stored them.
+#[tokio::test(start_paused = true)]
+async fn batches_in_flight_are_not_evicted_and_settle_as_acked() {
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    let (port, record) = fake_server_with(Some(permits.clone())).await;
+    let dir = temp_dir("in-flight");
+    let counters = Arc::new(AgentCounters::default());
+    let one = agent_core::spool::Spool::file_len(
+        event_batch(1).len(),
+        &agent_core::spool::BatchMeta {
+            source: Arc::from("main"),
+            ..Default::default()
+        },
+    );
+    let mut options = SpoolOptions::new(3 * one + one / 2, Sync::Normal);
+    options.counters = Some(counters.clone());
+    let spool = Spool::open_with(&dir.join("spool"), options).expect("spool");
+    let spool = SharedSpool::new(spool, counters.clone());
+    let (out, inbox) = Output::channel("main", counters.clone());
+    tokio::spawn(pipeline::run(
+        inbox,
+        spool.clone(),
+        counters.clone(),
+        SpoolFull::DropOldest,
+        "main",
+        CancellationToken::new(),
+    ));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(
+        transport(
+            port,
+            &dir,
+            spool.clone(),
+            counters.clone(),
+            Duration::from_secs(60),
+        )
+        .run(shutdown.clone()),
+    );
+    let event = || Event::now("test.event", Severity::Info, "x");
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(out.event(event()).await.expect("pipeline"));
+    }
+    wait_until("three batches in flight", Duration::from_secs(2), || {
+        record
+            .lock()
+            .expect("lock")
+            .pushes
+            .iter()
+            .map(|p| p.1.len())
+            .sum::<usize>()
+            == 3
+    })
+    .await;
+    // The spool fills up while the collector holds its acks.
+    for _ in 0..3 {
+        let mut r = out.event(event()).await.expect("pipeline");
+        assert_eq!(r.spooled().await, Ok(()));
+    }
+    // (The spool may drop newer batches not yet sent to make room; never
+    // those the collector is storing.)
+    for r in &sent {
+        assert_eq!(r.fate(), None, "not reported dropped");
+    }
+    // The collector stores them after all.
+    permits.add_permits(100);
+    for r in sent {
+        assert_eq!(r.settled().await, agent_core::Fate::Acked);
+    }
+    shutdown.cancel();
+    let _ = running.await;
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
