@@ -50,7 +50,7 @@ mod tests {
     use agent_core::health::Health;
     use agent_core::transport::wire::{decode_batch, encode_batch, encode_payload};
     use std::collections::BTreeMap;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     #[test]
     fn a_snapshot_reaches_the_wire_with_its_fields() {
@@ -83,5 +83,38 @@ mod tests {
         assert_eq!(p.processes[0].pid, 42);
         assert_eq!(p.processes[0].cpu_pct, 180.0);
         assert_eq!(p.state_counts["running"], 1);
+    }
+
+    /// Until every collector reads `AgentEvent.name`, this product's events
+    /// also carry the deprecated enum, which today's collector maps.
+    #[test]
+    fn this_products_events_carry_their_name_and_the_legacy_kind() {
+        use crate::event_names::*;
+        use agent_core::domain::{Event, Severity};
+        let expected = [
+            (HOST_REBOOTED, pb::EventKind::HostRebooted),
+            (THRESHOLD_EXCEEDED, pb::EventKind::ThresholdExceeded),
+            (THRESHOLD_RECOVERED, pb::EventKind::ThresholdRecovered),
+            (MOUNT_UNRESPONSIVE, pb::EventKind::MountUnresponsive),
+        ];
+        let events = expected
+            .iter()
+            .map(|(name, _)| Event::now(*name, Severity::Info, "x"))
+            .collect();
+        let parts = encode_payload(&Payload::Events(events), 1 << 20).expect("fits");
+        let batch = decode_batch(&encode_batch(
+            1,
+            SystemTime::now(),
+            &Health::default(),
+            &parts,
+        ))
+        .expect("decodes");
+        let Some(pb::payload::Kind::Events(wire)) = batch.payloads[0].kind.clone() else {
+            panic!("wrong payload");
+        };
+        for ((name, kind), event) in expected.iter().zip(&wire.events) {
+            assert_eq!(event.name, *name);
+            assert_eq!(event.kind, *kind as i32, "{name}");
+        }
     }
 }
