@@ -1,3 +1,7 @@
+//! Tests of the pipeline: splitting, the full-spool policy, receipts,
+//! named sources, and what is counted at shutdown. Each runs a real
+//! pipeline on a spool in a scratch folder; none touches the network.
+
 use std::time::Duration;
 
 use super::*;

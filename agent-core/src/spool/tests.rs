@@ -1,3 +1,6 @@
+//! Tests of the spool on scratch folders: numbering, eviction and its
+//! reports, receipts, cursors, instances, and damaged files.
+
 use super::*;
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -1,3 +1,6 @@
+//! Tests of the loop's start: reboots, and the order of the reboot event
+//! and the remembered boot id.
+
 use std::sync::Arc;
 
 use agent_core::health::AgentCounters;

@@ -1,3 +1,6 @@
+//! Tests of the wire edge: batches assembled from payload bytes, splitting,
+//! event names and the legacy enum, liveness.
+
 use super::*;
 use crate::domain::event_names;
 use crate::health::SourceHealth;
