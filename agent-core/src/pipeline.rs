@@ -37,7 +37,9 @@ pub const OUTPUT_CAPACITY: usize = 64;
 /// The most bytes one batch may hold: well under the collector's 4 MiB
 /// message limit, so a batch is never refused for size after it was spooled.
 pub const BATCH_LIMIT: usize = 1 << 20;
-/// Room kept in a batch for its number, time and health.
+/// Room kept in a batch for its number, time and health. (A health
+/// listing hundreds of sources may take more; the batch then exceeds
+/// [`BATCH_LIMIT`] by that much, still far below what the collector takes.)
 const BATCH_HEAD_ROOM: usize = 8 << 10;
 
 /// The spool, shared by the pipeline (appends) and the transport (reads and
