@@ -20,10 +20,13 @@
 //!   ack) is bounded by `server.timeout`.
 //! - Reconnects back off exponentially with jitter; the collector's
 //!   `slow_down_ms` and retry-after hints are obeyed.
+//! - A batch goes on the wire as the bytes the spool holds ([`push`]): it
+//!   is not decoded and encoded again on the way.
 //! - This module and [`wire`] are the only parts of agent-core that see
 //!   prost types.
 
 pub mod endpoint;
+pub mod push;
 pub mod retry;
 pub mod wire;
 
@@ -32,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use sightline_proto::metadata;
 use sightline_proto::v1::{self as pb, ingest_client::IngestClient};
 use tokio::sync::mpsc;
@@ -147,6 +151,13 @@ pub struct AgentIdentity {
 /// Connects to the collector (TCP, TLS when on, HTTP/2), bounded by
 /// `server.timeout`.
 pub async fn connect(server: &ServerSettings) -> Result<IngestClient<Channel>, TransportError> {
+    let channel = connect_channel(server).await?;
+    Ok(endpoint::client(channel, server.compression))
+}
+
+/// The connection itself, for the generated client (`Hello`) and the
+/// [`push::PushClient`] to share.
+pub async fn connect_channel(server: &ServerSettings) -> Result<Channel, TransportError> {
     // Reading the CA file is disk IO: off the async thread.
     let settings = server.clone();
     let endpoint = tokio::task::spawn_blocking(move || endpoint::endpoint(&settings))
@@ -167,7 +178,7 @@ pub async fn connect(server: &ServerSettings) -> Result<IngestClient<Channel>, T
         }
         Ok(Ok(channel)) => channel,
     };
-    Ok(endpoint::client(channel, server.compression))
+    Ok(channel)
 }
 
 /// Calls `Hello`, bounded by `limit`. A `probe` registers nothing.
@@ -240,7 +251,8 @@ enum SessionEnd {
 
 /// What comes next in the spool for a session.
 enum Next {
-    Batch(Key, pb::Batch),
+    /// A batch's key and its bytes (an encoded `Batch`).
+    Batch(Key, Vec<u8>),
     OtherInstance,
     Nothing,
 }
@@ -303,10 +315,12 @@ impl Transport {
         acked_any: &mut bool,
     ) -> Result<SessionEnd, TransportError> {
         let limit = self.server.timeout;
-        let mut client = tokio::select! {
+        let channel = tokio::select! {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            c = connect(&self.server) => c?,
+            c = connect_channel(&self.server) => c?,
         };
+        let mut client = endpoint::client(channel.clone(), self.server.compression);
+        let mut pusher = push::PushClient::new(channel, self.server.compression);
         let (epoch, instance) = self.spool.in_memory(|s| s.oldest_instance()).await?;
         let mut who = self.identity.clone();
         who.instance = instance.clone();
@@ -340,12 +354,12 @@ impl Transport {
             "Connected to the collector."
         );
 
-        let (tx, rx) = mpsc::channel::<pb::Batch>(WINDOW);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(WINDOW);
         let mut request = Request::new(ReceiverStream::new(rx));
         insert_metadata(&mut request, metadata::LICENSE, self.license.expose())?;
         insert_metadata(&mut request, metadata::OID, &reply.oid.to_string())?;
         insert_metadata(&mut request, metadata::INSTANCE, &instance)?;
-        let mut acks = match timeout(limit, client.push(request)).await {
+        let mut acks = match timeout(limit, pusher.push(request)).await {
             Err(_) => {
                 return Err(TransportError::Timeout {
                     during: "opening the Push stream",
@@ -418,7 +432,8 @@ impl Transport {
                 () = self.spool.appended(), if can_send => {}
                 () = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused_until.is_some() => {}
                 () = sleep_until(idle_deadline), if paused_until.is_none() => {
-                    if tx.send(wire::liveness_batch(&self.counters.snapshot())).await.is_err() {
+                    let liveness = wire::liveness_batch(&self.counters.snapshot()).encode_to_vec();
+                    if tx.send(liveness).await.is_err() {
                         return Err(TransportError::StreamClosed);
                     }
                     idle_deadline = Instant::now() + idle;
@@ -427,9 +442,10 @@ impl Transport {
         }
     }
 
-    /// The next spooled batch of instance `epoch` after `after`, decoded and
-    /// marked in flight. A batch that no longer decodes is dropped (and
-    /// counted) rather than blocking the spool forever.
+    /// The next spooled batch of instance `epoch` after `after`, marked in
+    /// flight. A batch read back from disk (not one just spooled by this
+    /// process) is checked to decode first: one that does not is dropped
+    /// (and counted) rather than blocking the spool forever.
     async fn next_batch(&self, epoch: u32, after: Option<Key>) -> Result<Next, TransportError> {
         let mut after = after;
         loop {
@@ -452,15 +468,14 @@ impl Transport {
                 Some((key, cached, true)) => (key, cached),
             };
             after = Some(key);
-            let bytes = match cached {
-                Some(bytes) => bytes,
-                None => match self.spool.with(move |s| s.read(key)).await?? {
-                    Some(bytes) => bytes,
-                    None => continue,
-                },
+            if let Some(bytes) = cached {
+                return Ok(Next::Batch(key, bytes));
+            }
+            let Some(bytes) = self.spool.with(move |s| s.read(key)).await?? else {
+                continue;
             };
             match wire::decode_batch(&bytes) {
-                Ok(batch) => return Ok(Next::Batch(key, batch)),
+                Ok(_) => return Ok(Next::Batch(key, bytes)),
                 Err(e) => {
                     tracing::warn!(seq = key.seq, error = %e, "Spooled batch does not decode; dropping it.");
                     self.spool
