@@ -1,7 +1,8 @@
 //! `run`: the life of an agent process. Takes the pid file, opens the spool,
 //! starts the pipeline, the transport and the product's collection loop, and
 //! on SIGTERM/SIGINT stops them all within a second, flushing what the loop
-//! produced to the spool first.
+//! produced to the spool first; what cannot be spooled within the grace
+//! period is counted as dropped (and reported), never lost silently.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,20 +10,22 @@ use std::time::Duration;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Event, EventKind, Severity};
+use crate::domain::{Event, Severity, event_names};
 use crate::health::AgentCounters;
 use crate::identity;
 use crate::pidfile::{PidFile, PidFileError};
 use crate::pipeline::{self, Output, SharedSpool};
 use crate::settings::CommonSettings;
 use crate::source::{SourceConfig, SourceContext, SourceError};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::transport::{AgentIdentity, Transport};
 
 /// How long the collection loop has to return after shutdown.
 const SOURCE_GRACE: Duration = Duration::from_millis(400);
 /// How long the pipeline has to spool what is queued after that.
-const DRAIN_GRACE: Duration = Duration::from_millis(400);
+const DRAIN_GRACE: Duration = Duration::from_millis(300);
+/// How long the pipeline has to count what it could not spool.
+const COUNT_GRACE: Duration = Duration::from_millis(100);
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -61,17 +64,23 @@ pub async fn run<C: SourceConfig>(
     let _pid = PidFile::acquire(&common.data_dir, C::BINARY)?;
     let counters = Arc::new(AgentCounters::default());
     let spool_dir = common.data_dir.join("spool");
-    let (spool_max, spool_sync) = (common.spool_max, common.spool_sync);
-    let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, spool_max, spool_sync))
+    let boot_id = identity::boot_id();
+    let options = SpoolOptions {
+        max_bytes: common.spool_max,
+        sync: common.spool_sync,
+        boot_id: (!boot_id.is_empty()).then_some(boot_id),
+        counters: Some(counters.clone()),
+    };
+    // The instance lives in the spool's folder: wiping the spool (to free
+    // space, say) starts a new instance, whose numbers cannot collide with
+    // the old ones at the collector.
+    let spool = tokio::task::spawn_blocking(move || Spool::open_with(&spool_dir, options))
         .await
         .map_err(|e| SpoolError::Io {
             path: "spool".into(),
             source: std::io::Error::other(e.to_string()),
         })??;
-    // The instance lives in the spool's folder: wiping the spool (to free
-    // space, say) starts a new instance, whose numbers cannot collide with
-    // the old ones at the collector.
-    let instance = identity::instance_id(&common.data_dir.join("spool"))?;
+    let instance = spool.current_instance().1.to_string();
     tracing::info!(
         product = C::PRODUCT,
         version = env!("CARGO_PKG_VERSION"),
@@ -83,11 +92,19 @@ pub async fn run<C: SourceConfig>(
     );
     let spool = SharedSpool::new(spool, counters.clone());
 
-    let (out, rx) = Output::channel();
-    let pipeline = tokio::spawn(pipeline::run(rx, spool.clone(), counters.clone()));
+    let (out, inbox) = Output::channel(C::PRODUCT, counters.clone());
+    let drain_stop = CancellationToken::new();
+    let mut pipeline = tokio::spawn(pipeline::run(
+        inbox,
+        spool.clone(),
+        counters.clone(),
+        C::SPOOL_FULL,
+        C::PRODUCT,
+        drain_stop.clone(),
+    ));
 
     let mut started = Event::now(
-        EventKind::AgentStarted,
+        event_names::AGENT_STARTED,
         Severity::Info,
         format!("{} {} started.", C::BINARY, env!("CARGO_PKG_VERSION")),
     )
@@ -119,12 +136,13 @@ pub async fn run<C: SourceConfig>(
     };
     let transport = tokio::spawn(transport.run(shutdown.clone()));
 
-    let cx = SourceContext {
-        shutdown: shutdown.clone(),
+    let cx = SourceContext::new(
+        shutdown.clone(),
         out,
-        counters: counters.clone(),
-        data_dir: common.data_dir.clone(),
-    };
+        counters.clone(),
+        common.data_dir.clone(),
+        spool,
+    );
     let mut source = tokio::spawn(product.build(cx)?);
     let finished = tokio::select! {
         () = shutdown.cancelled() => None,
@@ -145,7 +163,11 @@ pub async fn run<C: SourceConfig>(
             }
         },
     };
-    let _ = timeout(DRAIN_GRACE, pipeline).await;
+    if timeout(DRAIN_GRACE, &mut pipeline).await.is_err() {
+        // Out of time: what is still queued is counted as dropped.
+        drain_stop.cancel();
+        let _ = timeout(COUNT_GRACE, pipeline).await;
+    }
     let _ = timeout(Duration::from_millis(100), transport).await;
     let health = counters.snapshot();
     tracing::info!(

@@ -1,10 +1,15 @@
-//! What agents produce, as plain Rust. The transport turns these into wire
-//! messages at its edge ([`crate::transport::wire`]); nothing else here knows
-//! the wire format.
+//! What every product produces, as plain Rust: metric readings and events.
+//! A product's own kinds of data (the server agent's process lists, say)
+//! are its own types, converted at its own wire edge into a
+//! [`WirePayload`]; agent-core carries them as bytes and never knows their
+//! shape. Nothing here knows the wire format: the transport converts at its
+//! edge ([`crate::transport::wire`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
+
+pub use crate::transport::wire::WirePayload;
 
 /// One metric reading: `cpu.usage{cpu="3"} = 12.5`.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,80 +50,16 @@ pub struct Metrics {
     pub samples: Vec<Sample>,
 }
 
-/// Why a process list was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotReason {
-    /// The periodic top-N by CPU and memory.
-    Top,
-    /// The full list, taken when a threshold was crossed.
-    Threshold,
-}
-
-impl SnapshotReason {
-    /// The name used on the wire and in the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SnapshotReason::Top => "top",
-            SnapshotReason::Threshold => "threshold",
-        }
-    }
-}
-
-/// One process at one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessInfo {
-    /// Process id.
-    pub pid: u32,
-    /// Short name (`comm`).
-    pub name: String,
-    /// Owner's user name (or uid when it has no name).
-    pub user: String,
-    /// Command line, truncated.
-    pub cmdline: String,
-    /// Share of one core over the last interval, in percent.
-    pub cpu_pct: f64,
-    /// Resident set size in bytes.
-    pub rss_bytes: u64,
-    /// RSS as a share of physical memory, in percent.
-    pub mem_pct: f64,
-    /// Number of threads.
-    pub threads: u32,
-    /// `running`, `sleeping`, `disk-sleep`, `zombie`, `stopped`, ...
-    pub state: String,
-}
-
-/// The processes of a host at one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessSnapshot {
-    /// When.
-    pub time: SystemTime,
-    /// Why it was taken.
-    pub reason: SnapshotReason,
-    /// The processes listed (the top-N, or all for a threshold snapshot).
-    pub processes: Vec<ProcessInfo>,
-    /// How many processes are in each state.
-    pub state_counts: BTreeMap<String, u32>,
-    /// How many processes exist in all.
-    pub total: u32,
-}
-
-/// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
+/// The names of the events agent-core itself raises. Each product defines
+/// its own beside its code (dotted, lower case).
+pub mod event_names {
     /// The agent process started.
-    AgentStarted,
-    /// The host booted since the agent last ran.
-    HostRebooted,
+    pub const AGENT_STARTED: &str = "agent.started";
+    /// The spool was full and dropped its oldest batches (or could not
+    /// spool what was queued at shutdown).
+    pub const SPOOL_OVERFLOW: &str = "spool.overflow";
     /// The configuration has a problem the agent works around.
-    ConfigError,
-    /// The spool was full and dropped its oldest batches.
-    SpoolOverflow,
-    /// A threshold was crossed for long enough.
-    ThresholdExceeded,
-    /// A crossed threshold is no longer crossed.
-    ThresholdRecovered,
-    /// A mount stopped answering `statfs`.
-    MountUnresponsive,
+    pub const CONFIG_ERROR: &str = "config.error";
 }
 
 /// How bad it is.
@@ -137,8 +78,9 @@ pub enum Severity {
 pub struct Event {
     /// When.
     pub time: SystemTime,
-    /// What.
-    pub kind: EventKind,
+    /// What happened, dotted and lower case: `agent.started`,
+    /// a product's own (see [`event_names`]).
+    pub name: Cow<'static, str>,
     /// How bad.
     pub severity: Severity,
     /// One sentence for people.
@@ -149,10 +91,14 @@ pub struct Event {
 
 impl Event {
     /// An event at the current time with no attributes.
-    pub fn now(kind: EventKind, severity: Severity, message: impl Into<String>) -> Event {
+    pub fn now(
+        name: impl Into<Cow<'static, str>>,
+        severity: Severity,
+        message: impl Into<String>,
+    ) -> Event {
         Event {
             time: SystemTime::now(),
-            kind,
+            name: name.into(),
             severity,
             message: message.into(),
             attrs: BTreeMap::new(),
@@ -166,15 +112,17 @@ impl Event {
     }
 }
 
-/// One unit of output from a collection loop; becomes one batch.
+/// One part of what a source sends; a send becomes one batch (or several,
+/// when it is larger than a batch may be).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     /// Metric readings.
     Metrics(Metrics),
-    /// A process list.
-    Processes(ProcessSnapshot),
     /// Events.
     Events(Vec<Event>),
+    /// A product's own payload, already converted at the product's wire
+    /// edge (its `src/wire.rs`).
+    Encoded(WirePayload),
 }
 
 impl Payload {
@@ -182,8 +130,8 @@ impl Payload {
     pub fn time(&self) -> SystemTime {
         match self {
             Payload::Metrics(m) => m.time,
-            Payload::Processes(p) => p.time,
             Payload::Events(events) => events.first().map_or_else(SystemTime::now, |e| e.time),
+            Payload::Encoded(w) => w.time(),
         }
     }
 }

@@ -6,6 +6,11 @@
 //! A reader who knows one agent's loop knows them all: `from_config` reads
 //! and checks keys, `build` opens what must be opened, and the returned
 //! future loops on its interval until `cx.shutdown` fires.
+//!
+//! A source learns what became of what it sent: [`Output::send`] returns a
+//! [`crate::receipt::Receipt`], and [`SourceContext::resume`] tells it where
+//! it stood (its cursors) when the agent last stopped. A source never
+//! touches the spool or the wire itself.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -17,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, KeySpec};
 use crate::health::AgentCounters;
-use crate::pipeline::Output;
+use crate::pipeline::{Output, SharedSpool};
+use crate::spool::{Resume, SpoolError, SpoolFull};
 
 /// A running collection loop.
 pub type Source = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
@@ -40,12 +46,44 @@ pub struct SourceContext {
     /// Fires on SIGTERM/SIGINT; the loop must return within a few hundred
     /// milliseconds of it.
     pub shutdown: CancellationToken,
-    /// Where collected payloads go.
+    /// Where collected payloads go: the product's main output, named after
+    /// the product. [`Output::named`] gives other sources' outputs.
     pub out: Output,
     /// The agent's own counters.
     pub counters: Arc<AgentCounters>,
     /// The agent's data folder, for state that must survive restarts.
     pub data_dir: PathBuf,
+    /// The spool, for [`SourceContext::resume`].
+    pub(crate) spool: SharedSpool,
+}
+
+impl SourceContext {
+    /// A context (for agent-core, and for tests driving a loop).
+    pub fn new(
+        shutdown: CancellationToken,
+        out: Output,
+        counters: Arc<AgentCounters>,
+        data_dir: PathBuf,
+        spool: SharedSpool,
+    ) -> SourceContext {
+        SourceContext {
+            shutdown,
+            out,
+            counters,
+            data_dir,
+            spool,
+        }
+    }
+
+    /// Where source `name` stood: the cursor of its newest batch the
+    /// collector acknowledged (or that was dropped for good), the cursor of
+    /// its newest batch still spooled, and the acknowledged cursors to
+    /// come. A log tailer reads on after `spooled` (or `acked` when nothing
+    /// is spooled) and checkpoints only what `acked_updates` says.
+    pub async fn resume(&self, name: &str) -> Result<Resume, SpoolError> {
+        let name = name.to_string();
+        self.spool.in_memory(move |s| s.resume(&name)).await
+    }
 }
 
 /// A product's settings, and how they build its collection loop.
@@ -56,6 +94,9 @@ pub trait SourceConfig: Sized + Send + 'static {
     const BINARY: &'static str;
     /// The keys this product reads besides [`crate::settings::COMMON_KEYS`].
     const KEYS: &'static [KeySpec];
+    /// What the spool does when full: drop the oldest (metrics) or make
+    /// the sources wait (logs, whose files are the buffer).
+    const SPOOL_FULL: SpoolFull = SpoolFull::DropOldest;
 
     /// Reads and checks this product's keys.
     fn from_config(config: &Config) -> Result<Self, ConfigError>;

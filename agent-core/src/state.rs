@@ -1,5 +1,5 @@
 //! Small files in `data.dir` that must survive a crash whole: the spool's
-//! bookkeeping, the instance and agent ids, the last boot id.
+//! bookkeeping, the instance id and the oid, the last boot id.
 
 use std::fs::{self, File};
 use std::io::{self, Write};

@@ -4,16 +4,28 @@
 //! - `RESOURCE_EXHAUSTED` with `x-sightline-retry-after-ms` on `Push`: the
 //!   agent waits that long, not the long delay it gives refusals;
 //! - `Ack.slow_down_ms`: the agent sends nothing more for that long.
+//!
+//! The retry-after asked for (4 s) is far outside both other delays the
+//! agent could choose, so only obeying it passes: the first backoff is at
+//! most 500 ms, and a refusal waits 15 to 30 s.
+//!
+//! On tokio's paused clock: the fake server runs in the test's own runtime
+//! on loopback, so every wait the agent makes is either on that runtime's
+//! sockets (ready as soon as the other side writes) or on the spool's
+//! blocking tasks (during which tokio does not auto-advance the clock).
+//! The clock only jumps when everything waits on a timer: the 4 s take no
+//! real time, and the timings asserted are exactly the agent's choices.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
-use agent_core::domain::{Event, EventKind, Payload, Severity};
+use agent_core::domain::{Event, Payload, Severity, event_names};
 use agent_core::health::AgentCounters;
 use agent_core::license::License;
 use agent_core::pipeline::{self, Output, SharedSpool};
 use agent_core::settings::{Compression, ServerSettings};
-use agent_core::spool::{Spool, Sync};
+use agent_core::spool::{Spool, SpoolFull, Sync};
 use agent_core::transport::{AgentIdentity, Transport};
 use sightline_proto::metadata;
 use sightline_proto::v1::{
@@ -62,7 +74,7 @@ impl Ingest for Fake {
         if first {
             let mut busy = Status::resource_exhausted("busy");
             busy.metadata_mut()
-                .insert(metadata::RETRY_AFTER_MS, "300".parse().expect("ascii"));
+                .insert(metadata::RETRY_AFTER_MS, "4000".parse().expect("ascii"));
             return Err(busy);
         }
         let mut inbound = request.into_inner();
@@ -91,7 +103,7 @@ impl Ingest for Fake {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn retry_after_and_slow_down_are_obeyed() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -110,11 +122,18 @@ async fn retry_after_and_slow_down_are_obeyed() {
     let counters = Arc::new(AgentCounters::default());
     let spool = Spool::open(&dir.join("spool"), 1 << 20, Sync::Normal).expect("spool");
     let spool = SharedSpool::new(spool, counters.clone());
-    let (out, rx) = Output::channel();
-    tokio::spawn(pipeline::run(rx, spool.clone(), counters.clone()));
+    let (out, inbox) = Output::channel("infra", counters.clone());
+    tokio::spawn(pipeline::run(
+        inbox,
+        spool.clone(),
+        counters.clone(),
+        SpoolFull::DropOldest,
+        "infra",
+        CancellationToken::new(),
+    ));
     let event = || {
         Payload::Events(vec![Event::now(
-            EventKind::AgentStarted,
+            event_names::AGENT_STARTED,
             Severity::Info,
             "x",
         )])
@@ -137,7 +156,8 @@ async fn retry_after_and_slow_down_are_obeyed() {
             boot_time_ms: 0,
             created_time: String::new(),
             instance: "00112233445566778899aabbccddeeff".into(),
-            interval: Duration::from_secs(1),
+            // Longer than the test: no liveness signal gets in the way.
+            interval: Duration::from_secs(60),
         },
         spool: spool.clone(),
         counters: counters.clone(),
@@ -146,15 +166,15 @@ async fn retry_after_and_slow_down_are_obeyed() {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(transport.run(shutdown.clone()));
     // One batch; once it is acked (asking for 400 ms of quiet), two more.
-    out.send(event()).await.expect("pipeline");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    out.send_all(vec![event()]).await.expect("pipeline");
+    let deadline = Instant::now() + Duration::from_secs(15);
     while script.lock().expect("lock").batches.is_empty() {
         assert!(Instant::now() < deadline, "the first batch did not arrive");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    out.send(event()).await.expect("pipeline");
-    out.send(event()).await.expect("pipeline");
+    out.send_all(vec![event()]).await.expect("pipeline");
+    out.send_all(vec![event()]).await.expect("pipeline");
     while script.lock().expect("lock").batches.len() < 3 {
         assert!(Instant::now() < deadline, "batches did not arrive");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -164,12 +184,12 @@ async fn retry_after_and_slow_down_are_obeyed() {
     let script = script.lock().expect("lock");
     let retried = script.pushes[1] - script.pushes[0];
     assert!(
-        retried >= Duration::from_millis(300),
-        "retry-after ignored: {retried:?}"
+        retried >= Duration::from_secs(4),
+        "retry-after ignored (a backoff is at most 500 ms): {retried:?}"
     );
     assert!(
-        retried < Duration::from_secs(2),
-        "waited like a refusal: {retried:?}"
+        retried < Duration::from_secs(6),
+        "waited like a refusal (15 s or more): {retried:?}"
     );
     let quiet = script.batches[1].1 - script.batches[0].1;
     assert!(

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use agent_core::Sample;
-use agent_core::domain::{Event, ProcessInfo, ProcessSnapshot, SnapshotReason};
+use agent_core::domain::Event;
+
+use crate::processes::{ProcessInfo, ProcessSnapshot, SnapshotReason};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 

@@ -4,22 +4,38 @@
 //!
 //! The path: [`source::run`] ticks, [`collect::CollectorSet`] runs every
 //! collector on the blocking pool with its own deadline, and the readings
-//! go to agent-core's output as metrics, a top-N process snapshot and
-//! events.
+//! go to agent-core's output as metrics, a top-N process snapshot (this
+//! product's own payload, [`processes`], converted in [`wire`]) and events.
 //!
 //! Invariants:
 //! - Everything that knows a `/proc` path lives in [`linux`]; the rest is
 //!   OS-neutral, so a Windows module slots in beside it.
 //! - The agent reads files only; it never runs a program to collect.
 //! - One slow source delays nothing else, and never piles up threads.
+//! - Only [`wire`] sees prost types.
 
 pub mod collect;
 pub mod glob;
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod processes;
 pub mod settings;
 pub mod source;
 pub mod thresholds;
+pub mod wire;
+
+/// The names of the events the server agent raises (agent-core names its
+/// own in [`agent_core::event_names`]).
+pub mod event_names {
+    /// The host booted since the agent last ran.
+    pub const HOST_REBOOTED: &str = "host.rebooted";
+    /// A threshold was crossed for long enough.
+    pub const THRESHOLD_EXCEEDED: &str = "threshold.exceeded";
+    /// A crossed threshold is no longer crossed.
+    pub const THRESHOLD_RECOVERED: &str = "threshold.recovered";
+    /// A mount stopped answering `statfs`.
+    pub const MOUNT_UNRESPONSIVE: &str = "mount.unresponsive";
+}
 
 use std::time::Duration;
 

@@ -2,17 +2,24 @@
 //! metrics and the top processes, and raise threshold events with a load
 //! snapshot. At start, compare the kernel's boot id with the one remembered
 //! in `data.dir` to tell a reboot.
+//!
+//! State advances only after what it describes is spooled: the new boot id
+//! is remembered only once the reboot event is in the spool, so a crash in
+//! between reports the reboot again rather than never.
 
 use std::path::Path;
 use std::time::{Instant, SystemTime};
 
-use agent_core::domain::{Event, EventKind, Metrics, Payload, ProcessSnapshot, Severity};
-use agent_core::{Sample, SourceContext, SourceError};
+use agent_core::domain::{Event, Metrics, Payload, Severity};
+use agent_core::{OutBatch, Sample, SourceContext, SourceError};
 use tokio::time::{MissedTickBehavior, interval};
 
 use crate::collect::{Collect, CollectorSet, ProcessTable};
+use crate::event_names;
+use crate::processes::ProcessSnapshot;
 use crate::settings::{InfraSettings, ThresholdSettings};
 use crate::thresholds::{Thresholds, Transition, Watched};
+use crate::wire::processes_payload;
 
 /// The file in `data.dir` holding the last boot id seen.
 const BOOT_ID_FILE: &str = "boot_id";
@@ -24,8 +31,8 @@ pub async fn run(
     boot_id: Option<String>,
     cx: SourceContext,
 ) -> Result<(), SourceError> {
-    if let Some(event) = boot_id.and_then(|id| reboot_event(&cx.data_dir, &id)) {
-        let _ = cx.out.event(event).await;
+    if let Some(id) = boot_id {
+        report_reboot(&cx, &id).await;
     }
     let mut set = CollectorSet::new(collectors);
     let mut thresholds = Thresholds::new(
@@ -47,12 +54,15 @@ pub async fn run(
         let time = SystemTime::now();
         let watched = watched(&settings.thresholds, &reading.samples);
         let transitions = thresholds.observe(Instant::now(), watched);
+        // A record of the server agent is a sample.
+        let records = reading.samples.len() as u64;
+        cx.out.records_read(records);
         let mut payloads = vec![Payload::Metrics(Metrics {
             time,
             samples: reading.samples,
         })];
         if let Some(table) = &reading.processes {
-            payloads.push(Payload::Processes(table.top(settings.process_top)));
+            payloads.push(processes_payload(&table.top(settings.process_top)));
         }
         let mut events = reading.events;
         // One load snapshot per cycle at most, shared by every threshold
@@ -73,7 +83,7 @@ pub async fn run(
             }
         }
         if let Some(full) = full {
-            payloads.push(Payload::Processes(full));
+            payloads.push(processes_payload(&full));
         }
         if !events.is_empty() {
             payloads.push(Payload::Events(events));
@@ -81,35 +91,76 @@ pub async fn run(
         // One cycle, one batch: stored together, acked once.
         tokio::select! {
             () = cx.shutdown.cancelled() => return Ok(()),
-            sent = cx.out.send_all(payloads) => if sent.is_err() { return Ok(()) },
+            sent = cx.out.send(OutBatch { payloads, cursor: None, records }) => {
+                if sent.is_err() { return Ok(()) }
+            }
         }
     }
 }
 
-/// Compares `boot_id` with the one remembered in `data_dir`, remembers the
-/// new one, and returns a reboot event when they differ. The first run
-/// remembers without an event.
-pub fn reboot_event(data_dir: &Path, boot_id: &str) -> Option<Event> {
-    let file = data_dir.join(BOOT_ID_FILE);
-    let previous = agent_core::state::read_trimmed(&file);
-    if previous.as_deref() == Some(boot_id) {
-        return None;
+/// What the remembered boot id says about this start.
+#[derive(Debug, PartialEq)]
+pub enum Boot {
+    /// Same boot as last time: a restart, not a reboot.
+    Same,
+    /// No boot id remembered: the first run.
+    First,
+    /// The host rebooted; the event to report.
+    Rebooted(Box<Event>),
+}
+
+/// Compares `boot_id` with the one remembered in `data_dir`. Writes
+/// nothing: see [`remember_boot_id`].
+pub fn check_boot(data_dir: &Path, boot_id: &str) -> Boot {
+    let previous = agent_core::state::read_trimmed(&data_dir.join(BOOT_ID_FILE));
+    match previous {
+        None => Boot::First,
+        Some(p) if p == boot_id => Boot::Same,
+        Some(previous) => {
+            tracing::info!(previous = %previous, current = %boot_id, "The host rebooted since the agent last ran.");
+            Boot::Rebooted(Box::new(
+                Event::now(
+                    event_names::HOST_REBOOTED,
+                    Severity::Warning,
+                    "System rebooted.",
+                )
+                .attr("boot_id", boot_id)
+                .attr("previous_boot_id", previous)
+                .attr("boot_time_ms", agent_core::identity::boot_time_ms()),
+            ))
+        }
     }
+}
+
+/// Remembers `boot_id` as the last one seen.
+pub fn remember_boot_id(data_dir: &Path, boot_id: &str) {
+    let file = data_dir.join(BOOT_ID_FILE);
     if let Err(e) = agent_core::state::write_atomic(&file, format!("{boot_id}\n").as_bytes()) {
         tracing::warn!(error = %e, "Cannot remember the boot id; a reboot may be reported twice.");
     }
-    let previous = previous?;
-    tracing::info!(previous = %previous, current = %boot_id, "The host rebooted since the agent last ran.");
-    Some(
-        Event::now(
-            EventKind::HostRebooted,
-            Severity::Warning,
-            "System rebooted.",
-        )
-        .attr("boot_id", boot_id)
-        .attr("previous_boot_id", previous)
-        .attr("boot_time_ms", agent_core::identity::boot_time_ms()),
-    )
+}
+
+/// Reports a reboot, and remembers the new boot id only once the event is
+/// spooled (not if the agent stops first).
+pub async fn report_reboot(cx: &SourceContext, boot_id: &str) {
+    let event = match check_boot(&cx.data_dir, boot_id) {
+        Boot::Same => return,
+        Boot::First => return remember_boot_id(&cx.data_dir, boot_id),
+        Boot::Rebooted(event) => *event,
+    };
+    let Ok(mut receipt) = cx.out.event(event).await else {
+        return;
+    };
+    let spooled = tokio::select! {
+        () = cx.shutdown.cancelled() => return,
+        r = receipt.spooled() => r,
+    };
+    match spooled {
+        Ok(()) => remember_boot_id(&cx.data_dir, boot_id),
+        Err(reason) => {
+            tracing::warn!(reason = %reason, "The reboot event could not be spooled; it will be reported at the next start.");
+        }
+    }
 }
 
 /// The values the thresholds watch in this reading.
@@ -174,7 +225,7 @@ fn exceeded_event(w: &Watched, t: &ThresholdSettings, snapshot: Option<&ProcessS
         humanize(t.hold)
     );
     let mut event = Event::now(
-        EventKind::ThresholdExceeded,
+        event_names::THRESHOLD_EXCEEDED,
         Severity::Critical,
         String::new(),
     )
@@ -199,7 +250,7 @@ fn exceeded_event(w: &Watched, t: &ThresholdSettings, snapshot: Option<&ProcessS
 
 fn recovered_event(w: &Watched, t: &ThresholdSettings) -> Event {
     Event::now(
-        EventKind::ThresholdRecovered,
+        event_names::THRESHOLD_RECOVERED,
         Severity::Info,
         format!(
             "{} {:.1}% is back below {}% for {}.",
@@ -224,25 +275,4 @@ fn humanize(d: std::time::Duration) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_changed_boot_id_raises_exactly_one_reboot_event() {
-        let dir = std::env::temp_dir().join(format!("sl-boot-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        assert!(
-            reboot_event(&dir, "boot-a").is_none(),
-            "first run remembers quietly"
-        );
-        assert!(
-            reboot_event(&dir, "boot-a").is_none(),
-            "a restart is not a reboot"
-        );
-        let event = reboot_event(&dir, "boot-b").expect("a reboot");
-        assert_eq!(event.kind, EventKind::HostRebooted);
-        assert_eq!(event.attrs["previous_boot_id"], "boot-a");
-        assert!(reboot_event(&dir, "boot-b").is_none(), "reported once");
-        std::fs::remove_dir_all(&dir).expect("cleanup");
-    }
-}
+mod tests;

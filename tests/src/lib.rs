@@ -329,6 +329,17 @@ impl Agent {
         self.child.try_wait().ok().flatten()
     }
 
+    /// The highest sequence number its spool has recorded assigning (in
+    /// its current instance; the record is `<epoch> <seq>`), 0 when none.
+    /// The spool writes it lazily: exact once the spool has drained or
+    /// dropped something.
+    pub fn spool_last_seq(&self) -> u64 {
+        fs::read_to_string(self.data_dir.join("spool/last_seq"))
+            .ok()
+            .and_then(|t| t.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Batches waiting in its spool.
     pub fn spooled(&self) -> usize {
         fs::read_dir(self.data_dir.join("spool"))

@@ -133,10 +133,8 @@ fn nothing_lost_nothing_twice_across_kill_9() {
     assert_eq!(d["missing"], 0);
     assert!(last >= 8, "batches flowed throughout: {d}");
     // What the agent numbered is what was stored.
-    let agent_last: u64 = std::fs::read_to_string(agent_dir.join("data/spool/last_seq"))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0);
+    let agent_last = agent.spool_last_seq();
+    assert!(agent_last > 0, "the agent's numbering is readable");
     assert!(
         agent_last <= last,
         "agent numbered {agent_last}, store has {last}"
@@ -182,10 +180,12 @@ fn nothing_lost_nothing_twice_across_kill_9() {
     assert_eq!(started, 2, "one agent.started per start");
 
     // A resend of batches already stored: duplicates, nothing changes.
-    let instance = std::fs::read_to_string(agent_dir.join("data/spool/instance"))
-        .expect("the spool's instance file")
-        .trim()
-        .to_string();
+    let instance = replay[0].0.clone();
+    assert!(
+        replay.iter().all(|(i, _)| *i == instance),
+        "one instance in the spool"
+    );
+    let replay: Vec<pb::Batch> = replay.into_iter().map(|(_, b)| b).collect();
     let acks = resend(
         collector.grpc,
         &creds.license,
@@ -206,9 +206,9 @@ fn nothing_lost_nothing_twice_across_kill_9() {
     assert!(collector.terminate().is_some());
 }
 
-/// The batches in a spool folder, decoded (each file: the spool's 16-byte
-/// header, then the encoded `Batch`).
-fn spooled_batches(dir: &std::path::Path) -> Vec<pb::Batch> {
+/// The batches in a spool folder, decoded, with the instance each belongs
+/// to (read through agent-core's own reader of the spool's file format).
+fn spooled_batches(dir: &std::path::Path) -> Vec<(String, pb::Batch)> {
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .expect("spool folder")
         .filter_map(Result::ok)
@@ -219,8 +219,11 @@ fn spooled_batches(dir: &std::path::Path) -> Vec<pb::Batch> {
     files
         .iter()
         .filter_map(|path| {
-            let bytes = std::fs::read(path).ok()?;
-            pb::Batch::decode(bytes.get(16..)?).ok()
+            let file = agent_core::spool::read_spooled_file(path)?;
+            Some((
+                file.instance,
+                pb::Batch::decode(file.batch.as_slice()).ok()?,
+            ))
         })
         .collect()
 }
@@ -323,7 +326,11 @@ fn the_agent_spools_while_the_collector_is_down_and_delivers_later() {
 }
 
 /// A spool too small for the outage drops its oldest batches, and the loss
-/// reaches the collector as an event with the count.
+/// reaches the collector as events with the counts, exactly: once the spool
+/// has drained, the batches dropped (the sum over every `spool.overflow`
+/// event) plus the batches that arrived (the delivery audit) equal the
+/// batches the agent made (its last sequence number). A drop not reported,
+/// reported twice, or a batch stored twice breaks the equation.
 #[test]
 fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
     let scratch = Scratch::new("overflow");
@@ -340,15 +347,9 @@ fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
             &[("spool.max", "16KiB")],
         ),
     );
-    let last_seq = || -> u64 {
-        std::fs::read_to_string(agent_dir.join("data/spool/last_seq"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    // Wait until the spool has had to drop (it persists last_seq then).
+    // Wait until the spool has had to drop (it records its numbering then).
     wait_for("the spool to overflow", Duration::from_secs(20), || {
-        (last_seq() > agent.spooled() as u64 + 1).then_some(())
+        (agent.spool_last_seq() > agent.spooled() as u64 + 1).then_some(())
     });
 
     let collector = Collector::start_with(&data, &grpc.to_string(), &http.to_string(), &[]);
@@ -359,24 +360,59 @@ fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
             .into_iter()
             .find(|e| e["kind"] == "spool.overflow")
     });
-    let dropped: u64 = overflow["attrs"]["dropped_batches"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("count");
-    assert!(dropped >= 1, "{overflow}");
     assert_eq!(
         overflow["attrs"]["first_seq"], "1",
         "the oldest went first: {overflow}"
     );
     assert_eq!(overflow["severity"], "warning");
-    let delivery = api.ok(&format!("/api/v1/agents/{oid}/delivery"));
-    let first = delivery["instances"][0]["first_seq"]
+
+    // The agent goes on making a batch every interval: read until one
+    // moment where the spool is empty and the counts are complete.
+    let count = |e: &serde_json::Value| -> u64 {
+        e["attrs"]["dropped_batches"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("count")
+    };
+    let mut last_seen = String::from("the spool never drained");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut reconcile = || -> Option<(u64, u64, u64)> {
+        if agent.spooled() != 0 {
+            return None;
+        }
+        let made = agent.spool_last_seq();
+        let delivery = api.ok(&format!("/api/v1/agents/{oid}/delivery"));
+        let instances = delivery["instances"].as_array()?.clone();
+        let arrived = instances[0]["batches"].as_u64()?;
+        let events: Vec<_> = api
+            .events()
+            .into_iter()
+            .filter(|e| e["kind"] == "spool.overflow")
+            .collect();
+        let dropped: u64 = events.iter().map(count).sum();
+        last_seen = format!(
+            "made {made}, arrived {arrived}, dropped {dropped} in {} events, {} instances",
+            events.len(),
+            instances.len()
+        );
+        (instances.len() == 1 && dropped + arrived == made).then_some((made, arrived, dropped))
+    };
+    let (made, arrived, dropped) = loop {
+        if let Some(counts) = reconcile() {
+            break counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reconciled (dropped + arrived == made): {last_seen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(dropped >= 1, "{last_seen}");
+    assert!(arrived >= 1 && made > arrived, "{last_seen}");
+    let first = api.ok(&format!("/api/v1/agents/{oid}/delivery"))["instances"][0]["first_seq"]
         .as_u64()
         .expect("first");
-    assert!(
-        first > 1,
-        "the oldest batches were not delivered: {delivery}"
-    );
+    assert!(first > 1, "the oldest batches were not delivered");
 }
 
 /// SIGTERM stops the agent within a second, and its pid file goes.

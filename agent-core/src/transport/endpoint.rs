@@ -58,13 +58,17 @@ pub fn client(channel: Channel, compression: Compression) -> IngestClient<Channe
     let mut client = IngestClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let encoding = match compression {
-        Compression::Zstd => Some(CompressionEncoding::Zstd),
-        Compression::Gzip => Some(CompressionEncoding::Gzip),
-        Compression::None => None,
-    };
-    if let Some(encoding) = encoding {
+    if let Some(encoding) = encoding(compression) {
         client = client.send_compressed(encoding).accept_compressed(encoding);
     }
     client
+}
+
+/// The gRPC encoding for `compression`, if any.
+pub fn encoding(compression: Compression) -> Option<CompressionEncoding> {
+    match compression {
+        Compression::Zstd => Some(CompressionEncoding::Zstd),
+        Compression::Gzip => Some(CompressionEncoding::Gzip),
+        Compression::None => None,
+    }
 }

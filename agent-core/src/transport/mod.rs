@@ -1,18 +1,32 @@
 //! The agent's side of the wire protocol: `Hello`, then one `Push` stream
-//! that replays the spool in order and removes each batch when it is acked.
+//! that replays the spool in order and settles each batch when it is acked.
 //!
 //! Invariants:
 //! - A batch leaves the spool only when the collector acks it (or refuses it
 //!   for good with `Ack.error`). A lost connection loses nothing: the next
 //!   session starts again from the oldest batch still spooled.
+//! - One session carries one spool instance: `Hello` names the instance of
+//!   the oldest spooled batch, and only its batches are pushed. When the
+//!   next batch belongs to a newer instance, the session ends cleanly once
+//!   the acks in flight are in, and the next one starts at once.
+//! - A batch sent and not yet acked is marked in flight in the spool, which
+//!   then never evicts it (the collector may be storing it).
+//! - With nothing to send for an interval and a half, a liveness signal
+//!   (`Batch` with seq 0, `liveness`, the agent's health) goes on the
+//!   stream: not spooled, not acked. (Half an interval of slack, so an
+//!   agent that reports every interval never sends one: its batches lag
+//!   their tick by the collection time.) Any ack for seq 0 is ignored.
 //! - At most [`WINDOW`] batches are in flight; every wait (connect, call,
 //!   ack) is bounded by `server.timeout`.
 //! - Reconnects back off exponentially with jitter; the collector's
 //!   `slow_down_ms` and retry-after hints are obeyed.
+//! - A batch goes on the wire as the bytes the spool holds ([`push`]): it
+//!   is not decoded and encoded again on the way.
 //! - This module and [`wire`] are the only parts of agent-core that see
 //!   prost types.
 
 pub mod endpoint;
+pub mod push;
 pub mod retry;
 pub mod wire;
 
@@ -21,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use sightline_proto::metadata;
 use sightline_proto::v1::{self as pb, ingest_client::IngestClient};
 use tokio::sync::mpsc;
@@ -35,7 +50,9 @@ use crate::health::AgentCounters;
 use crate::identity;
 use crate::license::License;
 use crate::pipeline::SharedSpool;
+use crate::receipt::{DropReason, Fate};
 use crate::settings::ServerSettings;
+use crate::spool::Key;
 use retry::{Backoff, Retry};
 
 /// Batches sent but not yet acked, at most.
@@ -134,6 +151,13 @@ pub struct AgentIdentity {
 /// Connects to the collector (TCP, TLS when on, HTTP/2), bounded by
 /// `server.timeout`.
 pub async fn connect(server: &ServerSettings) -> Result<IngestClient<Channel>, TransportError> {
+    let channel = connect_channel(server).await?;
+    Ok(endpoint::client(channel, server.compression))
+}
+
+/// The connection itself, for the generated client (`Hello`) and the
+/// [`push::PushClient`] to share.
+pub async fn connect_channel(server: &ServerSettings) -> Result<Channel, TransportError> {
     // Reading the CA file is disk IO: off the async thread.
     let settings = server.clone();
     let endpoint = tokio::task::spawn_blocking(move || endpoint::endpoint(&settings))
@@ -154,7 +178,7 @@ pub async fn connect(server: &ServerSettings) -> Result<IngestClient<Channel>, T
         }
         Ok(Ok(channel)) => channel,
     };
-    Ok(endpoint::client(channel, server.compression))
+    Ok(channel)
 }
 
 /// Calls `Hello`, bounded by `limit`. A `probe` registers nothing.
@@ -176,7 +200,7 @@ pub async fn hello(
         instance: who.instance.clone(),
         interval_ms: u32::try_from(who.interval.as_millis()).unwrap_or(u32::MAX),
         probe,
-        boot_id: String::new(),
+        boot_id: identity::boot_id(),
     });
     request.set_timeout(limit);
     insert_metadata(&mut request, metadata::LICENSE, license.expose())?;
@@ -207,19 +231,30 @@ pub struct Transport {
     pub server: ServerSettings,
     /// The license sent with every call.
     pub license: License,
-    /// What `Hello` says.
+    /// What `Hello` says (its `instance` is set per session, from the spool).
     pub identity: AgentIdentity,
     /// The spool to deliver.
     pub spool: SharedSpool,
     /// The agent's counters.
     pub counters: Arc<AgentCounters>,
-    /// Where the agent id is remembered.
+    /// Where the oid is remembered.
     pub data_dir: PathBuf,
 }
 
 /// How a session ended when it did not fail.
 enum SessionEnd {
     Shutdown,
+    /// Every batch of the session's instance is acked; a newer instance
+    /// has batches waiting.
+    NextInstance,
+}
+
+/// What comes next in the spool for a session.
+enum Next {
+    /// A batch's key and its bytes (an encoded `Batch`).
+    Batch(Key, Vec<u8>),
+    OtherInstance,
+    Nothing,
 }
 
 impl Transport {
@@ -235,11 +270,18 @@ impl Transport {
             attempt += 1;
             let mut acked = false;
             let outcome = self.session(&shutdown, &mut acked).await;
+            // Whatever was in flight is not any more: it may be evicted
+            // again if the spool fills up before it is resent.
+            let _ = self.spool.in_memory(|s| s.clear_in_flight()).await;
             if acked {
                 backoff.reset();
             }
             let error = match outcome {
                 Ok(SessionEnd::Shutdown) => return,
+                Ok(SessionEnd::NextInstance) => {
+                    attempt = 0;
+                    continue;
+                }
                 Err(error) => error,
             };
             if shutdown.is_cancelled() {
@@ -273,49 +315,51 @@ impl Transport {
         acked_any: &mut bool,
     ) -> Result<SessionEnd, TransportError> {
         let limit = self.server.timeout;
-        let mut client = tokio::select! {
+        let channel = tokio::select! {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            c = connect(&self.server) => c?,
+            c = connect_channel(&self.server) => c?,
         };
+        let mut client = endpoint::client(channel.clone(), self.server.compression);
+        let mut pusher = push::PushClient::new(channel, self.server.compression);
+        let (epoch, instance) = self.spool.in_memory(|s| s.oldest_instance()).await?;
+        let mut who = self.identity.clone();
+        who.instance = instance.clone();
         let reply = tokio::select! {
             () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-            r = hello(&mut client, &self.license, &self.identity, limit, false) => r?,
+            r = hello(&mut client, &self.license, &who, limit, false) => r?,
         };
-        let (dir, agent_id) = (self.data_dir.clone(), reply.oid);
-        if let Ok(Err(e)) =
-            tokio::task::spawn_blocking(move || identity::save_agent_id(&dir, agent_id)).await
+        let (dir, oid) = (self.data_dir.clone(), reply.oid);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || identity::save_oid(&dir, oid)).await
         {
-            tracing::warn!(error = %e, "Cannot remember the agent id.");
+            tracing::warn!(error = %e, "Cannot remember the oid.");
         }
         let last_stored = reply.last_seq;
-        let (already, ours) = self
+        let through = self
             .spool
-            .with(move |s| {
-                let ours = s.last_seq();
-                s.remove_through(last_stored).map(|n| (n, ours))
-            })
+            .with(move |s| s.settle_through(epoch, last_stored))
             .await??;
-        if last_stored > ours {
+        if let Some(collector_has) = through.beyond_numbering {
             tracing::error!(
-                collector_has = last_stored,
-                spool_numbered = ours,
-                "The collector holds batches this spool does not remember numbering (its state was lost, e.g. in a power cut with spool.sync=normal); batches numbered up to the collector's are dropped as duplicates."
+                instance = %instance,
+                collector_has,
+                "The collector holds batches of this spool instance numbered above what the spool remembers assigning (its record was lost, e.g. in a power cut with spool.sync=normal); nothing unsent was removed, and new batches start a new spool instance."
             );
         }
         tracing::info!(
             collector = %self.server.authority(),
-            agent_id = reply.oid,
+            oid = reply.oid,
             project = %reply.project,
-            already_stored = already,
+            instance = %instance,
+            already_stored = through.settled,
             "Connected to the collector."
         );
 
-        let (tx, rx) = mpsc::channel::<pb::Batch>(WINDOW);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(WINDOW);
         let mut request = Request::new(ReceiverStream::new(rx));
         insert_metadata(&mut request, metadata::LICENSE, self.license.expose())?;
         insert_metadata(&mut request, metadata::OID, &reply.oid.to_string())?;
-        insert_metadata(&mut request, metadata::INSTANCE, &self.identity.instance)?;
-        let mut acks = match timeout(limit, client.push(request)).await {
+        insert_metadata(&mut request, metadata::INSTANCE, &instance)?;
+        let mut acks = match timeout(limit, pusher.push(request)).await {
             Err(_) => {
                 return Err(TransportError::Timeout {
                     during: "opening the Push stream",
@@ -325,17 +369,25 @@ impl Transport {
             Ok(response) => response?.into_inner(),
         };
 
+        let idle = self.identity.interval + self.identity.interval / 2;
         let mut in_flight: VecDeque<u64> = VecDeque::new();
-        let mut last_sent = 0u64;
+        let mut last_sent: Option<Key> = None;
         let mut ack_deadline = Instant::now() + limit;
+        let mut idle_deadline = Instant::now() + idle;
         let mut paused_until: Option<Instant> = None;
+        let mut other_instance_waiting = false;
         loop {
             if paused_until.is_some_and(|t| Instant::now() >= t) {
                 paused_until = None;
             }
-            while in_flight.len() < WINDOW && paused_until.is_none() {
-                let Some((seq, batch)) = self.next_batch(last_sent).await? else {
-                    break;
+            while in_flight.len() < WINDOW && paused_until.is_none() && !other_instance_waiting {
+                let (key, batch) = match self.next_batch(epoch, last_sent).await? {
+                    Next::Batch(key, batch) => (key, batch),
+                    Next::OtherInstance => {
+                        other_instance_waiting = true;
+                        break;
+                    }
+                    Next::Nothing => break,
                 };
                 if tx.send(batch).await.is_err() {
                     return Err(TransportError::StreamClosed);
@@ -343,11 +395,17 @@ impl Transport {
                 if in_flight.is_empty() {
                     ack_deadline = Instant::now() + limit;
                 }
-                in_flight.push_back(seq);
-                last_sent = seq;
+                in_flight.push_back(key.seq);
+                last_sent = Some(key);
+                idle_deadline = Instant::now() + idle;
                 AgentCounters::add(&self.counters.batches_sent, 1);
             }
-            let can_send = in_flight.len() < WINDOW && paused_until.is_none();
+            if other_instance_waiting && in_flight.is_empty() {
+                tracing::info!(instance = %instance, "Every batch of this spool instance is delivered; moving on to the next.");
+                return Ok(SessionEnd::NextInstance);
+            }
+            let can_send =
+                in_flight.len() < WINDOW && paused_until.is_none() && !other_instance_waiting;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
@@ -355,10 +413,15 @@ impl Transport {
                     let Some(ack) = message? else {
                         return Err(TransportError::StreamClosed);
                     };
+                    // No batch has number 0: such an ack answers a liveness
+                    // signal (a collector that does not know them refuses it).
+                    if ack.seq == 0 {
+                        continue;
+                    }
                     *acked_any = true;
                     in_flight.retain(|&s| s > ack.seq);
                     ack_deadline = Instant::now() + limit;
-                    self.on_ack(&ack).await?;
+                    self.on_ack(epoch, &ack).await?;
                     if ack.slow_down_ms > 0 {
                         paused_until = Some(Instant::now() + Duration::from_millis(ack.slow_down_ms.into()));
                     }
@@ -368,54 +431,85 @@ impl Transport {
                 }
                 () = self.spool.appended(), if can_send => {}
                 () = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused_until.is_some() => {}
-            }
-        }
-    }
-
-    /// The next spooled batch after `last_sent`, decoded. A batch that no
-    /// longer decodes is dropped (and counted) rather than blocking the
-    /// spool forever.
-    async fn next_batch(&self, last_sent: u64) -> Result<Option<(u64, pb::Batch)>, TransportError> {
-        let mut after = last_sent;
-        loop {
-            // The index and the newest batches are in memory: no thread hop
-            // unless the batch must be read from disk.
-            let Some((seq, cached)) = self
-                .spool
-                .look(move |s| s.next_after(after).map(|seq| (seq, s.cached(seq))))
-                .await?
-            else {
-                return Ok(None);
-            };
-            after = seq;
-            let bytes = match cached {
-                Some(bytes) => bytes,
-                None => match self.spool.with(move |s| s.read(seq)).await?? {
-                    Some(bytes) => bytes,
-                    None => continue,
-                },
-            };
-            match wire::decode_batch(&bytes) {
-                Ok(batch) => return Ok(Some((seq, batch))),
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "Spooled batch does not decode; dropping it.");
-                    AgentCounters::add(&self.counters.batches_dropped, 1);
-                    self.spool.with(move |s| s.discard(seq)).await??;
+                () = sleep_until(idle_deadline), if paused_until.is_none() => {
+                    let liveness = wire::liveness_batch(&self.counters.snapshot()).encode_to_vec();
+                    if tx.send(liveness).await.is_err() {
+                        return Err(TransportError::StreamClosed);
+                    }
+                    idle_deadline = Instant::now() + idle;
                 }
             }
         }
     }
 
-    async fn on_ack(&self, ack: &pb::Ack) -> Result<(), TransportError> {
-        let seq = ack.seq;
+    /// The next spooled batch of instance `epoch` after `after`, marked in
+    /// flight. A batch read back from disk (not one just spooled by this
+    /// process) is checked to decode first: one that does not is dropped
+    /// (and counted) rather than blocking the spool forever.
+    async fn next_batch(&self, epoch: u32, after: Option<Key>) -> Result<Next, TransportError> {
+        let mut after = after;
+        loop {
+            // The index and the newest batches are in memory: no thread hop
+            // unless the batch must be read from disk.
+            let next = self
+                .spool
+                .in_memory(move |s| {
+                    let key = s.next_after(after)?;
+                    if key.epoch != epoch {
+                        return Some((key, None, false));
+                    }
+                    s.mark_in_flight(key);
+                    Some((key, s.cached(key), true))
+                })
+                .await?;
+            let (key, cached) = match next {
+                None => return Ok(Next::Nothing),
+                Some((_, _, false)) => return Ok(Next::OtherInstance),
+                Some((key, cached, true)) => (key, cached),
+            };
+            after = Some(key);
+            if let Some(bytes) = cached {
+                return Ok(Next::Batch(key, bytes));
+            }
+            let Some(bytes) = self.spool.with(move |s| s.read(key)).await?? else {
+                continue;
+            };
+            match wire::decode_batch(&bytes) {
+                Ok(_) => return Ok(Next::Batch(key, bytes)),
+                Err(e) => {
+                    tracing::warn!(seq = key.seq, error = %e, "Spooled batch does not decode; dropping it.");
+                    self.spool
+                        .with(move |s| s.settle(key, Fate::Dropped(DropReason::Damaged)))
+                        .await??;
+                }
+            }
+        }
+    }
+
+    async fn on_ack(&self, epoch: u32, ack: &pb::Ack) -> Result<(), TransportError> {
+        let key = Key {
+            epoch,
+            seq: ack.seq,
+        };
+        if let Some(partial) = &ack.partial {
+            tracing::warn!(
+                seq = ack.seq,
+                rejected = partial.rejected,
+                reason = %partial.message,
+                "Collector stored a batch but left part of it out."
+            );
+        }
         if ack.error.is_empty() {
-            self.spool.with(move |s| s.remove(seq)).await??;
+            self.spool
+                .with(move |s| s.settle(key, Fate::Acked))
+                .await??;
             AgentCounters::add(&self.counters.batches_acked, 1);
         } else {
             // Refused for good: not stored, so a loss to report.
-            self.spool.with(move |s| s.discard(seq)).await??;
+            let fate = Fate::Dropped(DropReason::Refused(ack.error.clone()));
+            self.spool.with(move |s| s.settle(key, fate)).await??;
             AgentCounters::add(&self.counters.batches_rejected, 1);
-            tracing::error!(seq, reason = %ack.error, "Collector refused a batch for good; it was removed.");
+            tracing::error!(seq = ack.seq, reason = %ack.error, "Collector refused a batch for good; it was removed.");
         }
         Ok(())
     }

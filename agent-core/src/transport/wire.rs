@@ -1,15 +1,24 @@
-//! The edge where domain types become wire messages. The only module of
-//! agent-core (with the rest of `transport`) that sees prost types.
+//! The edge where agent-core's domain types become wire messages. With the
+//! rest of [`crate::transport`], the only part of agent-core that sees
+//! prost types. A product's own payloads are converted at the product's
+//! own edge (its `src/wire.rs`) into a [`WirePayload`]: here they are bytes.
+//!
+//! A batch is assembled from payload bytes (field 4 of `Batch`, each a
+//! length-delimited `Payload` message), so core never decodes or knows a
+//! product's message, and a send too large for one batch is split here
+//! (metrics by samples, events by events) before it is spooled.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use sightline_proto::v1 as pb;
 
-use crate::domain::{
-    Event, EventKind, Metrics, Payload, ProcessInfo, ProcessSnapshot, Sample, Severity,
-};
+use crate::domain::{Event, Metrics, Payload, Sample, Severity};
 use crate::health::Health;
+
+/// Field number of `Batch.payloads`.
+const BATCH_PAYLOADS_FIELD: u32 = 4;
 
 /// Unix milliseconds (0 for times before 1970).
 pub fn unix_ms(time: SystemTime) -> i64 {
@@ -17,17 +26,158 @@ pub fn unix_ms(time: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Encodes one batch: the bytes that go into the spool. Its time is the
-/// first payload's.
-pub fn encode_batch(seq: u64, payloads: &[Payload], health: Health) -> Vec<u8> {
-    let batch = pb::Batch {
+/// A product's own payload, converted at the product's wire edge: its time
+/// and the encoded bytes of one `Payload` message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WirePayload {
+    time: SystemTime,
+    bytes: Vec<u8>,
+}
+
+impl WirePayload {
+    /// Encodes `payload`, produced at `time`.
+    pub fn new(time: SystemTime, payload: pb::Payload) -> WirePayload {
+        WirePayload {
+            time,
+            bytes: payload.encode_to_vec(),
+        }
+    }
+
+    /// When it was produced.
+    pub fn time(&self) -> SystemTime {
+        self.time
+    }
+
+    /// Its encoded size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Its bytes: one encoded `Payload` message.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Whether it encodes to nothing (an empty `Payload`).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// A payload larger than a batch may be, which cannot be split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a product payload of {bytes} bytes is larger than a batch may be ({limit} bytes)")]
+pub struct TooLarge {
+    /// Its encoded size.
+    pub bytes: usize,
+    /// The batch limit.
+    pub limit: usize,
+}
+
+/// Encodes `payload` into one or more `Payload` messages, each at most
+/// `limit` bytes: metrics are split by samples, events by events. A
+/// product's own payload is never split: larger than `limit`, it is refused.
+/// (A single sample or event larger than `limit` travels alone; the spool
+/// refuses it if it is larger than the collector accepts.)
+pub fn encode_payload(payload: &Payload, limit: usize) -> Result<Vec<Vec<u8>>, TooLarge> {
+    match payload {
+        Payload::Encoded(w) if w.len() > limit => Err(TooLarge {
+            bytes: w.len(),
+            limit,
+        }),
+        Payload::Encoded(w) => Ok(vec![w.bytes.clone()]),
+        Payload::Metrics(m) => {
+            let whole = metrics_to_wire(m, &m.samples);
+            if whole.encoded_len() + 8 <= limit {
+                return Ok(vec![wrap(pb::payload::Kind::Metrics(whole))]);
+            }
+            let sizes: Vec<usize> = whole.samples.iter().map(Message::encoded_len).collect();
+            Ok(chunks(&sizes, limit)
+                .into_iter()
+                .map(|r| {
+                    wrap(pb::payload::Kind::Metrics(metrics_to_wire(
+                        m,
+                        &m.samples[r],
+                    )))
+                })
+                .collect())
+        }
+        Payload::Events(events) => {
+            let wire: Vec<pb::AgentEvent> = events.iter().map(event_to_wire).collect();
+            let sizes: Vec<usize> = wire.iter().map(Message::encoded_len).collect();
+            Ok(chunks(&sizes, limit)
+                .into_iter()
+                .map(|r| {
+                    wrap(pb::payload::Kind::Events(pb::AgentEvents {
+                        events: wire[r].to_vec(),
+                    }))
+                })
+                .collect())
+        }
+    }
+}
+
+/// Ranges of items whose sizes (plus framing) fit in `limit`, in order;
+/// an item larger than `limit` gets a range of its own.
+fn chunks(sizes: &[usize], limit: usize) -> Vec<std::ops::Range<usize>> {
+    // Room for the Payload and Metrics/AgentEvents framing and a time.
+    const FRAMING: usize = 32;
+    let mut out = Vec::new();
+    let (mut start, mut used) = (0, FRAMING);
+    for (i, &size) in sizes.iter().enumerate() {
+        let item = size + 1 + encoded_len_varint(size as u64);
+        if i > start && used + item > limit {
+            out.push(start..i);
+            (start, used) = (i, FRAMING);
+        }
+        used += item;
+    }
+    if start < sizes.len() || out.is_empty() {
+        out.push(start..sizes.len());
+    }
+    out
+}
+
+fn wrap(kind: pb::payload::Kind) -> Vec<u8> {
+    pb::Payload { kind: Some(kind) }.encode_to_vec()
+}
+
+/// The bytes a payload adds to a batch: its field key, length and body.
+pub fn framed_len(payload: &[u8]) -> usize {
+    1 + encoded_len_varint(payload.len() as u64) + payload.len()
+}
+
+/// Encodes one batch (the bytes that go into the spool) from payloads
+/// already encoded by [`encode_payload`].
+pub fn encode_batch(seq: u64, time: SystemTime, health: &Health, payloads: &[Vec<u8>]) -> Vec<u8> {
+    let head = pb::Batch {
         seq,
-        time_ms: payloads.first().map_or(0, |p| unix_ms(p.time())),
+        time_ms: unix_ms(time),
         health: Some(health_to_wire(health)),
-        payloads: payloads.iter().map(payload_to_wire).collect(),
+        payloads: Vec::new(),
         liveness: false,
     };
-    batch.encode_to_vec()
+    let body: usize = payloads.iter().map(|p| framed_len(p)).sum();
+    let mut bytes = Vec::with_capacity(head.encoded_len() + body);
+    // Encoding into a Vec with enough capacity cannot fail.
+    let _ = head.encode(&mut bytes);
+    for payload in payloads {
+        encode_key(BATCH_PAYLOADS_FIELD, WireType::LengthDelimited, &mut bytes);
+        encode_varint(payload.len() as u64, &mut bytes);
+        bytes.extend_from_slice(payload);
+    }
+    bytes
+}
+
+/// The liveness signal: no sequence number, no payloads, the agent's health.
+pub fn liveness_batch(health: &Health) -> pb::Batch {
+    pb::Batch {
+        seq: 0,
+        time_ms: unix_ms(SystemTime::now()),
+        health: Some(health_to_wire(health)),
+        payloads: Vec::new(),
+        liveness: true,
+    }
 }
 
 /// Decodes spooled bytes back into the message sent on the wire.
@@ -35,7 +185,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<pb::Batch, prost::DecodeError> {
     pb::Batch::decode(bytes)
 }
 
-fn health_to_wire(h: Health) -> pb::AgentHealth {
+fn health_to_wire(h: &Health) -> pb::AgentHealth {
     pb::AgentHealth {
         spool_batches: h.spool_batches,
         spool_bytes: h.spool_bytes,
@@ -44,24 +194,23 @@ fn health_to_wire(h: Health) -> pb::AgentHealth {
         reconnects: h.reconnects,
         batches_dropped: h.batches_dropped,
         bytes_dropped: h.bytes_dropped,
-        sources: Vec::new(),
+        sources: h
+            .sources
+            .iter()
+            .map(|s| pb::SourceHealth {
+                name: s.name.clone(),
+                records_read: s.records_read,
+                records_sent: s.records_sent,
+                records_acked: s.records_acked,
+                records_dropped: s.records_dropped,
+            })
+            .collect(),
     }
 }
 
-fn payload_to_wire(payload: &Payload) -> pb::Payload {
-    let kind = match payload {
-        Payload::Metrics(m) => pb::payload::Kind::Metrics(metrics_to_wire(m)),
-        Payload::Processes(p) => pb::payload::Kind::Processes(snapshot_to_wire(p)),
-        Payload::Events(events) => pb::payload::Kind::Events(pb::AgentEvents {
-            events: events.iter().map(event_to_wire).collect(),
-        }),
-    };
-    pb::Payload { kind: Some(kind) }
-}
-
-fn metrics_to_wire(m: &Metrics) -> pb::Metrics {
+fn metrics_to_wire(m: &Metrics, samples: &[Sample]) -> pb::Metrics {
     pb::Metrics {
-        samples: m.samples.iter().map(sample_to_wire).collect(),
+        samples: samples.iter().map(sample_to_wire).collect(),
         time_ms: unix_ms(m.time),
     }
 }
@@ -81,41 +230,13 @@ fn sample_to_wire(s: &Sample) -> pb::Sample {
     }
 }
 
-fn snapshot_to_wire(p: &ProcessSnapshot) -> pb::ProcessSnapshot {
-    pb::ProcessSnapshot {
-        reason: p.reason.as_str().to_string(),
-        processes: p.processes.iter().map(process_to_wire).collect(),
-        state_counts: p
-            .state_counts
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
-        total: p.total,
-        time_ms: unix_ms(p.time),
-    }
-}
-
-fn process_to_wire(p: &ProcessInfo) -> pb::Process {
-    pb::Process {
-        pid: p.pid,
-        name: p.name.clone(),
-        user: p.user.clone(),
-        cmdline: p.cmdline.clone(),
-        cpu_pct: p.cpu_pct,
-        rss_bytes: p.rss_bytes,
-        mem_pct: p.mem_pct,
-        threads: p.threads,
-        state: p.state.clone(),
-    }
-}
-
 fn event_to_wire(e: &Event) -> pb::AgentEvent {
     pb::AgentEvent {
         time_ms: unix_ms(e.time),
-        kind: kind_to_wire(e.kind) as i32,
+        kind: legacy_event_kind(&e.name) as i32,
         severity: severity_to_wire(e.severity) as i32,
         message: e.message.clone(),
-        name: String::new(),
+        name: e.name.to_string(),
         attrs: e
             .attrs
             .iter()
@@ -124,16 +245,13 @@ fn event_to_wire(e: &Event) -> pb::AgentEvent {
     }
 }
 
-fn kind_to_wire(kind: EventKind) -> pb::EventKind {
-    match kind {
-        EventKind::AgentStarted => pb::EventKind::AgentStarted,
-        EventKind::HostRebooted => pb::EventKind::HostRebooted,
-        EventKind::ConfigError => pb::EventKind::ConfigError,
-        EventKind::SpoolOverflow => pb::EventKind::SpoolOverflow,
-        EventKind::ThresholdExceeded => pb::EventKind::ThresholdExceeded,
-        EventKind::ThresholdRecovered => pb::EventKind::ThresholdRecovered,
-        EventKind::MountUnresponsive => pb::EventKind::MountUnresponsive,
-    }
+/// The deprecated `AgentEvent.kind` for an event name that the closed enum
+/// has (`spool.overflow` is `EVENT_KIND_SPOOL_OVERFLOW`), else unspecified.
+///
+/// Compatibility: remove once every collector reads `name`.
+fn legacy_event_kind(name: &str) -> pb::EventKind {
+    let enum_name = format!("EVENT_KIND_{}", name.to_ascii_uppercase().replace('.', "_"));
+    pb::EventKind::from_str_name(&enum_name).unwrap_or(pb::EventKind::Unspecified)
 }
 
 fn severity_to_wire(s: Severity) -> pb::Severity {
@@ -144,75 +262,41 @@ fn severity_to_wire(s: Severity) -> pb::Severity {
     }
 }
 
+/// Helpers for agent-core's own tests elsewhere, so prost types stay here.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
-    use crate::domain::SnapshotReason;
-    use std::collections::BTreeMap;
-    use std::time::Duration;
 
-    #[test]
-    fn batch_round_trips_through_bytes() {
-        let time = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let payload = Payload::Metrics(Metrics {
-            time,
-            samples: vec![Sample::new("cpu.usage", 12.5).label("cpu", "total")],
-        });
-        let health = Health {
-            spool_batches: 3,
-            ..Health::default()
-        };
-        let batch = decode_batch(&encode_batch(7, &[payload], health)).expect("decodes");
-        assert_eq!(batch.seq, 7);
-        assert_eq!(batch.time_ms, 1_700_000_000_123);
-        assert_eq!(batch.health.expect("health").spool_batches, 3);
-        let Some(pb::payload::Kind::Metrics(m)) = batch.payloads[0].kind.clone() else {
-            panic!("wrong payload");
-        };
-        assert_eq!(m.time_ms, 1_700_000_000_123);
-        assert_eq!(m.samples[0].name, "cpu.usage");
-        assert_eq!(m.samples[0].labels[0].value, "total");
-        assert_eq!(m.samples[0].value, 12.5);
+    /// A product payload of about `len` bytes (core never looks inside).
+    pub(crate) fn opaque_payload(len: usize) -> WirePayload {
+        WirePayload::new(
+            SystemTime::now(),
+            pb::Payload {
+                kind: Some(pb::payload::Kind::Metrics(pb::Metrics {
+                    samples: vec![pb::Sample {
+                        name: "x".repeat(len),
+                        ..Default::default()
+                    }],
+                    time_ms: 0,
+                })),
+            },
+        )
     }
 
-    #[test]
-    fn one_cycles_payloads_travel_together_with_their_fields() {
-        let time = UNIX_EPOCH + Duration::from_secs(1);
-        let snapshot = Payload::Processes(ProcessSnapshot {
-            time,
-            reason: SnapshotReason::Threshold,
-            processes: vec![ProcessInfo {
-                pid: 42,
-                name: "postgres".into(),
-                user: "postgres".into(),
-                cmdline: "postgres -D /data".into(),
-                cpu_pct: 180.0,
-                rss_bytes: 1 << 30,
-                mem_pct: 12.5,
-                threads: 9,
-                state: "running".into(),
-            }],
-            state_counts: BTreeMap::from([("running".to_string(), 1)]),
-            total: 1,
-        });
-        let events = Payload::Events(vec![
-            Event::now(EventKind::SpoolOverflow, Severity::Warning, "dropped")
-                .attr("dropped_batches", 3),
-        ]);
-        let batch = decode_batch(&encode_batch(1, &[snapshot, events], Health::default()))
-            .expect("decodes");
-        assert_eq!(batch.payloads.len(), 2);
-        let Some(pb::payload::Kind::Processes(p)) = batch.payloads[0].kind.clone() else {
-            panic!("wrong payload");
-        };
-        assert_eq!(p.time_ms, 1000);
-        assert_eq!(p.reason, "threshold");
-        assert_eq!(p.processes[0].pid, 42);
-        assert_eq!(p.state_counts["running"], 1);
-        let Some(pb::payload::Kind::Events(e)) = batch.payloads[1].kind.clone() else {
-            panic!("wrong payload");
-        };
-        assert_eq!(e.events[0].kind, pb::EventKind::SpoolOverflow as i32);
-        assert_eq!(e.events[0].attrs["dropped_batches"], "3");
+    /// The sequence number and the number of samples of a spooled batch.
+    pub(crate) fn seq_and_samples(bytes: &[u8]) -> (u64, usize) {
+        let batch = decode_batch(bytes).expect("decodes");
+        let samples = batch
+            .payloads
+            .into_iter()
+            .map(|p| match p.kind {
+                Some(pb::payload::Kind::Metrics(m)) => m.samples.len(),
+                _ => 0,
+            })
+            .sum();
+        (batch.seq, samples)
     }
 }
+
+#[cfg(test)]
+mod tests;

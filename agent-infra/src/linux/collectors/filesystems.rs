@@ -17,7 +17,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use agent_core::Sample;
-use agent_core::domain::{Event, EventKind, Severity};
+use agent_core::domain::{Event, Severity};
 
 use crate::collect::{Collect, ReadError, Reading};
 use crate::linux::mounts::{FsStat, Mount, is_remote, parse_mountinfo, select, statvfs};
@@ -237,7 +237,7 @@ impl FsCollector {
                     tracing::warn!(mount = %mount.mount_point, fstype = %mount.fs_type, "Mount does not answer statfs.");
                     out.events.push(
                         Event::now(
-                            EventKind::MountUnresponsive,
+                            crate::event_names::MOUNT_UNRESPONSIVE,
                             Severity::Warning,
                             format!(
                                 "{} ({} from {}) did not answer statfs within {:?}.",

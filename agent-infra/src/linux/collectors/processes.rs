@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use agent_core::Sample;
-use agent_core::domain::ProcessInfo;
 
 use crate::collect::{Collect, ProcessTable, ReadError, Reading};
 use crate::linux::ProcFs;
 use crate::linux::process::{
     PidStat, format_cmdline, parse_passwd, parse_pid_stat, parse_status_uid, state_name,
 };
+use crate::processes::ProcessInfo;
 
 /// States always reported, even at zero, so their series have no gaps.
 const MAIN_STATES: &[&str] = &[

@@ -1,0 +1,444 @@
+//! The transport's sessions, tested against a scripted in-process gRPC
+//! server that records what it is sent:
+//! - one session per spool instance, oldest first: `Hello` and the `Push`
+//!   metadata name the instance of the batches pushed, and a newer
+//!   instance's batches wait for a session of their own;
+//! - with nothing to send for an interval, a liveness signal (seq 0, no
+//!   payloads, the agent's health), not spooled and not acked; the refusal
+//!   a collector that does not know liveness answers with is ignored;
+//! - batches in flight are not evicted by a full spool: their receipts
+//!   settle as acked once the collector stores them.
+//!
+//! On tokio's paused clock, as `backpressure.rs` (see there why that holds
+//! with an in-process server).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use agent_core::domain::{Event, Payload, Severity};
+use agent_core::health::AgentCounters;
+use agent_core::license::License;
+use agent_core::pipeline::{self, Output, SharedSpool};
+use agent_core::settings::{Compression, ServerSettings};
+use agent_core::spool::{Spool, SpoolFull, SpoolOptions, Sync};
+use agent_core::transport::{AgentIdentity, Transport};
+use sightline_proto::metadata;
+use sightline_proto::v1::{
+    self as pb,
+    ingest_server::{Ingest, IngestServer},
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Default)]
+struct Record {
+    hellos: Vec<String>,
+    /// Per Push stream: its instance metadata and the batches it carried.
+    pushes: Vec<(String, Vec<pb::Batch>)>,
+}
+
+struct Fake {
+    record: Arc<Mutex<Record>>,
+    /// One permit per ack the server may send (unlimited when `None`).
+    acks: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+#[tonic::async_trait]
+impl Ingest for Fake {
+    async fn hello(
+        &self,
+        request: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloReply>, Status> {
+        let hello = request.into_inner();
+        assert!(!hello.boot_id.is_empty(), "Hello carries the boot id");
+        self.record
+            .lock()
+            .expect("lock")
+            .hellos
+            .push(hello.instance);
+        Ok(Response::new(pb::HelloReply {
+            oid: 1,
+            project: "p".into(),
+            server_time_ms: 0,
+            last_seq: 0,
+        }))
+    }
+
+    type PushStream = ReceiverStream<Result<pb::Ack, Status>>;
+
+    async fn push(
+        &self,
+        request: Request<Streaming<pb::Batch>>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let instance = request
+            .metadata()
+            .get(metadata::INSTANCE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let at = {
+            let mut r = self.record.lock().expect("lock");
+            r.pushes.push((instance, Vec::new()));
+            r.pushes.len() - 1
+        };
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        // Acks go out from their own task, so batches are read (and
+        // recorded) while acks are held back.
+        let (ack_tx, mut ack_rx) = tokio::sync::mpsc::unbounded_channel::<pb::Ack>();
+        let permits = self.acks.clone();
+        tokio::spawn(async move {
+            while let Some(ack) = ack_rx.recv().await {
+                if let Some(p) = &permits {
+                    match p.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => return,
+                    }
+                }
+                if tx.send(Ok(ack)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let record = self.record.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = inbound.message().await {
+                let seq = batch.seq;
+                record.lock().expect("lock").pushes[at].1.push(batch);
+                // What a collector that does not know liveness answers.
+                let ack = if seq == 0 {
+                    pb::Ack {
+                        seq: 0,
+                        error: "sequence numbers start at 1".into(),
+                        ..pb::Ack::default()
+                    }
+                } else {
+                    pb::Ack {
+                        seq,
+                        ..pb::Ack::default()
+                    }
+                };
+                if ack_tx.send(ack).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn fake_server() -> (u16, Arc<Mutex<Record>>) {
+    fake_server_with(None).await
+}
+
+async fn fake_server_with(acks: Option<Arc<tokio::sync::Semaphore>>) -> (u16, Arc<Mutex<Record>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let record = Arc::new(Mutex::new(Record::default()));
+    let server = tonic::transport::Server::builder()
+        .add_service(IngestServer::new(Fake {
+            record: record.clone(),
+            acks,
+        }))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    (port, record)
+}
+
+fn transport(
+    port: u16,
+    dir: &Path,
+    spool: SharedSpool,
+    counters: Arc<AgentCounters>,
+    interval: Duration,
+) -> Transport {
+    Transport {
+        server: ServerSettings {
+            host: "127.0.0.1".into(),
+            port,
+            tls: None,
+            compression: Compression::None,
+            timeout: Duration::from_secs(3),
+        },
+        license: License::generate().expect("license"),
+        identity: AgentIdentity {
+            product: "infra",
+            oname: "test".into(),
+            hostname: "test".into(),
+            os: "linux".into(),
+            version: "0",
+            boot_time_ms: 0,
+            created_time: String::new(),
+            instance: String::new(),
+            interval,
+        },
+        spool,
+        counters,
+        data_dir: dir.to_path_buf(),
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sl-sessions-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn event_batch(seq: u64) -> Vec<u8> {
+    use agent_core::transport::wire;
+    let event = Payload::Events(vec![Event::now("test.event", Severity::Info, "x")]);
+    let parts = wire::encode_payload(&event, 1 << 20).expect("fits");
+    wire::encode_batch(
+        seq,
+        std::time::SystemTime::now(),
+        &Default::default(),
+        &parts,
+    )
+}
+
+fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> impl Future<Output = ()> {
+    let deadline = Instant::now() + limit;
+    let what = what.to_string();
+    async move {
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_instance_gets_its_own_session_oldest_first() {
+    let (port, record) = fake_server().await;
+    let dir = temp_dir("instances");
+    let spool_dir = dir.join("spool");
+    let options = |boot: &str| SpoolOptions {
+        boot_id: Some(boot.into()),
+        ..SpoolOptions::new(1 << 20, Sync::Normal)
+    };
+    // Three batches, then a reboot: two more in a new instance.
+    let mut spool = Spool::open_with(&spool_dir, options("boot-a")).expect("spool");
+    let meta = agent_core::spool::BatchMeta {
+        source: Arc::from("infra"),
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        spool
+            .append(meta.clone(), None, event_batch)
+            .expect("append");
+    }
+    let old = spool.current_instance().1.to_string();
+    drop(spool);
+    let mut spool = Spool::open_with(&spool_dir, options("boot-b")).expect("spool");
+    let new = spool.current_instance().1.to_string();
+    assert_ne!(old, new);
+    for _ in 0..2 {
+        spool
+            .append(meta.clone(), None, event_batch)
+            .expect("append");
+    }
+    let counters = Arc::new(AgentCounters::default());
+    let spool = SharedSpool::new(spool, counters.clone());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(
+        transport(
+            port,
+            &dir,
+            spool.clone(),
+            counters.clone(),
+            Duration::from_secs(60),
+        )
+        .run(shutdown.clone()),
+    );
+    wait_until("both instances delivered", Duration::from_secs(10), || {
+        counters.snapshot().batches_acked == 5
+    })
+    .await;
+    shutdown.cancel();
+    let _ = running.await;
+    assert!(spool.in_memory(|s| s.is_empty()).await.expect("spool"));
+
+    let record = record.lock().expect("lock");
+    assert_eq!(
+        record.hellos,
+        [old.clone(), new.clone()],
+        "oldest instance first"
+    );
+    let seqs = |i: usize| -> Vec<u64> { record.pushes[i].1.iter().map(|b| b.seq).collect() };
+    assert_eq!(record.pushes.len(), 2);
+    assert_eq!(record.pushes[0].0, old);
+    assert_eq!(seqs(0), [1, 2, 3], "only the old instance's batches");
+    assert_eq!(record.pushes[1].0, new);
+    assert_eq!(seqs(1), [1, 2]);
+    assert_eq!(
+        counters.snapshot().reconnects,
+        0,
+        "a clean hand-over, not a failure"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_agent_sends_liveness_not_spooled_not_acked() {
+    let (port, record) = fake_server().await;
+    let dir = temp_dir("liveness");
+    let counters = Arc::new(AgentCounters::default());
+    let spool = Spool::open(&dir.join("spool"), 1 << 20, Sync::Normal).expect("spool");
+    let spool = SharedSpool::new(spool, counters.clone());
+    let (out, inbox) = Output::channel("infra", counters.clone());
+    tokio::spawn(pipeline::run(
+        inbox,
+        spool.clone(),
+        counters.clone(),
+        SpoolFull::DropOldest,
+        "infra",
+        CancellationToken::new(),
+    ));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(
+        transport(
+            port,
+            &dir,
+            spool.clone(),
+            counters.clone(),
+            Duration::from_millis(300),
+        )
+        .run(shutdown.clone()),
+    );
+    // One real batch, then silence.
+    let receipt = out
+        .event(Event::now("test.event", Severity::Info, "x"))
+        .await
+        .expect("pipeline");
+    assert_eq!(receipt.settled().await, agent_core::Fate::Acked);
+    let started = Instant::now();
+    wait_until("two liveness signals", Duration::from_secs(5), || {
+        let r = record.lock().expect("lock");
+        r.pushes
+            .iter()
+            .flat_map(|p| &p.1)
+            .filter(|b| b.liveness)
+            .count()
+            >= 2
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "one per idle interval"
+    );
+    shutdown.cancel();
+    let _ = running.await;
+
+    let record = record.lock().expect("lock");
+    assert_eq!(
+        record.pushes.len(),
+        1,
+        "the refused seq 0 did not end the session"
+    );
+    let batches = &record.pushes[0].1;
+    assert_eq!(batches[0].seq, 1);
+    assert!(!batches[0].liveness);
+    for b in batches.iter().skip(1) {
+        assert!(b.liveness, "only liveness after the real batch");
+        assert_eq!(b.seq, 0);
+        assert!(b.payloads.is_empty());
+        assert!(b.health.is_some(), "carries the agent's health");
+    }
+    let health = counters.snapshot();
+    assert_eq!(health.batches_acked, 1);
+    assert_eq!(
+        health.batches_dropped, 0,
+        "the refusal of seq 0 removed nothing"
+    );
+    assert_eq!(
+        counters
+            .batches_rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// The regression: the spool evicted batches the transport had sent, and
+/// reported them dropped, although the collector then stored them.
+#[tokio::test(start_paused = true)]
+async fn batches_in_flight_are_not_evicted_and_settle_as_acked() {
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    let (port, record) = fake_server_with(Some(permits.clone())).await;
+    let dir = temp_dir("in-flight");
+    let counters = Arc::new(AgentCounters::default());
+    let one = agent_core::spool::Spool::file_len(
+        event_batch(1).len(),
+        &agent_core::spool::BatchMeta {
+            source: Arc::from("main"),
+            ..Default::default()
+        },
+    );
+    let mut options = SpoolOptions::new(3 * one + one / 2, Sync::Normal);
+    options.counters = Some(counters.clone());
+    let spool = Spool::open_with(&dir.join("spool"), options).expect("spool");
+    let spool = SharedSpool::new(spool, counters.clone());
+    let (out, inbox) = Output::channel("main", counters.clone());
+    tokio::spawn(pipeline::run(
+        inbox,
+        spool.clone(),
+        counters.clone(),
+        SpoolFull::DropOldest,
+        "main",
+        CancellationToken::new(),
+    ));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(
+        transport(
+            port,
+            &dir,
+            spool.clone(),
+            counters.clone(),
+            Duration::from_secs(60),
+        )
+        .run(shutdown.clone()),
+    );
+    let event = || Event::now("test.event", Severity::Info, "x");
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(out.event(event()).await.expect("pipeline"));
+    }
+    wait_until("three batches in flight", Duration::from_secs(2), || {
+        record
+            .lock()
+            .expect("lock")
+            .pushes
+            .iter()
+            .map(|p| p.1.len())
+            .sum::<usize>()
+            == 3
+    })
+    .await;
+    // The spool fills up while the collector holds its acks.
+    for _ in 0..3 {
+        let mut r = out.event(event()).await.expect("pipeline");
+        assert_eq!(r.spooled().await, Ok(()));
+    }
+    // (The spool may drop newer batches not yet sent to make room; never
+    // those the collector is storing.)
+    for r in &sent {
+        assert_eq!(r.fate(), None, "not reported dropped");
+    }
+    // The collector stores them after all.
+    permits.add_permits(100);
+    for r in sent {
+        assert_eq!(r.settled().await, agent_core::Fate::Acked);
+    }
+    shutdown.cancel();
+    let _ = running.await;
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
