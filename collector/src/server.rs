@@ -6,13 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sightline_proto::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio::time::{MissedTickBehavior, interval, timeout};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
 use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::api::{self, ApiState};
@@ -27,7 +25,7 @@ use crate::store::{Store, StoreError};
 use crate::time_text::format_ms;
 
 /// The largest message accepted, compressed or decompressed.
-pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+pub use crate::ingest::MAX_MESSAGE_BYTES;
 /// How often agents are checked for missed intervals.
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// How often retention runs.
@@ -128,18 +126,15 @@ impl<S: Store> Collector<S> {
             GroupWriter::start(store.clone(), GroupLimits::default(), shutdown.clone());
         let writes = writer.stats_handle();
         let (liveness, liveness_task) = Liveness::start(store.clone(), shutdown.clone());
-        let ingest = IngestServer::new(IngestService::new(
+        let ingest = IngestService::new(
             store.clone(),
             writer,
             liveness,
             Arc::new(ProjectCache::default()),
             settings.ingest_limits,
             shutdown.clone(),
-        ))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip);
+        )
+        .into_server();
         let incoming = ReceiverStream::new(accept_loop(
             grpc,
             settings.max_connections,

@@ -31,10 +31,14 @@ use std::time::Duration;
 
 use agent_core::license::License;
 use sightline_proto::metadata;
-use sightline_proto::v1::{self as pb, ingest_server::Ingest};
+use sightline_proto::v1::{
+    self as pb,
+    ingest_server::{Ingest, IngestServer},
+};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -77,6 +81,10 @@ impl Default for IngestLimits {
     }
 }
 
+/// The largest message accepted, compressed or decompressed (the agents'
+/// batches are split well under it).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
 /// The `Ingest` service over a store.
 #[derive(Debug)]
 pub struct IngestService<S> {
@@ -113,6 +121,16 @@ impl<S: Store> IngestService<S> {
             unknown_license_log: LogLimit::new(),
             shutdown,
         }
+    }
+
+    /// The service as the gRPC server mounts it: every message bounded by
+    /// [`MAX_MESSAGE_BYTES`], decompressed too; zstd and gzip accepted.
+    pub fn into_server(self) -> IngestServer<IngestService<S>> {
+        IngestServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Gzip)
     }
 
     async fn authenticate(&self, meta: &MetadataMap) -> Result<Project, Status> {

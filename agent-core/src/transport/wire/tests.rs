@@ -10,7 +10,7 @@ fn metrics(n: usize) -> Payload {
     Payload::Metrics(Metrics {
         time: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
         samples: (0..n)
-            .map(|i| Sample::new("cpu.usage", i as f64).label("cpu", i.to_string()))
+            .map(|i| Sample::new("demo.value", i as f64).label("part", i.to_string()))
             .collect(),
     })
 }
@@ -41,7 +41,7 @@ fn batch_round_trips_through_bytes() {
         panic!("wrong payload");
     };
     assert_eq!(m.time_ms, 1_700_000_000_123);
-    assert_eq!(m.samples[0].name, "cpu.usage");
+    assert_eq!(m.samples[0].name, "demo.value");
     assert_eq!(m.samples[0].labels[0].value, "0");
 }
 
