@@ -2,8 +2,8 @@
 //! filesystems, disk I/O, network, processes, reboots and threshold events
 //! with a load snapshot, read from `/proc` and `/sys` every `interval`.
 //!
-//! The path: [`source::run`] ticks, [`collect::CollectorSet`] runs every
-//! collector on the blocking pool with its own deadline, and the readings
+//! The path: [`source::run`] ticks, [`collect::SensorSet`] runs every
+//! sensor on the blocking pool with its own deadline, and the readings
 //! go to agent-core's output as metrics, a top-N process snapshot (this
 //! product's own payload, [`processes`], converted in [`wire`]) and events.
 //!
@@ -14,11 +14,11 @@
 //! - One slow source delays nothing else, and never piles up threads.
 //! - Only [`wire`] sees prost types.
 
-pub mod collect;
 pub mod glob;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod processes;
+pub mod sensor;
 pub mod settings;
 pub mod source;
 pub mod thresholds;
@@ -52,7 +52,7 @@ pub struct InfraConfig {
     /// How filesystems are asked for their use (replaced in tests by a
     /// stand-in that can hang).
     #[cfg(target_os = "linux")]
-    pub statfs: linux::collectors::filesystems::StatFs,
+    pub statfs: linux::sensors::filesystems::StatFs,
 }
 
 impl std::fmt::Debug for InfraConfig {
@@ -72,7 +72,7 @@ impl SourceConfig for InfraConfig {
         Ok(InfraConfig {
             settings: InfraSettings::from_config(config)?,
             #[cfg(target_os = "linux")]
-            statfs: linux::collectors::filesystems::real_statfs(),
+            statfs: linux::sensors::filesystems::real_statfs(),
         })
     }
 
@@ -90,13 +90,8 @@ impl SourceConfig for InfraConfig {
                 None
             }
         };
-        let collectors = linux::collectors(&self.settings, self.statfs);
-        Ok(Box::pin(source::run(
-            self.settings,
-            collectors,
-            boot_id,
-            cx,
-        )))
+        let sensors = linux::sensors(&self.settings, self.statfs);
+        Ok(Box::pin(source::run(self.settings, sensors, boot_id, cx)))
     }
 
     #[cfg(not(target_os = "linux"))]

@@ -244,9 +244,9 @@ impl InfraSettings {
         })
     }
 
-    /// The deadline of each collector in a cycle: half the interval, at most
+    /// The deadline of each sensor in a cycle: half the interval, at most
     /// two seconds more than the filesystem timeout.
-    pub fn collect_deadline(&self) -> Duration {
+    pub fn read_deadline(&self) -> Duration {
         (self.interval / 2).min(self.fs_timeout + Duration::from_secs(2))
     }
 }
@@ -273,7 +273,7 @@ mod tests {
         assert!(s.fs_exclude_types.contains(&"tmpfs".to_string()));
         assert!(s.disk_exclude.contains(&"loop*".to_string()));
         assert_eq!(s.thresholds.cpu, Some(90.0));
-        assert_eq!(s.collect_deadline(), Duration::from_millis(2500));
+        assert_eq!(s.read_deadline(), Duration::from_millis(2500));
     }
 
     #[test]

@@ -14,9 +14,9 @@ use agent_core::domain::{Event, Metrics, Payload, Severity};
 use agent_core::{OutBatch, Sample, SourceContext, SourceError};
 use tokio::time::{MissedTickBehavior, interval};
 
-use crate::collect::{Collect, CollectorSet, ProcessTable};
 use crate::event_names;
 use crate::processes::ProcessSnapshot;
+use crate::sensor::{ProcessTable, Sensor, SensorSet};
 use crate::settings::{InfraSettings, ThresholdSettings};
 use crate::thresholds::{Thresholds, Transition, Watched};
 use crate::wire::processes_payload;
@@ -27,14 +27,14 @@ const BOOT_ID_FILE: &str = "boot_id";
 /// Runs until shutdown.
 pub async fn run(
     settings: InfraSettings,
-    collectors: Vec<Box<dyn Collect>>,
+    sensors: Vec<Box<dyn Sensor>>,
     boot_id: Option<String>,
     cx: SourceContext,
 ) -> Result<(), SourceError> {
     if let Some(id) = boot_id {
         report_reboot(&cx, &id).await;
     }
-    let mut set = CollectorSet::new(collectors);
+    let mut set = SensorSet::new(sensors);
     let mut thresholds = Thresholds::new(
         settings.thresholds.hold,
         settings.interval,
@@ -49,7 +49,7 @@ pub async fn run(
         }
         let reading = tokio::select! {
             () = cx.shutdown.cancelled() => return Ok(()),
-            r = set.collect(settings.collect_deadline()) => r,
+            r = set.read(settings.read_deadline()) => r,
         };
         let time = SystemTime::now();
         let watched = watched(&settings.thresholds, &reading.samples);

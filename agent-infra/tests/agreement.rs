@@ -24,14 +24,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use agent_core::Sample;
-use sightline_infra::collect::{Collect, Reading};
 use sightline_infra::linux::ProcFs;
-use sightline_infra::linux::collectors::cpu::CpuCollector;
-use sightline_infra::linux::collectors::disks::DiskCollector;
-use sightline_infra::linux::collectors::filesystems::{FsCollector, FsOptions, real_statfs};
-use sightline_infra::linux::collectors::memory::MemoryCollector;
-use sightline_infra::linux::collectors::network::{NetCollector, NetFilter, TcpOptions};
-use sightline_infra::linux::collectors::processes::ProcessCollector;
+use sightline_infra::linux::sensors::cpu::CpuSensor;
+use sightline_infra::linux::sensors::disks::DiskSensor;
+use sightline_infra::linux::sensors::filesystems::{FsOptions, FsSensor, real_statfs};
+use sightline_infra::linux::sensors::memory::MemorySensor;
+use sightline_infra::linux::sensors::network::{NetFilter, NetSensor, TcpOptions};
+use sightline_infra::linux::sensors::processes::ProcessSensor;
+use sightline_infra::sensor::{Reading, Sensor};
 use sightline_infra::settings::{DISK_EXCLUDE, FS_EXCLUDE_MOUNTS, FS_EXCLUDE_TYPES};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -44,9 +44,9 @@ fn proc() -> ProcFs {
     ProcFs::new("/proc")
 }
 
-fn read(collector: &mut dyn Collect) -> Vec<Sample> {
+fn read(sensor: &mut dyn Sensor) -> Vec<Sample> {
     let mut reading = Reading::default();
-    collector.collect(&mut reading).expect("collects");
+    sensor.read(&mut reading).expect("collects");
     reading.samples
 }
 
@@ -67,8 +67,8 @@ fn list(csv: &str) -> Vec<String> {
     csv.split(',').map(String::from).collect()
 }
 
-fn fs_collector() -> FsCollector {
-    FsCollector::new(
+fn fs_sensor() -> FsSensor {
+    FsSensor::new(
         proc(),
         FsOptions {
             host_root: "/".into(),
@@ -80,8 +80,8 @@ fn fs_collector() -> FsCollector {
     )
 }
 
-fn net_collector(include: &[&str]) -> NetCollector {
-    NetCollector::new(
+fn net_sensor(include: &[&str]) -> NetSensor {
+    NetSensor::new(
         proc(),
         "/sys".into(),
         NetFilter {
@@ -130,16 +130,14 @@ fn cpu_usage_agrees_with_a_busy_loop_on_one_core() {
             .expect("taskset and yes"),
     ]);
     std::thread::sleep(Duration::from_millis(200));
-    let mut cpu = CpuCollector::new(proc());
-    let mut processes = ProcessCollector::new(proc(), Path::new("/etc"), 256);
+    let mut cpu = CpuSensor::new(proc());
+    let mut processes = ProcessSensor::new(proc(), Path::new("/etc"), 256);
     read(&mut cpu);
-    processes
-        .collect(&mut Reading::default())
-        .expect("processes");
+    processes.read(&mut Reading::default()).expect("processes");
     std::thread::sleep(Duration::from_secs(2));
     let samples = read(&mut cpu);
     let mut reading = Reading::default();
-    processes.collect(&mut reading).expect("processes");
+    processes.read(&mut reading).expect("processes");
 
     let core_usage =
         value(&samples, "cpu.usage", &[("cpu", &core.to_string())]).expect("per-core usage");
@@ -168,7 +166,7 @@ fn cpu_usage_agrees_with_a_busy_loop_on_one_core() {
 #[test]
 fn memory_agrees_with_proc_meminfo() {
     let _one = serial();
-    let samples = read(&mut MemoryCollector::new(proc()));
+    let samples = read(&mut MemorySensor::new(proc()));
     let total = meminfo_kib("MemTotal") * 1024;
     let available = meminfo_kib("MemAvailable") * 1024;
     assert_eq!(value(&samples, "mem.total_bytes", &[]), Some(total as f64));
@@ -185,7 +183,7 @@ fn memory_agrees_with_proc_meminfo() {
 #[test]
 fn root_filesystem_use_agrees_with_df() {
     let _one = serial();
-    let samples = read(&mut fs_collector());
+    let samples = read(&mut fs_sensor());
     let out = Command::new("df")
         .args(["-P", "-B1", "/"])
         .output()
@@ -301,8 +299,8 @@ fn disk_and_network_counters_agree_over_a_known_transfer() {
     let _one = serial();
     const DISK_BYTES: usize = 32 << 20;
     const NET_BYTES: usize = 16 << 20;
-    let mut disks = DiskCollector::new(proc(), "/sys".into(), list(DISK_EXCLUDE));
-    let mut net = net_collector(&["lo"]);
+    let mut disks = DiskSensor::new(proc(), "/sys".into(), list(DISK_EXCLUDE));
+    let mut net = net_sensor(&["lo"]);
     read(&mut disks);
     read(&mut net);
     let t0 = Instant::now();
@@ -441,10 +439,10 @@ fn node_exporter_agrees_in_the_same_second() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let mut cpu = CpuCollector::new(proc());
-    let mut memory = MemoryCollector::new(proc());
-    let mut disks = DiskCollector::new(proc(), "/sys".into(), list(DISK_EXCLUDE));
-    let mut net = net_collector(&["lo"]);
+    let mut cpu = CpuSensor::new(proc());
+    let mut memory = MemorySensor::new(proc());
+    let mut disks = DiskSensor::new(proc(), "/sys".into(), list(DISK_EXCLUDE));
+    let mut net = net_sensor(&["lo"]);
     let a = scrape(port);
     let t0 = Instant::now();
     read(&mut cpu);
@@ -461,7 +459,7 @@ fn node_exporter_agrees_in_the_same_second() {
     let mem_samples = read(&mut memory);
     let disk_samples = read(&mut disks);
     let net_samples = read(&mut net);
-    let fs_samples = read(&mut fs_collector());
+    let fs_samples = read(&mut fs_sensor());
 
     // Totals: exact.
     assert_eq!(

@@ -6,7 +6,6 @@
 //! fixture and the roots can point at a host's `/proc` mounted into a
 //! container.
 
-pub mod collectors;
 pub mod cpu;
 pub mod disk;
 pub mod load;
@@ -15,6 +14,7 @@ pub mod mounts;
 pub mod net;
 pub mod parse;
 pub mod process;
+pub mod sensors;
 pub mod sockdiag;
 pub mod vmstat;
 
@@ -22,10 +22,10 @@ use std::path::{Path, PathBuf};
 
 pub use parse::ParseError;
 
-use crate::collect::{Collect, Group, ReadError};
+use crate::sensor::{Group, ReadError, Sensor};
 use crate::settings::InfraSettings;
-use collectors::filesystems::{FsOptions, StatFs};
-use collectors::network::NetFilter;
+use sensors::filesystems::{FsOptions, StatFs};
+use sensors::network::NetFilter;
 
 impl From<ParseError> for ReadError {
     fn from(e: ParseError) -> Self {
@@ -169,19 +169,19 @@ pub fn boot_id(proc: &ProcFs) -> Result<String, ReadError> {
     Ok(proc.read("sys/kernel/random/boot_id")?.trim().to_string())
 }
 
-/// Every collector the settings ask for, with `statfs` as given.
-pub fn collectors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Collect>> {
+/// Every sensor the settings ask for, with `statfs` as given.
+pub fn sensors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Sensor>> {
     let proc = ProcFs::new(&settings.proc_root);
     // In-kernel counters: cannot block, cheaper together.
-    let counters: Vec<Box<dyn Collect>> = vec![
-        Box::new(collectors::cpu::CpuCollector::new(proc.clone())),
-        Box::new(collectors::memory::MemoryCollector::new(proc.clone())),
-        Box::new(collectors::disks::DiskCollector::new(
+    let counters: Vec<Box<dyn Sensor>> = vec![
+        Box::new(sensors::cpu::CpuSensor::new(proc.clone())),
+        Box::new(sensors::memory::MemorySensor::new(proc.clone())),
+        Box::new(sensors::disks::DiskSensor::new(
             proc.clone(),
             settings.sys_root.clone(),
             settings.disk_exclude.clone(),
         )),
-        Box::new(collectors::network::NetCollector::new(
+        Box::new(sensors::network::NetSensor::new(
             proc.clone(),
             settings.sys_root.clone(),
             NetFilter {
@@ -189,14 +189,14 @@ pub fn collectors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Colle
                 exclude: settings.net_exclude.clone(),
                 virtual_too: settings.net_virtual,
             },
-            settings.net_tcp.then_some(collectors::network::TcpOptions {
+            settings.net_tcp.then_some(sensors::network::TcpOptions {
                 states_every: settings.tcp_states_every,
             }),
         )),
     ];
     vec![
         Box::new(Group::new("counters", counters)),
-        Box::new(collectors::filesystems::FsCollector::new(
+        Box::new(sensors::filesystems::FsSensor::new(
             proc.clone(),
             FsOptions {
                 host_root: settings.host_root.clone(),
@@ -206,7 +206,7 @@ pub fn collectors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Colle
                 statfs,
             },
         )),
-        Box::new(collectors::processes::ProcessCollector::new(
+        Box::new(sensors::processes::ProcessSensor::new(
             proc,
             &settings.etc_root,
             settings.cmdline_max,

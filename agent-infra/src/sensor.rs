@@ -1,10 +1,11 @@
-//! Running the host collectors: each on the blocking pool, each with its
-//! own deadline, so one slow source (a hung mount, a process whose memory
+//! Running the host sensors (a sensor reads one source of host data; the
+//! word "collector" is kept for the server): each on the blocking pool,
+//! each with its own deadline, so one slow source (a hung mount, a process whose memory
 //! map is locked) delays nothing else.
 //!
 //! Invariants:
-//! - A collector that missed its deadline is not started again until its
-//!   previous run returns: at most one stuck thread per collector, never a
+//! - A sensor that missed its deadline is not started again until its
+//!   previous run returns: at most one stuck thread per sensor, never a
 //!   pile of them.
 //! - Its late reading is thrown away (it belongs to a past interval); its
 //!   state comes back with it, so rates stay correct afterwards.
@@ -36,12 +37,12 @@ pub enum ReadError {
     Parse(String),
 }
 
-/// What collectors produce in one cycle.
+/// What sensors produce in one cycle.
 #[derive(Debug, Default)]
 pub struct Reading {
     /// Metric samples.
     pub samples: Vec<Sample>,
-    /// The whole process table, from the process collector.
+    /// The whole process table, from the process sensor.
     pub processes: Option<ProcessTable>,
     /// Events noticed while collecting (a mount stopped answering).
     pub events: Vec<Event>,
@@ -121,73 +122,73 @@ impl ProcessTable {
 
 /// One source of host data. `collect` runs on a blocking thread and may
 /// block; it keeps whatever it needs for rates between calls.
-pub trait Collect: Send + 'static {
+pub trait Sensor: Send + 'static {
     /// Short name for logs: `cpu`, `filesystems`.
     fn name(&self) -> &'static str;
     /// Reads once, adding to `out`.
-    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError>;
+    fn read(&mut self, out: &mut Reading) -> Result<(), ReadError>;
 }
 
-/// Collectors run one after the other in one slot: for sources that read
+/// Sensors run one after the other in one slot: for sources that read
 /// in-kernel counters only (`/proc/stat`, `meminfo`, `diskstats`,
 /// `net/dev`) and so cannot block, where a thread hand-off each would cost
 /// more than the reading. An error in one member does not stop the others.
 pub struct Group {
     name: &'static str,
-    members: Vec<Box<dyn Collect>>,
+    members: Vec<Box<dyn Sensor>>,
 }
 
 impl Group {
     /// A group named `name`.
-    pub fn new(name: &'static str, members: Vec<Box<dyn Collect>>) -> Group {
+    pub fn new(name: &'static str, members: Vec<Box<dyn Sensor>>) -> Group {
         Group { name, members }
     }
 }
 
-impl Collect for Group {
+impl Sensor for Group {
     fn name(&self) -> &'static str {
         self.name
     }
 
-    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+    fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
         for member in &mut self.members {
-            if let Err(e) = member.collect(out) {
-                tracing::warn!(collector = member.name(), error = %e, "Cannot read host data.");
+            if let Err(e) = member.read(out) {
+                tracing::warn!(sensor = member.name(), error = %e, "Cannot read host data.");
             }
         }
         Ok(())
     }
 }
 
-type Outcome = (Box<dyn Collect>, Result<Reading, ReadError>);
+type Outcome = (Box<dyn Sensor>, Result<Reading, ReadError>);
 
 struct Slot {
     name: &'static str,
-    idle: Option<Box<dyn Collect>>,
+    idle: Option<Box<dyn Sensor>>,
     running: Option<JoinHandle<Outcome>>,
     /// Missed its deadline and has not returned yet (logged once).
     late: bool,
 }
 
-/// The collectors of a host.
-pub struct CollectorSet {
+/// The sensors of a host.
+pub struct SensorSet {
     slots: Vec<Slot>,
 }
 
-impl std::fmt::Debug for CollectorSet {
+impl std::fmt::Debug for SensorSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.slots.iter().map(|s| s.name).collect();
-        f.debug_struct("CollectorSet")
-            .field("collectors", &names)
+        f.debug_struct("SensorSet")
+            .field("sensors", &names)
             .finish()
     }
 }
 
-impl CollectorSet {
-    /// A set running `collectors`.
-    pub fn new(collectors: Vec<Box<dyn Collect>>) -> CollectorSet {
-        CollectorSet {
-            slots: collectors
+impl SensorSet {
+    /// A set running `sensors`.
+    pub fn new(sensors: Vec<Box<dyn Sensor>>) -> SensorSet {
+        SensorSet {
+            slots: sensors
                 .into_iter()
                 .map(|c| Slot {
                     name: c.name(),
@@ -199,9 +200,9 @@ impl CollectorSet {
         }
     }
 
-    /// Runs every collector that is free, and gathers what arrives within
+    /// Runs every sensor that is free, and gathers what arrives within
     /// `deadline`.
-    pub async fn collect(&mut self, deadline: Duration) -> Reading {
+    pub async fn read(&mut self, deadline: Duration) -> Reading {
         let until = Instant::now() + deadline;
         for slot in &mut self.slots {
             if let Some(handle) = &slot.running {
@@ -211,18 +212,18 @@ impl CollectorSet {
                 // The late run finished: take the collector back, drop its
                 // stale reading.
                 if let Some(handle) = slot.running.take()
-                    && let Ok((collector, _stale)) = handle.await
+                    && let Ok((sensor, _stale)) = handle.await
                 {
-                    tracing::info!(collector = slot.name, "Collector answers again.");
-                    slot.idle = Some(collector);
+                    tracing::info!(sensor = slot.name, "Sensor answers again.");
+                    slot.idle = Some(sensor);
                     slot.late = false;
                 }
             }
-            if let Some(mut collector) = slot.idle.take() {
+            if let Some(mut sensor) = slot.idle.take() {
                 slot.running = Some(tokio::task::spawn_blocking(move || {
                     let mut reading = Reading::default();
-                    let result = collector.collect(&mut reading).map(|()| reading);
-                    (collector, result)
+                    let result = sensor.read(&mut reading).map(|()| reading);
+                    (sensor, result)
                 }));
             }
         }
@@ -232,23 +233,23 @@ impl CollectorSet {
                 continue;
             };
             match timeout_at(until, handle).await {
-                Ok(Ok((collector, result))) => {
+                Ok(Ok((sensor, result))) => {
                     slot.running = None;
-                    slot.idle = Some(collector);
+                    slot.idle = Some(sensor);
                     match result {
                         Ok(reading) => all.merge(reading),
                         Err(e) => {
-                            tracing::warn!(collector = slot.name, error = %e, "Cannot read host data.")
+                            tracing::warn!(sensor = slot.name, error = %e, "Cannot read host data.")
                         }
                     }
                 }
                 Ok(Err(e)) => {
                     slot.running = None;
-                    tracing::error!(collector = slot.name, error = %e, "Collector crashed; it is disabled.");
+                    tracing::error!(sensor = slot.name, error = %e, "Sensor crashed; it is disabled.");
                 }
                 Err(_) => {
                     if !slot.late {
-                        tracing::warn!(collector = slot.name, deadline = ?deadline, "Collector missed its deadline; the others report without it.");
+                        tracing::warn!(sensor = slot.name, deadline = ?deadline, "Sensor missed its deadline; the others report without it.");
                         slot.late = true;
                     }
                 }
@@ -266,11 +267,11 @@ mod tests {
     use super::*;
 
     struct Fixed(&'static str, f64);
-    impl Collect for Fixed {
+    impl Sensor for Fixed {
         fn name(&self) -> &'static str {
             self.0
         }
-        fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+        fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
             out.samples.push(Sample::new(self.0, self.1));
             Ok(())
         }
@@ -281,11 +282,11 @@ mod tests {
         hold: Arc<AtomicBool>,
         runs: Arc<AtomicU32>,
     }
-    impl Collect for Stuck {
+    impl Sensor for Stuck {
         fn name(&self) -> &'static str {
             "stuck"
         }
-        fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+        fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
             self.runs.fetch_add(1, Ordering::SeqCst);
             while self.hold.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(5));
@@ -296,10 +297,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stuck_collector_delays_nothing_and_is_never_started_twice() {
+    async fn a_stuck_sensor_delays_nothing_and_is_never_started_twice() {
         let hold = Arc::new(AtomicBool::new(true));
         let runs = Arc::new(AtomicU32::new(0));
-        let mut set = CollectorSet::new(vec![
+        let mut set = SensorSet::new(vec![
             Box::new(Fixed("a", 1.0)),
             Box::new(Stuck {
                 hold: hold.clone(),
@@ -309,7 +310,7 @@ mod tests {
         ]);
         for _ in 0..3 {
             let started = std::time::Instant::now();
-            let reading = set.collect(Duration::from_millis(100)).await;
+            let reading = set.read(Duration::from_millis(100)).await;
             assert!(started.elapsed() < Duration::from_millis(500));
             let names: Vec<&str> = reading.samples.iter().map(|s| &*s.name).collect();
             assert_eq!(names, ["a", "b"]);
@@ -318,7 +319,7 @@ mod tests {
         hold.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Its late reading is dropped; the next cycle runs it afresh.
-        let reading = set.collect(Duration::from_millis(500)).await;
+        let reading = set.read(Duration::from_millis(500)).await;
         let names: Vec<&str> = reading.samples.iter().map(|s| &*s.name).collect();
         assert_eq!(names, ["a", "stuck", "b"]);
         assert_eq!(runs.load(Ordering::SeqCst), 2);

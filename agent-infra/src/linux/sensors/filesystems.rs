@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use agent_core::Sample;
 use agent_core::domain::{Event, Severity};
 
-use crate::collect::{Collect, ReadError, Reading};
 use crate::linux::mounts::{FsStat, Mount, is_remote, parse_mountinfo, select, statvfs};
 use crate::linux::{KeptFile, ProcFs};
+use crate::sensor::{ReadError, Reading, Sensor};
 
 /// How `statfs` is done: the real call, or a stand-in in tests.
 pub type StatFs = Arc<dyn Fn(&Path) -> io::Result<FsStat> + Send + Sync>;
@@ -83,7 +83,7 @@ enum Answer {
 
 /// Reads the mount table and `statfs` of each real filesystem.
 #[derive(Debug)]
-pub struct FsCollector {
+pub struct FsSensor {
     mountinfo: KeptFile,
     options: FsOptions,
     /// The selected mounts, kept until the kernel says the table changed.
@@ -91,9 +91,9 @@ pub struct FsCollector {
     probes: HashMap<String, Probe>,
 }
 
-impl FsCollector {
-    /// A collector reading `proc`'s mount table.
-    pub fn new(proc: ProcFs, options: FsOptions) -> FsCollector {
+impl FsSensor {
+    /// A sensor reading `proc`'s mount table.
+    pub fn new(proc: ProcFs, options: FsOptions) -> FsSensor {
         // pid 1's view is the host's, even when systemd gave the agent a
         // private mount namespace.
         let host_view = KeptFile::new(&proc, "1/mountinfo");
@@ -102,7 +102,7 @@ impl FsCollector {
         } else {
             KeptFile::new(&proc, "self/mountinfo")
         };
-        FsCollector {
+        FsSensor {
             mountinfo,
             options,
             mounts: None,
@@ -257,12 +257,12 @@ impl FsCollector {
     }
 }
 
-impl Collect for FsCollector {
+impl Sensor for FsSensor {
     fn name(&self) -> &'static str {
         "filesystems"
     }
 
-    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+    fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
         let chosen = self.mounts()?;
         let host_root = self.options.host_root.clone();
         let mut answers: Vec<(usize, Answer)> = Vec::new();
@@ -347,7 +347,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sl-fs-{}", std::process::id()));
         let hold = Arc::new(AtomicBool::new(true));
         let calls = Arc::new(AtomicU32::new(0));
-        let mut collector = FsCollector::new(
+        let mut sensor = FsSensor::new(
             proc_with_mounts(&dir),
             FsOptions {
                 host_root: PathBuf::from("/"),
@@ -360,7 +360,7 @@ mod tests {
         for cycle in 0..3 {
             let mut reading = Reading::default();
             let started = std::time::Instant::now();
-            collector.collect(&mut reading).expect("collects");
+            sensor.read(&mut reading).expect("collects");
             assert!(
                 started.elapsed() < Duration::from_millis(500),
                 "never waits past the timeout"
@@ -392,7 +392,7 @@ mod tests {
         hold.store(false, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(50));
         let mut reading = Reading::default();
-        collector.collect(&mut reading).expect("collects");
+        sensor.read(&mut reading).expect("collects");
         assert!(
             reading.samples.iter().any(
                 |s| s.name == "disk.used_pct" && s.labels.iter().any(|(_, v)| v == "/mnt/hung")

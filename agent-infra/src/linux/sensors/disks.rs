@@ -11,17 +11,17 @@ use std::time::{Duration, Instant};
 
 use agent_core::Sample;
 
-use crate::collect::{Collect, ReadError, Reading};
 use crate::glob;
 use crate::linux::disk::{DiskCounters, parse_diskstats, rates};
 use crate::linux::{KeptFile, ProcFs};
+use crate::sensor::{ReadError, Reading, Sensor};
 
 /// How long the list of whole disks is trusted before it is read again.
 const DISK_LIST_TTL: Duration = Duration::from_secs(60);
 
 /// Reads `/proc/diskstats`.
 #[derive(Debug)]
-pub struct DiskCollector {
+pub struct DiskSensor {
     diskstats: KeptFile,
     sys_block: PathBuf,
     exclude: Vec<String>,
@@ -29,10 +29,10 @@ pub struct DiskCollector {
     prev: Option<(Instant, HashMap<String, DiskCounters>)>,
 }
 
-impl DiskCollector {
-    /// A collector reading `proc`, checking disks against `<sys>/block`.
-    pub fn new(proc: ProcFs, sys_root: PathBuf, exclude: Vec<String>) -> DiskCollector {
-        DiskCollector {
+impl DiskSensor {
+    /// A sensor reading `proc`, checking disks against `<sys>/block`.
+    pub fn new(proc: ProcFs, sys_root: PathBuf, exclude: Vec<String>) -> DiskSensor {
+        DiskSensor {
             diskstats: KeptFile::new(&proc, "diskstats"),
             sys_block: sys_root.join("block"),
             exclude,
@@ -69,12 +69,12 @@ fn looks_like_partition(name: &str) -> bool {
     name.ends_with(|c: char| c.is_ascii_digit())
 }
 
-impl Collect for DiskCollector {
+impl Sensor for DiskSensor {
     fn name(&self) -> &'static str {
         "disks"
     }
 
-    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+    fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
         let lines = parse_diskstats(&self.diskstats.read()?)?;
         let now = Instant::now();
         let names: Vec<String> = lines.iter().map(|l| l.name.clone()).collect();
@@ -147,12 +147,12 @@ mod tests {
             .split(',')
             .map(String::from)
             .collect();
-        let mut collector = DiskCollector::new(ProcFs::new(&proc), sys.clone(), exclude);
+        let mut sensor = DiskSensor::new(ProcFs::new(&proc), sys.clone(), exclude);
         write(100);
-        collector.collect(&mut Reading::default()).expect("first");
+        sensor.read(&mut Reading::default()).expect("first");
         write(200);
         let mut reading = Reading::default();
-        collector.collect(&mut reading).expect("second");
+        sensor.read(&mut reading).expect("second");
         let mut devices: Vec<String> = reading
             .samples
             .iter()

@@ -4,24 +4,24 @@ use std::time::Instant;
 
 use agent_core::Sample;
 
-use crate::collect::{Collect, ReadError, Reading};
 use crate::linux::memory::parse_meminfo;
 use crate::linux::vmstat::{VmStat, parse_vmstat};
 use crate::linux::{KeptFile, ProcFs};
+use crate::sensor::{ReadError, Reading, Sensor};
 
 /// Reads `/proc/meminfo` and `/proc/vmstat`.
 #[derive(Debug)]
-pub struct MemoryCollector {
+pub struct MemorySensor {
     meminfo: KeptFile,
     vmstat: KeptFile,
     page_size: u64,
     prev: Option<(Instant, VmStat)>,
 }
 
-impl MemoryCollector {
-    /// A collector reading `proc`.
-    pub fn new(proc: ProcFs) -> MemoryCollector {
-        MemoryCollector {
+impl MemorySensor {
+    /// A sensor reading `proc`.
+    pub fn new(proc: ProcFs) -> MemorySensor {
+        MemorySensor {
             meminfo: KeptFile::new(&proc, "meminfo"),
             vmstat: KeptFile::new(&proc, "vmstat"),
             page_size: rustix::param::page_size() as u64,
@@ -38,12 +38,12 @@ fn pct(part: u64, whole: u64) -> f64 {
     }
 }
 
-impl Collect for MemoryCollector {
+impl Sensor for MemorySensor {
     fn name(&self) -> &'static str {
         "memory"
     }
 
-    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+    fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
         let m = parse_meminfo(&self.meminfo.read()?)?;
         let s = &mut out.samples;
         s.extend([

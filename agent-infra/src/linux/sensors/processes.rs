@@ -19,12 +19,12 @@ use std::time::{Instant, SystemTime};
 
 use agent_core::Sample;
 
-use crate::collect::{Collect, ProcessTable, ReadError, Reading};
 use crate::linux::ProcFs;
 use crate::linux::process::{
     PidStat, format_cmdline, parse_passwd, parse_pid_stat, parse_status_uid, state_name,
 };
 use crate::processes::ProcessInfo;
+use crate::sensor::{ProcessTable, ReadError, Reading, Sensor};
 
 /// States always reported, even at zero, so their series have no gaps.
 const MAIN_STATES: &[&str] = &[
@@ -52,7 +52,7 @@ struct Known {
 
 /// Reads `/proc/<pid>/*`.
 #[derive(Debug)]
-pub struct ProcessCollector {
+pub struct ProcessSensor {
     proc: ProcFs,
     passwd: PathBuf,
     cmdline_max: usize,
@@ -71,10 +71,10 @@ pub struct ProcessCollector {
     path: PathBuf,
 }
 
-impl ProcessCollector {
-    /// A collector reading `proc`, naming users from `<etc>/passwd`.
-    pub fn new(proc: ProcFs, etc_root: &Path, cmdline_max: usize) -> ProcessCollector {
-        ProcessCollector {
+impl ProcessSensor {
+    /// A sensor reading `proc`, naming users from `<etc>/passwd`.
+    pub fn new(proc: ProcFs, etc_root: &Path, cmdline_max: usize) -> ProcessSensor {
+        ProcessSensor {
             path: proc.root().to_path_buf(),
             proc,
             passwd: etc_root.join("passwd"),
@@ -180,15 +180,15 @@ fn fd_budget() -> usize {
         .min(MAX_KEPT_FDS)
 }
 
-impl Collect for ProcessCollector {
+impl Sensor for ProcessSensor {
     fn name(&self) -> &'static str {
         "processes"
     }
 
-    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+    fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
         self.refresh_users();
         // Physical memory does not change while the host runs (hot-plug
-        // aside, which the memory collector reports).
+        // aside, which the memory sensor reports).
         let mem_total = match self.mem_total {
             Some(total) => total,
             None => {
@@ -314,9 +314,9 @@ mod tests {
 
     #[test]
     fn this_test_process_is_found_with_its_command_line_and_user() {
-        let mut collector = ProcessCollector::new(ProcFs::new("/proc"), Path::new("/etc"), 4096);
+        let mut sensor = ProcessSensor::new(ProcFs::new("/proc"), Path::new("/etc"), 4096);
         let mut reading = Reading::default();
-        collector.collect(&mut reading).expect("reads /proc");
+        sensor.read(&mut reading).expect("reads /proc");
         let table = reading.processes.expect("a table");
         let me = table
             .processes
@@ -327,7 +327,7 @@ mod tests {
         assert!(me.cmdline.starts_with(&exe), "{} vs {exe}", me.cmdline);
         assert!(me.rss_bytes > 0 && me.threads >= 1);
         let uid = rustix::process::getuid().as_raw();
-        let expected = collector
+        let expected = sensor
             .users
             .get(&uid)
             .cloned()
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(me.cpu_pct, 0.0, "no CPU share on first sight");
         let total: u32 = table.state_counts.values().sum();
         assert_eq!(total as usize, table.processes.len());
-        assert!(collector.kept_fds > 0 && collector.kept_fds <= collector.fd_budget);
+        assert!(sensor.kept_fds > 0 && sensor.kept_fds <= sensor.fd_budget);
 
         // Burn some CPU: the second reading (through the kept files) shows
         // this process's share as the kernel accounted it, however busy the
@@ -352,7 +352,7 @@ mod tests {
         }
         std::hint::black_box(x);
         let mut reading = Reading::default();
-        collector.collect(&mut reading).expect("reads /proc");
+        sensor.read(&mut reading).expect("reads /proc");
         let expected = (cpu_time() - cpu0) * 100.0 / wall0.elapsed().as_secs_f64();
         let me = reading
             .processes
@@ -364,7 +364,7 @@ mod tests {
         // Clock ticks are 10 ms: a few points either way over 0.4 s.
         assert!(
             (me.cpu_pct - expected).abs() <= 10.0,
-            "collector {:.1}% vs kernel {expected:.1}%",
+            "sensor {:.1}% vs kernel {expected:.1}%",
             me.cpu_pct
         );
         assert!(me.cpu_pct > 10.0, "{}", me.cpu_pct);
@@ -372,23 +372,23 @@ mod tests {
 
     #[test]
     fn an_exited_process_is_forgotten_and_its_file_closed() {
-        let mut collector = ProcessCollector::new(ProcFs::new("/proc"), Path::new("/etc"), 256);
+        let mut sensor = ProcessSensor::new(ProcFs::new("/proc"), Path::new("/etc"), 256);
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .expect("sleep");
         let pid = child.id();
-        collector.collect(&mut Reading::default()).expect("reads");
+        sensor.read(&mut Reading::default()).expect("reads");
         assert!(
-            collector.known.get(&pid).is_some_and(|k| k.stat.is_some()),
+            sensor.known.get(&pid).is_some_and(|k| k.stat.is_some()),
             "its stat file is kept"
         );
         child.kill().expect("kill");
         child.wait().expect("reap");
         let mut reading = Reading::default();
-        collector.collect(&mut reading).expect("reads");
+        sensor.read(&mut reading).expect("reads");
         // Its entry, which owned its file, is gone.
-        assert!(!collector.known.contains_key(&pid));
+        assert!(!sensor.known.contains_key(&pid));
         assert!(
             reading
                 .processes
@@ -397,11 +397,7 @@ mod tests {
                 .iter()
                 .all(|p| p.pid != pid)
         );
-        let held = collector
-            .known
-            .values()
-            .filter(|k| k.stat.is_some())
-            .count();
-        assert_eq!(collector.kept_fds, held, "the count matches the files held");
+        let held = sensor.known.values().filter(|k| k.stat.is_some()).count();
+        assert_eq!(sensor.kept_fds, held, "the count matches the files held");
     }
 }

@@ -1,4 +1,4 @@
-//! The Linux collectors, one per source, each a [`crate::collect::Collect`].
+//! The Linux sensors, one per source, each a [`crate::sensor::Sensor`].
 
 pub mod cpu;
 pub mod disks;

@@ -5,23 +5,23 @@ use std::time::Instant;
 
 use agent_core::Sample;
 
-use crate::collect::{Collect, ReadError, Reading};
 use crate::linux::cpu::{self, CpuUsage, Stat};
 use crate::linux::load::parse_loadavg;
 use crate::linux::{KeptFile, ProcFs};
+use crate::sensor::{ReadError, Reading, Sensor};
 
 /// Reads `/proc/stat` and `/proc/loadavg`.
 #[derive(Debug)]
-pub struct CpuCollector {
+pub struct CpuSensor {
     stat: KeptFile,
     loadavg: KeptFile,
     prev: Option<(Instant, Stat)>,
 }
 
-impl CpuCollector {
-    /// A collector reading `proc`.
-    pub fn new(proc: ProcFs) -> CpuCollector {
-        CpuCollector {
+impl CpuSensor {
+    /// A sensor reading `proc`.
+    pub fn new(proc: ProcFs) -> CpuSensor {
+        CpuSensor {
             stat: KeptFile::new(&proc, "stat"),
             loadavg: KeptFile::new(&proc, "loadavg"),
             prev: None,
@@ -29,12 +29,12 @@ impl CpuCollector {
     }
 }
 
-impl Collect for CpuCollector {
+impl Sensor for CpuSensor {
     fn name(&self) -> &'static str {
         "cpu"
     }
 
-    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+    fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
         let stat = cpu::parse_stat(&self.stat.read()?)?;
         let now = Instant::now();
         let s = &mut out.samples;
@@ -137,13 +137,13 @@ mod tests {
     #[test]
     fn cores_that_come_and_go_are_handled() {
         let dir = proc_dir("hotplug");
-        let mut collector = CpuCollector::new(ProcFs::new(&dir));
+        let mut sensor = CpuSensor::new(ProcFs::new(&dir));
         write_stat(&dir, &[(0, 100, 100), (1, 100, 100)]);
-        collector.collect(&mut Reading::default()).expect("first");
+        sensor.read(&mut Reading::default()).expect("first");
         // Core 1 goes offline, core 2 comes online.
         write_stat(&dir, &[(0, 150, 150), (2, 10, 10)]);
         let mut reading = Reading::default();
-        collector.collect(&mut reading).expect("second");
+        sensor.read(&mut reading).expect("second");
         assert_eq!(core_usage(&reading, "0"), Some(50.0));
         assert_eq!(core_usage(&reading, "1"), None, "offline");
         assert_eq!(core_usage(&reading, "2"), None, "no earlier reading yet");
@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(cores, Some(2.0));
         write_stat(&dir, &[(0, 200, 200), (2, 30, 10)]);
         let mut reading = Reading::default();
-        collector.collect(&mut reading).expect("third");
+        sensor.read(&mut reading).expect("third");
         assert_eq!(
             core_usage(&reading, "2"),
             Some(100.0),

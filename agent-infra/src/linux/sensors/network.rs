@@ -8,7 +8,7 @@
 //! netlink is refused): measured on a 24 GiB host, 262,144 buckets twice
 //! (IPv4, IPv6), about 1 ms of CPU whatever the number of connections, and
 //! more on larger hosts. That is why node_exporter ships its tcpstat
-//! collector disabled; here it runs on its own, slower cadence.
+//! sensor disabled; here it runs on its own, slower cadence.
 //!
 //! An interface is virtual when sysfs places it under `devices/virtual`
 //! (loopback, veth, bridges, tunnels, ifb); virtual interfaces are skipped
@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use agent_core::Sample;
 
-use crate::collect::{Collect, ReadError, Reading};
 use crate::glob;
 use crate::linux::net::{
     IfCounters, TCP_STATES, TcpSummary, add_sockstat, count_tcp_states, parse_curr_estab,
@@ -28,6 +27,7 @@ use crate::linux::net::{
 };
 use crate::linux::sockdiag::SockDiag;
 use crate::linux::{KeptFile, ProcFs};
+use crate::sensor::{ReadError, Reading, Sensor};
 
 /// Which interfaces to report.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +42,7 @@ pub struct NetFilter {
 
 /// Reads `/proc/net/dev` and `/proc/net/tcp*`.
 #[derive(Debug)]
-pub struct NetCollector {
+pub struct NetSensor {
     proc: ProcFs,
     net_dev: KeptFile,
     sockstat: KeptFile,
@@ -73,16 +73,16 @@ pub struct TcpOptions {
     pub states_every: Option<Duration>,
 }
 
-impl NetCollector {
-    /// A collector reading `proc`, classifying interfaces with
+impl NetSensor {
+    /// A sensor reading `proc`, classifying interfaces with
     /// `<sys>/class/net`; `tcp` `None` reads nothing of TCP.
     pub fn new(
         proc: ProcFs,
         sys_root: PathBuf,
         filter: NetFilter,
         tcp: Option<TcpOptions>,
-    ) -> NetCollector {
-        NetCollector {
+    ) -> NetSensor {
+        NetSensor {
             net_dev: KeptFile::new(&proc, "net/dev"),
             sockstat: KeptFile::new(&proc, "net/sockstat"),
             sockstat6: KeptFile::new(&proc, "net/sockstat6"),
@@ -205,12 +205,12 @@ impl NetCollector {
     }
 }
 
-impl Collect for NetCollector {
+impl Sensor for NetSensor {
     fn name(&self) -> &'static str {
         "network"
     }
 
-    fn collect(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+    fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
         let lines = parse_net_dev(&self.net_dev.read()?)?;
         let present: std::collections::HashSet<String> =
             lines.iter().map(|l| l.name.clone()).collect();
@@ -296,12 +296,12 @@ mod tests {
             }
             std::fs::write(proc.join("net/dev"), text).expect("net/dev");
         };
-        let mut collector = NetCollector::new(ProcFs::new(&proc), root.join("sys"), filter, None);
+        let mut sensor = NetSensor::new(ProcFs::new(&proc), root.join("sys"), filter, None);
         write(100);
-        collector.collect(&mut Reading::default()).expect("first");
+        sensor.read(&mut Reading::default()).expect("first");
         write(300);
         let mut reading = Reading::default();
-        collector.collect(&mut reading).expect("second");
+        sensor.read(&mut reading).expect("second");
         std::fs::remove_dir_all(&root).expect("cleanup");
         let mut names: Vec<String> = reading
             .samples
