@@ -26,6 +26,17 @@ fn hello(oname: &str, instance: &str) -> AgentHello {
     }
 }
 
+/// A project "p" with one agent "h" of instance [`INSTANCE`], registered
+/// at time 0: the start of most tests.
+async fn one_agent<S: Store>(store: &S) -> (Project, Registered) {
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let r = store
+        .register_agent(p.id, &hello("h", INSTANCE), 0)
+        .await
+        .expect("r");
+    (p, r)
+}
+
 fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> SampleRow {
     SampleRow {
         name: name.into(),
@@ -159,11 +170,7 @@ async fn a_batch_sent_twice_is_stored_once<S: Store>(store: Arc<S>) {
 }
 
 async fn the_same_key_twice_in_one_group_is_one_new_one_duplicate<S: Store>(store: Arc<S>) {
-    let p = store.create_project("p", b"l", b"t").await.expect("p");
-    let r = store
-        .register_agent(p.id, &hello("h", INSTANCE), 0)
-        .await
-        .expect("r");
+    let (p, r) = one_agent(&*store).await;
     let answers = store
         .store_batches(&[
             item(p.id, r.oid, INSTANCE, metrics(1, 1000, 1.0), 1),
@@ -341,11 +348,7 @@ async fn the_nearest_snapshot_and_filtered_events_are_found<S: Store>(store: Arc
 }
 
 async fn a_quiet_agent_is_reported_once_until_it_speaks_again<S: Store>(store: Arc<S>) {
-    let p = store.create_project("p", b"l", b"t").await.expect("p");
-    let r = store
-        .register_agent(p.id, &hello("h", INSTANCE), 0)
-        .await
-        .expect("r");
+    let (p, r) = one_agent(&*store).await;
     assert!(
         store
             .newly_quiet_agents(10_000)
@@ -389,11 +392,7 @@ async fn a_quiet_agent_is_reported_once_until_it_speaks_again<S: Store>(store: A
 /// A liveness signal keeps an agent "up" and brings its health (per
 /// source too), and stores no batch.
 async fn a_liveness_signal_counts_as_seen_and_stores_nothing<S: Store>(store: Arc<S>) {
-    let p = store.create_project("p", b"l", b"t").await.expect("p");
-    let r = store
-        .register_agent(p.id, &hello("h", INSTANCE), 0)
-        .await
-        .expect("r");
+    let (p, r) = one_agent(&*store).await;
     assert_eq!(store.newly_quiet_agents(16_000).await.expect("q").len(), 1);
     let health = AgentHealth {
         sources: vec![SourceHealth {
@@ -446,11 +445,7 @@ async fn a_liveness_signal_counts_as_seen_and_stores_nothing<S: Store>(store: Ar
 /// Retention compared with what the test itself inserted, not with what
 /// the store says it removed.
 async fn retention_removes_only_old_data_and_purges_empty_series<S: Store>(store: Arc<S>) {
-    let p = store.create_project("p", b"l", b"t").await.expect("p");
-    let r = store
-        .register_agent(p.id, &hello("h", INSTANCE), 0)
-        .await
-        .expect("r");
+    let (p, r) = one_agent(&*store).await;
     let inserted: Vec<(u64, i64, f64)> =
         vec![(1, 1000, 1.0), (2, 2000, 2.0), (4, 2 * HOUR_MS, 4.0)];
     for &(seq, at, value) in &inserted {
@@ -510,11 +505,7 @@ async fn retention_removes_only_old_data_and_purges_empty_series<S: Store>(store
 /// Regression: retention deleted the dedupe records, so a late resend of
 /// a batch it had removed was stored again.
 async fn a_resend_after_retention_is_still_a_duplicate<S: Store>(store: Arc<S>) {
-    let p = store.create_project("p", b"l", b"t").await.expect("p");
-    let r = store
-        .register_agent(p.id, &hello("h", INSTANCE), 0)
-        .await
-        .expect("r");
+    let (p, r) = one_agent(&*store).await;
     for (seq, at) in [(1u64, 1000i64), (2, 2000), (3, 4000)] {
         store_one(&*store, p.id, r.oid, INSTANCE, metrics(seq, at, 1.0), at).await;
     }
@@ -585,11 +576,7 @@ async fn a_resend_after_retention_is_still_a_duplicate<S: Store>(store: Arc<S>) 
 }
 
 async fn long_ranges_are_averaged_into_buckets<S: Store>(store: Arc<S>) {
-    let p = store.create_project("p", b"l", b"t").await.expect("p");
-    let r = store
-        .register_agent(p.id, &hello("h", INSTANCE), 0)
-        .await
-        .expect("r");
+    let (p, r) = one_agent(&*store).await;
     for seq in 1..=6u64 {
         let at = seq as i64 * 1000;
         store_one(
