@@ -202,6 +202,9 @@ struct AgentStats {
     skipped: u64,
     /// Ack latency in microseconds, by the phase the batch was sent in.
     latency_us: [Vec<u32>; 2],
+    /// Ack latency of the steady phase's batches after each agent's first
+    /// (the first creates the agent's series in the target's index).
+    later_steady_us: Vec<u32>,
     error: Option<String>,
 }
 
@@ -449,6 +452,11 @@ fn summary(
             "latency_max_seconds": latency.last().map_or(f64::NAN, |&us| f64::from(us) / 1e6),
         })
     });
+    let mut later: Vec<u32> = all
+        .iter_mut()
+        .flat_map(|a| std::mem::take(&mut a.later_steady_us))
+        .collect();
+    later.sort_unstable();
     let errors: Vec<&str> = all.iter().filter_map(|a| a.error.as_deref()).collect();
     let acked: u64 = all.iter().map(|a| a.acked).sum();
     serde_json::json!({
@@ -457,6 +465,7 @@ fn summary(
         "series": plan.series,
         "interval_seconds": plan.interval.as_secs_f64(),
         "setup_seconds": setup_seconds,
+        "steady_after_first_latency_p99_seconds": percentile(&later, 0.99),
         "backlog_start_ms": timeline.backlog_start_ms,
         "drain_seconds": drain_seconds,
         "steady": phases[0],
@@ -689,9 +698,12 @@ impl Simulated<'_> {
                         .ok_or_else(|| "the collector ended the Push stream".to_string())?;
                     let received = Instant::now();
                     while in_flight.front().is_some_and(|&(s, _, _)| s <= ack.seq) {
-                        if let Some((_, sent, phase)) = in_flight.pop_front() {
-                            let us = (received - sent).as_micros();
-                            stats.latency_us[phase as usize].push(u32::try_from(us).unwrap_or(u32::MAX));
+                        if let Some((seq, sent, phase)) = in_flight.pop_front() {
+                            let us = u32::try_from((received - sent).as_micros()).unwrap_or(u32::MAX);
+                            stats.latency_us[phase as usize].push(us);
+                            if seq > 1 && phase == Phase::Steady {
+                                stats.later_steady_us.push(us);
+                            }
                             stats.acked += 1;
                             if let Some(p) = tl.phase_at(received) {
                                 stats.acked_in[p as usize] += 1;
@@ -785,8 +797,11 @@ impl Simulated<'_> {
                 return Err(format!("VictoriaMetrics answered HTTP {status}"));
             }
             stats.reconnects = connection.reconnects;
-            let us = (received - sent).as_micros();
-            stats.latency_us[report.phase as usize].push(u32::try_from(us).unwrap_or(u32::MAX));
+            let us = u32::try_from((received - sent).as_micros()).unwrap_or(u32::MAX);
+            stats.latency_us[report.phase as usize].push(us);
+            if stats.acked > 0 && report.phase == Phase::Steady {
+                stats.later_steady_us.push(us);
+            }
             stats.acked += 1;
             if let Some(p) = tl.phase_at(received) {
                 stats.acked_in[p as usize] += 1;

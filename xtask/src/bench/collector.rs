@@ -295,6 +295,17 @@ fn rows(ours: &Measured, peer: Option<&Measured>) -> Vec<Row> {
         Some(Goal::AtMost(1000.0)),
     );
     row(
+        "ack_latency_p99_seconds_steady_after_first",
+        "ack latency p99, steady, after each agent's first batch (ms)",
+        1000.0,
+        figure(&|m| {
+            m.load["steady_after_first_latency_p99_seconds"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        }),
+        None,
+    );
+    row(
         "ack_latency_p99_seconds_burst",
         "ack latency p99, burst (ms)",
         1000.0,

@@ -160,38 +160,54 @@ impl<'a> PendingSeries<'a> {
             .unwrap_or(0)
     }
 
-    /// The series id, made if the agent is under its cap; `None` when the
-    /// sample must be refused.
-    async fn id(
+    /// The series ids of one payload's keys, in order: `None` for a key
+    /// that must be refused (a new series over the agent's cap). New series
+    /// are made in multi-row statements, not one round trip each: an
+    /// agent's first batch names all its series at once.
+    async fn ids(
         &mut self,
         tx: &mut Transaction<'static, Sqlite>,
-        key: SeriesKey,
+        oid: i64,
+        keys: &[SeriesKey],
         time_ms: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        if let Some(id) = self.known(&key) {
-            return Ok(Some(id));
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        if keys.iter().any(|k| self.known(k).is_none()) {
+            self.load(tx, oid).await?;
         }
-        self.load(tx, key.0).await?;
-        if let Some(id) = self.known(&key) {
-            return Ok(Some(id));
+        // New keys, each once, in the order met, as many as the cap allows.
+        let mut count = self.count(oid);
+        let mut new: Vec<&SeriesKey> = Vec::new();
+        let mut seen: HashSet<&SeriesKey> = HashSet::new();
+        for key in keys {
+            if self.known(key).is_none() && count < self.limit && seen.insert(key) {
+                new.push(key);
+                count += 1;
+            }
         }
-        let count = self.count(key.0);
-        if count >= self.limit {
-            return Ok(None);
+        let mut rest = new.as_slice();
+        while !rest.is_empty() {
+            let (sql, n) = match rest.len() {
+                64.. => (INSERT_SERIES_64, 64),
+                8.. => (INSERT_SERIES_8, 8),
+                _ => (INSERT_SERIES_1, 1),
+            };
+            let (chunk, tail) = rest.split_at(n);
+            let mut query = sqlx::query(sql);
+            for key in chunk {
+                query = query.bind(key.0).bind(&key.1).bind(&key.2).bind(time_ms);
+            }
+            // RETURNING's row order is not promised: map back by name and
+            // labels (unique per agent).
+            for row in query.fetch_all(&mut **tx).await? {
+                let id: i64 = row.try_get("id")?;
+                let key: SeriesKey = (oid, row.try_get("name")?, row.try_get("labels")?);
+                self.own.last_ms.insert(id, time_ms);
+                self.own.ids.insert(key, id);
+            }
+            rest = tail;
         }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO series (oid, name, labels, last_ms) VALUES (?, ?, ?, ?) RETURNING id",
-        )
-        .bind(key.0)
-        .bind(&key.1)
-        .bind(&key.2)
-        .bind(time_ms)
-        .fetch_one(&mut **tx)
-        .await?;
-        self.own.per_agent.insert(key.0, count + 1);
-        self.own.last_ms.insert(id, time_ms);
-        self.own.ids.insert(key, id);
-        Ok(Some(id))
+        self.own.per_agent.insert(oid, count);
+        Ok(keys.iter().map(|k| self.known(k)).collect())
     }
 
     /// Writes the `last_ms` of the series that lag, in few statements.
@@ -250,7 +266,7 @@ macro_rules! marks {
     };
 }
 
-/// `n` rows `(?, ?, ?, ?)`, as a literal.
+/// `n` rows of four parameters `(?, ?, ?, ?)`, as a literal.
 macro_rules! reading_rows {
     (8) => {
         "(?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?)"
@@ -277,6 +293,17 @@ const UPDATE_LAST_MS_8: &str = concat!(
     ")"
 );
 const UPDATE_LAST_MS_1: &str = "UPDATE series SET last_ms = MAX(last_ms, ?) WHERE id IN (?)";
+const INSERT_SERIES_64: &str = concat!(
+    "INSERT INTO series (oid, name, labels, last_ms) VALUES ",
+    reading_rows!(64),
+    " RETURNING id, name, labels"
+);
+const INSERT_SERIES_8: &str = concat!(
+    "INSERT INTO series (oid, name, labels, last_ms) VALUES ",
+    reading_rows!(8),
+    " RETURNING id, name, labels"
+);
+const INSERT_SERIES_1: &str = "INSERT INTO series (oid, name, labels, last_ms) VALUES (?, ?, ?, ?) RETURNING id, name, labels";
 const INSERT_READINGS_64: &str = concat!(
     "INSERT INTO readings (oid, ts_ms, n, points) VALUES ",
     reading_rows!(64)
@@ -310,17 +337,16 @@ pub(super) async fn insert(
 ) -> Result<u64, StoreError> {
     let mut refused = 0;
     let mut points = Vec::with_capacity(samples.len());
-    for SampleRow {
-        name,
-        labels,
-        value,
-    } in samples
-    {
-        let key = (oid, name.clone(), labels_json(labels));
-        match series.id(tx, key, time_ms).await? {
+    let keys: Vec<SeriesKey> = samples
+        .iter()
+        .map(|sample| (oid, sample.name.clone(), labels_json(&sample.labels)))
+        .collect();
+    let ids = series.ids(tx, oid, &keys, time_ms).await?;
+    for (sample, id) in samples.iter().zip(ids) {
+        match id {
             Some(id) => {
                 series.saw(id, time_ms);
-                points.push((id, *value));
+                points.push((id, sample.value));
             }
             None => refused += 1,
         }
