@@ -4,6 +4,8 @@
 //!   print where to look; Ctrl-C stops.
 //! - `test`: install what the tests need, build, run every test and check.
 //! - `bench infra`: the server agent beside node_exporter, as ratios.
+//! - `bench collector`: the collector's ingest under a simulated fleet,
+//!   beside VictoriaMetrics, as ratios.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
 mod bench;
@@ -25,6 +27,8 @@ tasks:
         install what the tests need, build, run every test, fmt and clippy
   bench infra [--cycles N] [--json]
         sightline-infra beside node_exporter on this machine: CPU per cycle, peak RSS, ratios
+  bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
+        the collector's ingest under a simulated fleet beside VictoriaMetrics: points/s, ack latency, CPU, RSS, bytes/point
   codegen
         regenerate proto/src/gen from proto/sightline/v1/*.proto";
 

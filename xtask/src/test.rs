@@ -9,10 +9,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::process::{cargo, cargo_build_bins};
 
-/// A Debian package the tests need, and a file that shows it is installed.
-struct Package {
-    name: &'static str,
-    provides: &'static str,
+/// A Debian package a task needs, and a file that shows it is installed.
+pub(crate) struct Package {
+    pub(crate) name: &'static str,
+    pub(crate) provides: &'static str,
 }
 
 /// What the test suite needs from the distribution.
@@ -25,9 +25,15 @@ const PACKAGES: &[Package] = &[
     },
 ];
 
-/// Installs missing packages with apt-get (as root; CI runs as root).
+/// Installs what the test suite needs where it is missing.
 pub(crate) fn ensure_packages() -> Result<()> {
-    let missing: Vec<&Package> = PACKAGES
+    ensure(PACKAGES)
+}
+
+/// Installs those of `packages` that are missing with apt-get (as root; CI
+/// runs as root).
+pub(crate) fn ensure(packages: &[Package]) -> Result<()> {
+    let missing: Vec<&Package> = packages
         .iter()
         .filter(|p| !Path::new(p.provides).exists())
         .collect();
@@ -42,7 +48,7 @@ pub(crate) fn ensure_packages() -> Result<()> {
         .unwrap_or(false);
     if !is_root {
         bail!(
-            "the tests need {}: run `sudo apt-get install {}` or run this as root",
+            "this needs {}: run `sudo apt-get install {}` or run this as root",
             names.join(", "),
             names.join(" ")
         );

@@ -14,96 +14,27 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::{cargo, terminate, wait_exit};
+use super::{Goal, Row, Running, cpu_seconds, free_port, peak_rss, print_json, print_table};
+use crate::process::cargo;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 const WARM_UP_CYCLES: u32 = 3;
 
-/// Kills its processes when dropped.
-struct Running(Vec<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            terminate(child);
-            if wait_exit(child, Duration::from_secs(2)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-/// CPU time of every thread of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let mut ns: u64 = 0;
-    let mut found = false;
-    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        if let Ok(text) = fs::read_to_string(&path)
-            && let Some(first) = text.split_whitespace().next()
-        {
-            ns += first.parse::<u64>().unwrap_or(0);
-            found = true;
-        }
-    }
-    if found {
-        return Ok(ns as f64 / 1e9);
-    }
-    // No schedstat: clock ticks of the whole group, coarser.
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
-}
-
-/// `VmHWM` of `pid`, in bytes.
-fn peak_rss(pid: u32) -> Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("VmHWM")?;
-    Ok(kib * 1024)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// One compared figure, in the unit its `name` says (seconds, bytes).
-struct Row {
-    name: &'static str,
-    label: &'static str,
-    /// How to show it in the table (ms, MiB).
-    scale: f64,
-    value: f64,
-    peer_value: f64,
-    goal: Option<f64>,
-}
-
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut args = args.iter();
-    let target = args.next().map(String::as_str);
-    if target != Some("infra") {
-        bail!("usage: cargo xtask bench infra [--cycles N] [--json]");
-    }
     let mut cycles: u32 = 30;
     let mut json = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => json = true,
             "--cycles" => cycles = args.next().context("--cycles needs a number")?.parse()?,
-            other => bail!("bench: unknown option {other}"),
+            other => bail!("bench infra: unknown option {other}"),
         }
     }
     crate::test::ensure_packages()?;
@@ -137,35 +68,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let _ = fs::remove_dir_all(&scratch);
     let (rows, samples, series) = result?;
     if json {
-        let rows: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "name": r.name,
-                    "value": r.value,
-                    "peer_value": r.peer_value,
-                    "ratio": r.value / r.peer_value,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+        return print_json(&rows);
     }
     println!();
     println!("sightline-infra vs node_exporter: {cycles} cycles of 1 s, this machine, same time");
     println!();
-    println!("| figure | sightline-infra | node_exporter | ratio | goal |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    for r in &rows {
-        let goal = r.goal.map_or_else(String::new, |g| format!("≤ {g:.2}"));
-        println!(
-            "| {} | {:.2} | {:.2} | {:.2} | {goal} |",
-            r.label,
-            r.value * r.scale,
-            r.peer_value * r.scale,
-            r.value / r.peer_value
-        );
-    }
+    print_table("sightline-infra", "node_exporter", &rows);
     println!("| values per cycle | {samples} | {series} | | |");
     Ok(())
 }
@@ -300,7 +208,7 @@ fn measure(
             scale: 1000.0,
             value: agent_cpu / agent_cycles,
             peer_value: exporter_cpu / f64::from(cycles),
-            goal: Some(0.2),
+            goal: Some(Goal::RatioAtMost(0.2)),
         },
         Row {
             name: "peak_rss_bytes",
@@ -308,7 +216,7 @@ fn measure(
             scale: 1.0 / f64::from(1 << 20),
             value: peak_rss(agent_pid)? as f64,
             peer_value: peak_rss(exporter_pid)? as f64,
-            goal: Some(0.4),
+            goal: Some(Goal::RatioAtMost(0.4)),
         },
     ];
     Ok((rows, samples, series))

@@ -1,0 +1,198 @@
+//! `cargo xtask bench <infra|collector>`: a Sightline program measured
+//! beside the established tool that does the same job, on this machine, at
+//! the same time, reported as ratios.
+//!
+//! - [`infra`]: the server agent beside node_exporter.
+//! - [`collector`]: the collector's ingest beside VictoriaMetrics.
+//!
+//! What every bench shares lives here: the processes it starts (killed when
+//! dropped, so a failed bench leaves nothing running), CPU and RSS read from
+//! `/proc`, and the table and `--json` output. A bench never measures a debug
+//! build and never leaves its scratch folder behind.
+
+mod collector;
+mod infra;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::{terminate, wait_exit};
+
+const USAGE: &str = "usage: cargo xtask bench infra [--cycles N] [--json]
+       cargo xtask bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]";
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    match args.split_first() {
+        Some((target, rest)) if target == "infra" => infra::run(root, rest),
+        Some((target, rest)) if target == "collector" => collector::run(root, rest),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// Kills its processes when dropped (SIGTERM, then SIGKILL after 2 s).
+struct Running(Vec<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            terminate(child);
+            if wait_exit(child, Duration::from_secs(2)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// CPU time of every thread of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let mut ns: u64 = 0;
+    let mut found = false;
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        if let Ok(text) = fs::read_to_string(&path)
+            && let Some(first) = text.split_whitespace().next()
+        {
+            ns += first.parse::<u64>().unwrap_or(0);
+            found = true;
+        }
+    }
+    if found {
+        return Ok(ns as f64 / 1e9);
+    }
+    // No schedstat: clock ticks of the whole group, coarser.
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// CPU seconds of the threads of `pid`, summed by thread name (digits
+/// dropped, so `tokio-rt-worker` pools add up), for seeing where a process
+/// spends its time.
+fn cpu_seconds_by_thread(pid: u32) -> Result<BTreeMap<String, f64>> {
+    let mut by_name = BTreeMap::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        let (Ok(name), Ok(stat)) = (
+            fs::read_to_string(dir.join("comm")),
+            fs::read_to_string(dir.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let name: String = name
+            .trim()
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        *by_name.entry(name).or_insert(0.0) += ns as f64 / 1e9;
+    }
+    Ok(by_name)
+}
+
+/// `VmHWM` of `pid`, in bytes.
+fn peak_rss(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("VmHWM")?;
+    Ok(kib * 1024)
+}
+
+/// Now, in unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// What a figure should reach.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    /// The ratio to the peer, at most.
+    RatioAtMost(f64),
+    /// Our own value (in the table's unit), at least.
+    AtLeast(f64),
+    /// Our own value (in the table's unit), at most.
+    AtMost(f64),
+}
+
+impl Goal {
+    fn text(self) -> String {
+        match self {
+            Goal::RatioAtMost(g) => format!("≤ {g:.2}"),
+            Goal::AtLeast(g) => format!("≥ {g}"),
+            Goal::AtMost(g) => format!("≤ {g}"),
+        }
+    }
+}
+
+/// One compared figure, in the unit its `name` says (seconds, bytes).
+struct Row {
+    name: &'static str,
+    label: &'static str,
+    /// How to show it in the table (ms, MiB).
+    scale: f64,
+    value: f64,
+    peer_value: f64,
+    goal: Option<Goal>,
+}
+
+/// The rows as JSON: `name`, `value`, `peer_value`, `ratio`.
+fn print_json(rows: &[Row]) -> Result<()> {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "value": r.value,
+                "peer_value": r.peer_value,
+                "ratio": r.value / r.peer_value,
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&rows)?);
+    Ok(())
+}
+
+/// The rows as a Markdown table: figure | ours | peer's | ratio | goal.
+fn print_table(ours: &str, peer: &str, rows: &[Row]) {
+    println!("| figure | {ours} | {peer} | ratio | goal |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    // A figure that was not measured (no peer run) shows as a dash.
+    let cell = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.2}")
+        } else {
+            "–".to_string()
+        }
+    };
+    for r in rows {
+        let goal = r.goal.map_or_else(String::new, Goal::text);
+        println!(
+            "| {} | {} | {} | {} | {goal} |",
+            r.label,
+            cell(r.value * r.scale),
+            cell(r.peer_value * r.scale),
+            cell(r.value / r.peer_value)
+        );
+    }
+}
