@@ -1,12 +1,18 @@
-//! Metric rows (series and points) and their reads. Enforces the series
-//! cap per agent: a sample of a new series beyond it is refused, never
-//! stored, and counted for the ack's partial success.
+//! Metric series, the head rows the sink writes, and the reads that merge
+//! head rows with compacted chunks ([`super::compact`]). Enforces the
+//! series cap per agent: a sample of a new series beyond it is refused,
+//! never stored, and counted for the ack's partial success.
+//!
+//! A reader sees each point once: compaction moves head rows into chunks
+//! in one transaction, and where a series has two values at one time the
+//! one written later wins (head over chunk, later head row over earlier),
+//! as the old one-row-per-point table's `INSERT OR REPLACE` did.
 
 use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::SqliteStore;
+use super::{SqliteStore, points};
 use crate::model::{SampleRow, Series};
 use crate::store::{Latest, MetricReads, Range, StoreError};
 
@@ -138,84 +144,71 @@ fn labels_json(labels: &[(String, String)]) -> String {
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
 }
 
-/// `n` placeholders rows `(?, ?, ?)` for a multi-row insert, as a literal.
-macro_rules! point_rows {
+/// `n` placeholder rows `(?, ?, ?, ?)` for a multi-row insert, as a literal.
+macro_rules! head_rows {
     (8) => {
-        "(?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?)"
+        "(?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?)"
     };
     (64) => {
         concat!(
-            point_rows!(8),
+            head_rows!(8),
             ", ",
-            point_rows!(8),
+            head_rows!(8),
             ", ",
-            point_rows!(8),
+            head_rows!(8),
             ", ",
-            point_rows!(8),
+            head_rows!(8),
             ", ",
-            point_rows!(8),
+            head_rows!(8),
             ", ",
-            point_rows!(8),
+            head_rows!(8),
             ", ",
-            point_rows!(8),
+            head_rows!(8),
             ", ",
-            point_rows!(8)
-        )
-    };
-    (512) => {
-        concat!(
-            point_rows!(64),
-            ", ",
-            point_rows!(64),
-            ", ",
-            point_rows!(64),
-            ", ",
-            point_rows!(64),
-            ", ",
-            point_rows!(64),
-            ", ",
-            point_rows!(64),
-            ", ",
-            point_rows!(64),
-            ", ",
-            point_rows!(64)
+            head_rows!(8)
         )
     };
 }
 
-/// Points in one statement: fixed sizes, so every statement stays a static
-/// string (and a prepared statement sqlx caches). Each statement crosses to
-/// sqlx's SQLite thread and back, which costs more than SQLite's own work:
-/// a group's points go in as few statements as possible.
-const INSERT_POINTS_512: &str = concat!(
-    "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES ",
-    point_rows!(512)
+/// Head rows in one statement: fixed sizes, so every statement stays a
+/// static string (and a prepared statement sqlx caches). Each statement
+/// crosses to sqlx's SQLite thread and back, which costs more than
+/// SQLite's own work: a group's rows go in as few statements as possible.
+const INSERT_HEAD_64: &str = concat!(
+    "INSERT INTO metric_rows (oid, ts_ms, points, data) VALUES ",
+    head_rows!(64)
 );
-const INSERT_POINTS_64: &str = concat!(
-    "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES ",
-    point_rows!(64)
+const INSERT_HEAD_8: &str = concat!(
+    "INSERT INTO metric_rows (oid, ts_ms, points, data) VALUES ",
+    head_rows!(8)
 );
-const INSERT_POINTS_8: &str = concat!(
-    "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES ",
-    point_rows!(8)
-);
-const INSERT_POINTS_1: &str =
-    "INSERT OR REPLACE INTO points (series_id, ts_ms, value) VALUES (?, ?, ?)";
+const INSERT_HEAD_1: &str =
+    "INSERT INTO metric_rows (oid, ts_ms, points, data) VALUES (?, ?, ?, ?)";
 
-/// Points waiting for [`flush`]: series id, time, value.
-pub(super) type Points = Vec<(i64, i64, f64)>;
+/// One metrics payload as a head row: an agent's values at one time.
+pub(super) struct HeadRow {
+    oid: i64,
+    ts_ms: i64,
+    points: i64,
+    data: Vec<u8>,
+}
 
-/// Resolves one reading's series into `points`; returns how many samples
-/// were refused for the series cap.
+/// Head rows waiting for [`flush`].
+pub(super) type HeadRows = Vec<HeadRow>;
+
+/// Resolves one payload's series and encodes it as one head row in
+/// `rows`; returns how many samples were refused for the series cap. A
+/// series sampled twice in one payload keeps its last value.
 pub(super) async fn insert(
     tx: &mut Transaction<'static, Sqlite>,
     series: &mut PendingSeries<'_>,
-    points: &mut Points,
+    rows: &mut HeadRows,
     oid: i64,
     time_ms: i64,
     samples: &[SampleRow],
 ) -> Result<u64, StoreError> {
     let mut refused = 0;
+    let mut pairs = Vec::with_capacity(samples.len());
     for SampleRow {
         name,
         labels,
@@ -226,36 +219,100 @@ pub(super) async fn insert(
             .id(tx, (oid, name.clone(), labels_json(labels)))
             .await?
         {
-            Some(id) => points.push((id, time_ms, *value)),
+            Some(id) => pairs.push((id, *value)),
             None => refused += 1,
         }
+    }
+    // Stable: of one id's samples, the last stays last.
+    pairs.sort_by_key(|&(id, _)| id);
+    let mut kept: Vec<(i64, f64)> = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        match kept.last_mut() {
+            Some(last) if last.0 == pair.0 => *last = pair,
+            _ => kept.push(pair),
+        }
+    }
+    if !kept.is_empty() {
+        rows.push(HeadRow {
+            oid,
+            ts_ms: time_ms,
+            points: super::to_i64(kept.len() as u64),
+            data: points::encode_row(&kept),
+        });
     }
     Ok(refused)
 }
 
-/// Writes the points a group collected, in as few statements as the fixed
-/// sizes allow.
+/// Writes the head rows a group collected, in as few statements as the
+/// fixed sizes allow, in the order they were made (a later row wins over
+/// an earlier one for the same series and time).
 pub(super) async fn flush(
     tx: &mut Transaction<'static, Sqlite>,
-    points: &Points,
+    rows: &HeadRows,
 ) -> Result<(), StoreError> {
-    let mut rest = points.as_slice();
+    let mut rest = rows.as_slice();
     while !rest.is_empty() {
         let (sql, n) = match rest.len() {
-            512.. => (INSERT_POINTS_512, 512),
-            64.. => (INSERT_POINTS_64, 64),
-            8.. => (INSERT_POINTS_8, 8),
-            _ => (INSERT_POINTS_1, 1),
+            64.. => (INSERT_HEAD_64, 64),
+            8.. => (INSERT_HEAD_8, 8),
+            _ => (INSERT_HEAD_1, 1),
         };
         let (chunk, tail) = rest.split_at(n);
         let mut query = sqlx::query(sql);
-        for (id, time_ms, value) in chunk {
-            query = query.bind(id).bind(time_ms).bind(value);
+        for row in chunk {
+            query = query
+                .bind(row.oid)
+                .bind(row.ts_ms)
+                .bind(row.points)
+                .bind(row.data.as_slice());
         }
         query.execute(&mut **tx).await?;
         rest = tail;
     }
     Ok(())
+}
+
+/// Sums as SQLite's `SUM`/`AVG` do (Kahan-Babuska-Neumaier), so buckets
+/// average to the same bits as the old SQL did.
+#[derive(Default)]
+struct Sum {
+    sum: f64,
+    compensation: f64,
+    count: u32,
+}
+
+impl Sum {
+    fn add(&mut self, v: f64) {
+        let t = self.sum + v;
+        if self.sum.abs() >= v.abs() {
+            self.compensation += (self.sum - t) + v;
+        } else {
+            self.compensation += (v - t) + self.sum;
+        }
+        self.sum = t;
+        self.count += 1;
+    }
+
+    fn mean(&self) -> f64 {
+        (self.sum + self.compensation) / f64::from(self.count.max(1))
+    }
+}
+
+/// Averages points into buckets of `step` ms (start of bucket as its time).
+fn bucket(points: &BTreeMap<i64, f64>, step: i64) -> Vec<(i64, f64)> {
+    let mut out: Vec<(i64, Sum)> = Vec::new();
+    for (&ts, &value) in points {
+        let start = (ts / step) * step;
+        match out.last_mut() {
+            Some((at, sum)) if *at == start => sum.add(value),
+            _ => {
+                let mut sum = Sum::default();
+                sum.add(value);
+                out.push((start, sum));
+            }
+        }
+    }
+    out.into_iter().map(|(at, sum)| (at, sum.mean())).collect()
 }
 
 impl MetricReads for SqliteStore {
@@ -277,61 +334,81 @@ impl MetricReads for SqliteStore {
         name: &str,
         range: Range,
     ) -> Result<Vec<Series>, StoreError> {
-        let rows = match range.step_ms {
-            None => {
-                sqlx::query(
-                    "SELECT s.id, s.labels, p.ts_ms, p.value FROM agents a
-                     JOIN series s ON s.oid = a.oid
-                     JOIN points p ON p.series_id = s.id
-                     WHERE a.project_id = ? AND s.oid = ? AND s.name = ? AND p.ts_ms BETWEEN ? AND ?
-                     ORDER BY s.id, p.ts_ms",
-                )
-                .bind(project_id)
-                .bind(oid)
-                .bind(name)
-                .bind(range.from_ms)
-                .bind(range.to_ms)
-                .fetch_all(&self.reader)
-                .await?
-            }
-            Some(step) => {
-                sqlx::query(
-                    "SELECT s.id, s.labels, (p.ts_ms / ?1) * ?1 AS ts_ms, AVG(p.value) AS value FROM agents a
-                     JOIN series s ON s.oid = a.oid
-                     JOIN points p ON p.series_id = s.id
-                     WHERE a.project_id = ?6 AND s.oid = ?2 AND s.name = ?3 AND p.ts_ms BETWEEN ?4 AND ?5
-                     GROUP BY s.id, (p.ts_ms / ?1)
-                     ORDER BY s.id, ts_ms",
-                )
-                .bind(step.max(1))
-                .bind(oid)
-                .bind(name)
-                .bind(range.from_ms)
-                .bind(range.to_ms)
-                .bind(project_id)
-                .fetch_all(&self.reader)
-                .await?
-            }
-        };
-        let mut series: Vec<Series> = Vec::new();
-        let mut current_id = None;
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            if current_id != Some(id) {
-                let labels: String = row.try_get("labels")?;
-                series.push(Series {
-                    name: name.to_string(),
-                    labels: serde_json::from_str(&labels)?,
-                    points: Vec::new(),
-                });
-                current_id = Some(id);
-            }
-            if let Some(s) = series.last_mut() {
-                s.points
-                    .push((row.try_get("ts_ms")?, row.try_get("value")?));
+        let listed = sqlx::query(
+            "SELECT s.id, s.labels FROM agents a JOIN series s ON s.oid = a.oid
+             WHERE a.project_id = ? AND s.oid = ? AND s.name = ? ORDER BY s.id",
+        )
+        .bind(project_id)
+        .bind(oid)
+        .bind(name)
+        .fetch_all(&self.reader)
+        .await?;
+        if listed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut points: HashMap<i64, BTreeMap<i64, f64>> = HashMap::new();
+        for row in &listed {
+            points.insert(row.try_get("id")?, BTreeMap::new());
+        }
+        let in_range = |ts: i64| ts >= range.from_ms && ts <= range.to_ms;
+        let chunks = sqlx::query(
+            "SELECT c.series_id, c.data FROM series s JOIN chunks c ON c.series_id = s.id
+             WHERE s.oid = ?1 AND s.name = ?2 AND c.end_ms >= ?3 AND c.start_ms <= ?4
+             ORDER BY c.series_id, c.start_ms",
+        )
+        .bind(oid)
+        .bind(name)
+        .bind(range.from_ms)
+        .bind(range.to_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        for row in chunks {
+            let id: i64 = row.try_get("series_id")?;
+            let data: &[u8] = row.try_get("data")?;
+            if let Some(series) = points.get_mut(&id) {
+                for (ts, value) in points::decode_chunk(data)? {
+                    if in_range(ts) {
+                        series.insert(ts, value);
+                    }
+                }
             }
         }
-        Ok(series)
+        // The agent's head rows in the range, in the order written: a
+        // later value for a series and time replaces an earlier one.
+        let head = sqlx::query(
+            "SELECT ts_ms, data FROM metric_rows WHERE oid = ? AND ts_ms BETWEEN ? AND ? ORDER BY id",
+        )
+        .bind(oid)
+        .bind(range.from_ms)
+        .bind(range.to_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        for row in head {
+            let ts: i64 = row.try_get("ts_ms")?;
+            let data: &[u8] = row.try_get("data")?;
+            for (id, value) in points::decode_row(data)? {
+                if let Some(series) = points.get_mut(&id) {
+                    series.insert(ts, value);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(listed.len());
+        for row in listed {
+            let id: i64 = row.try_get("id")?;
+            let Some(series) = points.remove(&id).filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let labels: String = row.try_get("labels")?;
+            out.push(Series {
+                name: name.to_string(),
+                labels: serde_json::from_str(&labels)?,
+                points: match range.step_ms {
+                    None => series.into_iter().collect(),
+                    Some(step) => bucket(&series, step.max(1)),
+                },
+            });
+        }
+        Ok(out)
     }
 
     async fn latest(
@@ -340,29 +417,83 @@ impl MetricReads for SqliteStore {
         name: &str,
         since_ms: i64,
     ) -> Result<Vec<Latest>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT s.oid, s.labels, p.ts_ms, p.value
-             FROM agents a
+        let listed = sqlx::query(
+            "SELECT s.id, s.oid, s.labels FROM agents a
              JOIN series s ON s.oid = a.oid AND s.name = ?2
-             JOIN points p ON p.series_id = s.id
-                AND p.ts_ms = (SELECT MAX(ts_ms) FROM points WHERE series_id = s.id)
-             WHERE a.project_id = ?1 AND p.ts_ms >= ?3",
+             WHERE a.project_id = ?1 ORDER BY s.oid, s.id",
+        )
+        .bind(project_id)
+        .bind(name)
+        .fetch_all(&self.reader)
+        .await?;
+        if listed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut newest: HashMap<i64, Option<(i64, f64)>> = HashMap::new();
+        for row in &listed {
+            newest.insert(row.try_get("id")?, None);
+        }
+        // Chunks never overlap, so a series' newest chunk holds its newest
+        // compacted point.
+        let chunks = sqlx::query(
+            "SELECT c.series_id, c.data FROM agents a
+             JOIN series s ON s.oid = a.oid AND s.name = ?2
+             JOIN chunks c ON c.series_id = s.id
+                AND c.start_ms = (SELECT MAX(start_ms) FROM chunks WHERE series_id = s.id)
+             WHERE a.project_id = ?1 AND c.end_ms >= ?3",
         )
         .bind(project_id)
         .bind(name)
         .bind(since_ms)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let labels: String = row.try_get("labels")?;
-                Ok(Latest {
-                    oid: row.try_get("oid")?,
-                    labels: serde_json::from_str(&labels)?,
-                    time_ms: row.try_get("ts_ms")?,
-                    value: row.try_get("value")?,
-                })
-            })
-            .collect()
+        for row in chunks {
+            let id: i64 = row.try_get("series_id")?;
+            let data: &[u8] = row.try_get("data")?;
+            if let (Some(slot), Some(&last)) =
+                (newest.get_mut(&id), points::decode_chunk(data)?.last())
+            {
+                *slot = Some(last);
+            }
+        }
+        let head = sqlx::query(
+            "SELECT m.ts_ms, m.data FROM agents a JOIN metric_rows m ON m.oid = a.oid
+             WHERE a.project_id = ? AND m.ts_ms >= ? ORDER BY m.id",
+        )
+        .bind(project_id)
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        for row in head {
+            let ts: i64 = row.try_get("ts_ms")?;
+            let data: &[u8] = row.try_get("data")?;
+            for (id, value) in points::decode_row(data)? {
+                // Head rows are newer than chunks, later rows newer than
+                // earlier ones: at an equal time the later write wins.
+                if let Some(slot) = newest.get_mut(&id)
+                    && slot.is_none_or(|(at, _)| ts >= at)
+                {
+                    *slot = Some((ts, value));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for row in listed {
+            let id: i64 = row.try_get("id")?;
+            let Some(Some((time_ms, value))) = newest.get(&id).copied() else {
+                continue;
+            };
+            if time_ms < since_ms {
+                continue;
+            }
+            let labels: String = row.try_get("labels")?;
+            out.push(Latest {
+                oid: row.try_get("oid")?,
+                labels: serde_json::from_str(&labels)?,
+                time_ms,
+                value,
+            });
+        }
+        Ok(out)
     }
 }

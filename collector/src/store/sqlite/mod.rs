@@ -10,16 +10,20 @@
 //! One file per concern: this one opens, migrates and converts errors;
 //! [`registry`], [`sink`] (the exactly-once core), one file per product's
 //! rows and reads ([`metrics`], [`events`], [`infra`]), [`delivery`] and
-//! [`retention`]. A new product adds its file and one arm in
+//! [`retention`]. Metrics are a head of one row per payload that
+//! [`compact`] (a background task) moves into per-series chunks; their
+//! byte layouts are in [`points`]. A new product adds its file and one arm in
 //! `sink::store_payload`.
 //!
 //! Every statement is a static string with bound parameters; sqlx never
 //! leaves this module (its errors become [`StoreError`]).
 
+mod compact;
 mod delivery;
 mod events;
 mod infra;
 mod metrics;
+mod points;
 mod registry;
 mod retention;
 mod sink;
@@ -117,6 +121,32 @@ CREATE TABLE dedupe_watermarks (
     PRIMARY KEY (oid, instance)
 ) WITHOUT ROWID;
 ",
+    // Metrics as a head and chunks ([`metrics`], [`compact`]): one head
+    // row per metrics payload, compacted later into per-series chunks.
+    // The old `points` rows are moved into chunks at open
+    // (`compact::convert_points_table`), then that table is dropped.
+    // Chunks are a rowid table: their blobs run to a few KiB, which a
+    // WITHOUT ROWID b-tree would push into overflow pages.
+    r"
+CREATE TABLE metric_rows (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX metric_rows_oid_ts ON metric_rows (oid, ts_ms);
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX chunks_series_start ON chunks (series_id, start_ms);
+CREATE INDEX chunks_series_end ON chunks (series_id, end_ms);
+",
 ];
 
 impl From<sqlx::Error> for StoreError {
@@ -148,6 +178,8 @@ pub struct SqliteStore {
     /// sink transaction and of the purge of empty series, so neither sees
     /// the other half done.
     series: tokio::sync::Mutex<metrics::SeriesCache>,
+    /// Moves old head rows into chunks; stopped by [`SqliteStore::close`].
+    compactor: compact::Compactor,
 }
 
 impl SqliteStore {
@@ -182,21 +214,25 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         migrate(&writer).await?;
+        compact::convert_points_table(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteStore {
-            writer,
             reader,
             limits,
             series: tokio::sync::Mutex::new(metrics::SeriesCache::default()),
+            compactor: compact::Compactor::start(writer.clone()),
+            writer,
         })
     }
 
-    /// Closes both pools (waits for in-flight statements).
+    /// Stops compaction after its current step, then closes both pools
+    /// (waits for in-flight statements).
     pub async fn close(&self) {
+        self.compactor.stop().await;
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -229,6 +265,13 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         tx.commit().await?;
     }
     Ok(())
+}
+
+/// Now, unix ms.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn to_i64(v: u64) -> i64 {

@@ -1,0 +1,376 @@
+//! Compaction changes where points live, never what a read returns: each
+//! test reads, compacts (wholly or in part), and reads again.
+
+use std::path::PathBuf;
+
+use super::super::SqliteStore;
+use super::{CHUNK_POINTS, step};
+use crate::model::{AgentHello, BatchPayload, IncomingBatch, SampleRow};
+use crate::store::{BatchSink, BatchToStore, MetricReads, Range, Registry, Retention, StoreLimits};
+
+/// A store in a scratch folder, removed on drop.
+struct Scratch {
+    store: SqliteStore,
+    dir: PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sl-compact-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn scratch(name: &str) -> Scratch {
+    let dir = scratch_dir(name);
+    let store = SqliteStore::open_with(&dir, StoreLimits::default())
+        .await
+        .expect("opens");
+    Scratch { store, dir }
+}
+
+fn hello() -> AgentHello {
+    AgentHello {
+        product: "infra".into(),
+        oname: "h".into(),
+        hostname: "h".into(),
+        os: "linux".into(),
+        version: "0.1.0".into(),
+        boot_time_ms: 1,
+        created_time: String::new(),
+        instance: "0123456789abcdef0123456789abcdef".into(),
+        interval_ms: 5000,
+        boot_id: String::new(),
+    }
+}
+
+fn sample(name: &str, label: &str, value: f64) -> SampleRow {
+    SampleRow {
+        name: name.into(),
+        labels: vec![("cpu".to_string(), label.to_string())],
+        value,
+    }
+}
+
+/// The value of series `i` at report `k`: gauges with two decimals,
+/// counters, and floats that need all their bits.
+fn value(i: usize, k: i64) -> f64 {
+    match i % 3 {
+        0 => ((k * 7919 + i as i64 * 17) % 10_000) as f64 / 100.0,
+        1 => 1_000_000.0 + (k * 1024) as f64,
+        _ => (k as f64 + 0.1) / 3.0,
+    }
+}
+
+struct Fleet {
+    project: i64,
+    oid: i64,
+    seq: u64,
+}
+
+impl Fleet {
+    async fn new(store: &SqliteStore) -> Fleet {
+        let p = store.create_project("p", b"l", b"t").await.expect("p");
+        let r = store.register_agent(p.id, &hello(), 0).await.expect("r");
+        Fleet {
+            project: p.id,
+            oid: r.oid,
+            seq: 0,
+        }
+    }
+
+    /// Stores one batch at `at` with `samples`.
+    async fn store(&mut self, store: &SqliteStore, at: i64, samples: Vec<SampleRow>) {
+        self.seq += 1;
+        let item = BatchToStore {
+            project_id: self.project,
+            oid: self.oid,
+            instance: hello().instance,
+            batch: IncomingBatch {
+                seq: self.seq,
+                time_ms: at,
+                health: None,
+                payloads: vec![BatchPayload::Metrics {
+                    time_ms: at,
+                    samples,
+                }],
+            },
+            received_ms: at,
+        };
+        store.store_batches(&[item]).await.expect("stored");
+    }
+
+    /// Reports `k` from `from` to `to`: four series of "cpu" and one of
+    /// "mem", every 5 s.
+    async fn report(&mut self, store: &SqliteStore, ks: std::ops::Range<i64>) {
+        for k in ks {
+            let mut samples: Vec<SampleRow> = (0..4)
+                .map(|i| sample("cpu", &i.to_string(), value(i, k)))
+                .collect();
+            samples.push(sample("mem", "all", value(1, k)));
+            self.store(store, k * 5000, samples).await;
+        }
+    }
+}
+
+/// Everything a reader can see of the fleet: both metrics raw and in
+/// buckets (one that splits chunks), and the newest points.
+async fn everything(store: &SqliteStore, fleet: &Fleet) -> Vec<String> {
+    let mut seen = Vec::new();
+    for name in ["cpu", "mem"] {
+        for (from_ms, to_ms, step_ms) in [
+            (i64::MIN, i64::MAX, None),
+            (i64::MIN, i64::MAX, Some(60_000)),
+            (12_345, 987_654, None),
+            (12_345, 987_654, Some(7_000)),
+        ] {
+            let range = Range {
+                from_ms,
+                to_ms,
+                step_ms,
+            };
+            let series = store
+                .metrics(fleet.project, fleet.oid, name, range)
+                .await
+                .expect("metrics");
+            seen.push(format!("{name} {range:?}: {series:?}"));
+        }
+        for since in [0, 500_000] {
+            let latest = store
+                .latest(fleet.project, name, since)
+                .await
+                .expect("latest");
+            seen.push(format!("{name} latest since {since}: {latest:?}"));
+        }
+    }
+    seen.push(format!(
+        "{:?}",
+        store
+            .metric_names(fleet.project, fleet.oid)
+            .await
+            .expect("names")
+    ));
+    seen
+}
+
+async fn count(store: &SqliteStore, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&store.reader)
+        .await
+        .expect("count")
+}
+
+/// Compacts every head row before `before_ms`, as the task does but with
+/// no wait for rows to ripen.
+async fn compact_before(store: &SqliteStore, before_ms: i64) -> u64 {
+    let mut total = 0;
+    loop {
+        match step(&store.writer, before_ms, before_ms)
+            .await
+            .expect("step")
+        {
+            0 => return total,
+            n => total += n,
+        }
+    }
+}
+
+#[tokio::test]
+async fn reads_are_the_same_before_and_after_compaction() {
+    let s = scratch("same").await;
+    let mut fleet = Fleet::new(&s.store).await;
+    // 300 reports: more than a chunk holds.
+    fleet.report(&s.store, 0..300).await;
+    // Two batches at one time: the later one's values are what a reader
+    // sees, before and after.
+    fleet
+        .store(&s.store, 100 * 5000, vec![sample("cpu", "0", -7.25)])
+        .await;
+    let before = everything(&s.store, &fleet).await;
+    assert!(
+        before[0].contains("-7.25"),
+        "the later value replaced the earlier one: {}",
+        before[0]
+    );
+
+    // Half of it compacted: reads cross from chunks to head rows.
+    let moved = compact_before(&s.store, 150 * 5000).await;
+    assert_eq!(moved, 151, "the reports before 750 s and the rewrite");
+    assert!(count(&s.store, "SELECT COUNT(*) FROM chunks").await > 0);
+    assert_eq!(before, everything(&s.store, &fleet).await);
+
+    // All of it.
+    compact_before(&s.store, i64::MAX).await;
+    assert_eq!(count(&s.store, "SELECT COUNT(*) FROM metric_rows").await, 0);
+    let chunks = count(&s.store, "SELECT COUNT(*) FROM chunks").await;
+    assert!(
+        chunks <= 5 * (300 / CHUNK_POINTS as i64 + 2),
+        "{chunks} chunks for 5 series of 300 points"
+    );
+    assert_eq!(
+        count(&s.store, "SELECT SUM(points) FROM chunks").await,
+        5 * 300,
+        "each point once"
+    );
+    assert_eq!(before, everything(&s.store, &fleet).await);
+}
+
+#[tokio::test]
+async fn late_points_merge_into_the_chunks_they_reach() {
+    let s = scratch("late").await;
+    let mut fleet = Fleet::new(&s.store).await;
+    fleet.report(&s.store, 0..100).await;
+    compact_before(&s.store, i64::MAX).await;
+    // A late batch: a new time inside the compacted span, and a time
+    // already there with a new value (the later write wins).
+    fleet
+        .store(
+            &s.store,
+            42 * 5000 + 1,
+            vec![sample("cpu", "0", 1.5), sample("cpu", "1", 2.5)],
+        )
+        .await;
+    fleet
+        .store(&s.store, 43 * 5000, vec![sample("cpu", "0", 99.0)])
+        .await;
+    fleet.report(&s.store, 100..110).await;
+    let before = everything(&s.store, &fleet).await;
+    assert!(before[0].contains("(215000, 99.0)"), "{}", before[0]);
+    assert!(before[0].contains("(210001, 1.5)"), "{}", before[0]);
+    compact_before(&s.store, i64::MAX).await;
+    assert_eq!(before, everything(&s.store, &fleet).await);
+    assert_eq!(
+        count(&s.store, "SELECT SUM(points) FROM chunks").await,
+        5 * 110 + 2,
+        "the replaced point counted once, the new times once each"
+    );
+    // Chunks of a series never overlap.
+    let overlaps = count(
+        &s.store,
+        "SELECT COUNT(*) FROM chunks a JOIN chunks b ON a.series_id = b.series_id
+         AND a.start_ms < b.start_ms AND a.end_ms >= b.start_ms",
+    )
+    .await;
+    assert_eq!(overlaps, 0);
+}
+
+#[tokio::test]
+async fn a_chunk_written_twice_counts_its_points_once() {
+    let s = scratch("twice").await;
+    let points: Vec<(i64, f64)> = (0..10).map(|k| (k * 5000, k as f64)).collect();
+    for _ in 0..2 {
+        let mut tx = s.store.writer.begin().await.expect("tx");
+        super::write_chunks(&mut tx, &super::cut(7, &points))
+            .await
+            .expect("written");
+        tx.commit().await.expect("commit");
+    }
+    assert_eq!(count(&s.store, "SELECT SUM(points) FROM chunks").await, 10);
+}
+
+#[tokio::test]
+async fn retention_cuts_a_chunk_at_the_cutoff_exactly() {
+    let s = scratch("retention").await;
+    let mut fleet = Fleet::new(&s.store).await;
+    fleet.report(&s.store, 0..100).await;
+    compact_before(&s.store, 60 * 5000).await;
+    // The cutoff falls inside the chunks (0..60 compacted) and the head
+    // keeps 60..100.
+    let cutoff = 30 * 5000 + 1;
+    let purged = s
+        .store
+        .purge_before(cutoff, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("purged");
+    assert_eq!(purged.points, 5 * 31, "reports 0..=30 of five series");
+    assert_eq!(purged.series, 0);
+    let cpu0 = s
+        .store
+        .metrics(
+            fleet.project,
+            fleet.oid,
+            "cpu",
+            Range {
+                from_ms: i64::MIN,
+                to_ms: i64::MAX,
+                step_ms: None,
+            },
+        )
+        .await
+        .expect("q");
+    let expected: Vec<(i64, f64)> = (31..100).map(|k| (k * 5000, value(0, k))).collect();
+    assert_eq!(cpu0[0].points, expected);
+    // Everything old: the series go once no chunk and no head row holds
+    // them.
+    let purged = s
+        .store
+        .purge_before(i64::MAX, &tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("purged");
+    assert_eq!(purged.points, 5 * 69);
+    assert_eq!(purged.series, 5);
+}
+
+/// Schema 2 kept one row per point; opening it moves them into chunks.
+#[tokio::test]
+async fn a_store_of_the_old_layout_opens_with_its_points() {
+    let dir = scratch_dir("upgrade");
+    {
+        std::fs::create_dir_all(&dir).expect("dir");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.join("sightline.db"))
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+        for migration in &super::super::MIGRATIONS[..2] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
+                .execute(&pool)
+                .await
+                .expect("old schema");
+        }
+        sqlx::raw_sql(
+            "PRAGMA user_version = 2;
+             INSERT INTO projects VALUES (1, 'p', x'01', x'02', 0);
+             INSERT INTO agents (oid, project_id, product, oname, hostname, os, version,
+                boot_time_ms, created_time, instance, interval_ms, first_seen_ms, last_seen_ms)
+                VALUES (7, 1, 'infra', 'h', 'h', 'linux', '0', 0, '', 'i', 5000, 0, 0);
+             INSERT INTO series VALUES (3, 7, 'cpu', '{}');
+             INSERT INTO points VALUES (3, 1000, 1.5), (3, 2000, 2.5), (3, 3000, 3.5);",
+        )
+        .execute(&pool)
+        .await
+        .expect("old rows");
+        pool.close().await;
+    }
+    let s = Scratch {
+        store: SqliteStore::open(&dir).await.expect("opens"),
+        dir,
+    };
+    let series = s
+        .store
+        .metrics(
+            1,
+            7,
+            "cpu",
+            Range {
+                from_ms: 0,
+                to_ms: 10_000,
+                step_ms: None,
+            },
+        )
+        .await
+        .expect("q");
+    assert_eq!(series[0].points, [(1000, 1.5), (2000, 2.5), (3000, 3.5)]);
+    assert_eq!(
+        count(
+            &s.store,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'points'"
+        )
+        .await,
+        0
+    );
+}
