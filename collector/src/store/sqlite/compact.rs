@@ -96,8 +96,8 @@ pub(super) async fn write_chunks(
     Ok(())
 }
 
-/// One step: the agent of the oldest head row with a time before
-/// `ripe_before_ms` has its head rows before `older_than_ms` (at most
+/// One step: the agent of the oldest head row (by its time, through an
+/// index: the head is never scanned) if that is before `ripe_before_ms` has its head rows before `older_than_ms` (at most
 /// [`STEP_ROWS`]) moved into chunks. Returns the head rows compacted (0:
 /// nothing was ripe).
 pub(super) async fn step(
@@ -107,7 +107,7 @@ pub(super) async fn step(
 ) -> Result<u64, StoreError> {
     let mut tx = writer.begin().await?;
     let oid: Option<i64> =
-        sqlx::query_scalar("SELECT oid FROM metric_rows WHERE ts_ms < ? ORDER BY id LIMIT 1")
+        sqlx::query_scalar("SELECT oid FROM metric_rows WHERE ts_ms < ? ORDER BY ts_ms LIMIT 1")
             .bind(ripe_before_ms)
             .fetch_optional(&mut *tx)
             .await?;

@@ -8,7 +8,7 @@
 //! one written later wins (head over chunk, later head row over earlier),
 //! as the old one-row-per-point table's `INSERT OR REPLACE` did.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -75,66 +75,110 @@ impl<'a> PendingSeries<'a> {
             .copied()
     }
 
-    async fn count(
+    /// Loads an agent's series the first time the cache meets it: every
+    /// later lookup is in memory, and a key not found is a new series (the
+    /// caller holds the series lock, so no one else makes it meanwhile).
+    /// One statement, not one per series.
+    async fn load(
         &mut self,
         tx: &mut Transaction<'static, Sqlite>,
         oid: i64,
-    ) -> Result<u64, StoreError> {
-        if let Some(n) = self
-            .own
+    ) -> Result<(), StoreError> {
+        if self.own.per_agent.contains_key(&oid) || self.committed.per_agent.contains_key(&oid) {
+            return Ok(());
+        }
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT id, name, labels FROM series WHERE oid = ?")
+                .bind(oid)
+                .fetch_all(&mut **tx)
+                .await?;
+        self.own.per_agent.insert(oid, rows.len() as u64);
+        for (id, name, labels) in rows {
+            self.own.ids.insert((oid, name, labels), id);
+        }
+        Ok(())
+    }
+
+    /// Series the agent has, after [`PendingSeries::load`].
+    fn count(&self, oid: i64) -> u64 {
+        self.own
             .per_agent
             .get(&oid)
             .or_else(|| self.committed.per_agent.get(&oid))
-        {
-            return Ok(*n);
-        }
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM series WHERE oid = ?")
-            .bind(oid)
-            .fetch_one(&mut **tx)
-            .await?;
-        let n = super::to_u64(n);
-        self.own.per_agent.insert(oid, n);
-        Ok(n)
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// The series id, made if the agent is under its cap; `None` when the
-    /// sample must be refused.
-    async fn id(
+    /// Makes new series of one agent, as few statements as the fixed sizes
+    /// allow.
+    async fn create(
         &mut self,
         tx: &mut Transaction<'static, Sqlite>,
-        key: SeriesKey,
-    ) -> Result<Option<i64>, StoreError> {
-        if let Some(id) = self.known(&key) {
-            return Ok(Some(id));
+        oid: i64,
+        keys: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let (sql, n) = match rest.len() {
+                64.. => (INSERT_SERIES_64, 64),
+                8.. => (INSERT_SERIES_8, 8),
+                _ => (INSERT_SERIES_1, 1),
+            };
+            let (some, tail) = rest.split_at(n);
+            let mut query = sqlx::query_as::<_, (i64, String, String)>(sql);
+            for (name, labels) in some {
+                query = query.bind(oid).bind(name).bind(labels);
+            }
+            let made = query.fetch_all(&mut **tx).await?;
+            let count = self.count(oid) + made.len() as u64;
+            self.own.per_agent.insert(oid, count);
+            for (id, name, labels) in made {
+                self.own.ids.insert((oid, name, labels), id);
+            }
+            rest = tail;
         }
-        let existing: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM series WHERE oid = ? AND name = ? AND labels = ?")
-                .bind(key.0)
-                .bind(&key.1)
-                .bind(&key.2)
-                .fetch_optional(&mut **tx)
-                .await?;
-        if let Some(id) = existing {
-            self.own.ids.insert(key, id);
-            return Ok(Some(id));
-        }
-        let count = self.count(tx, key.0).await?;
-        if count >= self.limit {
-            return Ok(None);
-        }
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO series (oid, name, labels) VALUES (?, ?, ?) RETURNING id",
-        )
-        .bind(key.0)
-        .bind(&key.1)
-        .bind(&key.2)
-        .fetch_one(&mut **tx)
-        .await?;
-        self.own.per_agent.insert(key.0, count + 1);
-        self.own.ids.insert(key, id);
-        Ok(Some(id))
+        Ok(())
     }
 }
+
+/// `n` placeholder rows `(?, ?, ?)` for a multi-row insert, as a literal.
+macro_rules! series_rows {
+    (8) => {
+        "(?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?)"
+    };
+    (64) => {
+        concat!(
+            series_rows!(8),
+            ", ",
+            series_rows!(8),
+            ", ",
+            series_rows!(8),
+            ", ",
+            series_rows!(8),
+            ", ",
+            series_rows!(8),
+            ", ",
+            series_rows!(8),
+            ", ",
+            series_rows!(8),
+            ", ",
+            series_rows!(8)
+        )
+    };
+}
+
+const INSERT_SERIES_64: &str = concat!(
+    "INSERT INTO series (oid, name, labels) VALUES ",
+    series_rows!(64),
+    " RETURNING id, name, labels"
+);
+const INSERT_SERIES_8: &str = concat!(
+    "INSERT INTO series (oid, name, labels) VALUES ",
+    series_rows!(8),
+    " RETURNING id, name, labels"
+);
+const INSERT_SERIES_1: &str =
+    "INSERT INTO series (oid, name, labels) VALUES (?, ?, ?) RETURNING id, name, labels";
 
 fn labels_json(labels: &[(String, String)]) -> String {
     let map: BTreeMap<&str, &str> = labels
@@ -207,19 +251,28 @@ pub(super) async fn insert(
     time_ms: i64,
     samples: &[SampleRow],
 ) -> Result<u64, StoreError> {
+    series.load(tx, oid).await?;
+    // New series first, all in a few statements, as many as the cap allows.
+    let keys: Vec<SeriesKey> = samples
+        .iter()
+        .map(|s| (oid, s.name.clone(), labels_json(&s.labels)))
+        .collect();
+    let room = series.limit.saturating_sub(series.count(oid));
+    let mut new: Vec<(String, String)> = Vec::new();
+    let mut seen: HashSet<&SeriesKey> = HashSet::new();
+    for key in &keys {
+        if (new.len() as u64) < room && series.known(key).is_none() && seen.insert(key) {
+            new.push((key.1.clone(), key.2.clone()));
+        }
+    }
+    if !new.is_empty() {
+        series.create(tx, oid, &new).await?;
+    }
     let mut refused = 0;
     let mut pairs = Vec::with_capacity(samples.len());
-    for SampleRow {
-        name,
-        labels,
-        value,
-    } in samples
-    {
-        match series
-            .id(tx, (oid, name.clone(), labels_json(labels)))
-            .await?
-        {
-            Some(id) => pairs.push((id, *value)),
+    for (key, sample) in keys.iter().zip(samples) {
+        match series.known(key) {
+            Some(id) => pairs.push((id, sample.value)),
             None => refused += 1,
         }
     }

@@ -136,6 +136,7 @@ CREATE TABLE metric_rows (
     data BLOB NOT NULL
 );
 CREATE INDEX metric_rows_oid_ts ON metric_rows (oid, ts_ms);
+CREATE INDEX metric_rows_ts ON metric_rows (ts_ms);
 CREATE TABLE chunks (
     id INTEGER PRIMARY KEY,
     series_id INTEGER NOT NULL,

@@ -374,3 +374,104 @@ async fn a_store_of_the_old_layout_opens_with_its_points() {
         0
     );
 }
+
+/// Bytes per point and compaction speed for the bench's fleet shape
+/// (agents of 200 series: 100 gauges with two decimals, 100 counters, as
+/// `loadgen` sends), for the README. A measurement, not a check: run with
+/// `cargo test --release -p sightline-collector --lib store_size -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement; takes a minute"]
+async fn store_size_and_compaction_speed() {
+    const AGENTS: usize = 50;
+    const SERIES: usize = 200;
+    const REPORTS: i64 = 480;
+    let s = scratch("size").await;
+    let p = s.store.create_project("p", b"l", b"t").await.expect("p");
+    let mut agents = Vec::new();
+    for a in 0..AGENTS {
+        let mut h = hello();
+        h.oname = format!("agent-{a}");
+        agents.push(s.store.register_agent(p.id, &h, 0).await.expect("r").oid);
+    }
+    let start = 1_700_000_000_000i64;
+    for k in 0..REPORTS {
+        let mut group = Vec::new();
+        for (a, &oid) in agents.iter().enumerate() {
+            let samples = (0..SERIES)
+                .map(|i| {
+                    let v = if i % 2 == 0 {
+                        ((a as i64 * 31 + i as i64 * 17 + k * 7919) % 10_000) as f64 / 100.0
+                    } else {
+                        (a * 1000 + i * 100) as f64 + (k * ((i as i64 % 7 + 1) * 1024)) as f64
+                    };
+                    SampleRow {
+                        name: format!("m{}", i / 10),
+                        labels: vec![("l".into(), format!("v{}", i % 10))],
+                        value: v,
+                    }
+                })
+                .collect();
+            group.push(BatchToStore {
+                project_id: p.id,
+                oid,
+                instance: hello().instance,
+                batch: IncomingBatch {
+                    seq: k as u64 + 1,
+                    time_ms: start + k * 5000,
+                    health: None,
+                    payloads: vec![BatchPayload::Metrics {
+                        time_ms: start + k * 5000,
+                        samples,
+                    }],
+                },
+                received_ms: start + k * 5000,
+            });
+        }
+        s.store.store_batches(&group).await.expect("stored");
+    }
+    let points = (AGENTS * SERIES) as f64 * REPORTS as f64;
+    let size = |sql: &'static str| {
+        let reader = s.store.reader.clone();
+        async move {
+            let bytes: i64 = sqlx::query_scalar(sql)
+                .fetch_one(&reader)
+                .await
+                .expect("size");
+            bytes as f64
+        }
+    };
+    let head = size("SELECT SUM(LENGTH(data)) FROM metric_rows").await;
+    let began = std::time::Instant::now();
+    let mut steps = 0u32;
+    let mut slowest = std::time::Duration::ZERO;
+    loop {
+        let t = std::time::Instant::now();
+        let n = step(&s.store.writer, i64::MAX, i64::MAX)
+            .await
+            .expect("step");
+        slowest = slowest.max(t.elapsed());
+        if n == 0 {
+            break;
+        }
+        steps += 1;
+    }
+    let took = began.elapsed().as_secs_f64();
+    let chunks = size("SELECT SUM(LENGTH(data)) FROM chunks").await;
+    sqlx::query("VACUUM")
+        .execute(&s.store.writer)
+        .await
+        .expect("vacuum");
+    let file = std::fs::metadata(s.dir.join("sightline.db"))
+        .expect("db")
+        .len() as f64;
+    println!(
+        "{points} points: head blobs {:.2} B/point; chunk blobs {:.2} B/point; \
+         file after compaction and VACUUM {:.2} B/point; compaction {:.0} points/s, \
+         {steps} steps, slowest {:.1} ms",
+        head / points,
+        chunks / points,
+        file / points,
+        points / took,
+        slowest.as_secs_f64() * 1000.0
+    );
+}
