@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{Row, Sqlite, Transaction};
+use tokio_stream::StreamExt;
 
 use super::{SqliteStore, points};
 use crate::model::{SampleRow, Series};
@@ -483,8 +484,11 @@ impl MetricReads for SqliteStore {
             return Ok(Vec::new());
         }
         let mut newest: HashMap<i64, Option<(i64, f64)>> = HashMap::new();
+        let mut by_agent: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         for row in &listed {
-            newest.insert(row.try_get("id")?, None);
+            let id: i64 = row.try_get("id")?;
+            newest.insert(id, None);
+            by_agent.entry(row.try_get("oid")?).or_default().push(id);
         }
         // Chunks never overlap, so a series' newest chunk holds its newest
         // compacted point.
@@ -509,24 +513,40 @@ impl MetricReads for SqliteStore {
                 *slot = Some(last);
             }
         }
-        let head = sqlx::query(
-            "SELECT m.ts_ms, m.data FROM agents a JOIN metric_rows m ON m.oid = a.oid
-             WHERE a.project_id = ? AND m.ts_ms >= ? ORDER BY m.id",
-        )
-        .bind(project_id)
-        .bind(since_ms)
-        .fetch_all(&self.reader)
-        .await?;
-        for row in head {
-            let ts: i64 = row.try_get("ts_ms")?;
-            let data: &[u8] = row.try_get("data")?;
-            for (id, value) in points::decode_row(data)? {
-                // Head rows are newer than chunks, later rows newer than
-                // earlier ones: at an equal time the later write wins.
-                if let Some(slot) = newest.get_mut(&id)
-                    && slot.is_none_or(|(at, _)| ts >= at)
-                {
-                    *slot = Some((ts, value));
+        // Each agent's head rows, newest first (the later write first at
+        // an equal time), until every series has its newest value: most
+        // often the first row. A head value at a time no older than the
+        // series' newest chunk point wins over it.
+        let mut conn = self.reader.acquire().await?;
+        for (oid, ids) in by_agent {
+            let mut open: HashSet<i64> = ids.into_iter().collect();
+            let mut rows = sqlx::query(
+                "SELECT ts_ms, data FROM metric_rows WHERE oid = ? AND ts_ms >= ?
+                 ORDER BY ts_ms DESC, id DESC",
+            )
+            .bind(oid)
+            .bind(since_ms)
+            .fetch(&mut *conn);
+            while let Some(row) = rows.next().await {
+                let row = row?;
+                let ts: i64 = row.try_get("ts_ms")?;
+                // Series whose chunk is newer than this row are settled.
+                open.retain(|id| {
+                    newest
+                        .get(id)
+                        .is_none_or(|n| n.is_none_or(|(at, _)| at <= ts))
+                });
+                if open.is_empty() {
+                    break;
+                }
+                let data: &[u8] = row.try_get("data")?;
+                for (id, value) in points::decode_row(data)? {
+                    if open.remove(&id) {
+                        newest.insert(id, Some((ts, value)));
+                    }
+                }
+                if open.is_empty() {
+                    break;
                 }
             }
         }

@@ -241,6 +241,18 @@ async fn late_points_merge_into_the_chunks_they_reach() {
     fleet
         .store(&s.store, 43 * 5000, vec![sample("cpu", "0", 99.0)])
         .await;
+    // The late values are older than the chunks' newest points: the
+    // newest stays the compacted one.
+    let latest = s
+        .store
+        .latest(fleet.project, "cpu", 0)
+        .await
+        .expect("latest");
+    let cpu0 = latest
+        .iter()
+        .find(|l| l.labels.get("cpu").map(String::as_str) == Some("0"))
+        .expect("cpu 0");
+    assert_eq!((cpu0.time_ms, cpu0.value), (99 * 5000, value(0, 99)));
     fleet.report(&s.store, 100..110).await;
     let before = everything(&s.store, &fleet).await;
     assert!(before[0].contains("(215000, 99.0)"), "{}", before[0]);
@@ -486,5 +498,50 @@ async fn store_size_and_compaction_speed() {
         file / points,
         points / took,
         slowest.as_secs_f64() * 1000.0
+    );
+}
+
+#[tokio::test]
+async fn the_newest_value_of_each_series_comes_from_the_row_that_has_it() {
+    let s = scratch("newest").await;
+    let mut fleet = Fleet::new(&s.store).await;
+    fleet
+        .store(
+            &s.store,
+            1000,
+            vec![sample("cpu", "0", 1.0), sample("cpu", "1", 2.0)],
+        )
+        .await;
+    fleet
+        .store(&s.store, 2000, vec![sample("cpu", "0", 3.0)])
+        .await;
+    // The same time again: the later write wins.
+    fleet
+        .store(&s.store, 2000, vec![sample("cpu", "0", 4.0)])
+        .await;
+    async fn newest(store: &SqliteStore, project: i64) -> Vec<(String, i64, f64)> {
+        let mut seen: Vec<(String, i64, f64)> = store
+            .latest(project, "cpu", 0)
+            .await
+            .expect("latest")
+            .into_iter()
+            .map(|l| (l.labels["cpu"].clone(), l.time_ms, l.value))
+            .collect();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        seen
+    }
+    let expected = vec![("0".to_string(), 2000, 4.0), ("1".to_string(), 1000, 2.0)];
+    assert_eq!(newest(&s.store, fleet.project).await, expected);
+    compact_before(&s.store, 1500).await;
+    assert_eq!(
+        newest(&s.store, fleet.project).await,
+        expected,
+        "cpu 1 only in a chunk"
+    );
+    compact_before(&s.store, i64::MAX).await;
+    assert_eq!(
+        newest(&s.store, fleet.project).await,
+        expected,
+        "all in chunks"
     );
 }
