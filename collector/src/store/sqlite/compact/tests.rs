@@ -467,6 +467,26 @@ async fn store_size_and_compaction_speed() {
     };
     let head = size("SELECT SUM(LENGTH(data)) FROM metric_rows").await;
     let head_file = file_bytes().await;
+    let reads = || async {
+        let t = std::time::Instant::now();
+        let newest = s.store.latest(p.id, "m0", start).await.expect("latest");
+        assert_eq!(newest.len(), AGENTS * 10);
+        let latest_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let t = std::time::Instant::now();
+        let range = Range {
+            from_ms: start,
+            to_ms: start + REPORTS * 5000,
+            step_ms: None,
+        };
+        let series = s
+            .store
+            .metrics(p.id, agents[0], "m0", range)
+            .await
+            .expect("metrics");
+        assert_eq!(series.len(), 10);
+        (latest_ms, t.elapsed().as_secs_f64() * 1000.0)
+    };
+    let head_reads = reads().await;
     let began = std::time::Instant::now();
     let mut steps = 0u32;
     let mut slowest = std::time::Duration::ZERO;
@@ -488,6 +508,16 @@ async fn store_size_and_compaction_speed() {
         .await
         .expect("vacuum");
     let file = file_bytes().await;
+    let chunk_reads = reads().await;
+    println!(
+        "latest of {} series: {:.1} ms from the head, {:.1} ms from chunks; \
+         10 series × {REPORTS} points of one agent: {:.1} ms from the head, {:.1} ms from chunks",
+        AGENTS * 10,
+        head_reads.0,
+        chunk_reads.0,
+        head_reads.1,
+        chunk_reads.1
+    );
     println!(
         "{points} points: head blobs {:.2} B/point, file {:.2}; chunk blobs {:.2} B/point, \
          file after compaction and VACUUM {:.2}; compaction {:.0} points/s, \
