@@ -258,21 +258,28 @@ pub(super) async fn insert(
         .iter()
         .map(|s| (oid, s.name.clone(), labels_json(&s.labels)))
         .collect();
+    // One lookup per sample; only the new ones are looked up again.
+    let mut ids: Vec<Option<i64>> = keys.iter().map(|key| series.known(key)).collect();
     let room = series.limit.saturating_sub(series.count(oid));
     let mut new: Vec<(String, String)> = Vec::new();
     let mut seen: HashSet<&SeriesKey> = HashSet::new();
-    for key in &keys {
-        if (new.len() as u64) < room && series.known(key).is_none() && seen.insert(key) {
+    for (key, id) in keys.iter().zip(&ids) {
+        if id.is_none() && (new.len() as u64) < room && seen.insert(key) {
             new.push((key.1.clone(), key.2.clone()));
         }
     }
     if !new.is_empty() {
         series.create(tx, oid, &new).await?;
+        for (key, id) in keys.iter().zip(ids.iter_mut()) {
+            if id.is_none() {
+                *id = series.known(key);
+            }
+        }
     }
     let mut refused = 0;
     let mut pairs = Vec::with_capacity(samples.len());
-    for (key, sample) in keys.iter().zip(samples) {
-        match series.known(key) {
+    for (id, sample) in ids.into_iter().zip(samples) {
+        match id {
             Some(id) => pairs.push((id, sample.value)),
             None => refused += 1,
         }
