@@ -18,6 +18,7 @@ use tonic::transport::{Identity, ServerTlsConfig};
 use crate::api::{self, ApiState};
 use crate::auth::ProjectCache;
 use crate::ingest::IngestService;
+use crate::ingest::liveness::Liveness;
 use crate::listen::{Guarded, accept_loop};
 use crate::model::EventRow;
 use crate::settings::ServeSettings;
@@ -126,9 +127,11 @@ impl<S: Store> Collector<S> {
         let (writer, writer_task) =
             GroupWriter::start(store.clone(), GroupLimits::default(), shutdown.clone());
         let writes = writer.stats_handle();
+        let (liveness, liveness_task) = Liveness::start(store.clone(), shutdown.clone());
         let ingest = IngestServer::new(IngestService::new(
             store.clone(),
             writer,
+            liveness,
             Arc::new(ProjectCache::default()),
             settings.ingest_limits,
             shutdown.clone(),
@@ -165,7 +168,7 @@ impl<S: Store> Collector<S> {
         ));
 
         let (grpc_result, ()) = tokio::join!(grpc_server, http_server);
-        let _ = tokio::join!(watch, purge, writer_task);
+        let _ = tokio::join!(watch, purge, writer_task, liveness_task);
         store.close().await;
         grpc_result.map_err(ServeError::from)
     }

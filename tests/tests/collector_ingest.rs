@@ -327,7 +327,15 @@ async fn liveness_is_recorded_never_acked_and_seq_zero_without_it_is_refused() {
         (1, false),
         "the liveness signals were not acked"
     );
-    let agent = &api.agents()[0];
+    // Liveness signals are written together, within a second.
+    let agent = wait_for(
+        "the liveness signal's health",
+        Duration::from_secs(5),
+        || {
+            let agent = api.agents().into_iter().next()?;
+            agent["health"]["sources"].is_array().then_some(agent)
+        },
+    );
     assert!(agent["last_seen_ms"].as_i64().expect("last seen") > before);
     assert_eq!(agent["status"], "up");
     let sources = &agent["health"]["sources"];
@@ -517,4 +525,109 @@ async fn refusal_warnings_are_rate_limited() {
         .filter(|l| l.contains("Refused an unknown license."))
         .count();
     assert_eq!(lines, 1, "{}", collector.log_text());
+}
+
+/// Connections beyond `max.connections` are closed at once, and the
+/// warning about them is logged once per 10 s, not once per connection.
+#[test]
+fn too_many_connections_are_closed_and_logged_once() {
+    use std::io::Read;
+    let scratch = Scratch::new("conn-flood");
+    let data = scratch.join("collector");
+    let _creds = create_project(&data, "flood");
+    let conf = scratch.join("collector.conf");
+    std::fs::write(&conf, "max.connections=1\n").expect("conf");
+    let mut collector = Collector::start_with(
+        &data,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--conf", conf.to_str().expect("utf-8")],
+    );
+    // The one slot, held (it has 10 s to send its first bytes).
+    let _held = std::net::TcpStream::connect(collector.grpc).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..30 {
+        let mut extra = std::net::TcpStream::connect(collector.grpc).expect("connect");
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 16];
+        let closed = match extra.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        assert!(closed, "a connection over the cap is closed at once");
+    }
+    assert!(collector.is_running());
+    let lines: Vec<String> = collector
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("Too many connections"))
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+}
+
+/// `store` picks the backend for `serve` and `project` alike; an unknown
+/// scheme stops both with an error naming the key and the schemes known.
+#[test]
+fn the_store_key_chooses_the_backend_for_serve_and_project() {
+    use std::process::Command;
+    let scratch = Scratch::new("store-key");
+    let dir = scratch.join("elsewhere");
+    let url = format!("sqlite:{}", dir.display());
+    let run = |args: &[&str]| {
+        let out = Command::new(sightline_e2e::binary("sightline-collector"))
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["project", "create", "p", "--store", &url]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("license="), "{stdout}");
+    assert!(
+        dir.join("sightline.db").exists(),
+        "created where store says"
+    );
+    let (code, stdout, _) = run(&["project", "list", "--store", &url]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("\tp"), "{stdout}");
+    // serve with --store (over a --data it then does not use) serves
+    // the project created there: its token is known.
+    let token = {
+        let (_, created, _) = run(&["project", "create", "q", "--store", &url]);
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix("token="))
+            .expect("a token")
+            .to_string()
+    };
+    let unused = scratch.join("unused");
+    let collector =
+        Collector::start_with(&unused, "127.0.0.1:0", "127.0.0.1:0", &["--store", &url]);
+    assert!(
+        collector.api(&token).agents().is_empty(),
+        "the token is known"
+    );
+    assert!(!unused.join("sightline.db").exists(), "--data is not used");
+    for args in [
+        vec!["project", "list", "--store", "clickhouse://db:9000"],
+        vec!["serve", "--store", "clickhouse://db:9000"],
+    ] {
+        let (code, _, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("store: unknown store scheme 'clickhouse'")
+                && stderr.contains("known schemes: sqlite"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -22,6 +22,7 @@
 //!   prost types: they convert them to [`crate::model`] rows.
 
 pub mod convert;
+pub mod liveness;
 pub mod presence;
 pub mod push;
 
@@ -38,6 +39,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use self::convert::SampleLimits;
+use self::liveness::Liveness;
 use self::presence::{Holder, Presence};
 use crate::auth::{ProjectCache, hash_secret};
 use crate::log_limit::LogLimit;
@@ -80,6 +82,7 @@ impl Default for IngestLimits {
 pub struct IngestService<S> {
     store: Arc<S>,
     writer: GroupWriter,
+    liveness: Arc<Liveness>,
     projects: Arc<ProjectCache>,
     streams: Arc<Semaphore>,
     presence: Arc<Presence>,
@@ -89,11 +92,12 @@ pub struct IngestService<S> {
 }
 
 impl<S: Store> IngestService<S> {
-    /// A service storing into `store` through `writer`, ending its streams
-    /// on `shutdown`.
+    /// A service storing into `store` through `writer` (and liveness
+    /// signals through `liveness`), ending its streams on `shutdown`.
     pub fn new(
         store: Arc<S>,
         writer: GroupWriter,
+        liveness: Arc<Liveness>,
         projects: Arc<ProjectCache>,
         limits: IngestLimits,
         shutdown: CancellationToken,
@@ -101,6 +105,7 @@ impl<S: Store> IngestService<S> {
         IngestService {
             store,
             writer,
+            liveness,
             projects,
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             presence: Arc::new(Presence::default()),
@@ -344,8 +349,8 @@ impl<S: Store> Ingest for IngestService<S> {
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(ACK_BUFFER);
         let stream = push::PushStream {
-            store: self.store.clone(),
             writer: self.writer.clone(),
+            liveness: self.liveness.clone(),
             project_id: project.id,
             oid,
             instance,

@@ -15,7 +15,7 @@ use tonic::{Status, Streaming};
 
 use super::convert::{self, SampleLimits};
 use crate::store::group::GroupWriter;
-use crate::store::{BatchToStore, Store, Stored};
+use crate::store::{BatchToStore, Stored, Touch};
 
 /// A batch that took longer than this to store (queueing for the writer
 /// included) asks the agent to slow down by as long as it took.
@@ -24,9 +24,9 @@ const SLOW_STORE: Duration = Duration::from_millis(500);
 const MAX_SLOW_DOWN: Duration = Duration::from_secs(5);
 
 /// One agent's open `Push` stream.
-pub(super) struct PushStream<S> {
-    pub(super) store: Arc<S>,
+pub(super) struct PushStream {
     pub(super) writer: GroupWriter,
+    pub(super) liveness: Arc<super::liveness::Liveness>,
     pub(super) project_id: i64,
     pub(super) oid: i64,
     pub(super) instance: String,
@@ -35,7 +35,7 @@ pub(super) struct PushStream<S> {
     pub(super) series_per_agent: u64,
 }
 
-impl<S: Store> PushStream<S> {
+impl PushStream {
     pub(super) async fn run(
         self,
         mut inbound: Streaming<pb::Batch>,
@@ -62,7 +62,7 @@ impl<S: Store> PushStream<S> {
                 }
             };
             if batch.seq == 0 && batch.liveness {
-                self.alive(batch).await;
+                self.alive(batch);
                 continue;
             }
             let ack = match self.store_one(batch).await {
@@ -81,15 +81,13 @@ impl<S: Store> PushStream<S> {
     }
 
     /// A liveness signal: the agent is there with nothing to send.
-    async fn alive(&self, batch: pb::Batch) {
-        let health = batch.health.map(convert::health_from_wire);
-        if let Err(e) = self
-            .store
-            .touch_agent(self.project_id, self.oid, health.as_ref(), crate::now_ms())
-            .await
-        {
-            tracing::warn!(oid = self.oid, error = %e, "Cannot record a liveness signal.");
-        }
+    fn alive(&self, batch: pb::Batch) {
+        self.liveness.note(Touch {
+            project_id: self.project_id,
+            oid: self.oid,
+            health: batch.health.map(convert::health_from_wire),
+            seen_ms: crate::now_ms(),
+        });
     }
 
     async fn store_one(&self, batch: pb::Batch) -> Result<pb::Ack, Status> {

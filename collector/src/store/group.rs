@@ -192,3 +192,65 @@ async fn store_group<S: BatchSink>(sink: &S, group: Vec<Job>, stats: &GroupStats
 fn failed(e: &StoreError) -> GroupError {
     GroupError::Store(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::model::IncomingBatch;
+
+    /// A sink that fails every call holding sequence number 13, and
+    /// records the sizes of the calls it gets.
+    #[derive(Default)]
+    struct Picky {
+        calls: Mutex<Vec<usize>>,
+    }
+
+    impl BatchSink for Picky {
+        async fn store_batches(&self, group: &[BatchToStore]) -> Result<Vec<Stored>, StoreError> {
+            if let Ok(mut calls) = self.calls.lock() {
+                calls.push(group.len());
+            }
+            if group.iter().any(|b| b.batch.seq == 13) {
+                return Err(StoreError::Corrupt("thirteen".into()));
+            }
+            Ok(vec![Stored::NEW; group.len()])
+        }
+    }
+
+    fn job(seq: u64) -> (Job, oneshot::Receiver<Result<Stored, GroupError>>) {
+        let (answer, answered) = oneshot::channel();
+        let batch = BatchToStore {
+            project_id: 1,
+            oid: 1,
+            instance: "i".into(),
+            batch: IncomingBatch {
+                seq,
+                time_ms: 0,
+                health: None,
+                payloads: vec![],
+            },
+            received_ms: 0,
+        };
+        (Job { batch, answer }, answered)
+    }
+
+    #[tokio::test]
+    async fn a_failing_group_is_stored_one_by_one_so_one_batch_holds_back_no_other() {
+        let sink = Picky::default();
+        let stats = GroupStats::default();
+        let (jobs, answers): (Vec<_>, Vec<_>) = [1, 13, 2].into_iter().map(job).unzip();
+        store_group(&sink, jobs, &stats).await;
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.expect("answered"));
+        }
+        assert!(matches!(results[0], Ok(Stored::New { .. })));
+        assert!(matches!(results[1], Err(GroupError::Store(_))));
+        assert!(matches!(results[2], Ok(Stored::New { .. })));
+        assert_eq!(*sink.calls.lock().expect("calls"), [3, 1, 1, 1]);
+        assert_eq!(stats.batches.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.groups.load(Ordering::Relaxed), 2);
+    }
+}

@@ -184,6 +184,19 @@ impl BatchToStore {
     }
 }
 
+/// An agent seen alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Touch {
+    /// Its project.
+    pub project_id: i64,
+    /// The agent.
+    pub oid: i64,
+    /// Its health then, if it said.
+    pub health: Option<AgentHealth>,
+    /// When, unix ms.
+    pub seen_ms: i64,
+}
+
 /// The result of registering an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registered {
@@ -284,13 +297,12 @@ pub trait Registry: Send + Sync + 'static {
         now_ms: i64,
     ) -> impl Future<Output = Result<Registered, StoreError>> + Send;
 
-    /// Records that an agent is alive (a liveness signal), with its health.
-    fn touch_agent(
+    /// Records that agents are alive (liveness signals), with their
+    /// health, in one write. A touch of an agent outside its project does
+    /// nothing.
+    fn touch_agents(
         &self,
-        project_id: i64,
-        oid: i64,
-        health: Option<&AgentHealth>,
-        now_ms: i64,
+        touches: &[Touch],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// One agent of a project.
@@ -418,8 +430,9 @@ pub trait DeliveryReads: Send + Sync + 'static {
 pub trait Retention: Send + Sync + 'static {
     /// Removes everything older than `cutoff_ms`, in short steps, raising
     /// each instance's watermark to the records it removes and dropping
-    /// series left with no points; stops early (with what it did so far)
-    /// once `stop` fires.
+    /// series whose newest point is more than an hour older than the
+    /// cutoff (none of their points are left); stops early (with what it
+    /// did so far) once `stop` fires.
     fn purge_before(
         &self,
         cutoff_ms: i64,

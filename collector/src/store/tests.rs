@@ -82,10 +82,12 @@ async fn store_one<S: Store>(
     answers[0]
 }
 
+const HOUR_MS: i64 = 3_600_000;
+
 fn all_time() -> Range {
     Range {
         from_ms: 0,
-        to_ms: 100_000,
+        to_ms: 100 * HOUR_MS,
         step_ms: None,
     }
 }
@@ -404,7 +406,12 @@ async fn a_liveness_signal_counts_as_seen_and_stores_nothing<S: Store>(store: Ar
         ..AgentHealth::default()
     };
     store
-        .touch_agent(p.id, r.oid, Some(&health), 20_000)
+        .touch_agents(&[Touch {
+            project_id: p.id,
+            oid: r.oid,
+            health: Some(health.clone()),
+            seen_ms: 20_000,
+        }])
         .await
         .expect("touched");
     assert!(
@@ -421,7 +428,12 @@ async fn a_liveness_signal_counts_as_seen_and_stores_nothing<S: Store>(store: Ar
     assert!(store.delivery(p.id, r.oid).await.expect("q").is_empty());
     let other = store.create_project("o", b"l2", b"t2").await.expect("o");
     store
-        .touch_agent(other.id, r.oid, None, 90_000)
+        .touch_agents(&[Touch {
+            project_id: other.id,
+            oid: r.oid,
+            health: None,
+            seen_ms: 90_000,
+        }])
         .await
         .expect("answered");
     let agent = store.agent(p.id, r.oid).await.expect("q").expect("agent");
@@ -439,7 +451,8 @@ async fn retention_removes_only_old_data_and_purges_empty_series<S: Store>(store
         .register_agent(p.id, &hello("h", INSTANCE), 0)
         .await
         .expect("r");
-    let inserted: Vec<(u64, i64, f64)> = vec![(1, 1000, 1.0), (2, 2000, 2.0), (4, 4000, 4.0)];
+    let inserted: Vec<(u64, i64, f64)> =
+        vec![(1, 1000, 1.0), (2, 2000, 2.0), (4, 2 * HOUR_MS, 4.0)];
     for &(seq, at, value) in &inserted {
         let mut batch = metrics(seq, at, value);
         if seq == 1 {
@@ -451,7 +464,9 @@ async fn retention_removes_only_old_data_and_purges_empty_series<S: Store>(store
         store_one(&*store, p.id, r.oid, INSTANCE, batch, at).await;
     }
     assert_eq!(store.delivery(p.id, r.oid).await.expect("q")[0].missing, 1);
-    let cutoff = 2500;
+    // A series is dropped once its newest point is over an hour older
+    // than the cutoff (a backend may know its newest point that late).
+    let cutoff = HOUR_MS + 2500;
     let purged = store
         .purge_before(cutoff, &tokio_util::sync::CancellationToken::new())
         .await
@@ -480,7 +495,15 @@ async fn retention_removes_only_old_data_and_purges_empty_series<S: Store>(store
         "the empty series went"
     );
     // Storing after the purge still works (the series cache was cleared).
-    let stored = store_one(&*store, p.id, r.oid, INSTANCE, metrics(5, 5000, 5.0), 5000).await;
+    let stored = store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        metrics(5, 3 * HOUR_MS, 5.0),
+        5000,
+    )
+    .await;
     assert_eq!(stored, Stored::NEW);
 }
 
@@ -636,6 +659,28 @@ async fn latest_values_and_snapshots_are_per_agent_and_project<S: Store>(store: 
         recent.iter().all(|l| l.oid == a.oid),
         "b's value is older than the window"
     );
+    // The newest batch lacks the core's series: its value comes from the
+    // batch before.
+    let only_total = IncomingBatch {
+        seq: 6,
+        time_ms: 3500,
+        health: None,
+        payloads: vec![BatchPayload::Metrics {
+            time_ms: 3500,
+            samples: vec![sample("cpu.usage", &[], 8.0)],
+        }],
+    };
+    store_one(&*store, p.id, a.oid, INSTANCE, only_total, 3500).await;
+    let mut mine: Vec<(usize, i64, f64)> = store
+        .latest(p.id, "cpu.usage", 0)
+        .await
+        .expect("q")
+        .iter()
+        .filter(|l| l.oid == a.oid)
+        .map(|l| (l.labels.len(), l.time_ms, l.value))
+        .collect();
+    mine.sort_by_key(|m| m.0);
+    assert_eq!(mine, [(0, 3500, 8.0), (1, 3000, 1.5)]);
     for (seq, at) in [(4u64, 4000i64), (5, 5000)] {
         let snapshot = SnapshotRow {
             time_ms: at,

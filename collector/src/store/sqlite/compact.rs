@@ -236,6 +236,90 @@ pub(super) async fn convert_points_table(writer: &SqlitePool) -> Result<(), Stor
     }
 }
 
+/// Decodes a `readings` blob of schema 3: a version byte (1), then per
+/// point a LEB128 series-id delta and the value's 8 bytes, little endian.
+fn decode_reading(blob: &[u8]) -> Result<Vec<(i64, f64)>, StoreError> {
+    let corrupt = || StoreError::Corrupt("a readings blob does not decode".into());
+    let (&version, mut rest) = blob.split_first().ok_or_else(corrupt)?;
+    if version != 1 {
+        return Err(corrupt());
+    }
+    let mut out = Vec::with_capacity(rest.len() / 9);
+    let mut id = 0u64;
+    while !rest.is_empty() {
+        let mut delta = 0u64;
+        let mut shift = 0;
+        loop {
+            let (&byte, tail) = rest.split_first().ok_or_else(corrupt)?;
+            rest = tail;
+            if shift > 63 {
+                return Err(corrupt());
+            }
+            delta |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        id = id.wrapping_add(delta);
+        let (value, tail) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        rest = tail;
+        out.push((
+            i64::try_from(id).map_err(|_| corrupt())?,
+            f64::from_le_bytes(*value),
+        ));
+    }
+    Ok(out)
+}
+
+/// Moves the rows of schema 3's `readings` (one row per payload, values
+/// as raw f64) into chunks, an agent per transaction, a later row winning
+/// at an equal time, then drops the table. Runs at open, before ingest
+/// starts; a crash midway resumes where it stopped.
+pub(super) async fn convert_readings_table(writer: &SqlitePool) -> Result<(), StoreError> {
+    let table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'readings'",
+    )
+    .fetch_optional(writer)
+    .await?;
+    if table.is_none() {
+        return Ok(());
+    }
+    loop {
+        let mut tx = writer.begin().await?;
+        let oid: Option<i64> = sqlx::query_scalar("SELECT oid FROM readings LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(oid) = oid else {
+            sqlx::query("DROP TABLE readings").execute(&mut *tx).await?;
+            tx.commit().await?;
+            return Ok(());
+        };
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT ts_ms, points FROM readings WHERE oid = ? ORDER BY id")
+                .bind(oid)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut by_series: BTreeMap<i64, BTreeMap<i64, f64>> = BTreeMap::new();
+        for (ts, blob) in rows {
+            for (id, value) in decode_reading(&blob)? {
+                by_series.entry(id).or_default().insert(ts, value);
+            }
+        }
+        let mut chunks = Vec::new();
+        for (id, points) in by_series {
+            let points: Vec<(i64, f64)> = points.into_iter().collect();
+            chunks.extend(cut(id, &points));
+        }
+        write_chunks(&mut tx, &chunks).await?;
+        sqlx::query("DELETE FROM readings WHERE oid = ?")
+            .bind(oid)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+}
+
 /// The background compaction task of one store.
 #[derive(Debug)]
 pub(super) struct Compactor {

@@ -7,6 +7,8 @@
 //! an ack promises the batch survives a power cut, not only a crash; group
 //! commit ([`super::group`]) pays that fsync once for many batches.
 //!
+//! Metric points are packed one row per reading (see [`metrics`]).
+//!
 //! One file per concern: this one opens, migrates and converts errors;
 //! [`registry`], [`sink`] (the exactly-once core), one file per product's
 //! rows and reads ([`metrics`], [`events`], [`infra`]), [`delivery`] and
@@ -121,10 +123,27 @@ CREATE TABLE dedupe_watermarks (
     PRIMARY KEY (oid, instance)
 ) WITHOUT ROWID;
 ",
+    // Points move from one row each (a page written per series per
+    // commit) to one row per reading with the points packed (see
+    // `metrics.rs`); `convert_points` moves existing points over.
+    r"
+CREATE TABLE readings (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    points BLOB NOT NULL
+);
+CREATE INDEX readings_oid_ts ON readings (oid, ts_ms);
+ALTER TABLE series ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE series SET last_ms = COALESCE((SELECT MAX(ts_ms) FROM points WHERE series_id = series.id), 0);
+",
     // Metrics as a head and chunks ([`metrics`], [`compact`]): one head
     // row per metrics payload, compacted later into per-series chunks.
-    // The old `points` rows are moved into chunks at open
-    // (`compact::convert_points_table`), then that table is dropped.
+    // The rows of `points` (schema 1 and 2) and of `readings` (schema 3)
+    // are moved into chunks at open (`compact::convert_points_table`,
+    // `compact::convert_readings_table`), then those tables are dropped;
+    // `series.last_ms` (schema 3) is no longer read or written.
     // Chunks are a rowid table: their blobs run to a few KiB, which a
     // WITHOUT ROWID b-tree would push into overflow pages.
     r"
@@ -216,6 +235,7 @@ impl SqliteStore {
             .await?;
         migrate(&writer).await?;
         compact::convert_points_table(&writer).await?;
+        compact::convert_readings_table(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
@@ -281,4 +301,154 @@ fn to_i64(v: u64) -> i64 {
 
 fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MetricReads, Range};
+
+    /// A store written before readings existed (one row per point) opens
+    /// with its points moved over (into chunks now), values and labels
+    /// intact.
+    #[tokio::test]
+    async fn points_of_an_older_store_are_moved_into_readings() {
+        let dir = std::env::temp_dir().join(format!("sl-store-convert-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("sightline.db"))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("pool");
+        for migration in &MIGRATIONS[..2] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
+                .execute(&pool)
+                .await
+                .expect("old schema");
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(
+            "PRAGMA user_version = 2;
+             INSERT INTO projects VALUES (1, 'p', x'01', x'02', 0);
+             INSERT INTO agents (oid, project_id, product, oname, hostname, os, version, boot_time_ms,
+                 created_time, instance, interval_ms, first_seen_ms, last_seen_ms)
+                 VALUES (7, 1, 'infra', 'h', 'h', 'linux', '0', 0, '', 'i', 1000, 0, 0);
+             INSERT INTO series VALUES (1, 7, 'cpu.usage', '{}'), (2, 7, 'cpu.usage', '{\"cpu\":\"0\"}');
+             INSERT INTO points VALUES (1, 1000, 0.5), (2, 1000, 0.25), (1, 2000, 0.75);",
+        ))
+        .execute(&pool)
+        .await
+        .expect("old rows");
+        pool.close().await;
+
+        let store = SqliteStore::open(&dir).await.expect("opens and converts");
+        let range = Range {
+            from_ms: 0,
+            to_ms: 10_000,
+            step_ms: None,
+        };
+        let mut series = store.metrics(1, 7, "cpu.usage", range).await.expect("q");
+        series.sort_by_key(|s| s.labels.len());
+        assert_eq!(series[0].points, [(1000, 0.5), (2000, 0.75)]);
+        assert_eq!(series[1].points, [(1000, 0.25)]);
+        assert_eq!(series[1].labels.get("cpu").map(String::as_str), Some("0"));
+        store.close().await;
+        // Opening again finds nothing left to convert.
+        let store = SqliteStore::open(&dir).await.expect("opens again");
+        assert_eq!(
+            store
+                .metrics(1, 7, "cpu.usage", range)
+                .await
+                .expect("q")
+                .len(),
+            2
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The series cap holds across a restart (a cold cache reads the
+    /// agent's series once), and existing series still flow.
+    #[tokio::test]
+    async fn the_series_cap_holds_after_a_restart() {
+        use crate::model::{AgentHello, BatchPayload, IncomingBatch, SampleRow};
+        use crate::store::{BatchSink, BatchToStore, Registry, Stored};
+        let dir = std::env::temp_dir().join(format!("sl-store-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let limits = StoreLimits {
+            series_per_agent: 3,
+        };
+        let instance = "0123456789abcdef0123456789abcdef";
+        let batch = |seq: u64, n: usize| BatchToStore {
+            project_id: 1,
+            oid: 1,
+            instance: instance.into(),
+            batch: IncomingBatch {
+                seq,
+                time_ms: seq as i64,
+                health: None,
+                payloads: vec![BatchPayload::Metrics {
+                    time_ms: seq as i64,
+                    samples: (0..n)
+                        .map(|i| SampleRow {
+                            name: "m".into(),
+                            labels: vec![("i".into(), i.to_string())],
+                            value: 1.0,
+                        })
+                        .collect(),
+                }],
+            },
+            received_ms: 0,
+        };
+        let store = SqliteStore::open_with(&dir, limits).await.expect("opens");
+        let p = store.create_project("p", b"l", b"t").await.expect("p");
+        let hello = AgentHello {
+            product: "infra".into(),
+            oname: "h".into(),
+            hostname: "h".into(),
+            os: String::new(),
+            version: String::new(),
+            boot_time_ms: 0,
+            created_time: String::new(),
+            instance: instance.into(),
+            interval_ms: 1000,
+            boot_id: String::new(),
+        };
+        let r = store.register_agent(p.id, &hello, 0).await.expect("r");
+        assert_eq!((p.id, r.oid), (1, 1));
+        let first = store.store_batches(&[batch(1, 2)]).await.expect("stored");
+        assert_eq!(first, [Stored::NEW]);
+        store.close().await;
+
+        let store = SqliteStore::open_with(&dir, limits).await.expect("reopens");
+        let again = store
+            .store_batches(&[batch(2, 5), batch(3, 5)])
+            .await
+            .expect("stored");
+        assert_eq!(
+            again,
+            [
+                Stored::New { samples_refused: 2 },
+                Stored::New { samples_refused: 2 }
+            ],
+            "two series existed, one more fits, two are refused"
+        );
+        let range = crate::store::Range {
+            from_ms: 0,
+            to_ms: 10,
+            step_ms: None,
+        };
+        let series = store.metrics(1, 1, "m", range).await.expect("q");
+        assert_eq!(series.len(), 3);
+        assert!(
+            series
+                .iter()
+                .all(|s| s.points.last().map(|p| p.0) == Some(3))
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{SqliteStore, to_u64};
 use crate::model::{Agent, AgentHealth, AgentHello, EventRow, Project};
-use crate::store::{Registered, Registry, StoreError};
+use crate::store::{Registered, Registry, StoreError, Touch};
 
 /// The columns [`agent_from_row`] reads, as a literal for `concat!`.
 macro_rules! agent_columns {
@@ -160,24 +160,29 @@ impl Registry for SqliteStore {
         })
     }
 
-    async fn touch_agent(
-        &self,
-        project_id: i64,
-        oid: i64,
-        health: Option<&AgentHealth>,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let health = health.map(serde_json::to_string).transpose()?;
-        sqlx::query(
-            "UPDATE agents SET last_seen_ms = MAX(last_seen_ms, ?), health = COALESCE(?, health), quiet = 0
-             WHERE oid = ? AND project_id = ?",
-        )
-        .bind(now_ms)
-        .bind(health)
-        .bind(oid)
-        .bind(project_id)
-        .execute(&self.writer)
-        .await?;
+    async fn touch_agents(&self, touches: &[Touch]) -> Result<(), StoreError> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for touch in touches {
+            let health = touch
+                .health
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?;
+            sqlx::query(
+                "UPDATE agents SET last_seen_ms = MAX(last_seen_ms, ?), health = COALESCE(?, health), quiet = 0
+                 WHERE oid = ? AND project_id = ?",
+            )
+            .bind(touch.seen_ms)
+            .bind(health)
+            .bind(touch.oid)
+            .bind(touch.project_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -575,3 +575,80 @@ async fn the_newest_value_of_each_series_comes_from_the_row_that_has_it() {
         "all in chunks"
     );
 }
+
+/// Schema 3 kept one `readings` row per payload with raw f64 values;
+/// opening it moves them into chunks, a later row winning at one time.
+#[tokio::test]
+async fn a_store_of_the_readings_layout_opens_with_its_points() {
+    let dir = scratch_dir("readings");
+    {
+        std::fs::create_dir_all(&dir).expect("dir");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.join("sightline.db"))
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.expect("pool");
+        for migration in &super::super::MIGRATIONS[..3] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
+                .execute(&pool)
+                .await
+                .expect("old schema");
+        }
+        sqlx::raw_sql(
+            "PRAGMA user_version = 3;
+             INSERT INTO projects VALUES (1, 'p', x'01', x'02', 0);
+             INSERT INTO agents (oid, project_id, product, oname, hostname, os, version,
+                boot_time_ms, created_time, instance, interval_ms, first_seen_ms, last_seen_ms)
+                VALUES (7, 1, 'infra', 'h', 'h', 'linux', '0', 0, '', 'i', 5000, 0, 0);
+             INSERT INTO series (id, oid, name, labels) VALUES (3, 7, 'cpu', '{}'), (130, 7, 'cpu', '{\"cpu\":\"0\"}');",
+        )
+        .execute(&pool)
+        .await
+        .expect("old rows");
+        // Version 1; id 3 (delta 3), 1.5; id 130 (delta 127), 2.5.
+        let blob = |a: f64, b: f64| {
+            let mut v = vec![1u8, 3];
+            v.extend_from_slice(&a.to_le_bytes());
+            v.push(127);
+            v.extend_from_slice(&b.to_le_bytes());
+            v
+        };
+        for (ts, a, b) in [(1000i64, 1.5, 2.5), (2000, 3.5, 4.5), (2000, 5.5, 6.5)] {
+            sqlx::query("INSERT INTO readings (oid, ts_ms, n, points) VALUES (7, ?, 2, ?)")
+                .bind(ts)
+                .bind(blob(a, b))
+                .execute(&pool)
+                .await
+                .expect("reading");
+        }
+        pool.close().await;
+    }
+    let s = Scratch {
+        store: SqliteStore::open(&dir).await.expect("opens"),
+        dir,
+    };
+    let mut series = s
+        .store
+        .metrics(
+            1,
+            7,
+            "cpu",
+            Range {
+                from_ms: 0,
+                to_ms: 10_000,
+                step_ms: None,
+            },
+        )
+        .await
+        .expect("q");
+    series.sort_by_key(|s| s.labels.len());
+    assert_eq!(series[0].points, [(1000, 1.5), (2000, 5.5)]);
+    assert_eq!(series[1].points, [(1000, 2.5), (2000, 6.5)]);
+    assert_eq!(
+        count(
+            &s.store,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'readings'"
+        )
+        .await,
+        0
+    );
+}
