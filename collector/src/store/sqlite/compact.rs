@@ -355,7 +355,10 @@ impl Drop for Compactor {
     }
 }
 
+/// Steps until nothing is ripe, every [`EVERY`]. A failing step is logged
+/// once, not every round, until a step succeeds again.
 async fn run(writer: SqlitePool, stop: CancellationToken) {
+    let mut failing = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -364,10 +367,21 @@ async fn run(writer: SqlitePool, stop: CancellationToken) {
         while !stop.is_cancelled() {
             let now = super::now_ms();
             match step(&writer, now - HORIZON_MS, now - 2 * HORIZON_MS).await {
-                Ok(0) => break,
-                Ok(_) => tokio::task::yield_now().await,
+                Ok(n) => {
+                    if failing {
+                        tracing::info!("Compaction works again.");
+                        failing = false;
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "Compaction step failed.");
+                    if !failing {
+                        tracing::warn!(error = %e, "Compaction step failed; head rows stay readable.");
+                        failing = true;
+                    }
                     break;
                 }
             }
