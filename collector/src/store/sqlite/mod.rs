@@ -12,16 +12,20 @@
 //! One file per concern: this one opens, migrates and converts errors;
 //! [`registry`], [`sink`] (the exactly-once core), one file per product's
 //! rows and reads ([`metrics`], [`events`], [`infra`]), [`delivery`] and
-//! [`retention`]. A new product adds its file and one arm in
+//! [`retention`]. Metrics are a head of one row per payload that
+//! [`compact`] (a background task) moves into per-series chunks; their
+//! byte layouts are in [`points`]. A new product adds its file and one arm in
 //! `sink::store_payload`.
 //!
 //! Every statement is a static string with bound parameters; sqlx never
 //! leaves this module (its errors become [`StoreError`]).
 
+mod compact;
 mod delivery;
 mod events;
 mod infra;
 mod metrics;
+mod points;
 mod registry;
 mod retention;
 mod sink;
@@ -134,6 +138,35 @@ CREATE INDEX readings_oid_ts ON readings (oid, ts_ms);
 ALTER TABLE series ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0;
 UPDATE series SET last_ms = COALESCE((SELECT MAX(ts_ms) FROM points WHERE series_id = series.id), 0);
 ",
+    // Metrics as a head and chunks ([`metrics`], [`compact`]): one head
+    // row per metrics payload, compacted later into per-series chunks.
+    // The rows of `points` (schema 1 and 2) and of `readings` (schema 3)
+    // are moved into chunks at open (`compact::convert_points_table`,
+    // `compact::convert_readings_table`), then those tables are dropped;
+    // `series.last_ms` (schema 3) is no longer read or written.
+    // Chunks are a rowid table: their blobs run to a few KiB, which a
+    // WITHOUT ROWID b-tree would push into overflow pages.
+    r"
+CREATE TABLE metric_rows (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX metric_rows_oid_ts ON metric_rows (oid, ts_ms);
+CREATE INDEX metric_rows_ts ON metric_rows (ts_ms);
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX chunks_series_start ON chunks (series_id, start_ms);
+CREATE INDEX chunks_series_end ON chunks (series_id, end_ms);
+",
 ];
 
 impl From<sqlx::Error> for StoreError {
@@ -165,6 +198,8 @@ pub struct SqliteStore {
     /// sink transaction and of the purge of empty series, so neither sees
     /// the other half done.
     series: tokio::sync::Mutex<metrics::SeriesCache>,
+    /// Moves old head rows into chunks; stopped by [`SqliteStore::close`].
+    compactor: compact::Compactor,
 }
 
 impl SqliteStore {
@@ -199,21 +234,26 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         migrate(&writer).await?;
+        compact::convert_points_table(&writer).await?;
+        compact::convert_readings_table(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteStore {
-            writer,
             reader,
             limits,
             series: tokio::sync::Mutex::new(metrics::SeriesCache::default()),
+            compactor: compact::Compactor::start(writer.clone()),
+            writer,
         })
     }
 
-    /// Closes both pools (waits for in-flight statements).
+    /// Stops compaction after its current step, then closes both pools
+    /// (waits for in-flight statements).
     pub async fn close(&self) {
+        self.compactor.stop().await;
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -245,41 +285,14 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
             .await?;
         tx.commit().await?;
     }
-    convert_points(pool).await
+    Ok(())
 }
 
-/// Moves points kept one per row (before migration 3) into readings, in
-/// one transaction, then drops their table. Does nothing once done.
-async fn convert_points(pool: &SqlitePool) -> Result<(), StoreError> {
-    let exists: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'points'",
-    )
-    .fetch_optional(pool)
-    .await?;
-    if exists.is_none() {
-        return Ok(());
-    }
-    let mut tx = pool.begin().await?;
-    let rows = sqlx::query(
-        "SELECT s.oid, p.ts_ms, p.series_id, p.value FROM points p JOIN series s ON s.id = p.series_id
-         ORDER BY s.oid, p.ts_ms",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut readings: Vec<metrics::Reading> = Vec::new();
-    for row in &rows {
-        use sqlx::Row;
-        let (oid, ts): (i64, i64) = (row.try_get("oid")?, row.try_get("ts_ms")?);
-        let point = (row.try_get("series_id")?, row.try_get("value")?);
-        match readings.last_mut() {
-            Some((o, t, points)) if *o == oid && *t == ts => points.push(point),
-            _ => readings.push((oid, ts, vec![point])),
-        }
-    }
-    metrics::flush(&mut tx, &readings).await?;
-    sqlx::query("DROP TABLE points").execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(())
+/// Now, unix ms.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -296,7 +309,8 @@ mod tests {
     use crate::store::{MetricReads, Range};
 
     /// A store written before readings existed (one row per point) opens
-    /// with its points moved into readings, values and labels intact.
+    /// with its points moved over (into chunks now), values and labels
+    /// intact.
     #[tokio::test]
     async fn points_of_an_older_store_are_moved_into_readings() {
         let dir = std::env::temp_dir().join(format!("sl-store-convert-{}", std::process::id()));

@@ -1,11 +1,98 @@
 //! Retention: removes old points, snapshots, events and batch records in
-//! short transactions, so ingest never waits long. Never loses what dedupe
+//! short transactions, so ingest never waits long. Points go exactly at
+//! the cutoff: whole chunks that end before it are deleted, a chunk across
+//! it is rewritten with only its newer points, head rows before it are
+//! deleted; a series goes when no chunk and no head row holds it. Never loses what dedupe
 //! needs: before a batch record goes, its number is folded into the
 //! instance's watermark, in the same transaction.
 
-use super::SqliteStore;
-use super::metrics::LAST_MS_SLACK;
+use std::collections::HashSet;
+
+use sqlx::sqlite::SqlitePool;
+
+use super::compact::{cut, write_chunks};
+use super::{SqliteStore, points, to_u64};
 use crate::store::{Purged, Retention, StoreError};
+
+/// Series whose chunks one transaction trims.
+const SERIES_PER_STEP: usize = 256;
+
+/// Deletes the chunks of `ids` that end before the cutoff and trims the
+/// one a series may have across it (rewritten without its old points), so
+/// what is kept is exactly the points at or after the cutoff. Returns the
+/// points removed.
+async fn purge_chunks(writer: &SqlitePool, ids: &[i64], cutoff_ms: i64) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    let mut tx = writer.begin().await?;
+    for &id in ids {
+        let whole: Vec<i64> = sqlx::query_scalar(
+            "DELETE FROM chunks WHERE series_id = ? AND end_ms < ? RETURNING points",
+        )
+        .bind(id)
+        .bind(cutoff_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        removed += whole.into_iter().map(to_u64).sum::<u64>();
+        let across: Vec<Vec<u8>> = sqlx::query_scalar(
+            "DELETE FROM chunks WHERE series_id = ? AND start_ms < ? RETURNING data",
+        )
+        .bind(id)
+        .bind(cutoff_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        for blob in across {
+            let mut kept = points::decode_chunk(&blob)?;
+            let before = kept.len();
+            kept.retain(|(ts, _)| *ts >= cutoff_ms);
+            removed += (before - kept.len()) as u64;
+            write_chunks(&mut tx, &cut(id, &kept)).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(removed)
+}
+
+impl SqliteStore {
+    /// Deletes an agent's series that have no chunk and no value in its
+    /// head rows, and clears the sink's cache when it did. Holds the
+    /// series lock throughout, as the sink does for its transaction, so a
+    /// series cannot be used and deleted at once.
+    async fn purge_empty_series(&self, oid: i64) -> Result<u64, StoreError> {
+        let mut cache = self.series.lock().await;
+        let mut tx = self.writer.begin().await?;
+        let empty: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM series s WHERE s.oid = ?
+             AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.series_id = s.id)",
+        )
+        .bind(oid)
+        .fetch_all(&mut *tx)
+        .await?;
+        if empty.is_empty() {
+            return Ok(0);
+        }
+        let mut empty: HashSet<i64> = empty.into_iter().collect();
+        let head: Vec<Vec<u8>> = sqlx::query_scalar("SELECT data FROM metric_rows WHERE oid = ?")
+            .bind(oid)
+            .fetch_all(&mut *tx)
+            .await?;
+        for blob in head {
+            for (id, _) in points::decode_row(&blob)? {
+                empty.remove(&id);
+            }
+        }
+        for &id in &empty {
+            sqlx::query("DELETE FROM series WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        if !empty.is_empty() {
+            cache.clear();
+        }
+        Ok(empty.len() as u64)
+    }
+}
 
 impl Retention for SqliteStore {
     async fn purge_before(
@@ -14,44 +101,40 @@ impl Retention for SqliteStore {
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Purged, StoreError> {
         let mut purged = Purged::default();
-        let agents: Vec<i64> = sqlx::query_scalar("SELECT oid FROM agents")
+        let series: Vec<i64> = sqlx::query_scalar("SELECT id FROM series ORDER BY id")
             .fetch_all(&self.reader)
             .await?;
-        // One short transaction per agent.
+        for ids in series.chunks(SERIES_PER_STEP) {
+            if stop.is_cancelled() {
+                return Ok(purged);
+            }
+            purged.points += purge_chunks(&self.writer, ids, cutoff_ms).await?;
+        }
+        loop {
+            if stop.is_cancelled() {
+                return Ok(purged);
+            }
+            let removed: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM metric_rows WHERE id IN
+                    (SELECT id FROM metric_rows WHERE ts_ms < ? LIMIT 2000)
+                 RETURNING points",
+            )
+            .bind(cutoff_ms)
+            .fetch_all(&self.writer)
+            .await?;
+            if removed.is_empty() {
+                break;
+            }
+            purged.points += removed.into_iter().map(to_u64).sum::<u64>();
+        }
+        let agents: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT oid FROM series")
+            .fetch_all(&self.reader)
+            .await?;
         for oid in agents {
             if stop.is_cancelled() {
                 return Ok(purged);
             }
-            let mut tx = self.writer.begin().await?;
-            let points: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(n), 0) FROM readings WHERE oid = ? AND ts_ms < ?",
-            )
-            .bind(oid)
-            .bind(cutoff_ms)
-            .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM readings WHERE oid = ? AND ts_ms < ?")
-                .bind(oid)
-                .bind(cutoff_ms)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            purged.points += super::to_u64(points);
-        }
-        {
-            // Series with no point left: their last_ms (which may lag by
-            // the slack) is older than the cutoff by more than the slack.
-            // The sink holds this lock for its whole transaction, and its
-            // cache goes with the series.
-            let mut cache = self.series.lock().await;
-            purged.series = sqlx::query("DELETE FROM series WHERE last_ms < ?")
-                .bind(cutoff_ms.saturating_sub(LAST_MS_SLACK))
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
-            if purged.series > 0 {
-                cache.clear();
-            }
+            purged.series += self.purge_empty_series(oid).await?;
         }
         purged.snapshots = sqlx::query("DELETE FROM process_snapshots WHERE ts_ms < ?")
             .bind(cutoff_ms)

@@ -4,23 +4,24 @@
 //! [`store_payload`].
 //!
 //! Few statements per group (each one crosses to sqlx's SQLite thread):
-//! one per batch for its record, the readings of the whole group together,
-//! one update per agent for its last-seen time and health.
+//! one per batch for its record, the head rows of the whole group together
+//! (one row per metrics payload, [`super::metrics`]), one update per agent
+//! for its last-seen time and health.
 
 use std::collections::HashMap;
 
 use sqlx::{Sqlite, Transaction};
 
-use super::metrics::{PendingSeries, Reading};
+use super::metrics::{HeadRows, PendingSeries};
 use super::{SqliteStore, to_i64};
 use crate::model::{AgentHealth, BatchPayload};
 use crate::store::{BatchSink, BatchToStore, StoreError, Stored};
 
-/// What one group writes besides records: metric readings, and per agent
-/// its newest time and health.
+/// What one group writes besides records: a head row per metrics
+/// payload, and per agent its newest time and health.
 #[derive(Default)]
 struct GroupRows {
-    readings: Vec<Reading>,
+    head: HeadRows,
     seen: HashMap<i64, (i64, Option<AgentHealth>)>,
 }
 
@@ -34,8 +35,7 @@ impl BatchSink for SqliteStore {
         for item in group {
             answers.push(store_one(&mut tx, &mut pending, &mut rows, item).await?);
         }
-        super::metrics::flush(&mut tx, &rows.readings).await?;
-        pending.write_last_ms(&mut tx).await?;
+        super::metrics::flush(&mut tx, &rows.head).await?;
         for (oid, (seen_ms, health)) in rows.seen {
             let health = health.as_ref().map(serde_json::to_string).transpose()?;
             sqlx::query(
@@ -107,8 +107,7 @@ async fn store_payload(
 ) -> Result<u64, StoreError> {
     match payload {
         BatchPayload::Metrics { time_ms, samples } => {
-            super::metrics::insert(tx, series, &mut rows.readings, item.oid, *time_ms, samples)
-                .await
+            super::metrics::insert(tx, series, &mut rows.head, item.oid, *time_ms, samples).await
         }
         BatchPayload::Events(events) => {
             for event in events {
