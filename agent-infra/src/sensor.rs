@@ -209,7 +209,7 @@ impl SensorSet {
                 if !handle.is_finished() {
                     continue;
                 }
-                // The late run finished: take the collector back, drop its
+                // The late run finished: take the sensor back, drop its
                 // stale reading.
                 if let Some(handle) = slot.running.take()
                     && let Ok((sensor, _stale)) = handle.await

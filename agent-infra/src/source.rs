@@ -1,4 +1,4 @@
-//! The server agent's loop: every interval, run the collectors, report the
+//! The server agent's loop: every interval, run the sensors, report the
 //! metrics and the top processes, and raise threshold events with a load
 //! snapshot. At start, compare the kernel's boot id with the one remembered
 //! in `data.dir` to tell a reboot.

@@ -1,14 +1,14 @@
 //! Use of every real mounted filesystem, computed as `df` computes it.
 //!
 //! A hung network mount must never stall the agent. `statfs` on a network
-//! or FUSE filesystem runs on a thread of its own, and the collector waits
+//! or FUSE filesystem runs on a thread of its own, and the sensor waits
 //! for it only briefly ([`FIRST_WAIT`]) in the cycle that started it; an
 //! answer that comes later is used in the next cycle. A probe still
 //! unanswered after `fs.timeout` makes the mount unresponsive
 //! (`disk.responsive` 0 and one `mount.unresponsive` event), and no second
 //! probe is started until it returns, so stuck threads never pile up and a
 //! hung mount costs the other metrics nothing. Local filesystems are probed
-//! inline; the collector's own deadline covers them.
+//! inline; the sensor's own deadline covers them.
 
 use std::collections::HashMap;
 use std::io;
