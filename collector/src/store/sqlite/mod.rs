@@ -123,27 +123,11 @@ CREATE TABLE dedupe_watermarks (
     PRIMARY KEY (oid, instance)
 ) WITHOUT ROWID;
 ",
-    // Points move from one row each (a page written per series per
-    // commit) to one row per reading with the points packed (see
-    // `metrics.rs`); `convert_points` moves existing points over.
-    r"
-CREATE TABLE readings (
-    id INTEGER PRIMARY KEY,
-    oid INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    points BLOB NOT NULL
-);
-CREATE INDEX readings_oid_ts ON readings (oid, ts_ms);
-ALTER TABLE series ADD COLUMN last_ms INTEGER NOT NULL DEFAULT 0;
-UPDATE series SET last_ms = COALESCE((SELECT MAX(ts_ms) FROM points WHERE series_id = series.id), 0);
-",
     // Metrics as a head and chunks ([`metrics`], [`compact`]): one head
     // row per metrics payload, compacted later into per-series chunks.
-    // The rows of `points` (schema 1 and 2) and of `readings` (schema 3)
-    // are moved into chunks at open (`compact::convert_points_table`,
-    // `compact::convert_readings_table`), then those tables are dropped;
-    // `series.last_ms` (schema 3) is no longer read or written.
+    // The rows of the first schema's `points` (one row per point, a page
+    // written per series per commit) are moved into chunks at open
+    // (`compact::convert_points_table`), then that table is dropped.
     // Chunks are a rowid table: their blobs run to a few KiB, which a
     // WITHOUT ROWID b-tree would push into overflow pages.
     r"
@@ -235,7 +219,6 @@ impl SqliteStore {
             .await?;
         migrate(&writer).await?;
         compact::convert_points_table(&writer).await?;
-        compact::convert_readings_table(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
@@ -308,11 +291,11 @@ mod tests {
     use super::*;
     use crate::store::{MetricReads, Range};
 
-    /// A store written before readings existed (one row per point) opens
-    /// with its points moved over (into chunks now), values and labels
-    /// intact.
+    /// A store of the first schema (one `points` row per point, the one
+    /// released before the head and chunks) opens with its points moved
+    /// into chunks, values and labels intact, and the old table gone.
     #[tokio::test]
-    async fn points_of_an_older_store_are_moved_into_readings() {
+    async fn points_of_a_first_schema_store_are_moved_into_chunks() {
         let dir = std::env::temp_dir().join(format!("sl-store-convert-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
@@ -324,14 +307,12 @@ mod tests {
             .connect_with(options)
             .await
             .expect("pool");
-        for migration in &MIGRATIONS[..2] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*migration))
-                .execute(&pool)
-                .await
-                .expect("old schema");
-        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(MIGRATIONS[0]))
+            .execute(&pool)
+            .await
+            .expect("old schema");
         sqlx::raw_sql(sqlx::AssertSqlSafe(
-            "PRAGMA user_version = 2;
+            "PRAGMA user_version = 1;
              INSERT INTO projects VALUES (1, 'p', x'01', x'02', 0);
              INSERT INTO agents (oid, project_id, product, oname, hostname, os, version, boot_time_ms,
                  created_time, instance, interval_ms, first_seen_ms, last_seen_ms)
@@ -355,6 +336,13 @@ mod tests {
         assert_eq!(series[0].points, [(1000, 0.5), (2000, 0.75)]);
         assert_eq!(series[1].points, [(1000, 0.25)]);
         assert_eq!(series[1].labels.get("cpu").map(String::as_str), Some("0"));
+        let old_table: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'points'",
+        )
+        .fetch_optional(&store.reader)
+        .await
+        .expect("schema");
+        assert_eq!(old_table, None, "the old table is gone");
         store.close().await;
         // Opening again finds nothing left to convert.
         let store = SqliteStore::open(&dir).await.expect("opens again");
