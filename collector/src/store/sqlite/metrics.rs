@@ -142,40 +142,44 @@ impl<'a> PendingSeries<'a> {
     }
 }
 
-/// `n` placeholder rows `(?, ?, ?)` for a multi-row insert, as a literal.
-macro_rules! series_rows {
-    (8) => {
-        "(?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?), (?, ?, ?)"
-    };
-    (64) => {
+/// `n` copies of the placeholder row `$row` for a multi-row insert, as a
+/// literal: fixed sizes keep every statement a static string.
+macro_rules! rows {
+    (8, $row:literal) => {
         concat!(
-            series_rows!(8),
+            $row, ", ", $row, ", ", $row, ", ", $row, ", ", $row, ", ", $row, ", ", $row, ", ",
+            $row
+        )
+    };
+    (64, $row:literal) => {
+        concat!(
+            rows!(8, $row),
             ", ",
-            series_rows!(8),
+            rows!(8, $row),
             ", ",
-            series_rows!(8),
+            rows!(8, $row),
             ", ",
-            series_rows!(8),
+            rows!(8, $row),
             ", ",
-            series_rows!(8),
+            rows!(8, $row),
             ", ",
-            series_rows!(8),
+            rows!(8, $row),
             ", ",
-            series_rows!(8),
+            rows!(8, $row),
             ", ",
-            series_rows!(8)
+            rows!(8, $row)
         )
     };
 }
 
 const INSERT_SERIES_64: &str = concat!(
     "INSERT INTO series (oid, name, labels) VALUES ",
-    series_rows!(64),
+    rows!(64, "(?, ?, ?)"),
     " RETURNING id, name, labels"
 );
 const INSERT_SERIES_8: &str = concat!(
     "INSERT INTO series (oid, name, labels) VALUES ",
-    series_rows!(8),
+    rows!(8, "(?, ?, ?)"),
     " RETURNING id, name, labels"
 );
 const INSERT_SERIES_1: &str =
@@ -189,43 +193,17 @@ fn labels_json(labels: &[(String, String)]) -> String {
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
 }
 
-/// `n` placeholder rows `(?, ?, ?, ?)` for a multi-row insert, as a literal.
-macro_rules! head_rows {
-    (8) => {
-        "(?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?), (?, ?, ?, ?)"
-    };
-    (64) => {
-        concat!(
-            head_rows!(8),
-            ", ",
-            head_rows!(8),
-            ", ",
-            head_rows!(8),
-            ", ",
-            head_rows!(8),
-            ", ",
-            head_rows!(8),
-            ", ",
-            head_rows!(8),
-            ", ",
-            head_rows!(8),
-            ", ",
-            head_rows!(8)
-        )
-    };
-}
-
 /// Head rows in one statement: fixed sizes, so every statement stays a
 /// static string (and a prepared statement sqlx caches). Each statement
 /// crosses to sqlx's SQLite thread and back, which costs more than
 /// SQLite's own work: a group's rows go in as few statements as possible.
 const INSERT_HEAD_64: &str = concat!(
     "INSERT INTO metric_rows (oid, ts_ms, points, data) VALUES ",
-    head_rows!(64)
+    rows!(64, "(?, ?, ?, ?)")
 );
 const INSERT_HEAD_8: &str = concat!(
     "INSERT INTO metric_rows (oid, ts_ms, points, data) VALUES ",
-    head_rows!(8)
+    rows!(8, "(?, ?, ?, ?)")
 );
 const INSERT_HEAD_1: &str =
     "INSERT INTO metric_rows (oid, ts_ms, points, data) VALUES (?, ?, ?, ?)";
