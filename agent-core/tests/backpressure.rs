@@ -22,11 +22,8 @@ use tokio::time::Instant;
 
 use agent_core::domain::{Event, Payload, Severity, event_names};
 use agent_core::health::AgentCounters;
-use agent_core::license::License;
-use agent_core::pipeline::{self, Output, SharedSpool};
-use agent_core::settings::{Compression, ServerSettings};
-use agent_core::spool::{Spool, SpoolFull, Sync};
-use agent_core::transport::{AgentIdentity, Transport};
+use agent_core::pipeline::SharedSpool;
+use agent_core::spool::{Spool, Sync};
 use sightline_proto::metadata;
 use sightline_proto::v1::{
     self as pb,
@@ -35,6 +32,9 @@ use sightline_proto::v1::{
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+
+mod support;
+use support::{start_pipeline, transport};
 
 #[derive(Default)]
 struct Script {
@@ -117,20 +117,11 @@ async fn retry_after_and_slow_down_are_obeyed() {
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     tokio::spawn(server);
 
-    let dir = std::env::temp_dir().join(format!("sl-backpressure-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = support::temp_dir("backpressure", "retry");
     let counters = Arc::new(AgentCounters::default());
     let spool = Spool::open(&dir.join("spool"), 1 << 20, Sync::Normal).expect("spool");
     let spool = SharedSpool::new(spool, counters.clone());
-    let (out, inbox) = Output::channel("infra", counters.clone());
-    tokio::spawn(pipeline::run(
-        inbox,
-        spool.clone(),
-        counters.clone(),
-        SpoolFull::DropOldest,
-        "infra",
-        CancellationToken::new(),
-    ));
+    let out = start_pipeline(&spool, &counters, "infra");
     let event = || {
         Payload::Events(vec![Event::now(
             event_names::AGENT_STARTED,
@@ -138,31 +129,14 @@ async fn retry_after_and_slow_down_are_obeyed() {
             "x",
         )])
     };
-    let transport = Transport {
-        server: ServerSettings {
-            host: "127.0.0.1".into(),
-            port,
-            tls: None,
-            compression: Compression::None,
-            timeout: Duration::from_secs(3),
-        },
-        license: License::generate().expect("license"),
-        identity: AgentIdentity {
-            product: "infra",
-            oname: "test".into(),
-            hostname: "test".into(),
-            os: "linux".into(),
-            version: "0",
-            boot_time_ms: 0,
-            created_time: String::new(),
-            instance: "00112233445566778899aabbccddeeff".into(),
-            // Longer than the test: no liveness signal gets in the way.
-            interval: Duration::from_secs(60),
-        },
-        spool: spool.clone(),
-        counters: counters.clone(),
-        data_dir: dir.clone(),
-    };
+    // Longer than the test: no liveness signal gets in the way.
+    let transport = transport(
+        port,
+        &dir,
+        spool.clone(),
+        counters.clone(),
+        Duration::from_secs(60),
+    );
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(transport.run(shutdown.clone()));
     // One batch; once it is acked (asking for 400 ms of quiet), two more.

@@ -12,18 +12,14 @@
 //! On tokio's paused clock, as `backpressure.rs` (see there why that holds
 //! with an in-process server).
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
 use agent_core::domain::{Event, Payload, Severity};
 use agent_core::health::AgentCounters;
-use agent_core::license::License;
-use agent_core::pipeline::{self, Output, SharedSpool};
-use agent_core::settings::{Compression, ServerSettings};
-use agent_core::spool::{Spool, SpoolFull, SpoolOptions, Sync};
-use agent_core::transport::{AgentIdentity, Transport};
+use agent_core::pipeline::SharedSpool;
+use agent_core::spool::{Spool, SpoolOptions, Sync};
 use sightline_proto::metadata;
 use sightline_proto::v1::{
     self as pb,
@@ -32,6 +28,13 @@ use sightline_proto::v1::{
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+
+mod support;
+use support::{start_pipeline, transport};
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    support::temp_dir("sessions", name)
+}
 
 #[derive(Default)]
 struct Record {
@@ -150,45 +153,6 @@ async fn fake_server_with(acks: Option<Arc<tokio::sync::Semaphore>>) -> (u16, Ar
     (port, record)
 }
 
-fn transport(
-    port: u16,
-    dir: &Path,
-    spool: SharedSpool,
-    counters: Arc<AgentCounters>,
-    interval: Duration,
-) -> Transport {
-    Transport {
-        server: ServerSettings {
-            host: "127.0.0.1".into(),
-            port,
-            tls: None,
-            compression: Compression::None,
-            timeout: Duration::from_secs(3),
-        },
-        license: License::generate().expect("license"),
-        identity: AgentIdentity {
-            product: "infra",
-            oname: "test".into(),
-            hostname: "test".into(),
-            os: "linux".into(),
-            version: "0",
-            boot_time_ms: 0,
-            created_time: String::new(),
-            instance: String::new(),
-            interval,
-        },
-        spool,
-        counters,
-        data_dir: dir.to_path_buf(),
-    }
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sl-sessions-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 fn event_batch(seq: u64) -> Vec<u8> {
     use agent_core::transport::wire;
     let event = Payload::Events(vec![Event::now("test.event", Severity::Info, "x")]);
@@ -294,15 +258,7 @@ async fn an_idle_agent_sends_liveness_not_spooled_not_acked() {
     let counters = Arc::new(AgentCounters::default());
     let spool = Spool::open(&dir.join("spool"), 1 << 20, Sync::Normal).expect("spool");
     let spool = SharedSpool::new(spool, counters.clone());
-    let (out, inbox) = Output::channel("infra", counters.clone());
-    tokio::spawn(pipeline::run(
-        inbox,
-        spool.clone(),
-        counters.clone(),
-        SpoolFull::DropOldest,
-        "infra",
-        CancellationToken::new(),
-    ));
+    let out = start_pipeline(&spool, &counters, "infra");
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(
         transport(
@@ -387,15 +343,7 @@ async fn batches_in_flight_are_not_evicted_and_settle_as_acked() {
     options.counters = Some(counters.clone());
     let spool = Spool::open_with(&dir.join("spool"), options).expect("spool");
     let spool = SharedSpool::new(spool, counters.clone());
-    let (out, inbox) = Output::channel("main", counters.clone());
-    tokio::spawn(pipeline::run(
-        inbox,
-        spool.clone(),
-        counters.clone(),
-        SpoolFull::DropOldest,
-        "main",
-        CancellationToken::new(),
-    ));
+    let out = start_pipeline(&spool, &counters, "main");
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(
         transport(
