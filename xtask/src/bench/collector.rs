@@ -36,8 +36,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::{
-    Goal, Row, Running, cpu_seconds, cpu_seconds_by_thread, free_port, now_ms, peak_rss,
-    print_json, print_table,
+    Goal, Row, Running, StartedCollector, cpu_seconds, cpu_seconds_by_thread, free_port, now_ms,
+    peak_rss, print_json, print_table, start_collector,
 };
 use crate::process::{cargo, terminate, wait_exit};
 use crate::test::{Package, ensure};
@@ -433,49 +433,19 @@ fn http_client() -> ureq::Agent {
 
 fn measure_collector(bin: &Path, scratch: &Path, options: &Options) -> Result<Measured> {
     let data = scratch.join("collector");
-    let out = Command::new(bin.join("sightline-collector"))
-        .args(["project", "create", "bench", "--data"])
-        .arg(&data)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "project create failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8(out.stdout)?;
-    let field = |key: &str| -> Result<String> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(str::to_string)
-            .with_context(|| format!("project create printed no {key}"))
-    };
-    let (license, token) = (field("license=")?, field("token=")?);
-    let log = fs::File::create(scratch.join("collector.log"))?;
-    let mut collector = Command::new(bin.join("sightline-collector"))
-        .args([
-            "serve",
-            "--grpc",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(collector.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let StartedCollector {
+        child: collector,
+        license,
+        token,
+        grpc,
+        http,
+    } = start_collector(
+        bin,
+        &data,
+        fs::File::create(scratch.join("collector.log"))?.into(),
+    )?;
     let pid = collector.id();
     let mut running = Running(vec![collector]);
-    let addr = |key: &str| -> Result<String> {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .map(str::to_string)
-            .with_context(|| format!("no {key} in '{line}'"))
-    };
-    let (grpc, http) = (addr("grpc=")?, addr("http=")?);
     eprintln!(
         "collector: grpc={grpc} http={http}, data in {}",
         data.display()

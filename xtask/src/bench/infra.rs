@@ -13,14 +13,16 @@
 //! cycles; peak RSS is `VmHWM`.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Goal, Row, Running, cpu_seconds, free_port, peak_rss, print_json, print_table};
+use super::{
+    Goal, Row, Running, StartedCollector, cpu_seconds, free_port, peak_rss, print_json,
+    print_table, start_collector,
+};
 use crate::process::cargo;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
@@ -85,43 +87,13 @@ fn measure(
     cycles: u32,
 ) -> Result<(Vec<Row>, usize, usize)> {
     let data = scratch.join("collector");
-    let out = Command::new(bin.join("sightline-collector"))
-        .args(["project", "create", "bench", "--data"])
-        .arg(&data)
-        .output()?;
-    let text = String::from_utf8(out.stdout)?;
-    let license = text
-        .lines()
-        .find_map(|l| l.strip_prefix("license="))
-        .context("license")?
-        .to_string();
-    let token = text
-        .lines()
-        .find_map(|l| l.strip_prefix("token="))
-        .context("token")?
-        .to_string();
-    let mut collector = Command::new(bin.join("sightline-collector"))
-        .args([
-            "serve",
-            "--grpc",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(&data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(collector.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let addr = |key: &str| -> Result<String> {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .map(str::to_string)
-            .with_context(|| format!("no {key} in {line}"))
-    };
-    let (grpc, http) = (addr("grpc=")?, addr("http=")?);
+    let StartedCollector {
+        child: collector,
+        license,
+        token,
+        grpc,
+        http,
+    } = start_collector(bin, &data, Stdio::null())?;
     let port = grpc.rsplit_once(':').map(|(_, p)| p).context("port")?;
     let conf = scratch.join("infra.conf");
     fs::write(

@@ -15,9 +15,10 @@ mod infra;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -118,6 +119,70 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A collector started for a bench: a fresh project in `data`, both ports
+/// picked by the kernel on loopback.
+struct StartedCollector {
+    child: Child,
+    license: String,
+    token: String,
+    /// `host:port` of gRPC.
+    grpc: String,
+    /// `host:port` of the HTTP API.
+    http: String,
+}
+
+/// Creates a project in `data` and starts `serve` on it, its stderr to
+/// `log`; returns once it prints where it listens.
+fn start_collector(bin: &Path, data: &Path, log: Stdio) -> Result<StartedCollector> {
+    let out = Command::new(bin.join("sightline-collector"))
+        .args(["project", "create", "bench", "--data"])
+        .arg(data)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "project create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let field = |key: &str| -> Result<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::to_string)
+            .with_context(|| format!("project create printed no {key}"))
+    };
+    let (license, token) = (field("license=")?, field("token=")?);
+    let mut child = Command::new(bin.join("sightline-collector"))
+        .args([
+            "serve",
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let addr = |key: &str| -> Result<String> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_string)
+            .with_context(|| format!("no {key} in '{line}'"))
+    };
+    let (grpc, http) = (addr("grpc=")?, addr("http=")?);
+    Ok(StartedCollector {
+        child,
+        license,
+        token,
+        grpc,
+        http,
+    })
 }
 
 fn free_port() -> Result<u16> {
