@@ -68,7 +68,7 @@ pub async fn run<C: SourceConfig>(
     let options = SpoolOptions {
         max_bytes: common.spool_max,
         sync: common.spool_sync,
-        boot_id: (!boot_id.is_empty()).then_some(boot_id),
+        boot_id: (!boot_id.is_empty()).then(|| boot_id.clone()),
         counters: Some(counters.clone()),
     };
     // The instance lives in the spool's folder: wiping the spool (to free
@@ -80,7 +80,6 @@ pub async fn run<C: SourceConfig>(
             path: "spool".into(),
             source: std::io::Error::other(e.to_string()),
         })??;
-    let instance = spool.current_instance().1.to_string();
     tracing::info!(
         product = C::PRODUCT,
         version = env!("CARGO_PKG_VERSION"),
@@ -127,8 +126,9 @@ pub async fn run<C: SourceConfig>(
             version: env!("CARGO_PKG_VERSION"),
             boot_time_ms: identity::boot_time_ms(),
             created_time: common.created_time.clone(),
-            instance,
+            instance: String::new(),
             interval,
+            boot_id,
         },
         spool: spool.clone(),
         counters: counters.clone(),

@@ -334,6 +334,7 @@ fn probe_identity(product: Product, config: &Config) -> AgentIdentity {
         created_time: config.get("createdtime").unwrap_or_default(),
         instance: String::new(),
         interval: Duration::ZERO,
+        boot_id: identity::boot_id(),
     }
 }
 

@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -115,7 +115,10 @@ impl SharedSpool {
             .store(spool.len() as u64, Relaxed);
         self.counters.spool_bytes.store(spool.bytes(), Relaxed);
         if spool.bytes() < bytes_before {
-            self.freed.notify_waiters();
+            // One waiter (the pipeline); a permit stored while it is not
+            // waiting yet is what makes a wake-up between its room check
+            // and its wait impossible to lose.
+            self.freed.notify_one();
         }
     }
 
@@ -402,7 +405,6 @@ pub async fn run(
                     tokio::select! {
                         () = stop.cancelled() => abandoned += blocked.abandon(&counters),
                         () = spool.freed.notified() => pending = Some(blocked),
-                        () = tokio::time::sleep(Duration::from_millis(100)) => pending = Some(blocked),
                     }
                 }
                 Ok(Err(e)) | Err(e) => {

@@ -937,15 +937,17 @@ impl Spool {
 
     fn write_batch(&self, key: Key, meta: &BatchMeta, payload: &[u8]) -> Result<(), SpoolError> {
         let instance = self.instances.get(&key.epoch).map_or("", String::as_str);
-        let mut body = Vec::with_capacity(meta_len(meta) + payload.len());
-        encode_meta(&mut body, instance, key.seq, meta);
-        let meta_bytes = body.len();
-        body.extend_from_slice(payload);
-        let mut contents = Vec::with_capacity(HEADER_LEN + body.len());
+        // Header (magic, CRC placeholder, metadata length), then the body:
+        // metadata and payload, written once; the CRC covers the body.
+        let mut contents = Vec::with_capacity(HEADER_LEN + meta_len(meta) + payload.len());
         contents.extend_from_slice(MAGIC);
-        contents.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        contents.extend_from_slice(&(meta_bytes as u32).to_le_bytes());
-        contents.extend_from_slice(&body);
+        contents.extend_from_slice(&[0; 8]);
+        encode_meta(&mut contents, instance, key.seq, meta);
+        let meta_bytes = contents.len() - HEADER_LEN;
+        contents.extend_from_slice(payload);
+        let crc = crc32fast::hash(&contents[HEADER_LEN..]);
+        contents[4..8].copy_from_slice(&crc.to_le_bytes());
+        contents[8..12].copy_from_slice(&(meta_bytes as u32).to_le_bytes());
         write_file(&self.batch_path(key), &contents, self.sync)
     }
 
@@ -1171,13 +1173,14 @@ pub struct SpooledFile {
 /// Reads one `.batch` file: `None` when it is not a whole, undamaged batch
 /// file of this format.
 pub fn read_spooled_file(path: &Path) -> Option<SpooledFile> {
-    let header = read_header(path)?;
     let contents = fs::read(path).ok()?;
-    let batch = check_file(&contents)?.to_vec();
+    let batch = check_file(&contents)?;
+    let meta_len = contents.len() - HEADER_LEN - batch.len();
+    let (instance, seq, _) = decode_meta(&contents[HEADER_LEN..HEADER_LEN + meta_len])?;
     Some(SpooledFile {
-        instance: header.instance,
-        seq: header.seq,
-        batch,
+        instance,
+        seq,
+        batch: batch.to_vec(),
     })
 }
 

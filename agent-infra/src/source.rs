@@ -62,7 +62,7 @@ pub async fn run(
             samples: reading.samples,
         })];
         if let Some(table) = &reading.processes {
-            payloads.push(processes_payload(&table.top(settings.process_top)));
+            payloads.push(processes_payload(table.top(settings.process_top)));
         }
         let mut events = reading.events;
         // One load snapshot per cycle at most, shared by every threshold
@@ -83,7 +83,7 @@ pub async fn run(
             }
         }
         if let Some(full) = full {
-            payloads.push(processes_payload(&full));
+            payloads.push(processes_payload(full));
         }
         if !events.is_empty() {
             payloads.push(Payload::Events(events));

@@ -8,16 +8,17 @@ use sightline_proto::v1 as pb;
 
 use crate::processes::{ProcessInfo, ProcessSnapshot};
 
-/// A process snapshot as a payload agent-core can carry.
-pub fn processes_payload(snapshot: &ProcessSnapshot) -> Payload {
+/// A process snapshot as a payload agent-core can carry; its strings move
+/// into the message, not copied.
+pub fn processes_payload(snapshot: ProcessSnapshot) -> Payload {
     let message = pb::ProcessSnapshot {
         reason: snapshot.reason.as_str().to_string(),
-        processes: snapshot.processes.iter().map(process_to_wire).collect(),
-        state_counts: snapshot
-            .state_counts
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
+        processes: snapshot
+            .processes
+            .into_iter()
+            .map(process_to_wire)
             .collect(),
+        state_counts: snapshot.state_counts.into_iter().collect(),
         total: snapshot.total,
         time_ms: unix_ms(snapshot.time),
     };
@@ -29,17 +30,17 @@ pub fn processes_payload(snapshot: &ProcessSnapshot) -> Payload {
     ))
 }
 
-fn process_to_wire(p: &ProcessInfo) -> pb::Process {
+fn process_to_wire(p: ProcessInfo) -> pb::Process {
     pb::Process {
         pid: p.pid,
-        name: p.name.clone(),
-        user: p.user.clone(),
-        cmdline: p.cmdline.clone(),
+        name: p.name,
+        user: p.user,
+        cmdline: p.cmdline,
         cpu_pct: p.cpu_pct,
         rss_bytes: p.rss_bytes,
         mem_pct: p.mem_pct,
         threads: p.threads,
-        state: p.state.clone(),
+        state: p.state,
     }
 }
 
@@ -72,7 +73,7 @@ mod tests {
             state_counts: BTreeMap::from([("running".to_string(), 1)]),
             total: 1,
         };
-        let parts = encode_payload(&processes_payload(&snapshot), 1 << 20).expect("fits");
+        let parts = encode_payload(&processes_payload(snapshot.clone()), 1 << 20).expect("fits");
         let batch =
             decode_batch(&encode_batch(1, time, &Health::default(), &parts)).expect("decodes");
         let Some(pb::payload::Kind::Processes(p)) = batch.payloads[0].kind.clone() else {

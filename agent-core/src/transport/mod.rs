@@ -142,10 +142,13 @@ pub struct AgentIdentity {
     pub boot_time_ms: i64,
     /// `createdtime` from the config.
     pub created_time: String,
-    /// The spool instance id.
+    /// The spool instance of the session's batches: set per session from
+    /// the spool (empty for a probe).
     pub instance: String,
     /// The collection interval.
     pub interval: Duration,
+    /// The kernel's boot id, read once at start ([`identity::boot_id`]).
+    pub boot_id: String,
 }
 
 /// Connects to the collector (TCP, TLS when on, HTTP/2), bounded by
@@ -200,7 +203,7 @@ pub async fn hello(
         instance: who.instance.clone(),
         interval_ms: u32::try_from(who.interval.as_millis()).unwrap_or(u32::MAX),
         probe,
-        boot_id: identity::boot_id(),
+        boot_id: who.boot_id.clone(),
     });
     request.set_timeout(limit);
     insert_metadata(&mut request, metadata::LICENSE, license.expose())?;

@@ -71,6 +71,7 @@ pub fn transport(
             // Set per session from the spool.
             instance: String::new(),
             interval,
+            boot_id: agent_core::identity::boot_id(),
         },
         spool,
         counters,
