@@ -339,13 +339,20 @@ impl Spooling {
                 records: if last { self.records } else { 0 },
                 cursor: if last { self.cursor.clone() } else { None },
             };
+            // The number `append` gives next: known here, under the same
+            // lock, so the exact size can be checked for room before
+            // appending (checked again when the number is handed over).
             let seq = spool.last_seq() + 1;
             let bytes = wire::encode_batch(seq, self.time, &counters.snapshot(), &part);
             if policy == SpoolFull::Block && !spool.has_room(Spool::file_len(bytes.len(), &meta)) {
                 self.parts.push_front(part);
                 return Ok(Some(self));
             }
-            if let Err(e) = spool.append(meta, Some(self.tracker.clone()), |_| bytes) {
+            let appended = spool.append(meta, Some(self.tracker.clone()), |assigned| {
+                assert_eq!(assigned, seq, "the spool numbered the batch as announced");
+                bytes
+            });
+            if let Err(e) = appended {
                 // The rest of this send is lost with the failed part.
                 let rest = self.parts.len() as u64;
                 for _ in 0..rest {
