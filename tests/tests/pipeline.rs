@@ -355,10 +355,13 @@ fn a_full_spool_drops_the_oldest_and_reports_the_loss() {
     let collector = Collector::start_with(&data, &grpc.to_string(), &http.to_string(), &[]);
     let api = collector.api(&creds.token);
     let oid = the_agent(&api)["oid"].as_i64().expect("oid");
+    // The API lists newest first and more drops may have been reported by
+    // now: the first report is the one with the lowest id.
     let overflow = wait_for("a spool.overflow event", Duration::from_secs(15), || {
         api.events()
             .into_iter()
-            .find(|e| e["kind"] == "spool.overflow")
+            .filter(|e| e["kind"] == "spool.overflow")
+            .min_by_key(|e| e["id"].as_i64())
     });
     assert_eq!(
         overflow["attrs"]["first_seq"], "1",
