@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "sightline/v1/ingest.proto",
     "sightline/v1/metrics.proto",
     "sightline/v1/infra.proto",
+    "sightline/v1/logs.proto",
     "sightline/v1/events.proto",
 ];
 

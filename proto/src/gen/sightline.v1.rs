@@ -180,6 +180,70 @@ pub struct Process {
     #[prost(string, tag = "9")]
     pub state: ::prost::alloc::string::String,
 }
+/// Records read from one file, in file order. Every record is named by
+/// (agent, file_id, start offset), so the collector stores each once even
+/// when a chunk arrives twice.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct LogChunk {
+    /// The file's identity on its host, stable across renames: the agent
+    /// derives it from device, inode and a fingerprint of the first bytes.
+    /// Opaque to the collector; at most 128 bytes.
+    #[prost(string, tag = "1")]
+    pub file_id: ::prost::alloc::string::String,
+    /// The path the records were read under (a rotated file keeps the path
+    /// it was first read under).
+    #[prost(string, tag = "2")]
+    pub path: ::prost::alloc::string::String,
+    /// The group's category (`file.<name>.category`).
+    #[prost(string, tag = "3")]
+    pub category: ::prost::alloc::string::String,
+    /// When the agent read them, unix ms.
+    #[prost(int64, tag = "4")]
+    pub time_ms: i64,
+    /// Labels of the whole file: Kubernetes namespace, pod, container.
+    #[prost(map = "string, string", tag = "5")]
+    pub attrs: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// Every record's text, one after another, with nothing between them.
+    #[prost(string, tag = "6")]
+    pub text: ::prost::alloc::string::String,
+    /// The length in bytes of each record's text in `text`.
+    #[prost(uint32, repeated, tag = "7")]
+    pub text_lens: ::prost::alloc::vec::Vec<u32>,
+    /// Where each record starts in the file, in bytes.
+    #[prost(uint64, repeated, tag = "8")]
+    pub starts: ::prost::alloc::vec::Vec<u64>,
+    /// How many bytes of the file each record covers: its lines, their line
+    /// ends, and anything cut. Record i covers \[starts[i\], starts\[i\] + spans\[i\]).
+    #[prost(uint32, repeated, tag = "9")]
+    pub spans: ::prost::alloc::vec::Vec<u32>,
+    /// Indexes of records whose text was cut (at `max_line` or the multiline
+    /// limits).
+    #[prost(uint32, repeated, tag = "10")]
+    pub cut: ::prost::alloc::vec::Vec<u32>,
+    /// Fields extracted by the group's `parse` rule, one column per name.
+    #[prost(message, repeated, tag = "11")]
+    pub fields: ::prost::alloc::vec::Vec<LogField>,
+    /// Each record's own time, unix ms, where the format has one (CRI); empty
+    /// when every record has `time_ms`.
+    #[prost(int64, repeated, tag = "12")]
+    pub record_times_ms: ::prost::alloc::vec::Vec<i64>,
+}
+/// One named field over the chunk's records. A field's value is always a
+/// part of its record's text, so it travels as a position in it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogField {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// One entry per record: where the value starts in the record's text.
+    #[prost(uint32, repeated, tag = "2")]
+    pub offsets: ::prost::alloc::vec::Vec<u32>,
+    /// One entry per record: the value's length; 0 when the record has none.
+    #[prost(uint32, repeated, tag = "3")]
+    pub lens: ::prost::alloc::vec::Vec<u32>,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HelloRequest {
     /// Which agent this is: "infra", "db", "log", "url", "k8s".
@@ -262,7 +326,7 @@ pub struct Batch {
 /// One kind of data; a product adds an arm here for its own messages.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Payload {
-    #[prost(oneof = "payload::Kind", tags = "10, 11, 12")]
+    #[prost(oneof = "payload::Kind", tags = "10, 11, 12, 13")]
     pub kind: ::core::option::Option<payload::Kind>,
 }
 /// Nested message and enum types in `Payload`.
@@ -275,6 +339,8 @@ pub mod payload {
         Processes(super::ProcessSnapshot),
         #[prost(message, tag = "12")]
         Events(super::AgentEvents),
+        #[prost(message, tag = "13")]
+        Logs(super::LogChunk),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
