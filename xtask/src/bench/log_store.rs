@@ -233,11 +233,11 @@ fn measure(bin: &Path, scratch: &Path, options: &Options) -> Result<Value> {
     }
     let mut window = Vec::new();
     for run in 0..RUNS as i64 {
-        let from = start_ms + (end_ms - start_ms) * (run + 1) / (RUNS as i64 + 1);
-        let path = format!(
-            "/api/v1/logs/search?category=access&from={from}&to={}&limit=100",
-            from + 1000
-        );
+        // The second before a point of the run (chunks are timed when
+        // made, which may be well before the last ack).
+        let to = start_ms + (end_ms - start_ms) * (run + 1) / (RUNS as i64 + 1);
+        let from = to - 1000;
+        let path = format!("/api/v1/logs/search?category=access&from={from}&to={to}&limit=100");
         let (body, s) = timed_get(&agent, &api, &token, &path)?;
         if body["records"].as_array().map_or(0, Vec::len) == 0 {
             bail!("nothing found in the second from {from}");
