@@ -188,20 +188,22 @@ pub fn encode(chunk: &LogChunkRow, first: usize) -> Option<EncodedBlock> {
     put(&mut data, raw.len() as u64);
     data.extend_from_slice(&compressed);
 
-    let mut hashes = Vec::with_capacity(n * 16);
+    // Sized for a token per 4 bytes of text (and a field value per record
+    // and field), then folded to what the block really holds.
+    let mut bloom = Bloom::with_capacity(text.len() / 4 + n * chunk.fields.len());
     // Record by record: the last token of one and the first of the next
     // are two tokens, not one.
     for i in first..chunk.len() {
-        each_token_hash(chunk.record_text(i).as_bytes(), |h| hashes.push(h));
+        each_token_hash(chunk.record_text(i).as_bytes(), |h| bloom.insert(h));
     }
     for (fi, f) in chunk.fields.iter().enumerate() {
         for i in first..chunk.len() {
             if let Some(v) = chunk.field_value(fi, i) {
-                hashes.push(field_hash(&f.name, v));
+                bloom.insert(field_hash(&f.name, v));
             }
         }
     }
-    let bloom = Bloom::build(hashes);
+    bloom.shrink();
 
     let mut shapes: HashMap<u64, (u64, usize)> = HashMap::new();
     let mut template = String::new();
