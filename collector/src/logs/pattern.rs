@@ -15,15 +15,10 @@
 /// The longest template kept, in bytes.
 pub const MAX_TEMPLATE_BYTES: usize = 512;
 
-/// The template hash (FNV-1a, 64 bits). Stored: changing it changes the
-/// block format.
+/// The template hash ([`super::text::bytes_hash`], case kept). Stored:
+/// changing it changes the block format.
 pub fn template_hash(template: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in template.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    super::text::bytes_hash(template.as_bytes(), 0)
 }
 
 fn digits(b: &[u8], at: usize) -> usize {

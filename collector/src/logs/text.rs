@@ -31,31 +31,53 @@ pub fn is_token_byte(b: u8) -> bool {
 }
 
 const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+const CASE: u64 = 0x2020_2020_2020_2020;
 
-/// The token hash: 8 bytes at a time, each byte with bit 0x20 set (ASCII
-/// letters lower-cased; digits keep it already; some non-ASCII bytes are
-/// merged, which only costs false positives), then a final mix. Stored in
-/// bloom filters: changing it changes the block format.
-pub fn token_hash(token: &[u8]) -> u64 {
-    let mut h = (token.len() as u64).wrapping_mul(MIX);
-    let mut chunks = token.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h ^ (u64::from_le_bytes(w) | 0x2020_2020_2020_2020))
-            .wrapping_mul(MIX)
-            .rotate_left(29);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        let lowered = u64::from_le_bytes(w) | (0x2020_2020_2020_2020 >> (8 * (8 - rest.len())));
-        h = (h ^ lowered).wrapping_mul(MIX).rotate_left(29);
-    }
+fn mix_in(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(MIX).rotate_left(29)
+}
+
+fn finish(mut h: u64) -> u64 {
     h ^= h >> 32;
     h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
     h ^ (h >> 32)
+}
+
+fn le_word(c: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(c);
+    u64::from_le_bytes(w)
+}
+
+/// Up to 7 bytes as the low bytes of a word.
+fn tail_word(rest: &[u8]) -> u64 {
+    rest.iter()
+        .enumerate()
+        .fold(0, |w, (k, &c)| w | (u64::from(c) << (8 * k)))
+}
+
+/// Hashes `bytes` 8 at a time; `case` is OR-ed into every byte (0x20 to
+/// fold ASCII case, 0 to keep it).
+pub fn bytes_hash(bytes: &[u8], case: u64) -> u64 {
+    let mut h = (bytes.len() as u64).wrapping_mul(MIX);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = mix_in(h, le_word(c) | case);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mask = u64::MAX >> (8 * (8 - rest.len()));
+        h = mix_in(h, tail_word(rest) | (case & mask));
+    }
+    finish(h)
+}
+
+/// The token hash: [`bytes_hash`] with every byte's bit 0x20 set (ASCII
+/// letters lower-cased; digits have it already; some non-ASCII bytes are
+/// merged, which only costs false positives). Stored in bloom filters:
+/// changing it changes the block format.
+pub fn token_hash(token: &[u8]) -> u64 {
+    bytes_hash(token, CASE)
 }
 
 /// The hash a field's value goes into the bloom filter under.
@@ -65,10 +87,12 @@ pub fn field_hash(name: &str, value: &str) -> u64 {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h ^ (h >> 29)
+    finish(h)
 }
 
-/// Calls `each` with the hash of every token of `text`.
+/// Calls `each` with the hash of every token of `text` (the same as
+/// [`token_hash`] of the token; a token's last bytes are read as a whole
+/// word when the text goes on past it).
 pub fn each_token_hash(text: &[u8], mut each: impl FnMut(u64)) {
     let mut i = 0;
     let n = text.len();
@@ -80,32 +104,53 @@ pub fn each_token_hash(text: &[u8], mut each: impl FnMut(u64)) {
         while i < n && TOKEN_BYTE[text[i] as usize] {
             i += 1;
         }
-        if i > start {
-            each(token_hash(&text[start..i]));
+        if i == start {
+            continue;
         }
+        let len = i - start;
+        let mut h = (len as u64).wrapping_mul(MIX);
+        let mut at = start;
+        while at + 8 <= i {
+            h = mix_in(h, le_word(&text[at..at + 8]) | CASE);
+            at += 8;
+        }
+        let rest = i - at;
+        if rest > 0 {
+            let mask = u64::MAX >> (8 * (8 - rest));
+            let w = if at + 8 <= n {
+                le_word(&text[at..at + 8]) & mask
+            } else {
+                tail_word(&text[at..i])
+            };
+            h = mix_in(h, w | (CASE & mask));
+        }
+        each(finish(h));
     }
 }
 
-/// Bits a bloom filter sets per value.
+/// Bits a bloom filter sets per value, all in one 64-bit word.
 const BLOOM_HASHES: u32 = 4;
 /// A filter is folded in half while it stays at most this full (about 1%
-/// false positives with 4 hashes).
+/// false positives with 4 bits in a word).
 const MAX_FILL: f64 = 0.3;
 /// The largest filter, in bytes.
 const MAX_BLOOM_BYTES: usize = 1 << 20;
 /// The smallest filter, in bytes.
 const MIN_BLOOM_BYTES: usize = 64;
 
-/// A bloom filter over token hashes: a power-of-two number of bits.
+/// A blocked bloom filter over token hashes: a power-of-two number of
+/// 64-bit words; a hash picks one word (its high bits) and sets 4 bits in
+/// it (four 6-bit slices of its low bits), so an insert or a test touches
+/// one word.
 ///
 /// Built without sorting or de-duplicating the hashes: every hash goes
 /// into a filter sized for all of them (repeats included), which is then
-/// folded in half (its halves OR-ed: a bit's place is the hash modulo the
-/// size, so a folded filter is the one that size would have given) while
-/// it stays under [`MAX_FILL`].
+/// folded in half (its halves OR-ed: a hash's word is its high bits modulo
+/// the size, so a folded filter is the one that size would have given)
+/// while it stays under [`MAX_FILL`]. Stored as the words, little-endian.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bloom {
-    bits: Vec<u8>,
+    words: Vec<u64>,
 }
 
 impl Bloom {
@@ -116,7 +161,7 @@ impl Bloom {
             .next_power_of_two()
             .clamp(MIN_BLOOM_BYTES, MAX_BLOOM_BYTES);
         Bloom {
-            bits: vec![0; bytes],
+            words: vec![0; bytes / 8],
         }
     }
 
@@ -130,54 +175,51 @@ impl Bloom {
         bloom
     }
 
-    fn positions(&self, hash: u64) -> impl Iterator<Item = usize> + use<> {
-        let mask = (self.bits.len() * 8 - 1) as u64;
-        let h1 = hash;
-        let h2 = hash.rotate_left(32) | 1;
-        (0..BLOOM_HASHES)
-            .map(move |i| (h1.wrapping_add(u64::from(i).wrapping_mul(h2)) & mask) as usize)
+    fn place(&self, hash: u64) -> (usize, u64) {
+        let word = ((hash >> 32) as usize) & (self.words.len() - 1);
+        let bits = (0..BLOOM_HASHES).fold(0u64, |m, i| m | 1 << ((hash >> (6 * i)) & 63));
+        (word, bits)
     }
 
     /// Adds a hash.
     pub fn insert(&mut self, hash: u64) {
-        for p in self.positions(hash) {
-            self.bits[p / 8] |= 1 << (p % 8);
-        }
+        let (word, bits) = self.place(hash);
+        self.words[word] |= bits;
     }
 
     /// Folds the filter in half while it stays under [`MAX_FILL`].
     pub fn shrink(&mut self) {
-        while self.bits.len() > MIN_BLOOM_BYTES {
-            let half = self.bits.len() / 2;
-            let folded: Vec<u8> = self.bits[..half]
+        while self.words.len() * 8 > MIN_BLOOM_BYTES {
+            let half = self.words.len() / 2;
+            let folded: Vec<u64> = self.words[..half]
                 .iter()
-                .zip(&self.bits[half..])
+                .zip(&self.words[half..])
                 .map(|(a, b)| a | b)
                 .collect();
-            let set: u64 = folded.iter().map(|b| u64::from(b.count_ones())).sum();
-            if set as f64 > MAX_FILL * (folded.len() * 8) as f64 {
+            let set: u64 = folded.iter().map(|w| u64::from(w.count_ones())).sum();
+            if set as f64 > MAX_FILL * (folded.len() * 64) as f64 {
                 return;
             }
-            self.bits = folded;
+            self.words = folded;
         }
     }
 
     /// Whether `hash` may be in the set (false: surely not).
     pub fn may_contain(&self, hash: u64) -> bool {
-        self.positions(hash)
-            .all(|p| self.bits[p / 8] & (1 << (p % 8)) != 0)
+        let (word, bits) = self.place(hash);
+        self.words[word] & bits == bits
     }
 
     /// The stored form.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bits
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
     /// From the stored form; `None` when it is not a filter this code
     /// writes (then the block must be read).
     pub fn from_bytes(bytes: &[u8]) -> Option<Bloom> {
         (bytes.len() >= MIN_BLOOM_BYTES && bytes.len().is_power_of_two()).then(|| Bloom {
-            bits: bytes.to_vec(),
+            words: bytes.chunks_exact(8).map(le_word).collect(),
         })
     }
 
@@ -375,7 +417,26 @@ mod tests {
     }
 
     #[test]
-    fn the_token_hash_ignores_ascii_case_and_length_matters() {
+    fn the_token_hash_ignores_ascii_case_and_reads_tokens_in_text_alike() {
+        let text = b"GET /api/Users/1234567890abcdefXY?q=ErrorCodeTwelve HTTP/1.1";
+        let mut in_text = Vec::new();
+        each_token_hash(text, |h| in_text.push(h));
+        let alone: Vec<u64> = [
+            "get",
+            "api",
+            "users",
+            "1234567890abcdefxy",
+            "q",
+            "errorcodetwelve",
+            "http",
+            "1",
+            "1",
+        ]
+        .iter()
+        .map(|t| token_hash(t.as_bytes()))
+        .collect();
+        assert_eq!(in_text, alone);
+
         assert_eq!(token_hash(b"ErrorCode12"), token_hash(b"errorcode12"));
         assert_ne!(token_hash(b"error"), token_hash(b"errors"));
         assert_ne!(token_hash(b"abcdefgh"), token_hash(b"abcdefgh\0"));
@@ -395,11 +456,11 @@ mod tests {
         }
         hashes.push(field_hash("status", "200"));
         let bloom = Bloom::build(hashes);
-        let stored = Bloom::from_bytes(bloom.as_bytes()).expect("round trip");
+        let stored = Bloom::from_bytes(&bloom.to_bytes()).expect("round trip");
         for i in 0..5000 {
             let q = Query::parse(&format!("users {i} \"ET /api/u\""));
             assert!(Bloom::may_contain_all(
-                stored.as_bytes(),
+                &stored.to_bytes(),
                 &q.required_hashes()
             ));
         }
