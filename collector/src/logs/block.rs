@@ -479,9 +479,16 @@ mod speed {
         time("encode", &|| {
             encode(&chunk, 0);
         });
-        time("zstd 1", &|| {
-            let _ = zstd::bulk::compress(chunk.text.as_bytes(), ZSTD_LEVEL);
-        });
+        for level in [-5, -1, 1, 3] {
+            let size = zstd::bulk::compress(chunk.text.as_bytes(), level).map_or(0, |c| c.len());
+            eprintln!(
+                "zstd {level}: ratio {:.2}",
+                chunk.text.len() as f64 / size as f64
+            );
+            time("  speed", &|| {
+                let _ = zstd::bulk::compress(chunk.text.as_bytes(), level);
+            });
+        }
         time("tokens into bloom", &|| {
             let mut b = Bloom::with_capacity(chunk.text.len() / 4);
             for i in 0..n {
