@@ -224,11 +224,17 @@ impl Bloom {
     }
 
     /// Whether every hash may be in the set.
+    /// Reads the stored form in place (a search tests thousands).
     pub fn may_contain_all(bytes: &[u8], hashes: &[u64]) -> bool {
-        match Bloom::from_bytes(bytes) {
-            Some(b) => hashes.iter().all(|&h| b.may_contain(h)),
-            None => true,
+        if bytes.len() < MIN_BLOOM_BYTES || !bytes.len().is_power_of_two() {
+            return true;
         }
+        let words = bytes.len() / 8;
+        hashes.iter().all(|&hash| {
+            let word = ((hash >> 32) as usize) & (words - 1);
+            let bits = (0..BLOOM_HASHES).fold(0u64, |m, i| m | 1 << ((hash >> (6 * i)) & 63));
+            le_word(&bytes[word * 8..word * 8 + 8]) & bits == bits
+        })
     }
 }
 
