@@ -5,6 +5,10 @@
 //! [`IN_FLIGHT`] at once), so one agent's batches share transactions and
 //! their encoding runs beside the commit; acks still leave in order.
 //!
+//! A log chunk's block (compression, bloom filter, patterns) is encoded
+//! here, on the blocking pool, before the batch is submitted: while the
+//! writer commits one batch, the stream encodes the next.
+//!
 //! Invariants: a batch's ack leaves only after the group holding it was
 //! committed; batches of a stream are submitted, and so stored, in the
 //! order they came; a liveness signal (`seq` 0 with `liveness`) updates the
@@ -194,13 +198,15 @@ impl PushStream {
             }
         };
         let started = Instant::now();
+        let mut batch = converted.batch;
+        encode_log_blocks(&mut batch).await;
         let answer = self
             .writer
             .submit(BatchToStore {
                 project_id: self.project_id,
                 oid: self.oid,
                 instance: self.instance.clone(),
-                batch: converted.batch,
+                batch,
                 received_ms: crate::now_ms(),
             })
             .await
@@ -255,6 +261,23 @@ impl PushStream {
             slow_down_ms,
             error: String::new(),
             partial: refused.to_wire(),
+        }
+    }
+}
+
+/// Encodes the block of each log chunk of `batch` ahead of the store (see
+/// [`crate::model::LogPayload::block`]); one that fails is left to the store.
+async fn encode_log_blocks(batch: &mut crate::model::IncomingBatch) {
+    for payload in &mut batch.payloads {
+        if let crate::model::BatchPayload::Logs(logs) = payload
+            && logs.block.is_none()
+        {
+            let chunk = logs.chunk.clone();
+            logs.block = tokio::task::spawn_blocking(move || crate::logs::block::encode(&chunk, 0))
+                .await
+                .ok()
+                .flatten()
+                .map(Arc::new);
         }
     }
 }

@@ -35,7 +35,7 @@ const MAX_RAW_BYTES: usize = 64 << 20;
 pub struct BlockError(pub String);
 
 /// A block ready to store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedBlock {
     /// Records in it.
     pub records: usize,

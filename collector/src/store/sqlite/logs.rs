@@ -82,8 +82,9 @@ pub(super) async fn insert(
     rows: &mut LogRows,
     project_id: i64,
     oid: i64,
-    chunk: &Arc<LogChunkRow>,
+    logs: &crate::model::LogPayload,
 ) -> Result<(), StoreError> {
+    let chunk = &logs.chunk;
     let watermark: Option<i64> =
         sqlx::query_scalar("SELECT end_offset FROM log_watermarks WHERE oid = ? AND file_id = ?")
             .bind(oid)
@@ -96,10 +97,18 @@ pub(super) async fn insert(
     if first == chunk.len() {
         return Ok(());
     }
-    let encoded = match rows.encoded.remove(&chunk_key(chunk)) {
-        Some(e) if first == 0 => e,
-        _ => block::encode(chunk, first)
-            .ok_or_else(|| StoreError::Corrupt("a log block could not be encoded".into()))?,
+    let encoded_here;
+    let encoded: &EncodedBlock = match (&logs.block, rows.encoded.remove(&chunk_key(chunk))) {
+        (Some(ahead), _) if first == 0 => ahead,
+        (None, Some(ahead)) if first == 0 => {
+            encoded_here = ahead;
+            &encoded_here
+        }
+        _ => {
+            encoded_here = block::encode(chunk, first)
+                .ok_or_else(|| StoreError::Corrupt("a log block could not be encoded".into()))?;
+            &encoded_here
+        }
     };
     let stored_bytes = encoded.data.len() + encoded.bloom.len() + encoded.patterns.len();
     sqlx::query(
