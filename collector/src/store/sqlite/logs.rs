@@ -30,8 +30,9 @@ use crate::store::{LogReads, LogsPurged, StoreError};
 const BLOCKS_PER_PAGE: i64 = 256;
 /// Chunks the live feed holds for a slow subscriber.
 pub(super) const FEED_CHUNKS: usize = 1024;
-/// Templates remembered as stored, at most (then forgotten all at once).
-const KNOWN_TEMPLATES: usize = 200_000;
+/// Templates remembered as stored, at most (then forgotten all at once;
+/// the set is copied once per group).
+const KNOWN_TEMPLATES: usize = 50_000;
 /// Longest example kept with a template.
 const MAX_EXAMPLE_BYTES: usize = 2048;
 /// Blocks one retention statement removes.

@@ -45,6 +45,12 @@ impl BatchSink for SqliteStore {
             // Compression, tokens and shapes on the blocking pool, all
             // chunks at once, before the writer is held.
             rows.logs.encoded = super::logs::encode_all(chunks).await;
+        }
+        let has_logs = group
+            .iter()
+            .flat_map(|item| &item.batch.payloads)
+            .any(|p| matches!(p, BatchPayload::Logs(_)));
+        if has_logs {
             rows.known_templates = self.known_templates();
         }
         let mut tx = self.writer.begin().await?;
