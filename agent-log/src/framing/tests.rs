@@ -1,0 +1,1 @@
+//! The framer's rules, each on bytes.
