@@ -17,7 +17,8 @@
 //!   may take. A byte-order mark is covered by the first line's span.
 //! - A partial last line (no line end yet) is never emitted.
 //! - Memory per file is bounded by the rules' limits (`max_line`, the
-//!   multi-line limits), never by the length of a line in the file.
+//!   multi-line limits), never by the length of a line in the file; once
+//!   a long record is emitted its buffer shrinks back.
 //! - The records do not depend on how the bytes were split into pushes.
 //! - Never allocates per line on the plain path: buffers are reused.
 
@@ -189,6 +190,28 @@ pub struct FramingCounts {
     pub malformed: u64,
     /// Records the `parse` rule did not match (sent without fields).
     pub unparsed: u64,
+}
+
+/// A reused buffer that grew past this (a long line, a big multi-line
+/// record) is given back down to it once used, so that thousands of open
+/// files do not each keep the memory of their longest record.
+const RETAINED: usize = 16 * 1024;
+
+/// Empties a reused buffer, giving back what a rare long record made it
+/// take beyond [`RETAINED`].
+fn recycle(buffer: &mut Vec<u8>) {
+    buffer.clear();
+    if buffer.capacity() > RETAINED {
+        buffer.shrink_to(RETAINED);
+    }
+}
+
+/// [`recycle`] for text.
+fn recycle_text(buffer: &mut String) {
+    buffer.clear();
+    if buffer.capacity() > RETAINED {
+        buffer.shrink_to(RETAINED);
+    }
 }
 
 /// A record being joined from several lines (CRI partials, or the
@@ -471,7 +494,7 @@ impl Framer {
                 let cut = self.line_cut;
                 self.on_line(rules, start, end, &line, cut, sink);
                 self.line = line;
-                self.line.clear();
+                recycle(&mut self.line);
                 self.line_cut = false;
             }
             self.line_start = end;
@@ -506,6 +529,9 @@ impl Framer {
         match rules.format {
             Format::Plain => self.logical(rules, start, end, text, cut, None, None, sink),
             Format::Cri => self.cri_line(rules, start, end, text, cut, sink),
+        }
+        if scratch.capacity() > RETAINED {
+            recycle_text(&mut scratch);
         }
         self.scratch = scratch;
     }
@@ -563,6 +589,7 @@ impl Framer {
         let (time, stream) = (self.cri.time_ms, self.cri.stream);
         self.logical(rules, start, end, &text, cut, time, stream, sink);
         self.cri.text = text;
+        recycle_text(&mut self.cri.text);
     }
 
     /// A logical line (a physical one, or joined CRI parts): the
@@ -636,6 +663,7 @@ impl Framer {
         let (time, stream) = (self.multi.time_ms, self.multi.stream);
         self.emit(rules, start, end, &text, cut, time, stream, sink);
         self.multi.text = text;
+        recycle_text(&mut self.multi.text);
     }
 
     /// The filters, then the parse rule, then the sink.

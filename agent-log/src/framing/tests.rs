@@ -145,6 +145,20 @@ fn a_one_mebibyte_line_is_cut_to_max_line_and_covered_whole() {
 }
 
 #[test]
+fn a_long_line_does_not_keep_its_memory_after_it_is_emitted() {
+    let (mut framer, mut sink) = framer(java_rules());
+    let long = format!("2024-01-01 {}\n\tat x\n", "y".repeat(200_000));
+    for piece in long.as_bytes().chunks(1000) {
+        framer.push(piece, Instant::now(), &mut sink);
+    }
+    framer.push(b"2024-01-02 next\n", Instant::now(), &mut sink);
+    assert_eq!(sink.records.len(), 1);
+    assert!(sink.records[0].cut);
+    assert!(framer.line.capacity() <= RETAINED);
+    assert!(framer.multi.text.capacity() <= RETAINED);
+}
+
+#[test]
 fn a_cut_never_splits_a_character() {
     let rules = FramingRules {
         max_line: 4,
@@ -609,6 +623,7 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
         Just(b"2024-01-01T00:00:00Z stdout P ".to_vec()),
         Just(b"2024-01-01T00:00:00Z stderr F ".to_vec()),
         "[a-cA-C ]{1,12}".prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 1..6),
     ]
 }
 
