@@ -123,7 +123,11 @@ fn measure(root: &Path, scratch: &Path, mb: usize, runs: u32) -> Result<(Vec<Row
         let cpu: f64 = value("cpu_seconds=")?.parse()?;
         // CPU time when the kernel gave it: the machine is shared, and
         // waiting for a core is not the framer's cost.
-        Ok(if cpu.is_finite() && cpu > 0.0 { cpu } else { wall })
+        Ok(if cpu.is_finite() && cpu > 0.0 {
+            cpu
+        } else {
+            wall
+        })
     };
     let wc_mb_s = bytes as f64 / wc_best / 1e6;
     let wc_lines_s = lines as f64 / wc_best;
