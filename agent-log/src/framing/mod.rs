@@ -81,6 +81,44 @@ impl Default for FramingRules {
     }
 }
 
+/// Most fields a record carries: the collector refuses a chunk with more
+/// columns, so named groups past these are not fields.
+pub const MAX_FIELDS: usize = 64;
+/// The longest field name, in bytes: a group with a longer name is not a
+/// field (the collector refuses it).
+pub const MAX_FIELD_NAME_BYTES: usize = 128;
+
+/// Why a `parse` rule's groups cannot all become fields (more than
+/// [`MAX_FIELDS`], or a name over [`MAX_FIELD_NAME_BYTES`]), for settings
+/// to refuse at load; the framer itself only uses the groups that fit.
+pub fn check_parse_rule(parse: &Regex) -> Result<(), String> {
+    let names: Vec<&str> = parse.capture_names().flatten().collect();
+    if names.len() > MAX_FIELDS {
+        return Err(format!(
+            "{} named groups; at most {MAX_FIELDS} become fields",
+            names.len()
+        ));
+    }
+    match names.iter().find(|n| n.len() > MAX_FIELD_NAME_BYTES) {
+        Some(long) => Err(format!(
+            "group name '{}…' is over {MAX_FIELD_NAME_BYTES} bytes",
+            decode::floor_char(long, 16)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The parse rule's groups that become fields: (group index, name), in
+/// group order.
+fn field_groups(parse: &Regex) -> impl Iterator<Item = (usize, &str)> {
+    parse
+        .capture_names()
+        .enumerate()
+        .filter_map(|(group, name)| Some((group, name?)))
+        .filter(|(_, name)| name.len() <= MAX_FIELD_NAME_BYTES)
+        .take(MAX_FIELDS)
+}
+
 /// A rule's regular expression did not compile.
 #[derive(Debug, thiserror::Error)]
 #[error("{rule}: bad regular expression")]
@@ -278,21 +316,13 @@ pub struct Framer {
 impl Framer {
     /// A framer for a file read from `offset` on.
     pub fn new(rules: Arc<FramingRules>, offset: u64) -> Framer {
-        let mut field = 0;
-        let group_fields = rules
-            .parse
-            .as_ref()
-            .map(|re| {
-                re.capture_names()
-                    .map(|name| {
-                        name.map(|_| {
-                            field += 1;
-                            field - 1
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut group_fields = Vec::new();
+        if let Some(parse) = &rules.parse {
+            group_fields = vec![None; parse.captures_len()];
+            for (field, (group, _)) in field_groups(parse).enumerate() {
+                group_fields[group] = Some(field);
+            }
+        }
         Framer {
             encoding: rules.encoding,
             locations: rules.parse.as_ref().map(Regex::capture_locations),
@@ -333,7 +363,7 @@ impl Framer {
         self.rules
             .parse
             .as_ref()
-            .map(|re| re.capture_names().flatten().map(str::to_string).collect())
+            .map(|re| field_groups(re).map(|(_, name)| name.to_string()).collect())
             .unwrap_or_default()
     }
 

@@ -567,6 +567,34 @@ fn the_parse_rule_makes_fields_of_an_nginx_access_log() {
 }
 
 #[test]
+fn only_groups_the_collector_accepts_become_fields() {
+    let long = "n".repeat(MAX_FIELD_NAME_BYTES + 1);
+    let mut pattern = format!("(?P<{long}>x)?");
+    for i in 0..MAX_FIELDS + 2 {
+        pattern.push_str(&format!("(?P<f{i}>.)"));
+    }
+    let parse = compile_rule("p", &pattern).expect("compiles");
+    assert!(check_parse_rule(&parse).is_err());
+    let rules = FramingRules {
+        parse: Some(parse),
+        ..FramingRules::default()
+    };
+    let input = format!("{}\n", "y".repeat(MAX_FIELDS + 2));
+    let (framer, records) = frame(rules, input.as_bytes());
+    let names = framer.field_names();
+    assert_eq!(names.len(), MAX_FIELDS);
+    assert_eq!(names[0], "f0");
+    assert_eq!(records[0].fields.len(), MAX_FIELDS);
+    assert_eq!(
+        records[0].fields[MAX_FIELDS - 1],
+        (format!("f{}", MAX_FIELDS - 1), "y".into())
+    );
+
+    let nginx = compile_rule("p", NGINX).expect("compiles");
+    assert_eq!(check_parse_rule(&nginx), Ok(()));
+}
+
+#[test]
 fn a_bad_rule_names_itself() {
     let err = compile_rule("file.web.parse", "(unclosed").expect_err("bad");
     assert_eq!(err.to_string(), "file.web.parse: bad regular expression");
