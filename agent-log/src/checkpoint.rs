@@ -38,8 +38,11 @@ pub struct Entry {
     pub group: String,
     /// Device and inode.
     pub key: FileKey,
-    /// Where it stands.
+    /// Where it stands: everything below is acknowledged.
     pub cursor: Cursor,
+    /// Everything below this offset is at least in the spool (which keeps
+    /// it through a crash), with the tail hash there; at or past `cursor`.
+    pub spooled: Option<(u64, u64)>,
     /// Where it was last seen (for people reading the file).
     pub path: String,
 }
@@ -93,12 +96,16 @@ impl CheckpointFile {
                 .chars()
                 .map(|c| if c == '\n' || c == '\t' { '?' } else { c })
                 .collect();
+            let spooled = e
+                .spooled
+                .map_or_else(|| "-".to_string(), |(o, t)| format!("{o}:{t:016x}"));
             text.push_str(&format!(
-                "{}\t{}\t{}\t{}\t{}\n",
+                "{}\t{}\t{}\t{}\t{}\t{}\n",
                 e.group,
                 e.key.dev,
                 e.key.ino,
                 e.cursor.encode(),
+                spooled,
                 path
             ));
         }
@@ -116,7 +123,7 @@ impl CheckpointFile {
 }
 
 fn parse_line(line: &str) -> Option<Entry> {
-    let mut f = line.splitn(5, '\t');
+    let mut f = line.splitn(6, '\t');
     Some(Entry {
         group: f.next()?.to_string(),
         key: FileKey {
@@ -124,8 +131,30 @@ fn parse_line(line: &str) -> Option<Entry> {
             ino: f.next()?.parse().ok()?,
         },
         cursor: Cursor::decode(f.next()?)?,
+        spooled: match f.next()? {
+            "-" => None,
+            text => {
+                let (o, t) = text.split_once(':')?;
+                Some((o.parse().ok()?, u64::from_str_radix(t, 16).ok()?))
+            }
+        },
         path: f.next().unwrap_or_default().to_string(),
     })
+}
+
+impl Entry {
+    /// Where a reader resumes: after what is spooled, if that is further
+    /// than what is acknowledged.
+    pub fn resume_cursor(&self) -> Cursor {
+        let mut c = self.cursor.clone();
+        if let Some((offset, tail)) = self.spooled
+            && offset > c.offset
+        {
+            c.offset = offset;
+            c.tail = tail;
+        }
+        c
+    }
 }
 
 /// One file generation's sends not yet settled, in order, and the offset
@@ -134,6 +163,8 @@ fn parse_line(line: &str) -> Option<Entry> {
 pub struct Acks {
     /// (send number, end offset, tail hash, settled).
     pending: VecDeque<(u64, u64, u64, bool)>,
+    /// Everything below is in the spool, and the tail hash there.
+    spooled: (u64, u64),
     next: u64,
     /// Everything below is settled.
     acked: u64,
@@ -147,6 +178,7 @@ impl Acks {
         Acks {
             acked: offset,
             acked_tail: tail,
+            spooled: (offset, tail),
             ..Acks::default()
         }
     }
@@ -168,6 +200,24 @@ impl Acks {
         } else {
             let n = self.sent(end, tail);
             self.settled(n);
+        }
+    }
+
+    /// Send `n` is in the spool (sends are spooled in order).
+    pub fn spooled(&mut self, n: u64) {
+        if let Some(&(_, end, tail, _)) = self.pending.iter().find(|p| p.0 == n)
+            && end > self.spooled.0
+        {
+            self.spooled = (end, tail);
+        }
+    }
+
+    /// Everything below this offset is in the spool (or acknowledged).
+    pub fn spooled_at(&self) -> (u64, u64) {
+        if self.acked >= self.spooled.0 {
+            (self.acked, self.acked_tail)
+        } else {
+            self.spooled
         }
     }
 
@@ -252,6 +302,7 @@ mod tests {
                 fingerprint: Fingerprint::of(b"x"),
                 tail: 5,
             },
+            spooled: Some((120, 0xabc)),
             path: "/var/log/a\tb.log".into(),
         };
         file.save(std::slice::from_ref(&entry)).expect("save");
@@ -259,6 +310,8 @@ mod tests {
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].cursor, entry.cursor);
         assert_eq!(back[0].path, "/var/log/a?b.log");
+        assert_eq!(back[0].spooled, Some((120, 0xabc)));
+        assert_eq!(back[0].resume_cursor().offset, 120);
         let _ = fs::remove_dir_all(&dir);
     }
 }

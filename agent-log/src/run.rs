@@ -59,7 +59,8 @@ pub fn build(settings: LogSettings, cx: SourceContext) -> Result<Source, SourceE
     Ok(Box::pin(run(Arc::new(settings), cx)))
 }
 
-type Acked = Arc<Mutex<Vec<(Ticket, Fate)>>>;
+/// What became of a send: spooled (`None`), then settled.
+type Acked = Arc<Mutex<Vec<(Ticket, Option<Fate>)>>>;
 
 async fn run(settings: Arc<LogSettings>, cx: SourceContext) -> Result<(), SourceError> {
     let cx = Arc::new(cx);
@@ -150,11 +151,15 @@ async fn run(settings: Arc<LogSettings>, cx: SourceContext) -> Result<(), Source
                 let (acked, wake, ticket) = (acked.clone(), wake_tx.clone(), out.ticket);
                 tokio::spawn(async move {
                     let mut receipt = receipt;
-                    let _ = receipt.spooled().await;
+                    if receipt.spooled().await.is_ok()
+                        && let Ok(mut list) = acked.lock()
+                    {
+                        list.push((ticket, None));
+                    }
                     drop(permit);
                     let fate = receipt.settled().await;
                     if let Ok(mut list) = acked.lock() {
-                        list.push((ticket, fate));
+                        list.push((ticket, Some(fate)));
                     }
                     let _ = wake.try_send(Wake::Poke);
                 });
@@ -321,7 +326,10 @@ impl Reader {
             Err(p) => std::mem::take(&mut *p.into_inner()),
         };
         for (ticket, fate) in list {
-            tailer.settled(ticket, &fate);
+            match fate {
+                None => tailer.spooled(ticket),
+                Some(fate) => tailer.settled(ticket, &fate),
+            }
         }
     }
 

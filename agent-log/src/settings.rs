@@ -206,6 +206,9 @@ fn regex(config: &Config, key: &str) -> Result<Option<Regex>, ConfigError> {
     })
 }
 
+/// The longest record: it must fit in one batch with room to spare.
+pub const MAX_RECORD: u64 = 1 << 20;
+
 fn size(config: &Config, key: &str, min: u64) -> Result<usize, ConfigError> {
     let bytes = config.size(key)?;
     if bytes < min {
@@ -213,6 +216,13 @@ fn size(config: &Config, key: &str, min: u64) -> Result<usize, ConfigError> {
             config,
             key,
             format!("must be at least {min} bytes"),
+        ));
+    }
+    if bytes > MAX_RECORD {
+        return Err(invalid(
+            config,
+            key,
+            format!("must be at most {MAX_RECORD} bytes (1MiB): a record travels in one batch"),
         ));
     }
     usize::try_from(bytes).map_err(|_| invalid(config, key, "too large"))

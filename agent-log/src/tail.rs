@@ -56,8 +56,8 @@ pub const ORPHAN_WAIT: Duration = Duration::from_secs(30);
 /// that file to be truncated (then it is its copy) before it is read as a
 /// file of its own.
 pub const COPY_WAIT: Duration = Duration::from_secs(5);
-/// How many leading bytes index live files for copy detection.
-const HEAD_KEY: usize = 32;
+/// Bytes before the read offset compared at each read (see `mark`).
+const MARK_BYTES: u64 = 32;
 
 /// The agent's counters for the log files (reported each interval).
 #[derive(Debug, Default)]
@@ -316,6 +316,13 @@ struct Tracked<F> {
     max_size: u64,
     /// Size at the last stat.
     size: u64,
+    /// The offset after the last read and the bytes just before it: a file
+    /// truncated and written past it again is caught by their change.
+    mark: (u64, Vec<u8>),
+    /// Modification time at the last rescan.
+    mtime: Option<SystemTime>,
+    /// The tail hash at the safe offset after the last read.
+    safe_tail: (u64, u64),
 }
 
 /// A truncated generation waiting for its copy.
@@ -338,11 +345,10 @@ pub struct Tailer<F: Frames = Framer> {
     files: BTreeMap<u64, Tracked<F>>,
     by_key: HashMap<(usize, FileKey), u64>,
     by_path: HashMap<PathBuf, u64>,
-    heads: HashMap<(usize, u64), Vec<u64>>,
     orphans: Vec<Orphan>,
     deferred: HashMap<(usize, FileKey), Deferred>,
     /// Entries of the last run not yet matched to a file.
-    saved: BTreeMap<(String, FileKey), Entry>,
+    saved: Vec<Entry>,
     /// Whether this is the very first start (no checkpoint file).
     first_start: bool,
     /// Whether the first rescan of this run is done.
@@ -383,11 +389,10 @@ impl<F: Frames> Tailer<F> {
             files: BTreeMap::new(),
             by_key: HashMap::new(),
             by_path: HashMap::new(),
-            heads: HashMap::new(),
             orphans: Vec::new(),
             deferred: HashMap::new(),
             first_start: saved.is_none(),
-            saved: crate::checkpoint::by_key(saved.unwrap_or_default()),
+            saved: saved.unwrap_or_default(),
             scanned: false,
             next_ident: 1,
             buf: vec![0u8; READ_BUFFER],
@@ -436,6 +441,9 @@ impl<F: Frames> Tailer<F> {
     /// Lists every glob, picks up new files, notices renamed, deleted and
     /// truncated ones, and marks files that changed to be read.
     pub fn rescan(&mut self, now: Instant, out: &mut impl Delivery) {
+        if !self.scanned {
+            self.absorb_spool(out);
+        }
         let mut seen: HashSet<(usize, FileKey)> = HashSet::new();
         let mut dirs = Vec::new();
         let mut by_path = HashMap::new();
@@ -449,17 +457,29 @@ impl<F: Frames> Tailer<F> {
             found.sort();
             found.dedup();
             found.retain(|p| !self.globs[g].1.iter().any(|x| x.matches(p)));
-            for path in found {
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
-                };
-                let key = FileKey::of(&meta);
+            let mut found: Vec<(PathBuf, std::fs::Metadata, FileKey)> = found
+                .into_iter()
+                .filter_map(|p| {
+                    let meta = std::fs::metadata(&p).ok()?;
+                    let key = FileKey::of(&meta);
+                    Some((p, meta, key))
+                })
+                .collect();
+            if !self.saved.is_empty() {
+                // Files the last run knew first, so a copy is told from
+                // its original whatever their names.
+                let name = &self.settings.groups[g].name;
+                found.sort_by_key(|(_, _, k)| {
+                    !self.saved.iter().any(|e| e.key == *k && e.group == *name)
+                });
+            }
+            for (path, meta, key) in found {
                 if !seen.insert((g, key)) {
                     continue; // two paths, one file (hard links).
                 }
                 if let Some(&ident) = self.by_key.get(&(g, key)) {
                     by_path.insert(path.clone(), ident);
-                    self.seen_live(ident, path, meta.len(), now);
+                    self.seen_live(ident, path, &meta, now);
                 } else {
                     self.discover(g, &path, key, now, out);
                     if let Some(&ident) = self.by_key.get(&(g, key)) {
@@ -506,7 +526,47 @@ impl<F: Frames> Tailer<F> {
             .store(self.dirs.len() as u64, Ordering::Relaxed);
     }
 
-    fn seen_live(&mut self, ident: u64, path: PathBuf, size: u64, now: Instant) {
+    /// The spool may know more about the last run's files than the
+    /// checkpoint (sends spooled or acked after it was saved): their
+    /// newest cursors, also for files gone from their paths since.
+    fn absorb_spool(&mut self, out: &mut impl Delivery) {
+        let mut sources: Vec<(String, FileKey, String)> = self
+            .saved
+            .iter()
+            .map(|e| (e.group.clone(), e.key, e.path.clone()))
+            .collect();
+        sources.sort();
+        sources.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        for (group, key, path) in sources {
+            let resumed = out.resume(&format!("{group}:{}:{}", key.dev, key.ino));
+            for c in [resumed.spooled, resumed.acked]
+                .iter()
+                .flatten()
+                .filter_map(|b| decode_cursor(b))
+            {
+                match self
+                    .saved
+                    .iter_mut()
+                    .find(|e| e.cursor.file_id == c.file_id)
+                {
+                    Some(e) if e.resume_cursor().offset >= c.offset => {}
+                    Some(e) => {
+                        e.cursor = c;
+                        e.spooled = None;
+                    }
+                    None => self.saved.push(Entry {
+                        group: group.clone(),
+                        key,
+                        cursor: c,
+                        spooled: None,
+                        path: path.clone(),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn seen_live(&mut self, ident: u64, path: PathBuf, meta: &std::fs::Metadata, now: Instant) {
         let Some(t) = self.files.get_mut(&ident) else {
             return;
         };
@@ -514,8 +574,11 @@ impl<F: Frames> Tailer<F> {
         if let Place::Gone(_) = t.place {
             t.place = Place::Live;
         }
-        if size != t.size || size != t.framer.offset() {
+        let size = meta.len();
+        let mtime = meta.modified().ok();
+        if size != t.size || size != t.framer.offset() || mtime != t.mtime {
             t.size = size;
+            t.mtime = mtime;
             t.last_growth = now;
             self.dirty.push(ident);
         }
@@ -605,18 +668,48 @@ impl<F: Frames> Tailer<F> {
         // 1. Where the last run (or this one, before a restart) stood.
         let resumed = out.resume(&source);
         let group_name = self.group(g).name.clone();
-        let saved = self.saved.remove(&(group_name, key)).map(|e| e.cursor);
-        let candidates = [
+        // Entries of this inode (an older generation may be among them,
+        // waiting for its copy: its fingerprint will not match).
+        let saved: Vec<Cursor> = self
+            .saved
+            .iter()
+            .filter(|e| e.group == group_name && e.key == key)
+            .map(Entry::resume_cursor)
+            .collect();
+        let spooled: Vec<Cursor> = [
             resumed.spooled.as_deref().and_then(decode_cursor),
             resumed.acked.as_deref().and_then(decode_cursor),
-            saved,
-        ];
-        let best = candidates
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // A spooled generation this file no longer holds (truncated) may
+        // be held by its copy: kept for the copy's discovery.
+        for c in &spooled {
+            if !identity::head_matches(&head, &c.fingerprint)
+                && !self
+                    .saved
+                    .iter()
+                    .any(|e| e.cursor.file_id == c.file_id && e.resume_cursor().offset >= c.offset)
+            {
+                self.saved.retain(|e| e.cursor.file_id != c.file_id);
+                self.saved.push(Entry {
+                    group: group_name.clone(),
+                    key,
+                    cursor: c.clone(),
+                    spooled: None,
+                    path: path.display().to_string(),
+                });
+            }
+        }
+        let best = spooled
             .into_iter()
-            .flatten()
+            .chain(saved)
             .filter(|c| identity::head_matches(&head, &c.fingerprint))
             .max_by_key(|c| (c.generation, c.offset));
         if let Some(c) = best {
+            let file_id = c.file_id.clone();
+            self.saved.retain(|e| e.cursor.file_id != file_id);
             let intact = c.offset <= size
                 && identity::tail_hash(&file, c.offset).ok().flatten() == Some(c.tail);
             if intact {
@@ -636,7 +729,39 @@ impl<F: Frames> Tailer<F> {
             }
             return;
         }
-        // 2. The copy of a truncated file (copytruncate).
+        // 2. The copy of a file truncated while the agent was stopped: a
+        // saved entry of another inode whose bytes it holds.
+        let copied = self.saved.iter().position(|e| {
+            e.group == group_name
+                    && e.key != key
+                    && e.resume_cursor().offset > 0
+                    && e.resume_cursor().offset <= size
+                    && identity::head_matches(&head, &e.cursor.fingerprint)
+                    // Its own file still holds it: it is no copy's.
+                    && !std::fs::metadata(&e.path).is_ok_and(|m| {
+                        FileKey::of(&m) == e.key && !self.by_key.contains_key(&(g, e.key))
+                    })
+                    && {
+                        let c = e.resume_cursor();
+                        identity::tail_hash(&file, c.offset).ok().flatten() == Some(c.tail)
+                    }
+        });
+        if let Some(i) = copied {
+            let e = self.saved.remove(i);
+            add(&self.counters.copytruncate_copies, 1);
+            self.track(
+                g,
+                path,
+                key,
+                file,
+                head,
+                size,
+                now,
+                Start0::Resume(e.resume_cursor()),
+            );
+            return;
+        }
+        // 3. The copy of a file truncated in this run (copytruncate).
         if let Some(pos) = self.orphans.iter().position(|o| {
             o.group == g
                 && self.files.get(&o.ident).is_some_and(|t| {
@@ -649,9 +774,9 @@ impl<F: Frames> Tailer<F> {
             self.adopt(orphan.ident, path, key, file, size, now);
             return;
         }
-        // 3. Perhaps the copy of a live file about to be truncated.
+        // 4. Perhaps the copy of a live file about to be truncated.
         if self.scanned
-            && head.len() >= HEAD_KEY
+            && !head.is_empty()
             && let Some(copy_of) = self.live_with_head(g, key, &head)
         {
             let d = self.deferred.entry((g, key)).or_insert(Deferred {
@@ -659,12 +784,14 @@ impl<F: Frames> Tailer<F> {
                 since: now,
             });
             if now.duration_since(d.since) < COPY_WAIT {
+                // Its original may have been truncated: look now.
+                self.dirty.push(copy_of);
                 self.close(file);
                 return;
             }
             self.deferred.remove(&(g, key));
         }
-        // 4. A new file.
+        // 5. A new file.
         let offset = if self.first_start && !self.scanned && self.group(g).start == Start::End {
             line_start_before(&file, size)
         } else {
@@ -683,15 +810,19 @@ impl<F: Frames> Tailer<F> {
 
     /// A live file of group `g` whose first bytes `head` repeats.
     fn live_with_head(&self, g: usize, key: FileKey, head: &[u8]) -> Option<u64> {
-        let candidates = self.heads.get(&(g, identity::hash64(&head[..HEAD_KEY])))?;
-        candidates.iter().copied().find(|ident| {
-            self.files.get(ident).is_some_and(|t| {
-                t.key != key && t.place == Place::Live && {
-                    let n = t.head.len().min(head.len());
-                    n >= HEAD_KEY && t.head[..n] == head[..n]
-                }
+        // A scan of every file: new files are rare next to reads, and the
+        // comparison stops at the first differing byte.
+        self.files
+            .values()
+            .find(|t| {
+                let n = t.head.len().min(head.len());
+                t.group == g
+                    && t.key != key
+                    && t.place == Place::Live
+                    && n > 0
+                    && t.head[..n] == head[..n]
             })
-        })
+            .map(|t| t.ident)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -729,6 +860,11 @@ impl<F: Frames> Tailer<F> {
                 BTreeMap::new()
             },
         };
+        let mark_from = offset.saturating_sub(MARK_BYTES);
+        let mark = (
+            offset,
+            identity::read_at(&file, mark_from, (offset - mark_from) as usize).unwrap_or_default(),
+        );
         let framer = F::create(group.rules.clone(), offset);
         let fields = framer.field_names();
         let tracked = Tracked {
@@ -754,37 +890,15 @@ impl<F: Frames> Tailer<F> {
             last_growth: now,
             max_size: size,
             size,
+            mark,
+            mtime: None,
+            safe_tail: (offset, tail),
         };
-        self.index_head(&tracked);
         self.by_key.insert((g, key), ident);
         self.by_path.insert(path.to_path_buf(), ident);
         self.files.insert(ident, tracked);
         self.dirty.push(ident);
         self.changed = true;
-    }
-
-    fn index_head(&mut self, t: &Tracked<F>) {
-        if t.head.len() >= HEAD_KEY {
-            self.heads
-                .entry((t.group, identity::hash64(&t.head[..HEAD_KEY])))
-                .or_default()
-                .push(t.ident);
-        }
-    }
-
-    fn unindex_head(&mut self, ident: u64) {
-        let Some(t) = self.files.get(&ident) else {
-            return;
-        };
-        if t.head.len() >= HEAD_KEY {
-            let k = (t.group, identity::hash64(&t.head[..HEAD_KEY]));
-            if let Some(v) = self.heads.get_mut(&k) {
-                v.retain(|&i| i != ident);
-                if v.is_empty() {
-                    self.heads.remove(&k);
-                }
-            }
-        }
     }
 
     /// A truncated generation continues in its copy, from where it stood.
@@ -890,13 +1004,18 @@ impl<F: Frames> Tailer<F> {
         // Skips: filtered lines move the checkpoint with nothing sent.
         for t in self.files.values_mut() {
             let safe = t.framer.safe_offset();
-            if t.chunk.is_none() && safe > t.shipped {
-                if let Some(file) = &t.file {
-                    let tail = identity::tail_hash(file, safe).ok().flatten().unwrap_or(0);
-                    t.acks.skipped(safe, tail);
-                    t.shipped = safe;
-                    self.changed = true;
-                }
+            if t.chunk.is_none()
+                && safe > t.shipped
+                && let Some(file) = &t.file
+            {
+                let tail = if t.safe_tail.0 == safe {
+                    t.safe_tail.1
+                } else {
+                    identity::tail_hash(file, safe).ok().flatten().unwrap_or(0)
+                };
+                t.acks.skipped(safe, tail);
+                t.shipped = safe;
+                self.changed = true;
             }
         }
         self.finish_gone(now, out)?;
@@ -959,7 +1078,14 @@ impl<F: Frames> Tailer<F> {
             Err(_) => return Ok(false),
         };
         t.max_size = t.max_size.max(size);
-        if size < t.framer.offset() {
+        // Truncated and written again past the old offset between two
+        // looks: the bytes before the offset are not the ones read.
+        let rewritten = t.mark.0 == t.framer.offset()
+            && t.mark.0 > 0
+            && size >= t.mark.0
+            && identity::read_at(file, t.mark.0 - t.mark.1.len() as u64, t.mark.1.len())
+                .is_ok_and(|b| b != t.mark.1);
+        if size < t.framer.offset() || rewritten {
             self.truncated(ident, now, out)?;
             return Ok(true);
         }
@@ -1031,6 +1157,20 @@ impl<F: Frames> Tailer<F> {
                 break;
             }
         }
+        if turn > 0 {
+            // The tail hash at the safe offset, taken while the bytes are
+            // surely there (a truncation may come before the chunk is sent).
+            let safe = t.framer.safe_offset();
+            if let Ok(Some(tail)) = identity::tail_hash(file, safe) {
+                t.safe_tail = (safe, tail);
+            }
+            let end = t.framer.offset();
+            let from = end.saturating_sub(MARK_BYTES);
+            t.mark = (
+                end,
+                identity::read_at(file, from, (end - from) as usize).unwrap_or_default(),
+            );
+        }
         let more = t.framer.offset() < size && turn > 0;
         for (chunk, end, kept) in done {
             self.send(ident, chunk, end, kept, out)?;
@@ -1071,11 +1211,14 @@ impl<F: Frames> Tailer<F> {
         let Some(t) = self.files.get_mut(&ident) else {
             return Ok(());
         };
-        let tail = t
-            .file
-            .as_ref()
-            .and_then(|f| identity::tail_hash(f, end).ok().flatten())
-            .unwrap_or(0);
+        let tail = if t.safe_tail.0 == end {
+            t.safe_tail.1
+        } else {
+            t.file
+                .as_ref()
+                .and_then(|f| identity::tail_hash(f, end).ok().flatten())
+                .unwrap_or(0)
+        };
         let cursor = Cursor {
             file_id: t.labels.file_id.clone(),
             generation: t.generation,
@@ -1122,7 +1265,6 @@ impl<F: Frames> Tailer<F> {
         t.place = Place::Gone(now);
         self.by_key.remove(&(g, key));
         self.by_path.remove(&path);
-        self.unindex_head(ident);
         // The orphan keeps its state (and its pending acks); a copy found
         // within ORPHAN_WAIT reads on from its safe offset.
         self.orphans.push(Orphan {
@@ -1231,7 +1373,6 @@ impl<F: Frames> Tailer<F> {
     }
 
     fn forget(&mut self, ident: u64) {
-        self.unindex_head(ident);
         if let Some(mut t) = self.files.remove(&ident) {
             if self.by_key.get(&(t.group, t.key)) == Some(&ident) {
                 self.by_key.remove(&(t.group, t.key));
@@ -1244,6 +1385,14 @@ impl<F: Frames> Tailer<F> {
             }
         }
         self.changed = true;
+    }
+
+    /// A send is in the spool: a restart resumes after it.
+    pub fn spooled(&mut self, ticket: Ticket) {
+        if let Some(t) = self.files.get_mut(&ticket.ident) {
+            t.acks.spooled(ticket.seq);
+            self.changed = true;
+        }
     }
 
     /// A send settled: the checkpoint may move.
@@ -1295,9 +1444,10 @@ impl<F: Frames> Tailer<F> {
     /// What to save: every file's acknowledged position.
     pub fn checkpoint(&mut self) -> Vec<Entry> {
         self.changed = false;
-        let mut entries: Vec<Entry> = self.saved.values().cloned().collect();
+        let mut entries: Vec<Entry> = self.saved.clone();
         for t in self.files.values() {
-            if self.by_key.get(&(t.group, t.key)) != Some(&t.ident) {
+            let orphan = self.orphans.iter().any(|o| o.ident == t.ident);
+            if self.by_key.get(&(t.group, t.key)) != Some(&t.ident) && !orphan {
                 continue; // an old generation: its inode has a newer one.
             }
             let acked = t.acks.acked();
@@ -1312,6 +1462,7 @@ impl<F: Frames> Tailer<F> {
                     fingerprint,
                     tail: t.acks.acked_tail(),
                 },
+                spooled: Some(t.acks.spooled_at()),
                 path: t.path.display().to_string(),
             });
         }
