@@ -300,7 +300,8 @@ impl Reader {
             if tailer.poll(Instant::now(), &mut self.delivery).is_err() {
                 break;
             }
-            if tailer.changed() && last_save.elapsed() >= SAVE_EVERY {
+            let urgent = tailer.take_urgent();
+            if tailer.changed() && (urgent || last_save.elapsed() >= SAVE_EVERY) {
                 self.save(&mut tailer);
                 last_save = Instant::now();
             }

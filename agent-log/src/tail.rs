@@ -356,6 +356,9 @@ pub struct Tailer<F: Frames = Framer> {
     next_ident: u64,
     buf: Vec<u8>,
     dirty: Vec<u64>,
+    /// Files that may need a look at each poll (a chunk lingering, a
+    /// record pending, gone from their path): idle files cost nothing.
+    active: std::collections::BTreeSet<u64>,
     counters: Arc<LogCounters>,
     open: usize,
     dirs: Vec<PathBuf>,
@@ -363,6 +366,7 @@ pub struct Tailer<F: Frames = Framer> {
     last_limit_log: Option<Instant>,
     changed: bool,
     rescan_soon: bool,
+    urgent: bool,
 }
 
 impl<F: Frames> Tailer<F> {
@@ -397,6 +401,7 @@ impl<F: Frames> Tailer<F> {
             next_ident: 1,
             buf: vec![0u8; READ_BUFFER],
             dirty: Vec::new(),
+            active: std::collections::BTreeSet::new(),
             counters,
             open: 0,
             dirs: Vec::new(),
@@ -404,6 +409,7 @@ impl<F: Frames> Tailer<F> {
             last_limit_log: None,
             changed: true,
             rescan_soon: false,
+            urgent: false,
         }
     }
 
@@ -445,6 +451,7 @@ impl<F: Frames> Tailer<F> {
             self.absorb_spool(out);
         }
         let mut seen: HashSet<(usize, FileKey)> = HashSet::new();
+        let mut later: Vec<(usize, PathBuf, FileKey)> = Vec::new();
         let mut dirs = Vec::new();
         let mut by_path = HashMap::new();
         for g in 0..self.settings.groups.len() {
@@ -480,12 +487,19 @@ impl<F: Frames> Tailer<F> {
                 if let Some(&ident) = self.by_key.get(&(g, key)) {
                     by_path.insert(path.clone(), ident);
                     self.seen_live(ident, path, &meta, now);
-                } else {
-                    self.discover(g, &path, key, now, out);
+                } else if self.discover(g, &path, key, now, out, true) {
                     if let Some(&ident) = self.by_key.get(&(g, key)) {
                         by_path.insert(path, ident);
                     }
+                } else {
+                    later.push((g, path, key));
                 }
+            }
+        }
+        for (g, path, key) in later {
+            self.discover(g, &path, key, now, out, false);
+            if let Some(&ident) = self.by_key.get(&(g, key)) {
+                by_path.insert(path, ident);
             }
         }
         self.by_path = by_path;
@@ -512,12 +526,13 @@ impl<F: Frames> Tailer<F> {
             }
         }
         self.deferred.retain(|k, _| seen.contains(k));
-        if !self.scanned {
-            self.scanned = true;
-            // Entries of files that are no more.
+        // Entries of files that are no more (or held by no file found):
+        // needed only while this scan matched copies.
+        if !self.saved.is_empty() {
             self.saved.clear();
             self.changed = true;
         }
+        self.scanned = true;
         self.counters
             .files_tracked
             .store(self.files.len() as u64, Ordering::Relaxed);
@@ -655,14 +670,15 @@ impl<F: Frames> Tailer<F> {
         key: FileKey,
         now: Instant,
         out: &mut impl Delivery,
-    ) {
+        first_pass: bool,
+    ) -> bool {
         let Some(file) = self.open_file(path, key, now) else {
-            return;
+            return true;
         };
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let Ok(head) = identity::read_head(&file) else {
             self.close(file);
-            return;
+            return true;
         };
         let source = self.source_name(g, key);
         // 1. Where the last run (or this one, before a restart) stood.
@@ -706,7 +722,9 @@ impl<F: Frames> Tailer<F> {
             .into_iter()
             .chain(saved)
             .filter(|c| identity::head_matches(&head, &c.fingerprint))
-            .max_by_key(|c| (c.generation, c.offset));
+            // The most specific fingerprint first (an empty file's matches
+            // anything), then the newest generation, then the furthest.
+            .max_by_key(|c| (c.fingerprint.len, c.generation, c.offset));
         if let Some(c) = best {
             let file_id = c.file_id.clone();
             self.saved.retain(|e| e.cursor.file_id != file_id);
@@ -727,7 +745,13 @@ impl<F: Frames> Tailer<F> {
                     Start0::New(c.generation + 1, 0),
                 );
             }
-            return;
+            return true;
+        }
+        if first_pass {
+            // Copies are matched once every file has been looked up by
+            // its own key (and the spool's cursors for it gathered).
+            self.close(file);
+            return false;
         }
         // 2. The copy of a file truncated while the agent was stopped: a
         // saved entry of another inode whose bytes it holds.
@@ -737,10 +761,8 @@ impl<F: Frames> Tailer<F> {
                     && e.resume_cursor().offset > 0
                     && e.resume_cursor().offset <= size
                     && identity::head_matches(&head, &e.cursor.fingerprint)
-                    // Its own file still holds it: it is no copy's.
-                    && !std::fs::metadata(&e.path).is_ok_and(|m| {
-                        FileKey::of(&m) == e.key && !self.by_key.contains_key(&(g, e.key))
-                    })
+                    // Its own file still holds those bytes: it is no copy's.
+                    && !still_holds(&e.path, e.key, &e.cursor.fingerprint)
                     && {
                         let c = e.resume_cursor();
                         identity::tail_hash(&file, c.offset).ok().flatten() == Some(c.tail)
@@ -759,7 +781,9 @@ impl<F: Frames> Tailer<F> {
                 now,
                 Start0::Resume(e.resume_cursor()),
             );
-            return;
+            // Only the checkpoint knows the copy continues the old file.
+            self.urgent = true;
+            return true;
         }
         // 3. The copy of a file truncated in this run (copytruncate).
         if let Some(pos) = self.orphans.iter().position(|o| {
@@ -772,7 +796,7 @@ impl<F: Frames> Tailer<F> {
         }) {
             let orphan = self.orphans.remove(pos);
             self.adopt(orphan.ident, path, key, file, size, now);
-            return;
+            return true;
         }
         // 4. Perhaps the copy of a live file about to be truncated.
         if self.scanned
@@ -787,7 +811,7 @@ impl<F: Frames> Tailer<F> {
                 // Its original may have been truncated: look now.
                 self.dirty.push(copy_of);
                 self.close(file);
-                return;
+                return true;
             }
             self.deferred.remove(&(g, key));
         }
@@ -798,6 +822,7 @@ impl<F: Frames> Tailer<F> {
             0
         };
         self.track(g, path, key, file, head, size, now, Start0::New(0, offset));
+        true
     }
 
     fn close(&mut self, file: File) {
@@ -941,6 +966,14 @@ impl<F: Frames> Tailer<F> {
         self.by_path.insert(path.to_path_buf(), ident);
         self.dirty.push(ident);
         self.changed = true;
+        // Only the checkpoint knows the copy continues the old file.
+        self.urgent = true;
+    }
+
+    /// Whether the checkpoint should be saved now rather than within the
+    /// second (a copy took over a truncated file). Resets the request.
+    pub fn take_urgent(&mut self) -> bool {
+        std::mem::take(&mut self.urgent)
     }
 
     /// Reads what changed, sends full and lingering chunks, ends files that
@@ -948,15 +981,20 @@ impl<F: Frames> Tailer<F> {
     pub fn poll(&mut self, now: Instant, out: &mut impl Delivery) -> Result<(), Stopped> {
         // Files gone from their path are read each poll until closed.
         let gone: Vec<u64> = self
-            .files
-            .values()
-            .filter(|t| matches!(t.place, Place::Gone(_)) && t.file.is_some())
-            .map(|t| t.ident)
+            .active
+            .iter()
+            .filter(|i| {
+                self.files
+                    .get(i)
+                    .is_some_and(|t| matches!(t.place, Place::Gone(_)) && t.file.is_some())
+            })
+            .copied()
             .collect();
         self.dirty.extend(gone);
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
+        self.active.extend(dirty.iter().copied());
         while !dirty.is_empty() {
             let mut again = Vec::new();
             for ident in dirty {
@@ -964,6 +1002,12 @@ impl<F: Frames> Tailer<F> {
                     again.push(ident);
                 }
             }
+            // New generations (truncations) are read in this poll too.
+            let fresh = std::mem::take(&mut self.dirty);
+            self.active.extend(fresh.iter().copied());
+            again.extend(fresh);
+            again.sort_unstable();
+            again.dedup();
             dirty = again;
         }
         self.end_orphans(now);
@@ -972,7 +1016,10 @@ impl<F: Frames> Tailer<F> {
         let mut pending_bytes = 0usize;
         let mut due = Vec::new();
         let mut cut = Vec::new();
-        for t in self.files.values_mut() {
+        for ident in &self.active {
+            let Some(t) = self.files.get_mut(ident) else {
+                continue;
+            };
             if t.framer.safe_offset() < t.framer.offset() {
                 for d in tick(t, now, self.keep_records, &self.counters) {
                     cut.push((t.ident, d));
@@ -989,10 +1036,10 @@ impl<F: Frames> Tailer<F> {
         }
         if pending_bytes > PENDING_LIMIT {
             due = self
-                .files
-                .values()
-                .filter(|t| t.chunk.is_some())
-                .map(|t| t.ident)
+                .active
+                .iter()
+                .filter(|i| self.files.get(i).is_some_and(|t| t.chunk.is_some()))
+                .copied()
                 .collect();
         }
         for (ident, (chunk, end, kept)) in cut {
@@ -1002,7 +1049,10 @@ impl<F: Frames> Tailer<F> {
             self.flush(ident, out)?;
         }
         // Skips: filtered lines move the checkpoint with nothing sent.
-        for t in self.files.values_mut() {
+        for ident in &self.active {
+            let Some(t) = self.files.get_mut(ident) else {
+                continue;
+            };
             let safe = t.framer.safe_offset();
             if t.chunk.is_none()
                 && safe > t.shipped
@@ -1019,6 +1069,14 @@ impl<F: Frames> Tailer<F> {
             }
         }
         self.finish_gone(now, out)?;
+        let files = &self.files;
+        self.active.retain(|i| {
+            files.get(i).is_some_and(|t| {
+                t.chunk.is_some()
+                    || t.framer.safe_offset() < t.framer.offset()
+                    || (matches!(t.place, Place::Gone(_)) && t.file.is_some())
+            })
+        });
         Ok(())
     }
 
@@ -1026,7 +1084,7 @@ impl<F: Frames> Tailer<F> {
     pub fn next_due(&self, now: Instant) -> Option<Duration> {
         let mut next: Option<Duration> = None;
         let mut at = |d: Duration| next = Some(next.map_or(d, |n| n.min(d)));
-        for t in self.files.values() {
+        for t in self.active.iter().filter_map(|i| self.files.get(i)) {
             if let Some(since) = t.chunk_since {
                 at((since + self.settings.linger).saturating_duration_since(now));
             }
@@ -1323,8 +1381,9 @@ impl<F: Frames> Tailer<F> {
         let hold = self.settings.deleted_hold;
         let keep = self.keep_records;
         let done: Vec<(u64, bool)> = self
-            .files
-            .values()
+            .active
+            .iter()
+            .filter_map(|i| self.files.get(i))
             .filter_map(|t| {
                 let Place::Gone(since) = t.place else {
                     return None;
@@ -1363,7 +1422,16 @@ impl<F: Frames> Tailer<F> {
             if let Some(t) = self.files.get_mut(&ident)
                 && let Some(f) = t.file.take()
             {
+                let (g, key, path) = (t.group, t.key, t.path.clone());
                 self.close(f);
+                // Closed for good: its inode may be reused by a new file,
+                // which must not be taken for this one.
+                if self.by_key.get(&(g, key)) == Some(&ident) {
+                    self.by_key.remove(&(g, key));
+                }
+                if self.by_path.get(&path) == Some(&ident) {
+                    self.by_path.remove(&path);
+                }
             }
             if self.files.get(&ident).is_some_and(|t| t.acks.is_idle()) {
                 self.forget(ident);
@@ -1473,6 +1541,16 @@ impl<F: Frames> Tailer<F> {
 enum Start0 {
     Resume(Cursor),
     New(u32, u64),
+}
+
+/// Whether the file at `path` is still `key` and begins with the bytes
+/// `fingerprint` was taken of.
+fn still_holds(path: &str, key: FileKey, fingerprint: &Fingerprint) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    file.metadata().is_ok_and(|m| FileKey::of(&m) == key)
+        && identity::read_head(&file).is_ok_and(|h| identity::head_matches(&h, fingerprint))
 }
 
 fn decode_cursor(bytes: &[u8]) -> Option<Cursor> {

@@ -176,6 +176,10 @@ impl Harness {
         self.tailer.rescan(self.now, &mut self.spool);
         self.tailer.poll(self.now, &mut self.spool).expect("open");
         self.spool.tell_spooled(&mut self.tailer);
+        // As the reader thread does.
+        if self.tailer.take_urgent() {
+            self.save();
+        }
     }
 
     /// Steps until nothing is left to read and every chunk is sent.
@@ -418,7 +422,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // 48 cases by default (`PROPTEST_CASES=2000` for a longer hunt).
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48)
+    ))]
 
     /// Every line written is stored exactly once, through rotations,
     /// truncations, deletions and restarts (copytruncate here copies and
