@@ -721,7 +721,10 @@ impl<F: Frames> Tailer<F> {
         let best = spooled
             .into_iter()
             .chain(saved)
-            .filter(|c| identity::head_matches(&head, &c.fingerprint))
+            // A cursor taken of an empty file says nothing of which file
+            // this is (and reusing its id could clash with what it later
+            // shipped): such a file is read as new, from 0, as it would be.
+            .filter(|c| c.fingerprint.len > 0 && identity::head_matches(&head, &c.fingerprint))
             // The most specific fingerprint first (an empty file's matches
             // anything), then the newest generation, then the furthest.
             .max_by_key(|c| (c.fingerprint.len, c.generation, c.offset));
