@@ -25,6 +25,7 @@ struct Record {
     end: u64,
     text: String,
     cut: bool,
+    attrs: BTreeMap<String, String>,
 }
 
 /// Every log record in the agent's spool, once per (file id, start); a
@@ -55,6 +56,7 @@ fn spooled_records(data_dir: &Path) -> Vec<Record> {
                     end: chunk.starts[i] + u64::from(chunk.spans[i]),
                     text,
                     cut: chunk.cut.contains(&(i as u32)),
+                    attrs: chunk.attrs.clone().into_iter().collect(),
                 };
                 let key = (record.file_id.clone(), record.start);
                 if let Some(before) = out.get(&key) {
@@ -329,4 +331,80 @@ fn a_file_replaced_while_the_agent_was_stopped_is_read_whole() {
         .map(String::from),
         Duration::from_secs(10),
     );
+}
+
+#[test]
+fn pod_logs_are_read_as_cri_with_their_pod_and_a_deleted_pod_is_finished() {
+    let dir = Scratch::new("log-pods");
+    let pods = dir.join("pods");
+    let container = pods.join("shop_web-7d9f_0a1b2c3d/nginx");
+    fs::create_dir_all(&container).expect("pod dir");
+    let agent = start_agent(
+        &dir,
+        &format!("{}/none/*.log", dir.path().display()),
+        &[
+            ("log.kubernetes", "pods"),
+            ("log.pods_root", &pods.display().to_string()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let log = container.join("0.log");
+    append(
+        &log,
+        concat!(
+            "2026-01-01T00:00:00.000000001Z stdout F hello from the pod\n",
+            "2026-01-01T00:00:00.000000002Z stderr P part one, \n",
+            "2026-01-01T00:00:00.000000003Z stderr F part two\n",
+        ),
+    );
+    let records = wait_for_texts(
+        &agent,
+        &["hello from the pod", "part one, part two"].map(String::from),
+        Duration::from_secs(10),
+    );
+    let attrs = &records[0].attrs;
+    assert_eq!(attrs.get("namespace").map(String::as_str), Some("shop"));
+    assert_eq!(attrs.get("pod").map(String::as_str), Some("web-7d9f"));
+    assert_eq!(attrs.get("container").map(String::as_str), Some("nginx"));
+    // The pod goes away right after its last words: they are shipped.
+    let mut w = OpenOptions::new().append(true).open(&log).expect("open");
+    w.write_all(b"2026-01-01T00:00:01.000000000Z stdout F last words\n")
+        .expect("write");
+    drop(w);
+    fs::remove_dir_all(pods.join("shop_web-7d9f_0a1b2c3d")).expect("rm pod");
+    wait_for_texts(
+        &agent,
+        &["hello from the pod", "part one, part two", "last words"].map(String::from),
+        Duration::from_secs(10),
+    );
+}
+
+#[test]
+fn log_max_open_bites_but_every_file_is_read() {
+    let dir = Scratch::new("log-maxopen");
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    let agent = start_agent(
+        &dir,
+        &format!("{}/*.log", logs.display()),
+        &[("log.max_open", "4")],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut want = Vec::new();
+    for i in 0..20 {
+        append(
+            &logs.join(format!("f{i:02}.log")),
+            &format!("file {i} line\n"),
+        );
+        want.push(format!("file {i} line"));
+    }
+    wait_for_texts(&agent, &want, Duration::from_secs(15));
+    for i in 0..20 {
+        append(
+            &logs.join(format!("f{i:02}.log")),
+            &format!("file {i} again\n"),
+        );
+        want.push(format!("file {i} again"));
+    }
+    wait_for_texts(&agent, &want, Duration::from_secs(15));
 }
