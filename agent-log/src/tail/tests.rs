@@ -528,3 +528,72 @@ proptest! {
         let _ = fs::remove_dir_all(&h.dir);
     }
 }
+
+/// A sink that keeps nothing: how fast the tailer reads, frames and builds
+/// chunks. `cargo test --release -p sightline-log --lib -- --ignored
+/// tailer_throughput --nocapture`.
+struct NullSink {
+    chunks: u64,
+    records: u64,
+}
+
+impl Delivery for NullSink {
+    fn resume(&mut self, _source: &str) -> Resumed {
+        Resumed::default()
+    }
+    fn send(&mut self, out: Outgoing) -> Result<(), Stopped> {
+        self.chunks += 1;
+        self.records += out.batch.records;
+        Ok(())
+    }
+}
+
+#[test]
+#[ignore = "a measurement: run in release"]
+fn tailer_throughput() {
+    let dir = scratch("throughput");
+    let path = dir.join("access.log");
+    let mut text = String::with_capacity(64 << 20);
+    let mut i = 0u64;
+    while text.len() < (64 << 20) - 512 {
+        text.push_str(&format!(
+            "10.0.{}.{} - - [24/Nov/2026:01:10:23 +0000] \"GET /api/users/{} HTTP/1.1\" 200 {} \"-\" \"curl/8.5.0\"\n",
+            i % 256,
+            (i / 256) % 256,
+            i,
+            1000 + i % 5000
+        ));
+        i += 1;
+    }
+    let mut f = fs::File::create(&path).expect("create");
+    for _ in 0..4 {
+        f.write_all(text.as_bytes()).expect("write");
+    }
+    drop(f);
+    let size = fs::metadata(&path).expect("meta").len();
+    let settings = settings(&format!("{}/*.log", dir.display()), Start::Beginning);
+    let counters = Arc::new(LogCounters::default());
+    let mut tailer: Tailer = Tailer::new(settings, None, counters);
+    let mut sink = NullSink {
+        chunks: 0,
+        records: 0,
+    };
+    let started = Instant::now();
+    tailer.rescan(started, &mut sink);
+    while sink.records < 4 * i {
+        tailer.poll(Instant::now(), &mut sink).expect("open");
+        tailer
+            .drain(Instant::now() + Duration::from_secs(60), &mut sink)
+            .expect("open");
+    }
+    let took = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} MB, {} lines, {} chunks in {took:.2}s: {:.0} MB/s, {:.0} lines/s",
+        size / 1_000_000,
+        sink.records,
+        sink.chunks,
+        size as f64 / 1e6 / took,
+        sink.records as f64 / took
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
