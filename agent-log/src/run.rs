@@ -2,7 +2,7 @@
 //! IO, framing and chunk building never run on the async runtime, which
 //! keeps the transport responsive), fed by `notify` watches on the globs'
 //! folders, a periodic rescan and the acknowledgements; an async task
-//! forwards its chunks to agent-core's outputs, one named output per file,
+//! forwards its chunks to agent-core's outputs, one named output per group,
 //! and reports the agent's counters each interval.
 //!
 //! Invariants:
@@ -37,11 +37,16 @@ pub const WINDOW: usize = 4;
 /// File-system events queued before they are folded into one rescan.
 pub const WAKE_QUEUE: usize = 4096;
 /// How long reading goes on after shutdown.
-const DRAIN_TIME: Duration = Duration::from_millis(150);
-/// How long acks are waited for after that.
-pub const ACK_WAIT: Duration = Duration::from_millis(100);
-/// When the forwarder gives up on a blocked send after shutdown.
-pub const STOP_LIMIT: Duration = Duration::from_millis(350);
+const DRAIN_TIME: Duration = Duration::from_millis(100);
+/// How long acks are waited for after that (the transport stops with the
+/// agent: only acks already on their way can come).
+pub const ACK_WAIT: Duration = Duration::from_millis(50);
+/// When the forwarder gives up on a blocked send after shutdown; with the
+/// wait for the reader's last checkpoint, the loop returns within agent-core's
+/// 400 ms.
+pub const STOP_LIMIT: Duration = Duration::from_millis(250);
+/// How long the loop waits for the reader thread's last checkpoint.
+const READER_WAIT: Duration = Duration::from_millis(100);
 /// Least time between two rescans asked for by events.
 const RESCAN_GAP: Duration = Duration::from_millis(50);
 /// Checkpoints are saved at least this often when they changed.
@@ -181,13 +186,16 @@ async fn run(settings: Arc<LogSettings>, cx: SourceContext) -> Result<(), Source
                     .map(|(name, v)| Sample::new(name, v as f64))
                     .collect();
                 let metrics = Payload::Metrics(Metrics { time: SystemTime::now(), samples });
-                let _ = cx.out.send_all(vec![metrics]).await;
+                tokio::select! {
+                    _ = cx.out.send_all(vec![metrics]) => {}
+                    () = cx.shutdown.cancelled() => {}
+                }
             }
         }
     }
     // The reader saves its checkpoints before it ends.
     hard_stop.cancel();
-    match tokio::time::timeout(Duration::from_millis(200), done_rx).await {
+    match tokio::time::timeout(READER_WAIT, done_rx).await {
         Ok(Ok(Err(e))) => Err(SourceError::msg(e)),
         _ => Ok(()),
     }

@@ -200,7 +200,7 @@ pub struct KeptRecord {
 /// One send: a chunk of one file, for the source named after the file.
 #[derive(Debug)]
 pub struct Outgoing {
-    /// The output's name (`<group>:<dev>:<ino>`).
+    /// The output's name: the group's.
     pub source: String,
     /// The chunk, its cursor and record count.
     pub batch: OutBatch,
@@ -367,6 +367,10 @@ pub struct Tailer<F: Frames = Framer> {
     changed: bool,
     rescan_soon: bool,
     urgent: bool,
+    /// Positions sent since the checkpoint was last taken, by file id:
+    /// every batch's cursor carries its group's, so the spool's newest
+    /// cursor and the checkpoint file together say where every file is.
+    since_save: BTreeMap<String, Entry>,
 }
 
 impl<F: Frames> Tailer<F> {
@@ -410,6 +414,7 @@ impl<F: Frames> Tailer<F> {
             changed: true,
             rescan_soon: false,
             urgent: false,
+            since_save: BTreeMap::new(),
         }
     }
 
@@ -487,7 +492,7 @@ impl<F: Frames> Tailer<F> {
                 if let Some(&ident) = self.by_key.get(&(g, key)) {
                     by_path.insert(path.clone(), ident);
                     self.seen_live(ident, path, &meta, now);
-                } else if self.discover(g, &path, key, now, out, true) {
+                } else if self.discover(g, &path, key, now, true) {
                     if let Some(&ident) = self.by_key.get(&(g, key)) {
                         by_path.insert(path, ident);
                     }
@@ -497,7 +502,7 @@ impl<F: Frames> Tailer<F> {
             }
         }
         for (g, path, key) in later {
-            self.discover(g, &path, key, now, out, false);
+            self.discover(g, &path, key, now, false);
             if let Some(&ident) = self.by_key.get(&(g, key)) {
                 by_path.insert(path, ident);
             }
@@ -542,42 +547,36 @@ impl<F: Frames> Tailer<F> {
     }
 
     /// The spool may know more about the last run's files than the
-    /// checkpoint (sends spooled or acked after it was saved): their
-    /// newest cursors, also for files gone from their paths since.
+    /// checkpoint file: each group's newest spooled (and acknowledged)
+    /// batch carries every file position that changed since the
+    /// checkpoint was last saved ([`Tailer::checkpoint`]).
     fn absorb_spool(&mut self, out: &mut impl Delivery) {
-        let mut sources: Vec<(String, FileKey, String)> = self
-            .saved
+        let groups: Vec<String> = self
+            .settings
+            .groups
             .iter()
-            .map(|e| (e.group.clone(), e.key, e.path.clone()))
+            .map(|g| g.name.clone())
             .collect();
-        sources.sort();
-        sources.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-        for (group, key, path) in sources {
-            let resumed = out.resume(&format!("{group}:{}:{}", key.dev, key.ino));
-            for c in [resumed.spooled, resumed.acked]
-                .iter()
-                .flatten()
-                .filter_map(|b| decode_cursor(b))
-            {
-                match self
-                    .saved
-                    .iter_mut()
-                    .find(|e| e.cursor.file_id == c.file_id)
-                {
-                    Some(e) if e.resume_cursor().offset >= c.offset => {}
-                    Some(e) => {
-                        e.cursor = c;
-                        e.spooled = None;
-                    }
-                    None => self.saved.push(Entry {
-                        group: group.clone(),
-                        key,
-                        cursor: c,
-                        spooled: None,
-                        path: path.clone(),
-                    }),
+        for group in groups {
+            let resumed = out.resume(&group);
+            for bytes in [resumed.spooled, resumed.acked].iter().flatten() {
+                for e in decode_delta(&group, bytes) {
+                    self.merge_saved(e);
                 }
             }
+        }
+    }
+
+    /// Adds a position of a file generation, keeping the furthest one.
+    fn merge_saved(&mut self, entry: Entry) {
+        match self
+            .saved
+            .iter_mut()
+            .find(|e| e.cursor.file_id == entry.cursor.file_id)
+        {
+            Some(e) if e.resume_cursor().offset >= entry.resume_cursor().offset => {}
+            Some(e) => *e = entry,
+            None => self.saved.push(entry),
         }
     }
 
@@ -599,8 +598,8 @@ impl<F: Frames> Tailer<F> {
         }
     }
 
-    fn source_name(&self, g: usize, key: FileKey) -> String {
-        format!("{}:{}:{}", self.group(g).name, key.dev, key.ino)
+    fn source_name(&self, g: usize) -> String {
+        self.group(g).name.clone()
     }
 
     /// Makes room for one more open file: closes the idle live file read
@@ -669,7 +668,6 @@ impl<F: Frames> Tailer<F> {
         path: &Path,
         key: FileKey,
         now: Instant,
-        out: &mut impl Delivery,
         first_pass: bool,
     ) -> bool {
         let Some(file) = self.open_file(path, key, now) else {
@@ -680,47 +678,18 @@ impl<F: Frames> Tailer<F> {
             self.close(file);
             return true;
         };
-        let source = self.source_name(g, key);
-        // 1. Where the last run (or this one, before a restart) stood.
-        let resumed = out.resume(&source);
-        let group_name = self.group(g).name.clone();
-        // Entries of this inode (an older generation may be among them,
+        // 1. Where the last run (or this one, before a restart) stood:
+        // entries of this inode (an older generation may be among them,
         // waiting for its copy: its fingerprint will not match).
+        let group_name = self.group(g).name.clone();
         let saved: Vec<Cursor> = self
             .saved
             .iter()
             .filter(|e| e.group == group_name && e.key == key)
             .map(Entry::resume_cursor)
             .collect();
-        let spooled: Vec<Cursor> = [
-            resumed.spooled.as_deref().and_then(decode_cursor),
-            resumed.acked.as_deref().and_then(decode_cursor),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        // A spooled generation this file no longer holds (truncated) may
-        // be held by its copy: kept for the copy's discovery.
-        for c in &spooled {
-            if !identity::head_matches(&head, &c.fingerprint)
-                && !self
-                    .saved
-                    .iter()
-                    .any(|e| e.cursor.file_id == c.file_id && e.resume_cursor().offset >= c.offset)
-            {
-                self.saved.retain(|e| e.cursor.file_id != c.file_id);
-                self.saved.push(Entry {
-                    group: group_name.clone(),
-                    key,
-                    cursor: c.clone(),
-                    spooled: None,
-                    path: path.display().to_string(),
-                });
-            }
-        }
-        let best = spooled
+        let best = saved
             .into_iter()
-            .chain(saved)
             // A cursor taken of an empty file says nothing of which file
             // this is (and reusing its id could clash with what it later
             // shipped): such a file is read as new, from 0, as it would be.
@@ -899,7 +868,7 @@ impl<F: Frames> Tailer<F> {
             ident,
             group: g,
             key,
-            source: self.source_name(g, key),
+            source: self.source_name(g),
             path: path.to_path_buf(),
             labels,
             fields,
@@ -943,7 +912,7 @@ impl<F: Frames> Tailer<F> {
             self.close(file);
             return;
         };
-        let source = self.source_name(g, key);
+        let source = self.source_name(g);
         let Some(t) = self.files.get_mut(&ident) else {
             return;
         };
@@ -1290,9 +1259,27 @@ impl<F: Frames> Tailer<F> {
         let records = chunk.len() as u64;
         let seq = t.acks.sent(end, tail);
         t.shipped = end;
+        let group = self.settings.groups[t.group].name.clone();
+        self.since_save.insert(
+            cursor.file_id.clone(),
+            Entry {
+                group: group.clone(),
+                key: t.key,
+                cursor,
+                spooled: None,
+                path: t.path.display().to_string(),
+            },
+        );
+        let mut delta = encode_delta(self.since_save.values().filter(|e| e.group == group));
+        if delta.len() > DELTA_LIMIT {
+            // Too many files moved since the last checkpoint: this one's
+            // position only, and the checkpoint is taken now.
+            delta = encode_delta(self.since_save.get(&t.labels.file_id));
+            self.urgent = true;
+        }
         let batch = OutBatch {
             payloads: vec![chunk.finish(SystemTime::now())],
-            cursor: Some(cursor.encode().into_bytes()),
+            cursor: Some(delta),
             records,
         };
         self.changed = true;
@@ -1515,6 +1502,18 @@ impl<F: Frames> Tailer<F> {
     /// What to save: every file's acknowledged position.
     pub fn checkpoint(&mut self) -> Vec<Entry> {
         self.changed = false;
+        // Positions the entries below hold (spooled) leave the delta;
+        // sends not yet known spooled stay in it.
+        let spooled: HashMap<&str, u64> = self
+            .files
+            .values()
+            .map(|t| (t.labels.file_id.as_str(), t.acks.spooled_at().0))
+            .collect();
+        self.since_save.retain(|id, e| {
+            spooled
+                .get(id.as_str())
+                .is_some_and(|&at| at < e.cursor.offset)
+        });
         let mut entries: Vec<Entry> = self.saved.clone();
         for t in self.files.values() {
             let orphan = self.orphans.iter().any(|o| o.ident == t.ident);
@@ -1556,8 +1555,57 @@ fn still_holds(path: &str, key: FileKey, fingerprint: &Fingerprint) -> bool {
         && identity::read_head(&file).is_ok_and(|h| identity::head_matches(&h, fingerprint))
 }
 
-fn decode_cursor(bytes: &[u8]) -> Option<Cursor> {
-    Cursor::decode(std::str::from_utf8(bytes).ok()?)
+/// The most bytes of positions a batch's cursor carries.
+const DELTA_LIMIT: usize = 32 << 10;
+
+/// A batch's cursor: `v2`, then one line per file generation:
+/// `<dev> <ino> <cursor>\t<path>`.
+fn encode_delta<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
+    let mut out = String::from("v2\n");
+    for e in entries {
+        let path: String = e
+            .path
+            .chars()
+            .map(|c| if c == '\n' || c == '\t' { '?' } else { c })
+            .collect();
+        out.push_str(&format!(
+            "{} {} {}\t{}\n",
+            e.key.dev,
+            e.key.ino,
+            e.resume_cursor().encode(),
+            path
+        ));
+    }
+    out.into_bytes()
+}
+
+/// The positions [`encode_delta`] wrote (lines that do not parse are
+/// skipped).
+fn decode_delta(group: &str, bytes: &[u8]) -> Vec<Entry> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Vec::new();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some("v2") {
+        return Vec::new();
+    }
+    lines
+        .filter_map(|line| {
+            let (head, path) = line.split_once('\t')?;
+            let mut f = head.splitn(3, ' ');
+            let key = FileKey {
+                dev: f.next()?.parse().ok()?,
+                ino: f.next()?.parse().ok()?,
+            };
+            Some(Entry {
+                group: group.to_string(),
+                key,
+                cursor: Cursor::decode(f.next()?)?,
+                spooled: None,
+                path: path.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// The offset just after the last line end before `size` (or `size`

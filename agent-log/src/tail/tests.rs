@@ -220,6 +220,9 @@ impl Harness {
             }
         }
         self.tailer = tailer;
+        // As the reader thread does: the first scan, then a checkpoint.
+        self.tailer.rescan(self.now, &mut self.spool);
+        self.save();
     }
 }
 
