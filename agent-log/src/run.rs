@@ -153,18 +153,18 @@ async fn run(settings: Arc<LogSettings>, cx: SourceContext) -> Result<(), Source
                     },
                     () = hard_stop.cancelled() => break,
                 };
-                let (acked, wake, ticket) = (acked.clone(), wake_tx.clone(), out.ticket);
+                let (acked, wake, tickets) = (acked.clone(), wake_tx.clone(), out.tickets);
                 tokio::spawn(async move {
                     let mut receipt = receipt;
                     if receipt.spooled().await.is_ok()
                         && let Ok(mut list) = acked.lock()
                     {
-                        list.push((ticket, None));
+                        list.extend(tickets.iter().map(|&t| (t, None)));
                     }
                     drop(permit);
                     let fate = receipt.settled().await;
                     if let Ok(mut list) = acked.lock() {
-                        list.push((ticket, Some(fate)));
+                        list.extend(tickets.iter().map(|&t| (t, Some(fate.clone()))));
                     }
                     let _ = wake.try_send(Wake::Poke);
                 });

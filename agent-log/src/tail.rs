@@ -202,10 +202,10 @@ pub struct KeptRecord {
 pub struct Outgoing {
     /// The output's name: the group's.
     pub source: String,
-    /// The chunk, its cursor and record count.
+    /// The chunks (one per file), the cursor and the record count.
     pub batch: OutBatch,
-    /// To be handed back to [`Tailer::settled`].
-    pub ticket: Ticket,
+    /// One per chunk, to be handed back to [`Tailer::settled`].
+    pub tickets: Vec<Ticket>,
     /// The records, when kept (tests).
     pub records: Vec<KeptRecord>,
 }
@@ -371,6 +371,25 @@ pub struct Tailer<F: Frames = Framer> {
     /// every batch's cursor carries its group's, so the spool's newest
     /// cursor and the checkpoint file together say where every file is.
     since_save: BTreeMap<String, Entry>,
+    /// Chunks gathered per group, sent together as one batch.
+    outbox: BTreeMap<usize, Outbox>,
+}
+
+/// Chunks of one group waiting to go as one batch.
+#[derive(Default)]
+struct Outbox {
+    payloads: Vec<agent_core::Payload>,
+    tickets: Vec<Ticket>,
+    records: u64,
+    bytes: usize,
+    kept: Vec<KeptRecord>,
+}
+
+fn payload_len(p: &agent_core::Payload) -> usize {
+    match p {
+        agent_core::Payload::Encoded(w) => w.len(),
+        _ => 0,
+    }
 }
 
 impl<F: Frames> Tailer<F> {
@@ -415,6 +434,7 @@ impl<F: Frames> Tailer<F> {
             rescan_soon: false,
             urgent: false,
             since_save: BTreeMap::new(),
+            outbox: BTreeMap::new(),
         }
     }
 
@@ -630,6 +650,8 @@ impl<F: Frames> Tailer<F> {
             }
             None => {
                 add(&self.counters.open_limit_hits, 1);
+                // Tried again soon, not only at the next periodic rescan.
+                self.rescan_soon = true;
                 if self
                     .last_limit_log
                     .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10))
@@ -1041,6 +1063,7 @@ impl<F: Frames> Tailer<F> {
             }
         }
         self.finish_gone(now, out)?;
+        self.dispatch_all(out)?;
         let files = &self.files;
         self.active.retain(|i| {
             files.get(i).is_some_and(|t| {
@@ -1260,35 +1283,82 @@ impl<F: Frames> Tailer<F> {
         let seq = t.acks.sent(end, tail);
         t.shipped = end;
         let group = self.settings.groups[t.group].name.clone();
+        let g = t.group;
         self.since_save.insert(
             cursor.file_id.clone(),
             Entry {
-                group: group.clone(),
+                group,
                 key: t.key,
                 cursor,
                 spooled: None,
                 path: t.path.display().to_string(),
             },
         );
+        self.changed = true;
+        let payload = chunk.finish(SystemTime::now());
+        let bytes = payload_len(&payload);
+        let outbox = self.outbox.entry(g).or_default();
+        if outbox.bytes > 0 && outbox.bytes + bytes > CHUNK_TARGET {
+            self.dispatch(g, out)?;
+        }
+        let outbox = self.outbox.entry(g).or_default();
+        outbox.payloads.push(payload);
+        outbox.tickets.push(Ticket { ident, seq });
+        outbox.records += records;
+        outbox.bytes += bytes;
+        outbox.kept.extend(kept);
+        if outbox.bytes >= CHUNK_TARGET {
+            self.dispatch(g, out)?;
+        }
+        Ok(())
+    }
+
+    /// Sends group `g`'s chunks gathered so far as one batch.
+    fn dispatch(&mut self, g: usize, out: &mut impl Delivery) -> Result<(), Stopped> {
+        let Some(outbox) = self.outbox.remove(&g) else {
+            return Ok(());
+        };
+        if outbox.payloads.is_empty() {
+            return Ok(());
+        }
+        let group = self.settings.groups[g].name.clone();
         let mut delta = encode_delta(self.since_save.values().filter(|e| e.group == group));
         if delta.len() > DELTA_LIMIT {
-            // Too many files moved since the last checkpoint: this one's
-            // position only, and the checkpoint is taken now.
-            delta = encode_delta(self.since_save.get(&t.labels.file_id));
-            self.urgent = true;
+            // Too many files moved since the last checkpoint: the
+            // positions of this batch's files only (the checkpoint file,
+            // at most a second old, has the others; a crash now means
+            // some lines are sent again, and stored once).
+            let ids: HashSet<&str> = outbox
+                .tickets
+                .iter()
+                .filter_map(|t| self.files.get(&t.ident))
+                .map(|t| t.labels.file_id.as_str())
+                .collect();
+            delta = encode_delta(
+                self.since_save
+                    .values()
+                    .filter(|e| ids.contains(e.cursor.file_id.as_str())),
+            );
         }
-        let batch = OutBatch {
-            payloads: vec![chunk.finish(SystemTime::now())],
-            cursor: Some(delta),
-            records,
-        };
-        self.changed = true;
         out.send(Outgoing {
-            source: t.source.clone(),
-            batch,
-            ticket: Ticket { ident, seq },
-            records: kept,
+            source: group,
+            batch: OutBatch {
+                payloads: outbox.payloads,
+                cursor: Some(delta),
+                records: outbox.records,
+            },
+            tickets: outbox.tickets,
+            records: outbox.kept,
         })
+    }
+
+    /// Sends every group's gathered chunks.
+    fn dispatch_all(&mut self, out: &mut impl Delivery) -> Result<(), Stopped> {
+        let groups: Vec<usize> = self.outbox.keys().copied().collect();
+        for g in groups {
+            self.dispatch(g, out)?;
+        }
+        Ok(())
     }
 
     /// The open file is shorter than what was read: its old bytes are
@@ -1491,7 +1561,7 @@ impl<F: Frames> Tailer<F> {
         for ident in idents {
             self.flush(ident, out)?;
         }
-        Ok(())
+        self.dispatch_all(out)
     }
 
     /// Whether the checkpoint changed since the last [`Tailer::checkpoint`].

@@ -67,7 +67,7 @@ struct Spool {
     /// Per source: (cursor, acked) in send order.
     batches: HashMap<String, Vec<(Vec<u8>, bool)>>,
     /// Sends not yet acked.
-    unacked: Vec<(String, usize, Ticket)>,
+    unacked: Vec<(String, usize, Vec<Ticket>)>,
     /// Sends the tailer has not been told are spooled.
     unspooled: Vec<Ticket>,
     /// What the collector holds: (file id, start) → text.
@@ -87,11 +87,13 @@ impl Spool {
 
     fn ack_all(&mut self, tailer: &mut Tailer) {
         self.tell_spooled(tailer);
-        for (source, i, ticket) in std::mem::take(&mut self.unacked) {
+        for (source, i, tickets) in std::mem::take(&mut self.unacked) {
             if let Some(b) = self.batches.get_mut(&source).and_then(|v| v.get_mut(i)) {
                 b.1 = true;
             }
-            tailer.settled(ticket, &Fate::Acked);
+            for ticket in tickets {
+                tailer.settled(ticket, &Fate::Acked);
+            }
         }
     }
 
@@ -114,8 +116,8 @@ impl Delivery for Spool {
         let list = self.batches.entry(out.source.clone()).or_default();
         list.push((out.batch.cursor.clone().unwrap_or_default(), false));
         self.unacked
-            .push((out.source.clone(), list.len() - 1, out.ticket));
-        self.unspooled.push(out.ticket);
+            .push((out.source.clone(), list.len() - 1, out.tickets.clone()));
+        self.unspooled.extend(out.tickets.iter().copied());
         for r in out.records {
             self.sent_records += 1;
             match self.stored.get(&(r.file_id.clone(), r.start)) {
