@@ -408,3 +408,30 @@ fn log_max_open_bites_but_every_file_is_read() {
     }
     wait_for_texts(&agent, &want, Duration::from_secs(15));
 }
+
+#[test]
+fn copytruncate_continues_the_copy_and_reads_the_truncated_file_anew() {
+    let dir = Scratch::new("log-copytruncate");
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    let live = logs.join("app.log");
+    // The rotated copy is matched too: it is where the lines the agent
+    // had not read yet are.
+    let agent = start_agent(&dir, &format!("{}/app.log*", logs.display()), &[]);
+    append(&live, &numbered(0, 1000));
+    wait_for_texts(&agent, &expected(0, 1000), Duration::from_secs(10));
+    for round in 0..3 {
+        let base = 1000 + round * 2000;
+        // Lines the agent may or may not have read before the copy.
+        append(&live, &numbered(base, base + 1000));
+        fs::copy(&live, logs.join(format!("app.log.{round}"))).expect("copy");
+        OpenOptions::new()
+            .write(true)
+            .open(&live)
+            .expect("open")
+            .set_len(0)
+            .expect("truncate");
+        append(&live, &numbered(base + 1000, base + 2000));
+        wait_for_texts(&agent, &expected(0, base + 2000), Duration::from_secs(10));
+    }
+}
