@@ -323,6 +323,9 @@ struct Tracked<F> {
     mtime: Option<SystemTime>,
     /// The tail hash at the safe offset after the last read.
     safe_tail: (u64, u64),
+    /// Found empty during a run: its first bytes decide whether it is a
+    /// copy of another file (then it is discovered again).
+    fresh: bool,
 }
 
 /// A truncated generation waiting for its copy.
@@ -815,7 +818,13 @@ impl<F: Frames> Tailer<F> {
         } else {
             0
         };
+        let fresh = self.scanned && head.is_empty();
         self.track(g, path, key, file, head, size, now, Start0::New(0, offset));
+        if fresh && let Some(&ident) = self.by_key.get(&(g, key)) {
+            if let Some(t) = self.files.get_mut(&ident) {
+                t.fresh = true;
+            }
+        }
         true
     }
 
@@ -912,6 +921,7 @@ impl<F: Frames> Tailer<F> {
             mark,
             mtime: None,
             safe_tail: (offset, tail),
+            fresh: false,
         };
         self.by_key.insert((g, key), ident);
         self.by_path.insert(path.to_path_buf(), ident);
@@ -1130,6 +1140,17 @@ impl<F: Frames> Tailer<F> {
             Ok(m) => m.len(),
             Err(_) => return Ok(false),
         };
+        if t.fresh {
+            if size == 0 {
+                return Ok(false);
+            }
+            // A file found empty gets its first bytes: it may be a copy
+            // being written (copytruncate). Looked at again by the next
+            // rescan, with its first bytes, as a new file.
+            self.forget(ident);
+            self.rescan_soon = true;
+            return Ok(false);
+        }
         t.max_size = t.max_size.max(size);
         // Truncated and written again past the old offset between two
         // looks: the bytes before the offset are not the ones read.

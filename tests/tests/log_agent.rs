@@ -132,8 +132,21 @@ fn wait_for_texts(agent: &Agent, want: &[String], limit: Duration) -> Vec<Record
         if Instant::now() > deadline {
             let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).take(5).collect();
             let extra: Vec<_> = got.iter().filter(|g| !want.contains(g)).take(5).collect();
+            let mut by_file: BTreeMap<(String, String), (usize, String, String)> = BTreeMap::new();
+            for r in &records {
+                let e = by_file
+                    .entry((r.file_id.clone(), r.path.clone()))
+                    .or_insert((0, r.text.clone(), r.text.clone()));
+                e.0 += 1;
+                if r.text < e.1 {
+                    e.1 = r.text.clone();
+                }
+                if r.text > e.2 {
+                    e.2 = r.text.clone();
+                }
+            }
             panic!(
-                "spool holds {} records, want {}; missing {missing:?}, unexpected {extra:?}\nagent log:\n{}",
+                "spool holds {} records, want {}; missing {missing:?}, unexpected {extra:?}\nby file (id, path): (count, first, last): {by_file:#?}\nagent log:\n{}",
                 got.len(),
                 want.len(),
                 agent.log_text()
