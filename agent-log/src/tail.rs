@@ -820,10 +820,11 @@ impl<F: Frames> Tailer<F> {
         };
         let fresh = self.scanned && head.is_empty();
         self.track(g, path, key, file, head, size, now, Start0::New(0, offset));
-        if fresh && let Some(&ident) = self.by_key.get(&(g, key)) {
-            if let Some(t) = self.files.get_mut(&ident) {
-                t.fresh = true;
-            }
+        if fresh
+            && let Some(&ident) = self.by_key.get(&(g, key))
+            && let Some(t) = self.files.get_mut(&ident)
+        {
+            t.fresh = true;
         }
         true
     }
@@ -1145,12 +1146,54 @@ impl<F: Frames> Tailer<F> {
                 return Ok(false);
             }
             // A file found empty gets its first bytes: it may be a copy
-            // being written (copytruncate). Looked at again by the next
-            // rescan, with its first bytes, as a new file.
-            self.forget(ident);
-            self.rescan_soon = true;
-            return Ok(false);
+            // being written (copytruncate).
+            t.fresh = false;
+            let head = identity::read_head(file).unwrap_or_default();
+            let (g, key, path) = (t.group, t.key, t.path.clone());
+            let orphan = self.orphans.iter().position(|o| {
+                o.group == g
+                    && self.files.get(&o.ident).is_some_and(|x| {
+                        !x.head.is_empty()
+                            && identity::head_matches(&head, &x.fingerprint)
+                            && head.len() >= x.head.len()
+                    })
+            });
+            if let Some(pos) = orphan {
+                let orphan = self.orphans.remove(pos);
+                let file = self.files.get_mut(&ident).and_then(|t| t.file.take());
+                self.forget(ident);
+                if let Some(file) = file {
+                    self.adopt(orphan.ident, &path, key, file, size, now);
+                }
+                return Ok(true);
+            }
+            if let Some(copy_of) = self.live_with_head(g, key, &head) {
+                // Found again by a rescan; read as its own file if its
+                // original is not truncated within COPY_WAIT.
+                self.forget(ident);
+                self.deferred.insert(
+                    (g, key),
+                    Deferred {
+                        copy_of,
+                        since: now,
+                    },
+                );
+                self.dirty.push(copy_of);
+                self.rescan_soon = true;
+                return Ok(false);
+            }
+            let Some(t) = self.files.get_mut(&ident) else {
+                return Ok(false);
+            };
+            t.head = head;
+            t.fingerprint = Fingerprint::of(&t.head);
         }
+        let Some(t) = self.files.get_mut(&ident) else {
+            return Ok(false);
+        };
+        let Some(file) = t.file.as_ref() else {
+            return Ok(false);
+        };
         t.max_size = t.max_size.max(size);
         // Truncated and written again past the old offset between two
         // looks: the bytes before the offset are not the ones read.
