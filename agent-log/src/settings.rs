@@ -301,14 +301,15 @@ fn group(config: &Config, name: &str) -> Result<GroupSettings, ConfigError> {
         exclude_lines: regex(config, &key("exclude_lines"))?.into_iter().collect(),
         parse: regex(config, &key("parse"))?,
     };
-    if let Some(parse) = &rules.parse
-        && parse.capture_names().flatten().next().is_none()
-    {
-        return Err(invalid(
-            config,
-            &key("parse"),
-            "has no named group (?P<name>...): it would add no field",
-        ));
+    if let Some(parse) = &rules.parse {
+        if parse.capture_names().flatten().next().is_none() {
+            return Err(invalid(
+                config,
+                &key("parse"),
+                "has no named group (?P<name>...): it would add no field",
+            ));
+        }
+        crate::framing::check_parse_rule(parse).map_err(|e| invalid(config, &key("parse"), e))?;
     }
     Ok(GroupSettings {
         name: name.to_string(),

@@ -6,6 +6,7 @@
 //! - `bench infra`: the server agent beside node_exporter, as ratios.
 //! - `bench collector`: the collector's ingest under a simulated fleet,
 //!   beside VictoriaMetrics, as ratios.
+//! - `bench log-framing`: the log agent's framer beside `wc -l`.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
 mod bench;
@@ -29,6 +30,8 @@ tasks:
         sightline-infra beside node_exporter on this machine: CPU per cycle, peak RSS, ratios
   bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
         the collector's ingest under a simulated fleet beside VictoriaMetrics: points/s, ack latency, CPU, RSS, bytes/point
+  bench log-framing [--mb N] [--runs N] [--json]
+        the log agent's framer on an in-memory nginx access log beside wc -l: MB/s, lines/s
   codegen
         regenerate proto/src/gen from proto/sightline/v1/*.proto";
 

@@ -192,6 +192,49 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_a_panic(line in "\\PC{0,80}") {
+            let _ = parse_line(&line);
+            let _ = parse_rfc3339_ms(&line);
+        }
+
+        #[test]
+        fn a_cri_line_gives_back_its_text(
+            ms in 0i64..4_102_444_800_000,
+            stderr in proptest::bool::ANY,
+            partial in proptest::bool::ANY,
+            text in "[^\n]{0,40}",
+        ) {
+            let secs = ms / 1000;
+            let (days, rest) = (secs / 86_400, secs % 86_400);
+            // Back from days to a date (Hinnant's civil_from_days).
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let day = doy - (153 * mp + 2) / 5 + 1;
+            let month = if mp < 10 { mp + 3 } else { mp - 9 };
+            let year = yoe + era * 400 + i64::from(month <= 2);
+            let line = format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}456789Z {} {} {text}",
+                rest / 3600,
+                rest / 60 % 60,
+                rest % 60,
+                ms % 1000,
+                if stderr { "stderr" } else { "stdout" },
+                if partial { "P" } else { "F" },
+            );
+            let parsed = parse_line(&line).expect("a CRI line");
+            proptest::prop_assert_eq!(parsed.time_ms, ms);
+            proptest::prop_assert_eq!(parsed.partial, partial);
+            proptest::prop_assert_eq!(parsed.stream == Stream::Stderr, stderr);
+            proptest::prop_assert_eq!(parsed.text, text.as_str());
+        }
+    }
+
     #[test]
     fn dates_before_and_after_leap_days() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));

@@ -224,6 +224,24 @@ mod tests {
         assert_eq!((text, invalid), ("\u{fffd}a", 1));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_decode_within_the_limit(
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            cut in proptest::bool::ANY,
+            max in 1usize..40,
+        ) {
+            let mut scratch = String::new();
+            for encoding in [Encoding::Utf8, Encoding::Utf16Le, Encoding::Utf16Be] {
+                let (text, _, invalid) = decode(encoding, &raw, cut, max, &mut scratch);
+                proptest::prop_assert!(text.len() <= max);
+                if encoding == Encoding::Utf8 && std::str::from_utf8(&raw).is_ok() {
+                    proptest::prop_assert_eq!(invalid, 0);
+                }
+            }
+        }
+    }
+
     #[test]
     fn byte_order_marks() {
         assert_eq!(bom(b"\xef\xbb\xbfx"), Some((Encoding::Utf8, 3)));

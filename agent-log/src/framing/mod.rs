@@ -17,7 +17,8 @@
 //!   may take. A byte-order mark is covered by the first line's span.
 //! - A partial last line (no line end yet) is never emitted.
 //! - Memory per file is bounded by the rules' limits (`max_line`, the
-//!   multi-line limits), never by the length of a line in the file.
+//!   multi-line limits), never by the length of a line in the file; once
+//!   a long record is emitted its buffer shrinks back.
 //! - The records do not depend on how the bytes were split into pushes.
 //! - Never allocates per line on the plain path: buffers are reused.
 
@@ -78,6 +79,44 @@ impl Default for FramingRules {
             parse: None,
         }
     }
+}
+
+/// Most fields a record carries: the collector refuses a chunk with more
+/// columns, so named groups past these are not fields.
+pub const MAX_FIELDS: usize = 64;
+/// The longest field name, in bytes: a group with a longer name is not a
+/// field (the collector refuses it).
+pub const MAX_FIELD_NAME_BYTES: usize = 128;
+
+/// Why a `parse` rule's groups cannot all become fields (more than
+/// [`MAX_FIELDS`], or a name over [`MAX_FIELD_NAME_BYTES`]), for settings
+/// to refuse at load; the framer itself only uses the groups that fit.
+pub fn check_parse_rule(parse: &Regex) -> Result<(), String> {
+    let names: Vec<&str> = parse.capture_names().flatten().collect();
+    if names.len() > MAX_FIELDS {
+        return Err(format!(
+            "{} named groups; at most {MAX_FIELDS} become fields",
+            names.len()
+        ));
+    }
+    match names.iter().find(|n| n.len() > MAX_FIELD_NAME_BYTES) {
+        Some(long) => Err(format!(
+            "group name '{}…' is over {MAX_FIELD_NAME_BYTES} bytes",
+            decode::floor_char(long, 16)
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The parse rule's groups that become fields: (group index, name), in
+/// group order.
+fn field_groups(parse: &Regex) -> impl Iterator<Item = (usize, &str)> {
+    parse
+        .capture_names()
+        .enumerate()
+        .filter_map(|(group, name)| Some((group, name?)))
+        .filter(|(_, name)| name.len() <= MAX_FIELD_NAME_BYTES)
+        .take(MAX_FIELDS)
 }
 
 /// A rule's regular expression did not compile.
@@ -191,6 +230,28 @@ pub struct FramingCounts {
     pub unparsed: u64,
 }
 
+/// A reused buffer that grew past this (a long line, a big multi-line
+/// record) is given back down to it once used, so that thousands of open
+/// files do not each keep the memory of their longest record.
+const RETAINED: usize = 16 * 1024;
+
+/// Empties a reused buffer, giving back what a rare long record made it
+/// take beyond [`RETAINED`].
+fn recycle(buffer: &mut Vec<u8>) {
+    buffer.clear();
+    if buffer.capacity() > RETAINED {
+        buffer.shrink_to(RETAINED);
+    }
+}
+
+/// [`recycle`] for text.
+fn recycle_text(buffer: &mut String) {
+    buffer.clear();
+    if buffer.capacity() > RETAINED {
+        buffer.shrink_to(RETAINED);
+    }
+}
+
 /// A record being joined from several lines (CRI partials, or the
 /// multi-line rule). Its buffer is kept between records.
 #[derive(Debug, Default)]
@@ -255,21 +316,13 @@ pub struct Framer {
 impl Framer {
     /// A framer for a file read from `offset` on.
     pub fn new(rules: Arc<FramingRules>, offset: u64) -> Framer {
-        let mut field = 0;
-        let group_fields = rules
-            .parse
-            .as_ref()
-            .map(|re| {
-                re.capture_names()
-                    .map(|name| {
-                        name.map(|_| {
-                            field += 1;
-                            field - 1
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut group_fields = Vec::new();
+        if let Some(parse) = &rules.parse {
+            group_fields = vec![None; parse.captures_len()];
+            for (field, (group, _)) in field_groups(parse).enumerate() {
+                group_fields[group] = Some(field);
+            }
+        }
         Framer {
             encoding: rules.encoding,
             locations: rules.parse.as_ref().map(Regex::capture_locations),
@@ -310,7 +363,7 @@ impl Framer {
         self.rules
             .parse
             .as_ref()
-            .map(|re| re.capture_names().flatten().map(str::to_string).collect())
+            .map(|re| field_groups(re).map(|(_, name)| name.to_string()).collect())
             .unwrap_or_default()
     }
 
@@ -471,7 +524,7 @@ impl Framer {
                 let cut = self.line_cut;
                 self.on_line(rules, start, end, &line, cut, sink);
                 self.line = line;
-                self.line.clear();
+                recycle(&mut self.line);
                 self.line_cut = false;
             }
             self.line_start = end;
@@ -506,6 +559,9 @@ impl Framer {
         match rules.format {
             Format::Plain => self.logical(rules, start, end, text, cut, None, None, sink),
             Format::Cri => self.cri_line(rules, start, end, text, cut, sink),
+        }
+        if scratch.capacity() > RETAINED {
+            recycle_text(&mut scratch);
         }
         self.scratch = scratch;
     }
@@ -563,6 +619,7 @@ impl Framer {
         let (time, stream) = (self.cri.time_ms, self.cri.stream);
         self.logical(rules, start, end, &text, cut, time, stream, sink);
         self.cri.text = text;
+        recycle_text(&mut self.cri.text);
     }
 
     /// A logical line (a physical one, or joined CRI parts): the
@@ -636,6 +693,7 @@ impl Framer {
         let (time, stream) = (self.multi.time_ms, self.multi.stream);
         self.emit(rules, start, end, &text, cut, time, stream, sink);
         self.multi.text = text;
+        recycle_text(&mut self.multi.text);
     }
 
     /// The filters, then the parse rule, then the sink.

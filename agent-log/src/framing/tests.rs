@@ -145,6 +145,20 @@ fn a_one_mebibyte_line_is_cut_to_max_line_and_covered_whole() {
 }
 
 #[test]
+fn a_long_line_does_not_keep_its_memory_after_it_is_emitted() {
+    let (mut framer, mut sink) = framer(java_rules());
+    let long = format!("2024-01-01 {}\n\tat x\n", "y".repeat(200_000));
+    for piece in long.as_bytes().chunks(1000) {
+        framer.push(piece, Instant::now(), &mut sink);
+    }
+    framer.push(b"2024-01-02 next\n", Instant::now(), &mut sink);
+    assert_eq!(sink.records.len(), 1);
+    assert!(sink.records[0].cut);
+    assert!(framer.line.capacity() <= RETAINED);
+    assert!(framer.multi.text.capacity() <= RETAINED);
+}
+
+#[test]
 fn a_cut_never_splits_a_character() {
     let rules = FramingRules {
         max_line: 4,
@@ -553,6 +567,34 @@ fn the_parse_rule_makes_fields_of_an_nginx_access_log() {
 }
 
 #[test]
+fn only_groups_the_collector_accepts_become_fields() {
+    let long = "n".repeat(MAX_FIELD_NAME_BYTES + 1);
+    let mut pattern = format!("(?P<{long}>x)?");
+    for i in 0..MAX_FIELDS + 2 {
+        pattern.push_str(&format!("(?P<f{i}>.)"));
+    }
+    let parse = compile_rule("p", &pattern).expect("compiles");
+    assert!(check_parse_rule(&parse).is_err());
+    let rules = FramingRules {
+        parse: Some(parse),
+        ..FramingRules::default()
+    };
+    let input = format!("{}\n", "y".repeat(MAX_FIELDS + 2));
+    let (framer, records) = frame(rules, input.as_bytes());
+    let names = framer.field_names();
+    assert_eq!(names.len(), MAX_FIELDS);
+    assert_eq!(names[0], "f0");
+    assert_eq!(records[0].fields.len(), MAX_FIELDS);
+    assert_eq!(
+        records[0].fields[MAX_FIELDS - 1],
+        (format!("f{}", MAX_FIELDS - 1), "y".into())
+    );
+
+    let nginx = compile_rule("p", NGINX).expect("compiles");
+    assert_eq!(check_parse_rule(&nginx), Ok(()));
+}
+
+#[test]
 fn a_bad_rule_names_itself() {
     let err = compile_rule("file.web.parse", "(unclosed").expect_err("bad");
     assert_eq!(err.to_string(), "file.web.parse: bad regular expression");
@@ -609,6 +651,7 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
         Just(b"2024-01-01T00:00:00Z stdout P ".to_vec()),
         Just(b"2024-01-01T00:00:00Z stderr F ".to_vec()),
         "[a-cA-C ]{1,12}".prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 1..6),
     ]
 }
 
