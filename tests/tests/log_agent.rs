@@ -448,3 +448,56 @@ fn copytruncate_continues_the_copy_and_reads_the_truncated_file_anew() {
         wait_for_texts(&agent, &expected(0, base + 2000), Duration::from_secs(10));
     }
 }
+
+#[test]
+fn a_java_stack_trace_is_one_record_and_invalid_utf8_is_replaced() {
+    let dir = Scratch::new("log-multiline");
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    let agent = start_agent(
+        &dir,
+        &format!("{}/*.log", logs.display()),
+        &[("file.app.multiline.start", r"^\d{4}-\d{2}-\d{2} ")],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    append(
+        &logs.join("java.log"),
+        concat!(
+            "2026-11-24 01:00:00 INFO started\n",
+            "2026-11-24 01:00:01 ERROR request failed\n",
+            "java.lang.IllegalStateException: no session\n",
+            "\tat com.example.Web.handle(Web.java:42)\n",
+            "\tat com.example.Server.run(Server.java:7)\n",
+            "Caused by: java.io.IOException: closed\n",
+            "\t... 2 more\n",
+        ),
+    );
+    let mut bad = b"2026-11-24 01:00:02 WARN bytes \xff\xfe here\n".to_vec();
+    bad.extend_from_slice(b"2026-11-24 01:00:03 INFO last\n");
+    OpenOptions::new()
+        .append(true)
+        .open(logs.join("java.log"))
+        .expect("open")
+        .write_all(&bad)
+        .expect("write");
+    // The last record ends with no following start line: the multi-line
+    // timeout ships it.
+    wait_for_texts(
+        &agent,
+        &[
+            "2026-11-24 01:00:00 INFO started".to_string(),
+            concat!(
+                "2026-11-24 01:00:01 ERROR request failed\n",
+                "java.lang.IllegalStateException: no session\n",
+                "\tat com.example.Web.handle(Web.java:42)\n",
+                "\tat com.example.Server.run(Server.java:7)\n",
+                "Caused by: java.io.IOException: closed\n",
+                "\t... 2 more"
+            )
+            .to_string(),
+            "2026-11-24 01:00:02 WARN bytes \u{fffd}\u{fffd} here".to_string(),
+            "2026-11-24 01:00:03 INFO last".to_string(),
+        ],
+        Duration::from_secs(10),
+    );
+}
