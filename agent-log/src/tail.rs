@@ -1746,15 +1746,20 @@ fn decode_delta(group: &str, bytes: &[u8]) -> Vec<Entry> {
 /// when no line end is found in the last 64 KiB): where a file read from
 /// its end starts, so a partial line is not shipped as a line.
 fn line_start_before(file: &File, size: u64) -> u64 {
-    let from = size.saturating_sub(64 << 10);
-    match identity::read_at(file, from, (size - from) as usize) {
-        Ok(bytes) => match memchr::memrchr(b'\n', &bytes) {
-            Some(i) => from + i as u64 + 1,
-            None if from == 0 => 0,
-            None => size,
-        },
-        Err(_) => size,
+    // Most files end with a line end: the last 4 KiB usually settle it.
+    for window in [4u64 << 10, 64 << 10] {
+        let from = size.saturating_sub(window);
+        let Ok(bytes) = identity::read_at(file, from, (size - from) as usize) else {
+            return size;
+        };
+        if let Some(i) = memchr::memrchr(b'\n', &bytes) {
+            return from + i as u64 + 1;
+        }
+        if from == 0 {
+            return 0;
+        }
     }
+    size
 }
 
 fn fold_counts<F: Frames>(framer: &F, counted: &mut FramingCounts, counters: &LogCounters) {
