@@ -728,7 +728,7 @@ impl<F: Frames> Tailer<F> {
             let intact = c.offset <= size
                 && identity::tail_hash(&file, c.offset).ok().flatten() == Some(c.tail);
             if intact {
-                self.track(g, path, key, file, head, size, now, Start0::Resume(c));
+                self.track(g, path, key, file, head, size, now, StartAt::Resume(c));
             } else {
                 tracing::info!(file = %path.display(), offset = c.offset, "File rewritten while the agent was stopped; reading it from its start.");
                 self.track(
@@ -739,7 +739,7 @@ impl<F: Frames> Tailer<F> {
                     head,
                     size,
                     now,
-                    Start0::New(c.generation + 1, 0),
+                    StartAt::New(c.generation + 1, 0),
                 );
             }
             return true;
@@ -776,7 +776,7 @@ impl<F: Frames> Tailer<F> {
                 head,
                 size,
                 now,
-                Start0::Resume(e.resume_cursor()),
+                StartAt::Resume(e.resume_cursor()),
             );
             // Only the checkpoint knows the copy continues the old file.
             self.urgent = true;
@@ -819,7 +819,7 @@ impl<F: Frames> Tailer<F> {
             0
         };
         let fresh = self.scanned && head.is_empty();
-        self.track(g, path, key, file, head, size, now, Start0::New(0, offset));
+        self.track(g, path, key, file, head, size, now, StartAt::New(0, offset));
         if fresh
             && let Some(&ident) = self.by_key.get(&(g, key))
             && let Some(t) = self.files.get_mut(&ident)
@@ -864,11 +864,11 @@ impl<F: Frames> Tailer<F> {
         head: Vec<u8>,
         size: u64,
         now: Instant,
-        start: Start0,
+        start: StartAt,
     ) {
         let (file_id, generation, offset, tail) = match start {
-            Start0::Resume(c) => (c.file_id, c.generation, c.offset, c.tail),
-            Start0::New(generation, offset) => {
+            StartAt::Resume(c) => (c.file_id, c.generation, c.offset, c.tail),
+            StartAt::New(generation, offset) => {
                 let tail = identity::tail_hash(&file, offset)
                     .ok()
                     .flatten()
@@ -1470,7 +1470,7 @@ impl<F: Frames> Tailer<F> {
             head,
             size,
             now,
-            Start0::New(generation + 1, 0),
+            StartAt::New(generation + 1, 0),
         );
         if let Some(k) = copy {
             self.deferred.remove(&k);
@@ -1674,8 +1674,11 @@ impl<F: Frames> Tailer<F> {
     }
 }
 
-enum Start0 {
+/// Where a tracked file generation begins.
+enum StartAt {
+    /// Where a cursor of the last run (or of its original) left it.
     Resume(Cursor),
+    /// A new generation (its number) at an offset.
     New(u32, u64),
 }
 

@@ -397,6 +397,36 @@ fn chunks_stay_under_the_target_and_the_checkpoint_follows_acks_only() {
     );
 }
 
+#[test]
+fn a_batch_cursor_lists_file_positions_and_reads_back() {
+    let entry = |ino: u64, id: &str, offset: u64, path: &str| Entry {
+        group: "app".into(),
+        key: FileKey { dev: 7, ino },
+        cursor: Cursor {
+            file_id: id.into(),
+            generation: 1,
+            offset,
+            fingerprint: Fingerprint::of(b"head"),
+            tail: 9,
+        },
+        spooled: None,
+        path: path.into(),
+    };
+    let entries = [
+        entry(1, "aa", 10, "/x/a b.log"),
+        entry(2, "bb", 20, "/x/b\tc.log"),
+    ];
+    let back = decode_delta("app", &encode_delta(entries.iter()));
+    assert_eq!(back.len(), 2);
+    assert_eq!(back[0], entries[0]);
+    assert_eq!(back[1].cursor, entries[1].cursor);
+    assert_eq!(back[1].path, "/x/b?c.log");
+    assert!(
+        decode_delta("app", b"v1 aa 0 1 2 3 4").is_empty(),
+        "another format"
+    );
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Write(usize),
