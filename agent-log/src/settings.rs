@@ -57,7 +57,7 @@ pub const LOG_KEYS: &[KeySpec] = &[
     KeySpec {
         key: "file.*.max_line",
         default: Some("64KiB"),
-        doc: "Longer records are cut to this size, flagged and counted, never dropped.",
+        doc: "Longer records are cut to this size, flagged and counted, never dropped (at most 1MiB, of which 992KiB are kept).",
     },
     KeySpec {
         key: "file.*.multiline.start",
@@ -77,7 +77,7 @@ pub const LOG_KEYS: &[KeySpec] = &[
     KeySpec {
         key: "file.*.multiline.max_bytes",
         default: Some("1MiB"),
-        doc: "Most bytes in one multi-line record; then it is cut.",
+        doc: "Most bytes in one multi-line record; then it is cut (at most 1MiB, of which 992KiB are kept: a record travels in one batch).",
     },
     KeySpec {
         key: "file.*.include_lines",
@@ -208,6 +208,9 @@ fn regex(config: &Config, key: &str) -> Result<Option<Regex>, ConfigError> {
 
 /// The longest record: it must fit in one batch with room to spare.
 pub const MAX_RECORD: u64 = 1 << 20;
+/// What is kept of a record at most: a batch (1 MiB with its head) must
+/// hold one whole, so `1MiB` settings keep this much.
+pub const RECORD_KEPT: usize = (1 << 20) - (32 << 10);
 
 fn size(config: &Config, key: &str, min: u64) -> Result<usize, ConfigError> {
     let bytes = config.size(key)?;
@@ -288,12 +291,12 @@ fn group(config: &Config, name: &str) -> Result<GroupSettings, ConfigError> {
                 start,
                 timeout: config.duration(&key("multiline.timeout"))?,
                 max_lines,
-                max_bytes: size(config, &key("multiline.max_bytes"), 16)?,
+                max_bytes: size(config, &key("multiline.max_bytes"), 16)?.min(RECORD_KEPT),
             })
         }
     };
     let rules = FramingRules {
-        max_line: size(config, &key("max_line"), 16)?,
+        max_line: size(config, &key("max_line"), 16)?.min(RECORD_KEPT),
         encoding,
         format,
         multiline,

@@ -632,3 +632,65 @@ fn tailer_throughput() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Keeps the largest batch it is sent.
+#[derive(Default)]
+struct LargestBatch {
+    largest: usize,
+    records: u64,
+}
+
+impl Delivery for LargestBatch {
+    fn resume(&mut self, _source: &str) -> Resumed {
+        Resumed::default()
+    }
+    fn send(&mut self, out: Outgoing) -> Result<(), Stopped> {
+        let bytes: usize = out.batch.payloads.iter().map(payload_len).sum();
+        self.largest = self.largest.max(bytes);
+        self.records += out.batch.records;
+        Ok(())
+    }
+}
+
+#[test]
+fn the_largest_record_the_settings_allow_fits_in_a_batch() {
+    let dir = scratch("largest");
+    let keys: Vec<agent_core::KeySpec> = agent_core::settings::COMMON_KEYS
+        .iter()
+        .chain(crate::LOG_KEYS)
+        .copied()
+        .collect();
+    let text = format!(
+        "file.app.path = {}/*.log\nfile.app.start = beginning\nfile.app.max_line = 1MiB\nfile.app.multiline.start = ^START\n",
+        dir.display()
+    );
+    let config =
+        agent_core::Config::from_text(Path::new("log.conf"), &text, &keys).expect("config");
+    let settings = Arc::new(LogSettings::from_config(&config).expect("settings"));
+    let mut body = String::from("START one\n");
+    for _ in 0..3000 {
+        body.push_str(&format!("{}\n", "c".repeat(500)));
+    }
+    body.push_str(&format!("START two {}\nSTART three\n", "x".repeat(2 << 20)));
+    append(&dir.join("big.log"), &body);
+    let mut tailer: Tailer = Tailer::new(settings, None, Arc::new(LogCounters::default()));
+    let mut sink = LargestBatch::default();
+    let now = Instant::now();
+    tailer.rescan(now, &mut sink);
+    for i in 0..5 {
+        tailer
+            .poll(now + Duration::from_secs(i), &mut sink)
+            .expect("open");
+    }
+    tailer
+        .drain(Instant::now() + Duration::from_secs(10), &mut sink)
+        .expect("open");
+    assert!(sink.records >= 2, "records: {}", sink.records);
+    let room = agent_core::pipeline::BATCH_LIMIT - (8 << 10);
+    assert!(
+        sink.largest <= room,
+        "a batch of {} bytes, room for {room}",
+        sink.largest
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
