@@ -74,8 +74,10 @@ struct Spool {
     stored: BTreeMap<(String, u64), String>,
     /// Records sent (a resend of a spooled batch counts again).
     sent_records: usize,
-    /// Bytes of chunk text seen.
+    /// Records that the collector would refuse or hold twice.
     conflicts: Vec<String>,
+    /// Per file id, the end of the furthest record stored.
+    watermark: HashMap<String, u64>,
 }
 
 impl Spool {
@@ -120,6 +122,16 @@ impl Delivery for Spool {
         self.unspooled.extend(out.tickets.iter().copied());
         for r in out.records {
             self.sent_records += 1;
+            // The collector keeps a watermark per file id: a record below
+            // it must be one it holds already.
+            let mark = self.watermark.entry(r.file_id.clone()).or_default();
+            if r.start < *mark && !self.stored.contains_key(&(r.file_id.clone(), r.start)) {
+                self.conflicts.push(format!(
+                    "{}@{}: {:?} arrives below the file's watermark {}",
+                    r.file_id, r.start, r.text, *mark
+                ));
+            }
+            *mark = (*mark).max(r.end);
             match self.stored.get(&(r.file_id.clone(), r.start)) {
                 Some(text) if *text != r.text => self.conflicts.push(format!(
                     "{}@{}: {:?} then {:?}",
