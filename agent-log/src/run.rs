@@ -232,6 +232,23 @@ impl Delivery for Channel {
             }
         })
     }
+
+    fn send_within(&mut self, out: Outgoing, limit: Duration) -> Result<Option<Outgoing>, Stopped> {
+        let (tx, stop) = (&self.tx, &self.hard_stop);
+        self.handle.block_on(async {
+            tokio::select! {
+                permit = tx.reserve() => match permit {
+                    Ok(permit) => {
+                        permit.send(out);
+                        Ok(None)
+                    }
+                    Err(_) => Err(Stopped),
+                },
+                () = tokio::time::sleep(limit) => Ok(Some(out)),
+                () = stop.cancelled() => Err(Stopped),
+            }
+        })
+    }
 }
 
 struct Reader {

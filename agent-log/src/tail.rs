@@ -228,8 +228,15 @@ pub struct Resumed {
 pub trait Delivery {
     /// What the spool holds for `source`.
     fn resume(&mut self, source: &str) -> Resumed;
-    /// Sends one chunk; blocks while the spool is full.
+    /// Sends one batch; blocks while the spool is full.
     fn send(&mut self, out: Outgoing) -> Result<(), Stopped>;
+
+    /// Sends one batch, waiting at most `limit` for room: the batch comes
+    /// back when there was none (the caller then has other work).
+    fn send_within(&mut self, out: Outgoing, limit: Duration) -> Result<Option<Outgoing>, Stopped> {
+        let _ = limit;
+        self.send(out).map(|()| None)
+    }
 }
 
 /// A file's state besides its bytes.
@@ -1404,7 +1411,7 @@ impl<F: Frames> Tailer<F> {
                     .filter(|e| ids.contains(e.cursor.file_id.as_str())),
             );
         }
-        out.send(Outgoing {
+        let mut batch = Outgoing {
             source: group,
             batch: OutBatch {
                 payloads: outbox.payloads,
@@ -1413,7 +1420,56 @@ impl<F: Frames> Tailer<F> {
             },
             tickets: outbox.tickets,
             records: outbox.kept,
-        })
+        };
+        // While the spool is full, files gone from their paths are not
+        // held open past log.deleted_hold.
+        loop {
+            match out.send_within(batch, Duration::from_secs(1))? {
+                None => return Ok(()),
+                Some(back) => {
+                    batch = back;
+                    self.close_overdue(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Closes files gone from their paths and held past
+    /// `log.deleted_hold` (the agent is blocked): their unread rest is
+    /// counted as lost.
+    fn close_overdue(&mut self, now: Instant) {
+        let hold = self.settings.deleted_hold;
+        let overdue: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|i| {
+                self.files.get(i).is_some_and(|t| {
+                    t.file.is_some()
+                        && matches!(t.place, Place::Gone(since) if now.duration_since(since) >= hold)
+                })
+            })
+            .copied()
+            .collect();
+        for ident in overdue {
+            let Some(t) = self.files.get_mut(&ident) else {
+                continue;
+            };
+            let Some(file) = t.file.take() else {
+                continue;
+            };
+            let size = file.metadata().map(|m| m.len()).unwrap_or(t.size);
+            let left = size.saturating_sub(t.framer.offset());
+            add(&self.counters.deleted_unread_bytes, left);
+            tracing::warn!(file = %t.path.display(), unread_bytes = left, "A file gone from its path was held open past log.deleted_hold while the collector could not keep up; closed unread.");
+            let (g, key, path) = (t.group, t.key, t.path.clone());
+            self.close(file);
+            if self.by_key.get(&(g, key)) == Some(&ident) {
+                self.by_key.remove(&(g, key));
+            }
+            if self.by_path.get(&path) == Some(&ident) {
+                self.by_path.remove(&path);
+            }
+        }
     }
 
     /// Sends every group's gathered chunks.

@@ -706,3 +706,62 @@ fn the_largest_record_the_settings_allow_fits_in_a_batch() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// A spool that stays full for its first `busy` sends.
+struct FullSpool {
+    busy: usize,
+    records: u64,
+}
+
+impl Delivery for FullSpool {
+    fn resume(&mut self, _source: &str) -> Resumed {
+        Resumed::default()
+    }
+    fn send(&mut self, out: Outgoing) -> Result<(), Stopped> {
+        self.records += out.batch.records;
+        Ok(())
+    }
+    fn send_within(
+        &mut self,
+        out: Outgoing,
+        _limit: Duration,
+    ) -> Result<Option<Outgoing>, Stopped> {
+        if self.busy > 0 {
+            self.busy -= 1;
+            return Ok(Some(out));
+        }
+        self.send(out).map(|()| None)
+    }
+}
+
+#[test]
+fn a_deleted_file_is_not_held_open_past_deleted_hold_while_the_spool_is_full() {
+    let dir = scratch("hold");
+    let mut s = (*settings(&format!("{}/*.log", dir.display()), Start::Beginning)).clone();
+    s.deleted_hold = Duration::ZERO;
+    let counters = Arc::new(LogCounters::default());
+    let mut tailer: Tailer = Tailer::new(Arc::new(s), None, counters.clone());
+    let path = dir.join("big.log");
+    append(&path, &lines(0, 10));
+    let mut spool = FullSpool {
+        busy: 0,
+        records: 0,
+    };
+    let now = Instant::now();
+    tailer.rescan(now, &mut spool);
+    tailer.poll(now, &mut spool).expect("open");
+    // Much more, then deleted; the spool is full from now on.
+    append(&path, &lines(10, 400_000));
+    fs::remove_file(&path).expect("rm");
+    spool.busy = 3;
+    tailer.rescan(now, &mut spool);
+    tailer.poll(now, &mut spool).expect("open");
+    assert_eq!(tailer.open_files(), 0, "closed while the spool was full");
+    assert!(
+        counters
+            .deleted_unread_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
