@@ -6,6 +6,7 @@
 //! - `bench infra`: the server agent beside node_exporter, as ratios.
 //! - `bench collector`: the collector's ingest under a simulated fleet,
 //!   beside VictoriaMetrics, as ratios.
+//! - `bench log-framing`: the log agent's framer beside `wc -l`.
 //! - `bench log-store`: the collector's log store: ingest, search, patterns.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
@@ -30,6 +31,8 @@ tasks:
         sightline-infra beside node_exporter on this machine: CPU per cycle, peak RSS, ratios
   bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
         the collector's ingest under a simulated fleet beside VictoriaMetrics: points/s, ack latency, CPU, RSS, bytes/point
+  bench log-framing [--mb N] [--runs N] [--json]
+        the log agent's framer on an in-memory nginx access log beside wc -l: MB/s, lines/s
   bench log-store [--lines N] [--json]
         the collector's log store: N nginx lines pushed over gRPC (MB/s, lines/s, bytes/line), search and patterns latency
   codegen
