@@ -42,14 +42,16 @@ const TIME_VARINT: usize = 6;
 /// field; `record_times_ms` only once a record has its own time (CRI),
 /// then one per record, a record without one taking the chunk's time.
 ///
-/// The CRI stream is not sent: a `LogField` value must be a part of the
-/// record's text, and the stream is not (see the report of issue 7's
-/// framing work: the protocol needs a place for it).
+/// The CRI stream is not part of the text, so it travels as a
+/// dictionary-coded field named `stream` (`dict`, `codes`), added once a
+/// record has one.
 #[derive(Debug)]
 pub struct ChunkBuilder {
     chunk: pb::LogChunk,
     /// The parse rule's columns, in `field_names` order.
     fields: Vec<pb::LogField>,
+    /// The CRI stream column, once a record had a stream.
+    stream: Option<pb::LogField>,
     /// Whether some record had its own time.
     has_times: bool,
     /// The encoded size of everything but the text blob.
@@ -98,6 +100,7 @@ impl ChunkBuilder {
                 ..Default::default()
             },
             fields,
+            stream: None,
             has_times: false,
             other_bytes,
         }
@@ -131,6 +134,7 @@ impl ChunkBuilder {
             }
         }
         self.chunk.fields = self.fields;
+        self.chunk.fields.extend(self.stream);
         Payload::Encoded(WirePayload::new(
             time,
             pb::Payload {
@@ -172,6 +176,12 @@ impl RecordSink for ChunkBuilder {
                 other += varint_len(u64::from(range.start)) + varint_len(u64::from(len)) - 2;
             }
         }
+        if let Some(stream) = record.stream {
+            other += self.stream_code(index, stream);
+        } else if let Some(column) = &mut self.stream {
+            column.codes.push(0);
+            other += 1;
+        }
         if record.time_ms.is_some() && !self.has_times {
             self.has_times = true;
             self.chunk.record_times_ms = vec![0; index];
@@ -186,6 +196,38 @@ impl RecordSink for ChunkBuilder {
         self.other_bytes += other;
     }
 }
+
+impl ChunkBuilder {
+    /// Codes record `index`'s stream into the `stream` column, made on the
+    /// first record that has one; returns the bytes it adds on the wire.
+    fn stream_code(&mut self, index: usize, stream: &str) -> usize {
+        let mut added = 1;
+        let column = self.stream.get_or_insert_with(|| {
+            added += COLUMN_OVERHEAD * 3 + 1 + "stream".len() + index;
+            pb::LogField {
+                name: "stream".into(),
+                codes: vec![0; index],
+                ..Default::default()
+            }
+        });
+        let code = match column.dict.iter().position(|v| v == stream) {
+            Some(i) => i + 1,
+            None if column.dict.len() < MAX_STREAMS => {
+                column.dict.push(stream.to_string());
+                added += 2 + varint_len(stream.len() as u64) + stream.len();
+                column.dict.len()
+            }
+            // A stream name past the dictionary's room is left out, not
+            // guessed.
+            None => 0,
+        };
+        column.codes.push(code as u32);
+        added
+    }
+}
+
+/// Most distinct stream names in one chunk (CRI has two).
+const MAX_STREAMS: usize = 16;
 
 /// Bytes `value` takes as a protobuf varint.
 fn varint_len(value: u64) -> usize {
@@ -292,6 +334,39 @@ mod tests {
         let chunk = round_trip(&chunk.finish(UNIX_EPOCH + Duration::from_secs(9)));
         assert_eq!(chunk.record_times_ms, vec![9000, 1_704_067_200_250]);
         assert_eq!(chunk_text(&chunk, 1), "boom");
+    }
+
+    #[test]
+    fn the_cri_stream_travels_dictionary_coded_and_within_the_estimate() {
+        let rules = Arc::new(FramingRules {
+            format: Format::Cri,
+            ..FramingRules::default()
+        });
+        let mut framer = Framer::new(rules, 0);
+        let mut chunk = ChunkBuilder::new(&labels(), &framer.field_names());
+        framer.push(
+            b"plain first\n\
+              2024-01-01T00:00:00Z stdout F up\n\
+              2024-01-01T00:00:01Z stderr F boom\n\
+              2024-01-01T00:00:02Z stdout F again\n",
+            Instant::now(),
+            &mut chunk,
+        );
+        let estimate = chunk.wire_bytes();
+        let payload = chunk.finish(UNIX_EPOCH);
+        let Payload::Encoded(encoded) = &payload else {
+            panic!("not encoded");
+        };
+        assert!(estimate >= encoded.len(), "{estimate} < {}", encoded.len());
+        let chunk = round_trip(&payload);
+        let stream = chunk
+            .fields
+            .iter()
+            .find(|f| f.name == "stream")
+            .expect("a stream column");
+        assert_eq!(stream.dict, ["stdout", "stderr"]);
+        assert_eq!(stream.codes, [0, 1, 2, 1], "the plain line has no stream");
+        assert!(stream.offsets.is_empty() && stream.lens.is_empty());
     }
 
     #[test]

@@ -213,7 +213,7 @@ pub struct LogPayload {
 
 /// One named field over a chunk's records: per record, where its value
 /// sits in the record's text (`len` 0: the record has none).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFieldRow {
     /// The field's name (a named group of the agent's `parse` rule).
     pub name: String,
@@ -221,6 +221,11 @@ pub struct LogFieldRow {
     pub offsets: Vec<u32>,
     /// Per record: the value's length in bytes.
     pub lens: Vec<u32>,
+    /// A value from outside the text (the CRI stream) is dictionary-coded
+    /// instead: the distinct values (empty for a positional field)...
+    pub dict: Vec<String>,
+    /// ...and per record 0 (none) or 1 + the index of its value.
+    pub codes: Vec<u32>,
 }
 
 /// Records of one file, in file order, as checked by
@@ -295,6 +300,10 @@ impl LogChunkRow {
     /// Field `f`'s value in record `i`, if it has one.
     pub fn field_value(&self, f: usize, i: usize) -> Option<&str> {
         let field = &self.fields[f];
+        if !field.dict.is_empty() {
+            let code = *field.codes.get(i)? as usize;
+            return field.dict.get(code.checked_sub(1)?).map(String::as_str);
+        }
         let len = field.lens[i] as usize;
         if len == 0 {
             return None;

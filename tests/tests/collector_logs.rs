@@ -147,6 +147,7 @@ fn chunk(file_id: &str, category: &str, from: u64, lines: &[String]) -> pb::LogC
         name: "status".into(),
         offsets,
         lens,
+        ..Default::default()
     }];
     c
 }

@@ -6,8 +6,9 @@
 //! each record's text length; the first record's start, then per record
 //! the gap since the previous end and its span; the times (0 and one time
 //! for all, or 1 and per-record zigzag deltas); the cut indexes (count,
-//! then deltas); the fields (count; per field its name, then per record
-//! offset and length); then the text. Stored as `[FORMAT][codec][raw
+//! then deltas); the fields (count; per field its name, its dictionary's
+//! size and values, then per record offset and length, or its dictionary
+//! code when the dictionary is not empty); then the text. Stored as `[FORMAT][codec][raw
 //! length][compressed bytes]`.
 //!
 //! Never panics on what it reads back: a block that does not decode is a
@@ -20,7 +21,7 @@ use super::text::{Bloom, each_token_hash, field_hash};
 use crate::model::{LogChunkRow, LogFieldRow};
 
 /// The block format this code writes and reads.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
 /// Compression: zstd (see ARCHITECTURE.md for the measurement that chose
 /// it and its level).
 const CODEC_ZSTD: u8 = 1;
@@ -174,9 +175,18 @@ pub fn encode(chunk: &LogChunkRow, first: usize) -> Option<EncodedBlock> {
     for f in &chunk.fields {
         put(&mut raw, f.name.len() as u64);
         raw.extend_from_slice(f.name.as_bytes());
+        put(&mut raw, f.dict.len() as u64);
+        for value in &f.dict {
+            put(&mut raw, value.len() as u64);
+            raw.extend_from_slice(value.as_bytes());
+        }
         for i in first..chunk.len() {
-            put(&mut raw, u64::from(f.offsets[i]));
-            put(&mut raw, u64::from(f.lens[i]));
+            if f.dict.is_empty() {
+                put(&mut raw, u64::from(f.offsets[i]));
+                put(&mut raw, u64::from(f.lens[i]));
+            } else {
+                put(&mut raw, u64::from(f.codes[i]));
+            }
         }
     }
     raw.extend_from_slice(text.as_bytes());
@@ -309,16 +319,34 @@ pub fn decode(data: &[u8], labels: BlockLabels) -> Result<LogChunkRow, BlockErro
         let len = r.count(raw.len())?;
         let name = String::from_utf8(r.bytes(len)?.to_vec())
             .map_err(|_| BlockError("a field name is not UTF-8".into()))?;
-        let mut offsets = Vec::with_capacity(n);
-        let mut lens = Vec::with_capacity(n);
+        let dict_len = r.count(raw.len())?;
+        let mut dict = Vec::with_capacity(dict_len);
+        for _ in 0..dict_len {
+            let len = r.count(raw.len())?;
+            dict.push(
+                String::from_utf8(r.bytes(len)?.to_vec())
+                    .map_err(|_| BlockError("a field value is not UTF-8".into()))?,
+            );
+        }
+        let (mut offsets, mut lens, mut codes) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..n {
-            offsets.push(r.get_u32()?);
-            lens.push(r.get_u32()?);
+            if dict.is_empty() {
+                offsets.push(r.get_u32()?);
+                lens.push(r.get_u32()?);
+            } else {
+                let code = r.get_u32()?;
+                if code as usize > dict.len() {
+                    return Err(BlockError("a field code is past its dictionary".into()));
+                }
+                codes.push(code);
+            }
         }
         fields.push(LogFieldRow {
             name,
             offsets,
             lens,
+            dict,
+            codes,
         });
     }
     let text = std::str::from_utf8(&raw[r.at..])
@@ -381,11 +409,20 @@ mod tests {
             spans: vec![20, 12, 11],
             cut: vec![1, 2],
             times_ms: vec![900, 950, 1100],
-            fields: vec![LogFieldRow {
-                name: "status".into(),
-                offsets: vec![7, 8, 7],
-                lens: vec![3, 3, 3],
-            }],
+            fields: vec![
+                LogFieldRow {
+                    name: "status".into(),
+                    offsets: vec![7, 8, 7],
+                    lens: vec![3, 3, 3],
+                    ..Default::default()
+                },
+                LogFieldRow {
+                    name: "stream".into(),
+                    dict: vec!["stdout".into(), "stderr".into()],
+                    codes: vec![1, 2, 0],
+                    ..Default::default()
+                },
+            ],
         }
     }
 
@@ -405,6 +442,8 @@ mod tests {
         assert_eq!(back.times_ms, [950, 1100]);
         assert_eq!(back.cut, [0, 1]);
         assert_eq!(back.field_value(0, 0), Some("500"));
+        assert_eq!(back.field_value(1, 0), Some("stderr"));
+        assert_eq!(back.field_value(1, 1), None);
         let whole =
             decode(&encode(&c, 0).expect("all").data, BlockLabels::default()).expect("decodes");
         assert_eq!(whole.record_text(0), "GET /a 200 héllo");

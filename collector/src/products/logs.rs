@@ -24,6 +24,10 @@ pub const MAX_FILE_ID_BYTES: usize = 128;
 pub const MAX_FIELD_NAME_BYTES: usize = 128;
 /// Most fields per chunk.
 pub const MAX_FIELDS: usize = 64;
+/// Most distinct values of a dictionary-coded field in one chunk.
+pub const MAX_DICT_VALUES: usize = 256;
+/// Longest value of a dictionary-coded field.
+pub const MAX_DICT_VALUE_BYTES: usize = 1024;
 
 /// Converts one chunk; `at` resolves a zero time to the batch's. `None`
 /// when nothing of it can be stored (what was refused is in `refused`).
@@ -71,6 +75,8 @@ pub fn chunk_from_wire(
                 name: f.name,
                 offsets: f.offsets,
                 lens: f.lens,
+                dict: f.dict,
+                codes: f.codes,
             })
             .collect(),
     };
@@ -107,9 +113,25 @@ fn check_shape(chunk: &pb::LogChunk) -> Result<(), String> {
                 "a field name is empty or over {MAX_FIELD_NAME_BYTES} bytes"
             ));
         }
-        if field.offsets.len() != n || field.lens.len() != n {
+        let positional = field.offsets.len() == n && field.lens.len() == n;
+        let coded = field.codes.len() == n && !field.dict.is_empty();
+        if positional == coded || (positional && !field.codes.is_empty()) {
             return Err(format!(
-                "field '{}' is not one entry per record",
+                "field '{}' is not one entry per record in one form (positions, or a dictionary and codes)",
+                field.name
+            ));
+        }
+        if field.dict.len() > MAX_DICT_VALUES
+            || field.dict.iter().any(|v| v.len() > MAX_DICT_VALUE_BYTES)
+        {
+            return Err(format!(
+                "field '{}' has over {MAX_DICT_VALUES} values or a value over {MAX_DICT_VALUE_BYTES} bytes",
+                field.name
+            ));
+        }
+        if field.codes.iter().any(|&c| c as usize > field.dict.len()) {
+            return Err(format!(
+                "field '{}' has a code past its dictionary",
                 field.name
             ));
         }
@@ -141,7 +163,7 @@ fn check_shape(chunk: &pb::LogChunk) -> Result<(), String> {
 /// character boundaries.
 fn fields_fit(row: &LogChunkRow, i: usize) -> bool {
     let text = row.record_text(i);
-    row.fields.iter().all(|f| {
+    row.fields.iter().filter(|f| f.dict.is_empty()).all(|f| {
         let (at, len) = (f.offsets[i] as usize, f.lens[i] as usize);
         len == 0
             || at.checked_add(len).is_some_and(|end| {
@@ -161,7 +183,13 @@ fn without(row: &LogChunkRow, bad: &[usize]) -> LogChunkRow {
         text.push_str(row.record_text(i));
         ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
     }
-    let pick = |v: &[u32]| keep.iter().map(|&i| v[i]).collect::<Vec<_>>();
+    // A column is one entry per record, or empty (the form a field does
+    // not use).
+    let pick = |v: &[u32]| {
+        keep.iter()
+            .filter_map(|&i| v.get(i).copied())
+            .collect::<Vec<_>>()
+    };
     LogChunkRow {
         file_id: row.file_id.clone(),
         path: row.path.clone(),
@@ -190,6 +218,8 @@ fn without(row: &LogChunkRow, bad: &[usize]) -> LogChunkRow {
                 name: f.name.clone(),
                 offsets: pick(&f.offsets),
                 lens: pick(&f.lens),
+                dict: f.dict.clone(),
+                codes: pick(&f.codes),
             })
             .collect(),
     }
@@ -236,6 +266,7 @@ mod tests {
             name: "status".into(),
             offsets: vec![0, 6],
             lens: vec![0, 3],
+            ..Default::default()
         }];
         c.cut = vec![1];
         let (row, refused) = convert(c);
@@ -249,6 +280,23 @@ mod tests {
         assert!(row.is_cut(1) && !row.is_cut(0));
         assert_eq!(row.field_value(0, 0), None);
         assert_eq!(row.field_value(0, 1), Some("500"));
+    }
+
+    #[test]
+    fn a_dictionary_coded_field_gives_each_record_its_value() {
+        let mut c = chunk(&["up", "boom", "plain"]);
+        c.fields = vec![pb::LogField {
+            name: "stream".into(),
+            dict: vec!["stdout".into(), "stderr".into()],
+            codes: vec![1, 2, 0],
+            ..Default::default()
+        }];
+        let (row, refused) = convert(c);
+        let row = row.expect("stored");
+        assert_eq!(refused.count, 0, "{:?}", refused.reasons);
+        assert_eq!(row.field_value(0, 0), Some("stdout"));
+        assert_eq!(row.field_value(0, 1), Some("stderr"));
+        assert_eq!(row.field_value(0, 2), None);
     }
 
     #[test]
@@ -274,12 +322,36 @@ mod tests {
             ("cut", Box::new(|c| c.cut = vec![2])),
             ("record_times_ms", Box::new(|c| c.record_times_ms = vec![1])),
             (
+                "code past the dictionary",
+                Box::new(|c| {
+                    c.fields = vec![pb::LogField {
+                        name: "stream".into(),
+                        dict: vec!["stdout".into()],
+                        codes: vec![1, 2],
+                        ..Default::default()
+                    }]
+                }),
+            ),
+            (
+                "both forms",
+                Box::new(|c| {
+                    c.fields = vec![pb::LogField {
+                        name: "stream".into(),
+                        offsets: vec![0, 0],
+                        lens: vec![0, 0],
+                        dict: vec!["stdout".into()],
+                        codes: vec![1, 1],
+                    }]
+                }),
+            ),
+            (
                 "field",
                 Box::new(|c| {
                     c.fields = vec![pb::LogField {
                         name: "f".into(),
                         offsets: vec![0],
                         lens: vec![1],
+                        ..Default::default()
                     }]
                 }),
             ),
@@ -302,6 +374,7 @@ mod tests {
             name: "status".into(),
             offsets: vec![4, 4, 5],
             lens: vec![3, 9, 3],
+            ..Default::default()
         }];
         c.cut = vec![2];
         let (row, refused) = convert(c);

@@ -907,6 +907,7 @@ fn log_chunk(
                 name: "status".into(),
                 offsets,
                 lens,
+                ..Default::default()
             }],
         }),
     })

@@ -231,8 +231,10 @@ pub struct LogChunk {
     #[prost(int64, repeated, tag = "12")]
     pub record_times_ms: ::prost::alloc::vec::Vec<i64>,
 }
-/// One named field over the chunk's records. A field's value is always a
-/// part of its record's text, so it travels as a position in it.
+/// One named field over the chunk's records. A value taken from the
+/// record's text (the `parse` rule) travels as a position in it
+/// (`offsets`, `lens`); a value from outside the text (the CRI stream)
+/// travels dictionary-coded (`dict`, `codes`). A field uses one form.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct LogField {
     #[prost(string, tag = "1")]
@@ -243,6 +245,13 @@ pub struct LogField {
     /// One entry per record: the value's length; 0 when the record has none.
     #[prost(uint32, repeated, tag = "3")]
     pub lens: ::prost::alloc::vec::Vec<u32>,
+    /// The distinct values of a dictionary-coded field.
+    #[prost(string, repeated, tag = "4")]
+    pub dict: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// One entry per record: 0 when the record has none, else 1 + the index
+    /// of its value in `dict`.
+    #[prost(uint32, repeated, tag = "5")]
+    pub codes: ::prost::alloc::vec::Vec<u32>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HelloRequest {

@@ -145,6 +145,7 @@ fn make_chunk(next: &mut u64, end: u64, offset: &mut u64, chunk_bytes: usize) ->
         name: "status".into(),
         offsets,
         lens,
+        ..Default::default()
     }];
     c
 }
