@@ -7,6 +7,7 @@
 //! - `bench collector`: the collector's ingest under a simulated fleet,
 //!   beside VictoriaMetrics, as ratios.
 //! - `bench log-framing`: the log agent's framer beside `wc -l`.
+//! - `bench log-store`: the collector's log store: ingest, search, patterns.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
 mod bench;
@@ -32,6 +33,8 @@ tasks:
         the collector's ingest under a simulated fleet beside VictoriaMetrics: points/s, ack latency, CPU, RSS, bytes/point
   bench log-framing [--mb N] [--runs N] [--json]
         the log agent's framer on an in-memory nginx access log beside wc -l: MB/s, lines/s
+  bench log-store [--lines N] [--json]
+        the collector's log store: N nginx lines pushed over gRPC (MB/s, lines/s, bytes/line), search and patterns latency
   codegen
         regenerate proto/src/gen from proto/sightline/v1/*.proto";
 
