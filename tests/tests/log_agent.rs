@@ -1,10 +1,11 @@
 //! End-to-end tests of the log agent: the real `sightline-log` binary
-//! tails real files in a scratch folder. Its collector is not running, so
-//! everything it ships stays in its spool, where the test reads it back
-//! (`read_spooled_file`, then the wire's `LogChunk`), keeping each record
-//! once by (file id, start offset) as the collector does. A line counts as
-//! delivered once it is in the spool: the spool keeps it through a
-//! `kill -9` and resends it until the collector acknowledges it.
+//! tails real files in a scratch folder. In most tests its collector is not
+//! running, so everything it ships stays in its spool, where the test reads
+//! it back (`read_spooled_file`, then the wire's `LogChunk`), keeping each
+//! record once by (file id, start offset) as the collector does. A line
+//! counts as delivered once it is in the spool: the spool keeps it through
+//! a `kill -9` and resends it until the collector acknowledges it. The last
+//! test goes through the real collector and its search API.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
