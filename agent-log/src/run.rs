@@ -169,6 +169,9 @@ async fn run(settings: Arc<LogSettings>, cx: SourceContext) -> Result<(), Source
                     let _ = wake.try_send(Wake::Poke);
                 });
             }
+            // Past the time allowed after shutdown: whatever the reader
+            // still sends is read again after the restart.
+            () = hard_stop.cancelled() => break,
             () = cx.shutdown.cancelled(), if !stopping => {
                 stopping = true;
                 stop.store(true, Ordering::Relaxed);

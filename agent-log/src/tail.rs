@@ -383,6 +383,8 @@ pub struct Tailer<F: Frames = Framer> {
     since_save: BTreeMap<String, Entry>,
     /// Chunks gathered per group, sent together as one batch.
     outbox: BTreeMap<usize, Outbox>,
+    /// Files a rescan found, taken in by the next poll.
+    pending_new: Vec<(usize, PathBuf, FileKey)>,
 }
 
 /// Chunks of one group waiting to go as one batch.
@@ -445,6 +447,7 @@ impl<F: Frames> Tailer<F> {
             urgent: false,
             since_save: BTreeMap::new(),
             outbox: BTreeMap::new(),
+            pending_new: Vec::new(),
         }
     }
 
@@ -522,6 +525,11 @@ impl<F: Frames> Tailer<F> {
                 if let Some(&ident) = self.by_key.get(&(g, key)) {
                     by_path.insert(path.clone(), ident);
                     self.seen_live(ident, path, &meta, now);
+                } else if self.scanned {
+                    // Taken in by the next poll, after the known files are
+                    // read: a file truncated meanwhile is then known to be,
+                    // and this one may be its copy.
+                    self.pending_new.push((g, path, key));
                 } else if self.discover(g, &path, key, now, true) {
                     if let Some(&ident) = self.by_key.get(&(g, key)) {
                         by_path.insert(path, ident);
@@ -604,6 +612,10 @@ impl<F: Frames> Tailer<F> {
             .iter_mut()
             .find(|e| e.cursor.file_id == entry.cursor.file_id)
         {
+            // A file id moves to another inode only when a copy takes it
+            // over, and the checkpoint is written at once then: the
+            // checkpoint's inode is the newer one.
+            Some(e) if e.key != entry.key => {}
             Some(e) if e.resume_cursor().offset >= entry.resume_cursor().offset => {}
             Some(e) => *e = entry,
             None => self.saved.push(entry),
@@ -763,28 +775,35 @@ impl<F: Frames> Tailer<F> {
             e.group == group_name
                     && e.key != key
                     && e.resume_cursor().offset > 0
-                    && e.resume_cursor().offset <= size
+                    && e.cursor.fingerprint.len > 0
                     && identity::head_matches(&head, &e.cursor.fingerprint)
                     // Its own file still holds those bytes: it is no copy's.
                     && !still_holds(&e.path, e.key, &e.cursor.fingerprint)
                     && {
+                        // A copy shorter than the offset holds only bytes
+                        // already shipped (its first bytes say whose copy
+                        // it is); a longer one must hold the same bytes
+                        // before the offset.
                         let c = e.resume_cursor();
-                        identity::tail_hash(&file, c.offset).ok().flatten() == Some(c.tail)
+                        c.offset > size
+                            || identity::tail_hash(&file, c.offset).ok().flatten() == Some(c.tail)
                     }
         });
         if let Some(i) = copied {
             let e = self.saved.remove(i);
             add(&self.counters.copytruncate_copies, 1);
-            self.track(
-                g,
-                path,
-                key,
-                file,
-                head,
-                size,
-                now,
-                StartAt::Resume(e.resume_cursor()),
-            );
+            let mut cursor = e.resume_cursor();
+            if cursor.offset > size {
+                // A shorter copy (see `adopt`): followed from its last
+                // line end.
+                cursor.offset = line_start_before(&file, size);
+                cursor.tail = identity::tail_hash(&file, cursor.offset)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                cursor.fingerprint = Fingerprint::of(&head);
+            }
+            self.track(g, path, key, file, head, size, now, StartAt::Resume(cursor));
             // Only the checkpoint knows the copy continues the old file.
             self.urgent = true;
             return true;
@@ -792,11 +811,10 @@ impl<F: Frames> Tailer<F> {
         // 3. The copy of a file truncated in this run (copytruncate).
         if let Some(pos) = self.orphans.iter().position(|o| {
             o.group == g
-                && self.files.get(&o.ident).is_some_and(|t| {
-                    !t.head.is_empty()
-                        && identity::head_matches(&head, &t.fingerprint)
-                        && head.len() >= t.head.len()
-                })
+                && self
+                    .files
+                    .get(&o.ident)
+                    .is_some_and(|t| is_copy_of(&head, t))
         }) {
             let orphan = self.orphans.remove(pos);
             self.adopt(orphan.ident, path, key, file, size, now);
@@ -845,20 +863,32 @@ impl<F: Frames> Tailer<F> {
     }
 
     /// A live file of group `g` whose first bytes `head` repeats.
-    fn live_with_head(&self, g: usize, key: FileKey, head: &[u8]) -> Option<u64> {
+    fn live_with_head(&mut self, g: usize, key: FileKey, head: &[u8]) -> Option<u64> {
         // A scan of every file: new files are rare next to reads, and the
-        // comparison stops at the first differing byte.
-        self.files
-            .values()
-            .find(|t| {
-                let n = t.head.len().min(head.len());
-                t.group == g
-                    && t.key != key
-                    && t.place == Place::Live
-                    && n > 0
-                    && t.head[..n] == head[..n]
-            })
-            .map(|t| t.ident)
+        // comparison stops at the first differing byte. A file whose known
+        // first bytes are fewer than the new one's (not read since it grew)
+        // has them read again first.
+        for t in self.files.values_mut() {
+            if t.group != g || t.key == key || t.place != Place::Live {
+                continue;
+            }
+            if t.head.len() < head.len()
+                && t.head.len() < FINGERPRINT_MAX
+                && head.starts_with(&t.head)
+                && let Some(file) = &t.file
+                && let Ok(fresh) = identity::read_head(file)
+                && fresh.len() > t.head.len()
+                && fresh.starts_with(&t.head)
+            {
+                t.head = fresh;
+                t.fingerprint = Fingerprint::of(&t.head);
+            }
+            let n = t.head.len().min(head.len());
+            if n > 0 && t.head[..n] == head[..n] {
+                return Some(t.ident);
+            }
+        }
+        None
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -964,7 +994,29 @@ impl<F: Frames> Tailer<F> {
         }
         // The copy holds the bytes of the old generation: read on from
         // the last safe offset (a partial line is read again from it).
-        let offset = t.framer.safe_offset();
+        let mut offset = t.framer.safe_offset();
+        if size < offset {
+            // A copy shorter than what was read of its original (the lines
+            // written between the copy and the truncation were read from
+            // the original): it holds only shipped bytes. It is followed
+            // from its last line end, so a restart finds it whole; what it
+            // sends again (a copy still being written) is stored once.
+            offset = line_start_before(&file, size);
+            let tail = identity::tail_hash(&file, offset)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+            t.acks = Acks::at(offset, tail);
+            t.shipped = offset;
+            t.safe_tail = (offset, tail);
+            t.head = identity::read_head(&file).unwrap_or_default();
+            t.fingerprint = Fingerprint::of(&t.head);
+            let from = offset.saturating_sub(MARK_BYTES);
+            t.mark = (
+                offset,
+                identity::read_at(&file, from, (offset - from) as usize).unwrap_or_default(),
+            );
+        }
         t.framer = F::create(self.settings.groups[g].rules.clone(), offset);
         t.counted = FramingCounts::default();
         t.key = key;
@@ -1003,24 +1055,10 @@ impl<F: Frames> Tailer<F> {
             .copied()
             .collect();
         self.dirty.extend(gone);
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        self.active.extend(dirty.iter().copied());
-        while !dirty.is_empty() {
-            let mut again = Vec::new();
-            for ident in dirty {
-                if self.read(ident, now, out)? {
-                    again.push(ident);
-                }
-            }
-            // New generations (truncations) are read in this poll too.
-            let fresh = std::mem::take(&mut self.dirty);
-            self.active.extend(fresh.iter().copied());
-            again.extend(fresh);
-            again.sort_unstable();
-            again.dedup();
-            dirty = again;
+        self.read_dirty(now, out)?;
+        // New files, now that truncations of known ones are seen.
+        if self.take_in_new(now) {
+            self.read_dirty(now, out)?;
         }
         self.end_orphans(now);
         // Lingering chunks, multi-line timeouts, the memory bound.
@@ -1093,6 +1131,43 @@ impl<F: Frames> Tailer<F> {
         Ok(())
     }
 
+    /// Discovers the files the last rescan found; true when there were.
+    fn take_in_new(&mut self, now: Instant) -> bool {
+        let fresh = std::mem::take(&mut self.pending_new);
+        let any = !fresh.is_empty();
+        for (g, path, key) in fresh {
+            if !self.by_key.contains_key(&(g, key)) {
+                self.discover(g, &path, key, now, false);
+            }
+        }
+        any
+    }
+
+    /// Reads every dirty file (and the new generations reading them
+    /// starts) until each is read to its end.
+    fn read_dirty(&mut self, now: Instant, out: &mut impl Delivery) -> Result<(), Stopped> {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        self.active.extend(dirty.iter().copied());
+        while !dirty.is_empty() {
+            let mut again = Vec::new();
+            for ident in dirty {
+                if self.read(ident, now, out)? {
+                    again.push(ident);
+                }
+            }
+            // New generations (truncations) are read in this poll too.
+            let fresh = std::mem::take(&mut self.dirty);
+            self.active.extend(fresh.iter().copied());
+            again.extend(fresh);
+            again.sort_unstable();
+            again.dedup();
+            dirty = again;
+        }
+        Ok(())
+    }
+
     /// When the next poll is due for lingering chunks and gone files.
     pub fn next_due(&self, now: Instant) -> Option<Duration> {
         let mut next: Option<Duration> = None;
@@ -1159,11 +1234,10 @@ impl<F: Frames> Tailer<F> {
             let (g, key, path) = (t.group, t.key, t.path.clone());
             let orphan = self.orphans.iter().position(|o| {
                 o.group == g
-                    && self.files.get(&o.ident).is_some_and(|x| {
-                        !x.head.is_empty()
-                            && identity::head_matches(&head, &x.fingerprint)
-                            && head.len() >= x.head.len()
-                    })
+                    && self
+                        .files
+                        .get(&o.ident)
+                        .is_some_and(|x| is_copy_of(&head, x))
             });
             if let Some(pos) = orphan {
                 let orphan = self.orphans.remove(pos);
@@ -1677,6 +1751,19 @@ impl<F: Frames> Tailer<F> {
             }
             while self.read(ident, Instant::now(), out)? && Instant::now() < deadline {}
         }
+        if (!self.orphans.is_empty() || !self.deferred.is_empty()) && Instant::now() < deadline {
+            // A file truncated just now may have its copy waiting: taken
+            // over now, so the next run need not match it by its bytes.
+            self.rescan(Instant::now(), out);
+            self.take_in_new(Instant::now());
+            let idents: Vec<u64> = self.files.keys().copied().collect();
+            for ident in idents {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                while self.read(ident, Instant::now(), out)? && Instant::now() < deadline {}
+            }
+        }
         let idents: Vec<u64> = self.files.keys().copied().collect();
         for ident in idents {
             self.flush(ident, out)?;
@@ -1727,6 +1814,20 @@ impl<F: Frames> Tailer<F> {
             });
         }
         entries
+    }
+}
+
+/// Whether a file beginning with `head` is a copy of `original` (made
+/// when it had at least as many bytes, or a shorter copy, or one still
+/// being written).
+fn is_copy_of<F>(head: &[u8], original: &Tracked<F>) -> bool {
+    if head.is_empty() || original.head.is_empty() {
+        return false;
+    }
+    if head.len() >= original.head.len() {
+        identity::head_matches(head, &original.fingerprint)
+    } else {
+        original.head.starts_with(head)
     }
 }
 

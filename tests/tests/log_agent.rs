@@ -1,10 +1,11 @@
 //! End-to-end tests of the log agent: the real `sightline-log` binary
-//! tails real files in a scratch folder. Its collector is not running, so
-//! everything it ships stays in its spool, where the test reads it back
-//! (`read_spooled_file`, then the wire's `LogChunk`), keeping each record
-//! once by (file id, start offset) as the collector does. A line counts as
-//! delivered once it is in the spool: the spool keeps it through a
-//! `kill -9` and resends it until the collector acknowledges it.
+//! tails real files in a scratch folder. In most tests its collector is not
+//! running, so everything it ships stays in its spool, where the test reads
+//! it back (`read_spooled_file`, then the wire's `LogChunk`), keeping each
+//! record once by (file id, start offset) as the collector does. A line
+//! counts as delivered once it is in the spool: the spool keeps it through
+//! a `kill -9` and resends it until the collector acknowledges it. The last
+//! test goes through the real collector and its search API.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -500,4 +501,100 @@ fn a_java_stack_trace_is_one_record_and_invalid_utf8_is_replaced() {
         ],
         Duration::from_secs(10),
     );
+}
+
+/// Every record the collector's search returns for `params`, page by page.
+fn search_all(api: &sightline_e2e::Api, params: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut before = String::new();
+    loop {
+        let body = api.ok(&format!("/api/v1/logs/search?{params}{before}"));
+        out.extend(body["records"].as_array().cloned().unwrap_or_default());
+        match body["next"].as_str() {
+            Some(next) => before = format!("&before={next}"),
+            None => return out,
+        }
+    }
+}
+
+/// Through the real collector: a writer appends numbered lines while the
+/// file is rotated by rename, the agent is killed -9 and restarted and the
+/// collector is killed -9 and restarted; its search then holds every line
+/// once, with the file's path and offsets.
+#[test]
+fn through_the_collector_every_line_once_across_rotation_and_kill_9_of_both_sides() {
+    let dir = Scratch::new("log-collector");
+    let data = dir.join("collector");
+    let creds = sightline_e2e::create_project(&data, "logs");
+    let mut collector = sightline_e2e::Collector::start(&data);
+    let (grpc, http) = (collector.grpc.to_string(), collector.http.to_string());
+    let api = collector.api(&creds.token);
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs).expect("logs");
+    let live = logs.join("app.log");
+    let conf = agent_conf(
+        &creds.license,
+        collector.grpc,
+        &dir.join("agent-data"),
+        &[
+            ("file.app.path", &live.display().to_string()),
+            ("file.app.start", "beginning"),
+            ("log.linger", "50ms"),
+        ],
+    );
+    let mut agent = Agent::log(&dir.join("agent"), &conf);
+    let writer_path = live.clone();
+    let writer = std::thread::spawn(move || {
+        for i in 0..300 {
+            if i == 100 || i == 200 {
+                let rotated = writer_path.with_extension(format!("log.{i}"));
+                fs::rename(&writer_path, rotated).expect("rotate");
+            }
+            append(&writer_path, &numbered(i * 20, i * 20 + 20));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    collector.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    agent.kill9();
+    agent = Agent::log(&dir.join("agent"), &conf);
+    std::thread::sleep(Duration::from_millis(500));
+    collector = sightline_e2e::Collector::start_with(&data, &grpc, &http, &[]);
+    writer.join().expect("writer");
+    let want = expected(0, 6000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = search_all(&api, "category=app&limit=10000");
+        let mut got: Vec<String> = records
+            .iter()
+            .map(|r| r["text"].as_str().unwrap_or_default().to_string())
+            .collect();
+        got.sort();
+        if got == want {
+            let first = records
+                .iter()
+                .find(|r| r["text"] == "line 000000")
+                .expect("line 0");
+            assert_eq!(first["start"], 0);
+            assert_eq!(first["end"], 12);
+            assert_eq!(first["path"], live.display().to_string());
+            break;
+        }
+        assert!(
+            got.len() <= want.len(),
+            "more records than lines written: {} > {}",
+            got.len(),
+            want.len()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the collector holds {} of {} lines\nagent log:\n{}\ncollector log:\n{}",
+            got.len(),
+            want.len(),
+            agent.log_text(),
+            collector.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
