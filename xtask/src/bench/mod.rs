@@ -1,9 +1,10 @@
-//! `cargo xtask bench <infra|collector>`: a Sightline program measured
+//! `cargo xtask bench <infra|collector|log>`: a Sightline program measured
 //! beside the established tool that does the same job, on this machine, at
 //! the same time, reported as ratios.
 //!
 //! - [`infra`]: the server agent beside node_exporter.
 //! - [`collector`]: the collector's ingest beside VictoriaMetrics.
+//! - [`log`]: the log agent beside `wc -l` and rsyslog's imfile.
 //!
 //! What every bench shares lives here: the processes it starts (killed when
 //! dropped, so a failed bench leaves nothing running), CPU and RSS read from
@@ -12,6 +13,7 @@
 
 mod collector;
 mod infra;
+mod log;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -26,12 +28,14 @@ use anyhow::{Context, Result, bail};
 use crate::process::{terminate, wait_exit};
 
 const USAGE: &str = "usage: cargo xtask bench infra [--cycles N] [--json]
-       cargo xtask bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]";
+       cargo xtask bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
+       cargo xtask bench log [--mb N] [--no-peer] [--json]";
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((target, rest)) if target == "infra" => infra::run(root, rest),
         Some((target, rest)) if target == "collector" => collector::run(root, rest),
+        Some((target, rest)) if target == "log" => log::run(root, rest),
         _ => bail!("{USAGE}"),
     }
 }
