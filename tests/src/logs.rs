@@ -921,3 +921,22 @@ pub fn wait_for_records(
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// The total of the agent's counter metric `name` (`log.truncations`)
+/// over every life of agent `oid`: the sum of its increases, a drop being
+/// a restart from 0.
+pub fn counter_total(api: &Api, oid: i64, name: &str) -> u64 {
+    let mut points = api.points(oid, name);
+    points.sort_by_key(|p| p.0);
+    let mut total = 0.0;
+    let mut previous = 0.0;
+    for (_, value) in points {
+        total += if value >= previous {
+            value - previous
+        } else {
+            value
+        };
+        previous = value;
+    }
+    total as u64
+}

@@ -20,10 +20,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sightline_e2e::logs::{
-    LineWriter, LogRecord, Tally, all_records, line_number, log_agent_conf, ranges,
-    start_log_agent, wait_for_records,
+    LineWriter, LogRecord, Tally, all_records, counter_total, line_number, log_agent_conf,
+    numbered_line, ranges, start_log_agent, wait_for_records,
 };
-use sightline_e2e::{Agent, Api, Collector, Scratch, create_project, free_addrs, the_agent};
+use sightline_e2e::{Api, Collector, Scratch, create_project, free_addrs, the_agent};
 
 /// Lines a second.
 const RATE: u32 = 300;
@@ -41,6 +41,11 @@ enum Step {
     KillAgent,
     KillCollector,
     KillBoth,
+    /// The agent killed -9, the file rotated by rename-and-create while it
+    /// is down, the agent started again.
+    RenameCreateWhileAgentDown,
+    /// The same with copytruncate.
+    CopyTruncateWhileAgentDown,
 }
 
 const PLAN: &[Step] = &[
@@ -52,7 +57,9 @@ const PLAN: &[Step] = &[
     Step::Truncate,
     Step::CopyTruncate,
     Step::KillBoth,
+    Step::RenameCreateWhileAgentDown,
     Step::RenameCreate,
+    Step::CopyTruncateWhileAgentDown,
     Step::Truncate,
     Step::CopyTruncate,
 ];
@@ -72,6 +79,34 @@ fn shift_rotated(dir: &Path) -> std::path::PathBuf {
         .expect("shift a rotated log");
     }
     dir.join("app.log.1")
+}
+
+/// Rename-and-create: the log becomes `app.log.1`, a new empty one takes
+/// its place, and the writer keeps writing the renamed file a while, as a
+/// daemon does until postrotate's signal reaches it.
+fn rename_create(dir: &Path, writer: &LineWriter) {
+    let log = dir.join("app.log");
+    let rotated = shift_rotated(dir);
+    fs::rename(&log, &rotated).expect("rename the log");
+    fs::File::create(&log).expect("create the new log");
+    std::thread::sleep(Duration::from_millis(100));
+    writer.reopen();
+}
+
+/// Copytruncate: the log copied to `app.log.1`, then truncated in place
+/// (the writer appends on). The numbers of the last line written before
+/// the copy and after the truncate.
+fn copy_truncate(dir: &Path, writer: &LineWriter) -> (u64, u64) {
+    let log = dir.join("app.log");
+    let rotated = shift_rotated(dir);
+    let before = writer.written();
+    fs::copy(&log, &rotated).expect("copy the log");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .and_then(|f| f.set_len(0))
+        .expect("truncate the log");
+    (before, writer.written())
 }
 
 /// Waits until the collector holds every line up to `through` but those
@@ -113,7 +148,9 @@ fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
     let log = logs.join("app.log");
     let writer = LineWriter::start(&log, RATE);
     let agent_dir = scratch.join("agent");
-    let log_path = log.display().to_string();
+    // The glob takes in the rotated files: the agent finds a copytruncate
+    // copy (or a file renamed while it was down) only where it looks.
+    let log_path = format!("{}*", log.display());
     let conf = log_agent_conf(
         &creds.license,
         grpc,
@@ -125,7 +162,7 @@ fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
         ],
     );
     let mut agent = start_log_agent(&agent_dir, &conf);
-    the_agent(&api);
+    let oid = the_agent(&api)["oid"].as_i64().expect("oid");
 
     // Lines that copytruncate may have taken: written between the copy's
     // start and the truncate.
@@ -139,27 +176,27 @@ fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
             writer.written()
         );
         match step {
-            Step::RenameCreate => {
-                let rotated = shift_rotated(&logs);
-                fs::rename(&log, &rotated).expect("rename the log");
-                fs::File::create(&log).expect("create the new log");
-                // The writer keeps writing the renamed file a while, as a
-                // daemon does until postrotate's signal reaches it.
-                std::thread::sleep(Duration::from_millis(100));
-                writer.reopen();
-            }
+            Step::RenameCreate => rename_create(&logs, &writer),
             Step::CopyTruncate => {
-                let rotated = shift_rotated(&logs);
-                let before = writer.written();
-                fs::copy(&log, &rotated).expect("copy the log");
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(&log)
-                    .and_then(|f| f.set_len(0))
-                    .expect("truncate the log");
-                let after = writer.written();
+                let (before, after) = copy_truncate(&logs, &writer);
                 maybe_lost.extend(before + 1..=after);
                 windows.push((before, after));
+            }
+            Step::RenameCreateWhileAgentDown => {
+                agent.kill9();
+                std::thread::sleep(Duration::from_millis(300));
+                rename_create(&logs, &writer);
+                std::thread::sleep(Duration::from_millis(300));
+                agent = start_log_agent(&agent_dir, &conf);
+            }
+            Step::CopyTruncateWhileAgentDown => {
+                agent.kill9();
+                std::thread::sleep(Duration::from_millis(300));
+                let (before, after) = copy_truncate(&logs, &writer);
+                maybe_lost.extend(before + 1..=after);
+                windows.push((before, after));
+                std::thread::sleep(Duration::from_millis(300));
+                agent = start_log_agent(&agent_dir, &conf);
             }
             Step::Truncate => {
                 let _paused = writer.pause();
@@ -217,7 +254,11 @@ fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
         .copied()
         .filter(|n| !stored.contains(n))
         .collect();
-    check_counted(&api, &agent, &lost);
+    let copytruncates = PLAN
+        .iter()
+        .filter(|s| matches!(s, Step::CopyTruncate | Step::CopyTruncateWhileAgentDown))
+        .count() as u64;
+    check_counted(&api, oid, copytruncates, &lost);
     check_offsets(&records);
     eprintln!(
         "{last} lines, {} stored once, {} in copytruncate windows of which {} lost; {:.1} s",
@@ -251,9 +292,30 @@ fn check_offsets(records: &[LogRecord]) {
     }
 }
 
-/// The agent counted what copytruncate took from it.
-fn check_counted(api: &Api, agent: &Agent, lost: &[u64]) {
-    let _ = (api, agent, lost);
+/// The agent recognised every copytruncate copy as the rest of the file it
+/// was reading (`log.copytruncate.copies`), and counts as lost
+/// (`log.copytruncate.lost_bytes`, a lower bound: bytes it saw in the file
+/// and not in the copy) no more than the lines it did not ship.
+fn check_counted(api: &Api, oid: i64, copytruncates: u64, lost: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let copies = loop {
+        let copies = counter_total(api, oid, "log.copytruncate.copies");
+        if copies >= copytruncates || Instant::now() > deadline {
+            break copies;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(
+        copies, copytruncates,
+        "log.copytruncate.copies: the agent found {copies} copies for {copytruncates} copytruncate rotations"
+    );
+    let lost_bytes: u64 = lost.iter().map(|&n| numbered_line(n).len() as u64).sum();
+    let counted = counter_total(api, oid, "log.copytruncate.lost_bytes");
+    assert!(
+        counted <= lost_bytes,
+        "log.copytruncate.lost_bytes: the agent counts {counted} bytes lost; the lines missing from the collector hold {lost_bytes} ({})",
+        ranges(lost)
+    );
 }
 
 /// The last lines of an agent's log, for failure messages.
