@@ -601,6 +601,11 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
+    /// `file_id@start path`, for messages.
+    pub fn where_from(&self) -> String {
+        format!("{}@{} {}", self.file_id, self.start, self.path)
+    }
+
     fn from_json(json: &Value) -> LogRecord {
         LogRecord {
             time_ms: json["time_ms"].as_i64().unwrap_or(0),
@@ -668,8 +673,8 @@ pub fn search_all(api: &Api, query: &str) -> Vec<LogRecord> {
 pub struct Tally {
     /// Expected and not stored.
     pub missing: Vec<u64>,
-    /// Stored more than once: number → the (file id, start) of each copy.
-    pub repeated: BTreeMap<u64, Vec<(String, u64)>>,
+    /// Stored more than once: number → each copy's `file_id@start path`.
+    pub repeated: BTreeMap<u64, Vec<String>>,
     /// Stored, never written.
     pub unexpected: Vec<u64>,
     /// Records with no number in them.
@@ -688,30 +693,25 @@ impl Tally {
         maybe: &[u64],
     ) -> Tally {
         Tally::of_texts(
-            records
-                .iter()
-                .map(|r| (r.text.as_str(), r.file_id.as_str(), r.start)),
+            records.iter().map(|r| (r.text.as_str(), r.where_from())),
             number,
             expected,
             maybe,
         )
     }
 
-    /// As [`Tally::of`], over (text, file id, start offset) triples.
+    /// As [`Tally::of`], over (text, where it was read) pairs.
     pub fn of_texts<'a>(
-        texts: impl IntoIterator<Item = (&'a str, &'a str, u64)>,
+        texts: impl IntoIterator<Item = (&'a str, String)>,
         number: impl Fn(&str) -> Option<u64>,
         expected: &[u64],
         maybe: &[u64],
     ) -> Tally {
-        let mut seen: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
+        let mut seen: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         let mut tally = Tally::default();
-        for (text, file_id, start) in texts {
+        for (text, place) in texts {
             match number(text) {
-                Some(n) => seen
-                    .entry(n)
-                    .or_default()
-                    .push((file_id.to_string(), start)),
+                Some(n) => seen.entry(n).or_default().push(place),
                 None => tally.unnumbered.push(text.to_string()),
             }
         }

@@ -43,7 +43,7 @@ fn five_thousand_idle_files_cost_under_one_percent_and_a_new_one_is_seen_within_
     );
     the_agent(&api);
     let caught_up = Instant::now();
-    let records = wait_for_records(&api, "idle", FILES, Duration::from_secs(90));
+    let records = wait_for_records(&api, "idle", FILES, Duration::from_secs(60));
     assert_eq!(
         records.len(),
         FILES,

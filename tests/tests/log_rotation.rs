@@ -152,7 +152,7 @@ fn logrotate_create_every_request_once() {
     // With `create` nothing is lost on disk: nginx keeps writing the
     // renamed file until USR1, then the new one.
     let tally_disk = Tally::of_texts(
-        run.on_disk.iter().map(|l| (l.as_str(), "", 0)),
+        run.on_disk.iter().map(|l| (l.as_str(), String::new())),
         request_number,
         &run.answered,
         &run.failed,
