@@ -19,8 +19,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sightline_e2e::logs::{
-    Logrotate, Nginx, RequestLoop, RotateMode, Tally, counter_total, lines_on_disk, log_agent_conf,
-    ranges, request_number, start_log_agent, wait_for_records,
+    Logrotate, Nginx, RequestLoop, RotateMode, TailEvent, TailStream, Tally, counter_total,
+    lines_on_disk, log_agent_conf, ranges, request_number, start_log_agent, wait_for_records,
 };
 use sightline_e2e::{Collector, Scratch, create_project, the_agent};
 
@@ -35,6 +35,8 @@ const CLIENTS: u32 = 2;
 
 /// What one run saw.
 struct Run {
+    /// What LiveTail delivered meanwhile.
+    tailed: Vec<TailEvent>,
     oid: i64,
     answered: Vec<u64>,
     failed: Vec<u64>,
@@ -87,6 +89,7 @@ fn rotate_under_load(name: &str, mode: RotateMode) -> Run {
         ),
     );
     let oid = the_agent(&api)["oid"].as_i64().expect("oid");
+    let tail = TailStream::open(collector.http, &creds.token, "category=nginx");
     let clients = RequestLoop::start(nginx.port, CLIENTS, RATE);
     let mut windows = Vec::new();
     for _ in 0..ROTATIONS {
@@ -105,7 +108,9 @@ fn rotate_under_load(name: &str, mode: RotateMode) -> Run {
     let on_disk = lines_on_disk(nginx.access_log.parent().expect("nginx dir"), "access.log");
     let stored = wait_for_records(&api, "nginx", on_disk.len(), Duration::from_secs(30));
     let agent_log = agent.log_text();
+    let tailed = tail.events.try_iter().map(|(_, event)| event).collect();
     Run {
+        tailed,
         oid,
         answered: requests.answered,
         failed: requests.failed,
@@ -176,6 +181,35 @@ fn logrotate_create_every_request_once() {
         tail(&run.agent_log)
     );
     check_fields(&run);
+    check_live_tail(&run, &disk);
+}
+
+/// LiveTail, open from before the first request, delivered every stored
+/// line once, in the order each file was written, or said how many it
+/// skipped (`lagged`).
+fn check_live_tail(run: &Run, disk: &[u64]) {
+    let mut seen: Vec<u64> = Vec::new();
+    let mut missed = 0;
+    for event in &run.tailed {
+        match event {
+            TailEvent::Record(json) => seen.extend(json["text"].as_str().and_then(request_number)),
+            TailEvent::Lagged(n) => missed += n,
+        }
+    }
+    let texts: Vec<String> = seen.iter().map(|n| format!("/req/{n} ")).collect();
+    let tally = Tally::of_texts(
+        texts.iter().map(|t| (t.as_str(), String::new())),
+        request_number,
+        disk,
+        &[],
+    );
+    assert!(
+        tally.repeated.is_empty()
+            && tally.unexpected.is_empty()
+            && tally.missing.len() as u64 <= missed,
+        "LiveTail (lagged by {missed}): {}",
+        tally.summary()
+    );
 }
 
 #[test]
