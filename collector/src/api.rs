@@ -10,6 +10,8 @@
 //! - A query never returns an unbounded number of points: long ranges are
 //!   averaged into at most [`MAX_BUCKETS`] buckets per series.
 
+mod logs;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -55,6 +57,9 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/v1/events", get(events::<S>))
         .route("/api/v1/fleet", get(fleet::<S>))
         .route("/api/v1/processes/top", get(processes_top::<S>))
+        .route("/api/v1/logs/search", get(logs::search::<S>))
+        .route("/api/v1/logs/tail", get(logs::tail::<S>))
+        .route("/api/v1/logs/patterns", get(logs::patterns::<S>))
         .fallback(not_found)
         .with_state(state)
 }

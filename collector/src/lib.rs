@@ -24,6 +24,7 @@ pub mod fleet;
 pub mod ingest;
 pub mod listen;
 pub mod log_limit;
+pub mod logs;
 pub mod model;
 pub mod products;
 pub mod server;

@@ -196,6 +196,102 @@ pub enum BatchPayload {
     Processes(SnapshotRow),
     /// Events.
     Events(Vec<EventRow>),
+    /// Records read from one file (the log agent's chunk), validated.
+    /// Shared, so the live tail can keep it after the batch is stored.
+    Logs(std::sync::Arc<LogChunkRow>),
+}
+
+/// One named field over a chunk's records: per record, where its value
+/// sits in the record's text (`len` 0: the record has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFieldRow {
+    /// The field's name (a named group of the agent's `parse` rule).
+    pub name: String,
+    /// Per record: where the value starts in the record's text.
+    pub offsets: Vec<u32>,
+    /// Per record: the value's length in bytes.
+    pub lens: Vec<u32>,
+}
+
+/// Records of one file, in file order, as checked by
+/// [`crate::products::logs`]: every record's text, field values and
+/// offsets are known to be in bounds and on character boundaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunkRow {
+    /// The file's identity on its agent's host (at most 128 bytes).
+    pub file_id: String,
+    /// The path the file was read under.
+    pub path: String,
+    /// The group's category.
+    pub category: String,
+    /// When the agent read the records, unix ms.
+    pub time_ms: i64,
+    /// Labels of the whole file (Kubernetes namespace, pod, container).
+    pub attrs: BTreeMap<String, String>,
+    /// Every record's text, one after another.
+    pub text: String,
+    /// Where each record's text ends in `text` (the next one starts there).
+    pub ends: Vec<u32>,
+    /// Where each record starts in the file.
+    pub starts: Vec<u64>,
+    /// How many bytes of the file each record covers.
+    pub spans: Vec<u32>,
+    /// Indexes of records whose text was cut, ascending.
+    pub cut: Vec<u32>,
+    /// Each record's own time (empty: all are `time_ms`).
+    pub times_ms: Vec<i64>,
+    /// Fields, one column per name.
+    pub fields: Vec<LogFieldRow>,
+}
+
+impl LogChunkRow {
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Where record `i`'s text starts in `text`.
+    pub fn text_start(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.ends[i - 1] as usize }
+    }
+
+    /// Record `i`'s text.
+    pub fn record_text(&self, i: usize) -> &str {
+        self.text
+            .get(self.text_start(i)..self.ends[i] as usize)
+            .unwrap_or_default()
+    }
+
+    /// Record `i`'s time, unix ms.
+    pub fn record_time(&self, i: usize) -> i64 {
+        self.times_ms.get(i).copied().unwrap_or(self.time_ms)
+    }
+
+    /// The file offset just past record `i`.
+    pub fn record_end(&self, i: usize) -> u64 {
+        self.starts[i] + u64::from(self.spans[i])
+    }
+
+    /// Whether record `i`'s text was cut.
+    pub fn is_cut(&self, i: usize) -> bool {
+        u32::try_from(i).is_ok_and(|i| self.cut.binary_search(&i).is_ok())
+    }
+
+    /// Field `f`'s value in record `i`, if it has one.
+    pub fn field_value(&self, f: usize, i: usize) -> Option<&str> {
+        let field = &self.fields[f];
+        let len = field.lens[i] as usize;
+        if len == 0 {
+            return None;
+        }
+        let at = field.offsets[i] as usize;
+        self.record_text(i).get(at..at + len)
+    }
 }
 
 /// One batch, ready to store.
@@ -262,6 +358,7 @@ impl IncomingBatch {
                 BatchPayload::Metrics { samples, .. } => samples.len(),
                 BatchPayload::Processes(_) => 1,
                 BatchPayload::Events(events) => events.len(),
+                BatchPayload::Logs(chunk) => chunk.len(),
             })
             .sum::<usize>()
     }

@@ -30,6 +30,8 @@ pub use crate::ingest::MAX_MESSAGE_BYTES;
 const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// How often retention runs.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// How often log retention runs (its size cap needs a short period).
+const LOG_PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the collector could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -162,8 +164,15 @@ impl<S: Store> Collector<S> {
             shutdown.clone(),
         ));
 
+        let purge_logs = tokio::spawn(enforce_log_retention(
+            store.clone(),
+            settings.log_retention,
+            settings.log_max_bytes,
+            shutdown.clone(),
+        ));
+
         let (grpc_result, ()) = tokio::join!(grpc_server, http_server);
-        let _ = tokio::join!(watch, purge, writer_task, liveness_task);
+        let _ = tokio::join!(watch, purge, purge_logs, writer_task, liveness_task);
         store.close().await;
         grpc_result.map_err(ServeError::from)
     }
@@ -278,6 +287,38 @@ async fn enforce_retention<S: Store>(
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "Retention failed."),
+        }
+    }
+}
+
+/// Removes log blocks older than `retention`, then the oldest over
+/// `max_bytes`, at start and then every [`LOG_PURGE_EVERY`].
+async fn enforce_log_retention<S: Store>(
+    store: Arc<S>,
+    retention: Duration,
+    max_bytes: u64,
+    shutdown: CancellationToken,
+) {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = interval(LOG_PURGE_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cutoff = crate::now_ms().saturating_sub(retention_ms);
+        match store.purge_logs(cutoff, max_bytes, &shutdown).await {
+            Ok(p) if p.blocks > 0 => tracing::info!(
+                blocks = p.blocks,
+                records = p.records,
+                bytes = p.bytes,
+                before = %format_ms(cutoff),
+                max_bytes,
+                "Log retention removed old records."
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Log retention failed."),
         }
     }
 }

@@ -40,6 +40,16 @@ pub const COLLECTOR_KEYS: &[KeySpec] = &[
         doc: "How long data is kept.",
     },
     KeySpec {
+        key: "logs.retention",
+        default: None,
+        doc: "How long log records are kept (default: `retention`).",
+    },
+    KeySpec {
+        key: "logs.max_bytes",
+        default: Some("10GiB"),
+        doc: "Most bytes the log store keeps; the oldest blocks go first (checked every minute; 0: no cap).",
+    },
+    KeySpec {
         key: "tls.cert",
         default: None,
         doc: "PEM certificate chain for gRPC over TLS.",
@@ -106,6 +116,10 @@ pub struct ServeSettings {
     pub ingest_limits: IngestLimits,
     /// Data older than this is removed.
     pub retention: Duration,
+    /// Log records older than this are removed.
+    pub log_retention: Duration,
+    /// The log store is kept under this many bytes (0: no cap).
+    pub log_max_bytes: u64,
     /// Certificate and key files, for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Connections per port.
@@ -155,6 +169,11 @@ impl ServeSettings {
                 series_per_agent: config.number("limit.agent.series", "a number of series")?,
             },
             retention: config.duration("retention")?,
+            log_retention: match config.get("logs.retention") {
+                Some(_) => config.duration("logs.retention")?,
+                None => config.duration("retention")?,
+            },
+            log_max_bytes: config.size("logs.max_bytes")?,
             tls,
             max_connections: config.number("max.connections", "a number of connections")?,
             log_level: config.get("log.level").unwrap_or_else(|| "info".into()),
@@ -223,5 +242,19 @@ mod tests {
         assert_eq!(s.ingest_limits.series_per_agent, 5);
         assert_eq!(s.ingest_limits.hello_field_bytes, 64);
         assert_eq!(s.ingest_limits.samples, SampleLimits::default());
+    }
+
+    #[test]
+    fn log_retention_defaults_to_retention_and_the_cap_reads_sizes() {
+        let s = ServeSettings::from_config(&config(&[("retention", "2d")])).expect("ok");
+        assert_eq!(s.log_retention, Duration::from_secs(2 * 86_400));
+        assert_eq!(s.log_max_bytes, 10 << 30);
+        let s = ServeSettings::from_config(&config(&[
+            ("logs.retention", "1h"),
+            ("logs.max_bytes", "512MiB"),
+        ]))
+        .expect("ok");
+        assert_eq!(s.log_retention, Duration::from_secs(3600));
+        assert_eq!(s.log_max_bytes, 512 << 20);
     }
 }

@@ -8,6 +8,7 @@
 //!   beside VictoriaMetrics, as ratios.
 //! - `bench log`: the log agent reading a large access log, beside `wc -l`
 //!   and rsyslog's imfile.
+//! - `bench log-framing`: the log agent's framer beside `wc -l`.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
 mod bench;
@@ -33,6 +34,8 @@ tasks:
         the collector's ingest under a simulated fleet beside VictoriaMetrics: points/s, ack latency, CPU, RSS, bytes/point
   bench log [--mb N] [--no-peer] [--json]
         the log agent reading an access log from its start, beside wc -l and rsyslog: MB/s, lines/s, CPU, RSS, LiveTail p99
+  bench log-framing [--mb N] [--runs N] [--json]
+        the log agent's framer on an in-memory nginx access log beside wc -l: MB/s, lines/s
   codegen
         regenerate proto/src/gen from proto/sightline/v1/*.proto";
 

@@ -146,13 +146,11 @@ fn payload_from_wire(
         pb::payload::Kind::Processes(p) => {
             BatchPayload::Processes(products::infra::snapshot_from_wire(p, at))
         }
-        // The log store lands with the log agent (issue 7); until then a
-        // chunk is refused by count, as any record over a limit is.
-        pb::payload::Kind::Logs(chunk) => {
-            refused.add(|| "this collector does not store log records yet".into());
-            let _ = chunk;
-            BatchPayload::Events(Vec::new())
-        }
+        pb::payload::Kind::Logs(chunk) => match products::logs::chunk_from_wire(chunk, at, refused)
+        {
+            Some(row) => BatchPayload::Logs(std::sync::Arc::new(row)),
+            None => BatchPayload::Events(Vec::new()),
+        },
     }
 }
 

@@ -9,3 +9,4 @@
 //! core. Like [`crate::ingest`], these modules may see prost types.
 
 pub mod infra;
+pub mod logs;

@@ -10,7 +10,8 @@
 //!   seq)`. [`group::GroupWriter`] feeds it many streams' batches at once.
 //! - Reads per product, each taking the project so a read cannot forget its
 //!   scope: [`MetricReads`], [`EventReads`], [`InfraReads`],
-//!   [`DeliveryReads`].
+//!   [`DeliveryReads`], [`LogReads`] (search, patterns and the live feed
+//!   of log records).
 //! - [`Retention`]: removing old data without breaking dedupe.
 //! - [`Store`]: all of them, so the server and the API are generic over one
 //!   type.
@@ -67,6 +68,7 @@ mod tests;
 use std::future::Future;
 use std::path::PathBuf;
 
+use crate::logs::{LiveLogs, LogPage, LogPattern, LogQuery, PatternQuery};
 use crate::model::{
     Agent, AgentHealth, AgentHello, EventQuery, EventRow, IncomingBatch, Project, Series,
     SnapshotRow, StoredEvent,
@@ -426,8 +428,58 @@ pub trait DeliveryReads: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Delivery>, StoreError>> + Send;
 }
 
+/// Log records: search, patterns, and the feed of records as they are
+/// stored.
+///
+/// Log records are stored exactly once per `(agent, file_id, offset)`: a
+/// backend keeps, per agent and file, the highest end offset stored (in
+/// the same transaction as the records), and leaves out, as duplicates,
+/// records that start below it. That watermark outlives retention.
+pub trait LogReads: Send + Sync + 'static {
+    /// Records of a project matching `query`, newest first, with where the
+    /// next page starts.
+    fn search_logs(
+        &self,
+        project_id: i64,
+        query: &LogQuery,
+    ) -> impl Future<Output = Result<LogPage, StoreError>> + Send;
+
+    /// Record shapes of a project in a range, most frequent first.
+    fn log_patterns(
+        &self,
+        project_id: i64,
+        query: &PatternQuery,
+    ) -> impl Future<Output = Result<Vec<LogPattern>, StoreError>> + Send;
+
+    /// Records as they are stored, after their transaction committed (all
+    /// projects: the subscriber filters). Bounded: a subscriber that falls
+    /// behind misses chunks and is told how many.
+    fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<LiveLogs>>;
+}
+
+/// What log retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogsPurged {
+    /// Blocks.
+    pub blocks: u64,
+    /// Records in them.
+    pub records: u64,
+    /// Bytes they took in the store.
+    pub bytes: u64,
+}
+
 /// Removing old data.
 pub trait Retention: Send + Sync + 'static {
+    /// Removes log blocks whose newest record is older than `cutoff_ms`,
+    /// then the oldest blocks until the log store holds at most
+    /// `max_bytes` (0: no cap). The per-file dedupe watermarks stay.
+    fn purge_logs(
+        &self,
+        cutoff_ms: i64,
+        max_bytes: u64,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> impl Future<Output = Result<LogsPurged, StoreError>> + Send;
+
     /// Removes everything older than `cutoff_ms`, in short steps, raising
     /// each instance's watermark to the records it removes and dropping
     /// series whose newest point is more than an hour older than the
@@ -442,7 +494,7 @@ pub trait Retention: Send + Sync + 'static {
 
 /// A whole store: what the server and the API are generic over.
 pub trait Store:
-    Registry + BatchSink + MetricReads + EventReads + InfraReads + DeliveryReads + Retention
+    Registry + BatchSink + MetricReads + EventReads + InfraReads + DeliveryReads + LogReads + Retention
 {
     /// Finishes what is in flight and releases the backend.
     fn close(&self) -> impl Future<Output = ()> + Send;

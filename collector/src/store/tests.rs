@@ -864,6 +864,355 @@ const SUITE_SERIES_CAP: u64 = 50;
 
 /// Runs every test above against one backend: `$open(name)` returns
 /// something holding an `Arc<Store>` in `.store` and cleaning up on drop.
+/// A log chunk of `lines` from file offset `from` (each line and its
+/// newline), read at `time_ms`, with a `status` field: the line's last
+/// word.
+fn log_chunk(
+    file_id: &str,
+    category: &str,
+    time_ms: i64,
+    from: u64,
+    lines: &[String],
+) -> BatchPayload {
+    use crate::model::{LogChunkRow, LogFieldRow};
+    let mut text = String::new();
+    let (mut ends, mut starts, mut spans) = (vec![], vec![], vec![]);
+    let (mut offsets, mut lens) = (vec![], vec![]);
+    let mut at = from;
+    for line in lines {
+        let word = line.rfind(' ').map_or(0, |i| i + 1);
+        offsets.push(word as u32);
+        lens.push((line.len() - word) as u32);
+        text.push_str(line);
+        ends.push(text.len() as u32);
+        starts.push(at);
+        spans.push(line.len() as u32 + 1);
+        at += line.len() as u64 + 1;
+    }
+    BatchPayload::Logs(Arc::new(LogChunkRow {
+        file_id: file_id.into(),
+        path: format!("/var/log/{category}.log"),
+        category: category.into(),
+        time_ms,
+        attrs: [("pod".to_string(), "web-0".to_string())].into(),
+        text,
+        ends,
+        starts,
+        spans,
+        cut: vec![],
+        times_ms: vec![],
+        fields: vec![LogFieldRow {
+            name: "status".into(),
+            offsets,
+            lens,
+        }],
+    }))
+}
+
+fn log_batch(seq: u64, payloads: Vec<BatchPayload>) -> IncomingBatch {
+    IncomingBatch {
+        seq,
+        time_ms: 0,
+        health: None,
+        payloads,
+    }
+}
+
+fn lines(range: std::ops::Range<u32>, status: impl Fn(u32) -> u32) -> Vec<String> {
+    range
+        .map(|i| format!("GET /api/users/{i} HTTP/1.1 {}", status(i)))
+        .collect()
+}
+
+fn log_query(q: &str) -> crate::logs::LogQuery {
+    crate::logs::LogQuery {
+        text: crate::logs::text::Query::parse(q),
+        from_ms: 0,
+        to_ms: i64::MAX,
+        limit: 10_000,
+        ..Default::default()
+    }
+}
+
+async fn search_texts<S: Store>(
+    store: &S,
+    project_id: i64,
+    query: &crate::logs::LogQuery,
+) -> Vec<String> {
+    store
+        .search_logs(project_id, query)
+        .await
+        .expect("search")
+        .records
+        .into_iter()
+        .map(|r| r.text)
+        .collect()
+}
+
+/// A resent batch changes nothing, and a chunk re-read from the start of
+/// the file (an agent that lost its spool) adds only its new records.
+async fn a_resent_log_chunk_and_a_reread_file_are_stored_once<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    let first = log_batch(
+        1,
+        vec![log_chunk("f1", "web", 1000, 0, &lines(0..10, |_| 200))],
+    );
+    assert_eq!(
+        store_one(&*store, p.id, r.oid, INSTANCE, first.clone(), 1).await,
+        Stored::NEW
+    );
+    assert_eq!(
+        store_one(&*store, p.id, r.oid, INSTANCE, first, 2).await,
+        Stored::Duplicate
+    );
+    // Another spool instance (the agent lost its spool) reads the file
+    // again from 0, now with 5 more lines.
+    let reread = log_batch(
+        1,
+        vec![log_chunk("f1", "web", 2000, 0, &lines(0..15, |_| 200))],
+    );
+    let other = "fedcba9876543210fedcba9876543210";
+    assert_eq!(
+        store_one(&*store, p.id, r.oid, other, reread, 3).await,
+        Stored::NEW
+    );
+    let mut texts = search_texts(&*store, p.id, &log_query("")).await;
+    texts.sort();
+    let mut want = lines(0..15, |_| 200);
+    want.sort();
+    assert_eq!(texts, want, "every line once");
+    // The same offsets in another file are other records.
+    let same_offsets = log_batch(
+        2,
+        vec![log_chunk("f2", "web", 3000, 0, &lines(0..3, |_| 201))],
+    );
+    store_one(&*store, p.id, r.oid, INSTANCE, same_offsets, 4).await;
+    assert_eq!(
+        search_texts(&*store, p.id, &log_query("201")).await.len(),
+        3
+    );
+}
+
+/// Pages are newest first, do not overlap, and together are every match;
+/// terms, fields, category and project all narrow.
+async fn log_search_pages_newest_first_and_filters<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    let mut from = 0;
+    for (seq, range) in [(1u64, 0..100u32), (2, 100..200), (3, 200..250)] {
+        let text = lines(range.clone(), |i| if i % 10 == 0 { 500 } else { 200 });
+        let batch = log_batch(
+            seq,
+            vec![log_chunk("f", "web", 1000 * seq as i64, from, &text)],
+        );
+        from += text.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+        store_one(&*store, p.id, r.oid, INSTANCE, batch, 1).await;
+    }
+    let other = log_batch(
+        4,
+        vec![log_chunk(
+            "g",
+            "db",
+            5000,
+            0,
+            &["slow query 500".to_string()],
+        )],
+    );
+    store_one(&*store, p.id, r.oid, INSTANCE, other, 1).await;
+
+    let mut query = log_query("users");
+    query.category = Some("web".into());
+    query.limit = 100;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.search_logs(p.id, &query).await.expect("page");
+        assert!(page.records.len() <= 100);
+        seen.extend(
+            page.records
+                .into_iter()
+                .map(|r| (r.time_ms, r.start, r.text)),
+        );
+        match page.next {
+            Some(next) => query.before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 250, "every record once over the pages");
+    let mut sorted = seen.clone();
+    sorted.sort_by_key(|b| std::cmp::Reverse((b.0, b.1)));
+    assert_eq!(seen, sorted, "newest first, then last in the file first");
+    assert_eq!(seen[0].2, "GET /api/users/249 HTTP/1.1 200");
+
+    let mut status = log_query("");
+    status.fields = vec![("status".into(), "500".into())];
+    let found = store.search_logs(p.id, &status).await.expect("q").records;
+    assert_eq!(found.len(), 26, "25 web lines and the db one");
+    assert!(
+        found
+            .iter()
+            .all(|r| r.fields.get("status").map(String::as_str) == Some("500"))
+    );
+    assert_eq!(found[0].category, "db");
+    assert_eq!(found[0].oname, "h");
+    assert_eq!(found[0].attrs.get("pod").map(String::as_str), Some("web-0"));
+    assert_eq!(
+        search_texts(&*store, p.id, &log_query("users/17")).await,
+        ["GET /api/users/17 HTTP/1.1 200"]
+    );
+    assert_eq!(
+        search_texts(&*store, p.id, &log_query("\"SERS/24\" 500")).await,
+        ["GET /api/users/240 HTTP/1.1 500"]
+    );
+    assert!(
+        search_texts(&*store, p.id, &log_query("nowhere"))
+            .await
+            .is_empty()
+    );
+    let mut window = log_query("");
+    (window.from_ms, window.to_ms) = (1500, 2500);
+    assert_eq!(
+        search_texts(&*store, p.id, &window).await.len(),
+        100,
+        "the second chunk's"
+    );
+
+    let q = store.create_project("q", b"l2", b"t2").await.expect("q");
+    assert!(
+        search_texts(&*store, q.id, &log_query("")).await.is_empty(),
+        "another project sees none"
+    );
+}
+
+/// Retention by age and by size drops the oldest blocks; a chunk of a
+/// dropped block sent again is still a duplicate.
+async fn log_retention_drops_old_blocks_and_keeps_the_watermark<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    let mut from = 0;
+    let mut chunks = Vec::new();
+    for seq in 1..=4u64 {
+        let text = lines(seq as u32 * 100..seq as u32 * 100 + 50, |_| 200);
+        let chunk = log_chunk("f", "web", seq as i64 * HOUR_MS, from, &text);
+        from += text.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
+        store_one(
+            &*store,
+            p.id,
+            r.oid,
+            INSTANCE,
+            log_batch(seq, vec![chunk.clone()]),
+            1,
+        )
+        .await;
+        chunks.push(chunk);
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let purged = store
+        .purge_logs(HOUR_MS + 1, 0, &stop)
+        .await
+        .expect("purged");
+    assert_eq!((purged.blocks, purged.records), (1, 50));
+    assert_eq!(search_texts(&*store, p.id, &log_query("")).await.len(), 150);
+    // Sent again under a new batch number: the watermark refuses it.
+    store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        log_batch(9, vec![chunks[0].clone()]),
+        1,
+    )
+    .await;
+    assert_eq!(search_texts(&*store, p.id, &log_query("")).await.len(), 150);
+    // A cap of one byte leaves nothing; a generous one removes nothing.
+    let none = store.purge_logs(0, 1 << 40, &stop).await.expect("purged");
+    assert_eq!(none, LogsPurged::default());
+    let purged = store.purge_logs(0, 1, &stop).await.expect("purged");
+    assert_eq!(purged.blocks, 3);
+    assert!(search_texts(&*store, p.id, &log_query("")).await.is_empty());
+}
+
+/// Patterns: shapes counted over the range, most frequent first, with an
+/// example, and scoped to the project.
+async fn log_patterns_count_shapes_in_a_range<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    let mut text = lines(0..30, |i| 200 + i % 3);
+    text.extend((0..5).map(|i| format!("connection from 10.0.0.{i} refused")));
+    store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        log_batch(1, vec![log_chunk("f", "web", 1000, 0, &text)]),
+        1,
+    )
+    .await;
+    let late = vec!["GET /api/users/1 HTTP/1.1 200".to_string()];
+    store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        log_batch(2, vec![log_chunk("f", "web", 9000, 10_000, &late)]),
+        1,
+    )
+    .await;
+    let query = crate::logs::PatternQuery {
+        category: Some("web".into()),
+        from_ms: 0,
+        to_ms: 5000,
+        limit: 10,
+    };
+    let patterns = store.log_patterns(p.id, &query).await.expect("patterns");
+    let got: Vec<(&str, u64)> = patterns
+        .iter()
+        .map(|p| (p.pattern.as_str(), p.count))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("GET /api/users/<num> HTTP/1.1 <num>", 30),
+            ("connection from <ip> refused", 5)
+        ]
+    );
+    assert_eq!(patterns[1].example, "connection from 10.0.0.0 refused");
+    let all = crate::logs::PatternQuery {
+        to_ms: 10_000,
+        ..query.clone()
+    };
+    assert_eq!(
+        store.log_patterns(p.id, &all).await.expect("p")[0].count,
+        31
+    );
+    let q = store.create_project("q", b"l2", b"t2").await.expect("q");
+    assert!(store.log_patterns(q.id, &all).await.expect("p").is_empty());
+}
+
+/// The live feed hears of records after they are stored, and only of new
+/// ones.
+async fn the_log_feed_carries_what_was_stored<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    let mut feed = store.subscribe_logs();
+    let chunk = log_chunk("f", "web", 1000, 0, &lines(0..4, |_| 200));
+    store_one(&*store, p.id, r.oid, INSTANCE, log_batch(1, vec![chunk]), 1).await;
+    let live = feed.try_recv().expect("published on commit");
+    assert_eq!(
+        (live.project_id, live.oid, live.first, live.chunk.len()),
+        (p.id, r.oid, 0, 4)
+    );
+    let longer = log_chunk("f", "web", 2000, 0, &lines(0..6, |_| 200));
+    store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        log_batch(2, vec![longer]),
+        1,
+    )
+    .await;
+    let live = feed.try_recv().expect("published");
+    assert_eq!(live.first, 4, "the four stored before are not new");
+    store_one(&*store, p.id, r.oid, INSTANCE, log_batch(2, vec![]), 1).await;
+    assert!(feed.try_recv().is_err(), "a duplicate publishes nothing");
+}
+
 macro_rules! suite {
     ($backend:ident, $open:path) => {
         mod $backend {
@@ -881,6 +1230,11 @@ macro_rules! suite {
                 two_agents_sharing_an_instance_id_do_not_collide,
                 samples_of_new_series_over_the_cap_are_refused,
                 concurrent_batches_share_transactions_and_acks_follow_commits,
+                a_resent_log_chunk_and_a_reread_file_are_stored_once,
+                log_search_pages_newest_first_and_filters,
+                log_retention_drops_old_blocks_and_keeps_the_watermark,
+                log_patterns_count_shapes_in_a_range,
+                the_log_feed_carries_what_was_stored,
             );
         }
     };

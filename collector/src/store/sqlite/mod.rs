@@ -11,7 +11,7 @@
 //!
 //! One file per concern: this one opens, migrates and converts errors;
 //! [`registry`], [`sink`] (the exactly-once core), one file per product's
-//! rows and reads ([`metrics`], [`events`], [`infra`]), [`delivery`] and
+//! rows and reads ([`metrics`], [`events`], [`infra`], [`logs`]), [`delivery`] and
 //! [`retention`]. Metrics are a head of one row per payload that
 //! [`compact`] (a background task) moves into per-series chunks; their
 //! byte layouts are in [`points`]. A new product adds its file and one arm in
@@ -24,6 +24,7 @@ mod compact;
 mod delivery;
 mod events;
 mod infra;
+mod logs;
 mod metrics;
 mod points;
 mod registry;
@@ -151,6 +152,44 @@ CREATE TABLE chunks (
 CREATE UNIQUE INDEX chunks_series_start ON chunks (series_id, start_ms);
 CREATE INDEX chunks_series_end ON chunks (series_id, end_ms);
 ",
+    // Log records ([`logs`]): one row per stored block, its bloom filter
+    // and pattern counts before its data (a search that reads the filter
+    // stops before the data's overflow pages); the per-file watermark of
+    // exactly-once, kept forever; pattern templates with one example.
+    r"
+CREATE TABLE log_blocks (
+    id INTEGER PRIMARY KEY,
+    oid INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    min_ms INTEGER NOT NULL,
+    max_ms INTEGER NOT NULL,
+    first_start INTEGER NOT NULL,
+    last_end INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    text_bytes INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    patterns BLOB NOT NULL,
+    bloom BLOB NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX log_blocks_time ON log_blocks (max_ms);
+CREATE TABLE log_watermarks (
+    oid INTEGER NOT NULL,
+    file_id TEXT NOT NULL,
+    end_offset INTEGER NOT NULL,
+    PRIMARY KEY (oid, file_id)
+) WITHOUT ROWID;
+CREATE TABLE log_templates (
+    project_id INTEGER NOT NULL,
+    hash INTEGER NOT NULL,
+    template TEXT NOT NULL,
+    example TEXT NOT NULL,
+    PRIMARY KEY (project_id, hash)
+) WITHOUT ROWID;
+",
 ];
 
 impl From<sqlx::Error> for StoreError {
@@ -184,6 +223,10 @@ pub struct SqliteStore {
     series: tokio::sync::Mutex<metrics::SeriesCache>,
     /// Moves old head rows into chunks; stopped by [`SqliteStore::close`].
     compactor: compact::Compactor,
+    /// Log records as they are committed, for the live tail.
+    log_feed: tokio::sync::broadcast::Sender<std::sync::Arc<crate::logs::LiveLogs>>,
+    /// Pattern templates known to be stored (project, hash).
+    log_templates: std::sync::Mutex<std::collections::HashSet<(i64, u64)>>,
 }
 
 impl SqliteStore {
@@ -230,6 +273,8 @@ impl SqliteStore {
             series: tokio::sync::Mutex::new(metrics::SeriesCache::default()),
             compactor: compact::Compactor::start(writer.clone()),
             writer,
+            log_feed: tokio::sync::broadcast::channel(logs::FEED_CHUNKS).0,
+            log_templates: std::sync::Mutex::default(),
         })
     }
 

@@ -12,7 +12,7 @@ use sqlx::sqlite::SqlitePool;
 
 use super::compact::{cut, write_chunks};
 use super::{SqliteStore, points, to_u64};
-use crate::store::{Purged, Retention, StoreError};
+use crate::store::{LogsPurged, Purged, Retention, StoreError};
 
 /// Series whose chunks one transaction trims.
 const SERIES_PER_STEP: usize = 256;
@@ -95,6 +95,15 @@ impl SqliteStore {
 }
 
 impl Retention for SqliteStore {
+    async fn purge_logs(
+        &self,
+        cutoff_ms: i64,
+        max_bytes: u64,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<LogsPurged, StoreError> {
+        super::logs::purge(self, cutoff_ms, max_bytes, stop).await
+    }
+
     async fn purge_before(
         &self,
         cutoff_ms: i64,

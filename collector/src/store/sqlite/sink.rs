@@ -23,6 +23,8 @@ use crate::store::{BatchSink, BatchToStore, StoreError, Stored};
 struct GroupRows {
     head: HeadRows,
     seen: HashMap<i64, (i64, Option<AgentHealth>)>,
+    logs: super::logs::LogRows,
+    known_templates: std::collections::HashSet<(i64, u64)>,
 }
 
 impl BatchSink for SqliteStore {
@@ -30,6 +32,20 @@ impl BatchSink for SqliteStore {
         let mut cache = self.series.lock().await;
         let mut pending = PendingSeries::new(&cache, self.limits.series_per_agent);
         let mut rows = GroupRows::default();
+        let chunks: Vec<_> = group
+            .iter()
+            .flat_map(|item| &item.batch.payloads)
+            .filter_map(|p| match p {
+                BatchPayload::Logs(chunk) => Some(chunk.clone()),
+                _ => None,
+            })
+            .collect();
+        if !chunks.is_empty() {
+            // Compression, tokens and shapes on the blocking pool, all
+            // chunks at once, before the writer is held.
+            rows.logs.encoded = super::logs::encode_all(chunks).await;
+            rows.known_templates = self.known_templates();
+        }
         let mut tx = self.writer.begin().await?;
         let mut answers = Vec::with_capacity(group.len());
         for item in group {
@@ -51,6 +67,7 @@ impl BatchSink for SqliteStore {
         tx.commit().await?;
         let created = pending.into_created();
         cache.remember(created);
+        self.logs_committed(rows.logs);
         Ok(answers)
     }
 }
@@ -117,6 +134,18 @@ async fn store_payload(
         }
         BatchPayload::Processes(snapshot) => {
             super::infra::insert_snapshot(tx, item.oid, snapshot).await?;
+            Ok(0)
+        }
+        BatchPayload::Logs(chunk) => {
+            super::logs::insert(
+                tx,
+                &rows.known_templates,
+                &mut rows.logs,
+                item.project_id,
+                item.oid,
+                chunk,
+            )
+            .await?;
             Ok(0)
         }
     }
