@@ -279,6 +279,23 @@ fn rows(m: &Measured) -> Vec<Row> {
             peer_value: peer(&|p| p.cpu),
             goal: None,
         },
+        // On a shared machine wall time waits for a core; CPU time does not.
+        Row {
+            name: "null_sink_bytes_per_cpu_second",
+            label: "MB per agent CPU second, file → null sink",
+            scale: mb,
+            value: m.input.bytes as f64 / m.null.cpu,
+            peer_value: peer(&|p| m.input.bytes as f64 / p.cpu),
+            goal: None,
+        },
+        Row {
+            name: "stored_bytes_per_cpu_second",
+            label: "MB per agent CPU second, file → collector",
+            scale: mb,
+            value: m.input.bytes as f64 / m.stored.cpu,
+            peer_value: peer(&|p| m.input.bytes as f64 / p.cpu),
+            goal: None,
+        },
         Row {
             name: "peak_rss_bytes",
             label: "agent peak RSS (MiB)",
