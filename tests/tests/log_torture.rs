@@ -9,7 +9,10 @@
 //! anyone can read them unless the agent happened to read them in between.
 //! Those lines may be missing (never stored twice); the test bounds them to
 //! what was written while the copy ran and checks the agent counted what
-//! it lost. A truncation proper (the file emptied in place) waits until
+//! it lost. It holds that window open 50 ms, so lines do fall into it:
+//! with the agent running they are read from the original before the
+//! truncate (and the copy is then shorter than what the agent has read);
+//! with it down they are lost. A truncation proper (the file emptied in place) waits until
 //! the collector holds everything written so far: what it destroys before
 //! that is the writer's loss, not the agent's, and is not what is tested;
 //! what is tested is that the agent reads the file again from its start.
@@ -30,6 +33,12 @@ use sightline_e2e::{Api, Collector, Scratch, create_project, free_addrs, the_age
 const RATE: u32 = 300;
 /// Between two steps of the plan.
 const STEP: Duration = Duration::from_secs(2);
+/// Between copytruncate's copy and its truncate: long enough that lines
+/// are written in between (at [`RATE`], about 15), as when logrotate copies
+/// a large file. The agent, reading as they come, ships them from the
+/// original, so the copy is then shorter than what it has read; if it is
+/// down, they are lost.
+const COPY_WINDOW: Duration = Duration::from_millis(50);
 /// Category of the group.
 const CATEGORY: &str = "torture";
 
@@ -94,14 +103,15 @@ fn rename_create(dir: &Path, writer: &LineWriter) {
     writer.reopen();
 }
 
-/// Copytruncate: the log copied to `app.log.1`, then truncated in place
-/// (the writer appends on). The numbers of the last line written before
-/// the copy and after the truncate.
+/// Copytruncate: the log copied to `app.log.1`, then, [`COPY_WINDOW`]
+/// later, truncated in place (the writer appends on). The numbers of the
+/// last line written before the copy and after the truncate.
 fn copy_truncate(dir: &Path, writer: &LineWriter) -> (u64, u64) {
     let log = dir.join("app.log");
     let rotated = shift_rotated(dir);
     let before = writer.written();
     fs::copy(&log, &rotated).expect("copy the log");
+    std::thread::sleep(COPY_WINDOW);
     fs::OpenOptions::new()
         .write(true)
         .open(&log)
