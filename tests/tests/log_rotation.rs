@@ -108,7 +108,21 @@ fn rotate_under_load(name: &str, mode: RotateMode) -> Run {
     let on_disk = lines_on_disk(nginx.access_log.parent().expect("nginx dir"), "access.log");
     let stored = wait_for_records(&api, "nginx", on_disk.len(), Duration::from_secs(30));
     let agent_log = agent.log_text();
-    let tailed = tail.events.try_iter().map(|(_, event)| event).collect();
+    // The stream may trail the store a little: take what it delivers until
+    // it has as many records as were stored, or 5 s more.
+    let mut tailed = Vec::new();
+    let mut records_tailed = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while records_tailed < stored.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok((_, event)) = tail.events.recv_timeout(left) else {
+            break;
+        };
+        if matches!(event, TailEvent::Record(_)) {
+            records_tailed += 1;
+        }
+        tailed.push(event);
+    }
     Run {
         tailed,
         oid,
