@@ -21,8 +21,13 @@
 //!   bytes.
 //! - Only [`wire`] sees prost types.
 
+pub mod checkpoint;
 pub mod framing;
+pub mod glob;
+pub mod identity;
+pub mod run;
 pub mod settings;
+pub mod tail;
 pub mod wire;
 
 pub use settings::{LOG_KEYS, LogConfig};

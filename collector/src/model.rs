@@ -197,8 +197,18 @@ pub enum BatchPayload {
     /// Events.
     Events(Vec<EventRow>),
     /// Records read from one file (the log agent's chunk), validated.
-    /// Shared, so the live tail can keep it after the batch is stored.
-    Logs(std::sync::Arc<LogChunkRow>),
+    Logs(LogPayload),
+}
+
+/// A log chunk on its way to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPayload {
+    /// The records. Shared, so the live tail can keep them after the
+    /// batch is stored.
+    pub chunk: std::sync::Arc<LogChunkRow>,
+    /// Its block, encoded ahead by ingest (all its records taken as new)
+    /// so the store's writer need not; `None`: the store encodes it.
+    pub block: Option<std::sync::Arc<crate::logs::block::EncodedBlock>>,
 }
 
 /// One named field over a chunk's records: per record, where its value
@@ -358,7 +368,7 @@ impl IncomingBatch {
                 BatchPayload::Metrics { samples, .. } => samples.len(),
                 BatchPayload::Processes(_) => 1,
                 BatchPayload::Events(events) => events.len(),
-                BatchPayload::Logs(chunk) => chunk.len(),
+                BatchPayload::Logs(logs) => logs.chunk.len(),
             })
             .sum::<usize>()
     }

@@ -314,6 +314,11 @@ impl Agent {
         Agent::start("sightline-infra", dir, conf_text)
     }
 
+    /// Starts `sightline-log`.
+    pub fn log(dir: &Path, conf_text: &str) -> Agent {
+        Agent::start("sightline-log", dir, conf_text)
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

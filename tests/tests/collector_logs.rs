@@ -501,3 +501,33 @@ fn outsider_probe(reader: &mut BufReader<TcpStream>) -> bool {
     }
     false
 }
+
+/// One stream's batches are stored while the next ones arrive (several in
+/// flight): their acks still come back in order, one each, and every
+/// record is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_batches_in_flight_are_acked_in_order() {
+    let scratch = Scratch::new("logs-inflight");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "inflight");
+    let collector = Collector::start(&data);
+    let api = collector.api(&creds.token);
+    let lic = creds.license.as_str();
+    let mut c = client(&collector).await;
+    let oid = hello(&mut c, lic, "web-1", INSTANCE).await;
+    let mut offset = 0;
+    let batches: Vec<pb::Batch> = (0..40u32)
+        .map(|b| {
+            let lines = access_lines(b * 25, b * 25 + 25);
+            let chunk = chunk("f1", "access", offset, &lines);
+            offset += bytes_of(&lines);
+            batch(u64::from(b) + 1, vec![chunk])
+        })
+        .collect();
+    let acks = push(&mut c, lic, oid, INSTANCE, batches).await;
+    let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+    assert!(acks.iter().all(|a| !a.duplicate && a.error.is_empty()));
+    let stored = search_all(&api, "category=access&limit=10000");
+    assert_eq!(stored.len(), 1000);
+}

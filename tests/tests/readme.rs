@@ -35,3 +35,11 @@ fn readme_lists_every_collector_key() {
         &reference_table(sightline_collector::settings::COLLECTOR_KEYS),
     );
 }
+
+#[test]
+fn readme_lists_every_log_key() {
+    check_section(
+        "log-keys",
+        &reference_table(agent_core::cli::all_keys::<sightline_log::LogConfig>()),
+    );
+}

@@ -9,6 +9,7 @@
 //! - `bench log`: the log agent reading a large access log, beside `wc -l`
 //!   and rsyslog's imfile.
 //! - `bench log-framing`: the log agent's framer beside `wc -l`.
+//! - `bench log-store`: the collector's log store: ingest, search, patterns.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
 mod bench;
@@ -36,6 +37,8 @@ tasks:
         the log agent reading an access log from its start, beside wc -l and rsyslog: MB/s, lines/s, CPU, RSS, LiveTail p99
   bench log-framing [--mb N] [--runs N] [--json]
         the log agent's framer on an in-memory nginx access log beside wc -l: MB/s, lines/s
+  bench log-store [--lines N] [--json]
+        the collector's log store: N nginx lines pushed over gRPC (MB/s, lines/s, bytes/line), search and patterns latency
   codegen
         regenerate proto/src/gen from proto/sightline/v1/*.proto";
 

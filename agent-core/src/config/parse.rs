@@ -42,10 +42,9 @@ pub(super) fn parse_text(path: &Path, text: &str) -> Result<Vec<Line>, ConfigErr
         if key.is_empty() {
             return Err(error("missing key before '='".to_string()));
         }
-        if let Some(bad) = key
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-')))
-        {
+        if let Some(bad) = key.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+        }) {
             return Err(error(format!(
                 "invalid character '{bad}' in key '{}': keys are lower-case words joined by dots",
                 shorten(key)

@@ -148,7 +148,10 @@ fn payload_from_wire(
         }
         pb::payload::Kind::Logs(chunk) => match products::logs::chunk_from_wire(chunk, at, refused)
         {
-            Some(row) => BatchPayload::Logs(std::sync::Arc::new(row)),
+            Some(row) => BatchPayload::Logs(crate::model::LogPayload {
+                chunk: std::sync::Arc::new(row),
+                block: None,
+            }),
             None => BatchPayload::Events(Vec::new()),
         },
     }

@@ -1,7 +1,17 @@
 //! One agent's open `Push` stream: batches in, acks out, in order.
 //!
+//! Batches are pipelined: the stream submits a batch to the group writer
+//! and reads the next one while the first is being stored (at most
+//! [`IN_FLIGHT`] at once), so one agent's batches share transactions and
+//! their encoding runs beside the commit; acks still leave in order.
+//!
+//! A log chunk's block (compression, bloom filter, patterns) is encoded
+//! here, on the blocking pool, before the batch is submitted: while the
+//! writer commits one batch, the stream encodes the next.
+//!
 //! Invariants: a batch's ack leaves only after the group holding it was
-//! committed; a liveness signal (`seq` 0 with `liveness`) updates the
+//! committed; batches of a stream are submitted, and so stored, in the
+//! order they came; a liveness signal (`seq` 0 with `liveness`) updates the
 //! agent's last-seen time and health, stores nothing, and is never acked;
 //! the stream ends on shutdown even if the agent stops reading acks.
 
@@ -22,6 +32,23 @@ use crate::store::{BatchToStore, Stored, Touch};
 const SLOW_STORE: Duration = Duration::from_millis(500);
 /// The most a slow-down asks for.
 const MAX_SLOW_DOWN: Duration = Duration::from_secs(5);
+/// Batches of one stream submitted and not yet acked, at most.
+const IN_FLIGHT: usize = 8;
+
+/// A batch on its way to its ack.
+enum Pending {
+    /// Answered without storing (refused for good).
+    Ready(pb::Ack),
+    /// Submitted to the writer.
+    Stored {
+        seq: u64,
+        started: Instant,
+        refused: convert::Refusals,
+        answer: std::pin::Pin<
+            Box<dyn Future<Output = Result<Stored, crate::store::group::GroupError>> + Send>,
+        >,
+    },
+}
 
 /// One agent's open `Push` stream.
 pub(super) struct PushStream {
@@ -42,40 +69,106 @@ impl PushStream {
         tx: mpsc::Sender<Result<pb::Ack, Status>>,
         shutdown: CancellationToken,
     ) {
+        let this = Arc::new(self);
+        let (pending, pending_rx) = mpsc::channel::<Pending>(IN_FLIGHT);
+        // Cancelled when the ack side stops (a failed store, a client
+        // gone), which ends the stream.
+        let acks_done = CancellationToken::new();
+        let acks = tokio::spawn(this.clone().send_acks(
+            pending_rx,
+            tx.clone(),
+            shutdown.clone(),
+            acks_done.clone(),
+        ));
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => {
                     let _ = tx.send(Err(Status::unavailable("the collector is shutting down"))).await;
-                    return;
+                    break;
                 }
+                () = acks_done.cancelled() => break,
                 m = inbound.message() => m,
             };
             let batch = match message {
                 Ok(Some(batch)) => batch,
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(status) => {
                     // Too large, undecodable, or the connection broke: say
                     // why, in case the agent is still listening.
-                    tracing::warn!(oid = self.oid, error = %status.message(), "Push stream refused or broken.");
+                    tracing::warn!(oid = this.oid, error = %status.message(), "Push stream refused or broken.");
                     let _ = tx.send(Err(status)).await;
-                    return;
+                    break;
                 }
             };
             if batch.seq == 0 && batch.liveness {
-                self.alive(batch);
+                this.alive(batch);
                 continue;
             }
-            let ack = match self.store_one(batch).await {
-                Ok(ack) => ack,
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = this.submit(batch) => next,
+            };
+            let next = match next {
+                Ok(next) => next,
                 Err(status) => {
                     let _ = tx.send(Err(status)).await;
-                    return;
+                    break;
                 }
             };
+            // Waits while IN_FLIGHT batches are unacked; fails once the
+            // ack side has stopped (a failed store, a client gone).
+            let sent = tokio::select! {
+                () = shutdown.cancelled() => break,
+                sent = pending.send(next) => sent,
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        // Acks for what was submitted still go out (the ack side stops on
+        // shutdown by itself).
+        drop(pending);
+        let _ = acks.await;
+    }
+
+    /// Acks batches in the order they were submitted, each once stored.
+    async fn send_acks(
+        self: Arc<Self>,
+        mut pending: mpsc::Receiver<Pending>,
+        tx: mpsc::Sender<Result<pb::Ack, Status>>,
+        shutdown: CancellationToken,
+        done: CancellationToken,
+    ) {
+        let _done = done.drop_guard();
+        while let Some(next) = pending.recv().await {
+            let ack = match next {
+                Pending::Ready(ack) => Ok(ack),
+                Pending::Stored {
+                    seq,
+                    started,
+                    refused,
+                    answer,
+                } => {
+                    let stored = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        stored = answer => stored,
+                    };
+                    stored
+                        .map(|stored| self.ack(seq, started, refused, stored))
+                        .map_err(|e| {
+                            tracing::error!(oid = self.oid, seq, error = %e, "Storing a batch failed.");
+                            Status::unavailable("the collector could not store the batch; send it again")
+                        })
+                }
+            };
+            let failed = ack.is_err();
             // A client that stops reading acks must not hold up shutdown.
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                sent = tx.send(Ok(ack)) => if sent.is_err() { return },
+                sent = tx.send(ack) => if sent.is_err() { return },
+            }
+            if failed {
+                return;
             }
         }
     }
@@ -90,28 +183,30 @@ impl PushStream {
         });
     }
 
-    async fn store_one(&self, batch: pb::Batch) -> Result<pb::Ack, Status> {
+    /// Converts a batch and queues it for the writer.
+    async fn submit(&self, batch: pb::Batch) -> Result<Pending, Status> {
         let seq = batch.seq;
         let converted = match convert::batch_from_wire(batch, &self.limits) {
             Ok(b) => b,
             Err(reason) => {
                 tracing::warn!(oid = self.oid, seq, reason = %reason, "Refused a batch.");
-                return Ok(pb::Ack {
+                return Ok(Pending::Ready(pb::Ack {
                     seq,
                     error: reason,
                     ..pb::Ack::default()
-                });
+                }));
             }
         };
         let started = Instant::now();
-        let mut refused = converted.refused;
-        let stored = self
+        let mut batch = converted.batch;
+        encode_log_blocks(&mut batch).await;
+        let answer = self
             .writer
-            .store(BatchToStore {
+            .submit(BatchToStore {
                 project_id: self.project_id,
                 oid: self.oid,
                 instance: self.instance.clone(),
-                batch: converted.batch,
+                batch,
                 received_ms: crate::now_ms(),
             })
             .await
@@ -119,6 +214,22 @@ impl PushStream {
                 tracing::error!(oid = self.oid, seq, error = %e, "Storing a batch failed.");
                 Status::unavailable("the collector could not store the batch; send it again")
             })?;
+        Ok(Pending::Stored {
+            seq,
+            started,
+            refused: converted.refused,
+            answer: Box::pin(answer),
+        })
+    }
+
+    /// The ack of a stored batch.
+    fn ack(
+        &self,
+        seq: u64,
+        started: Instant,
+        mut refused: convert::Refusals,
+        stored: Stored,
+    ) -> pb::Ack {
         let took = started.elapsed();
         let slow_down_ms = if took > SLOW_STORE {
             u32::try_from(took.min(MAX_SLOW_DOWN).as_millis()).unwrap_or(u32::MAX)
@@ -144,12 +255,29 @@ impl PushStream {
         if refused.count > 0 {
             tracing::debug!(oid = self.oid, seq, refused = refused.count, reasons = ?refused.reasons, "Stored a batch in part.");
         }
-        Ok(pb::Ack {
+        pb::Ack {
             seq,
             duplicate,
             slow_down_ms,
             error: String::new(),
             partial: refused.to_wire(),
-        })
+        }
+    }
+}
+
+/// Encodes the block of each log chunk of `batch` ahead of the store (see
+/// [`crate::model::LogPayload::block`]); one that fails is left to the store.
+async fn encode_log_blocks(batch: &mut crate::model::IncomingBatch) {
+    for payload in &mut batch.payloads {
+        if let crate::model::BatchPayload::Logs(logs) = payload
+            && logs.block.is_none()
+        {
+            let chunk = logs.chunk.clone();
+            logs.block = tokio::task::spawn_blocking(move || crate::logs::block::encode(&chunk, 0))
+                .await
+                .ok()
+                .flatten()
+                .map(Arc::new);
+        }
     }
 }

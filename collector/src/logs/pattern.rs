@@ -15,15 +15,10 @@
 /// The longest template kept, in bytes.
 pub const MAX_TEMPLATE_BYTES: usize = 512;
 
-/// The template hash (FNV-1a, 64 bits). Stored: changing it changes the
-/// block format.
+/// The template hash ([`super::text::bytes_hash`], case kept). Stored:
+/// changing it changes the block format.
 pub fn template_hash(template: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in template.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    super::text::bytes_hash(template.as_bytes(), 0)
 }
 
 fn digits(b: &[u8], at: usize) -> usize {
@@ -143,9 +138,84 @@ fn date_len(b: &[u8], at: usize) -> Option<usize> {
     None
 }
 
+/// What a byte is, for the scanner.
+const OTHER: u8 = 0;
+const DIGIT: u8 = 1;
+const HEX_LETTER: u8 = 2;
+const LETTER: u8 = 3;
+
+static CLASS: [u8; 256] = {
+    let mut t = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_digit() {
+            DIGIT
+        } else if c.is_ascii_hexdigit() {
+            HEX_LETTER
+        } else if c.is_ascii_alphabetic() {
+            LETTER
+        } else {
+            OTHER
+        };
+        b += 1;
+    }
+    t
+};
+
+/// A word (a run of ASCII letters and digits) at `at`: its length,
+/// whether it is all hex digits, and how many digits it starts with.
+fn word_at(b: &[u8], at: usize) -> (usize, bool, usize) {
+    let mut i = at;
+    let mut all_hex = true;
+    let mut lead = 0;
+    let mut leading = true;
+    while i < b.len() {
+        match CLASS[b[i] as usize] {
+            DIGIT => {
+                if leading {
+                    lead += 1;
+                }
+            }
+            HEX_LETTER => leading = false,
+            LETTER => {
+                leading = false;
+                all_hex = false;
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    (i - at, all_hex, lead)
+}
+
+/// The mask for the word of digits at `at` (it starts with `lead`
+/// digits), and how many bytes it covers.
+fn mask_at(b: &[u8], at: usize, word: usize, all_hex: bool, lead: usize) -> (usize, &'static str) {
+    let next = b.get(at + lead).copied().unwrap_or(b' ');
+    let special = match (lead, next) {
+        (4, b'-') | (2, b'/') => date_len(b, at).map(|n| (n, "<ts>")),
+        (2, b':') => clock_len(b, at).map(|n| (n, "<ts>")),
+        (1..=3, b'.') => ipv4_len(b, at).map(|n| (n, "<ip>")),
+        _ => None,
+    };
+    if let Some(found) = special {
+        return found;
+    }
+    if word >= 8 && all_hex && word > lead {
+        return (word, "<hex>");
+    }
+    let mut n = lead;
+    if next == b'.' && digits(b, at + n + 1) > 0 {
+        n += 1 + digits(b, at + n + 1);
+    }
+    (n, "<num>")
+}
+
 /// Writes `text`'s template to `out`.
 pub fn template(text: &str, out: &mut String) {
     let b = text.as_bytes();
+    let n = b.len();
     let mut i = 0;
     let mut plain_from = 0;
     // `out` only ever receives whole pieces of `text` (cut at ASCII
@@ -153,66 +223,50 @@ pub fn template(text: &str, out: &mut String) {
     let flush = |out: &mut String, from: usize, to: usize| {
         out.push_str(text.get(from..to).unwrap_or_default());
     };
-    while i < b.len() && out.len() < MAX_TEMPLATE_BYTES {
-        let c = b[i];
-        let at_word_start = i == 0 || !b[i - 1].is_ascii_alphanumeric();
-        if !c.is_ascii_alphanumeric() || !at_word_start {
+    while i < n && out.len() < MAX_TEMPLATE_BYTES {
+        // To the start of the next word.
+        while i < n && CLASS[b[i] as usize] == OTHER {
             i += 1;
-            continue;
         }
-        let (len, mask): (usize, &str) = if let Some(n) = uuid_len(b, i) {
-            (n, "<uuid>")
-        } else if !c.is_ascii_digit() {
-            let word = b[i..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .count();
-            let hexy = word >= 8
-                && b[i..i + word].iter().all(u8::is_ascii_hexdigit)
-                && b[i..i + word].iter().any(u8::is_ascii_digit);
-            if hexy {
+        if i >= n {
+            break;
+        }
+        let (word, all_hex, lead) = word_at(b, i);
+        let uuid = (word == 8 && all_hex && byte_is(b, i + 8, b"-"))
+            .then(|| uuid_len(b, i))
+            .flatten();
+        let (len, mask) = if let Some(len) = uuid {
+            (len, "<uuid>")
+        } else if lead == 0 {
+            if word >= 8 && all_hex && b[i..i + word].iter().any(u8::is_ascii_digit) {
                 (word, "<hex>")
             } else {
                 // A word such as HTTP: kept, and `HTTP/1.1` with it.
-                let mut n = word;
-                if &b[i..i + word] == b"HTTP" && byte_is(b, i + n, b"/") {
-                    n += 1 + b[i + n + 1..]
+                let mut skip = word;
+                if &b[i..i + word] == b"HTTP" && byte_is(b, i + word, b"/") {
+                    skip += 1 + b[i + word + 1..]
                         .iter()
                         .take_while(|c| c.is_ascii_digit() || **c == b'.')
                         .count();
                 }
-                i += n;
+                i += skip;
                 continue;
             }
-        } else if let Some(n) = date_len(b, i) {
-            (n, "<ts>")
-        } else if let Some(n) = clock_len(b, i) {
-            (n, "<ts>")
-        } else if let Some(n) = ipv4_len(b, i) {
-            (n, "<ip>")
         } else {
-            let word = b[i..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .count();
-            let d = digits(b, i);
-            if word >= 8 && b[i..i + word].iter().all(u8::is_ascii_hexdigit) && word > d {
-                (word, "<hex>")
-            } else {
-                let mut n = d;
-                if byte_is(b, i + n, b".") && digits(b, i + n + 1) > 0 {
-                    n += 1 + digits(b, i + n + 1);
-                }
-                (n, "<num>")
-            }
+            mask_at(b, i, word, all_hex, lead)
         };
         flush(out, plain_from, i);
         out.push_str(mask);
         i += len;
         plain_from = i;
+        // The rest of a word a mask stopped inside (`12ms`) is kept as
+        // written.
+        while i < n && CLASS[b[i] as usize] != OTHER {
+            i += 1;
+        }
     }
     if out.len() < MAX_TEMPLATE_BYTES {
-        flush(out, plain_from, b.len());
+        flush(out, plain_from, n);
     }
     if out.len() > MAX_TEMPLATE_BYTES {
         let mut cut = MAX_TEMPLATE_BYTES;

@@ -13,119 +13,228 @@
 //! the tokens it is sure to contain whole (a phrase's first and last token
 //! may be parts of longer ones, so they are left out).
 
+/// Whether each byte is part of a token.
+static TOKEN_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c >= 0x80;
+        b += 1;
+    }
+    t
+};
+
 /// Whether `b` is part of a token.
 pub fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b >= 0x80
+    TOKEN_BYTE[b as usize]
 }
 
-/// The token hash (FNV-1a, 64 bits, ASCII case folded). Stored in bloom
-/// filters: changing it changes the block format.
-pub fn token_hash(token: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in token {
-        h ^= u64::from(b.to_ascii_lowercase());
-        h = h.wrapping_mul(0x0100_0000_01b3);
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+const CASE: u64 = 0x2020_2020_2020_2020;
+
+fn mix_in(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(MIX).rotate_left(29)
+}
+
+fn finish(mut h: u64) -> u64 {
+    h ^= h >> 32;
+    h = h.wrapping_mul(0xd6e8_feb8_6659_fd93);
+    h ^ (h >> 32)
+}
+
+fn le_word(c: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(c);
+    u64::from_le_bytes(w)
+}
+
+/// Up to 7 bytes as the low bytes of a word.
+fn tail_word(rest: &[u8]) -> u64 {
+    rest.iter()
+        .enumerate()
+        .fold(0, |w, (k, &c)| w | (u64::from(c) << (8 * k)))
+}
+
+/// Hashes `bytes` 8 at a time; `case` is OR-ed into every byte (0x20 to
+/// fold ASCII case, 0 to keep it).
+pub fn bytes_hash(bytes: &[u8], case: u64) -> u64 {
+    let mut h = (bytes.len() as u64).wrapping_mul(MIX);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        h = mix_in(h, le_word(c) | case);
     }
-    h
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mask = u64::MAX >> (8 * (8 - rest.len()));
+        h = mix_in(h, tail_word(rest) | (case & mask));
+    }
+    finish(h)
+}
+
+/// The token hash: [`bytes_hash`] with every byte's bit 0x20 set (ASCII
+/// letters lower-cased; digits have it already; some non-ASCII bytes are
+/// merged, which only costs false positives). Stored in bloom filters:
+/// changing it changes the block format.
+pub fn token_hash(token: &[u8]) -> u64 {
+    bytes_hash(token, CASE)
 }
 
 /// The hash a field's value goes into the bloom filter under.
 pub fn field_hash(name: &str, value: &str) -> u64 {
-    let mut h = token_hash(name.as_bytes());
-    h ^= 0x3d; // '='
-    h = h.wrapping_mul(0x0100_0000_01b3);
-    for &b in value.as_bytes() {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name.as_bytes().iter().chain(b"=").chain(value.as_bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    finish(h)
 }
 
-/// Calls `each` with the hash of every token of `text`.
+/// Calls `each` with the hash of every token of `text` (the same as
+/// [`token_hash`] of the token; a token's last bytes are read as a whole
+/// word when the text goes on past it).
 pub fn each_token_hash(text: &[u8], mut each: impl FnMut(u64)) {
     let mut i = 0;
-    while i < text.len() {
-        if !is_token_byte(text[i]) {
+    let n = text.len();
+    while i < n {
+        while i < n && !TOKEN_BYTE[text[i] as usize] {
             i += 1;
-            continue;
         }
         let start = i;
-        while i < text.len() && is_token_byte(text[i]) {
+        while i < n && TOKEN_BYTE[text[i] as usize] {
             i += 1;
         }
-        each(token_hash(&text[start..i]));
+        if i == start {
+            continue;
+        }
+        let len = i - start;
+        let mut h = (len as u64).wrapping_mul(MIX);
+        let mut at = start;
+        while at + 8 <= i {
+            h = mix_in(h, le_word(&text[at..at + 8]) | CASE);
+            at += 8;
+        }
+        let rest = i - at;
+        if rest > 0 {
+            let mask = u64::MAX >> (8 * (8 - rest));
+            let w = if at + 8 <= n {
+                le_word(&text[at..at + 8]) & mask
+            } else {
+                tail_word(&text[at..i])
+            };
+            h = mix_in(h, w | (CASE & mask));
+        }
+        each(finish(h));
     }
 }
 
-/// Bits a bloom filter sets per value.
+/// Bits a bloom filter sets per value, all in one 64-bit word.
 const BLOOM_HASHES: u32 = 4;
-/// Bits per distinct value (about 2% false positives with 4 hashes... at
-/// 10 bits, 1.2%).
-const BITS_PER_VALUE: usize = 10;
+/// A filter is folded in half while it stays at most this full (about 1%
+/// false positives with 4 bits in a word).
+const MAX_FILL: f64 = 0.3;
 /// The largest filter, in bytes.
 const MAX_BLOOM_BYTES: usize = 1 << 20;
+/// The smallest filter, in bytes.
+const MIN_BLOOM_BYTES: usize = 64;
 
-/// A bloom filter over token hashes: a power-of-two number of bits.
+/// A blocked bloom filter over token hashes: a power-of-two number of
+/// 64-bit words; a hash picks one word (its high bits) and sets 4 bits in
+/// it (four 6-bit slices of its low bits), so an insert or a test touches
+/// one word.
+///
+/// Built without sorting or de-duplicating the hashes: every hash goes
+/// into a filter sized for all of them (repeats included), which is then
+/// folded in half (its halves OR-ed: a hash's word is its high bits modulo
+/// the size, so a folded filter is the one that size would have given)
+/// while it stays under [`MAX_FILL`]. Stored as the words, little-endian.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bloom {
-    bits: Vec<u8>,
+    words: Vec<u64>,
 }
 
 impl Bloom {
-    /// A filter holding `hashes` (need not be distinct).
-    pub fn build(mut hashes: Vec<u64>) -> Bloom {
-        hashes.sort_unstable();
-        hashes.dedup();
-        let want_bytes = (hashes.len() * BITS_PER_VALUE).div_ceil(8);
-        let bytes = want_bytes.next_power_of_two().clamp(64, MAX_BLOOM_BYTES);
-        let mut bloom = Bloom {
-            bits: vec![0; bytes],
-        };
+    /// A filter sized for at most `values` insertions.
+    pub fn with_capacity(values: usize) -> Bloom {
+        let bytes = (values * 10)
+            .div_ceil(8)
+            .next_power_of_two()
+            .clamp(MIN_BLOOM_BYTES, MAX_BLOOM_BYTES);
+        Bloom {
+            words: vec![0; bytes / 8],
+        }
+    }
+
+    /// A filter holding `hashes`.
+    pub fn build(hashes: Vec<u64>) -> Bloom {
+        let mut bloom = Bloom::with_capacity(hashes.len());
         for h in hashes {
             bloom.insert(h);
         }
+        bloom.shrink();
         bloom
     }
 
-    fn positions(&self, hash: u64) -> impl Iterator<Item = usize> + use<> {
-        let mask = (self.bits.len() * 8 - 1) as u64;
-        let h1 = hash;
-        let h2 = hash.rotate_left(32) | 1;
-        (0..BLOOM_HASHES)
-            .map(move |i| (h1.wrapping_add(u64::from(i).wrapping_mul(h2)) & mask) as usize)
+    fn place(&self, hash: u64) -> (usize, u64) {
+        let word = ((hash >> 32) as usize) & (self.words.len() - 1);
+        let bits = (0..BLOOM_HASHES).fold(0u64, |m, i| m | 1 << ((hash >> (6 * i)) & 63));
+        (word, bits)
     }
 
-    fn insert(&mut self, hash: u64) {
-        for p in self.positions(hash) {
-            self.bits[p / 8] |= 1 << (p % 8);
+    /// Adds a hash.
+    pub fn insert(&mut self, hash: u64) {
+        let (word, bits) = self.place(hash);
+        self.words[word] |= bits;
+    }
+
+    /// Folds the filter in half while it stays under [`MAX_FILL`].
+    pub fn shrink(&mut self) {
+        while self.words.len() * 8 > MIN_BLOOM_BYTES {
+            let half = self.words.len() / 2;
+            let folded: Vec<u64> = self.words[..half]
+                .iter()
+                .zip(&self.words[half..])
+                .map(|(a, b)| a | b)
+                .collect();
+            let set: u64 = folded.iter().map(|w| u64::from(w.count_ones())).sum();
+            if set as f64 > MAX_FILL * (folded.len() * 64) as f64 {
+                return;
+            }
+            self.words = folded;
         }
     }
 
     /// Whether `hash` may be in the set (false: surely not).
     pub fn may_contain(&self, hash: u64) -> bool {
-        self.positions(hash)
-            .all(|p| self.bits[p / 8] & (1 << (p % 8)) != 0)
+        let (word, bits) = self.place(hash);
+        self.words[word] & bits == bits
     }
 
     /// The stored form.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bits
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
     /// From the stored form; `None` when it is not a filter this code
     /// writes (then the block must be read).
     pub fn from_bytes(bytes: &[u8]) -> Option<Bloom> {
-        (bytes.len() >= 64 && bytes.len().is_power_of_two()).then(|| Bloom {
-            bits: bytes.to_vec(),
+        (bytes.len() >= MIN_BLOOM_BYTES && bytes.len().is_power_of_two()).then(|| Bloom {
+            words: bytes.chunks_exact(8).map(le_word).collect(),
         })
     }
 
     /// Whether every hash may be in the set.
+    /// Reads the stored form in place (a search tests thousands).
     pub fn may_contain_all(bytes: &[u8], hashes: &[u64]) -> bool {
-        match Bloom::from_bytes(bytes) {
-            Some(b) => hashes.iter().all(|&h| b.may_contain(h)),
-            None => true,
+        if bytes.len() < MIN_BLOOM_BYTES || !bytes.len().is_power_of_two() {
+            return true;
         }
+        let words = bytes.len() / 8;
+        hashes.iter().all(|&hash| {
+            let word = ((hash >> 32) as usize) & (words - 1);
+            let bits = (0..BLOOM_HASHES).fold(0u64, |m, i| m | 1 << ((hash >> (6 * i)) & 63));
+            le_word(&bytes[word * 8..word * 8 + 8]) & bits == bits
+        })
     }
 }
 
@@ -314,6 +423,36 @@ mod tests {
     }
 
     #[test]
+    fn the_token_hash_ignores_ascii_case_and_reads_tokens_in_text_alike() {
+        let text = b"GET /api/Users/1234567890abcdefXY?q=ErrorCodeTwelve HTTP/1.1";
+        let mut in_text = Vec::new();
+        each_token_hash(text, |h| in_text.push(h));
+        let alone: Vec<u64> = [
+            "get",
+            "api",
+            "users",
+            "1234567890abcdefxy",
+            "q",
+            "errorcodetwelve",
+            "http",
+            "1",
+            "1",
+        ]
+        .iter()
+        .map(|t| token_hash(t.as_bytes()))
+        .collect();
+        assert_eq!(in_text, alone);
+
+        assert_eq!(token_hash(b"ErrorCode12"), token_hash(b"errorcode12"));
+        assert_ne!(token_hash(b"error"), token_hash(b"errors"));
+        assert_ne!(token_hash(b"abcdefgh"), token_hash(b"abcdefgh\0"));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100_000u32 {
+            assert!(seen.insert(token_hash(i.to_string().as_bytes())), "{i}");
+        }
+    }
+
+    #[test]
     fn the_bloom_filter_never_misses_and_mostly_refuses() {
         let mut hashes = Vec::new();
         for i in 0..5000 {
@@ -323,11 +462,11 @@ mod tests {
         }
         hashes.push(field_hash("status", "200"));
         let bloom = Bloom::build(hashes);
-        let stored = Bloom::from_bytes(bloom.as_bytes()).expect("round trip");
+        let stored = Bloom::from_bytes(&bloom.to_bytes()).expect("round trip");
         for i in 0..5000 {
             let q = Query::parse(&format!("users {i} \"ET /api/u\""));
             assert!(Bloom::may_contain_all(
-                stored.as_bytes(),
+                &stored.to_bytes(),
                 &q.required_hashes()
             ));
         }

@@ -98,12 +98,23 @@ impl GroupWriter {
     /// Stores one batch (grouped with whatever else is queued); returns
     /// once the group holding it is durable.
     pub async fn store(&self, batch: BatchToStore) -> Result<Stored, GroupError> {
+        self.submit(batch).await?.await
+    }
+
+    /// Queues one batch and returns once it is queued: batches submitted
+    /// one after another are stored in that order. The returned future
+    /// answers once the group holding it is durable, so a stream can
+    /// submit its next batch while this one is being stored.
+    pub async fn submit(
+        &self,
+        batch: BatchToStore,
+    ) -> Result<impl Future<Output = Result<Stored, GroupError>> + Send + 'static, GroupError> {
         let (answer, answered) = oneshot::channel();
         self.jobs
             .send(Job { batch, answer })
             .await
             .map_err(|_| GroupError::Stopped)?;
-        answered.await.map_err(|_| GroupError::Stopped)?
+        Ok(async move { answered.await.map_err(|_| GroupError::Stopped)? })
     }
 
     /// The writer's counters.

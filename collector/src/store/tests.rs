@@ -889,24 +889,27 @@ fn log_chunk(
         spans.push(line.len() as u32 + 1);
         at += line.len() as u64 + 1;
     }
-    BatchPayload::Logs(Arc::new(LogChunkRow {
-        file_id: file_id.into(),
-        path: format!("/var/log/{category}.log"),
-        category: category.into(),
-        time_ms,
-        attrs: [("pod".to_string(), "web-0".to_string())].into(),
-        text,
-        ends,
-        starts,
-        spans,
-        cut: vec![],
-        times_ms: vec![],
-        fields: vec![LogFieldRow {
-            name: "status".into(),
-            offsets,
-            lens,
-        }],
-    }))
+    BatchPayload::Logs(crate::model::LogPayload {
+        block: None,
+        chunk: Arc::new(LogChunkRow {
+            file_id: file_id.into(),
+            path: format!("/var/log/{category}.log"),
+            category: category.into(),
+            time_ms,
+            attrs: [("pod".to_string(), "web-0".to_string())].into(),
+            text,
+            ends,
+            starts,
+            spans,
+            cut: vec![],
+            times_ms: vec![],
+            fields: vec![LogFieldRow {
+                name: "status".into(),
+                offsets,
+                lens,
+            }],
+        }),
+    })
 }
 
 fn log_batch(seq: u64, payloads: Vec<BatchPayload>) -> IncomingBatch {

@@ -6,6 +6,8 @@
 //! - [`collector`]: the collector's ingest beside VictoriaMetrics.
 //! - [`log`]: the log agent beside `wc -l` and rsyslog's imfile.
 //! - [`log_framing`]: the log agent's framer beside `wc -l`.
+//! - [`log_store`]: the collector's log store alone (ingest, search,
+//!   patterns).
 //!
 //! What every bench shares lives here: the processes it starts (killed when
 //! dropped, so a failed bench leaves nothing running), CPU and RSS read from
@@ -16,6 +18,7 @@ mod collector;
 mod infra;
 mod log;
 mod log_framing;
+mod log_store;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -32,7 +35,8 @@ use crate::process::{terminate, wait_exit};
 const USAGE: &str = "usage: cargo xtask bench infra [--cycles N] [--json]
        cargo xtask bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
        cargo xtask bench log [--mb N] [--no-peer] [--json]
-       cargo xtask bench log-framing [--mb N] [--runs N] [--json]";
+       cargo xtask bench log-framing [--mb N] [--runs N] [--json]
+       cargo xtask bench log-store [--lines N] [--json]";
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.split_first() {
@@ -40,6 +44,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         Some((target, rest)) if target == "collector" => collector::run(root, rest),
         Some((target, rest)) if target == "log" => log::run(root, rest),
         Some((target, rest)) if target == "log-framing" => log_framing::run(root, rest),
+        Some((target, rest)) if target == "log-store" => log_store::run(root, rest),
         _ => bail!("{USAGE}"),
     }
 }

@@ -30,8 +30,9 @@ use crate::store::{LogReads, LogsPurged, StoreError};
 const BLOCKS_PER_PAGE: i64 = 256;
 /// Chunks the live feed holds for a slow subscriber.
 pub(super) const FEED_CHUNKS: usize = 1024;
-/// Templates remembered as stored, at most (then forgotten all at once).
-const KNOWN_TEMPLATES: usize = 200_000;
+/// Templates remembered as stored, at most (then forgotten all at once;
+/// the set is copied once per group).
+const KNOWN_TEMPLATES: usize = 50_000;
 /// Longest example kept with a template.
 const MAX_EXAMPLE_BYTES: usize = 2048;
 /// Blocks one retention statement removes.
@@ -82,8 +83,9 @@ pub(super) async fn insert(
     rows: &mut LogRows,
     project_id: i64,
     oid: i64,
-    chunk: &Arc<LogChunkRow>,
+    logs: &crate::model::LogPayload,
 ) -> Result<(), StoreError> {
+    let chunk = &logs.chunk;
     let watermark: Option<i64> =
         sqlx::query_scalar("SELECT end_offset FROM log_watermarks WHERE oid = ? AND file_id = ?")
             .bind(oid)
@@ -96,10 +98,18 @@ pub(super) async fn insert(
     if first == chunk.len() {
         return Ok(());
     }
-    let encoded = match rows.encoded.remove(&chunk_key(chunk)) {
-        Some(e) if first == 0 => e,
-        _ => block::encode(chunk, first)
-            .ok_or_else(|| StoreError::Corrupt("a log block could not be encoded".into()))?,
+    let encoded_here;
+    let encoded: &EncodedBlock = match (&logs.block, rows.encoded.remove(&chunk_key(chunk))) {
+        (Some(ahead), _) if first == 0 => ahead,
+        (None, Some(ahead)) if first == 0 => {
+            encoded_here = ahead;
+            &encoded_here
+        }
+        _ => {
+            encoded_here = block::encode(chunk, first)
+                .ok_or_else(|| StoreError::Corrupt("a log block could not be encoded".into()))?;
+            &encoded_here
+        }
     };
     let stored_bytes = encoded.data.len() + encoded.bloom.len() + encoded.patterns.len();
     sqlx::query(
@@ -211,28 +221,14 @@ impl SqliteStore {
     }
 }
 
-/// A block's row without its data.
-struct BlockMeta {
-    id: i64,
-    oid: i64,
-    max_ms: i64,
-    labels: BlockLabels,
-    bloom: Option<Vec<u8>>,
-}
-
-fn meta_from_row(row: &SqliteRow) -> Result<BlockMeta, StoreError> {
+/// A block's labels, read from its row once its filter let it through.
+fn labels_from_row(row: &SqliteRow) -> Result<BlockLabels, StoreError> {
     let attrs: String = row.try_get("attrs")?;
-    Ok(BlockMeta {
-        id: row.try_get("id")?,
-        oid: row.try_get("oid")?,
-        max_ms: row.try_get("max_ms")?,
-        labels: BlockLabels {
-            file_id: row.try_get("file_id")?,
-            path: row.try_get("path")?,
-            category: row.try_get("category")?,
-            attrs: serde_json::from_str(&attrs)?,
-        },
-        bloom: row.try_get("bloom")?,
+    Ok(BlockLabels {
+        file_id: row.try_get("file_id")?,
+        path: row.try_get("path")?,
+        category: row.try_get("category")?,
+        attrs: serde_json::from_str(&attrs)?,
     })
 }
 
@@ -300,30 +296,32 @@ impl LogReads for SqliteStore {
             .await?;
             let done = (metas.len() as i64) < BLOCKS_PER_PAGE;
             for row in &metas {
-                let meta = meta_from_row(row)?;
-                after = Some((meta.max_ms, meta.id));
+                let id: i64 = row.try_get("id")?;
+                let oid: i64 = row.try_get("oid")?;
+                let max_ms: i64 = row.try_get("max_ms")?;
+                after = Some((max_ms, id));
                 if page.len() >= limit
                     && let Some(Reverse(oldest)) = page.peek()
                     && (LogCursor {
-                        time_ms: meta.max_ms,
-                        block: meta.id,
+                        time_ms: max_ms,
+                        block: id,
                         index: u32::MAX,
                     }) < oldest.0
                 {
                     break 'pages;
                 }
-                if let Some(bloom) = &meta.bloom
+                let bloom: Option<&[u8]> = row.try_get("bloom")?;
+                if let Some(bloom) = bloom
                     && !crate::logs::text::Bloom::may_contain_all(bloom, &required)
                 {
                     continue;
                 }
                 let data: Vec<u8> = sqlx::query_scalar("SELECT data FROM log_blocks WHERE id = ?")
-                    .bind(meta.id)
+                    .bind(id)
                     .fetch_one(&self.reader)
                     .await?;
-                let oname = onames.get(&meta.oid).map_or("", String::as_str);
-                let (id, oid) = (meta.id, meta.oid);
-                let chunk = block::decode(&data, meta.labels)
+                let oname = onames.get(&oid).map_or("", String::as_str);
+                let chunk = block::decode(&data, labels_from_row(row)?)
                     .map_err(|e| StoreError::Corrupt(format!("log block {id}: {e}")))?;
                 scan_block(&chunk, id, oid, oname, query, limit, &mut page);
             }

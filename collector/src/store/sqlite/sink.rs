@@ -36,7 +36,8 @@ impl BatchSink for SqliteStore {
             .iter()
             .flat_map(|item| &item.batch.payloads)
             .filter_map(|p| match p {
-                BatchPayload::Logs(chunk) => Some(chunk.clone()),
+                // A block ingest did not encode ahead.
+                BatchPayload::Logs(logs) if logs.block.is_none() => Some(logs.chunk.clone()),
                 _ => None,
             })
             .collect();
@@ -44,6 +45,12 @@ impl BatchSink for SqliteStore {
             // Compression, tokens and shapes on the blocking pool, all
             // chunks at once, before the writer is held.
             rows.logs.encoded = super::logs::encode_all(chunks).await;
+        }
+        let has_logs = group
+            .iter()
+            .flat_map(|item| &item.batch.payloads)
+            .any(|p| matches!(p, BatchPayload::Logs(_)));
+        if has_logs {
             rows.known_templates = self.known_templates();
         }
         let mut tx = self.writer.begin().await?;
@@ -136,14 +143,14 @@ async fn store_payload(
             super::infra::insert_snapshot(tx, item.oid, snapshot).await?;
             Ok(0)
         }
-        BatchPayload::Logs(chunk) => {
+        BatchPayload::Logs(logs) => {
             super::logs::insert(
                 tx,
                 &rows.known_templates,
                 &mut rows.logs,
                 item.project_id,
                 item.oid,
-                chunk,
+                logs,
             )
             .await?;
             Ok(0)
