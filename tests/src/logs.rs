@@ -1,8 +1,8 @@
 //! The log agent's harness: a private nginx on loopback, a client making
 //! numbered requests, Debian's `logrotate` with its own config and state, a
-//! writer appending numbered lines, the `sightline-log` agent, and readers
-//! of what the collector stored (`/api/v1/logs/search`, paged; the LiveTail
-//! stream).
+//! writer appending numbered lines, the `sightline-log` agent's config, and
+//! readers of what the collector stored (`/api/v1/logs/search`, paged; the
+//! LiveTail stream; the agent's counters).
 //!
 //! Every process it starts is stopped when its handle drops, every socket
 //! read and every wait has a timeout, and every file it writes is under the
@@ -553,11 +553,6 @@ pub fn log_agent_conf(
     keys: &[(&str, &str)],
 ) -> String {
     crate::agent_conf(license, grpc, data_dir, keys)
-}
-
-/// Starts `sightline-log` with `conf_text` in `dir`.
-pub fn start_log_agent(dir: &Path, conf_text: &str) -> Agent {
-    Agent::start("sightline-log", dir, conf_text)
 }
 
 impl Agent {

@@ -7,10 +7,8 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use sightline_e2e::logs::{
-    cpu_time, log_agent_conf, search_all, start_log_agent, wait_for_records,
-};
-use sightline_e2e::{Collector, Scratch, create_project, now_ms, the_agent};
+use sightline_e2e::logs::{cpu_time, log_agent_conf, search_all, wait_for_records};
+use sightline_e2e::{Agent, Collector, Scratch, create_project, now_ms, the_agent};
 
 const FILES: usize = 5_000;
 const IDLE: Duration = Duration::from_secs(10);
@@ -32,7 +30,7 @@ fn five_thousand_idle_files_cost_under_one_percent_and_a_new_one_is_seen_within_
         .expect("write a log");
     }
     let glob = dir.join("*.log").display().to_string();
-    let agent = start_log_agent(
+    let agent = Agent::log(
         &scratch.join("agent"),
         &log_agent_conf(
             &creds.license,

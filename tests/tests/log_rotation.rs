@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use sightline_e2e::logs::{
     Logrotate, Nginx, RequestLoop, RotateMode, TailEvent, TailStream, Tally, counter_total,
-    lines_on_disk, log_agent_conf, ranges, request_number, start_log_agent, wait_for_records,
+    lines_on_disk, log_agent_conf, ranges, request_number, wait_for_records,
 };
-use sightline_e2e::{Collector, Scratch, create_project, the_agent};
+use sightline_e2e::{Agent, Collector, Scratch, create_project, the_agent};
 
 /// Requests a second, in all.
 const RATE: u32 = 300;
@@ -70,7 +70,7 @@ fn rotate_under_load(name: &str, mode: RotateMode) -> Run {
         RotateMode::Create => nginx.access_log.display().to_string(),
         RotateMode::CopyTruncate => format!("{}*", nginx.access_log.display()),
     };
-    let agent = start_log_agent(
+    let agent = Agent::log(
         &scratch.join("agent"),
         &log_agent_conf(
             &creds.license,

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use sightline_e2e::logs::{
     LineWriter, LogRecord, Tally, all_records, counter_total, line_number, log_agent_conf,
-    numbered_line, ranges, start_log_agent, wait_for_records,
+    numbered_line, ranges, wait_for_records,
 };
-use sightline_e2e::{Api, Collector, Scratch, create_project, free_addrs, the_agent};
+use sightline_e2e::{Agent, Api, Collector, Scratch, create_project, free_addrs, the_agent};
 
 /// Lines a second.
 const RATE: u32 = 300;
@@ -172,7 +172,7 @@ fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
             ("file.app.start", "beginning"),
         ],
     );
-    let mut agent = start_log_agent(&agent_dir, &conf);
+    let mut agent = Agent::log(&agent_dir, &conf);
     let oid = the_agent(&api)["oid"].as_i64().expect("oid");
 
     // Lines that copytruncate may have taken: written between the copy's
@@ -198,7 +198,7 @@ fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
                 std::thread::sleep(Duration::from_millis(300));
                 rename_create(&logs, &writer);
                 std::thread::sleep(Duration::from_millis(300));
-                agent = start_log_agent(&agent_dir, &conf);
+                agent = Agent::log(&agent_dir, &conf);
             }
             Step::CopyTruncateWhileAgentDown => {
                 agent.kill9();
@@ -207,7 +207,7 @@ fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
                 maybe_lost.extend(before + 1..=after);
                 windows.push((before, after));
                 std::thread::sleep(Duration::from_millis(300));
-                agent = start_log_agent(&agent_dir, &conf);
+                agent = Agent::log(&agent_dir, &conf);
             }
             Step::Truncate => {
                 let _paused = writer.pause();
@@ -221,7 +221,7 @@ fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
             Step::KillAgent => {
                 agent.kill9();
                 std::thread::sleep(Duration::from_millis(500));
-                agent = start_log_agent(&agent_dir, &conf);
+                agent = Agent::log(&agent_dir, &conf);
             }
             Step::KillCollector => {
                 collector.kill9();
@@ -235,7 +235,7 @@ fn every_line_once_through_rotations_and_kill_9_of_both_sides() {
                 collector.kill9();
                 std::thread::sleep(Duration::from_millis(500));
                 collector = Collector::start_with(&data, &grpc_text, &http_text, &[]);
-                agent = start_log_agent(&agent_dir, &conf);
+                agent = Agent::log(&agent_dir, &conf);
             }
         }
     }
@@ -357,7 +357,7 @@ fn copytruncate_of_lines_that_begin_alike_stores_each_line_once() {
     let log = logs.join("app.log");
     fs::File::create(&log).expect("create the log");
     let glob = format!("{}*", log.display());
-    let agent = start_log_agent(
+    let agent = Agent::log(
         &scratch.join("agent"),
         &log_agent_conf(
             &creds.license,
