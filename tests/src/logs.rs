@@ -863,18 +863,6 @@ impl Drop for TailStream {
     }
 }
 
-/// The agent's own count of records it read in source `name`, from its
-/// health as the collector last heard it.
-pub fn source_health(api: &Api, name: &str) -> Option<Value> {
-    api.agents().into_iter().find_map(|a| {
-        a["health"]["sources"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == name)
-            .cloned()
-    })
-}
-
 /// The lines of every file in `dir` whose name starts with `prefix` (the
 /// log and its rotated copies: what is on disk), in no particular order.
 pub fn lines_on_disk(dir: &Path, prefix: &str) -> Vec<String> {
