@@ -457,13 +457,13 @@ async fn the_tail_streams_records_pushed_after_it_subscribed() {
             assert_eq!(name, None);
             got.push(serde_json::from_str::<Value>(&data).expect("json"));
         }
+        let latency = sent.elapsed();
         let (_, only) = next_event(&mut filtered);
-        (got, only, outsider_probe(&mut outsider))
+        (got, latency, only, outsider_probe(&mut outsider))
     })
     .await
     .expect("reads");
-    let latency = sent.elapsed();
-    let (got, only, outsider_saw) = read;
+    let (got, latency, only, outsider_saw) = read;
     let got_texts: Vec<&str> = got.iter().filter_map(|r| r["text"].as_str()).collect();
     assert_eq!(
         got_texts,
@@ -479,7 +479,9 @@ async fn the_tail_streams_records_pushed_after_it_subscribed() {
         "the filter holds"
     );
     assert!(!outsider_saw, "another project's tail saw nothing");
-    assert!(latency < Duration::from_secs(2), "{latency:?}");
+    // LiveTail's goal: on the stream within a second of being sent (here:
+    // pushed, stored, acked and read back).
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
 }
 
 /// Whether anything but keep-alive comments arrives on `reader` within

@@ -150,8 +150,27 @@ pub(super) async fn tail<S: Store>(
     let feed = state.store.subscribe_logs();
     let (events, receiver) = mpsc::channel(TAIL_BUFFER);
     tokio::spawn(follow(state.store.clone(), feed, filter, events));
-    let stream = ReceiverStream::new(receiver).map(Ok::<Event, Infallible>);
+    let stream =
+        ReceiverStream::new(receiver).map(|event| Ok::<Event, Infallible>(event.into_sse()));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// What a tail sends: a record's JSON, or how many chunks it missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TailEvent {
+    Record(String),
+    Lagged(u64),
+}
+
+impl TailEvent {
+    fn into_sse(self) -> Event {
+        match self {
+            TailEvent::Record(data) => Event::default().data(data),
+            TailEvent::Lagged(missed) => Event::default()
+                .event("lagged")
+                .data(json!({ "missed": missed }).to_string()),
+        }
+    }
 }
 
 /// Moves records from the store's feed to one client, filtered, until the
@@ -160,7 +179,7 @@ async fn follow<S: Store>(
     store: Arc<S>,
     mut feed: broadcast::Receiver<Arc<crate::logs::LiveLogs>>,
     filter: TailFilter,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<TailEvent>,
 ) {
     let mut onames: HashMap<i64, String> = HashMap::new();
     loop {
@@ -171,10 +190,7 @@ async fn follow<S: Store>(
         let live = match live {
             Ok(live) => live,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                let event = Event::default()
-                    .event("lagged")
-                    .data(json!({ "missed": missed }).to_string());
-                if events.send(event).await.is_err() {
+                if events.send(TailEvent::Lagged(missed)).await.is_err() {
                     return;
                 }
                 continue;
@@ -213,9 +229,102 @@ async fn follow<S: Store>(
             };
             // A client slower than the feed fills this queue; the wait
             // here makes the feed lag, which the client is told about.
-            if events.send(Event::default().data(data)).await.is_err() {
+            if events.send(TailEvent::Record(data)).await.is_err() {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::LiveLogs;
+    use crate::model::LogChunkRow;
+    use crate::store::sqlite::SqliteStore;
+
+    fn live(project_id: i64, category: &str, texts: &[&str]) -> Arc<LiveLogs> {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for t in texts {
+            text.push_str(t);
+            ends.push(text.len() as u32);
+        }
+        let n = texts.len();
+        Arc::new(LiveLogs {
+            project_id,
+            oid: 1,
+            chunk: Arc::new(LogChunkRow {
+                file_id: "f".into(),
+                path: "/p".into(),
+                category: category.into(),
+                time_ms: 1,
+                attrs: Default::default(),
+                text,
+                ends,
+                starts: (0..n as u64).collect(),
+                spans: vec![1; n],
+                cut: vec![],
+                times_ms: vec![],
+                fields: vec![],
+            }),
+            first: 0,
+        })
+    }
+
+    /// A client that falls behind is told how many chunks it missed, then
+    /// gets the newest, filtered; another project's records never reach it.
+    #[tokio::test]
+    async fn a_slow_tail_is_told_it_lagged_and_filters_hold() {
+        let dir = std::env::temp_dir().join(format!("sl-tail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(SqliteStore::open(&dir).await.expect("store"));
+        let (feed, subscriber) = broadcast::channel(4);
+        // Six chunks before the tail reads any: two are lost.
+        for i in 0..6 {
+            feed.send(live(1, "web", &[&format!("old {i}")]))
+                .expect("sent");
+        }
+        let (events, mut received) = mpsc::channel(16);
+        let filter = TailFilter {
+            project_id: 1,
+            category: Some("web".into()),
+            oid: None,
+            text: text::Query::parse("keep"),
+        };
+        let task = tokio::spawn(follow(store.clone(), subscriber, filter, events));
+        let first = received.recv().await.expect("an event");
+        assert_eq!(first, TailEvent::Lagged(2));
+        // Once this arrives, the four old chunks left were read (and
+        // filtered out: no "keep").
+        feed.send(live(1, "web", &["keep: caught up"]))
+            .expect("sent");
+        let caught_up = received.recv().await.expect("an event");
+        assert!(
+            matches!(&caught_up, TailEvent::Record(j) if j.contains("caught up")),
+            "{caught_up:?}"
+        );
+        feed.send(live(2, "web", &["keep: other project"]))
+            .expect("sent");
+        feed.send(live(1, "db", &["keep: other category"]))
+            .expect("sent");
+        feed.send(live(1, "web", &["drop me", "keep me"]))
+            .expect("sent");
+        let next = received.recv().await.expect("an event");
+        let TailEvent::Record(json) = next else {
+            panic!("a record, not {next:?}");
+        };
+        let record: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(record["text"], "keep me");
+        assert_eq!(record["category"], "web");
+        drop(received);
+        feed.send(live(1, "web", &["keep, nobody listens"]))
+            .expect("sent");
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("the task ends when its client goes")
+            .expect("no panic");
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
