@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod logs;
+
 /// The path of a workspace binary, built by `cargo xtask test`.
 pub fn binary(name: &str) -> PathBuf {
     // tests/ is one level below the workspace root; the test executable

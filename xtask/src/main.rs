@@ -6,6 +6,8 @@
 //! - `bench infra`: the server agent beside node_exporter, as ratios.
 //! - `bench collector`: the collector's ingest under a simulated fleet,
 //!   beside VictoriaMetrics, as ratios.
+//! - `bench log`: the log agent reading a large access log, beside `wc -l`
+//!   and rsyslog's imfile.
 //! - `bench log-framing`: the log agent's framer beside `wc -l`.
 //! - `bench log-store`: the collector's log store: ingest, search, patterns.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
@@ -31,6 +33,8 @@ tasks:
         sightline-infra beside node_exporter on this machine: CPU per cycle, peak RSS, ratios
   bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
         the collector's ingest under a simulated fleet beside VictoriaMetrics: points/s, ack latency, CPU, RSS, bytes/point
+  bench log [--mb N] [--no-peer] [--json]
+        the log agent reading an access log from its start, beside wc -l and rsyslog: MB/s, lines/s, CPU, RSS, LiveTail p99
   bench log-framing [--mb N] [--runs N] [--json]
         the log agent's framer on an in-memory nginx access log beside wc -l: MB/s, lines/s
   bench log-store [--lines N] [--json]

@@ -23,6 +23,16 @@ const PACKAGES: &[Package] = &[
         name: "prometheus-node-exporter",
         provides: "/usr/bin/prometheus-node-exporter",
     },
+    // The log agent's rotation tests drive a real nginx
+    // (tests/tests/log_rotation.rs) and Debian's logrotate.
+    Package {
+        name: "nginx-light",
+        provides: "/usr/sbin/nginx",
+    },
+    Package {
+        name: "logrotate",
+        provides: "/usr/sbin/logrotate",
+    },
 ];
 
 /// Installs what the test suite needs where it is missing.
