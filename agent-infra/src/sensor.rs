@@ -11,6 +11,7 @@
 //!   state comes back with it, so rates stay correct afterwards.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use agent_core::Sample;
@@ -62,8 +63,18 @@ impl Reading {
 /// far below what one batch may carry, even on a host running 50,000.
 pub const FULL_SNAPSHOT_MAX: usize = 1000;
 
+/// Reads what a snapshot shows of a process beyond its counters: its
+/// user and command line. Blocking IO: call it off the async threads.
+pub trait Describe: Send + Sync + std::fmt::Debug {
+    /// User and command line of process `pid`, named `name`.
+    fn describe(&self, pid: u32, name: &str) -> (String, String);
+}
+
 /// Every process at one moment, with its CPU share over the last interval.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The processes [`ProcessTable::top`] shows carry their user and command
+/// line; the others may not (an empty `user`), until
+/// [`ProcessTable::describe_missing`] reads them.
+#[derive(Debug, Clone, Default)]
 pub struct ProcessTable {
     /// When it was read.
     pub time: Option<SystemTime>,
@@ -71,33 +82,59 @@ pub struct ProcessTable {
     pub processes: Vec<ProcessInfo>,
     /// How many processes are in each state.
     pub state_counts: BTreeMap<String, u32>,
+    /// Reads the user and command line of a process left without them.
+    pub describer: Option<Arc<dyn Describe>>,
+}
+
+/// The indexes of the top `n` of `processes` by CPU together with the top
+/// `n` by memory (a process in both lists appears once): what
+/// [`ProcessTable::top`] shows.
+pub fn leaders(processes: &[ProcessInfo], n: usize) -> Vec<usize> {
+    let mut by_cpu: Vec<usize> = (0..processes.len()).collect();
+    by_cpu.sort_by(|&a, &b| {
+        let (a, b) = (&processes[a], &processes[b]);
+        b.cpu_pct
+            .total_cmp(&a.cpu_pct)
+            .then(b.rss_bytes.cmp(&a.rss_bytes))
+    });
+    by_cpu.truncate(n);
+    let mut by_mem: Vec<usize> = (0..processes.len()).collect();
+    by_mem.sort_by_key(|&i| std::cmp::Reverse(processes[i].rss_bytes));
+    for i in by_mem.into_iter().take(n) {
+        if !by_cpu.contains(&i) {
+            by_cpu.push(i);
+        }
+    }
+    by_cpu
 }
 
 impl ProcessTable {
     /// The top `n` by CPU together with the top `n` by memory (a process in
     /// both lists appears once), ordered by CPU.
     pub fn top(&self, n: usize) -> ProcessSnapshot {
-        let mut by_cpu: Vec<&ProcessInfo> = self.processes.iter().collect();
-        by_cpu.sort_by(|a, b| {
-            b.cpu_pct
-                .total_cmp(&a.cpu_pct)
-                .then(b.rss_bytes.cmp(&a.rss_bytes))
-        });
-        let mut by_mem: Vec<&ProcessInfo> = self.processes.iter().collect();
-        by_mem.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
-        let mut chosen: Vec<ProcessInfo> = by_cpu.iter().take(n).map(|p| (*p).clone()).collect();
-        for p in by_mem.iter().take(n) {
-            if !chosen.iter().any(|c| c.pid == p.pid) {
-                chosen.push((*p).clone());
-            }
-        }
+        let mut chosen: Vec<ProcessInfo> = leaders(&self.processes, n)
+            .into_iter()
+            .filter_map(|i| self.processes.get(i).cloned())
+            .collect();
         chosen.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
         self.snapshot(SnapshotReason::Top, chosen)
     }
 
+    /// Reads the user and command line of every process left without them
+    /// (blocking IO: run it on the blocking pool). For a full snapshot.
+    pub fn describe_missing(&mut self) {
+        let Some(describer) = &self.describer else {
+            return;
+        };
+        for p in self.processes.iter_mut().filter(|p| p.user.is_empty()) {
+            (p.user, p.cmdline) = describer.describe(p.pid, &p.name);
+        }
+    }
+
     /// Every process, by CPU, up to [`FULL_SNAPSHOT_MAX`] (the busiest and
     /// largest first; `total` still says how many there were): the load
-    /// snapshot of a crossed threshold.
+    /// snapshot of a crossed threshold. Call [`ProcessTable::describe_missing`]
+    /// first for every process to show its user and command line.
     pub fn full(&self) -> ProcessSnapshot {
         let mut all = self.processes.clone();
         all.sort_by(|a, b| {
@@ -347,6 +384,7 @@ mod tests {
                 p(4, 0.5, 1),
             ],
             state_counts: BTreeMap::new(),
+            describer: None,
         };
         let top = table.top(2);
         let pids: Vec<u32> = top.processes.iter().map(|p| p.pid).collect();

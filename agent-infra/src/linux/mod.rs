@@ -206,10 +206,9 @@ pub fn sensors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Sensor>>
                 statfs,
             },
         )),
-        Box::new(sensors::processes::ProcessSensor::new(
-            proc,
-            &settings.etc_root,
-            settings.cmdline_max,
-        )),
+        Box::new(
+            sensors::processes::ProcessSensor::new(proc, &settings.etc_root, settings.cmdline_max)
+                .describing_top(settings.process_top),
+        ),
     ]
 }
