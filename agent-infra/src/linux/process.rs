@@ -28,7 +28,12 @@ pub struct PidStat {
     pub start_time: u64,
     /// Resident set size, pages.
     pub rss_pages: u64,
+    /// A kernel thread (`PF_KTHREAD` in the flags, field 9).
+    pub kernel_thread: bool,
 }
+
+/// `PF_KTHREAD` (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Parses one `/proc/<pid>/stat`. The name is in parentheses and may itself
 /// contain spaces and parentheses, so it ends at the *last* `)`.
@@ -63,7 +68,19 @@ pub fn parse_pid_stat(text: &str) -> Result<PidStat, ParseError> {
         threads: u32::try_from(num(20)?).unwrap_or(u32::MAX),
         start_time: num(22)?,
         rss_pages: num(24)?,
+        kernel_thread: num(9)? & PF_KTHREAD != 0,
     })
+}
+
+/// From `/proc/<pid>/schedstat` (`sum_exec_runtime run_delay pcount`):
+/// the nanoseconds the task ran and how many times it was put on a CPU.
+/// Both unchanged: it has not run since (a kernel thread's `stat` is then
+/// what it was).
+pub fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_ascii_whitespace();
+    let ran_ns = fields.next()?.parse().ok()?;
+    let runs = fields.nth(1)?.parse().ok()?;
+    Some((ran_ns, runs))
 }
 
 /// The state letter in words, as `ps` documents them.
@@ -163,6 +180,14 @@ mod tests {
             ('R', 1, 250, 50, 3, 777, 512)
         );
         assert!(parse_pid_stat("4242 (short) R 1").is_err());
+        assert!(!s.kernel_thread);
+        let kworker = "7 (kworker/0:0-events) I 2 0 0 0 -1 69238880 0 0 0 0 0 5 0 0 20 0 1 0 3 0 0 18446744073709551615";
+        assert!(parse_pid_stat(kworker).expect("parses").kernel_thread);
+        assert_eq!(
+            parse_schedstat("6359774 14005533 104\n"),
+            Some((6359774, 104))
+        );
+        assert_eq!(parse_schedstat("6359774"), None);
     }
 
     #[test]

@@ -10,6 +10,13 @@
 //!   halves the cost against opening it each time. A kept file of a process
 //!   that exited answers ESRCH and is dropped; at most [`MAX_KEPT_FDS`] are
 //!   kept.
+//! - A kernel thread (most of `/proc` on an idle host) has its `schedstat`
+//!   kept open too: while that says it has not run since the last cycle,
+//!   its `stat` (the costliest file to render) cannot have changed and is
+//!   not read again. Its memory is none, and its state changes only by
+//!   running (one woken and not yet run shows as sleeping one cycle more).
+//!   A user process is not skipped: reclaim can shrink its memory while it
+//!   sleeps, and its other threads run without its main one.
 //! - `status` and `cmdline` (the user and the command line) are read only
 //!   for the processes a snapshot shows: the top N by CPU and by memory
 //!   (once per process, again after it `exec`s; a pid reused by a new
@@ -33,7 +40,8 @@ use rustix::fs::{Mode, OFlags, RawDir, SeekFrom};
 
 use crate::linux::ProcFs;
 use crate::linux::process::{
-    PidStat, format_cmdline, parse_passwd, parse_pid_stat, parse_status_uid, state_name,
+    PidStat, format_cmdline, parse_passwd, parse_pid_stat, parse_schedstat, parse_status_uid,
+    state_name,
 };
 use crate::processes::ProcessInfo;
 use crate::sensor::{Describe, ProcessTable, ReadError, Reading, Sensor, leaders};
@@ -64,6 +72,9 @@ struct Known {
     described: Option<(String, String)>,
     seen: u64,
     stat: Option<File>,
+    /// A kernel thread's `schedstat`, its last reading, and the `stat` read
+    /// with it (see the module's notes).
+    schedstat: Option<(File, (u64, u64), PidStat)>,
 }
 
 /// Reads a process's user and command line from `/proc/<pid>/status` and
@@ -286,8 +297,25 @@ impl ProcessSensor {
     }
 
     /// Reads `stat` of `pid`: through its kept file when there is one,
-    /// else by opening it (and returns the newly opened file).
-    fn read_stat(&mut self, dir: &OwnedFd, pid: u32) -> Option<(PidStat, Option<File>)> {
+    /// else by opening it (and returns the newly opened file); for a kernel
+    /// thread that has not run since, the last one read (and `true`).
+    fn read_stat(&mut self, dir: &OwnedFd, pid: u32) -> Option<(PidStat, Option<File>, bool)> {
+        if let Some(known) = self.known.get_mut(&pid)
+            && let Some((file, ran, last)) = &mut known.schedstat
+        {
+            let now = rustix::io::pread(&*file, &mut self.stat_buf[..], 0)
+                .ok()
+                .and_then(|n| parse_schedstat(&String::from_utf8_lossy(&self.stat_buf[..n])));
+            match now {
+                Some(now) if now == *ran => return Some((last.clone(), None, true)),
+                Some(now) => *ran = now,
+                // That thread exited.
+                None => {
+                    known.schedstat = None;
+                    self.kept_fds -= 1;
+                }
+            }
+        }
         if let Some(known) = self.known.get_mut(&pid)
             && let Some(file) = &known.stat
         {
@@ -295,7 +323,7 @@ impl ProcessSensor {
                 Ok(n) if n > 0 => {
                     let stat = parse_pid_stat(&String::from_utf8_lossy(&self.stat_buf[..n])).ok();
                     if let Some(stat) = stat {
-                        return Some((stat, None));
+                        return Some((stat, None, false));
                     }
                 }
                 // ESRCH: that process exited (the pid may be someone else's now).
@@ -314,11 +342,23 @@ impl ProcessSensor {
             .filter(|n| *n > 0)?;
         // `comm` is raw bytes (prctl can set anything): read it lossily.
         let stat = parse_pid_stat(&String::from_utf8_lossy(&self.stat_buf[..n])).ok()?;
-        Some((stat, Some(file)))
+        Some((stat, Some(file), false))
     }
 }
 
-/// How many `stat` files to keep open: [`MAX_KEPT_FDS`], or half the
+/// Opens `<pid>/schedstat` and reads it once.
+fn open_schedstat(dir: &OwnedFd, pid: u32, buf: &mut [u8]) -> Option<(File, (u64, u64))> {
+    let mut name = [0u8; 48];
+    let path = pid_path(&mut name, pid, "schedstat").ok()?;
+    let file = File::from(
+        rustix::fs::openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?,
+    );
+    let n = rustix::io::pread(&file, &mut *buf, 0).ok()?;
+    let ran = parse_schedstat(&String::from_utf8_lossy(&buf[..n]))?;
+    Some((file, ran))
+}
+
+/// How many `stat` and `schedstat` files to keep open: [`MAX_KEPT_FDS`], or half the
 /// process's file limit if that is lower (after raising the soft limit as
 /// far as the hard one allows).
 fn fd_budget() -> usize {
@@ -366,7 +406,7 @@ impl Sensor for ProcessSensor {
         for i in 0..self.pids.len() {
             let pid = self.pids[i];
             // The process may exit between listing and reading: skip it.
-            let Some((stat, opened)) = self.read_stat(&dir, pid) else {
+            let Some((stat, opened, unchanged)) = self.read_stat(&dir, pid) else {
                 continue;
             };
             let ticks = stat.utime + stat.stime;
@@ -403,6 +443,7 @@ impl Sensor for ProcessSensor {
                         described: None,
                         seen: generation,
                         stat: kept,
+                        schedstat: None,
                     },
                 );
             }
@@ -415,6 +456,17 @@ impl Sensor for ProcessSensor {
             {
                 known.stat = Some(file);
                 self.kept_fds += 1;
+            }
+            if stat.kernel_thread && !unchanged {
+                match &mut known.schedstat {
+                    Some((_, _, last)) => *last = stat.clone(),
+                    None if known.stat.is_some() && self.kept_fds < self.fd_budget => {
+                        known.schedstat = open_schedstat(&dir, pid, &mut self.stat_buf)
+                            .map(|(file, ran)| (file, ran, stat.clone()));
+                        self.kept_fds += usize::from(known.schedstat.is_some());
+                    }
+                    None => {}
+                }
             }
             known.ticks = ticks;
             known.seen = generation;
@@ -441,7 +493,11 @@ impl Sensor for ProcessSensor {
             });
         }
         self.known.retain(|_, k| k.seen == generation);
-        self.kept_fds = self.known.values().filter(|k| k.stat.is_some()).count();
+        self.kept_fds = self
+            .known
+            .values()
+            .map(|k| usize::from(k.stat.is_some()) + usize::from(k.schedstat.is_some()))
+            .sum();
         self.prev = Some(now);
 
         let describer = ProcDescriber {
@@ -559,6 +615,51 @@ mod tests {
         assert!(me.cpu_pct > 10.0, "{}", me.cpu_pct);
     }
 
+    /// Kernel threads are read through `schedstat` once known: what the
+    /// table shows of them is what their `stat` says (a kernel thread that
+    /// ran is read again), and the kept files are counted.
+    #[test]
+    fn kernel_threads_keep_their_reading_while_they_do_not_run() {
+        let mut sensor = ProcessSensor::new(ProcFs::new("/proc"), Path::new("/etc"), 256);
+        sensor.read(&mut Reading::default()).expect("reads");
+        let mut reading = Reading::default();
+        sensor.read(&mut reading).expect("reads");
+        let kthreads: Vec<u32> = sensor
+            .known
+            .iter()
+            .filter(|(_, k)| k.schedstat.is_some())
+            .map(|(pid, _)| *pid)
+            .collect();
+        assert!(
+            !kthreads.is_empty(),
+            "kthreadd and its workers are in this host's /proc"
+        );
+        let table = reading.processes.expect("table");
+        for pid in kthreads {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue; // exited since
+            };
+            let now = parse_pid_stat(&text).expect("parses");
+            let shown = table
+                .processes
+                .iter()
+                .find(|p| p.pid == pid)
+                .expect("listed");
+            assert_eq!(shown.threads, 1, "{pid}");
+            assert_eq!(shown.rss_bytes, 0, "{pid}");
+            // A worker renames itself as it runs; kthreadd never does.
+            if pid == 2 {
+                assert_eq!(shown.name, now.comm);
+            }
+        }
+        let held: usize = sensor
+            .known
+            .values()
+            .map(|k| usize::from(k.stat.is_some()) + usize::from(k.schedstat.is_some()))
+            .sum();
+        assert_eq!(sensor.kept_fds, held);
+    }
+
     #[test]
     fn an_exited_process_is_forgotten_and_its_file_closed() {
         let mut sensor = ProcessSensor::new(ProcFs::new("/proc"), Path::new("/etc"), 256);
@@ -586,7 +687,11 @@ mod tests {
                 .iter()
                 .all(|p| p.pid != pid)
         );
-        let held = sensor.known.values().filter(|k| k.stat.is_some()).count();
+        let held: usize = sensor
+            .known
+            .values()
+            .map(|k| usize::from(k.stat.is_some()) + usize::from(k.schedstat.is_some()))
+            .sum();
         assert_eq!(sensor.kept_fds, held, "the count matches the files held");
     }
 }
