@@ -1,7 +1,10 @@
 //! Running the host sensors (a sensor reads one source of host data; the
 //! word "collector" is kept for the server): each on the blocking pool,
 //! each with its own deadline, so one slow source (a hung mount, a process whose memory
-//! map is locked) delays nothing else.
+//! map is locked) delays nothing else. A sensor that cannot block (it only
+//! re-reads in-kernel counters through files it holds open:
+//! [`Sensor::never_blocks`]) runs in place on the loop's thread instead,
+//! since a hand-off to the pool and back costs more than its reading.
 //!
 //! Invariants:
 //! - A sensor that missed its deadline is not started again until its
@@ -157,13 +160,20 @@ impl ProcessTable {
     }
 }
 
-/// One source of host data. `collect` runs on a blocking thread and may
-/// block; it keeps whatever it needs for rates between calls.
+/// One source of host data. `read` runs on a blocking thread and may
+/// block (unless it says it never does: [`Sensor::never_blocks`]); it keeps
+/// whatever it needs for rates between calls.
 pub trait Sensor: Send + 'static {
     /// Short name for logs: `cpu`, `filesystems`.
     fn name(&self) -> &'static str;
     /// Reads once, adding to `out`.
     fn read(&mut self, out: &mut Reading) -> Result<(), ReadError>;
+    /// Whether `read` can never block: it reads in-kernel counters only
+    /// (no disk, no mount, no other process's memory), briefly. Such a
+    /// sensor runs on the async thread, in place. `false` unless said.
+    fn never_blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Sensors run one after the other in one slot: for sources that read
@@ -173,18 +183,36 @@ pub trait Sensor: Send + 'static {
 pub struct Group {
     name: &'static str,
     members: Vec<Box<dyn Sensor>>,
+    never_blocks: bool,
 }
 
 impl Group {
     /// A group named `name`.
     pub fn new(name: &'static str, members: Vec<Box<dyn Sensor>>) -> Group {
-        Group { name, members }
+        Group {
+            name,
+            members,
+            never_blocks: false,
+        }
+    }
+
+    /// A group of sensors that never block (see [`Sensor::never_blocks`]),
+    /// to run in place.
+    pub fn never_blocking(name: &'static str, members: Vec<Box<dyn Sensor>>) -> Group {
+        Group {
+            never_blocks: true,
+            ..Group::new(name, members)
+        }
     }
 }
 
 impl Sensor for Group {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn never_blocks(&self) -> bool {
+        self.never_blocks
     }
 
     fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
@@ -201,6 +229,8 @@ type Outcome = (Box<dyn Sensor>, Result<Reading, ReadError>);
 
 struct Slot {
     name: &'static str,
+    /// Runs in place (see [`Sensor::never_blocks`]).
+    in_place: bool,
     idle: Option<Box<dyn Sensor>>,
     running: Option<JoinHandle<Outcome>>,
     /// Missed its deadline and has not returned yet (logged once).
@@ -229,6 +259,7 @@ impl SensorSet {
                 .into_iter()
                 .map(|c| Slot {
                     name: c.name(),
+                    in_place: c.never_blocks(),
                     idle: Some(c),
                     running: None,
                     late: false,
@@ -256,6 +287,9 @@ impl SensorSet {
                     slot.late = false;
                 }
             }
+            if slot.in_place {
+                continue;
+            }
             if let Some(mut sensor) = slot.idle.take() {
                 slot.running = Some(tokio::task::spawn_blocking(move || {
                     let mut reading = Reading::default();
@@ -266,6 +300,25 @@ impl SensorSet {
         }
         let mut all = Reading::default();
         for slot in &mut self.slots {
+            if slot.in_place
+                && let Some(sensor) = slot.idle.as_mut()
+            {
+                let mut reading = Reading::default();
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sensor.read(&mut reading)
+                }));
+                match read {
+                    Ok(Ok(())) => all.merge(reading),
+                    Ok(Err(e)) => {
+                        tracing::warn!(sensor = slot.name, error = %e, "Cannot read host data.")
+                    }
+                    Err(_) => {
+                        slot.idle = None;
+                        tracing::error!(sensor = slot.name, "Sensor crashed; it is disabled.");
+                    }
+                }
+                continue;
+            }
             let Some(handle) = slot.running.as_mut() else {
                 continue;
             };
@@ -360,6 +413,53 @@ mod tests {
         let names: Vec<&str> = reading.samples.iter().map(|s| &*s.name).collect();
         assert_eq!(names, ["a", "stuck", "b"]);
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    /// Reads on the thread it runs on, and says whether it may block.
+    struct Here {
+        never_blocks: bool,
+        thread: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
+    }
+    impl Sensor for Here {
+        fn name(&self) -> &'static str {
+            "here"
+        }
+        fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+            if let Ok(mut seen) = self.thread.lock() {
+                *seen = Some(std::thread::current().id());
+            }
+            out.samples.push(Sample::new("here", 1.0));
+            Ok(())
+        }
+        fn never_blocks(&self) -> bool {
+            self.never_blocks
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_sensor_that_never_blocks_runs_in_place() {
+        let in_place = Arc::new(std::sync::Mutex::new(None));
+        let pooled = Arc::new(std::sync::Mutex::new(None));
+        let mut set = SensorSet::new(vec![
+            Box::new(Here {
+                never_blocks: true,
+                thread: in_place.clone(),
+            }),
+            Box::new(Fixed("a", 1.0)),
+            Box::new(Here {
+                never_blocks: false,
+                thread: pooled.clone(),
+            }),
+        ]);
+        for _ in 0..2 {
+            let reading = set.read(Duration::from_secs(5)).await;
+            let names: Vec<&str> = reading.samples.iter().map(|s| &*s.name).collect();
+            assert_eq!(names, ["here", "a", "here"], "in the sensors' order");
+        }
+        let me = std::thread::current().id();
+        assert_eq!(*in_place.lock().expect("lock"), Some(me));
+        let other = *pooled.lock().expect("lock");
+        assert!(other.is_some_and(|t| t != me), "on the blocking pool");
     }
 
     #[test]
