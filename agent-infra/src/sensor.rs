@@ -473,7 +473,7 @@ mod tests {
             rss_bytes: rss,
             mem_pct: 0.0,
             threads: 1,
-            state: "running".into(),
+            state: "running",
         };
         let table = ProcessTable {
             time: None,

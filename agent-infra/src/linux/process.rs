@@ -46,22 +46,30 @@ pub fn parse_pid_stat(text: &str) -> Result<PidStat, ParseError> {
     }
     let pid = text[..open].trim().parse().map_err(|_| bad("bad pid"))?;
     let comm = text[open + 1..close].to_string();
-    // Fields after the name, numbered from 3 (state) as in proc(5).
-    let rest: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
-    let field = |n: usize| -> Result<&str, ParseError> {
-        rest.get(n - 3)
-            .copied()
-            .ok_or_else(|| bad(&format!("no field {n}")))
-    };
+    // Fields after the name, numbered from 3 (state) as in proc(5); only
+    // those used are kept (no list of all 50: this runs for every process
+    // every cycle).
+    const WANTED: [usize; 8] = [3, 4, 9, 14, 15, 20, 22, 24];
+    let mut found: [&str; WANTED.len()] = [""; WANTED.len()];
+    let mut fields = text[close + 1..].split_ascii_whitespace();
+    let mut at = 3;
+    for (slot, &n) in found.iter_mut().zip(&WANTED) {
+        let skipped = n - at;
+        *slot = fields
+            .nth(skipped)
+            .ok_or_else(|| bad(&format!("no field {n}")))?;
+        at = n + 1;
+    }
+    let field = |n: usize| -> &str { WANTED.iter().position(|&w| w == n).map_or("", |i| found[i]) };
     let num = |n: usize| -> Result<u64, ParseError> {
-        let f = field(n)?;
+        let f = field(n);
         f.parse()
             .map_err(|_| bad(&format!("field {n}: '{f}' is not a number")))
     };
     Ok(PidStat {
         pid,
         comm,
-        state: field(3)?.chars().next().unwrap_or('?'),
+        state: field(3).chars().next().unwrap_or('?'),
         ppid: u32::try_from(num(4)?).unwrap_or(0),
         utime: num(14)?,
         stime: num(15)?,

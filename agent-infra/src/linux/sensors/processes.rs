@@ -489,7 +489,7 @@ impl Sensor for ProcessSensor {
                     rss_bytes as f64 * 100.0 / mem_total as f64
                 },
                 threads: stat.threads,
-                state: state.to_string(),
+                state,
             });
         }
         self.known.retain(|_, k| k.seen == generation);
