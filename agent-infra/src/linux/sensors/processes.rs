@@ -422,17 +422,17 @@ impl Sensor for ProcessSensor {
             };
             let stale = same.is_none_or(|k| k.comm != stat.comm);
             if stale {
-                // Same process renamed by exec: keep its file. A new process
+                // Same process renamed (by exec; a kernel worker renames
+                // itself as it picks up work): keep its files. A new process
                 // under a reused pid: drop the old one's.
-                let kept = match self.known.remove(&pid) {
-                    Some(old) if old.start_time == stat.start_time => old.stat,
+                let (kept, schedstat) = match self.known.remove(&pid) {
+                    Some(old) if old.start_time == stat.start_time => (old.stat, old.schedstat),
                     Some(old) => {
-                        if old.stat.is_some() {
-                            self.kept_fds -= 1;
-                        }
-                        None
+                        self.kept_fds -=
+                            usize::from(old.stat.is_some()) + usize::from(old.schedstat.is_some());
+                        (None, None)
                     }
-                    None => None,
+                    None => (None, None),
                 };
                 self.known.insert(
                     pid,
@@ -443,7 +443,7 @@ impl Sensor for ProcessSensor {
                         described: None,
                         seen: generation,
                         stat: kept,
-                        schedstat: None,
+                        schedstat,
                     },
                 );
             }
