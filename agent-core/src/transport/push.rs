@@ -66,7 +66,7 @@ impl PushClient {
         request: Request<S>,
     ) -> Result<Response<Streaming<pb::Ack>>, Status>
     where
-        S: Stream<Item = Vec<u8>> + Send + Unpin + 'static,
+        S: Stream<Item = Vec<u8>> + Send + 'static,
     {
         let zstd = match self.compression {
             Compression::Zstd => true,
@@ -85,7 +85,7 @@ impl PushClient {
             false => None,
         };
         let body = tonic::body::Body::new(FramedBatches {
-            batches,
+            batches: Box::pin(batches),
             compressor,
         });
         let mut request = http::Request::builder()
@@ -162,7 +162,7 @@ impl PushClient {
 /// The request body: each batch as one gRPC message, compressed with one
 /// zstd context for the whole stream (or not compressed).
 struct FramedBatches<S> {
-    batches: S,
+    batches: Pin<Box<S>>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
 }
 
@@ -198,7 +198,7 @@ impl<S> FramedBatches<S> {
 
 impl<S> http_body::Body for FramedBatches<S>
 where
-    S: Stream<Item = Vec<u8>> + Unpin,
+    S: Stream<Item = Vec<u8>>,
 {
     type Data = Bytes;
     type Error = Status;
@@ -208,7 +208,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.batches).poll_next(cx) {
+        match this.batches.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(batch)) => {
