@@ -3,7 +3,11 @@
 //! One file per batch, `<epoch>-<seq>.batch`, written to a temporary name,
 //! then renamed, so a batch is either wholly in the spool or not at all, and
 //! a `kill -9` at any moment loses nothing that was appended (the page cache
-//! outlives the process). With [`Sync::Full`] each file and the rename are
+//! outlives the process). With [`Sync::Normal`] the file of a settled batch
+//! is not unlinked but renamed to a spare (`spare-<n>.tmp`, a few at most),
+//! which the next batch is written into and renamed from: the filesystem
+//! then neither allocates nor frees an inode (nor, for batches of similar
+//! size, blocks) per batch, which on ext4 costs more than the writing. With [`Sync::Full`] each file and the rename are
 //! also fsynced, so a power cut loses nothing either, at the cost of disk
 //! flushes every interval. (Fluent Bit's filesystem buffer stores one file
 //! per chunk the same way, with the same `normal`/`full` choice.)
@@ -70,6 +74,8 @@ const INSTANCE_FILE: &str = "instance";
 const BOOT_ID_FILE: &str = "boot_id";
 const UNREPORTED_FILE: &str = "unreported_drops";
 const CURSORS_DIR: &str = "cursors";
+/// Settled batch files kept for reuse, at most.
+const MAX_SPARES: usize = 4;
 /// The largest batch the collector accepts (its gRPC message limit, 4 MiB,
 /// less room for framing). A larger one could never be delivered.
 pub const MAX_BATCH_BYTES: usize = (4 << 20) - 1024;
@@ -318,6 +324,11 @@ pub struct Spool {
     persisted_last_seq: u64,
     /// The `last_seq` file, kept open in [`Sync::Normal`] mode.
     last_seq_file: Option<fs::File>,
+    /// Files of settled batches kept for reuse (`spare-<n>.tmp`, with
+    /// their lengths): see [`Spool::write_batch`].
+    spares: Vec<(PathBuf, u64)>,
+    /// The number of the next spare's name.
+    spare_names: u64,
     /// Drops the collector has not acknowledged a report of.
     unreported: Dropped,
     /// The report in flight, if any.
@@ -464,6 +475,8 @@ impl Spool {
             last_seq: 0,
             persisted_last_seq: 0,
             last_seq_file: None,
+            spares: Vec::new(),
+            spare_names: 0,
             unreported,
             report,
             cache: VecDeque::new(),
@@ -802,11 +815,8 @@ impl Spool {
     /// waited on the batch.
     fn unlink(&mut self, key: Key, fate: Fate) -> Result<(), SpoolError> {
         let path = self.batch_path(key);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&path)(e)),
-        }
+        let len = self.entries.get(&key).map_or(0, |e| e.len);
+        self.remove_batch_file(path, len)?;
         self.in_flight.remove(&key);
         if let Some(at) = self.cache.iter().position(|(k, _)| *k == key)
             && let Some((_, bytes)) = self.cache.remove(at)
@@ -935,7 +945,65 @@ impl Spool {
         self.in_flight.clear();
     }
 
-    fn write_batch(&self, key: Key, meta: &BatchMeta, payload: &[u8]) -> Result<(), SpoolError> {
+    /// Takes a batch file out of the folder: kept as a spare when there is
+    /// room for one (and the spool need not fsync), else unlinked.
+    fn remove_batch_file(&mut self, path: PathBuf, len: u64) -> Result<(), SpoolError> {
+        if self.sync == Sync::Normal && self.spares.len() < MAX_SPARES {
+            let spare = self.dir.join(format!("spare-{}.tmp", self.spare_names));
+            match fs::rename(&path, &spare) {
+                Ok(()) => {
+                    self.spare_names += 1;
+                    self.spares.push((spare, len));
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                // Unlinking may still work.
+                Err(_) => {}
+            }
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Writes `contents` as the batch file `path` through a spare: written
+    /// over in place (cut to length), then renamed. `false` when there is
+    /// no spare or it failed (it is then removed, and the caller writes a
+    /// new file).
+    fn write_through_spare(&mut self, path: &Path, contents: &[u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        let Some((spare, spare_len)) = self.spares.pop() else {
+            return false;
+        };
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .open(&spare)
+            .and_then(|file| {
+                file.write_all_at(contents, 0)?;
+                if (contents.len() as u64) < spare_len {
+                    file.set_len(contents.len() as u64)?;
+                }
+                Ok(())
+            })
+            .and_then(|()| fs::rename(&spare, path));
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(file = %spare.display(), error = %e, "Cannot reuse a spare batch file; writing a new one.");
+                let _ = fs::remove_file(&spare);
+                false
+            }
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        key: Key,
+        meta: &BatchMeta,
+        payload: &[u8],
+    ) -> Result<(), SpoolError> {
         let instance = self.instances.get(&key.epoch).map_or("", String::as_str);
         // Header (magic, CRC placeholder, metadata length), then the body:
         // metadata and payload, written once; the CRC covers the body.
@@ -948,7 +1016,11 @@ impl Spool {
         let crc = crc32fast::hash(&contents[HEADER_LEN..]);
         contents[4..8].copy_from_slice(&crc.to_le_bytes());
         contents[8..12].copy_from_slice(&(meta_bytes as u32).to_le_bytes());
-        write_file(&self.batch_path(key), &contents, self.sync)
+        let path = self.batch_path(key);
+        if self.sync == Sync::Normal && self.write_through_spare(&path, &contents) {
+            return Ok(());
+        }
+        write_file(&path, &contents, self.sync)
     }
 
     fn remember(&mut self, key: Key, payload: Vec<u8>) {

@@ -2,8 +2,9 @@
 //! filesystems, disk I/O, network, processes, reboots and threshold events
 //! with a load snapshot, read from `/proc` and `/sys` every `interval`.
 //!
-//! The path: [`source::run`] ticks, [`collect::SensorSet`] runs every
-//! sensor on the blocking pool with its own deadline, and the readings
+//! The path: [`source::run`] ticks, [`sensor::SensorSet`] runs every
+//! sensor on the blocking pool with its own deadline (those that read
+//! in-kernel counters only, in place), and the readings
 //! go to agent-core's output as metrics, a top-N process snapshot (this
 //! product's own payload, [`processes`], converted in [`wire`]) and events.
 //!

@@ -44,7 +44,7 @@ pub struct ProcessInfo {
     /// Number of threads.
     pub threads: u32,
     /// `running`, `sleeping`, `disk-sleep`, `zombie`, `stopped`, ...
-    pub state: String,
+    pub state: &'static str,
 }
 
 /// The processes of a host at one moment.

@@ -1,7 +1,10 @@
 //! Running the host sensors (a sensor reads one source of host data; the
 //! word "collector" is kept for the server): each on the blocking pool,
 //! each with its own deadline, so one slow source (a hung mount, a process whose memory
-//! map is locked) delays nothing else.
+//! map is locked) delays nothing else. A sensor that cannot block (it only
+//! re-reads in-kernel counters through files it holds open:
+//! [`Sensor::never_blocks`]) runs in place on the loop's thread instead,
+//! since a hand-off to the pool and back costs more than its reading.
 //!
 //! Invariants:
 //! - A sensor that missed its deadline is not started again until its
@@ -11,6 +14,7 @@
 //!   state comes back with it, so rates stay correct afterwards.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use agent_core::Sample;
@@ -62,8 +66,18 @@ impl Reading {
 /// far below what one batch may carry, even on a host running 50,000.
 pub const FULL_SNAPSHOT_MAX: usize = 1000;
 
+/// Reads what a snapshot shows of a process beyond its counters: its
+/// user and command line. Blocking IO: call it off the async threads.
+pub trait Describe: Send + Sync + std::fmt::Debug {
+    /// User and command line of process `pid`, named `name`.
+    fn describe(&self, pid: u32, name: &str) -> (String, String);
+}
+
 /// Every process at one moment, with its CPU share over the last interval.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The processes [`ProcessTable::top`] shows carry their user and command
+/// line; the others may not (an empty `user`), until
+/// [`ProcessTable::describe_missing`] reads them.
+#[derive(Debug, Clone, Default)]
 pub struct ProcessTable {
     /// When it was read.
     pub time: Option<SystemTime>,
@@ -71,33 +85,59 @@ pub struct ProcessTable {
     pub processes: Vec<ProcessInfo>,
     /// How many processes are in each state.
     pub state_counts: BTreeMap<String, u32>,
+    /// Reads the user and command line of a process left without them.
+    pub describer: Option<Arc<dyn Describe>>,
+}
+
+/// The indexes of the top `n` of `processes` by CPU together with the top
+/// `n` by memory (a process in both lists appears once): what
+/// [`ProcessTable::top`] shows.
+pub fn leaders(processes: &[ProcessInfo], n: usize) -> Vec<usize> {
+    let mut by_cpu: Vec<usize> = (0..processes.len()).collect();
+    by_cpu.sort_by(|&a, &b| {
+        let (a, b) = (&processes[a], &processes[b]);
+        b.cpu_pct
+            .total_cmp(&a.cpu_pct)
+            .then(b.rss_bytes.cmp(&a.rss_bytes))
+    });
+    by_cpu.truncate(n);
+    let mut by_mem: Vec<usize> = (0..processes.len()).collect();
+    by_mem.sort_by_key(|&i| std::cmp::Reverse(processes[i].rss_bytes));
+    for i in by_mem.into_iter().take(n) {
+        if !by_cpu.contains(&i) {
+            by_cpu.push(i);
+        }
+    }
+    by_cpu
 }
 
 impl ProcessTable {
     /// The top `n` by CPU together with the top `n` by memory (a process in
     /// both lists appears once), ordered by CPU.
     pub fn top(&self, n: usize) -> ProcessSnapshot {
-        let mut by_cpu: Vec<&ProcessInfo> = self.processes.iter().collect();
-        by_cpu.sort_by(|a, b| {
-            b.cpu_pct
-                .total_cmp(&a.cpu_pct)
-                .then(b.rss_bytes.cmp(&a.rss_bytes))
-        });
-        let mut by_mem: Vec<&ProcessInfo> = self.processes.iter().collect();
-        by_mem.sort_by_key(|p| std::cmp::Reverse(p.rss_bytes));
-        let mut chosen: Vec<ProcessInfo> = by_cpu.iter().take(n).map(|p| (*p).clone()).collect();
-        for p in by_mem.iter().take(n) {
-            if !chosen.iter().any(|c| c.pid == p.pid) {
-                chosen.push((*p).clone());
-            }
-        }
+        let mut chosen: Vec<ProcessInfo> = leaders(&self.processes, n)
+            .into_iter()
+            .filter_map(|i| self.processes.get(i).cloned())
+            .collect();
         chosen.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct));
         self.snapshot(SnapshotReason::Top, chosen)
     }
 
+    /// Reads the user and command line of every process left without them
+    /// (blocking IO: run it on the blocking pool). For a full snapshot.
+    pub fn describe_missing(&mut self) {
+        let Some(describer) = &self.describer else {
+            return;
+        };
+        for p in self.processes.iter_mut().filter(|p| p.user.is_empty()) {
+            (p.user, p.cmdline) = describer.describe(p.pid, &p.name);
+        }
+    }
+
     /// Every process, by CPU, up to [`FULL_SNAPSHOT_MAX`] (the busiest and
     /// largest first; `total` still says how many there were): the load
-    /// snapshot of a crossed threshold.
+    /// snapshot of a crossed threshold. Call [`ProcessTable::describe_missing`]
+    /// first for every process to show its user and command line.
     pub fn full(&self) -> ProcessSnapshot {
         let mut all = self.processes.clone();
         all.sort_by(|a, b| {
@@ -120,13 +160,20 @@ impl ProcessTable {
     }
 }
 
-/// One source of host data. `collect` runs on a blocking thread and may
-/// block; it keeps whatever it needs for rates between calls.
+/// One source of host data. `read` runs on a blocking thread and may
+/// block (unless it says it never does: [`Sensor::never_blocks`]); it keeps
+/// whatever it needs for rates between calls.
 pub trait Sensor: Send + 'static {
     /// Short name for logs: `cpu`, `filesystems`.
     fn name(&self) -> &'static str;
     /// Reads once, adding to `out`.
     fn read(&mut self, out: &mut Reading) -> Result<(), ReadError>;
+    /// Whether `read` can never block: it reads in-kernel counters only
+    /// (no disk, no mount, no other process's memory), briefly. Such a
+    /// sensor runs on the async thread, in place. `false` unless said.
+    fn never_blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Sensors run one after the other in one slot: for sources that read
@@ -136,18 +183,36 @@ pub trait Sensor: Send + 'static {
 pub struct Group {
     name: &'static str,
     members: Vec<Box<dyn Sensor>>,
+    never_blocks: bool,
 }
 
 impl Group {
     /// A group named `name`.
     pub fn new(name: &'static str, members: Vec<Box<dyn Sensor>>) -> Group {
-        Group { name, members }
+        Group {
+            name,
+            members,
+            never_blocks: false,
+        }
+    }
+
+    /// A group of sensors that never block (see [`Sensor::never_blocks`]),
+    /// to run in place.
+    pub fn never_blocking(name: &'static str, members: Vec<Box<dyn Sensor>>) -> Group {
+        Group {
+            never_blocks: true,
+            ..Group::new(name, members)
+        }
     }
 }
 
 impl Sensor for Group {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn never_blocks(&self) -> bool {
+        self.never_blocks
     }
 
     fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
@@ -164,6 +229,8 @@ type Outcome = (Box<dyn Sensor>, Result<Reading, ReadError>);
 
 struct Slot {
     name: &'static str,
+    /// Runs in place (see [`Sensor::never_blocks`]).
+    in_place: bool,
     idle: Option<Box<dyn Sensor>>,
     running: Option<JoinHandle<Outcome>>,
     /// Missed its deadline and has not returned yet (logged once).
@@ -192,6 +259,7 @@ impl SensorSet {
                 .into_iter()
                 .map(|c| Slot {
                     name: c.name(),
+                    in_place: c.never_blocks(),
                     idle: Some(c),
                     running: None,
                     late: false,
@@ -219,6 +287,9 @@ impl SensorSet {
                     slot.late = false;
                 }
             }
+            if slot.in_place {
+                continue;
+            }
             if let Some(mut sensor) = slot.idle.take() {
                 slot.running = Some(tokio::task::spawn_blocking(move || {
                     let mut reading = Reading::default();
@@ -229,6 +300,25 @@ impl SensorSet {
         }
         let mut all = Reading::default();
         for slot in &mut self.slots {
+            if slot.in_place
+                && let Some(sensor) = slot.idle.as_mut()
+            {
+                let mut reading = Reading::default();
+                let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sensor.read(&mut reading)
+                }));
+                match read {
+                    Ok(Ok(())) => all.merge(reading),
+                    Ok(Err(e)) => {
+                        tracing::warn!(sensor = slot.name, error = %e, "Cannot read host data.")
+                    }
+                    Err(_) => {
+                        slot.idle = None;
+                        tracing::error!(sensor = slot.name, "Sensor crashed; it is disabled.");
+                    }
+                }
+                continue;
+            }
             let Some(handle) = slot.running.as_mut() else {
                 continue;
             };
@@ -325,6 +415,53 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 
+    /// Reads on the thread it runs on, and says whether it may block.
+    struct Here {
+        never_blocks: bool,
+        thread: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
+    }
+    impl Sensor for Here {
+        fn name(&self) -> &'static str {
+            "here"
+        }
+        fn read(&mut self, out: &mut Reading) -> Result<(), ReadError> {
+            if let Ok(mut seen) = self.thread.lock() {
+                *seen = Some(std::thread::current().id());
+            }
+            out.samples.push(Sample::new("here", 1.0));
+            Ok(())
+        }
+        fn never_blocks(&self) -> bool {
+            self.never_blocks
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_sensor_that_never_blocks_runs_in_place() {
+        let in_place = Arc::new(std::sync::Mutex::new(None));
+        let pooled = Arc::new(std::sync::Mutex::new(None));
+        let mut set = SensorSet::new(vec![
+            Box::new(Here {
+                never_blocks: true,
+                thread: in_place.clone(),
+            }),
+            Box::new(Fixed("a", 1.0)),
+            Box::new(Here {
+                never_blocks: false,
+                thread: pooled.clone(),
+            }),
+        ]);
+        for _ in 0..2 {
+            let reading = set.read(Duration::from_secs(5)).await;
+            let names: Vec<&str> = reading.samples.iter().map(|s| &*s.name).collect();
+            assert_eq!(names, ["here", "a", "here"], "in the sensors' order");
+        }
+        let me = std::thread::current().id();
+        assert_eq!(*in_place.lock().expect("lock"), Some(me));
+        let other = *pooled.lock().expect("lock");
+        assert!(other.is_some_and(|t| t != me), "on the blocking pool");
+    }
+
     #[test]
     fn top_joins_the_cpu_and_memory_leaders() {
         let p = |pid, cpu, rss| ProcessInfo {
@@ -336,7 +473,7 @@ mod tests {
             rss_bytes: rss,
             mem_pct: 0.0,
             threads: 1,
-            state: "running".into(),
+            state: "running",
         };
         let table = ProcessTable {
             time: None,
@@ -347,6 +484,7 @@ mod tests {
                 p(4, 0.5, 1),
             ],
             state_counts: BTreeMap::new(),
+            describer: None,
         };
         let top = table.top(2);
         let pids: Vec<u32> = top.processes.iter().map(|p| p.pid).collect();

@@ -67,13 +67,19 @@ pub async fn run(
         let mut events = reading.events;
         // One load snapshot per cycle at most, shared by every threshold
         // crossed in it (CPU and memory often cross together).
+        let wants_snapshot = transitions
+            .iter()
+            .any(|t| matches!(t, Transition::Exceeded { snapshot: true, .. }));
         let mut full: Option<ProcessSnapshot> = None;
+        if wants_snapshot && let Some(table) = reading.processes.clone() {
+            full = tokio::select! {
+                () = cx.shutdown.cancelled() => return Ok(()),
+                s = full_snapshot(table, settings.read_deadline()) => Some(s),
+            };
+        }
         for transition in transitions {
             match transition {
                 Transition::Exceeded { watched, snapshot } => {
-                    if snapshot && full.is_none() {
-                        full = reading.processes.as_ref().map(ProcessTable::full);
-                    }
                     let shown = full.as_ref().filter(|_| snapshot);
                     events.push(exceeded_event(&watched, &settings.thresholds, shown));
                 }
@@ -94,6 +100,27 @@ pub async fn run(
             sent = cx.out.send(OutBatch { payloads, cursor: None, records }) => {
                 if sent.is_err() { return Ok(()) }
             }
+        }
+    }
+}
+
+/// Every process with its user and command line (read now for those the
+/// sensor left without them: blocking IO, on the blocking pool, within
+/// `deadline`; past it, the snapshot goes without them).
+async fn full_snapshot(table: ProcessTable, deadline: std::time::Duration) -> ProcessSnapshot {
+    let bare = table.full();
+    let described = tokio::task::spawn_blocking(move || {
+        let mut table = table;
+        table.describe_missing();
+        table.full()
+    });
+    match tokio::time::timeout(deadline, described).await {
+        Ok(Ok(snapshot)) => snapshot,
+        _ => {
+            tracing::warn!(
+                "Could not read every process's user and command line in time; the snapshot goes without them."
+            );
+            bare
         }
     }
 }

@@ -40,7 +40,7 @@ fn process_to_wire(p: ProcessInfo) -> pb::Process {
         rss_bytes: p.rss_bytes,
         mem_pct: p.mem_pct,
         threads: p.threads,
-        state: p.state,
+        state: p.state.to_string(),
     }
 }
 
@@ -68,7 +68,7 @@ mod tests {
                 rss_bytes: 1 << 30,
                 mem_pct: 12.5,
                 threads: 9,
-                state: "running".into(),
+                state: "running",
             }],
             state_counts: BTreeMap::from([("running".to_string(), 1)]),
             total: 1,

@@ -599,3 +599,73 @@ fn a_lost_instance_file_leaves_spooled_batches_in_their_own_instance() {
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
+
+/// The file of a settled batch is reused for the next one (same inode: no
+/// inode allocated or freed per batch), cut to the new batch's length, and
+/// never seen as a batch: the folder holds only what is waiting, and a
+/// reopened spool finds exactly that.
+#[test]
+fn a_settled_batch_file_is_reused_for_the_next_batch_and_cut_to_length() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = temp_dir("spare");
+    let batch_files = |dir: &Path| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .expect("folder")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == BATCH_EXT))
+            .collect();
+        files.sort();
+        files
+    };
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("open");
+    let first = add(&mut spool, 3000).key;
+    let [first_file] = batch_files(&dir).try_into().expect("one batch file");
+    let inode = fs::metadata(&first_file).expect("file").ino();
+    spool.settle(first, Fate::Acked).expect("settle");
+    assert!(
+        batch_files(&dir).is_empty(),
+        "a settled batch is not in the folder"
+    );
+
+    // Shorter than the spare: cut, or the stale tail would fail the CRC.
+    let second = add(&mut spool, 100).key;
+    let [second_file] = batch_files(&dir).try_into().expect("one batch file");
+    assert_eq!(
+        fs::metadata(&second_file).expect("file").ino(),
+        inode,
+        "reused"
+    );
+    assert_eq!(
+        fs::metadata(&second_file).expect("file").len(),
+        file(100),
+        "cut to the new batch's length"
+    );
+    let read = read_spooled_file(&second_file).expect("a whole batch file");
+    assert_eq!(read.seq, second.seq);
+    assert_eq!(read.batch, payload(second.seq, 100));
+    assert_eq!(
+        spool.read(second).expect("read"),
+        Some(payload(second.seq, 100))
+    );
+
+    // Reopened: only the waiting batch is there; leftover spares are gone.
+    spool.settle(second, Fate::Acked).expect("settle");
+    let third = add(&mut spool, 5000).key;
+    let fourth = add(&mut spool, 10).key;
+    spool.settle(third, Fate::Acked).expect("settle");
+    drop(spool);
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("reopen");
+    assert_eq!(all(&spool), [fourth.seq]);
+    assert_eq!(
+        spool.read(fourth).expect("read"),
+        Some(payload(fourth.seq, 10))
+    );
+    let leftovers: Vec<_> = fs::read_dir(&dir)
+        .expect("folder")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -172,7 +172,8 @@ pub fn boot_id(proc: &ProcFs) -> Result<String, ReadError> {
 /// Every sensor the settings ask for, with `statfs` as given.
 pub fn sensors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Sensor>> {
     let proc = ProcFs::new(&settings.proc_root);
-    // In-kernel counters: cannot block, cheaper together.
+    // In-kernel counters through files held open (sysfs and netlink for
+    // the rest): they cannot block, so they run together, in place.
     let counters: Vec<Box<dyn Sensor>> = vec![
         Box::new(sensors::cpu::CpuSensor::new(proc.clone())),
         Box::new(sensors::memory::MemorySensor::new(proc.clone())),
@@ -195,7 +196,7 @@ pub fn sensors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Sensor>>
         )),
     ];
     vec![
-        Box::new(Group::new("counters", counters)),
+        Box::new(Group::never_blocking("counters", counters)),
         Box::new(sensors::filesystems::FsSensor::new(
             proc.clone(),
             FsOptions {
@@ -206,10 +207,9 @@ pub fn sensors(settings: &InfraSettings, statfs: StatFs) -> Vec<Box<dyn Sensor>>
                 statfs,
             },
         )),
-        Box::new(sensors::processes::ProcessSensor::new(
-            proc,
-            &settings.etc_root,
-            settings.cmdline_max,
-        )),
+        Box::new(
+            sensors::processes::ProcessSensor::new(proc, &settings.etc_root, settings.cmdline_max)
+                .describing_top(settings.process_top),
+        ),
     ]
 }

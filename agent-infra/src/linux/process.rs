@@ -28,7 +28,12 @@ pub struct PidStat {
     pub start_time: u64,
     /// Resident set size, pages.
     pub rss_pages: u64,
+    /// A kernel thread (`PF_KTHREAD` in the flags, field 9).
+    pub kernel_thread: bool,
 }
+
+/// `PF_KTHREAD` (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Parses one `/proc/<pid>/stat`. The name is in parentheses and may itself
 /// contain spaces and parentheses, so it ends at the *last* `)`.
@@ -41,29 +46,49 @@ pub fn parse_pid_stat(text: &str) -> Result<PidStat, ParseError> {
     }
     let pid = text[..open].trim().parse().map_err(|_| bad("bad pid"))?;
     let comm = text[open + 1..close].to_string();
-    // Fields after the name, numbered from 3 (state) as in proc(5).
-    let rest: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
-    let field = |n: usize| -> Result<&str, ParseError> {
-        rest.get(n - 3)
-            .copied()
-            .ok_or_else(|| bad(&format!("no field {n}")))
-    };
+    // Fields after the name, numbered from 3 (state) as in proc(5); only
+    // those used are kept (no list of all 50: this runs for every process
+    // every cycle).
+    const WANTED: [usize; 8] = [3, 4, 9, 14, 15, 20, 22, 24];
+    let mut found: [&str; WANTED.len()] = [""; WANTED.len()];
+    let mut fields = text[close + 1..].split_ascii_whitespace();
+    let mut at = 3;
+    for (slot, &n) in found.iter_mut().zip(&WANTED) {
+        let skipped = n - at;
+        *slot = fields
+            .nth(skipped)
+            .ok_or_else(|| bad(&format!("no field {n}")))?;
+        at = n + 1;
+    }
+    let field = |n: usize| -> &str { WANTED.iter().position(|&w| w == n).map_or("", |i| found[i]) };
     let num = |n: usize| -> Result<u64, ParseError> {
-        let f = field(n)?;
+        let f = field(n);
         f.parse()
             .map_err(|_| bad(&format!("field {n}: '{f}' is not a number")))
     };
     Ok(PidStat {
         pid,
         comm,
-        state: field(3)?.chars().next().unwrap_or('?'),
+        state: field(3).chars().next().unwrap_or('?'),
         ppid: u32::try_from(num(4)?).unwrap_or(0),
         utime: num(14)?,
         stime: num(15)?,
         threads: u32::try_from(num(20)?).unwrap_or(u32::MAX),
         start_time: num(22)?,
         rss_pages: num(24)?,
+        kernel_thread: num(9)? & PF_KTHREAD != 0,
     })
+}
+
+/// From `/proc/<pid>/schedstat` (`sum_exec_runtime run_delay pcount`):
+/// the nanoseconds the task ran and how many times it was put on a CPU.
+/// Both unchanged: it has not run since (a kernel thread's `stat` is then
+/// what it was).
+pub fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_ascii_whitespace();
+    let ran_ns = fields.next()?.parse().ok()?;
+    let runs = fields.nth(1)?.parse().ok()?;
+    Some((ran_ns, runs))
 }
 
 /// The state letter in words, as `ps` documents them.
@@ -163,6 +188,14 @@ mod tests {
             ('R', 1, 250, 50, 3, 777, 512)
         );
         assert!(parse_pid_stat("4242 (short) R 1").is_err());
+        assert!(!s.kernel_thread);
+        let kworker = "7 (kworker/0:0-events) I 2 0 0 0 -1 69238880 0 0 0 0 0 5 0 0 20 0 1 0 3 0 0 18446744073709551615";
+        assert!(parse_pid_stat(kworker).expect("parses").kernel_thread);
+        assert_eq!(
+            parse_schedstat("6359774 14005533 104\n"),
+            Some((6359774, 104))
+        );
+        assert_eq!(parse_schedstat("6359774"), None);
     }
 
     #[test]

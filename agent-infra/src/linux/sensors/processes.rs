@@ -1,30 +1,50 @@
 //! Every process: CPU share, memory, threads, state; the counts by state.
 //!
 //! Cost is what matters here, since a host may run thousands of processes:
+//! - `/proc` is listed through a directory kept open, rewound each cycle
+//!   and read into one reused buffer; per-process files are opened
+//!   relative to it (`openat`), so no path is built on the heap or walked
+//!   from `/`.
 //! - `/proc/<pid>/stat` is read every cycle, and its file is kept open
 //!   between cycles (re-read with `pread` at offset 0): measured here, that
 //!   halves the cost against opening it each time. A kept file of a process
 //!   that exited answers ESRCH and is dropped; at most [`MAX_KEPT_FDS`] are
 //!   kept.
-//! - `status` and `cmdline` are read only for a process not seen before,
-//!   or one that changed its name (`exec`); a pid reused by a new process is
-//!   told apart by its start time.
+//! - A kernel thread (most of `/proc` on an idle host) has its `schedstat`
+//!   kept open too: while that says it has not run since the last cycle,
+//!   its `stat` (the costliest file to render) cannot have changed and is
+//!   not read again. Its memory is none, and its state changes only by
+//!   running (one woken and not yet run shows as sleeping one cycle more).
+//!   A user process is not skipped: reclaim can shrink its memory while it
+//!   sleeps, and its other threads run without its main one.
+//! - `status` and `cmdline` (the user and the command line) are read only
+//!   for the processes a snapshot shows: the top N by CPU and by memory
+//!   (once per process, again after it `exec`s; a pid reused by a new
+//!   process is told apart by its start time), and, for a threshold's full
+//!   snapshot, every process ([`ProcessTable::describe_missing`], run by
+//!   the loop, not by this sensor). A host that starts hundreds of
+//!   short-lived processes a second (a build) does not pay two opens each.
 //! - No thread walk, and nothing that makes the kernel walk page tables
 //!   (`smaps`, `smaps_rollup`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::ffi::CStr;
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use agent_core::Sample;
+use rustix::fs::{Mode, OFlags, RawDir, SeekFrom};
 
 use crate::linux::ProcFs;
 use crate::linux::process::{
-    PidStat, format_cmdline, parse_passwd, parse_pid_stat, parse_status_uid, state_name,
+    PidStat, format_cmdline, parse_passwd, parse_pid_stat, parse_schedstat, parse_status_uid,
+    state_name,
 };
 use crate::processes::ProcessInfo;
-use crate::sensor::{ProcessTable, ReadError, Reading, Sensor};
+use crate::sensor::{Describe, ProcessTable, ReadError, Reading, Sensor, leaders};
 
 /// States always reported, even at zero, so their series have no gaps.
 const MAIN_STATES: &[&str] = &[
@@ -39,15 +59,122 @@ const MAIN_STATES: &[&str] = &[
 /// Most `stat` files kept open between cycles.
 pub const MAX_KEPT_FDS: usize = 2048;
 
+/// The buffer `/proc` is listed into (one `getdents64` call takes a few
+/// hundred entries).
+const LIST_BUF: usize = 32 << 10;
+
 #[derive(Debug)]
 struct Known {
     start_time: u64,
     comm: String,
     ticks: u64,
-    user: String,
-    cmdline: String,
+    /// User and command line, once read (see the module's notes).
+    described: Option<(String, String)>,
     seen: u64,
     stat: Option<File>,
+    /// A kernel thread's `schedstat`, its last reading, and the `stat` read
+    /// with it (see the module's notes).
+    schedstat: Option<(File, (u64, u64), PidStat)>,
+}
+
+/// Reads a process's user and command line from `/proc/<pid>/status` and
+/// `/proc/<pid>/cmdline`, relative to a `/proc` directory kept open.
+#[derive(Debug, Clone)]
+pub struct ProcDescriber {
+    dir: Arc<OwnedFd>,
+    users: Arc<HashMap<u32, String>>,
+    cmdline_max: usize,
+}
+
+impl ProcDescriber {
+    /// User and command line of `pid` (named `comm`), reading into `buf`.
+    /// A process gone or unreadable shows as user `?`; one without a
+    /// command line (a kernel thread) as `[comm]`, as `ps` shows it.
+    fn describe_into(&self, pid: u32, comm: &str, buf: &mut Vec<u8>) -> (String, String) {
+        let uid = match read_at(&self.dir, pid, "status", buf, usize::MAX) {
+            Ok(n) => parse_status_uid(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => None,
+        };
+        let user = uid.map_or_else(
+            || "?".to_string(),
+            |u| self.users.get(&u).cloned().unwrap_or_else(|| u.to_string()),
+        );
+        // A little past the limit is enough to know the line was cut.
+        let limit = self.cmdline_max.saturating_add(8);
+        let cmdline = match read_at(&self.dir, pid, "cmdline", buf, limit) {
+            Ok(n) if n > 0 => format_cmdline(&buf[..n], self.cmdline_max),
+            // Kernel threads have no command line; ps shows them bracketed.
+            _ => format!("[{comm}]"),
+        };
+        (user, cmdline)
+    }
+}
+
+impl Describe for ProcDescriber {
+    fn describe(&self, pid: u32, name: &str) -> (String, String) {
+        self.describe_into(pid, name, &mut Vec::new())
+    }
+}
+
+/// Reads at most `max` bytes of `<pid>/<file>` under `dir` into `buf`
+/// (grown as needed, never shrunk); returns how many.
+fn read_at(
+    dir: &OwnedFd,
+    pid: u32,
+    file: &str,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    let mut name = [0u8; 48];
+    let fd = rustix::fs::openat(
+        dir,
+        pid_path(&mut name, pid, file)?,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if buf.len() < 4096 {
+        buf.resize(4096, 0);
+    }
+    let mut filled = 0;
+    loop {
+        let end = buf.len().min(max);
+        if filled >= end {
+            return Ok(filled);
+        }
+        let n = rustix::io::read(&fd, &mut buf[filled..end])?;
+        filled += n;
+        // procfs answers a read with all it has when it fits.
+        if n == 0 || filled < end {
+            return Ok(filled);
+        }
+        if end == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+}
+
+/// `<pid>/<file>` as a C string in `buf`, without touching the heap.
+fn pid_path<'a>(buf: &'a mut [u8; 48], pid: u32, file: &str) -> std::io::Result<&'a CStr> {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{pid}/{file}\0")?;
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    CStr::from_bytes_with_nul(&buf[..len]).map_err(std::io::Error::other)
+}
+
+/// A directory entry's name as a pid, if it is one.
+fn parse_pid(name: &[u8]) -> Option<u32> {
+    if name.is_empty() || name.len() > 10 {
+        return None;
+    }
+    let mut pid: u32 = 0;
+    for &b in name {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        pid = pid.checked_mul(10)?.checked_add(u32::from(b - b'0'))?;
+    }
+    Some(pid)
 }
 
 /// Reads `/proc/<pid>/*`.
@@ -56,42 +183,61 @@ pub struct ProcessSensor {
     proc: ProcFs,
     passwd: PathBuf,
     cmdline_max: usize,
+    /// Describe only the top this many by CPU and by memory (`None`: all).
+    describe_top: Option<usize>,
     ticks_per_sec: f64,
     page_size: u64,
+    /// `/proc`, kept open (opened at the first read).
+    dir: Option<Arc<OwnedFd>>,
+    list_buf: Vec<std::mem::MaybeUninit<u8>>,
+    pids: Vec<u32>,
     known: HashMap<u32, Known>,
     kept_fds: usize,
     fd_budget: usize,
     mem_total: Option<u64>,
-    users: HashMap<u32, String>,
+    users: Arc<HashMap<u32, String>>,
     users_stamp: Option<SystemTime>,
     prev: Option<Instant>,
     generation: u64,
     stat_buf: Vec<u8>,
-    buf: String,
-    path: PathBuf,
+    buf: Vec<u8>,
 }
 
 impl ProcessSensor {
-    /// A sensor reading `proc`, naming users from `<etc>/passwd`.
+    /// A sensor reading `proc`, naming users from `<etc>/passwd`. It reads
+    /// the user and command line of every process; see
+    /// [`ProcessSensor::describing_top`].
     pub fn new(proc: ProcFs, etc_root: &Path, cmdline_max: usize) -> ProcessSensor {
         ProcessSensor {
-            path: proc.root().to_path_buf(),
             proc,
             passwd: etc_root.join("passwd"),
             cmdline_max,
+            describe_top: None,
             ticks_per_sec: rustix::param::clock_ticks_per_second() as f64,
             page_size: rustix::param::page_size() as u64,
+            dir: None,
+            list_buf: Vec::new(),
+            pids: Vec::new(),
             known: HashMap::new(),
             kept_fds: 0,
             fd_budget: fd_budget(),
             mem_total: None,
-            users: HashMap::new(),
+            users: Arc::new(HashMap::new()),
             users_stamp: None,
             prev: None,
             generation: 0,
             stat_buf: vec![0; 4096],
-            buf: String::with_capacity(1024),
+            buf: Vec::with_capacity(4096),
         }
+    }
+
+    /// Reads the user and command line only of the processes
+    /// [`ProcessTable::top`]`(n)` shows; the others' are left empty, for
+    /// [`ProcessTable::describe_missing`] to fill in when a full snapshot
+    /// is wanted.
+    pub fn describing_top(mut self, n: usize) -> ProcessSensor {
+        self.describe_top = Some(n);
+        self
     }
 
     fn refresh_users(&mut self) {
@@ -101,23 +247,75 @@ impl ProcessSensor {
         if stamp.is_some() && stamp == self.users_stamp {
             return;
         }
-        self.users = std::fs::read_to_string(&self.passwd)
-            .map(|t| parse_passwd(&t))
-            .unwrap_or_default();
+        self.users = Arc::new(
+            std::fs::read_to_string(&self.passwd)
+                .map(|t| parse_passwd(&t))
+                .unwrap_or_default(),
+        );
         self.users_stamp = stamp;
     }
 
-    fn pid_path(&mut self, pid: u32, file: &str) -> &Path {
-        self.path.clear();
-        self.path.push(self.proc.root());
-        self.path.push(pid.to_string());
-        self.path.push(file);
-        &self.path
+    /// `/proc`, opened once.
+    fn dir(&mut self) -> Result<Arc<OwnedFd>, ReadError> {
+        if let Some(dir) = &self.dir {
+            return Ok(dir.clone());
+        }
+        let root = self.proc.root();
+        let dir = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ReadError::Io {
+            path: root.to_path_buf(),
+            source: e.into(),
+        })?;
+        let dir = Arc::new(dir);
+        self.dir = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Lists the pids in `/proc` into `self.pids`.
+    fn list_pids(&mut self, dir: &OwnedFd) -> Result<(), ReadError> {
+        let io = |e: rustix::io::Errno| ReadError::Io {
+            path: self.proc.root().to_path_buf(),
+            source: e.into(),
+        };
+        rustix::fs::seek(dir, SeekFrom::Start(0)).map_err(io)?;
+        if self.list_buf.is_empty() {
+            self.list_buf = vec![std::mem::MaybeUninit::uninit(); LIST_BUF];
+        }
+        self.pids.clear();
+        let mut entries = RawDir::new(dir, &mut self.list_buf[..]);
+        while let Some(entry) = entries.next() {
+            let entry = entry.map_err(io)?;
+            if let Some(pid) = parse_pid(entry.file_name().to_bytes()) {
+                self.pids.push(pid);
+            }
+        }
+        Ok(())
     }
 
     /// Reads `stat` of `pid`: through its kept file when there is one,
-    /// else by opening it (and returns the newly opened file).
-    fn read_stat(&mut self, pid: u32) -> Option<(PidStat, Option<File>)> {
+    /// else by opening it (and returns the newly opened file); for a kernel
+    /// thread that has not run since, the last one read (and `true`).
+    fn read_stat(&mut self, dir: &OwnedFd, pid: u32) -> Option<(PidStat, Option<File>, bool)> {
+        if let Some(known) = self.known.get_mut(&pid)
+            && let Some((file, ran, last)) = &mut known.schedstat
+        {
+            let now = rustix::io::pread(&*file, &mut self.stat_buf[..], 0)
+                .ok()
+                .and_then(|n| parse_schedstat(&String::from_utf8_lossy(&self.stat_buf[..n])));
+            match now {
+                Some(now) if now == *ran => return Some((last.clone(), None, true)),
+                Some(now) => *ran = now,
+                // That thread exited.
+                None => {
+                    known.schedstat = None;
+                    self.kept_fds -= 1;
+                }
+            }
+        }
         if let Some(known) = self.known.get_mut(&pid)
             && let Some(file) = &known.stat
         {
@@ -125,7 +323,7 @@ impl ProcessSensor {
                 Ok(n) if n > 0 => {
                     let stat = parse_pid_stat(&String::from_utf8_lossy(&self.stat_buf[..n])).ok();
                     if let Some(stat) = stat {
-                        return Some((stat, None));
+                        return Some((stat, None, false));
                     }
                 }
                 // ESRCH: that process exited (the pid may be someone else's now).
@@ -134,35 +332,33 @@ impl ProcessSensor {
             known.stat = None;
             self.kept_fds -= 1;
         }
-        let file = File::open(self.pid_path(pid, "stat")).ok()?;
+        let mut name = [0u8; 48];
+        let path = pid_path(&mut name, pid, "stat").ok()?;
+        let fd =
+            rustix::fs::openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        let file = File::from(fd);
         let n = rustix::io::pread(&file, &mut self.stat_buf[..], 0)
             .ok()
             .filter(|n| *n > 0)?;
         // `comm` is raw bytes (prctl can set anything): read it lossily.
         let stat = parse_pid_stat(&String::from_utf8_lossy(&self.stat_buf[..n])).ok()?;
-        Some((stat, Some(file)))
-    }
-
-    fn describe(&mut self, pid: u32, comm: &str) -> (String, String) {
-        let path = self.pid_path(pid, "status").to_path_buf();
-        let uid = match crate::linux::read_file(&path, &mut self.buf) {
-            Ok(()) => parse_status_uid(&self.buf),
-            Err(_) => None,
-        };
-        let user = uid.map_or_else(
-            || "?".to_string(),
-            |u| self.users.get(&u).cloned().unwrap_or_else(|| u.to_string()),
-        );
-        let cmdline = match std::fs::read(self.pid_path(pid, "cmdline")) {
-            Ok(raw) if !raw.is_empty() => format_cmdline(&raw, self.cmdline_max),
-            // Kernel threads have no command line; ps shows them bracketed.
-            _ => format!("[{comm}]"),
-        };
-        (user, cmdline)
+        Some((stat, Some(file), false))
     }
 }
 
-/// How many `stat` files to keep open: [`MAX_KEPT_FDS`], or half the
+/// Opens `<pid>/schedstat` and reads it once.
+fn open_schedstat(dir: &OwnedFd, pid: u32, buf: &mut [u8]) -> Option<(File, (u64, u64))> {
+    let mut name = [0u8; 48];
+    let path = pid_path(&mut name, pid, "schedstat").ok()?;
+    let file = File::from(
+        rustix::fs::openat(dir, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?,
+    );
+    let n = rustix::io::pread(&file, &mut *buf, 0).ok()?;
+    let ran = parse_schedstat(&String::from_utf8_lossy(&buf[..n]))?;
+    Some((file, ran))
+}
+
+/// How many `stat` and `schedstat` files to keep open: [`MAX_KEPT_FDS`], or half the
 /// process's file limit if that is lower (after raising the soft limit as
 /// far as the hard one allows).
 fn fd_budget() -> usize {
@@ -201,23 +397,16 @@ impl Sensor for ProcessSensor {
         let elapsed = self.prev.map(|p| now.duration_since(p).as_secs_f64());
         self.generation += 1;
         let generation = self.generation;
-        let entries = std::fs::read_dir(self.proc.root()).map_err(|source| ReadError::Io {
-            path: self.proc.root().to_path_buf(),
-            source,
-        })?;
-        let mut processes = Vec::new();
-        let mut counts: BTreeMap<String, u32> =
-            MAIN_STATES.iter().map(|s| (s.to_string(), 0)).collect();
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        let dir = self.dir()?;
+        self.list_pids(&dir)?;
+        let mut processes = Vec::with_capacity(self.pids.len());
+        let mut counts = [0u32; MAIN_STATES.len()];
+        let mut other_counts: std::collections::BTreeMap<&'static str, u32> =
+            std::collections::BTreeMap::new();
+        for i in 0..self.pids.len() {
+            let pid = self.pids[i];
             // The process may exit between listing and reading: skip it.
-            let Some((stat, opened)) = self.read_stat(pid) else {
+            let Some((stat, opened, unchanged)) = self.read_stat(&dir, pid) else {
                 continue;
             };
             let ticks = stat.utime + stat.stime;
@@ -233,18 +422,17 @@ impl Sensor for ProcessSensor {
             };
             let stale = same.is_none_or(|k| k.comm != stat.comm);
             if stale {
-                let (user, cmdline) = self.describe(pid, &stat.comm);
-                // Same process renamed by exec: keep its file. A new process
+                // Same process renamed (by exec; a kernel worker renames
+                // itself as it picks up work): keep its files. A new process
                 // under a reused pid: drop the old one's.
-                let kept = match self.known.remove(&pid) {
-                    Some(old) if old.start_time == stat.start_time => old.stat,
+                let (kept, schedstat) = match self.known.remove(&pid) {
+                    Some(old) if old.start_time == stat.start_time => (old.stat, old.schedstat),
                     Some(old) => {
-                        if old.stat.is_some() {
-                            self.kept_fds -= 1;
-                        }
-                        None
+                        self.kept_fds -=
+                            usize::from(old.stat.is_some()) + usize::from(old.schedstat.is_some());
+                        (None, None)
                     }
-                    None => None,
+                    None => (None, None),
                 };
                 self.known.insert(
                     pid,
@@ -252,10 +440,10 @@ impl Sensor for ProcessSensor {
                         start_time: stat.start_time,
                         comm: stat.comm.clone(),
                         ticks,
-                        user,
-                        cmdline,
+                        described: None,
                         seen: generation,
                         stat: kept,
+                        schedstat,
                     },
                 );
             }
@@ -269,16 +457,30 @@ impl Sensor for ProcessSensor {
                 known.stat = Some(file);
                 self.kept_fds += 1;
             }
+            if stat.kernel_thread && !unchanged {
+                match &mut known.schedstat {
+                    Some((_, _, last)) => *last = stat.clone(),
+                    None if known.stat.is_some() && self.kept_fds < self.fd_budget => {
+                        known.schedstat = open_schedstat(&dir, pid, &mut self.stat_buf)
+                            .map(|(file, ran)| (file, ran, stat.clone()));
+                        self.kept_fds += usize::from(known.schedstat.is_some());
+                    }
+                    None => {}
+                }
+            }
             known.ticks = ticks;
             known.seen = generation;
             let state = state_name(stat.state);
-            *counts.entry(state.to_string()).or_default() += 1;
+            match MAIN_STATES.iter().position(|s| *s == state) {
+                Some(at) => counts[at] += 1,
+                None => *other_counts.entry(state).or_default() += 1,
+            }
             let rss_bytes = stat.rss_pages * self.page_size;
             processes.push(ProcessInfo {
                 pid,
                 name: stat.comm,
-                user: known.user.clone(),
-                cmdline: known.cmdline.clone(),
+                user: String::new(),
+                cmdline: String::new(),
                 cpu_pct,
                 rss_bytes,
                 mem_pct: if mem_total == 0 {
@@ -287,22 +489,65 @@ impl Sensor for ProcessSensor {
                     rss_bytes as f64 * 100.0 / mem_total as f64
                 },
                 threads: stat.threads,
-                state: state.to_string(),
+                state,
             });
         }
         self.known.retain(|_, k| k.seen == generation);
-        self.kept_fds = self.known.values().filter(|k| k.stat.is_some()).count();
+        self.kept_fds = self
+            .known
+            .values()
+            .map(|k| usize::from(k.stat.is_some()) + usize::from(k.schedstat.is_some()))
+            .sum();
         self.prev = Some(now);
+
+        let describer = ProcDescriber {
+            dir,
+            users: self.users.clone(),
+            cmdline_max: self.cmdline_max,
+        };
+        let chosen = match self.describe_top {
+            Some(n) => leaders(&processes, n),
+            None => (0..processes.len()).collect(),
+        };
+        for at in chosen {
+            let Some(p) = processes.get_mut(at) else {
+                continue;
+            };
+            let Some(known) = self.known.get_mut(&p.pid) else {
+                continue;
+            };
+            let (user, cmdline) = match &known.described {
+                Some(described) => described.clone(),
+                None => {
+                    let described = describer.describe_into(p.pid, &p.name, &mut self.buf);
+                    known.described = Some(described.clone());
+                    described
+                }
+            };
+            p.user = user;
+            p.cmdline = cmdline;
+        }
+
         out.samples
             .push(Sample::new("proc.total", processes.len() as f64));
-        for (state, count) in &counts {
+        let mut state_counts = std::collections::BTreeMap::new();
+        for (state, count) in MAIN_STATES.iter().zip(counts) {
             out.samples
-                .push(Sample::new("proc.count", f64::from(*count)).label("state", state.clone()));
+                .push(Sample::new("proc.count", f64::from(count)).label("state", *state));
+            if count > 0 {
+                state_counts.insert(state.to_string(), count);
+            }
+        }
+        for (state, count) in other_counts {
+            out.samples
+                .push(Sample::new("proc.count", f64::from(count)).label("state", state));
+            state_counts.insert(state.to_string(), count);
         }
         out.processes = Some(ProcessTable {
             time: Some(SystemTime::now()),
             processes,
-            state_counts: counts.into_iter().filter(|(_, c)| *c > 0).collect(),
+            state_counts,
+            describer: Some(Arc::new(describer)),
         });
         Ok(())
     }
@@ -370,6 +615,51 @@ mod tests {
         assert!(me.cpu_pct > 10.0, "{}", me.cpu_pct);
     }
 
+    /// Kernel threads are read through `schedstat` once known: what the
+    /// table shows of them is what their `stat` says (a kernel thread that
+    /// ran is read again), and the kept files are counted.
+    #[test]
+    fn kernel_threads_keep_their_reading_while_they_do_not_run() {
+        let mut sensor = ProcessSensor::new(ProcFs::new("/proc"), Path::new("/etc"), 256);
+        sensor.read(&mut Reading::default()).expect("reads");
+        let mut reading = Reading::default();
+        sensor.read(&mut reading).expect("reads");
+        let kthreads: Vec<u32> = sensor
+            .known
+            .iter()
+            .filter(|(_, k)| k.schedstat.is_some())
+            .map(|(pid, _)| *pid)
+            .collect();
+        assert!(
+            !kthreads.is_empty(),
+            "kthreadd and its workers are in this host's /proc"
+        );
+        let table = reading.processes.expect("table");
+        for pid in kthreads {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue; // exited since
+            };
+            let now = parse_pid_stat(&text).expect("parses");
+            let shown = table
+                .processes
+                .iter()
+                .find(|p| p.pid == pid)
+                .expect("listed");
+            assert_eq!(shown.threads, 1, "{pid}");
+            assert_eq!(shown.rss_bytes, 0, "{pid}");
+            // A worker renames itself as it runs; kthreadd never does.
+            if pid == 2 {
+                assert_eq!(shown.name, now.comm);
+            }
+        }
+        let held: usize = sensor
+            .known
+            .values()
+            .map(|k| usize::from(k.stat.is_some()) + usize::from(k.schedstat.is_some()))
+            .sum();
+        assert_eq!(sensor.kept_fds, held);
+    }
+
     #[test]
     fn an_exited_process_is_forgotten_and_its_file_closed() {
         let mut sensor = ProcessSensor::new(ProcFs::new("/proc"), Path::new("/etc"), 256);
@@ -397,7 +687,11 @@ mod tests {
                 .iter()
                 .all(|p| p.pid != pid)
         );
-        let held = sensor.known.values().filter(|k| k.stat.is_some()).count();
+        let held: usize = sensor
+            .known
+            .values()
+            .map(|k| usize::from(k.stat.is_some()) + usize::from(k.schedstat.is_some()))
+            .sum();
         assert_eq!(sensor.kept_fds, held, "the count matches the files held");
     }
 }
