@@ -36,10 +36,10 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::{
-    Goal, Row, Running, StartedCollector, cpu_seconds, cpu_seconds_by_thread, free_port, now_ms,
-    peak_rss, print_json, print_table, start_collector,
+    Goal, Row, Running, StartedCollector, build, cpu_seconds, cpu_seconds_by_thread, free_port,
+    now_ms, peak_rss, print_json, print_table, start_collector,
 };
-use crate::process::{cargo, terminate, wait_exit};
+use crate::process::{terminate, wait_exit};
 use crate::test::{Package, ensure};
 
 const VICTORIA_METRICS: Package = Package {
@@ -150,28 +150,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     if options.vm {
         ensure(&[VICTORIA_METRICS])?;
     }
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "sightline-collector",
-        ],
-    )?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "sightline-e2e",
-            "--bin",
-            "loadgen",
-        ],
-    )?;
+    build(root, "release", "sightline-collector", None)?;
+    build(root, "release", "sightline-e2e", Some("loadgen"))?;
     let bin = root.join("target/release");
     let scratch = root.join(format!("target/bench-collector-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);

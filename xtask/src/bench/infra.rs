@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::{
-    Goal, Row, Running, StartedCollector, cpu_seconds, free_port, peak_rss, print_json,
+    Goal, Row, Running, StartedCollector, build, cpu_seconds, free_port, peak_rss, print_json,
     print_table, start_collector,
 };
-use crate::process::cargo;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 const WARM_UP_CYCLES: u32 = 3;
@@ -40,27 +39,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     crate::test::ensure_packages()?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--profile",
-            "agent",
-            "--locked",
-            "-p",
-            "sightline-infra",
-        ],
-    )?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "sightline-collector",
-        ],
-    )?;
+    build(root, "agent", "sightline-infra", None)?;
+    build(root, "release", "sightline-collector", None)?;
     let bin = root.join("target/release");
     let agent_bin = root.join("target/agent");
     let scratch = root.join(format!("target/bench-{}", std::process::id()));

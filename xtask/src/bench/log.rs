@@ -38,10 +38,9 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::{
-    Goal, Row, Running, StartedCollector, cpu_seconds, peak_rss, print_json, print_table,
+    Goal, Row, Running, StartedCollector, build, cpu_seconds, peak_rss, print_json, print_table,
     start_collector,
 };
-use crate::process::cargo;
 use crate::test::{Package, ensure};
 
 const RSYSLOG: Package = Package {
@@ -142,39 +141,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     if options.peer {
         ensure(&[RSYSLOG])?;
     }
-    cargo(
-        root,
-        &[
-            "build",
-            "--profile",
-            "agent",
-            "--locked",
-            "-p",
-            "sightline-log",
-        ],
-    )?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "sightline-collector",
-        ],
-    )?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "sightline-e2e",
-            "--bin",
-            "logsink",
-        ],
-    )?;
+    build(root, "agent", "sightline-log", None)?;
+    build(root, "release", "sightline-collector", None)?;
+    build(root, "release", "sightline-e2e", Some("logsink"))?;
     let bin = root.join("target/release");
     let agent_bin = root.join("target/agent/sightline-log");
     let scratch = root.join(format!("target/bench-log-{}", std::process::id()));

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{Running, StartedCollector, cpu_seconds, peak_rss, start_collector};
-use crate::process::{cargo, terminate, wait_exit};
+use super::{Running, StartedCollector, build, cpu_seconds, peak_rss, start_collector};
+use crate::process::{terminate, wait_exit};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Runs of each query.
@@ -60,28 +60,8 @@ fn options(args: &[String]) -> Result<Options> {
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = options(args)?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "sightline-collector",
-        ],
-    )?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "sightline-e2e",
-            "--bin",
-            "logload",
-        ],
-    )?;
+    build(root, "release", "sightline-collector", None)?;
+    build(root, "release", "sightline-e2e", Some("logload"))?;
     let bin = root.join("target/release");
     let scratch = root.join(format!("target/bench-log-store-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::{terminate, wait_exit};
+use crate::process::{cargo, terminate, wait_exit};
 
 const USAGE: &str = "usage: cargo xtask bench infra [--cycles N] [--json]
        cargo xtask bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
@@ -47,6 +47,17 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         Some((target, rest)) if target == "log-store" => log_store::run(root, rest),
         _ => bail!("{USAGE}"),
     }
+}
+
+/// Builds one package (or one binary of it) with a cargo profile:
+/// `release` for the collector and helpers, `agent` for what is shipped to
+/// hosts.
+fn build(root: &Path, profile: &str, package: &str, bin: Option<&str>) -> Result<()> {
+    let mut args = vec!["build", "--profile", profile, "--locked", "-p", package];
+    if let Some(bin) = bin {
+        args.extend(["--bin", bin]);
+    }
+    cargo(root, &args)
 }
 
 /// Kills its processes when dropped (SIGTERM, then SIGKILL after 2 s).
