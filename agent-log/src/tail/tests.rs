@@ -815,3 +815,60 @@ fn a_deleted_file_is_not_held_open_past_deleted_hold_while_the_spool_is_full() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Every send, as the pipeline gets it: (chunks, bytes).
+#[derive(Default)]
+struct Sends(Vec<(usize, usize)>);
+
+impl Delivery for Sends {
+    fn resume(&mut self, _source: &str) -> Resumed {
+        Resumed::default()
+    }
+    fn send(&mut self, out: Outgoing) -> Result<(), Stopped> {
+        let bytes = out.batch.payloads.iter().map(payload_len).sum();
+        self.0.push((out.batch.payloads.len(), bytes));
+        Ok(())
+    }
+}
+
+/// A file read in bulk goes out two full chunks a batch (each batch costs
+/// the spool files of its own), and no batch is split by the pipeline.
+#[test]
+fn a_file_read_in_bulk_is_sent_two_chunks_a_batch() {
+    let dir = scratch("bulk");
+    let line = format!("{}\n", "b".repeat(199));
+    append(
+        &dir.join("a.log"),
+        &line.repeat(6 * CHUNK_TARGET / line.len()),
+    );
+    let mut tailer: Tailer = Tailer::new(
+        settings(&format!("{}/*.log", dir.display()), Start::Beginning),
+        None,
+        Arc::new(LogCounters::default()),
+    );
+    let mut sends = Sends::default();
+    let now = Instant::now();
+    tailer.rescan(now, &mut sends);
+    tailer.poll(now, &mut sends).expect("open");
+    tailer
+        .drain(now + Duration::from_secs(10), &mut sends)
+        .expect("open");
+    let chunks: usize = sends.0.iter().map(|&(n, _)| n).sum();
+    assert!(
+        chunks >= 6,
+        "{chunks} chunks for six chunks' worth of lines"
+    );
+    assert!(
+        sends.0.len() <= chunks.div_ceil(2),
+        "{} sends for {chunks} chunks: {:?}",
+        sends.0.len(),
+        sends.0
+    );
+    let room = agent_core::pipeline::BATCH_LIMIT - (8 << 10);
+    assert!(
+        sends.0.iter().all(|&(_, bytes)| bytes <= room),
+        "{:?}",
+        sends.0
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
