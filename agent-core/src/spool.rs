@@ -44,7 +44,8 @@
 //!   flight: it never evicts a batch the transport has sent and not yet
 //!   seen acked ([`Spool::mark_in_flight`]), since the collector may store
 //!   it. The overshoot is bounded by the transport's window: at most
-//!   [`crate::transport::WINDOW`] batches of at most [`MAX_BATCH_BYTES`].
+//!   [`crate::transport::WINDOW`] batches and
+//!   [`crate::transport::WINDOW_BYTES`] bytes (or one larger batch).
 //! - A source's cursor is persisted only for batches that carry one, and
 //!   only once every older batch of that source is settled: a checkpoint
 //!   never runs ahead of what the collector has (or will never get).
