@@ -343,6 +343,9 @@ struct Tracked<F> {
     /// Found empty during a run: its first bytes decide whether it is a
     /// copy of another file (then it is discovered again).
     fresh: bool,
+    /// Missed by the last rescan's listing while still linked: gone only
+    /// if the next listing misses it too (see [`Tailer::rescan`]).
+    missed: bool,
 }
 
 /// A truncated generation waiting for its copy.
@@ -568,6 +571,22 @@ impl<F: Frames> Tailer<F> {
             .collect();
         for ident in gone {
             if let Some(t) = self.files.get_mut(&ident) {
+                // A listing made while a rotation renames files may miss
+                // one (readdir over a changing folder); finished on that
+                // alone, an idle file would be forgotten and found again
+                // as new, its lines shipped twice. A file still linked is
+                // gone when a second listing, soon after, misses it too;
+                // a deleted one (no link left) at once.
+                let unlinked = t.file.as_ref().is_some_and(|f| {
+                    use std::os::unix::fs::MetadataExt;
+                    f.metadata().is_ok_and(|m| m.nlink() == 0)
+                });
+                if !unlinked && !t.missed {
+                    t.missed = true;
+                    self.rescan_soon = true;
+                    continue;
+                }
+                t.missed = false;
                 t.place = Place::Gone(now);
                 if t.file.is_none() {
                     // Closed while idle (max_open) and gone since: nothing
@@ -637,6 +656,7 @@ impl<F: Frames> Tailer<F> {
             return;
         };
         t.path = path;
+        t.missed = false;
         if let Place::Gone(_) = t.place {
             t.place = Place::Live;
         }
@@ -970,6 +990,7 @@ impl<F: Frames> Tailer<F> {
             mtime: None,
             safe_tail: (offset, tail),
             fresh: false,
+            missed: false,
         };
         self.by_key.insert((g, key), ident);
         self.by_path.insert(path.to_path_buf(), ident);

@@ -872,3 +872,131 @@ fn a_file_read_in_bulk_is_sent_two_chunks_a_batch() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Moves `app.log.N` to `app.log.N+1` (the newest first), as logrotate.
+fn shift_rotated(h: &Harness) {
+    let mut n = 1;
+    while h.path(&format!("app.log.{n}")).exists() {
+        n += 1;
+    }
+    for k in (1..n).rev() {
+        fs::rename(
+            h.path(&format!("app.log.{k}")),
+            h.path(&format!("app.log.{}", k + 1)),
+        )
+        .expect("shift");
+    }
+}
+
+/// The torture test's failing run, step by step: a copytruncate copy
+/// adopted, the agent killed, the copy renamed on, both killed again.
+#[test]
+fn a_copy_taken_over_before_a_kill_stays_its_original_through_later_rotations() {
+    let mut h = Harness::new("copy-kill", Start::Beginning);
+    let live = h.path("app.log");
+    let mut next = 0;
+    let mut write = |h: &mut Harness, n: usize| {
+        append(&h.path("app.log"), &lines(next, next + n));
+        next += n;
+        h.step(1);
+    };
+    h.step(0);
+    for _ in 0..4 {
+        write(&mut h, 40);
+    }
+    // RenameCreate.
+    shift_rotated(&h);
+    fs::rename(&live, h.path("app.log.1")).expect("rename");
+    fs::File::create(&live).expect("create");
+    h.step(0);
+    for _ in 0..8 {
+        write(&mut h, 80);
+    }
+    // CopyTruncate: the copy seen before the truncation; lines written
+    // in the window are read from the original.
+    shift_rotated(&h);
+    fs::copy(&live, h.path("app.log.1")).expect("copy");
+    h.step(0);
+    write(&mut h, 15);
+    OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    for _ in 0..4 {
+        write(&mut h, 40);
+    }
+    h.spool.ack_all(&mut h.tailer);
+    h.restart(true);
+    h.step(0);
+    for _ in 0..4 {
+        write(&mut h, 40);
+    }
+    // RenameCreate.
+    shift_rotated(&h);
+    fs::rename(&live, h.path("app.log.1")).expect("rename");
+    fs::File::create(&live).expect("create");
+    h.step(0);
+    for _ in 0..4 {
+        write(&mut h, 40);
+    }
+    h.spool.ack_all(&mut h.tailer);
+    // Truncate.
+    h.settle();
+    OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    for _ in 0..4 {
+        write(&mut h, 40);
+    }
+    // CopyTruncate, then both killed.
+    shift_rotated(&h);
+    fs::copy(&live, h.path("app.log.1")).expect("copy");
+    h.step(0);
+    OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .expect("open")
+        .set_len(0)
+        .expect("truncate");
+    for _ in 0..2 {
+        write(&mut h, 40);
+    }
+    h.restart(true);
+    h.step(0);
+    for _ in 0..4 {
+        write(&mut h, 40);
+    }
+    h.settle();
+    h.settle();
+    assert!(h.spool.conflicts.is_empty(), "{:?}", h.spool.conflicts);
+    assert_eq!(sorted(h.spool.lines()), expected(0, next));
+    let _ = fs::remove_dir_all(&h.dir);
+}
+
+/// A listing made while a rotation renames files can miss one (`readdir`
+/// over a changing folder): an idle rotated file missed by one rescan and
+/// found by the next is the same file, never read again as a new one.
+#[test]
+fn an_idle_file_missed_by_one_listing_is_not_read_again_as_new() {
+    let mut h = Harness::new("missed", Start::Beginning);
+    append(&h.path("app.log"), &lines(0, 50));
+    h.step(0);
+    fs::rename(h.path("app.log"), h.path("app.log.1")).expect("rename");
+    append(&h.path("app.log"), &lines(50, 60));
+    h.settle();
+    // Idle past GONE_IDLE, then out of the listing for one rescan (as a
+    // readdir racing a rename sees it), then back.
+    h.step(10);
+    fs::rename(h.path("app.log.1"), h.path("elsewhere")).expect("rename away");
+    h.step(1);
+    fs::rename(h.path("elsewhere"), h.path("app.log.2")).expect("rename back");
+    h.settle();
+    assert!(h.spool.conflicts.is_empty(), "{:?}", h.spool.conflicts);
+    assert_eq!(sorted(h.spool.lines()), expected(0, 60));
+    let _ = fs::remove_dir_all(&h.dir);
+}
