@@ -36,8 +36,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::{
-    Goal, Row, Running, StartedCollector, build, cpu_seconds, cpu_seconds_by_thread, free_port,
-    now_ms, peak_rss, print_json, print_table, start_collector,
+    Goal, Row, Running, StartedCollector, api_get, build, cpu_seconds, cpu_seconds_by_thread,
+    free_port, http_client, now_ms, peak_rss, print_json, print_table, start_collector,
 };
 use crate::process::{terminate, wait_exit};
 use crate::test::{Package, ensure};
@@ -403,14 +403,6 @@ fn stop(child: &mut Child, what: &str) -> Result<()> {
     }
 }
 
-fn http_client() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(HTTP_TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
 fn measure_collector(bin: &Path, scratch: &Path, options: &Options) -> Result<Measured> {
     let data = scratch.join("collector");
     let StartedCollector {
@@ -472,23 +464,8 @@ fn collector_points_stored(
     load: &Value,
     options: &Options,
 ) -> Result<f64> {
-    let client = http_client();
-    let get = |path: &str| -> Result<Value> {
-        let mut response = client
-            .get(format!("http://{http}{path}"))
-            .header("Authorization", format!("Bearer {token}"))
-            .call()?;
-        let status = response.status();
-        let body: Value = response
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_json()?;
-        if !status.is_success() {
-            bail!("GET {path}: {status}: {body}");
-        }
-        Ok(body)
-    };
+    let client = http_client(HTTP_TIMEOUT);
+    let get = |path: &str| api_get(&client, http, token, path);
     let agents = get("/api/v1/agents")?;
     let agents = agents["agents"].as_array().context("agents")?;
     let mut batches: u64 = 0;
@@ -556,7 +533,7 @@ fn measure_vm(bin: &Path, scratch: &Path, options: &Options) -> Result<Measured>
         .with_context(|| format!("starting {}", VICTORIA_METRICS.provides))?;
     let pid = vm.id();
     let mut running = Running(vec![vm]);
-    let client = http_client();
+    let client = http_client(HTTP_TIMEOUT);
     let started = Instant::now();
     loop {
         if let Ok(r) = client.get(format!("http://{addr}/health")).call()

@@ -38,8 +38,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::{
-    Goal, Row, Running, StartedCollector, build, cpu_seconds, peak_rss, print_json, print_table,
-    start_collector,
+    Goal, Row, Running, StartedCollector, api_get, build, cpu_seconds, http_client, peak_rss,
+    print_json, print_table, start_collector,
 };
 use crate::test::{Package, ensure};
 
@@ -590,31 +590,6 @@ struct StoredPass {
     live_missed: usize,
 }
 
-fn http_client() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(HTTP_TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-fn api_get(client: &ureq::Agent, http: &str, token: &str, path: &str) -> Result<Value> {
-    let mut response = client
-        .get(format!("http://{http}{path}"))
-        .header("Authorization", format!("Bearer {token}"))
-        .call()?;
-    let status = response.status();
-    let body: Value = response
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_json()?;
-    if !status.is_success() {
-        bail!("GET {path}: {status}: {body}");
-    }
-    Ok(body)
-}
-
 /// The agent into the real collector, then LiveTail.
 fn stored_pass(
     agent_bin: &Path,
@@ -645,7 +620,7 @@ fn stored_pass(
     )?;
     let pid = agent.id();
     let _agent = Running(vec![agent]);
-    let client = http_client();
+    let client = http_client(HTTP_TIMEOUT);
     let deadline = started + options.limit();
     let last_line = format!(
         "/api/v1/logs/search?q={END_MARK}&category=bench&from=0&to={}&limit=1",

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{Running, StartedCollector, build, cpu_seconds, peak_rss, start_collector};
+use super::{
+    Running, StartedCollector, api_get, build, cpu_seconds, http_client, peak_rss, start_collector,
+};
 use crate::process::{terminate, wait_exit};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -77,29 +79,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(HTTP_TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
 /// `GET path` with the token: the body and how long it took.
 fn timed_get(agent: &ureq::Agent, base: &str, token: &str, path: &str) -> Result<(Value, f64)> {
     let started = Instant::now();
-    let mut response = agent
-        .get(format!("http://{base}{path}"))
-        .header("Authorization", format!("Bearer {token}"))
-        .call()
-        .with_context(|| format!("GET {path}"))?;
-    let status = response.status().as_u16();
-    let body: Value = response.body_mut().read_json()?;
-    let seconds = started.elapsed().as_secs_f64();
-    if status != 200 {
-        bail!("GET {path}: {status} {body}");
-    }
-    Ok((body, seconds))
+    let body = api_get(agent, base, token, path)?;
+    Ok((body, started.elapsed().as_secs_f64()))
 }
 
 /// p50 and p99 (nearest rank) of `samples`, in seconds.
@@ -183,7 +167,7 @@ fn measure(bin: &Path, scratch: &Path, options: &Options) -> Result<Value> {
     );
     eprintln!("logload: {result}");
 
-    let agent = http();
+    let agent = http_client(HTTP_TIMEOUT);
     // Every line stored once: the patterns' counts add up to them.
     let (patterns, _) = timed_get(
         &agent,

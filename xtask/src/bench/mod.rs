@@ -60,6 +60,36 @@ fn build(root: &Path, profile: &str, package: &str, bin: Option<&str>) -> Result
     cargo(root, &args)
 }
 
+/// A client for the collector's API: `timeout` on every call, an error
+/// status returned as a value so [`api_get`] can say which path failed.
+fn http_client(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// `GET path` of the collector's API with a project's token: the JSON
+/// body, or an error naming the path, the status and the body.
+fn api_get(client: &ureq::Agent, http: &str, token: &str, path: &str) -> Result<serde_json::Value> {
+    let mut response = client
+        .get(format!("http://{http}{path}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .with_context(|| format!("GET {path}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_json()?;
+    if !status.is_success() {
+        bail!("GET {path}: {status}: {body}");
+    }
+    Ok(body)
+}
+
 /// Kills its processes when dropped (SIGTERM, then SIGKILL after 2 s).
 struct Running(Vec<Child>);
 
