@@ -154,6 +154,10 @@ fn payload_from_wire(
             }),
             None => BatchPayload::Events(Vec::new()),
         },
+        pb::payload::Kind::Db(_) => {
+            refused.add(|| "this collector does not store database snapshots yet".into());
+            BatchPayload::Events(Vec::new())
+        }
     }
 }
 

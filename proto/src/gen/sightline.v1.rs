@@ -253,6 +253,166 @@ pub struct LogField {
     #[prost(uint32, repeated, tag = "5")]
     pub codes: ::prost::alloc::vec::Vec<u32>,
 }
+/// The sessions of one server and its lock tree at one moment. The
+/// collector keeps each with its time, so that "the moment at 14:02" can be
+/// shown later.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DbSnapshot {
+    /// When it was taken, unix ms; 0 means the batch's time.
+    #[prost(int64, tag = "1")]
+    pub time_ms: i64,
+    /// "periodic" every cycle; "lock_wait" or "threads_running" when it was
+    /// taken for an alert (the event of the same moment names it).
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+    /// The server as detected: "mariadb" or "mysql", and its version string.
+    #[prost(string, tag = "3")]
+    pub flavor: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub version: ::prost::alloc::string::String,
+    /// The sessions that were not sleeping (all of them with
+    /// db.sessions.idle=true), plus every session the lock tree names.
+    #[prost(message, repeated, tag = "5")]
+    pub sessions: ::prost::alloc::vec::Vec<DbSession>,
+    /// Sessions left out by the agent's limit (db.sessions.max).
+    #[prost(uint32, tag = "6")]
+    pub sessions_omitted: u32,
+    /// True when the lock tables were read this cycle. They are read only
+    /// when the server reports lock waits, so false means "no waits", and
+    /// `locks` is then empty.
+    #[prost(bool, tag = "7")]
+    pub locks_read: bool,
+    /// The lock tree as a forest, in depth-first order: a root blocker, then
+    /// the sessions waiting on it, each followed by those waiting on it.
+    #[prost(message, repeated, tag = "8")]
+    pub locks: ::prost::alloc::vec::Vec<LockNode>,
+    /// Global variables of the server (max_connections, ...) when they were
+    /// first read or changed since the last snapshot; empty otherwise.
+    #[prost(map = "string, string", tag = "9")]
+    pub variables: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DbSession {
+    /// The connection id (what KILL takes); on MySQL 8 Performance Schema
+    /// thread ids are mapped to it.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub user: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub host: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub db: ::prost::alloc::string::String,
+    /// "Query", "Sleep", "Connect", ...
+    #[prost(string, tag = "5")]
+    pub command: ::prost::alloc::string::String,
+    /// "Sending data", "Waiting for table metadata lock", ...
+    #[prost(string, tag = "6")]
+    pub state: ::prost::alloc::string::String,
+    /// Time in the current command, ms.
+    #[prost(uint64, tag = "7")]
+    pub time_ms: u64,
+    /// The statement running now: cut at db.query.max bytes (`query_cut`),
+    /// literals masked with db.query.mask_literals. Empty when idle.
+    #[prost(string, tag = "8")]
+    pub query: ::prost::alloc::string::String,
+    #[prost(bool, tag = "9")]
+    pub query_cut: bool,
+    /// Its open transaction, where the server tells it.
+    #[prost(message, optional, tag = "10")]
+    pub trx: ::core::option::Option<DbTransaction>,
+    /// MariaDB's extended processlist: stage, progress in percent (0-100),
+    /// memory used in bytes. Zero where the server has none.
+    #[prost(string, tag = "11")]
+    pub stage: ::prost::alloc::string::String,
+    #[prost(double, tag = "12")]
+    pub progress_pct: f64,
+    #[prost(uint64, tag = "13")]
+    pub memory_bytes: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DbTransaction {
+    /// The engine's transaction id as text (InnoDB's trx_id).
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// "RUNNING", "LOCK WAIT", "ROLLING BACK", "COMMITTING".
+    #[prost(string, tag = "2")]
+    pub state: ::prost::alloc::string::String,
+    /// Age of the transaction, ms.
+    #[prost(uint64, tag = "3")]
+    pub age_ms: u64,
+    #[prost(uint64, tag = "4")]
+    pub rows_locked: u64,
+    #[prost(uint64, tag = "5")]
+    pub rows_modified: u64,
+    #[prost(uint64, tag = "6")]
+    pub tables_locked: u64,
+    /// How long the session has been idle inside it (its query is empty), ms.
+    #[prost(uint64, tag = "7")]
+    pub idle_ms: u64,
+    /// The last statement it ran, where the server keeps it
+    /// (performance_schema.events_statements_current on MySQL). Cut and
+    /// masked as `query`.
+    #[prost(string, tag = "8")]
+    pub last_query: ::prost::alloc::string::String,
+}
+/// One session's place in the lock tree.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LockNode {
+    /// The session (in DbSnapshot.sessions when it is still there).
+    #[prost(uint64, tag = "1")]
+    pub session_id: u64,
+    /// The session it waits on; 0 for a root.
+    #[prost(uint64, tag = "2")]
+    pub parent_id: u64,
+    /// 0 for a root, 1 for those waiting on it, ...
+    #[prost(uint32, tag = "3")]
+    pub depth: u32,
+    /// Holding locks others wait on, waiting for nothing: what a DBA kills.
+    #[prost(bool, tag = "4")]
+    pub root_blocker: bool,
+    /// The wait closes a cycle (a deadlock in the making); the node's
+    /// children are not repeated.
+    #[prost(bool, tag = "5")]
+    pub in_cycle: bool,
+    /// The session was named by a lock edge but was gone from the process
+    /// list when it was read.
+    #[prost(bool, tag = "6")]
+    pub gone: bool,
+    /// How this session waits on its parent; unset for a root.
+    #[prost(message, optional, tag = "7")]
+    pub wait: ::core::option::Option<LockWait>,
+    /// Where a session waits on several others, it appears under each; this
+    /// is true on every appearance but the first.
+    #[prost(bool, tag = "8")]
+    pub repeated_node: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LockWait {
+    /// "RECORD", "TABLE" (InnoDB) or "METADATA" (a metadata lock).
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    /// The mode the waiter asks for ("X", "S", "X,GAP", "IX",
+    /// "EXCLUSIVE", ...) and the mode its parent holds.
+    #[prost(string, tag = "2")]
+    pub mode: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub holder_mode: ::prost::alloc::string::String,
+    /// `schema`.`table`, and the index for record locks.
+    #[prost(string, tag = "4")]
+    pub table: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub index: ::prost::alloc::string::String,
+    /// The locked record, as the server shows it (a primary key value).
+    #[prost(string, tag = "6")]
+    pub data: ::prost::alloc::string::String,
+    /// How long the waiter has waited, ms.
+    #[prost(uint64, tag = "7")]
+    pub wait_ms: u64,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HelloRequest {
     /// Which agent this is: "infra", "db", "log", "url", "k8s".
@@ -335,7 +495,7 @@ pub struct Batch {
 /// One kind of data; a product adds an arm here for its own messages.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Payload {
-    #[prost(oneof = "payload::Kind", tags = "10, 11, 12, 13")]
+    #[prost(oneof = "payload::Kind", tags = "10, 11, 12, 13, 14")]
     pub kind: ::core::option::Option<payload::Kind>,
 }
 /// Nested message and enum types in `Payload`.
@@ -350,6 +510,8 @@ pub mod payload {
         Events(super::AgentEvents),
         #[prost(message, tag = "13")]
         Logs(super::LogChunk),
+        #[prost(message, tag = "14")]
+        Db(super::DbSnapshot),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
