@@ -154,10 +154,9 @@ fn payload_from_wire(
             }),
             None => BatchPayload::Events(Vec::new()),
         },
-        pb::payload::Kind::Db(_) => {
-            refused.add(|| "this collector does not store database snapshots yet".into());
-            BatchPayload::Events(Vec::new())
-        }
+        pb::payload::Kind::Db(snapshot) => BatchPayload::Db(Box::new(
+            products::db::snapshot_from_wire(snapshot, at, refused),
+        )),
     }
 }
 
