@@ -123,7 +123,7 @@ fn session(id: u64, user: &str, query: &str, trx_id: &str) -> pb::DbSession {
             tables_locked: 1,
             idle_ms: if query.is_empty() { 25_000 } else { 0 },
             last_query: if query.is_empty() {
-                "UPDATE accounts SET balance = balance - # WHERE id = #".into()
+                "update accounts set balance = balance - # where id = #".into()
             } else {
                 String::new()
             },
@@ -163,19 +163,19 @@ fn lock_chain_snapshot(time_ms: i64) -> pb::DbSnapshot {
             session(
                 2,
                 "app_b",
-                "UPDATE accounts SET balance = # WHERE id = #",
+                "update accounts set balance = # where id = #",
                 "1002",
             ),
             session(
                 3,
                 "app_c",
-                "SELECT * FROM accounts WHERE id = # FOR UPDATE",
+                "select * from accounts where id = # for update",
                 "1003",
             ),
             session(
                 4,
                 "app_d",
-                "UPDATE accounts SET note = # WHERE id = #",
+                "update accounts set note = # where id = #",
                 "1004",
             ),
         ],
@@ -314,7 +314,7 @@ async fn database_snapshots_are_found_by_time_nested_and_stored_once() {
                 1,
                 vec![
                     counters(t(0), 1.0),
-                    db(quiet_snapshot(t(0), "SELECT SLEEP(#)")),
+                    db(quiet_snapshot(t(0), "select sleep(#)")),
                 ],
             ),
             chain.clone(),
@@ -398,7 +398,7 @@ async fn database_snapshots_are_found_by_time_nested_and_stored_once() {
     assert_eq!(list[1]["user"], "app_b");
     assert_eq!(
         list[1]["query"],
-        "UPDATE accounts SET balance = # WHERE id = #"
+        "update accounts set balance = # where id = #"
     );
     assert_eq!(list[0]["trx"]["idle_ms"], 25_000);
     let later = at(&format!("?at={}", t(2)));
@@ -494,7 +494,7 @@ async fn database_snapshots_go_by_age_and_by_size() {
         .iter()
         .chain(&recent)
         .enumerate()
-        .map(|(i, &t)| batch(i as u64 + 1, vec![db(quiet_snapshot(t, "SELECT #"))]))
+        .map(|(i, &t)| batch(i as u64 + 1, vec![db(quiet_snapshot(t, "select #"))]))
         .collect();
     push(&mut c, lic, oid, batches).await;
     assert_eq!(

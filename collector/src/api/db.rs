@@ -328,7 +328,7 @@ mod tests {
             node(6, 5, 1),
         ];
         let body = DbSnapshotBody {
-            sessions: (1..=6).map(|i| session(i, "UPDATE orders")).collect(),
+            sessions: (1..=6).map(|i| session(i, "update orders")).collect(),
             locks,
             locks_read: true,
             ..DbSnapshotBody::default()
@@ -374,7 +374,7 @@ mod tests {
             rows_modified: 1,
             tables_locked: 1,
             idle_ms: 55_000,
-            last_query: "UPDATE orders SET total = # WHERE id = #".into(),
+            last_query: "update orders set total = # where id = #".into(),
         });
         let mut waiting_twice = node(3, 1, 1);
         waiting_twice.wait = Some(LockWaitRow {
@@ -402,10 +402,10 @@ mod tests {
             body: DbSnapshotBody {
                 sessions: vec![
                     idle,
-                    session(2, "UPDATE orders SET total = # WHERE id = #"),
-                    session(3, "ALTER TABLE orders ADD COLUMN note TEXT"),
-                    session(7, "UPDATE a SET x = #"),
-                    session(8, "UPDATE b SET x = #"),
+                    session(2, "update orders set total = # where id = #"),
+                    session(3, "alter table orders add column note text"),
+                    session(7, "update a set x = #"),
+                    session(8, "update b set x = #"),
                 ],
                 sessions_omitted: 0,
                 locks_read: true,

@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn a_well_formed_forest_is_kept_whole_with_the_batch_time() {
-        let (row, refused) = convert(snapshot(vec![session(1, "UPDATE t")], chain()));
+        let (row, refused) = convert(snapshot(vec![session(1, "update t")], chain()));
         assert_eq!(refused, Refusals::default());
         assert_eq!(row.time_ms, 777);
         assert_eq!(row.body.locks.len(), 6);
@@ -420,7 +420,7 @@ mod tests {
     #[test]
     fn sessions_over_the_cap_and_duplicate_ids_are_counted_and_omitted() {
         let mut sessions: Vec<pb::DbSession> = (1..=MAX_SESSIONS as u64 + 5)
-            .map(|id| session(id, "SELECT 1"))
+            .map(|id| session(id, "select 1"))
             .collect();
         sessions.push(session(1, "again"));
         let mut wire = snapshot(sessions, Vec::new());

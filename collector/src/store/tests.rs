@@ -1238,7 +1238,7 @@ fn db_snapshot(
                 .map(|id| DbSessionRow {
                     id,
                     user: "app".into(),
-                    query: format!("SELECT {time_ms}"),
+                    query: format!("select {time_ms}"),
                     ..DbSessionRow::default()
                 })
                 .collect(),

@@ -312,7 +312,7 @@ mod tests {
                     state: "Sending data".into(),
                     time_ms: i * 13,
                     query: format!(
-                        "SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.customer_id = # AND o.created > # LIMIT {}",
+                        "select o.id, o.total, c.name from orders o join customers c on c.id = o.customer_id where o.customer_id = # and o.created > # limit {}",
                         i % 50
                     ),
                     ..DbSessionRow::default()
