@@ -462,4 +462,62 @@ mod tests {
         );
         assert_eq!(refused.count, 2);
     }
+
+    /// Depths of a depth-first forest: the first 0, each at most one
+    /// deeper than the one before.
+    fn forest_depths() -> impl proptest::strategy::Strategy<Value = Vec<u32>> {
+        proptest::collection::vec(0u32..6, 0..40).prop_map(|steps| {
+            let mut depths = Vec::with_capacity(steps.len());
+            let mut last: Option<u32> = None;
+            for step in steps {
+                let depth = match last {
+                    None => 0,
+                    Some(d) => step.min(d + 1),
+                };
+                depths.push(depth);
+                last = Some(depth);
+            }
+            depths
+        })
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every well-formed forest (each node's parent the nearest
+        /// shallower node before it) is kept whole, nothing refused.
+        #[test]
+        fn a_well_formed_forest_is_never_refused(depths in forest_depths()) {
+            let mut path: Vec<u64> = Vec::new();
+            let mut locks = Vec::new();
+            for (i, &depth) in depths.iter().enumerate() {
+                path.truncate(depth as usize);
+                let id = i as u64 + 1;
+                locks.push(node(id, path.last().copied().unwrap_or(0), depth));
+                path.push(id);
+            }
+            let (row, refused) = convert(snapshot(Vec::new(), locks));
+            prop_assert_eq!(refused.count, 0);
+            prop_assert_eq!(row.body.locks.len(), depths.len());
+            prop_assert!(row.body.locks_refused.is_none());
+        }
+
+        /// Any list of nodes at all: no panic, and either the tree is kept
+        /// whole or it is refused whole, each node counted.
+        #[test]
+        fn any_node_list_is_kept_or_refused_whole_never_a_panic(
+            raw in proptest::collection::vec((0u64..6, 0u64..6, 0u32..5), 0..30),
+        ) {
+            let n = raw.len();
+            let locks = raw.into_iter().map(|(id, parent, depth)| node(id, parent, depth)).collect();
+            let (row, refused) = convert(snapshot(Vec::new(), locks));
+            if row.body.locks_refused.is_some() {
+                prop_assert!(row.body.locks.is_empty());
+                prop_assert_eq!(refused.count, n as u64);
+            } else {
+                prop_assert_eq!(row.body.locks.len(), n);
+                prop_assert_eq!(refused.count, 0);
+            }
+        }
+    }
 }
