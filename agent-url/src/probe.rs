@@ -278,11 +278,7 @@ async fn run_chain(
             url.authority() == target.url.authority() && url.scheme() == target.url.scheme();
         let response = request(target, &url, &method, &body, same_origin, clock, result).await?;
         result.status = response.status.as_u16();
-        result.http_version = match response.version {
-            Version::HTTP_2 => "HTTP/2",
-            Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        };
+        result.http_version = version_name(response.version);
         result.body_bytes = response.body_bytes;
         result.remote_ip = response.remote.ip().to_string();
         if target.follow_redirects
@@ -322,6 +318,14 @@ async fn run_chain(
             continue;
         }
         return conditions(target, &response);
+    }
+}
+
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
     }
 }
 
@@ -538,6 +542,9 @@ async fn request(
         .await?;
     let status = response.status();
     let version = response.version();
+    // Known from here even if the body then stalls.
+    result.status = status.as_u16();
+    result.http_version = version_name(version);
     let location = response
         .headers()
         .get(header::LOCATION)
