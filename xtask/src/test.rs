@@ -33,6 +33,12 @@ const PACKAGES: &[Package] = &[
         name: "logrotate",
         provides: "/usr/sbin/logrotate",
     },
+    // `xtask bench url` probes its targets with blackbox_exporter beside
+    // sightline-url.
+    Package {
+        name: "prometheus-blackbox-exporter",
+        provides: "/usr/bin/prometheus-blackbox-exporter",
+    },
 ];
 
 /// Installs what the test suite needs where it is missing.

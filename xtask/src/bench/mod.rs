@@ -1,4 +1,4 @@
-//! `cargo xtask bench <infra|collector|log>`: a Sightline program measured
+//! `cargo xtask bench <infra|collector|log|url>`: a Sightline program measured
 //! beside the established tool that does the same job, on this machine, at
 //! the same time, reported as ratios.
 //!
@@ -8,6 +8,8 @@
 //! - [`log_framing`]: the log agent's framer beside `wc -l`.
 //! - [`log_store`]: the collector's log store alone (ingest, search,
 //!   patterns).
+//! - [`url`]: the URL agent beside blackbox_exporter, and alone at 10,000
+//!   targets.
 //!
 //! What every bench shares lives here: the processes it starts (killed when
 //! dropped, so a failed bench leaves nothing running), CPU and RSS read from
@@ -19,6 +21,7 @@ mod infra;
 mod log;
 mod log_framing;
 mod log_store;
+mod url;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -36,7 +39,9 @@ const USAGE: &str = "usage: cargo xtask bench infra [--cycles N] [--json]
        cargo xtask bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
        cargo xtask bench log [--mb N] [--no-peer] [--json]
        cargo xtask bench log-framing [--mb N] [--runs N] [--json]
-       cargo xtask bench log-store [--lines N] [--json]";
+       cargo xtask bench log-store [--lines N] [--json]
+       cargo xtask bench url [--targets N] [--rate R] [--window S] [--json]
+       cargo xtask bench url --scale [--targets N] [--window S] [--json]";
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.split_first() {
@@ -45,6 +50,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         Some((target, rest)) if target == "log" => log::run(root, rest),
         Some((target, rest)) if target == "log-framing" => log_framing::run(root, rest),
         Some((target, rest)) if target == "log-store" => log_store::run(root, rest),
+        Some((target, rest)) if target == "url" => url::run(root, rest),
         _ => bail!("{USAGE}"),
     }
 }
