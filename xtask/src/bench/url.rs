@@ -42,8 +42,8 @@ use anyhow::{Context, Result, bail};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::{
-    Goal, Row, Running, StartedCollector, build, cpu_seconds, free_port, http_client, peak_rss,
-    print_json, print_table, start_collector,
+    Goal, Row, Running, StartedCollector, build, cpu_seconds, cpu_seconds_by_thread, free_port,
+    http_client, peak_rss, print_json, print_table, start_collector,
 };
 
 const EXPORTER: &str = "/usr/bin/prometheus-blackbox-exporter";
@@ -209,11 +209,13 @@ fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Ve
     );
     std::thread::sleep(warm_up);
     let agent_before = cpu_seconds(agent.pid)?;
+    let agent_threads_before = cpu_seconds_by_thread(agent.pid)?;
     let exporter_before = cpu_seconds(exporter_pid)?;
     let served_before = servers.served.snapshot();
     let begin = Instant::now();
     std::thread::sleep(options.window);
     let agent_cpu = cpu_seconds(agent.pid)? - agent_before;
+    let agent_threads = cpu_seconds_by_thread(agent.pid)?;
     let exporter_cpu = cpu_seconds(exporter_pid)? - exporter_before;
     let served = servers.served.snapshot().minus(&served_before);
     let seconds = begin.elapsed().as_secs_f64();
@@ -238,6 +240,15 @@ fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Ve
         served.https(Tool::Agent),
         served.https(Tool::Exporter),
     );
+    // Where the agent's time went, for whoever makes it cheaper.
+    let by_thread: Vec<String> = agent_threads
+        .iter()
+        .map(|(name, after)| {
+            let before = agent_threads_before.get(name).copied().unwrap_or(0.0);
+            format!("{name} {:.0} ms", (after - before) * 1000.0)
+        })
+        .collect();
+    eprintln!("agent CPU by thread: {}", by_thread.join(", "));
     let title = format!(
         "sightline-url vs blackbox_exporter: {} local targets each (1 in {HTTPS_EVERY} HTTPS), every {interval_s} s, {:.0} s window, this machine, same run",
         options.targets, seconds
