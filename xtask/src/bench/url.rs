@@ -399,7 +399,11 @@ fn start_agent(
             ));
         }
     }
-    let targets_file = scratch.join("targets.conf");
+    // In a folder of its own, as in /etc/sightline: the agent watches the
+    // file's folder, and the logs written beside it would wake the watcher.
+    let targets_dir = scratch.join("targets");
+    fs::create_dir_all(&targets_dir)?;
+    let targets_file = targets_dir.join("targets.conf");
     fs::write(&targets_file, file)?;
     let conf = scratch.join("url.conf");
     fs::write(
