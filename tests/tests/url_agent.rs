@@ -1,0 +1,199 @@
+//! The URL agent as its user meets it: `sightline-url test` prints a table
+//! of every target, and state changes (a target going DOWN, coming back UP)
+//! reach a real collector as events; the agent stops within a second of
+//! SIGTERM. (The collector's /api/v1/url routes land with its store; the
+//! checks themselves are asserted at the agent's wire edge and in
+//! agent-url's probe tests.)
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::Duration;
+
+use sightline_e2e::{Agent, Collector, Scratch, agent_conf, binary, create_project, wait_for};
+
+/// A plain HTTP/1.1 server on loopback: `/ok` answers 200, anything else 404.
+fn serve(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let (status, body) = if text.starts_with("GET /ok ") {
+                    ("200 OK", "fine")
+                } else {
+                    ("404 Not Found", "nope")
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+}
+
+fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+#[test]
+fn test_prints_a_table_of_every_target_and_no_secret() {
+    let scratch = Scratch::new("url-test");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let web = listener.local_addr().expect("addr");
+    serve(listener);
+    let refused = closed_port();
+    let collector = closed_port();
+    let conf = scratch.join("url.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "license=sl1-AAAAAAAAAAAAAAAAAAAAAAAAAA-0000000\nserver.host=127.0.0.1\nserver.port={}\nserver.timeout=1s\n\
+             target.home.url=http://{web}/ok\ntarget.home.auth.token.env=URL_TEST_TOKEN\n\
+             target.missing.url=http://{web}/missing\n\
+             target.gone.url=http://{refused}/\n",
+            collector.port()
+        ),
+    )
+    .expect("write conf");
+    let out = Command::new(binary("sightline-url"))
+        .args(["test", "--conf"])
+        .arg(&conf)
+        .env("URL_TEST_TOKEN", "tok-9f8e7d6c5b4a")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failing target fails `test`:\n{stdout}"
+    );
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(stdout.contains("Targets (3):"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("TARGET ") && l.contains("FIRST_BYTE")),
+        "{stdout}"
+    );
+    let home = row("home");
+    assert_eq!(&home[1..4], ["ok", "200", "HTTP/1.1"], "{stdout}");
+    assert_eq!(home[10], "4", "body bytes: {stdout}");
+    let missing = row("missing");
+    assert_eq!(&missing[1..3], ["status", "404"], "{stdout}");
+    let gone = row("gone");
+    assert_eq!(&gone[1..3], ["connection", "refused"], "{stdout}");
+    assert!(
+        stdout.contains("missing: status 404, expected 200-399"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("tok-9f8e7d6c5b4a"), "{stdout}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("tok-9f8e7d6c5b4a"));
+}
+
+#[test]
+fn a_bad_expression_refuses_to_start_with_file_and_line() {
+    let scratch = Scratch::new("url-bad");
+    let creds = create_project(&scratch.join("collector"), "url-bad");
+    let conf = scratch.join("url.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "license={}\ntarget.a.url=http://127.0.0.1:9/\ntarget.a.expect.json=$.status = \"ok\"\n",
+            creds.license
+        ),
+    )
+    .expect("write conf");
+    for sub in ["run", "test"] {
+        let out = Command::new(binary("sightline-url"))
+            .args([sub, "--conf"])
+            .arg(&conf)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{sub}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "url.conf:3: target.a.expect.json: expected one of == != < <= > >= at column 10"
+            ),
+            "{sub}: {stderr}"
+        );
+    }
+}
+
+fn url_events(api: &sightline_e2e::Api, name: &str) -> Vec<serde_json::Value> {
+    api.events()
+        .into_iter()
+        .filter(|e| e["kind"] == name)
+        .collect()
+}
+
+#[test]
+fn a_target_going_down_and_up_raises_events_at_the_collector() {
+    let scratch = Scratch::new("url-events");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "url-events");
+    let collector = Collector::start(&data);
+    let api = collector.api(&creds.token);
+    let target = closed_port();
+    let agent_dir = scratch.join("agent");
+    let url = format!("http://{target}/ok");
+    let conf = agent_conf(
+        &creds.license,
+        collector.grpc,
+        &agent_dir.join("data"),
+        &[
+            ("target.web.url", url.as_str()),
+            ("target.web.interval", "2s"),
+            ("target.web.down.interval", "1s"),
+            ("target.web.fail.after", "2"),
+            ("target.web.timeout", "1s"),
+        ],
+    );
+    let mut agent = Agent::start("sightline-url", &agent_dir, &conf);
+    let down = wait_for("url.down", Duration::from_secs(15), || {
+        url_events(&api, "url.down").pop()
+    });
+    assert_eq!(down["attrs"]["target"], "web");
+    assert_eq!(down["attrs"]["failure"], "connection refused");
+    assert_eq!(down["attrs"]["url"], url);
+    // The server comes up: the next check (DOWN: every second) finds it.
+    let listener = TcpListener::bind(target).expect("rebind the target's port");
+    serve(listener);
+    let up = wait_for("url.up", Duration::from_secs(10), || {
+        url_events(&api, "url.up").pop()
+    });
+    assert_eq!(up["attrs"]["from"], "down");
+    assert_eq!(up["attrs"]["status"], "200");
+    assert_eq!(
+        url_events(&api, "url.down").len(),
+        1,
+        "one DOWN, announced once"
+    );
+    let stopped = agent.terminate_within(Duration::from_secs(1));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "{:?}\n{}",
+        stopped,
+        agent.log_text()
+    );
+}
