@@ -355,9 +355,26 @@ fn secret(config: &Config, key: &str, env: &dyn Env) -> Result<Option<String>, C
 fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigError> {
     let key = |k: &str| format!("target.{name}.{k}");
     let url_key = key("url");
-    let url_text = config
-        .require(&url_key, &format!("add '{url_key}=https://...'"))?
-        .text;
+    let url_text = match config.require(&url_key, &format!("add '{url_key}=https://...'")) {
+        Ok(v) => v.text,
+        Err(missing) => {
+            // Name the line of the group's first key, so a targets file's
+            // mistake says where it is.
+            let origin = TARGET_KEYS
+                .iter()
+                .filter_map(|spec| config.value(&spec.key.replace('*', name)))
+                .map(|v| v.origin)
+                .find(|o| *o != Origin::Default);
+            return Err(match origin {
+                Some(origin) => ConfigError::Invalid {
+                    origin,
+                    key: url_key.clone(),
+                    reason: "is not set: every target needs a url".into(),
+                },
+                None => missing,
+            });
+        }
+    };
     let url: Uri = url_text
         .parse()
         .map_err(|e| invalid(config, &url_key, format!("not a URL: {e}")))?;
@@ -594,6 +611,30 @@ mod tests {
                 .contains("environment variable NOPE is not set")
         );
         assert!(err("target.a.method=GET\n").contains("target.a.url"));
+    }
+
+    #[test]
+    fn a_targets_file_names_the_line_of_a_target_without_a_url() {
+        let dir = std::env::temp_dir().join(format!("sl-url-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("targets");
+        std::fs::write(&path, "target.a.url=http://x/\n\ntarget.b.timeout=1s\n").expect("write");
+        let err = read_targets_file(&path, &MapEnv::new([])).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:3: target.b.url: is not set: every target needs a url",
+                path.display()
+            )
+        );
+        std::fs::write(&path, "target.a.url=http://x/\ntarget.a.tiemout=1s\n").expect("write");
+        let err = read_targets_file(&path, &MapEnv::new([])).expect_err("refused");
+        assert!(err.to_string().contains(":2: "), "{err}");
+        assert!(
+            err.to_string().contains("did you mean 'target.*.timeout'"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).expect("clean");
     }
 
     #[test]

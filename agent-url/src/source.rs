@@ -372,7 +372,15 @@ fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher
         _ => PathBuf::from("."),
     };
     let handler = move |event: notify::Result<notify::Event>| {
+        // Reading the file is an event too (access, close): only a change
+        // counts, or each reload would trigger the next.
         if let Ok(event) = event
+            && matches!(
+                event.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Modify(_)
+                    | notify::EventKind::Remove(_)
+            )
             && event
                 .paths
                 .iter()
@@ -474,6 +482,45 @@ mod tests {
             "{:?}",
             next - done
         );
+    }
+
+    #[test]
+    fn a_certificate_within_min_days_is_announced_again_only_as_days_drop() {
+        let text = "target.a.url=https://127.0.0.1:1/\ntarget.a.tls.min.days=14\n";
+        let start = Instant::now();
+        let mut s = Scheduler::new(targets(text), 10, start);
+        let generation = s.slots["a"].generation;
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as i64;
+        let with_days = |days: i64, chain: i64| {
+            let mut r = result("a", None);
+            r.time = now;
+            r.certificate = Some(crate::tls::CertInfo {
+                subject: "CN=a".into(),
+                issuer: "CN=ca".into(),
+                not_after: secs + days * 86_400 + 60,
+                chain_not_after: secs + chain * 86_400 + 60,
+            });
+            r
+        };
+        let mut events = Vec::new();
+        let mut at = start;
+        for (leaf, chain) in [(90, 90), (90, 10), (90, 10), (90, 9), (90, 30), (90, 5)] {
+            at += Duration::from_secs(60);
+            s.slots.get_mut("a").expect("a").in_flight = true;
+            s.finish(generation, with_days(leaf, chain), at, &mut events);
+        }
+        let days: Vec<&str> = events
+            .iter()
+            .filter(|e| e.name == event_names::URL_CERT_EXPIRING)
+            .map(|e| e.attrs["days_left"].as_str())
+            .collect();
+        // The chain's root, not the leaf, is what expires: 10, then 9; back
+        // above the threshold ends it, and 5 is a new warning.
+        assert_eq!(days, ["10", "9", "5"]);
     }
 
     #[test]

@@ -197,3 +197,56 @@ fn a_target_going_down_and_up_raises_events_at_the_collector() {
         agent.log_text()
     );
 }
+
+#[test]
+fn the_targets_file_is_reloaded_without_a_restart_and_a_bad_one_keeps_the_old_targets() {
+    let scratch = Scratch::new("url-reload");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "url-reload");
+    let collector = Collector::start(&data);
+    let api = collector.api(&creds.token);
+    let targets = scratch.join("targets.conf");
+    let line = |name: &str| {
+        format!(
+            "target.{name}.url=http://{}/\ntarget.{name}.interval=1s\ntarget.{name}.fail.after=1\n",
+            closed_port()
+        )
+    };
+    std::fs::write(&targets, line("first")).expect("write targets");
+    let agent_dir = scratch.join("agent");
+    let file = targets.display().to_string();
+    let conf = agent_conf(
+        &creds.license,
+        collector.grpc,
+        &agent_dir.join("data"),
+        &[("url.targets", file.as_str())],
+    );
+    let mut agent = Agent::start("sightline-url", &agent_dir, &conf);
+    let down_of = |name: &str| {
+        url_events(&api, "url.down")
+            .into_iter()
+            .any(|e| e["attrs"]["target"] == name)
+            .then_some(())
+    };
+    wait_for("first down", Duration::from_secs(15), || down_of("first"));
+    // A bad file: logged with its line, and nothing changes.
+    std::fs::write(
+        &targets,
+        format!("{}target.second.expect.status=999\n", line("second")),
+    )
+    .expect("write bad targets");
+    wait_for("the refusal in the log", Duration::from_secs(10), || {
+        let log = agent.log_text();
+        (log.contains("Targets file refused")
+            && log.contains("targets.conf:4: target.second.expect.status"))
+        .then_some(())
+    });
+    // A good file: its new target is checked without a restart.
+    std::fs::write(&targets, line("third")).expect("write targets");
+    wait_for("third down", Duration::from_secs(15), || down_of("third"));
+    assert!(
+        down_of("second").is_none(),
+        "the bad file's targets never ran"
+    );
+    assert!(agent.terminate_within(Duration::from_secs(1)).is_some());
+}
