@@ -110,6 +110,11 @@ pub const URL_KEYS: &[KeySpec] = &[
         doc: "Most redirects followed before the check fails.",
     },
     KeySpec {
+        key: "target.*.reuse",
+        default: Some("false"),
+        doc: "Keep the connection for the next check (then DNS, connect and TLS are not measured again); off, each check measures a fresh connection.",
+    },
+    KeySpec {
         key: "target.*.tls.insecure",
         default: Some("false"),
         doc: "Accept any certificate (expiry is still reported, from the leaf the server sent).",
@@ -252,6 +257,8 @@ pub struct Target {
     pub follow_redirects: bool,
     /// Most redirects.
     pub max_redirects: u32,
+    /// Keep the connection between checks.
+    pub reuse: bool,
     /// Accept any certificate.
     pub tls_insecure: bool,
     /// Roots to verify against.
@@ -514,6 +521,7 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
         expect,
         follow_redirects: config.bool(&key("follow.redirects"))?,
         max_redirects: config.number(&key("max.redirects"), "a number of redirects")?,
+        reuse: config.bool(&key("reuse"))?,
         tls_insecure: config.bool(&key("tls.insecure"))?,
         roots,
         tls_min_days: config.number(&key("tls.min.days"), "a number of days")?,

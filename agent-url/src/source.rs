@@ -46,8 +46,18 @@ struct Slot {
     tracker: Tracker,
     grid: Grid,
     in_flight: bool,
+    /// The connection kept between checks, when the target reuses one.
+    reuse: Option<Arc<probe::ReuseSlot>>,
     /// Days left last announced by `url.cert_expiring`.
     cert_announced: Option<i32>,
+}
+
+/// A check to start.
+#[derive(Debug)]
+struct Due {
+    target: Arc<Target>,
+    generation: u64,
+    reuse: Option<Arc<probe::ReuseSlot>>,
 }
 
 /// The loop's state, apart from IO.
@@ -94,6 +104,7 @@ impl Scheduler {
                 continue;
             }
             self.generation += 1;
+            let target_reuse = target.reuse.then(|| Arc::new(probe::ReuseSlot::default()));
             let grid = Grid::new(&name, now, target.interval);
             let first = grid.at(0);
             self.due
@@ -106,6 +117,7 @@ impl Scheduler {
                     tracker: Tracker::default(),
                     grid,
                     in_flight: false,
+                    reuse: target_reuse,
                     cert_announced: None,
                 },
             );
@@ -119,7 +131,7 @@ impl Scheduler {
 
     /// The targets due by `now`, with room to run them given `running`
     /// checks in flight; the rest wait their turn.
-    fn take_due(&mut self, now: Instant, running: usize) -> Vec<(Arc<Target>, u64)> {
+    fn take_due(&mut self, now: Instant, running: usize) -> Vec<Due> {
         while let Some(Reverse((at, generation, _))) = self.due.peek() {
             if *at > now {
                 break;
@@ -141,7 +153,11 @@ impl Scheduler {
                 continue;
             }
             slot.in_flight = true;
-            ready.push((slot.target.clone(), generation));
+            ready.push(Due {
+                target: slot.target.clone(),
+                generation,
+                reuse: slot.reuse.clone(),
+            });
         }
         ready
     }
@@ -318,8 +334,11 @@ pub async fn run(settings: UrlSettings, cx: SourceContext) -> Result<(), SourceE
                 }
             }
         }
-        for (target, generation) in scheduler.take_due(Instant::now(), checks.len()) {
-            checks.spawn(async move { (generation, probe::check(&target).await) });
+        for due in scheduler.take_due(Instant::now(), checks.len()) {
+            checks.spawn(async move {
+                let result = probe::check_reusing(&due.target, due.reuse.as_deref()).await;
+                (due.generation, result)
+            });
         }
     }
 }
@@ -459,14 +478,15 @@ mod tests {
         let first = s.next_due().expect("due");
         let due = s.take_due(first, 0);
         assert_eq!(due.len(), 1);
+        let generation = due[0].generation;
         // Due again while in flight: not started twice.
-        s.due.push(Reverse((first, due[0].1, "a".into())));
+        s.due.push(Reverse((first, generation, "a".into())));
         assert!(s.take_due(first, 1).is_empty());
         let mut events = Vec::new();
         let done = first + Duration::from_secs(1);
         let f = s
             .finish(
-                due[0].1,
+                generation,
                 result("a", Some(probe::Failure::ConnectionRefused)),
                 done,
                 &mut events,

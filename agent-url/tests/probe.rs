@@ -416,51 +416,105 @@ async fn slower_than_max_time_is_too_slow_not_failed() {
     assert_eq!(r.outcome(), sightline_url::state::Outcome::Slow);
 }
 
-/// curl times the same server; the two agree within 5 ms on connect, 10 ms
-/// on first byte and total (two processes, two schedulers).
+/// curl times the same server; the two agree within 5 ms on connect and
+/// 10 ms on first byte and total. Each side's best of five, so a busy
+/// machine's scheduling delay in one run does not decide the comparison.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timings_agree_with_curl() {
     let addr = http_server().await;
     let url = format!("http://{addr}/sleep/120");
-    let ours = check(&target(&url, "")).await;
-    assert_eq!(ours.failure, None, "{}", ours.detail);
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{time_connect} %{time_starttransfer} %{time_total}",
-            &url,
-        ])
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let curl: Vec<f64> = text
-        .split_whitespace()
-        .map(|v| v.parse::<f64>().expect("number") * 1000.0)
-        .collect();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let p = ours.phases;
-    let connect = ms(p.dns + p.connect);
-    let first = ms(p.dns + p.connect + p.tls + p.first_byte);
-    let total = ms(ours.total);
+    let (mut ours, mut curl) = ([f64::MAX; 3], [f64::MAX; 3]);
+    for _ in 0..5 {
+        let r = check(&target(&url, "")).await;
+        assert_eq!(r.failure, None, "{}", r.detail);
+        let p = r.phases;
+        let run = [
+            ms(p.dns + p.connect),
+            ms(p.dns + p.connect + p.tls + p.first_byte),
+            ms(r.total),
+        ];
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{time_connect} %{time_starttransfer} %{time_total}",
+                &url,
+            ])
+            .output()
+            .await
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let theirs: Vec<f64> = text
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().expect("number") * 1000.0)
+            .collect();
+        for i in 0..3 {
+            ours[i] = ours[i].min(run[i]);
+            curl[i] = curl[i].min(theirs[i]);
+        }
+    }
     assert!(
-        (connect - curl[0]).abs() < 5.0,
-        "connect {connect} vs curl {}",
+        (ours[0] - curl[0]).abs() < 5.0,
+        "connect {} vs curl {}",
+        ours[0],
         curl[0]
     );
     assert!(
-        (first - curl[1]).abs() < 10.0,
-        "first byte {first} vs curl {}",
+        (ours[1] - curl[1]).abs() < 10.0,
+        "first byte {} vs curl {}",
+        ours[1],
         curl[1]
     );
     assert!(
-        (total - curl[2]).abs() < 10.0,
-        "total {total} vs curl {}",
+        (ours[2] - curl[2]).abs() < 10.0,
+        "total {} vs curl {}",
+        ours[2],
         curl[2]
     );
+    // And both saw the server's 120 ms wait.
+    assert!(ours[1] >= 120.0 && curl[1] >= 120.0, "{ours:?} {curl:?}");
+}
+
+/// `.reuse` keeps the connection: the second check neither resolves nor
+/// connects; without it, every check connects afresh.
+#[tokio::test]
+async fn reuse_keeps_the_connection_and_is_off_by_default() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"kept"),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), service),
+            );
+        }
+    });
+    let url = format!("http://{addr}/");
+    let t = target(&url, "target.t.reuse=true\n");
+    let slot = sightline_url::probe::ReuseSlot::default();
+    let first = sightline_url::probe::check_reusing(&t, Some(&slot)).await;
+    let second = sightline_url::probe::check_reusing(&t, Some(&slot)).await;
+    assert_eq!((first.failure, second.failure), (None, None));
+    assert!(first.phases.connect > Duration::ZERO);
+    assert_eq!(second.phases.connect, Duration::ZERO);
+    assert_eq!(second.phases.sum(), second.total);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let fresh = target(&url, "");
+    assert!(!fresh.reuse);
+    check(&fresh).await;
+    check(&fresh).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
 // ---- HTTPS. ----
