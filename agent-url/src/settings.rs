@@ -385,6 +385,20 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
     let url: Uri = url_text
         .parse()
         .map_err(|e| invalid(config, &url_key, format!("not a URL: {e}")))?;
+    if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid(
+            config,
+            &url_key,
+            "credentials in the URL would be sent and shown; use .auth.user and .auth.password.env",
+        ));
+    }
+    if name.len() > 128 {
+        return Err(invalid(
+            config,
+            &url_key,
+            "a target's name is at most 128 bytes",
+        ));
+    }
     match url.scheme_str() {
         Some("http" | "https") if url.host().is_some() => {}
         _ => {
@@ -619,6 +633,9 @@ mod tests {
                 .contains("environment variable NOPE is not set")
         );
         assert!(err("target.a.method=GET\n").contains("target.a.url"));
+        let creds = err("target.a.url=https://me:hunter2@x/\n");
+        assert!(creds.contains("credentials in the URL"), "{creds}");
+        assert!(!creds.contains("hunter2"), "{creds}");
     }
 
     #[test]
