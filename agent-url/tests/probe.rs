@@ -143,7 +143,12 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
                 })
                 .unwrap_or("none")
                 .to_string();
-            let text = format!("{method} {} {auth}", String::from_utf8_lossy(&body));
+            let probe = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-probe: "))
+                .unwrap_or("-")
+                .to_string();
+            let text = format!("{method} {} {auth} {probe}", String::from_utf8_lossy(&body));
             respond(&mut s, "200 OK", "", text.as_bytes(), head_only).await;
         }
         _ => respond(&mut s, "404 Not Found", "", b"no", head_only).await,
@@ -394,13 +399,30 @@ async fn head_and_post_send_what_they_should() {
     let url = format!("http://{addr}/echo");
     let r = check(&target(
         &url,
-        "target.t.method=POST\ntarget.t.body=ping\ntarget.t.expect.body=^POST ping none$\n",
+        "target.t.method=POST\ntarget.t.body=ping\ntarget.t.expect.body=^POST ping none -$\n",
     ))
     .await;
     assert_eq!(r.failure, None, "{}", r.detail);
     let r = check(&target(&url, "target.t.method=HEAD\n")).await;
     assert_eq!((r.failure, r.status, r.body_bytes), (None, 200, 0));
     let r = check(&target(&url, "target.t.auth.user=mon\ntarget.t.auth.password.env=PW\ntarget.t.expect.body=Basic bW9uOnBhNTV3b3Jk\n")).await;
+    assert_eq!(r.failure, None, "{}", r.detail);
+}
+
+#[tokio::test]
+async fn headers_are_sent_and_ip_version_limits_the_addresses() {
+    let addr = http_server().await;
+    let url = format!("http://{addr}/echo");
+    let r = check(&target(
+        &url,
+        "target.t.headers=X-Probe: one two | Accept: text/plain\ntarget.t.expect.body=^GET  none one two$\n",
+    ))
+    .await;
+    assert_eq!(r.failure, None, "{}", r.detail);
+    let r = check(&target(&url, "target.t.ip.version=6\n")).await;
+    assert_eq!(r.failure, Some(Failure::Dns), "{}", r.detail);
+    assert_eq!(r.detail, "127.0.0.1 has no IPv6 address");
+    let r = check(&target(&url, "target.t.ip.version=4\n")).await;
     assert_eq!(r.failure, None, "{}", r.detail);
 }
 
