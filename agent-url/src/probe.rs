@@ -8,8 +8,9 @@
 //! the phases add up to the total exactly.
 //!
 //! Invariants: the whole check, redirects included, ends by the target's
-//! `.timeout`, and a timeout names the phase it hit; a connection is never
-//! reused between checks; the body kept for conditions is bounded
+//! `.timeout`, and a timeout names the phase it hit; a connection outlives
+//! its check only in the target's own [`ReuseSlot`] (`.reuse`), and only
+//! for the target's origin; the body kept for conditions is bounded
 //! ([`BODY_KEPT`]); nothing here logs a secret.
 
 use std::collections::HashSet;
