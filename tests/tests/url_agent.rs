@@ -250,3 +250,124 @@ fn the_targets_file_is_reloaded_without_a_restart_and_a_bad_one_keeps_the_old_ta
     );
     assert!(agent.terminate_within(Duration::from_secs(1)).is_some());
 }
+
+/// What the agent sends, read back from its spool (the collector is away,
+/// so every batch stays there): each check as a `UrlCheck` with its
+/// phases adding up to the total and the server's known wait in its first
+/// byte, several checks of a second in one batch, and the events beside.
+#[test]
+fn checks_travel_as_url_checks_with_phases_that_add_up() {
+    use agent_core::spool::{Spool, Sync};
+    use agent_core::transport::wire::decode_batch;
+    use sightline_proto::v1 as pb;
+
+    let scratch = Scratch::new("url-wire");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let web = listener.local_addr().expect("addr");
+    serve_slowly(listener, Duration::from_millis(80));
+    let agent_dir = scratch.join("agent");
+    let data_dir = agent_dir.join("data");
+    let creds = create_project(&scratch.join("collector"), "url-wire");
+    // No collector listens: every batch stays in the spool.
+    let mut text = agent_conf(&creds.license, closed_port(), &data_dir, &[]);
+    for i in 0..5 {
+        text.push_str(&format!(
+            "target.w{i}.url=http://{web}/ok\ntarget.w{i}.interval=1s\n"
+        ));
+    }
+    text.push_str("target.missing.url=http://nothing.invalid/\ntarget.missing.fail.after=1\ntarget.missing.interval=1s\n");
+    let mut agent = Agent::start("sightline-url", &agent_dir, &text);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(agent.terminate_within(Duration::from_secs(1)).is_some());
+
+    let mut spool = Spool::open(&data_dir.join("spool"), 64 << 20, Sync::Normal).expect("spool");
+    let mut checks: Vec<(usize, pb::UrlCheck)> = Vec::new();
+    let mut events: Vec<pb::AgentEvent> = Vec::new();
+    let mut key = None;
+    let mut batches = 0;
+    while let Some(k) = spool.next_after(key) {
+        key = Some(k);
+        let Some(bytes) = spool.read(k).expect("read") else {
+            continue;
+        };
+        let batch = decode_batch(&bytes).expect("a batch");
+        batches += 1;
+        for p in batch.payloads {
+            match p.kind {
+                Some(pb::payload::Kind::Url(u)) => {
+                    checks.extend(u.checks.into_iter().map(|c| (batches, c)))
+                }
+                Some(pb::payload::Kind::Events(e)) => events.extend(e.events),
+                _ => {}
+            }
+        }
+    }
+    let ok: Vec<&pb::UrlCheck> = checks
+        .iter()
+        .map(|(_, c)| c)
+        .filter(|c| c.target.starts_with('w'))
+        .collect();
+    assert!(
+        ok.len() >= 10,
+        "five targets every second for 3 s: {}",
+        ok.len()
+    );
+    for c in &ok {
+        assert!(c.ok, "{c:?}");
+        assert_eq!(c.state, pb::UrlState::Up as i32);
+        assert_eq!((c.status_code, c.body_bytes), (200, 4));
+        assert_eq!(c.http_version, "HTTP/1.1");
+        assert_eq!(c.url, format!("http://{web}/ok"));
+        assert_eq!(c.method, "GET");
+        assert_eq!(c.remote_ip, "127.0.0.1");
+        assert_eq!(
+            c.dns_us + c.connect_us + c.tls_us + c.first_byte_us + c.transfer_us,
+            c.total_us
+        );
+        assert!(
+            (80_000..90_000).contains(&c.first_byte_us),
+            "first byte {} µs for an 80 ms wait",
+            c.first_byte_us
+        );
+    }
+    // Checks that finish in the same second share a batch.
+    let mut per_batch = std::collections::BTreeMap::new();
+    for (b, _) in &checks {
+        *per_batch.entry(*b).or_insert(0) += 1;
+    }
+    assert!(per_batch.values().any(|n| *n >= 3), "{per_batch:?}");
+    let missing: Vec<&pb::UrlCheck> = checks
+        .iter()
+        .map(|(_, c)| c)
+        .filter(|c| c.target == "missing")
+        .collect();
+    assert!(!missing.is_empty());
+    assert_eq!(missing[0].failure, pb::UrlFailure::Dns as i32);
+    assert_eq!(missing[0].state, pb::UrlState::Down as i32);
+    assert!(!missing[0].detail.is_empty());
+    let down: Vec<&pb::AgentEvent> = events.iter().filter(|e| e.name == "url.down").collect();
+    assert_eq!(down.len(), 1, "DOWN announced once: {events:?}");
+}
+
+/// Like [`serve`], waiting `wait` before answering.
+fn serve_slowly(listener: TcpListener, wait: Duration) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                std::thread::sleep(wait);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nfine",
+                );
+            });
+        }
+    });
+}
