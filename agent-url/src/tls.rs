@@ -47,6 +47,9 @@ pub enum TlsError {
 pub struct TrustRoots {
     store: Arc<RootCertStore>,
     certs: Vec<CertificateDer<'static>>,
+    /// Each anchor's subject and key with its certificate's notAfter,
+    /// parsed once here rather than on every check.
+    expiry: Vec<(Vec<u8>, Vec<u8>, i64)>,
 }
 
 impl TrustRoots {
@@ -65,14 +68,25 @@ impl TrustRoots {
     pub fn from_certs(certs: Vec<CertificateDer<'static>>) -> TrustRoots {
         let mut store = RootCertStore::empty();
         let mut kept = Vec::new();
+        let mut expiry = Vec::new();
         for cert in certs {
             if store.add(cert.clone()).is_ok() {
+                if let Ok(anchor) = webpki::anchor_from_trusted_cert(&cert)
+                    && let Some((_, _, not_after)) = parse_cert(&cert)
+                {
+                    expiry.push((
+                        anchor.subject.to_vec(),
+                        anchor.subject_public_key_info.to_vec(),
+                        not_after,
+                    ));
+                }
                 kept.push(cert);
             }
         }
         TrustRoots {
             store: Arc::new(store),
             certs: kept,
+            expiry,
         }
     }
 
@@ -208,13 +222,9 @@ impl RecordingVerifier {
             }
         }
         let anchor = path.anchor();
-        for root in &self.roots.certs {
-            if let Ok(ta) = webpki::anchor_from_trusted_cert(root)
-                && ta.subject == anchor.subject
-                && ta.subject_public_key_info == anchor.subject_public_key_info
-                && let Some((_, _, t)) = parse_cert(root)
-            {
-                least = least.min(t);
+        for (subject, spki, not_after) in &self.roots.expiry {
+            if subject[..] == anchor.subject[..] && spki[..] == anchor.subject_public_key_info[..] {
+                least = least.min(*not_after);
             }
         }
         Some(least)
