@@ -50,6 +50,15 @@ pub struct TrustRoots {
     /// Each anchor's subject and key with its certificate's notAfter,
     /// parsed once here rather than on every check.
     expiry: Vec<(Vec<u8>, Vec<u8>, i64)>,
+    verifier: OnceLock<Arc<WebPkiServerVerifier>>,
+}
+
+/// The ring provider, built once per process.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 impl TrustRoots {
@@ -87,7 +96,23 @@ impl TrustRoots {
             store: Arc::new(store),
             certs: kept,
             expiry,
+            verifier: OnceLock::new(),
         }
+    }
+
+    /// rustls's verifier over these roots, built once.
+    fn verifier(
+        &self,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Arc<WebPkiServerVerifier>, String> {
+        if let Some(v) = self.verifier.get() {
+            return Ok(v.clone());
+        }
+        let built =
+            WebPkiServerVerifier::builder_with_provider(self.store.clone(), provider.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+        Ok(self.verifier.get_or_init(|| built).clone())
     }
 
     /// Roots from a PEM file.
@@ -167,15 +192,11 @@ pub struct RecordingVerifier {
 impl RecordingVerifier {
     /// A verifier against `roots`; with `insecure`, one that accepts all.
     pub fn new(roots: Arc<TrustRoots>, insecure: bool) -> Result<RecordingVerifier, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider();
         let inner = if insecure {
             None
         } else {
-            Some(
-                WebPkiServerVerifier::builder_with_provider(roots.store.clone(), provider.clone())
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            )
+            Some(roots.verifier(&provider)?)
         };
         Ok(RecordingVerifier {
             inner,

@@ -351,17 +351,22 @@ async fn a_body_that_stalls_times_out_in_the_transfer_phase() {
     );
 }
 
+/// Each wait's best of three runs: the measurement, not a busy machine's
+/// scheduling of the test's threads, is what is held to 5 ms.
 #[tokio::test]
 async fn the_first_byte_is_measured_within_5_ms_of_a_known_wait() {
     let addr = http_server().await;
     for wait in [100u64, 250] {
-        let r = check(&target(&format!("http://{addr}/sleep/{wait}"), "")).await;
-        assert_eq!(r.failure, None, "{}", r.detail);
-        let off = r.phases.first_byte.as_secs_f64() * 1000.0 - wait as f64;
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let r = check(&target(&format!("http://{addr}/sleep/{wait}"), "")).await;
+            assert_eq!(r.failure, None, "{}", r.detail);
+            best = best.min(r.phases.first_byte);
+        }
+        let off = best.as_secs_f64() * 1000.0 - wait as f64;
         assert!(
             (0.0..5.0).contains(&off),
-            "first byte {:?} for a {wait} ms wait",
-            r.phases.first_byte
+            "first byte {best:?} for a {wait} ms wait"
         );
     }
 }

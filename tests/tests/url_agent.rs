@@ -325,11 +325,18 @@ fn checks_travel_as_url_checks_with_phases_that_add_up() {
             c.total_us
         );
         assert!(
-            (80_000..90_000).contains(&c.first_byte_us),
+            c.first_byte_us >= 80_000,
             "first byte {} µs for an 80 ms wait",
             c.first_byte_us
         );
     }
+    // The best of them within 5 ms of the wait (the rest may carry a busy
+    // machine's scheduling delay).
+    let best = ok.iter().map(|c| c.first_byte_us).min().unwrap_or(0);
+    assert!(
+        (80_000..85_000).contains(&best),
+        "best first byte {best} µs"
+    );
     // Checks that finish in the same second share a batch.
     let mut per_batch = std::collections::BTreeMap::new();
     for (b, _) in &checks {
