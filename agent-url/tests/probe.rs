@@ -736,3 +736,53 @@ async fn https_goes_through_a_proxy_with_connect() {
     assert_eq!(tunnels.load(Ordering::SeqCst), 1);
     assert_eq!(r.remote_ip, "127.0.0.1");
 }
+
+/// A forward proxy for plain HTTP: the request line carries the absolute
+/// URL; the proxy connects there, replays the request, and relays back.
+async fn forward_proxy(seen: Arc<std::sync::Mutex<Vec<String>>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Some((method, target, head, body)) = read_request(&mut s).await else {
+                    return;
+                };
+                if let Ok(mut list) = seen.lock() {
+                    list.push(format!("{method} {target}"));
+                }
+                let Some(rest) = target.strip_prefix("http://") else {
+                    return;
+                };
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let Ok(mut up) = TcpStream::connect(authority).await else {
+                    return;
+                };
+                let headers = head.split_once("\r\n").map_or("", |(_, h)| h);
+                let path = if path.is_empty() { "/" } else { path };
+                let _ = up
+                    .write_all(format!("{method} {path} HTTP/1.1\r\n{headers}").as_bytes())
+                    .await;
+                let _ = up.write_all(&body).await;
+                let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http_goes_through_a_forward_proxy_with_the_absolute_url() {
+    let addr = http_server().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let proxy = forward_proxy(seen.clone()).await;
+    let url = format!("http://{addr}/ok");
+    let r = check(&target(&url, &format!("target.t.proxy=http://{proxy}\n"))).await;
+    assert_eq!(r.failure, None, "{}", r.detail);
+    assert_eq!(r.body_bytes, 11);
+    assert_eq!(
+        seen.lock().expect("lock").as_slice(),
+        [format!("GET {url}")]
+    );
+}
