@@ -378,3 +378,29 @@ fn serve_slowly(listener: TcpListener, wait: Duration) {
         }
     });
 }
+
+/// A check waiting on a server that has not answered does not hold the
+/// agent up: SIGTERM ends it within a second.
+#[test]
+fn sigterm_with_checks_in_flight_stops_within_a_second() {
+    let scratch = Scratch::new("url-stop");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let web = listener.local_addr().expect("addr");
+    serve_slowly(listener, Duration::from_secs(20));
+    let creds = create_project(&scratch.join("collector"), "url-stop");
+    let agent_dir = scratch.join("agent");
+    let mut text = agent_conf(&creds.license, closed_port(), &agent_dir.join("data"), &[]);
+    for i in 0..20 {
+        text.push_str(&format!(
+            "target.s{i}.url=http://{web}/\ntarget.s{i}.interval=1s\ntarget.s{i}.timeout=30s\n"
+        ));
+    }
+    let mut agent = Agent::start("sightline-url", &agent_dir, &text);
+    std::thread::sleep(Duration::from_millis(2500));
+    let stopped = agent.terminate_within(Duration::from_secs(1));
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "{stopped:?}\n{}",
+        agent.log_text()
+    );
+}
