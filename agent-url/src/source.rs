@@ -232,6 +232,7 @@ fn state_event(target: &Target, change: Change, result: &CheckResult) -> Event {
             Severity::Warning,
             format!("{} is slow: {}", target.name, result.detail),
         ),
+        // PENDING is never announced (see `state`); UP is the rest.
         TargetState::Up | TargetState::Pending => (
             event_names::URL_UP,
             Severity::Info,
