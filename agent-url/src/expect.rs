@@ -429,6 +429,23 @@ mod tests {
         assert!(e.0.starts_with("body is not JSON"), "{}", e.0);
     }
 
+    proptest::proptest! {
+        /// Whatever an operator writes, parsing answers (never panics), and
+        /// whatever a server sends, checking answers.
+        #[test]
+        fn parsing_and_checking_never_panic(
+            expr in "[$a-z0-9_\\[\\]\\.\"=!<> &-]{0,40}",
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            status in ".{0,20}",
+        ) {
+            if let Ok(json) = JsonExpect::parse(&expr) {
+                let _ = json.check(&body);
+                let _ = json.check(br#"{"a":[1,"x",{"b":null}],"length":3}"#);
+            }
+            let _ = StatusSet::parse(&status);
+        }
+    }
+
     #[test]
     fn bad_expressions_are_refused_with_the_place() {
         let err = |t: &str| JsonExpect::parse(t).expect_err(t);

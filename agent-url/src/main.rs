@@ -2,6 +2,7 @@
 //! checks every target once and prints a table, then runs the checks every
 //! agent's `test` runs (config, license, collector).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -79,16 +80,23 @@ fn test(cli: &Cli) -> ExitCode {
     }
     let results = runtime.block_on(report::check_all(&targets, settings.concurrency));
     let all_passed = results.iter().all(|r| r.failure.is_none());
-    println!("Targets ({}):", results.len());
-    print!("{}", report::table(&results));
-    println!();
+    // A closed stdout (`| head`) ends the output, not the process.
+    let mut out = std::io::stdout().lock();
+    let _ = write!(
+        out,
+        "Targets ({}):\n{}\n",
+        results.len(),
+        report::table(&results)
+    );
+    let _ = out.flush();
+    drop(out);
     let product = Product {
         name: UrlConfig::PRODUCT,
         binary: UrlConfig::BINARY,
         keys,
     };
     let diagnosis = runtime.block_on(diagnose::run(product, &file, &ProcessEnv, &flags));
-    print!("{diagnosis}");
+    let _ = write!(std::io::stdout().lock(), "{diagnosis}");
     runtime.shutdown_timeout(Duration::from_millis(100));
     if all_passed && diagnosis.passed() {
         ExitCode::SUCCESS

@@ -8,8 +8,9 @@
 //! the phases add up to the total exactly.
 //!
 //! Invariants: the whole check, redirects included, ends by the target's
-//! `.timeout`, and a timeout names the phase it hit; a connection is never
-//! reused between checks; the body kept for conditions is bounded
+//! `.timeout`, and a timeout names the phase it hit; a connection outlives
+//! its check only in the target's own [`ReuseSlot`] (`.reuse`), and only
+//! for the target's origin; the body kept for conditions is bounded
 //! ([`BODY_KEPT`]); nothing here logs a secret.
 
 use std::collections::HashSet;
@@ -218,8 +219,15 @@ struct Response {
     remote: SocketAddr,
 }
 
-/// Runs one check of `target`.
+/// Runs one check of `target` on fresh connections.
 pub async fn check(target: &Target) -> CheckResult {
+    check_reusing(target, None).await
+}
+
+/// Runs one check of `target`; with `reuse`, on the connection the last
+/// check left there if it is still open (DNS, connect and TLS are then 0),
+/// and leaves its own there.
+pub async fn check_reusing(target: &Target, reuse: Option<&ReuseSlot>) -> CheckResult {
     let time = SystemTime::now();
     let start = Instant::now();
     let mut clock = Clock {
@@ -242,7 +250,7 @@ pub async fn check(target: &Target) -> CheckResult {
         remote_ip: String::new(),
         certificate: None,
     };
-    let outcome = run_chain(target, &mut clock, &mut result).await;
+    let outcome = run_chain(target, reuse, &mut clock, &mut result).await;
     if let Err(Stop(failure, detail)) = outcome {
         result.failure = Some(failure);
         result.detail = detail;
@@ -265,6 +273,7 @@ pub async fn check(target: &Target) -> CheckResult {
 
 async fn run_chain(
     target: &Target,
+    reuse: Option<&ReuseSlot>,
     clock: &mut Clock,
     result: &mut CheckResult,
 ) -> Result<(), Stop> {
@@ -276,7 +285,17 @@ async fn run_chain(
     loop {
         let same_origin =
             url.authority() == target.url.authority() && url.scheme() == target.url.scheme();
-        let response = request(target, &url, &method, &body, same_origin, clock, result).await?;
+        let response = request(
+            target,
+            &url,
+            &method,
+            &body,
+            same_origin,
+            if result.redirects == 0 { reuse } else { None },
+            clock,
+            result,
+        )
+        .await?;
         result.status = response.status.as_u16();
         result.http_version = version_name(response.version);
         result.body_bytes = response.body_bytes;
@@ -386,33 +405,72 @@ fn connect_failure(e: &std::io::Error) -> Failure {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn request(
+/// A connection's request half, HTTP/1.1 or HTTP/2.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+        }
+    }
+}
+
+/// A connection kept for a target's next check (`.reuse`).
+pub struct Kept {
+    sender: Sender,
+    _conn: AbortOnDrop,
+    remote: SocketAddr,
+    certificate: Option<CertInfo>,
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kept")
+            .field("remote", &self.remote)
+            .finish()
+    }
+}
+
+/// Where a target keeps its connection between checks when `.reuse` is on.
+pub type ReuseSlot = std::sync::Mutex<Option<Kept>>;
+
+/// DNS, TCP connect (and CONNECT), TLS, and hyper's handshake.
+async fn open(
     target: &Target,
     url: &Uri,
-    method: &Method,
-    body: &Bytes,
-    same_origin: bool,
     clock: &mut Clock,
     result: &mut CheckResult,
-) -> Result<Response, Stop> {
+) -> Result<(Sender, AbortOnDrop, SocketAddr), Stop> {
     let https = url.scheme_str() == Some("https");
-    let host = url
-        .host()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = bare_host(url);
     let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
     let (dial_host, dial_port) = match &target.proxy {
-        Some(p) => (
-            p.host()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            p.port_u16().unwrap_or(80),
-        ),
+        Some(p) => (bare_host(p), p.port_u16().unwrap_or(80)),
         None => (host.clone(), port),
     };
     // DNS.
@@ -442,7 +500,7 @@ async fn request(
         ));
     }
     // TCP connect: each address in turn until one answers.
-    let (tcp, remote) = clock
+    let (mut tcp, remote) = clock
         .run(
             Phase::Connect,
             async {
@@ -461,7 +519,6 @@ async fn request(
             connect_failure,
         )
         .await?;
-    let mut tcp = tcp;
     if target.proxy.is_some() && https {
         clock
             .run(Phase::Connect, proxy_connect(&mut tcp, &host, port), |_| {
@@ -489,95 +546,150 @@ async fn request(
     } else {
         (Box::new(tcp), false)
     };
-    // The request; hyper's handshake writes nothing until the request.
-    let via_proxy = target.proxy.is_some() && !https;
-    let uri: Uri = if h2 || via_proxy {
-        url.clone()
-    } else {
-        url.path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("/"))
-    };
-    let mut builder = Request::builder().method(method.clone()).uri(uri);
-    if !h2 {
-        let authority = url.authority().map_or(host.as_str(), |a| a.as_str());
-        builder = builder.header(header::HOST, authority);
-    }
-    builder = builder.header(
-        header::USER_AGENT,
-        concat!("sightline-url/", env!("CARGO_PKG_VERSION")),
-    );
-    for (n, v) in &target.headers {
-        builder = builder.header(n, v);
-    }
-    if let Some(auth) = &target.auth
-        && same_origin
-    {
-        builder = builder.header(header::AUTHORIZATION, auth.header());
-    }
-    let req = builder
-        .body(Full::new(body.clone()))
-        .map_err(|e| Stop(Failure::Protocol, format!("cannot build the request: {e}")))?;
+    // hyper's handshake writes nothing until the first request; its time
+    // counts toward the first byte.
     let io = TokioIo::new(io);
-    let (response, conn) = clock
+    clock
         .run(
             Phase::FirstByte,
             async {
                 if h2 {
-                    let (mut send, conn) =
+                    let (send, conn) =
                         hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-                    let conn = tokio::spawn(conn);
-                    let r = send.send_request(req).await;
-                    r.map(|r| (r, AbortOnDrop(conn)))
+                    Ok((Sender::H2(send), AbortOnDrop(tokio::spawn(conn)), remote))
                 } else {
-                    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
-                    let conn = tokio::spawn(conn);
-                    let r = send.send_request(req).await;
-                    r.map(|r| (r, AbortOnDrop(conn)))
+                    let (send, conn) = hyper::client::conn::http1::handshake(io).await?;
+                    Ok((Sender::H1(send), AbortOnDrop(tokio::spawn(conn)), remote))
                 }
             },
-            |_| Failure::Protocol,
+            |_: &hyper::Error| Failure::Protocol,
         )
-        .await?;
-    let status = response.status();
-    let version = response.version();
-    // Known from here even if the body then stalls.
-    result.status = status.as_u16();
-    result.http_version = version_name(version);
-    let location = response
-        .headers()
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mut incoming = response.into_body();
-    let (kept, total) = clock
-        .run(
-            Phase::Transfer,
-            async {
-                let mut kept = Vec::new();
-                let mut total = 0u64;
-                while let Some(frame) = incoming.frame().await {
-                    if let Ok(data) = frame?.into_data() {
-                        total += data.len() as u64;
-                        let room = BODY_KEPT.saturating_sub(kept.len());
-                        kept.extend_from_slice(&data[..data.len().min(room)]);
+        .await
+}
+
+fn bare_host(url: &Uri) -> String {
+    url.host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn request(
+    target: &Target,
+    url: &Uri,
+    method: &Method,
+    body: &Bytes,
+    same_origin: bool,
+    reuse: Option<&ReuseSlot>,
+    clock: &mut Clock,
+    result: &mut CheckResult,
+) -> Result<Response, Stop> {
+    let https = url.scheme_str() == Some("https");
+    let host = bare_host(url);
+    // Only the target's own origin keeps a connection between checks.
+    let reuse = reuse.filter(|_| same_origin);
+    let mut kept = reuse
+        .and_then(|slot| slot.lock().ok().and_then(|mut k| k.take()))
+        .filter(|k| !k.sender.is_closed());
+    loop {
+        let reused = kept.is_some();
+        let (mut sender, conn, remote) = match kept.take() {
+            Some(k) => {
+                result.certificate = k.certificate;
+                (k.sender, k._conn, k.remote)
+            }
+            None => open(target, url, clock, result).await?,
+        };
+        let h2 = sender.is_h2();
+        let via_proxy = target.proxy.is_some() && !https;
+        let uri: Uri = if h2 || via_proxy {
+            url.clone()
+        } else {
+            url.path_and_query()
+                .map_or("/", |p| p.as_str())
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("/"))
+        };
+        let mut builder = Request::builder().method(method.clone()).uri(uri);
+        if !h2 {
+            let authority = url.authority().map_or(host.as_str(), |a| a.as_str());
+            builder = builder.header(header::HOST, authority);
+        }
+        builder = builder.header(
+            header::USER_AGENT,
+            concat!("sightline-url/", env!("CARGO_PKG_VERSION")),
+        );
+        for (n, v) in &target.headers {
+            builder = builder.header(n, v);
+        }
+        if let Some(auth) = &target.auth
+            && same_origin
+        {
+            builder = builder.header(header::AUTHORIZATION, auth.header());
+        }
+        let req = builder
+            .body(Full::new(body.clone()))
+            .map_err(|e| Stop(Failure::Protocol, format!("cannot build the request: {e}")))?;
+        let response = match clock
+            .run(Phase::FirstByte, sender.send(req), |_| Failure::Protocol)
+            .await
+        {
+            Ok(r) => r,
+            // A kept connection the server closed meanwhile: once more on
+            // a fresh one.
+            Err(Stop(Failure::Protocol, _)) if reused => continue,
+            Err(stop) => return Err(stop),
+        };
+        let status = response.status();
+        let version = response.version();
+        // Known from here even if the body then stalls.
+        result.status = status.as_u16();
+        result.http_version = version_name(version);
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut incoming = response.into_body();
+        let (kept_body, total) = clock
+            .run(
+                Phase::Transfer,
+                async {
+                    let mut kept = Vec::new();
+                    let mut total = 0u64;
+                    while let Some(frame) = incoming.frame().await {
+                        if let Ok(data) = frame?.into_data() {
+                            total += data.len() as u64;
+                            let room = BODY_KEPT.saturating_sub(kept.len());
+                            kept.extend_from_slice(&data[..data.len().min(room)]);
+                        }
                     }
-                }
-                Ok::<_, hyper::Error>((kept, total))
-            },
-            |_| Failure::Protocol,
-        )
-        .await?;
-    drop(conn);
-    Ok(Response {
-        status,
-        version,
-        location,
-        body: kept,
-        body_bytes: total,
-        remote,
-    })
+                    Ok::<_, hyper::Error>((kept, total))
+                },
+                |_| Failure::Protocol,
+            )
+            .await?;
+        if let Some(slot) = reuse
+            && let Ok(mut k) = slot.lock()
+        {
+            *k = Some(Kept {
+                sender,
+                _conn: conn,
+                remote,
+                certificate: result.certificate.clone(),
+            });
+        }
+        return Ok(Response {
+            status,
+            version,
+            location,
+            body: kept_body,
+            body_bytes: total,
+            remote,
+        });
+    }
 }
 
 /// Aborts the connection task when the check is done with it.

@@ -110,6 +110,11 @@ pub const URL_KEYS: &[KeySpec] = &[
         doc: "Most redirects followed before the check fails.",
     },
     KeySpec {
+        key: "target.*.reuse",
+        default: Some("false"),
+        doc: "Keep the connection for the next check (then DNS, connect and TLS are not measured again); off, each check measures a fresh connection.",
+    },
+    KeySpec {
         key: "target.*.tls.insecure",
         default: Some("false"),
         doc: "Accept any certificate (expiry is still reported, from the leaf the server sent).",
@@ -252,6 +257,8 @@ pub struct Target {
     pub follow_redirects: bool,
     /// Most redirects.
     pub max_redirects: u32,
+    /// Keep the connection between checks.
+    pub reuse: bool,
     /// Accept any certificate.
     pub tls_insecure: bool,
     /// Roots to verify against.
@@ -355,12 +362,43 @@ fn secret(config: &Config, key: &str, env: &dyn Env) -> Result<Option<String>, C
 fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigError> {
     let key = |k: &str| format!("target.{name}.{k}");
     let url_key = key("url");
-    let url_text = config
-        .require(&url_key, &format!("add '{url_key}=https://...'"))?
-        .text;
+    let url_text = match config.require(&url_key, &format!("add '{url_key}=https://...'")) {
+        Ok(v) => v.text,
+        Err(missing) => {
+            // Name the line of the group's first key, so a targets file's
+            // mistake says where it is.
+            let origin = TARGET_KEYS
+                .iter()
+                .filter_map(|spec| config.value(&spec.key.replace('*', name)))
+                .map(|v| v.origin)
+                .find(|o| *o != Origin::Default);
+            return Err(match origin {
+                Some(origin) => ConfigError::Invalid {
+                    origin,
+                    key: url_key.clone(),
+                    reason: "is not set: every target needs a url".into(),
+                },
+                None => missing,
+            });
+        }
+    };
     let url: Uri = url_text
         .parse()
         .map_err(|e| invalid(config, &url_key, format!("not a URL: {e}")))?;
+    if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid(
+            config,
+            &url_key,
+            "credentials in the URL would be sent and shown; use .auth.user and .auth.password.env",
+        ));
+    }
+    if name.len() > 128 {
+        return Err(invalid(
+            config,
+            &url_key,
+            "a target's name is at most 128 bytes",
+        ));
+    }
     match url.scheme_str() {
         Some("http" | "https") if url.host().is_some() => {}
         _ => {
@@ -497,6 +535,7 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
         expect,
         follow_redirects: config.bool(&key("follow.redirects"))?,
         max_redirects: config.number(&key("max.redirects"), "a number of redirects")?,
+        reuse: config.bool(&key("reuse"))?,
         tls_insecure: config.bool(&key("tls.insecure"))?,
         roots,
         tls_min_days: config.number(&key("tls.min.days"), "a number of days")?,
@@ -594,6 +633,33 @@ mod tests {
                 .contains("environment variable NOPE is not set")
         );
         assert!(err("target.a.method=GET\n").contains("target.a.url"));
+        let creds = err("target.a.url=https://me:hunter2@x/\n");
+        assert!(creds.contains("credentials in the URL"), "{creds}");
+        assert!(!creds.contains("hunter2"), "{creds}");
+    }
+
+    #[test]
+    fn a_targets_file_names_the_line_of_a_target_without_a_url() {
+        let dir = std::env::temp_dir().join(format!("sl-url-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("targets");
+        std::fs::write(&path, "target.a.url=http://x/\n\ntarget.b.timeout=1s\n").expect("write");
+        let err = read_targets_file(&path, &MapEnv::new([])).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:3: target.b.url: is not set: every target needs a url",
+                path.display()
+            )
+        );
+        std::fs::write(&path, "target.a.url=http://x/\ntarget.a.tiemout=1s\n").expect("write");
+        let err = read_targets_file(&path, &MapEnv::new([])).expect_err("refused");
+        assert!(err.to_string().contains(":2: "), "{err}");
+        assert!(
+            err.to_string().contains("did you mean 'target.*.timeout'"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).expect("clean");
     }
 
     #[test]

@@ -46,8 +46,18 @@ struct Slot {
     tracker: Tracker,
     grid: Grid,
     in_flight: bool,
+    /// The connection kept between checks, when the target reuses one.
+    reuse: Option<Arc<probe::ReuseSlot>>,
     /// Days left last announced by `url.cert_expiring`.
     cert_announced: Option<i32>,
+}
+
+/// A check to start.
+#[derive(Debug)]
+struct Due {
+    target: Arc<Target>,
+    generation: u64,
+    reuse: Option<Arc<probe::ReuseSlot>>,
 }
 
 /// The loop's state, apart from IO.
@@ -94,6 +104,7 @@ impl Scheduler {
                 continue;
             }
             self.generation += 1;
+            let target_reuse = target.reuse.then(|| Arc::new(probe::ReuseSlot::default()));
             let grid = Grid::new(&name, now, target.interval);
             let first = grid.at(0);
             self.due
@@ -106,6 +117,7 @@ impl Scheduler {
                     tracker: Tracker::default(),
                     grid,
                     in_flight: false,
+                    reuse: target_reuse,
                     cert_announced: None,
                 },
             );
@@ -119,7 +131,7 @@ impl Scheduler {
 
     /// The targets due by `now`, with room to run them given `running`
     /// checks in flight; the rest wait their turn.
-    fn take_due(&mut self, now: Instant, running: usize) -> Vec<(Arc<Target>, u64)> {
+    fn take_due(&mut self, now: Instant, running: usize) -> Vec<Due> {
         while let Some(Reverse((at, generation, _))) = self.due.peek() {
             if *at > now {
                 break;
@@ -141,7 +153,11 @@ impl Scheduler {
                 continue;
             }
             slot.in_flight = true;
-            ready.push((slot.target.clone(), generation));
+            ready.push(Due {
+                target: slot.target.clone(),
+                generation,
+                reuse: slot.reuse.clone(),
+            });
         }
         ready
     }
@@ -216,6 +232,7 @@ fn state_event(target: &Target, change: Change, result: &CheckResult) -> Event {
             Severity::Warning,
             format!("{} is slow: {}", target.name, result.detail),
         ),
+        // PENDING is never announced (see `state`); UP is the rest.
         TargetState::Up | TargetState::Pending => (
             event_names::URL_UP,
             Severity::Info,
@@ -318,8 +335,11 @@ pub async fn run(settings: UrlSettings, cx: SourceContext) -> Result<(), SourceE
                 }
             }
         }
-        for (target, generation) in scheduler.take_due(Instant::now(), checks.len()) {
-            checks.spawn(async move { (generation, probe::check(&target).await) });
+        for due in scheduler.take_due(Instant::now(), checks.len()) {
+            checks.spawn(async move {
+                let result = probe::check_reusing(&due.target, due.reuse.as_deref()).await;
+                (due.generation, result)
+            });
         }
     }
 }
@@ -372,7 +392,15 @@ fn watch(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher
         _ => PathBuf::from("."),
     };
     let handler = move |event: notify::Result<notify::Event>| {
+        // Reading the file is an event too (access, close): only a change
+        // counts, or each reload would trigger the next.
         if let Ok(event) = event
+            && matches!(
+                event.kind,
+                notify::EventKind::Create(_)
+                    | notify::EventKind::Modify(_)
+                    | notify::EventKind::Remove(_)
+            )
             && event
                 .paths
                 .iter()
@@ -451,14 +479,15 @@ mod tests {
         let first = s.next_due().expect("due");
         let due = s.take_due(first, 0);
         assert_eq!(due.len(), 1);
+        let generation = due[0].generation;
         // Due again while in flight: not started twice.
-        s.due.push(Reverse((first, due[0].1, "a".into())));
+        s.due.push(Reverse((first, generation, "a".into())));
         assert!(s.take_due(first, 1).is_empty());
         let mut events = Vec::new();
         let done = first + Duration::from_secs(1);
         let f = s
             .finish(
-                due[0].1,
+                generation,
                 result("a", Some(probe::Failure::ConnectionRefused)),
                 done,
                 &mut events,
@@ -474,6 +503,45 @@ mod tests {
             "{:?}",
             next - done
         );
+    }
+
+    #[test]
+    fn a_certificate_within_min_days_is_announced_again_only_as_days_drop() {
+        let text = "target.a.url=https://127.0.0.1:1/\ntarget.a.tls.min.days=14\n";
+        let start = Instant::now();
+        let mut s = Scheduler::new(targets(text), 10, start);
+        let generation = s.slots["a"].generation;
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as i64;
+        let with_days = |days: i64, chain: i64| {
+            let mut r = result("a", None);
+            r.time = now;
+            r.certificate = Some(crate::tls::CertInfo {
+                subject: "CN=a".into(),
+                issuer: "CN=ca".into(),
+                not_after: secs + days * 86_400 + 60,
+                chain_not_after: secs + chain * 86_400 + 60,
+            });
+            r
+        };
+        let mut events = Vec::new();
+        let mut at = start;
+        for (leaf, chain) in [(90, 90), (90, 10), (90, 10), (90, 9), (90, 30), (90, 5)] {
+            at += Duration::from_secs(60);
+            s.slots.get_mut("a").expect("a").in_flight = true;
+            s.finish(generation, with_days(leaf, chain), at, &mut events);
+        }
+        let days: Vec<&str> = events
+            .iter()
+            .filter(|e| e.name == event_names::URL_CERT_EXPIRING)
+            .map(|e| e.attrs["days_left"].as_str())
+            .collect();
+        // The chain's root, not the leaf, is what expires: 10, then 9; back
+        // above the threshold ends it, and 5 is a new warning.
+        assert_eq!(days, ["10", "9", "5"]);
     }
 
     #[test]

@@ -47,6 +47,18 @@ pub enum TlsError {
 pub struct TrustRoots {
     store: Arc<RootCertStore>,
     certs: Vec<CertificateDer<'static>>,
+    /// Each anchor's subject and key with its certificate's notAfter,
+    /// parsed once here rather than on every check.
+    expiry: Vec<(Vec<u8>, Vec<u8>, i64)>,
+    verifier: OnceLock<Arc<WebPkiServerVerifier>>,
+}
+
+/// The ring provider, built once per process.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 impl TrustRoots {
@@ -65,15 +77,42 @@ impl TrustRoots {
     pub fn from_certs(certs: Vec<CertificateDer<'static>>) -> TrustRoots {
         let mut store = RootCertStore::empty();
         let mut kept = Vec::new();
+        let mut expiry = Vec::new();
         for cert in certs {
             if store.add(cert.clone()).is_ok() {
+                if let Ok(anchor) = webpki::anchor_from_trusted_cert(&cert)
+                    && let Some((_, _, not_after)) = parse_cert(&cert)
+                {
+                    expiry.push((
+                        anchor.subject.to_vec(),
+                        anchor.subject_public_key_info.to_vec(),
+                        not_after,
+                    ));
+                }
                 kept.push(cert);
             }
         }
         TrustRoots {
             store: Arc::new(store),
             certs: kept,
+            expiry,
+            verifier: OnceLock::new(),
         }
+    }
+
+    /// rustls's verifier over these roots, built once.
+    fn verifier(
+        &self,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Arc<WebPkiServerVerifier>, String> {
+        if let Some(v) = self.verifier.get() {
+            return Ok(v.clone());
+        }
+        let built =
+            WebPkiServerVerifier::builder_with_provider(self.store.clone(), provider.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+        Ok(self.verifier.get_or_init(|| built).clone())
     }
 
     /// Roots from a PEM file.
@@ -153,15 +192,11 @@ pub struct RecordingVerifier {
 impl RecordingVerifier {
     /// A verifier against `roots`; with `insecure`, one that accepts all.
     pub fn new(roots: Arc<TrustRoots>, insecure: bool) -> Result<RecordingVerifier, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = provider();
         let inner = if insecure {
             None
         } else {
-            Some(
-                WebPkiServerVerifier::builder_with_provider(roots.store.clone(), provider.clone())
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            )
+            Some(roots.verifier(&provider)?)
         };
         Ok(RecordingVerifier {
             inner,
@@ -208,13 +243,9 @@ impl RecordingVerifier {
             }
         }
         let anchor = path.anchor();
-        for root in &self.roots.certs {
-            if let Ok(ta) = webpki::anchor_from_trusted_cert(root)
-                && ta.subject == anchor.subject
-                && ta.subject_public_key_info == anchor.subject_public_key_info
-                && let Some((_, _, t)) = parse_cert(root)
-            {
-                least = least.min(t);
+        for (subject, spki, not_after) in &self.roots.expiry {
+            if subject[..] == anchor.subject[..] && spki[..] == anchor.subject_public_key_info[..] {
+                least = least.min(*not_after);
             }
         }
         Some(least)

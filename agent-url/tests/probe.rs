@@ -143,7 +143,12 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
                 })
                 .unwrap_or("none")
                 .to_string();
-            let text = format!("{method} {} {auth}", String::from_utf8_lossy(&body));
+            let probe = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-probe: "))
+                .unwrap_or("-")
+                .to_string();
+            let text = format!("{method} {} {auth} {probe}", String::from_utf8_lossy(&body));
             respond(&mut s, "200 OK", "", text.as_bytes(), head_only).await;
         }
         _ => respond(&mut s, "404 Not Found", "", b"no", head_only).await,
@@ -346,17 +351,22 @@ async fn a_body_that_stalls_times_out_in_the_transfer_phase() {
     );
 }
 
+/// Each wait's best of three runs: the measurement, not a busy machine's
+/// scheduling of the test's threads, is what is held to 5 ms.
 #[tokio::test]
 async fn the_first_byte_is_measured_within_5_ms_of_a_known_wait() {
     let addr = http_server().await;
     for wait in [100u64, 250] {
-        let r = check(&target(&format!("http://{addr}/sleep/{wait}"), "")).await;
-        assert_eq!(r.failure, None, "{}", r.detail);
-        let off = r.phases.first_byte.as_secs_f64() * 1000.0 - wait as f64;
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let r = check(&target(&format!("http://{addr}/sleep/{wait}"), "")).await;
+            assert_eq!(r.failure, None, "{}", r.detail);
+            best = best.min(r.phases.first_byte);
+        }
+        let off = best.as_secs_f64() * 1000.0 - wait as f64;
         assert!(
             (0.0..5.0).contains(&off),
-            "first byte {:?} for a {wait} ms wait",
-            r.phases.first_byte
+            "first byte {best:?} for a {wait} ms wait"
         );
     }
 }
@@ -394,13 +404,30 @@ async fn head_and_post_send_what_they_should() {
     let url = format!("http://{addr}/echo");
     let r = check(&target(
         &url,
-        "target.t.method=POST\ntarget.t.body=ping\ntarget.t.expect.body=^POST ping none$\n",
+        "target.t.method=POST\ntarget.t.body=ping\ntarget.t.expect.body=^POST ping none -$\n",
     ))
     .await;
     assert_eq!(r.failure, None, "{}", r.detail);
     let r = check(&target(&url, "target.t.method=HEAD\n")).await;
     assert_eq!((r.failure, r.status, r.body_bytes), (None, 200, 0));
     let r = check(&target(&url, "target.t.auth.user=mon\ntarget.t.auth.password.env=PW\ntarget.t.expect.body=Basic bW9uOnBhNTV3b3Jk\n")).await;
+    assert_eq!(r.failure, None, "{}", r.detail);
+}
+
+#[tokio::test]
+async fn headers_are_sent_and_ip_version_limits_the_addresses() {
+    let addr = http_server().await;
+    let url = format!("http://{addr}/echo");
+    let r = check(&target(
+        &url,
+        "target.t.headers=X-Probe: one two | Accept: text/plain\ntarget.t.expect.body=^GET  none one two$\n",
+    ))
+    .await;
+    assert_eq!(r.failure, None, "{}", r.detail);
+    let r = check(&target(&url, "target.t.ip.version=6\n")).await;
+    assert_eq!(r.failure, Some(Failure::Dns), "{}", r.detail);
+    assert_eq!(r.detail, "127.0.0.1 has no IPv6 address");
+    let r = check(&target(&url, "target.t.ip.version=4\n")).await;
     assert_eq!(r.failure, None, "{}", r.detail);
 }
 
@@ -416,51 +443,105 @@ async fn slower_than_max_time_is_too_slow_not_failed() {
     assert_eq!(r.outcome(), sightline_url::state::Outcome::Slow);
 }
 
-/// curl times the same server; the two agree within 5 ms on connect, 10 ms
-/// on first byte and total (two processes, two schedulers).
+/// curl times the same server; the two agree within 5 ms on connect and
+/// 10 ms on first byte and total. Each side's best of five, so a busy
+/// machine's scheduling delay in one run does not decide the comparison.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timings_agree_with_curl() {
     let addr = http_server().await;
     let url = format!("http://{addr}/sleep/120");
-    let ours = check(&target(&url, "")).await;
-    assert_eq!(ours.failure, None, "{}", ours.detail);
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{time_connect} %{time_starttransfer} %{time_total}",
-            &url,
-        ])
-        .output()
-        .await
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let curl: Vec<f64> = text
-        .split_whitespace()
-        .map(|v| v.parse::<f64>().expect("number") * 1000.0)
-        .collect();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let p = ours.phases;
-    let connect = ms(p.dns + p.connect);
-    let first = ms(p.dns + p.connect + p.tls + p.first_byte);
-    let total = ms(ours.total);
+    let (mut ours, mut curl) = ([f64::MAX; 3], [f64::MAX; 3]);
+    for _ in 0..5 {
+        let r = check(&target(&url, "")).await;
+        assert_eq!(r.failure, None, "{}", r.detail);
+        let p = r.phases;
+        let run = [
+            ms(p.dns + p.connect),
+            ms(p.dns + p.connect + p.tls + p.first_byte),
+            ms(r.total),
+        ];
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{time_connect} %{time_starttransfer} %{time_total}",
+                &url,
+            ])
+            .output()
+            .await
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let theirs: Vec<f64> = text
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().expect("number") * 1000.0)
+            .collect();
+        for i in 0..3 {
+            ours[i] = ours[i].min(run[i]);
+            curl[i] = curl[i].min(theirs[i]);
+        }
+    }
     assert!(
-        (connect - curl[0]).abs() < 5.0,
-        "connect {connect} vs curl {}",
+        (ours[0] - curl[0]).abs() < 5.0,
+        "connect {} vs curl {}",
+        ours[0],
         curl[0]
     );
     assert!(
-        (first - curl[1]).abs() < 10.0,
-        "first byte {first} vs curl {}",
+        (ours[1] - curl[1]).abs() < 10.0,
+        "first byte {} vs curl {}",
+        ours[1],
         curl[1]
     );
     assert!(
-        (total - curl[2]).abs() < 10.0,
-        "total {total} vs curl {}",
+        (ours[2] - curl[2]).abs() < 10.0,
+        "total {} vs curl {}",
+        ours[2],
         curl[2]
     );
+    // And both saw the server's 120 ms wait.
+    assert!(ours[1] >= 120.0 && curl[1] >= 120.0, "{ours:?} {curl:?}");
+}
+
+/// `.reuse` keeps the connection: the second check neither resolves nor
+/// connects; without it, every check connects afresh.
+#[tokio::test]
+async fn reuse_keeps_the_connection_and_is_off_by_default() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"kept"),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), service),
+            );
+        }
+    });
+    let url = format!("http://{addr}/");
+    let t = target(&url, "target.t.reuse=true\n");
+    let slot = sightline_url::probe::ReuseSlot::default();
+    let first = sightline_url::probe::check_reusing(&t, Some(&slot)).await;
+    let second = sightline_url::probe::check_reusing(&t, Some(&slot)).await;
+    assert_eq!((first.failure, second.failure), (None, None));
+    assert!(first.phases.connect > Duration::ZERO);
+    assert_eq!(second.phases.connect, Duration::ZERO);
+    assert_eq!(second.phases.sum(), second.total);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let fresh = target(&url, "");
+    assert!(!fresh.reuse);
+    check(&fresh).await;
+    check(&fresh).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
 // ---- HTTPS. ----
@@ -654,4 +735,54 @@ async fn https_goes_through_a_proxy_with_connect() {
     assert_eq!(r.failure, None, "{}", r.detail);
     assert_eq!(tunnels.load(Ordering::SeqCst), 1);
     assert_eq!(r.remote_ip, "127.0.0.1");
+}
+
+/// A forward proxy for plain HTTP: the request line carries the absolute
+/// URL; the proxy connects there, replays the request, and relays back.
+async fn forward_proxy(seen: Arc<std::sync::Mutex<Vec<String>>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Some((method, target, head, body)) = read_request(&mut s).await else {
+                    return;
+                };
+                if let Ok(mut list) = seen.lock() {
+                    list.push(format!("{method} {target}"));
+                }
+                let Some(rest) = target.strip_prefix("http://") else {
+                    return;
+                };
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let Ok(mut up) = TcpStream::connect(authority).await else {
+                    return;
+                };
+                let headers = head.split_once("\r\n").map_or("", |(_, h)| h);
+                let path = if path.is_empty() { "/" } else { path };
+                let _ = up
+                    .write_all(format!("{method} {path} HTTP/1.1\r\n{headers}").as_bytes())
+                    .await;
+                let _ = up.write_all(&body).await;
+                let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http_goes_through_a_forward_proxy_with_the_absolute_url() {
+    let addr = http_server().await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let proxy = forward_proxy(seen.clone()).await;
+    let url = format!("http://{addr}/ok");
+    let r = check(&target(&url, &format!("target.t.proxy=http://{proxy}\n"))).await;
+    assert_eq!(r.failure, None, "{}", r.detail);
+    assert_eq!(r.body_bytes, 11);
+    assert_eq!(
+        seen.lock().expect("lock").as_slice(),
+        [format!("GET {url}")]
+    );
 }

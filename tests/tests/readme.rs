@@ -43,3 +43,11 @@ fn readme_lists_every_log_key() {
         &reference_table(agent_core::cli::all_keys::<sightline_log::LogConfig>()),
     );
 }
+
+#[test]
+fn readme_lists_every_url_key() {
+    check_section(
+        "url-keys",
+        &reference_table(agent_core::cli::all_keys::<sightline_url::UrlConfig>()),
+    );
+}

@@ -33,6 +33,12 @@ const PACKAGES: &[Package] = &[
         name: "logrotate",
         provides: "/usr/sbin/logrotate",
     },
+    // The URL agent's probe tests compare its timings with curl's
+    // (agent-url/tests/probe.rs).
+    Package {
+        name: "curl",
+        provides: "/usr/bin/curl",
+    },
     // `xtask bench url` probes its targets with blackbox_exporter beside
     // sightline-url.
     Package {
