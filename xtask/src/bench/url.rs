@@ -139,11 +139,21 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     println!("{title}");
     println!();
     if options.scale {
-        print_table("sightline-url", "–", &rows);
+        print_own_table(&rows);
     } else {
         print_table("sightline-url", "blackbox_exporter", &rows);
     }
     Ok(())
+}
+
+/// Rows without a peer as a Markdown table: figure | ours | goal.
+fn print_own_table(rows: &[Row]) {
+    println!("| figure | sightline-url | goal |");
+    println!("| --- | ---: | ---: |");
+    for r in rows {
+        let goal = r.goal.map_or_else(String::new, Goal::text);
+        println!("| {} | {:.2} | {goal} |", r.label, r.value * r.scale);
+    }
 }
 
 /// The agent and blackbox_exporter over the same targets.
