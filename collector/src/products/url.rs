@@ -270,44 +270,76 @@ mod tests {
         assert!(refused.reasons[0].contains("per payload"));
     }
 
-    #[test]
-    fn any_check_is_kept_or_refused_never_a_panic() {
-        // A spread of hostile values: extreme numbers, every byte length
-        // around the caps, multibyte text on the cut.
-        for n in [0usize, 1, 127, 128, 129, 2047, 2048, 2049, 5000] {
-            let text = "ж".repeat(n / 2) + &"x".repeat(n % 2);
-            let c = pb::UrlCheck {
-                target: text.clone(),
-                url: text.clone(),
-                method: text.clone(),
-                time_ms: i64::MIN,
-                state: i32::try_from(n % 6).unwrap_or(0),
-                failure: i32::MAX,
-                detail: text.clone(),
-                total_us: u64::MAX,
-                status_code: u32::MAX,
-                http_version: text.clone(),
-                body_bytes: u64::MAX,
-                final_url: text.clone(),
-                remote_ip: text.clone(),
-                certificate: Some(pb::UrlCertificate {
-                    subject: text.clone(),
-                    issuer: text,
-                    not_after_ms: i64::MAX,
-                    days_left: i32::MIN,
-                    chain_days_left: i32::MAX,
-                }),
-                ..pb::UrlCheck::default()
+    fn text(max: usize) -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::collection::vec(proptest::char::any(), 0..max)
+            .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any list of checks: each is kept (its texts within their caps,
+        /// its name and numbers untouched) or refused and counted; the
+        /// cuts are counted too; never a panic.
+        #[test]
+        fn every_check_is_kept_within_caps_or_refused_by_count(
+            checks in proptest::collection::vec(
+                (text(160), text(2200), text(1200), text(80), any::<i32>(), any::<i32>(),
+                 any::<i64>(), any::<u64>(), any::<u32>(), proptest::option::of(text(600))),
+                0..8,
+            )
+        ) {
+            let wire: Vec<pb::UrlCheck> = checks
+                .iter()
+                .map(|(target, url, detail, label, state, failure, time_ms, total_us, status, subject)| {
+                    pb::UrlCheck {
+                        target: target.clone(),
+                        url: url.clone(),
+                        method: label.clone(),
+                        time_ms: *time_ms,
+                        state: *state % 6,
+                        failure: *failure,
+                        detail: detail.clone(),
+                        total_us: *total_us,
+                        status_code: *status,
+                        http_version: label.clone(),
+                        final_url: url.clone(),
+                        remote_ip: label.clone(),
+                        certificate: subject.as_ref().map(|s| pb::UrlCertificate {
+                            subject: s.clone(),
+                            issuer: s.clone(),
+                            ..pb::UrlCertificate::default()
+                        }),
+                        ..pb::UrlCheck::default()
+                    }
+                })
+                .collect();
+            let n = wire.len();
+            let (rows, refused) = convert(wire.clone());
+            let fits = |c: &pb::UrlCheck| {
+                !c.target.is_empty()
+                    && c.target.len() <= MAX_TARGET_BYTES
+                    && (1..=4).contains(&c.state)
             };
-            let (rows, refused) = convert(vec![c]);
-            assert_eq!(rows.len() + usize::from(rows.is_empty()), 1);
-            if rows.is_empty() {
-                assert_eq!(refused.count, 1, "{n}: refused, counted");
-            } else {
-                let r = &rows[0];
-                assert!(r.url.len() <= MAX_URL_BYTES && r.detail.len() <= MAX_DETAIL_BYTES);
-                assert!(r.method.len() <= MAX_LABEL_BYTES);
+            let kept: Vec<&pb::UrlCheck> = wire.iter().filter(|c| fits(c)).collect();
+            prop_assert_eq!(rows.len(), kept.len());
+            let mut cuts = 0u64;
+            for (row, c) in rows.iter().zip(&kept) {
+                prop_assert_eq!(&row.target, &c.target);
+                prop_assert_eq!(row.time_ms, if c.time_ms == 0 { 777 } else { c.time_ms });
+                prop_assert_eq!((row.phases.total_us, row.status_code), (c.total_us, c.status_code));
+                prop_assert!(row.url.len() <= MAX_URL_BYTES && c.url.starts_with(&row.url));
+                prop_assert!(row.detail.len() <= MAX_DETAIL_BYTES && c.detail.starts_with(&row.detail));
+                prop_assert!(row.method.len() <= MAX_LABEL_BYTES && row.remote_ip.len() <= MAX_LABEL_BYTES);
+                if let Some(cert) = &row.certificate {
+                    prop_assert!(cert.subject.len() <= MAX_FIELD_BYTES);
+                }
+                cuts += u64::from(c.url.len() > MAX_URL_BYTES) * 2
+                    + u64::from(c.detail.len() > MAX_DETAIL_BYTES)
+                    + u64::from(c.method.len() > MAX_LABEL_BYTES) * 3
+                    + c.certificate.as_ref().map_or(0, |x| u64::from(x.subject.len() > MAX_FIELD_BYTES) * 2);
             }
+            prop_assert_eq!(refused.count, (n - kept.len()) as u64 + cuts);
         }
     }
 }
