@@ -396,6 +396,16 @@ async fn url_targets_are_listed_down_first_and_their_results_paged() {
     // A target's results, grouped by agent: each check once, newest first.
     let from = base - 1;
     let shop = api.ok(&format!("/api/v1/url/checks/shop/results?from={from}"));
+    assert_eq!(shop["from_ms"].as_i64(), Some(from));
+    let mut document = shop.clone();
+    if let Some(map) = document.as_object_mut() {
+        map.remove("to_ms"); // now, by default
+    }
+    relative(&mut document, base);
+    insta::assert_snapshot!(
+        "shop_results_by_region",
+        serde_json::to_string_pretty(&document).expect("json")
+    );
     let groups = shop["agents"].as_array().expect("agents");
     assert_eq!(groups.len(), 2, "{shop}");
     assert_eq!(groups[0]["region"], "eu-west");
