@@ -1810,8 +1810,13 @@ async fn url_retention_drops_old_checks_and_forgotten_targets<S: Store>(store: A
     assert_eq!(hours(store.clone()).await, [4, 3, 2]);
     let none = store.purge_url(0, 1 << 40, &stop).await.expect("purged");
     assert_eq!(none, UrlPurged::default());
-    // Room for about two checks: the oldest goes.
+    // The two purged were of one size; the three left take exactly three
+    // times it, so a cap of that removes nothing (the running total went
+    // down with the age purge).
     let one = purged.bytes / 2;
+    let exact = store.purge_url(0, 3 * one, &stop).await.expect("purged");
+    assert_eq!(exact, UrlPurged::default());
+    // Room for about two checks: the oldest goes.
     let purged = store
         .purge_url(0, 2 * one + one / 2, &stop)
         .await

@@ -230,6 +230,8 @@ CREATE TABLE db_variables (
     // (project, agent, target) upserted by each newer check, keeps the
     // latest check's id and since when the target is in its state, so the
     // current list is one row per target, not a scan of the checks.
+    // `url_totals` keeps the checks' count and bytes, so `url.max_bytes`
+    // is checked without summing millions of rows each minute.
     r"
 CREATE TABLE url_checks (
     id INTEGER PRIMARY KEY,
@@ -274,6 +276,12 @@ CREATE TABLE url_targets (
     last_check_id INTEGER NOT NULL,
     PRIMARY KEY (project_id, oid, target)
 ) WITHOUT ROWID;
+CREATE TABLE url_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checks INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT INTO url_totals (id, checks, bytes) VALUES (1, 0, 0);
 ",
 ];
 

@@ -52,7 +52,12 @@ pub(super) async fn insert(
     oid: i64,
     checks: &[UrlCheckRow],
 ) -> Result<(), StoreError> {
+    if checks.is_empty() {
+        return Ok(());
+    }
+    let mut bytes = 0u64;
     for c in checks {
+        bytes += stored_bytes(c);
         let cert = c.certificate.as_ref();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO url_checks (project_id, oid, target, time_ms, state, ok, failure, detail,
@@ -117,7 +122,45 @@ pub(super) async fn insert(
         .execute(&mut **tx)
         .await?;
     }
+    sqlx::query("UPDATE url_totals SET checks = checks + ?, bytes = bytes + ? WHERE id = 1")
+        .bind(to_i64(checks.len() as u64))
+        .bind(to_i64(bytes))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+/// Deletes the checks `statement` names (it binds `first`, then
+/// `second`, and returns `stored_bytes`) and takes them off
+/// `url_totals` in the same transaction; the bytes removed.
+async fn delete_step(
+    store: &SqliteStore,
+    statement: &'static str,
+    first: i64,
+    second: i64,
+    purged: &mut UrlPurged,
+) -> Result<u64, StoreError> {
+    let mut tx = store.writer.begin().await?;
+    let rows = sqlx::query(statement)
+        .bind(first)
+        .bind(second)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut bytes = 0;
+    for r in &rows {
+        bytes += to_u64(r.try_get("stored_bytes")?);
+    }
+    if !rows.is_empty() {
+        sqlx::query("UPDATE url_totals SET checks = checks - ?, bytes = bytes - ? WHERE id = 1")
+            .bind(to_i64(rows.len() as u64))
+            .bind(to_i64(bytes))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    purged.checks += rows.len() as u64;
+    purged.bytes += bytes;
+    Ok(bytes)
 }
 
 /// The columns [`check_from_row`] reads, of `url_checks c` joined with
@@ -259,43 +302,36 @@ pub(super) async fn purge(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<UrlPurged, StoreError> {
     let mut purged = UrlPurged::default();
-    let count = |purged: &mut UrlPurged, rows: &[SqliteRow]| -> Result<u64, StoreError> {
-        let mut bytes = 0;
-        for r in rows {
-            bytes += to_u64(r.try_get("stored_bytes")?);
-        }
-        purged.checks += rows.len() as u64;
-        purged.bytes += bytes;
-        Ok(bytes)
-    };
     loop {
         if stop.is_cancelled() {
             return Ok(purged);
         }
-        let rows = sqlx::query(
+        let before = purged.checks;
+        delete_step(
+            store,
             "DELETE FROM url_checks WHERE id IN
-                (SELECT id FROM url_checks WHERE time_ms < ? ORDER BY time_ms LIMIT ?)
+                (SELECT id FROM url_checks WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)
              RETURNING stored_bytes",
+            cutoff_ms,
+            PURGE_STEP,
+            &mut purged,
         )
-        .bind(cutoff_ms)
-        .bind(PURGE_STEP)
-        .fetch_all(&store.writer)
         .await?;
-        if rows.is_empty() {
+        if purged.checks == before {
             break;
         }
-        count(&mut purged, &rows)?;
     }
     if max_bytes > 0 {
-        let total: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(stored_bytes), 0) FROM url_checks")
-                .fetch_one(&store.writer)
-                .await?;
+        let total: i64 = sqlx::query_scalar("SELECT bytes FROM url_totals WHERE id = 1")
+            .fetch_one(&store.writer)
+            .await?;
         let mut excess = to_u64(total).saturating_sub(max_bytes);
         while excess > 0 && !stop.is_cancelled() {
             // Of the oldest step of checks, those whose bytes, added up,
             // first cover the excess (the window runs over one step only).
-            let rows = sqlx::query(
+            let before = purged.checks;
+            let bytes = delete_step(
+                store,
                 "DELETE FROM url_checks WHERE id IN (
                     SELECT id FROM (
                         SELECT id, stored_bytes,
@@ -304,15 +340,15 @@ pub(super) async fn purge(
                               ORDER BY time_ms, id LIMIT ?2))
                     WHERE running - stored_bytes < ?1)
                  RETURNING stored_bytes",
+                to_i64(excess),
+                PURGE_STEP,
+                &mut purged,
             )
-            .bind(to_i64(excess))
-            .bind(PURGE_STEP)
-            .fetch_all(&store.writer)
             .await?;
-            if rows.is_empty() {
+            if purged.checks == before {
                 break;
             }
-            excess = excess.saturating_sub(count(&mut purged, &rows)?);
+            excess = excess.saturating_sub(bytes);
         }
     }
     if stop.is_cancelled() {
