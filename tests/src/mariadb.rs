@@ -611,5 +611,12 @@ mod tests {
         let outcome = waiter.wait(Duration::from_secs(10)).expect("answered");
         assert!(outcome.is_err_and(|e| e.contains("1146")));
         assert_eq!(waiter.exec("SELECT 7"), vec![vec!["7".to_string()]]);
+        // A stopped server answers nothing until it is continued.
+        db.sigstop();
+        waiter.send("SELECT 8");
+        assert!(waiter.wait(Duration::from_millis(500)).is_none(), "hung");
+        db.sigcont();
+        let outcome = waiter.wait(Duration::from_secs(10)).expect("answered");
+        assert_eq!(outcome, Ok(vec![vec!["8".to_string()]]));
     }
 }
