@@ -351,7 +351,39 @@ impl Monitor {
             .read_locks(&vitals, mdl_waiters, &flavor, mdl_plugin, &all, &mut events)
             .await;
         cycle.events.append(&mut events);
-        let present: BTreeSet<u64> = all.iter().map(|s| s.id).collect();
+        let (mut edges, locks_read) = (edges, locks_read);
+        // INNODB_TRX's wait start has whole seconds; the waiter's time in
+        // its statement (ms, from the processlist) is the finer measure.
+        for edge in &mut edges {
+            if let Some(waiter) = all.iter().find(|s| s.id == edge.waiter)
+                && waiter.trx.as_ref().is_some_and(|t| t.state == "LOCK WAIT")
+                && edge.wait.kind != "METADATA"
+            {
+                edge.wait.wait_ms = waiter.time_ms;
+            }
+        }
+        let mut present: BTreeSet<u64> = all.iter().map(|s| s.id).collect();
+        // A holder that sleeps outside InnoDB's view (a metadata lock held
+        // by an idle session) was filtered out: read it by id.
+        let missing: BTreeSet<u64> = edges
+            .iter()
+            .flat_map(|e| [e.waiter, e.blocker])
+            .filter(|id| !present.contains(id))
+            .collect();
+        if !missing.is_empty() && !self.disabled.contains("sessions by id") {
+            let ids: Vec<u64> = missing.into_iter().collect();
+            let sql = sessions::sql_for_ids(flavor.session_table(), options, &ids);
+            let rows = self.rows("sessions by id", &sql, &mut events).await;
+            cycle.events.append(&mut events);
+            if let Ok(rows) = rows {
+                for row in &rows {
+                    let session = sessions::session_from_row(row, &options);
+                    if present.insert(session.id) {
+                        all.push(session);
+                    }
+                }
+            }
+        }
         let tree = lock_tree::build(&edges, |id| present.contains(&id));
         let in_tree: BTreeSet<u64> = tree.iter().map(|n| n.session_id).collect();
         let omitted = sessions::limit(&mut all, self.settings.sessions_max, |id| {

@@ -120,6 +120,14 @@ pub fn sql(table: SessionTable, o: SessionOptions) -> String {
     }
 }
 
+/// The statement that reads the sessions `ids` (those the lock tree names
+/// that the filtered list left out: a sleeping holder), same columns.
+pub fn sql_for_ids(table: SessionTable, o: SessionOptions, ids: &[u64]) -> String {
+    let all = sql(table, SessionOptions { idle: true, ..o });
+    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+    format!("{all} AND p.ID IN ({})", list.join(", "))
+}
+
 /// A query text as shown: cut at `max` bytes on a character boundary,
 /// masked when asked. `full_bytes` is the server's length of the whole text.
 pub fn show_query(text: &str, full_bytes: u64, o: &SessionOptions) -> (String, bool) {

@@ -375,7 +375,14 @@ impl DbSettings {
                 "db.tls.cert and db.tls.key go together",
             ));
         }
-        let statement_timeout = config.duration("db.statement_timeout")?;
+        let mut statement_timeout = config.duration("db.statement_timeout")?;
+        let explicit = config
+            .value("db.statement_timeout")
+            .is_some_and(|v| v.origin != Origin::Default);
+        if !explicit {
+            // The default fits any interval: at most half of it.
+            statement_timeout = statement_timeout.min(interval / 2);
+        }
         if statement_timeout < Duration::from_millis(100) || statement_timeout >= interval {
             return Err(invalid(
                 config,
@@ -507,6 +514,8 @@ mod tests {
         );
         let err = settings("db.tls=verify_ca\n").expect_err("refused");
         assert!(err.to_string().contains("db.tls.ca"), "{err}");
+        let short = settings("interval=1s\n").expect("the default fits");
+        assert_eq!(short.connect.statement_timeout, Duration::from_millis(500));
         let err = settings("db.statement_timeout=10s\n").expect_err("refused");
         assert!(
             err.to_string()
