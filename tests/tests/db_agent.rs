@@ -206,3 +206,203 @@ fn a_lock_chain_gives_the_exact_tree_and_changes_within_one_cycle_of_a_commit() 
     });
     assert!(!quiet.snapshot.expect("snapshot").locks_read);
 }
+
+/// With InnoDB's deadlock detection off (as some high-concurrency sites
+/// run it), two sessions waiting on each other stay so until
+/// `innodb_lock_wait_timeout`: the tree shows the cycle, entered at the
+/// lower id, and marks the wait that closes it. With detection on, InnoDB
+/// rolls one back at once; the agent counts it (`db.innodb_deadlocks_per_sec`).
+#[test]
+fn a_deadlock_in_the_making_is_shown_as_a_cycle_and_a_detected_one_is_counted() {
+    let db = MariaDb::start();
+    shop(&db);
+    let rt = runtime();
+    let mut monitor = Monitor::new(settings(&db, ""));
+    db.sql("SET GLOBAL innodb_deadlock_detect = OFF");
+    let mut x = Session::open(&db);
+    let mut y = Session::open(&db);
+    x.exec("SET SESSION innodb_lock_wait_timeout = 30; BEGIN; UPDATE shop.orders SET v = 1 WHERE id = 1");
+    y.exec("SET SESSION innodb_lock_wait_timeout = 30; BEGIN; UPDATE shop.orders SET v = 1 WHERE id = 2");
+    x.send("UPDATE shop.orders SET v = 2 WHERE id = 2");
+    std::thread::sleep(Duration::from_millis(200));
+    y.send("UPDATE shop.orders SET v = 2 WHERE id = 1");
+    let (lo, hi) = (x.id().min(y.id()), x.id().max(y.id()));
+    let cycle = cycle_until(
+        &rt,
+        &mut monitor,
+        Duration::from_secs(10),
+        "the cycle",
+        |s| s.locks.len() == 3,
+    );
+    let s = cycle.snapshot.expect("snapshot");
+    assert_eq!(
+        shape(&s.locks),
+        [
+            (lo, 0, 0, false, false, false),
+            (hi, lo, 1, false, false, false),
+            (lo, hi, 2, false, true, true),
+        ],
+        "{:#?}",
+        s.locks
+    );
+    assert!(
+        s.locks.iter().all(|n| !n.root_blocker),
+        "nobody in a cycle is a root blocker"
+    );
+    // Break it; with detection back on, the same crossing is a deadlock
+    // InnoDB resolves, and the agent's rate counts it.
+    drop(x);
+    drop(y);
+    db.sql("SET GLOBAL innodb_deadlock_detect = ON");
+    cycle_until(
+        &rt,
+        &mut monitor,
+        Duration::from_secs(40),
+        "the cycle gone",
+        |s| s.locks.is_empty(),
+    );
+    let mut x = Session::open(&db);
+    let mut y = Session::open(&db);
+    x.exec("BEGIN; UPDATE shop.orders SET v = 3 WHERE id = 1");
+    y.exec("BEGIN; UPDATE shop.orders SET v = 3 WHERE id = 2");
+    x.send("UPDATE shop.orders SET v = 4 WHERE id = 2");
+    std::thread::sleep(Duration::from_millis(200));
+    y.send("UPDATE shop.orders SET v = 4 WHERE id = 1");
+    let outcomes = [
+        x.wait(Duration::from_secs(5)).expect("x answered"),
+        y.wait(Duration::from_secs(5)).expect("y answered"),
+    ];
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.as_ref().is_err_and(|e| e.contains("1213"))),
+        "one was chosen as the deadlock victim: {outcomes:?}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let cycle = rt.block_on(monitor.cycle());
+    let deadlocks = value(&cycle, "db.innodb_deadlocks_per_sec").expect("the deadlock rate");
+    assert!(deadlocks > 0.0, "{deadlocks}");
+}
+
+fn value(cycle: &Cycle, name: &str) -> Option<f64> {
+    cycle
+        .samples
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.value)
+}
+
+/// MariaDB shows who waits for a metadata lock (the processlist state
+/// "Waiting for table metadata lock") and, with the `metadata_lock_info`
+/// plugin (the harness loads it), the locks granted; it does not say which
+/// lock a waiter asks for nor in what mode. The agent links a waiter to the
+/// sessions holding a lock on a table its statement names: the idle
+/// transaction that read the table holds MDL_SHARED_READ, the ALTER waits on
+/// it (holding MDL_SHARED_UPGRADABLE), and a later SELECT queues behind both.
+#[test]
+fn a_metadata_lock_wait_joins_the_tree_with_the_idle_holder_as_root() {
+    let db = MariaDb::start();
+    shop(&db);
+    let rt = runtime();
+    let mut monitor = Monitor::new(settings(&db, ""));
+    let mut holder = Session::open(&db);
+    holder.exec("BEGIN; SELECT COUNT(*) FROM shop.orders");
+    let mut alter = Session::open(&db);
+    alter.send("ALTER TABLE shop.orders ADD COLUMN note INT");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut reader = Session::open(&db);
+    reader.send("SELECT * FROM shop.orders");
+    std::thread::sleep(Duration::from_millis(300));
+    let (h, a, r) = (holder.id(), alter.id(), reader.id());
+    let cycle = cycle_until(
+        &rt,
+        &mut monitor,
+        Duration::from_secs(10),
+        "the MDL tree",
+        |s| s.locks.len() >= 4,
+    );
+    let s = cycle.snapshot.expect("snapshot");
+    assert!(s.locks_read);
+    assert_eq!(
+        shape(&s.locks),
+        [
+            (h, 0, 0, true, false, false),
+            (a, h, 1, false, false, false),
+            (r, a, 2, false, false, false),
+            (r, h, 1, false, false, true),
+        ],
+        "{:#?}",
+        s.locks
+    );
+    let wait = s.locks[1].wait.clone().expect("the ALTER's wait");
+    assert_eq!(wait.kind, "METADATA");
+    assert_eq!(wait.holder_mode, "MDL_SHARED_READ");
+    assert_eq!(wait.table, "`shop`.`orders`");
+    assert_eq!(wait.mode, "", "MariaDB does not say what a waiter asks for");
+    assert_eq!(
+        s.locks[2].wait.as_ref().map(|w| w.holder_mode.as_str()),
+        Some("MDL_SHARED_UPGRADABLE")
+    );
+    // The holder sleeps: it is in the snapshot anyway, idle in its transaction.
+    let root = session(&s, h);
+    assert_eq!(root.command, "Sleep");
+    assert_eq!(session(&s, a).state, "Waiting for table metadata lock");
+    holder.exec("COMMIT");
+    assert!(alter.wait(Duration::from_secs(10)).is_some());
+    assert!(reader.wait(Duration::from_secs(10)).is_some());
+}
+
+/// N statements between two reads give a rate of N per second of the span
+/// (plus the agent's own one SELECT per cycle), within 5 %.
+#[test]
+fn counter_rates_match_a_known_workload_and_a_quiet_cycle_costs_at_most_five_statements() {
+    let db = MariaDb::start();
+    shop(&db);
+    let rt = runtime();
+    let mut monitor = Monitor::new(settings(&db, ""));
+    // Login and the first read (no rates yet).
+    rt.block_on(monitor.cycle());
+    let mut client = Session::open(&db);
+    let n = 2000;
+    let batch: Vec<String> = (0..n)
+        .map(|i| format!("SELECT v FROM shop.orders WHERE id = {}", i % 3 + 1))
+        .collect();
+    let first = rt.block_on(monitor.cycle());
+    let started = Instant::now();
+    client.exec(&batch.join(";\n"));
+    // The span is what the agent measured between its two reads; take it
+    // from a known wait instead of guessing it.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
+    let span_start = Instant::now();
+    let second = rt.block_on(monitor.cycle());
+    let span = span_start.elapsed();
+    assert!(
+        first.error.is_none() && second.error.is_none(),
+        "{second:?}"
+    );
+    let rate = value(&second, "db.com_select_per_sec").expect("a select rate");
+    // The marker SELECT of the harness client, and the agent's one.
+    let expected = (n + 2) as f64;
+    let seconds = expected / rate;
+    assert!(
+        (1.9..2.2 + span.as_secs_f64()).contains(&seconds),
+        "rate {rate}/s over about 2 s means {seconds} s for {expected} selects"
+    );
+
+    // A quiet cycle, counted by the server itself: Questions moves by the
+    // agent's statements plus what the harness's client spends reading it.
+    std::thread::sleep(Duration::from_millis(1100));
+    // What one read of Questions by the harness's client costs itself.
+    let probe = db.global_status("Questions");
+    let own = db.global_status("Questions") - probe;
+    let before = db.global_status("Questions");
+    let quiet = rt.block_on(monitor.cycle());
+    let after = db.global_status("Questions");
+    let by_server = after - before - own;
+    assert_eq!(
+        by_server, quiet.statements,
+        "the agent counts what the server counts"
+    );
+    assert!(by_server <= 5, "{by_server} statements in a quiet cycle");
+    assert_eq!(by_server, 2, "SHOW GLOBAL STATUS and the sessions, no more");
+}
