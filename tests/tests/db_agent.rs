@@ -406,3 +406,183 @@ fn counter_rates_match_a_known_workload_and_a_quiet_cycle_costs_at_most_five_sta
     assert!(by_server <= 5, "{by_server} statements in a quiet cycle");
     assert_eq!(by_server, 2, "SHOW GLOBAL STATUS and the sessions, no more");
 }
+
+/// A lock wait past `db.lock_wait.alert` raises `db.lock_wait` naming the
+/// waiter, the blocker and the root blocker, and the snapshot of that cycle
+/// is the alert's (reason `lock_wait`); within the cooldown it is not
+/// raised again. Threads_running past its alert raises `db.threads_running`
+/// with the session list.
+#[test]
+fn long_lock_waits_and_busy_threads_raise_events_with_their_snapshot() {
+    let db = MariaDb::start();
+    shop(&db);
+    let rt = runtime();
+    let mut monitor = Monitor::new(settings(
+        &db,
+        "db.lock_wait.alert=1s\ndb.threads_running.alert=3\n",
+    ));
+    let mut holder = Session::open(&db);
+    holder.exec("BEGIN; UPDATE shop.orders SET v = 9 WHERE id = 3");
+    let mut waiter = Session::open(&db);
+    waiter.send("UPDATE shop.orders SET v = 8 WHERE id = 3");
+    let cycle = cycle_until(
+        &rt,
+        &mut monitor,
+        Duration::from_secs(10),
+        "the alert",
+        |s| s.reason == sightline_db::snapshot::SnapshotReason::LockWait,
+    );
+    let event = cycle
+        .events
+        .iter()
+        .find(|e| e.name == "db.lock_wait")
+        .expect("db.lock_wait raised");
+    assert_eq!(event.attrs["waiter"], waiter.id().to_string());
+    assert_eq!(event.attrs["blocker"], holder.id().to_string());
+    assert_eq!(event.attrs["root_blockers"], holder.id().to_string());
+    assert_eq!(event.attrs["table"], "`shop`.`orders`");
+    assert!(event.attrs["wait_ms"].parse::<u64>().expect("ms") > 1000);
+    assert!(
+        event.attrs["root_blocker_query"].starts_with("idle in transaction for"),
+        "{event:?}"
+    );
+    let s = cycle.snapshot.expect("snapshot");
+    assert_eq!(s.locks.len(), 2);
+    let again = rt.block_on(monitor.cycle());
+    assert!(
+        again.events.iter().all(|e| e.name != "db.lock_wait"),
+        "cooldown"
+    );
+    holder.exec("ROLLBACK");
+    assert!(waiter.wait(Duration::from_secs(5)).is_some());
+
+    let mut sleepers: Vec<Session> = (0..4).map(|_| Session::open(&db)).collect();
+    for s in &mut sleepers {
+        s.send("SELECT SLEEP(4)");
+    }
+    let cycle = cycle_until(
+        &rt,
+        &mut monitor,
+        Duration::from_secs(4),
+        "busy threads",
+        |s| s.reason == sightline_db::snapshot::SnapshotReason::ThreadsRunning,
+    );
+    let event = cycle
+        .events
+        .iter()
+        .find(|e| e.name == "db.threads_running")
+        .expect("db.threads_running raised");
+    assert!(event.attrs["threads_running"].parse::<u64>().expect("n") > 3);
+    let s = cycle.snapshot.expect("snapshot");
+    let sleeping: Vec<&DbSession> = s
+        .sessions
+        .iter()
+        .filter(|x| x.query == "SELECT SLEEP(4)")
+        .collect();
+    assert_eq!(sleeping.len(), 4, "{:#?}", s.sessions);
+    assert!(
+        event.attrs["longest"].contains("SELECT SLEEP(4)"),
+        "{event:?}"
+    );
+}
+
+/// A huge statement is cut at `db.query.max` (marked cut) by the server
+/// before it crosses the wire; a statement with bytes that are not UTF-8
+/// arrives printable; literals are masked on request.
+#[test]
+fn huge_binary_and_masked_query_texts() {
+    let db = MariaDb::start();
+    let rt = runtime();
+    let mut monitor = Monitor::new(settings(
+        &db,
+        "db.query.max=1KiB\ndb.query.mask_literals=true\n",
+    ));
+    let mut huge = Session::open(&db);
+    let blob = "z".repeat(200_000);
+    huge.send(&format!("SELECT SLEEP(5), 'secret-{blob}'"));
+    // Raw bytes: a latin1 connection sending 0xFF 0xFE and a NUL escape.
+    let file = db.dir().join("binary.sql");
+    std::fs::write(
+        &file,
+        b"SET NAMES latin1; SELECT SLEEP(5), 'caf\xe9 \xff\xfe', '\\0' AS nul;\n".as_slice(),
+    )
+    .expect("write");
+    let mut binary = std::process::Command::new("mariadb")
+        .arg(format!("--defaults-file={}", db.client_conf().display()))
+        .arg("--binary-mode")
+        .stdin(std::fs::File::open(&file).expect("open"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("mariadb client");
+    let cycle = cycle_until(
+        &rt,
+        &mut monitor,
+        Duration::from_secs(5),
+        "both running",
+        |s| {
+            s.sessions
+                .iter()
+                .filter(|x| x.query.starts_with("SELECT SLEEP(#)"))
+                .count()
+                == 2
+        },
+    );
+    let s = cycle.snapshot.expect("snapshot");
+    let cut = s
+        .sessions
+        .iter()
+        .find(|x| x.query_cut)
+        .expect("the huge one");
+    assert!(cut.query.len() <= 1024, "{}", cut.query.len());
+    assert!(
+        !cut.query.contains("secret"),
+        "masked: {}",
+        &cut.query[..40]
+    );
+    assert_eq!(cut.query, "SELECT SLEEP(#), #");
+    let other = s
+        .sessions
+        .iter()
+        .find(|x| !x.query_cut && x.query.starts_with("SELECT SLEEP(#)"))
+        .expect("the binary one");
+    assert_eq!(other.query, "SELECT SLEEP(#), #, # AS nul");
+    // And the whole snapshot goes on the wire as valid protobuf.
+    let wire = sightline_db::wire::snapshot_to_wire(s);
+    let bytes = prost::Message::encode_to_vec(&wire);
+    let back: sightline_proto::v1::DbSnapshot =
+        prost::Message::decode(bytes.as_slice()).expect("decodes");
+    assert_eq!(back.sessions.len(), wire.sessions.len());
+    let _ = binary.wait();
+    let _ = huge.wait(Duration::from_secs(10));
+
+    // Unmasked, the binary text arrives printable, its bytes replaced, not dropped.
+    let mut monitor = Monitor::new(settings(&db, "db.query.max=1KiB\n"));
+    let mut binary = std::process::Command::new("mariadb")
+        .arg(format!("--defaults-file={}", db.client_conf().display()))
+        .arg("--binary-mode")
+        .stdin(std::fs::File::open(&file).expect("open"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("mariadb client");
+    let cycle = cycle_until(
+        &rt,
+        &mut monitor,
+        Duration::from_secs(5),
+        "binary running",
+        |s| {
+            s.sessions
+                .iter()
+                .any(|x| x.query.starts_with("SELECT SLEEP(5)"))
+        },
+    );
+    let s = cycle.snapshot.expect("snapshot");
+    let text = &s
+        .sessions
+        .iter()
+        .find(|x| x.query.starts_with("SELECT SLEEP(5)"))
+        .expect("binary")
+        .query;
+    assert!(text.starts_with("SELECT SLEEP(5), 'caf"), "{text:?}");
+    assert!(!text.chars().any(|c| c == '\0'), "{text:?}");
+    let _ = binary.wait();
+}
