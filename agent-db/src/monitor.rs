@@ -150,11 +150,13 @@ impl Monitor {
                     tracing::warn!(flavor = %db.flavor, "This server is older than MariaDB 10 or MySQL 5.7; some tables may be missing.");
                 }
                 // PROCESS: without it the processlist shows only our own
-                // sessions and INNODB_TRX refuses us.
+                // sessions and INNODB_TRX refuses us. The probe must read the
+                // table: MariaDB checks the privilege only when it fills it
+                // (`WHERE 1 = 0` passes without PROCESS).
                 self.with_trx = match db
                     .execute(
                         "privilege probe",
-                        "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE 1 = 0",
+                        "SELECT COUNT(*) FROM information_schema.INNODB_TRX",
                     )
                     .await
                 {
