@@ -586,3 +586,52 @@ fn huge_binary_and_masked_query_texts() {
     assert!(!text.chars().any(|c| c == '\0'), "{text:?}");
     let _ = binary.wait();
 }
+
+/// A user without PROCESS still gets counters and its own sessions: the
+/// agent says once what it cannot see (`db.privileges`), reads the
+/// processlist without the transaction columns, and never fails a cycle.
+#[test]
+fn a_user_without_process_gets_counters_and_a_warning_not_failures() {
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE USER 'noproc'@'%' IDENTIFIED BY 'noproc-pw'; GRANT SELECT ON *.* TO 'noproc'@'%';",
+    );
+    let rt = runtime();
+    let keys: Vec<KeySpec> = agent_core::settings::COMMON_KEYS
+        .iter()
+        .chain(DB_KEYS)
+        .copied()
+        .collect();
+    let text = format!(
+        "db.url=mysql://noproc@127.0.0.1:{}/\ndb.password=noproc-pw\ninterval=1s\ndb.sessions.idle=true\n",
+        db.port()
+    );
+    let config = Config::from_text(Path::new("db.conf"), &text, &keys).expect("config");
+    let mut monitor = Monitor::new(DbSettings::from_config(&config, &|_| None).expect("settings"));
+    let first = rt.block_on(monitor.cycle());
+    assert!(first.error.is_none(), "{first:?}");
+    assert!(!monitor.has_process());
+    let warning = first
+        .events
+        .iter()
+        .find(|e| e.name == "db.privileges")
+        .expect("db.privileges raised");
+    assert_eq!(warning.attrs["missing"], "PROCESS");
+    let mut other = Session::open(&db);
+    other.exec("SELECT 1");
+    std::thread::sleep(Duration::from_millis(1000));
+    let second = rt.block_on(monitor.cycle());
+    assert!(second.error.is_none(), "{second:?}");
+    assert!(
+        second.events.iter().all(|e| e.name != "db.privileges"),
+        "said once"
+    );
+    assert!(value(&second, "db.questions_per_sec").is_some());
+    let s = second.snapshot.expect("snapshot");
+    assert!(
+        s.sessions.iter().all(|x| x.user == "noproc"),
+        "without PROCESS only its own sessions are visible: {:#?}",
+        s.sessions
+    );
+    assert!(s.sessions.iter().all(|x| x.id != other.id()));
+}
