@@ -635,3 +635,53 @@ fn a_user_without_process_gets_counters_and_a_warning_not_failures() {
     );
     assert!(s.sessions.iter().all(|x| x.id != other.id()));
 }
+
+/// The server's own limit stops a slow statement of the agent
+/// (`max_statement_time` on MariaDB) and the connection stays usable; a
+/// statement that escapes it (here by overriding it for itself, as a MySQL
+/// SELECT-only limit lets a SHOW escape) is killed from a second, brief
+/// connection once the wire bound passes: the server counts one `KILL` and
+/// one extra connection, and nothing of the agent's is left running.
+#[test]
+fn a_statement_past_its_limit_is_stopped_by_the_server_or_killed_from_a_second_connection() {
+    use sightline_db::connection::{Db, DbError};
+    let db = MariaDb::start();
+    let rt = runtime();
+    let s = settings(&db, "db.statement_timeout=500ms\n");
+    let mut conn = rt.block_on(Db::connect(&s.connect)).expect("connects");
+    let started = Instant::now();
+    let err = rt
+        .block_on(conn.rows("slow", "SELECT SLEEP(3) FROM DUAL WHERE 1 = (SELECT 1 FROM information_schema.PROCESSLIST LIMIT 1)"))
+        .expect_err("stopped");
+    assert!(matches!(err, DbError::StatementTimeout { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    let rows = rt
+        .block_on(conn.rows("after", "SELECT 1"))
+        .expect("still usable");
+    assert_eq!(rows[0].text(0), "1");
+
+    let kills = db.global_status("Com_kill");
+    let connections = db.global_status("Connections");
+    let started = Instant::now();
+    let err = rt
+        .block_on(conn.rows(
+            "escaping",
+            "SET STATEMENT max_statement_time = 0 FOR SELECT SLEEP(10)",
+        ))
+        .expect_err("killed");
+    let took = started.elapsed();
+    assert!(matches!(err, DbError::StatementTimeout { .. }), "{err}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(db.global_status("Com_kill") - kills, 1, "one KILL QUERY");
+    // The kill's connection, and the harness's own status reads.
+    let opened = db.global_status("Connections") - connections;
+    assert!((1..=3).contains(&opened), "{opened} connections opened");
+    let sleeping = db.sql(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%SLEEP(10)%' AND INFO NOT LIKE '%PROCESSLIST%'",
+    );
+    assert_eq!(sleeping[0][0], "0", "the runaway statement is gone");
+}
