@@ -22,7 +22,7 @@ use agent_core::domain::{Event, Severity};
 use crate::connection::{Backoff, Db, DbError};
 use crate::counters::{Rates, Vitals};
 use crate::event_names;
-use crate::flavor::{Family, LockTables};
+use crate::flavor::Family;
 use crate::lock_tree::{self, WaitEdge};
 use crate::locks;
 use crate::sessions::{self, SessionOptions};
@@ -460,10 +460,8 @@ impl Monitor {
             }
         }
         if mdl_waiters {
-            match (flavor.family, flavor.lock_tables()) {
-                (Family::MySql, LockTables::PerfSchemaDataLocks) | (Family::MySql, _)
-                    if !self.disabled.contains("metadata locks") =>
-                {
+            match flavor.family {
+                Family::MySql if !self.disabled.contains("metadata locks") => {
                     if let Ok(rows) = self
                         .rows("metadata locks", locks::MYSQL_MDL_SQL, events)
                         .await
@@ -472,7 +470,7 @@ impl Monitor {
                         read = true;
                     }
                 }
-                (Family::MariaDb, _) if mdl_plugin && !self.disabled.contains("metadata locks") => {
+                Family::MariaDb if mdl_plugin && !self.disabled.contains("metadata locks") => {
                     if let Ok(rows) = self
                         .rows("metadata locks", locks::MARIADB_MDL_SQL, events)
                         .await
