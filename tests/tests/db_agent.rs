@@ -685,3 +685,60 @@ fn a_statement_past_its_limit_is_stopped_by_the_server_or_killed_from_a_second_c
     );
     assert_eq!(sleeping[0][0], "0", "the runaway statement is gone");
 }
+
+/// The real binary through a real collector: rates arrive as series, and a
+/// lock wait past the alert arrives as a `db.lock_wait` event naming the
+/// waiter, the blocker and the root blocker. (The snapshot itself is
+/// refused by today's collector, counted, until its database store lands;
+/// the rest of each batch is stored.)
+#[test]
+fn the_binary_sends_rates_and_a_lock_wait_event_to_the_collector() {
+    use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, wait_for};
+    let scratch = Scratch::new("db-binary");
+    let db = MariaDb::start();
+    shop(&db);
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "db");
+    let collector = Collector::start(&data);
+    let api = collector.api(&creds.token);
+    let dir = scratch.join("agent");
+    let url = db.url();
+    let conf = agent_conf(
+        &creds.license,
+        collector.grpc,
+        &dir.join("data"),
+        &[
+            ("db.url", &url),
+            ("db.password", MONITOR_PASSWORD),
+            ("db.lock_wait.alert", "2s"),
+        ],
+    );
+    let mut agent = Agent::start("sightline-db", &dir, &conf);
+    let oid = sightline_e2e::the_agent(&api)["oid"].as_i64().expect("oid");
+    wait_for("rates", Duration::from_secs(20), || {
+        (!api.points(oid, "db.com_select_per_sec").is_empty()).then_some(())
+    });
+    assert!(api.points(oid, "db.up").iter().all(|p| p.1 == 1.0));
+    let statements = api.points(oid, "db.agent.statements");
+    assert!(
+        statements.iter().skip(1).all(|p| p.1 <= 5.0),
+        "at most 5 statements a cycle: {statements:?}"
+    );
+
+    let mut holder = Session::open(&db);
+    holder.exec("BEGIN; UPDATE shop.orders SET v = 1 WHERE id = 1");
+    let mut waiter = Session::open(&db);
+    waiter.send("UPDATE shop.orders SET v = 2 WHERE id = 1");
+    let event = wait_for("db.lock_wait", Duration::from_secs(20), || {
+        api.events()
+            .into_iter()
+            .find(|e| e["kind"] == "db.lock_wait")
+    });
+    assert_eq!(event["attrs"]["waiter"], waiter.id().to_string());
+    assert_eq!(event["attrs"]["blocker"], holder.id().to_string());
+    assert_eq!(event["attrs"]["root_blockers"], holder.id().to_string());
+    assert_eq!(event["attrs"]["table"], "`shop`.`orders`");
+    holder.exec("ROLLBACK");
+    assert!(waiter.wait(Duration::from_secs(5)).is_some());
+    assert!(agent.terminate_within(Duration::from_secs(2)).is_some());
+}
