@@ -282,6 +282,16 @@ fn measure(root: &Path, scratch: &Path, cycles: u32, with_agent: bool) -> Result
         signal(pid, rustix::process::Signal::CONT);
     }
     workload.stop();
+    // A tool that died during the run would have its figures cut short.
+    for child in &mut running.0 {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!(
+                "pid {} exited during the bench ({status}); agent log:\n{}",
+                child.id(),
+                fs::read_to_string(scratch.join("agent.log")).unwrap_or_default()
+            );
+        }
+    }
     eprintln!(
         "while measuring CPU: {workload_rate:.0} statements/s on the server, {} processlist rows; reading Questions costs {reading} statement(s)",
         processlist_rows.lines().next().unwrap_or("?")
