@@ -128,7 +128,8 @@ impl Run {
         }
     }
 
-    /// Waits for the end (at most `limit`) and returns every report.
+    /// Waits for the end (at most `limit`) and returns every report;
+    /// panics when sysbench failed.
     fn finish(mut self, limit: Duration) -> Vec<Report> {
         let status = sightline_e2e::wait_exit(&mut self.child, limit);
         let errors: Vec<String> = self.stderr_tail.try_iter().collect();
@@ -137,6 +138,17 @@ impl Run {
             "sysbench run failed ({status:?}): {}",
             errors.join("\n")
         );
+        self.reports()
+    }
+
+    /// Waits for the end (at most `limit`), however it ended, and returns
+    /// every report.
+    fn finish_any(mut self, limit: Duration) -> Vec<Report> {
+        let _ = sightline_e2e::wait_exit(&mut self.child, limit);
+        self.reports()
+    }
+
+    fn reports(&self) -> Vec<Report> {
         // The reader thread ends with the pipe; give it a moment.
         std::thread::sleep(Duration::from_millis(200));
         self.reports.try_iter().collect()
@@ -310,21 +322,24 @@ fn a_server_restart_in_the_middle_of_a_run_gives_no_negative_rate() {
     prepare(&db);
     let watched = watch(&scratch, &db);
 
-    // sysbench reconnects after the restart instead of giving up.
-    let run = Run::start(&db, 16, &["--mysql-ignore-errors=all"]);
+    // sysbench 1.0.20 does not survive the restart (with
+    // `--mysql-ignore-errors=all` it crashes reconnecting): a second run
+    // takes over once the server is back.
+    let run = Run::start(&db, 30, &[]);
     std::thread::sleep(Duration::from_secs(6));
     let uptime_before = db.global_status("Uptime");
     let restarted_ms = now_ms();
     db.restart();
     assert!(db.global_status("Uptime") < uptime_before);
-    let reports = run.finish(Duration::from_secs(60));
-    let after: Vec<&Report> = reports
-        .iter()
-        .filter(|r| r.at_ms > restarted_ms + 2000)
-        .collect();
+    let before = run.finish_any(Duration::from_secs(60));
     assert!(
-        after.iter().any(|r| r.tps > 10.0),
-        "sysbench never got going again after the restart: {reports:?}"
+        before.iter().filter(|r| r.tps > 10.0).count() >= 4,
+        "sysbench was not busy before the restart: {before:?}"
+    );
+    let after = Run::start(&db, 8, &[]).finish(Duration::from_secs(60));
+    assert!(
+        after.iter().all(|r| r.tps > 10.0),
+        "sysbench after the restart: {after:?}"
     );
     std::thread::sleep(Duration::from_secs(3));
 

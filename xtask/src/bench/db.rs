@@ -16,6 +16,10 @@
 //! - **CPU per cycle**: every thread's time (`/proc/<pid>/task/*/schedstat`)
 //!   over N cycles after three warm-up cycles, both tools running at once
 //!   while a light workload runs on the server;
+//! - **server CPU per cycle**: the CPU time the server itself spent on each
+//!   tool's statements over the same cycles (its `USER_STATISTICS`, the
+//!   server run with `--userstat`; each tool has its own account): what
+//!   watching costs the database, which neither tool's own CPU shows;
 //! - **peak RSS**: `VmHWM` at the end.
 //!
 //! The workload: four sessions each looping a point SELECT, an UPDATE and
@@ -26,6 +30,7 @@
 //! test harness (tests/src/mariadb.rs) also has: xtask does not depend on
 //! the test crate.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -206,6 +211,7 @@ fn measure(root: &Path, scratch: &Path, cycles: u32, with_agent: bool) -> Result
     let agent_before = agent_pid.map(cpu_seconds).transpose()?;
     let exporter_before = cpu_seconds(exporter_pid)?;
     let questions_before = server.questions()?;
+    let server_cpu_before = server.cpu_by_user()?;
     let begin = Instant::now();
     for cycle in 0..cycles {
         scrape()?;
@@ -220,6 +226,16 @@ fn measure(root: &Path, scratch: &Path, cycles: u32, with_agent: bool) -> Result
     let exporter_cpu = (cpu_seconds(exporter_pid)? - exporter_before) / f64::from(cycles);
     let workload_rate =
         (server.questions()? - questions_before) as f64 / begin.elapsed().as_secs_f64();
+    let server_cpu_after = server.cpu_by_user()?;
+    let server_cpu = |user: &str, cycles: f64| -> f64 {
+        match (server_cpu_before.get(user), server_cpu_after.get(user)) {
+            (Some(before), Some(after)) => (after - before) / cycles,
+            (None, Some(after)) => after / cycles,
+            _ => f64::NAN,
+        }
+    };
+    let agent_server_cpu = server_cpu(AGENT_USER, agent_cycles);
+    let exporter_server_cpu = server_cpu(EXPORTER_USER, f64::from(cycles));
     let processlist_rows = server
         .sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND != 'Daemon'")?;
 
@@ -266,6 +282,16 @@ fn measure(root: &Path, scratch: &Path, cycles: u32, with_agent: bool) -> Result
         signal(pid, rustix::process::Signal::CONT);
     }
     workload.stop();
+    // A tool that died during the run would have its figures cut short.
+    for child in &mut running.0 {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!(
+                "pid {} exited during the bench ({status}); agent log:\n{}",
+                child.id(),
+                fs::read_to_string(scratch.join("agent.log")).unwrap_or_default()
+            );
+        }
+    }
     eprintln!(
         "while measuring CPU: {workload_rate:.0} statements/s on the server, {} processlist rows; reading Questions costs {reading} statement(s)",
         processlist_rows.lines().next().unwrap_or("?")
@@ -287,6 +313,14 @@ fn measure(root: &Path, scratch: &Path, cycles: u32, with_agent: bool) -> Result
             value: agent_cpu,
             peer_value: exporter_cpu,
             goal: Some(Goal::RatioAtMost(0.2)),
+        },
+        Row {
+            name: "server_cpu_seconds_per_cycle",
+            label: "server CPU per cycle (ms)",
+            scale: 1000.0,
+            value: agent_server_cpu,
+            peer_value: exporter_server_cpu,
+            goal: None,
         },
         Row {
             name: "peak_rss_bytes",
@@ -379,6 +413,8 @@ impl Server {
                 "--skip-name-resolve",
                 "--innodb-buffer-pool-size=32M",
                 "--plugin-load-add=metadata_lock_info",
+                // Per-account CPU time, for the server's side of the cost.
+                "--userstat=1",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -448,6 +484,19 @@ impl Server {
             bail!("{}: {}", sql, String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// CPU seconds the server spent on each account's statements
+    /// (`information_schema.USER_STATISTICS`, `--userstat`).
+    fn cpu_by_user(&self) -> Result<BTreeMap<String, f64>> {
+        let out = self.sql("SELECT USER, CPU_TIME FROM information_schema.USER_STATISTICS")?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (user, cpu) = l.split_once('\t')?;
+                Some((user.to_string(), cpu.parse().ok()?))
+            })
+            .collect())
     }
 
     /// The server's `Questions`: statements clients have sent.
