@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::snapshot::{LockNode, LockWait};
+use crate::snapshot::{LockNode, LockWait, Session};
 
 /// One wait: `waiter` waits on `blocker` for `wait`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +127,76 @@ fn walk_from(
             path.push((child, 0));
         }
     }
+}
+
+/// The tree as text for people (an event's `tree` attribute, a log line):
+/// one line per node, indented by depth, at most `max_bytes` (cut at a
+/// line, with a count of the lines left out). A root shows what it is
+/// doing; a waiter how it waits and on what.
+pub fn render(tree: &[LockNode], sessions: &[Session], max_bytes: usize) -> String {
+    let mut out = String::new();
+    for (i, node) in tree.iter().enumerate() {
+        let session = sessions.iter().find(|s| s.id == node.session_id);
+        let mut line = "  ".repeat(node.depth as usize);
+        line.push_str(&node.session_id.to_string());
+        if node.root_blocker {
+            line.push_str(" root blocker");
+        }
+        if let Some(w) = &node.wait {
+            line.push_str(&format!(
+                " waits {:.1} s for {}{} {}",
+                w.wait_ms as f64 / 1000.0,
+                w.kind,
+                if w.mode.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", w.mode)
+                },
+                w.table
+            ));
+            if !w.index.is_empty() {
+                line.push_str(&format!(" {}", w.index));
+            }
+            if !w.data.is_empty() {
+                line.push_str(&format!(" ({})", w.data));
+            }
+            if !w.holder_mode.is_empty() {
+                line.push_str(&format!(" held {}", w.holder_mode));
+            }
+        }
+        if node.in_cycle {
+            line.push_str(" [closes a cycle]");
+        } else if node.repeated_node {
+            line.push_str(" [also above]");
+        }
+        if node.gone {
+            line.push_str(" [gone]");
+        } else if let Some(s) = session
+            && !node.repeated_node
+        {
+            line.push_str(&format!(" {}@{}", s.user, s.host));
+            if !s.query.is_empty() {
+                line.push_str(": ");
+                line.push_str(crate::mask::cut(&s.query.replace('\n', " "), 120).0);
+            } else if let Some(t) = &s.trx {
+                line.push_str(&format!(
+                    ": idle in transaction for {:.1} s",
+                    t.idle_ms as f64 / 1000.0
+                ));
+                if !t.last_query.is_empty() {
+                    line.push_str(", last: ");
+                    line.push_str(crate::mask::cut(&t.last_query.replace('\n', " "), 120).0);
+                }
+            }
+        }
+        if out.len() + line.len() + 1 > max_bytes {
+            out.push_str(&format!("... {} more", tree.len() - i));
+            break;
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

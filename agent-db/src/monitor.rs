@@ -583,7 +583,8 @@ impl Monitor {
                 .attr("table", &longest.wait.table)
                 .attr("root_blockers", roots.join(","))
                 .attr("root_blocker_query", root_query)
-                .attr("waiting_sessions", waiters),
+                .attr("waiting_sessions", waiters)
+                .attr("tree", lock_tree::render(tree, sessions, 4096)),
             );
         }
         reason

@@ -446,6 +446,22 @@ fn long_lock_waits_and_busy_threads_raise_events_with_their_snapshot() {
         event.attrs["root_blocker_query"].starts_with("idle in transaction for"),
         "{event:?}"
     );
+    // The tree for people, in the event itself.
+    let tree: Vec<&str> = event.attrs["tree"].lines().collect();
+    assert_eq!(tree.len(), 2, "{tree:?}");
+    assert!(
+        tree[0].starts_with(&format!(
+            "{} root blocker root@localhost: idle in transaction for",
+            holder.id()
+        )),
+        "{tree:?}"
+    );
+    assert!(
+        tree[1].starts_with(&format!("  {} waits ", waiter.id()))
+            && tree[1].contains("for RECORD X `shop`.`orders` PRIMARY (3) held X")
+            && tree[1].ends_with(": UPDATE shop.orders SET v = 8 WHERE id = 3"),
+        "{tree:?}"
+    );
     let s = cycle.snapshot.expect("snapshot");
     assert_eq!(s.locks.len(), 2);
     let again = rt.block_on(monitor.cycle());

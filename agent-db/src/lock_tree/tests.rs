@@ -137,6 +137,44 @@ fn a_long_chain_does_not_overflow_the_stack() {
     assert_eq!(tree.last().map(|n| n.depth), Some(99_999));
 }
 
+#[test]
+fn the_tree_renders_for_people() {
+    use crate::snapshot::{Session, Transaction};
+    let edges = [edge(2, 1, 12_000), edge(3, 2, 500), edge(3, 1, 500)];
+    let tree = build(&edges, |s| s != 3);
+    let sessions = [
+        Session {
+            id: 1,
+            user: "app".into(),
+            host: "10.0.0.5:4000".into(),
+            command: "Sleep".into(),
+            trx: Some(Transaction {
+                idle_ms: 42_000,
+                last_query: "UPDATE orders SET v = 1\nWHERE id = 1".into(),
+                ..Transaction::default()
+            }),
+            ..Session::default()
+        },
+        Session {
+            id: 2,
+            user: "app".into(),
+            host: "10.0.0.6:4000".into(),
+            query: "UPDATE orders SET v = 2 WHERE id = 1".into(),
+            ..Session::default()
+        },
+    ];
+    assert_eq!(
+        render(&tree, &sessions, 4096),
+        "1 root blocker app@10.0.0.5:4000: idle in transaction for 42.0 s, last: UPDATE orders SET v = 1 WHERE id = 1\n\
+         \x20\x202 waits 12.0 s for RECORD X `shop`.`orders` PRIMARY (1) held X app@10.0.0.6:4000: UPDATE orders SET v = 2 WHERE id = 1\n\
+         \x20\x20\x20\x203 waits 0.5 s for RECORD X `shop`.`orders` PRIMARY (1) held X [gone]\n\
+         \x20\x203 waits 0.5 s for RECORD X `shop`.`orders` PRIMARY (1) held X [also above] [gone]\n"
+    );
+    let short = render(&tree, &sessions, 200);
+    assert!(short.ends_with("... 3 more"), "{short}");
+    assert!(short.len() <= 220);
+}
+
 proptest! {
     #[test]
     fn every_edge_appears_every_walk_ends_and_roots_do_not_wait(
