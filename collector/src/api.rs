@@ -10,6 +10,7 @@
 //! - A query never returns an unbounded number of points: long ranges are
 //!   averaged into at most [`MAX_BUCKETS`] buckets per series.
 
+mod db;
 mod logs;
 
 use std::collections::HashMap;
@@ -60,6 +61,10 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/v1/logs/search", get(logs::search::<S>))
         .route("/api/v1/logs/tail", get(logs::tail::<S>))
         .route("/api/v1/logs/patterns", get(logs::patterns::<S>))
+        .route("/api/v1/db/{oid}/stats", get(db::stats::<S>))
+        .route("/api/v1/db/{oid}/sessions", get(db::sessions::<S>))
+        .route("/api/v1/db/{oid}/locks", get(db::locks::<S>))
+        .route("/api/v1/db/{oid}/snapshots", get(db::snapshots::<S>))
         .fallback(not_found)
         .with_state(state)
 }
@@ -289,7 +294,20 @@ async fn metrics<S: Store>(
         let names = state.store.metric_names(project.id, agent.oid).await?;
         return Ok(Json(json!({ "oid": agent.oid, "names": names })));
     };
-    let (from, to) = param_range(&params, HOUR_MS)?;
+    series_answer(&state, &project, &agent, name, &params).await
+}
+
+/// The series of metric `name` of `agent` over `from`/`to` (the last hour
+/// by default), averaged into `step` buckets when asked or when the range
+/// holds more than [`MAX_BUCKETS`] intervals.
+async fn series_answer<S: Store>(
+    state: &ApiState<S>,
+    project: &Project,
+    agent: &Agent,
+    name: &str,
+    params: &HashMap<String, String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (from, to) = param_range(params, HOUR_MS)?;
     let requested_step = match params.get("step") {
         None => None,
         Some(text) => {

@@ -198,6 +198,8 @@ pub enum BatchPayload {
     Events(Vec<EventRow>),
     /// Records read from one file (the log agent's chunk), validated.
     Logs(LogPayload),
+    /// A database server's sessions and lock tree at one moment, validated.
+    Db(Box<DbSnapshotRow>),
 }
 
 /// A log chunk on its way to the store.
@@ -313,6 +315,186 @@ impl LogChunkRow {
     }
 }
 
+/// A database server at one moment (the database agent's `DbSnapshot`),
+/// as checked by [`crate::products::db`]: its lock forest is well formed
+/// (each node's parent is the nearest shallower node before it), so it can
+/// be nested without a check.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DbSnapshotRow {
+    /// When it was taken, unix ms.
+    pub time_ms: i64,
+    /// `periodic`, or the alert it was taken for (`lock_wait`, ...).
+    pub reason: String,
+    /// `mariadb` or `mysql`.
+    pub flavor: String,
+    /// The server's version string.
+    pub version: String,
+    /// Global variables read or changed since the agent's last snapshot.
+    pub variables: BTreeMap<String, String>,
+    /// Sessions, lock tree and what was left out: the part kept compressed.
+    pub body: DbSnapshotBody,
+}
+
+/// The bulk of a [`DbSnapshotRow`]; stored as one compressed document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct DbSnapshotBody {
+    /// The sessions that were not sleeping, and every one the tree names.
+    pub sessions: Vec<DbSessionRow>,
+    /// Sessions the agent (or the collector's cap) left out.
+    #[serde(default)]
+    pub sessions_omitted: u32,
+    /// Whether the lock tables were read (false: no waits then).
+    #[serde(default)]
+    pub locks_read: bool,
+    /// The lock tree, a forest in depth-first order.
+    #[serde(default)]
+    pub locks: Vec<LockNodeRow>,
+    /// The agent's lock tree was malformed and left out (why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks_refused: Option<String>,
+}
+
+impl DbSnapshotBody {
+    /// Lock nodes that hold locks others wait on and wait for nothing.
+    pub fn root_blockers(&self) -> usize {
+        self.locks.iter().filter(|n| n.root_blocker).count()
+    }
+
+    /// Lock nodes that wait (every node below a root), counted once per
+    /// session even where it waits on several.
+    pub fn waiting(&self) -> usize {
+        self.locks
+            .iter()
+            .filter(|n| n.depth > 0 && !n.repeated_node)
+            .count()
+    }
+
+    /// The longest lock wait, ms.
+    pub fn max_wait_ms(&self) -> u64 {
+        self.locks
+            .iter()
+            .filter_map(|n| n.wait.as_ref().map(|w| w.wait_ms))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// One database session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct DbSessionRow {
+    /// The connection id (what `KILL` takes).
+    pub id: u64,
+    /// User.
+    pub user: String,
+    /// Client host.
+    pub host: String,
+    /// Default schema.
+    pub db: String,
+    /// `Query`, `Sleep`, ...
+    pub command: String,
+    /// The thread's state.
+    pub state: String,
+    /// Time in the current command, ms.
+    pub time_ms: u64,
+    /// The statement running now (cut and masked by the agent).
+    pub query: String,
+    /// Whether `query` was cut.
+    pub query_cut: bool,
+    /// Its open transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trx: Option<DbTransactionRow>,
+    /// MariaDB's stage.
+    #[serde(default)]
+    pub stage: String,
+    /// MariaDB's progress, 0 to 100.
+    #[serde(default)]
+    pub progress_pct: f64,
+    /// Memory used, bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
+}
+
+/// A session's open transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DbTransactionRow {
+    /// The engine's id.
+    pub id: String,
+    /// `RUNNING`, `LOCK WAIT`, ...
+    pub state: String,
+    /// Age, ms.
+    pub age_ms: u64,
+    /// Rows locked.
+    pub rows_locked: u64,
+    /// Rows modified.
+    pub rows_modified: u64,
+    /// Tables locked.
+    pub tables_locked: u64,
+    /// Idle inside the transaction, ms.
+    pub idle_ms: u64,
+    /// The last statement it ran, where the server keeps it.
+    #[serde(default)]
+    pub last_query: String,
+}
+
+/// One session's place in the lock forest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LockNodeRow {
+    /// The session.
+    pub session_id: u64,
+    /// The session it waits on; 0 for a root.
+    pub parent_id: u64,
+    /// 0 for a root.
+    pub depth: u32,
+    /// Holds locks others wait on, waits for nothing.
+    pub root_blocker: bool,
+    /// Its wait closes a cycle.
+    pub in_cycle: bool,
+    /// Named by a lock edge but gone from the process list.
+    pub gone: bool,
+    /// How it waits on its parent (none for a root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<LockWaitRow>,
+    /// A second (or later) appearance of a session waiting on several.
+    pub repeated_node: bool,
+}
+
+/// How a session waits on its parent in the lock tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LockWaitRow {
+    /// `RECORD`, `TABLE` or `METADATA`.
+    pub kind: String,
+    /// The mode asked for.
+    pub mode: String,
+    /// The mode the parent holds.
+    pub holder_mode: String,
+    /// `schema`.`table`.
+    pub table: String,
+    /// The index, for record locks.
+    pub index: String,
+    /// The locked record, as the server shows it.
+    pub data: String,
+    /// Waited so far, ms.
+    pub wait_ms: u64,
+}
+
+/// When a database snapshot was taken, and what it holds (a timeline
+/// entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DbSnapshotTime {
+    /// When, unix ms.
+    pub time_ms: i64,
+    /// `periodic` or the alert's name.
+    pub reason: String,
+    /// Sessions kept.
+    pub sessions: u64,
+    /// Lock tree nodes.
+    pub lock_nodes: u64,
+    /// Root blockers.
+    pub root_blockers: u64,
+    /// The longest lock wait, ms.
+    pub max_wait_ms: u64,
+}
+
 /// One batch, ready to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingBatch {
@@ -378,6 +560,7 @@ impl IncomingBatch {
                 BatchPayload::Processes(_) => 1,
                 BatchPayload::Events(events) => events.len(),
                 BatchPayload::Logs(logs) => logs.chunk.len(),
+                BatchPayload::Db(_) => 1,
             })
             .sum::<usize>()
     }

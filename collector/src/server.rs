@@ -171,8 +171,22 @@ impl<S: Store> Collector<S> {
             shutdown.clone(),
         ));
 
+        let purge_db = tokio::spawn(enforce_db_retention(
+            store.clone(),
+            settings.db_retention,
+            settings.db_max_bytes,
+            shutdown.clone(),
+        ));
+
         let (grpc_result, ()) = tokio::join!(grpc_server, http_server);
-        let _ = tokio::join!(watch, purge, purge_logs, writer_task, liveness_task);
+        let _ = tokio::join!(
+            watch,
+            purge,
+            purge_logs,
+            purge_db,
+            writer_task,
+            liveness_task
+        );
         store.close().await;
         grpc_result.map_err(ServeError::from)
     }
@@ -319,6 +333,38 @@ async fn enforce_log_retention<S: Store>(
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "Log retention failed."),
+        }
+    }
+}
+
+/// Removes database snapshots older than `retention`, then the oldest over
+/// `max_bytes`, at start and then every [`LOG_PURGE_EVERY`].
+async fn enforce_db_retention<S: Store>(
+    store: Arc<S>,
+    retention: Duration,
+    max_bytes: u64,
+    shutdown: CancellationToken,
+) {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = interval(LOG_PURGE_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let cutoff = crate::now_ms().saturating_sub(retention_ms);
+        match store.purge_db(cutoff, max_bytes, &shutdown).await {
+            Ok(p) if p.snapshots > 0 || p.variables > 0 => tracing::info!(
+                snapshots = p.snapshots,
+                bytes = p.bytes,
+                variables = p.variables,
+                before = %format_ms(cutoff),
+                max_bytes,
+                "Database retention removed old snapshots."
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Database retention failed."),
         }
     }
 }

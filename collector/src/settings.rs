@@ -50,6 +50,16 @@ pub const COLLECTOR_KEYS: &[KeySpec] = &[
         doc: "Most bytes the log store keeps; the oldest blocks go first (checked every minute; 0: no cap).",
     },
     KeySpec {
+        key: "db.retention",
+        default: None,
+        doc: "How long database snapshots (sessions, lock trees) are kept (default: `retention`).",
+    },
+    KeySpec {
+        key: "db.max_bytes",
+        default: Some("2GiB"),
+        doc: "Most bytes database snapshots take; the oldest go first (checked every minute; 0: no cap).",
+    },
+    KeySpec {
         key: "tls.cert",
         default: None,
         doc: "PEM certificate chain for gRPC over TLS.",
@@ -120,6 +130,10 @@ pub struct ServeSettings {
     pub log_retention: Duration,
     /// The log store is kept under this many bytes (0: no cap).
     pub log_max_bytes: u64,
+    /// Database snapshots older than this are removed.
+    pub db_retention: Duration,
+    /// Database snapshots are kept under this many bytes (0: no cap).
+    pub db_max_bytes: u64,
     /// Certificate and key files, for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Connections per port.
@@ -174,6 +188,11 @@ impl ServeSettings {
                 None => config.duration("retention")?,
             },
             log_max_bytes: config.size("logs.max_bytes")?,
+            db_retention: match config.get("db.retention") {
+                Some(_) => config.duration("db.retention")?,
+                None => config.duration("retention")?,
+            },
+            db_max_bytes: config.size("db.max_bytes")?,
             tls,
             max_connections: config.number("max.connections", "a number of connections")?,
             log_level: config.get("log.level").unwrap_or_else(|| "info".into()),
@@ -256,5 +275,17 @@ mod tests {
         .expect("ok");
         assert_eq!(s.log_retention, Duration::from_secs(3600));
         assert_eq!(s.log_max_bytes, 512 << 20);
+    }
+
+    #[test]
+    fn db_retention_defaults_to_retention_and_the_cap_reads_sizes() {
+        let s = ServeSettings::from_config(&config(&[("retention", "3d")])).expect("ok");
+        assert_eq!(s.db_retention, Duration::from_secs(3 * 86_400));
+        assert_eq!(s.db_max_bytes, 2 << 30);
+        let s =
+            ServeSettings::from_config(&config(&[("db.retention", "12h"), ("db.max_bytes", "0")]))
+                .expect("ok");
+        assert_eq!(s.db_retention, Duration::from_secs(12 * 3600));
+        assert_eq!(s.db_max_bytes, 0);
     }
 }

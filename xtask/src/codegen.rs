@@ -17,6 +17,7 @@ const PROTOS: &[&str] = &[
     "sightline/v1/infra.proto",
     "sightline/v1/logs.proto",
     "sightline/v1/db.proto",
+    "sightline/v1/url.proto",
     "sightline/v1/events.proto",
 ];
 

@@ -154,8 +154,16 @@ fn payload_from_wire(
             }),
             None => BatchPayload::Events(Vec::new()),
         },
-        pb::payload::Kind::Db(_) => {
-            refused.add(|| "this collector does not store database snapshots yet".into());
+        pb::payload::Kind::Db(snapshot) => BatchPayload::Db(Box::new(
+            products::db::snapshot_from_wire(snapshot, at, refused),
+        )),
+        pb::payload::Kind::Url(checks) => {
+            refused.add(|| {
+                format!(
+                    "this collector does not store URL checks yet ({} left out)",
+                    checks.checks.len()
+                )
+            });
             BatchPayload::Events(Vec::new())
         }
     }

@@ -8,5 +8,6 @@
 //! and the sink's `store_payload`); never the ingest loop or the sink's
 //! core. Like [`crate::ingest`], these modules may see prost types.
 
+pub mod db;
 pub mod infra;
 pub mod logs;

@@ -11,7 +11,8 @@
 //! - Reads per product, each taking the project so a read cannot forget its
 //!   scope: [`MetricReads`], [`EventReads`], [`InfraReads`],
 //!   [`DeliveryReads`], [`LogReads`] (search, patterns and the live feed
-//!   of log records).
+//!   of log records), [`DbReads`] (database snapshots: sessions and lock
+//!   trees by time; the database agent's counters are metrics).
 //! - [`Retention`]: removing old data without breaking dedupe.
 //! - [`Store`]: all of them, so the server and the API are generic over one
 //!   type.
@@ -70,8 +71,8 @@ use std::path::PathBuf;
 
 use crate::logs::{LiveLogs, LogPage, LogPattern, LogQuery, PatternQuery};
 use crate::model::{
-    Agent, AgentHealth, AgentHello, EventQuery, EventRow, IncomingBatch, Project, Series,
-    SnapshotRow, StoredEvent,
+    Agent, AgentHealth, AgentHello, DbSnapshotRow, DbSnapshotTime, EventQuery, EventRow,
+    IncomingBatch, Project, Series, SnapshotRow, StoredEvent,
 };
 
 /// A store failure. Backends convert their own errors into these.
@@ -457,6 +458,45 @@ pub trait LogReads: Send + Sync + 'static {
     fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<LiveLogs>>;
 }
 
+/// The database agent's snapshots: sessions and lock trees, each kept with
+/// its time, so "the server at 14:02" can be shown later. Its counters are
+/// ordinary metrics ([`MetricReads`], names `db.*`), its alerts events.
+pub trait DbReads: Send + Sync + 'static {
+    /// The snapshot of an agent of the project nearest `at_ms` (before or
+    /// after; the earlier one on a tie), or its newest when `None`.
+    /// `variables` holds every global variable as it stood at the
+    /// snapshot's time (the latest value at or before it; a variable first
+    /// seen only later is left out).
+    fn db_snapshot_near(
+        &self,
+        project_id: i64,
+        oid: i64,
+        at_ms: Option<i64>,
+    ) -> impl Future<Output = Result<Option<DbSnapshotRow>, StoreError>> + Send;
+
+    /// When an agent took its snapshots in `[from_ms, to_ms]`, why, and
+    /// what each holds, newest first, at most `limit`.
+    fn db_snapshot_times(
+        &self,
+        project_id: i64,
+        oid: i64,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<DbSnapshotTime>, StoreError>> + Send;
+}
+
+/// What database snapshot retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DbPurged {
+    /// Snapshots.
+    pub snapshots: u64,
+    /// Bytes they took in the store.
+    pub bytes: u64,
+    /// Variable values superseded before the cutoff.
+    pub variables: u64,
+}
+
 /// What log retention removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogsPurged {
@@ -480,6 +520,17 @@ pub trait Retention: Send + Sync + 'static {
         stop: &tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = Result<LogsPurged, StoreError>> + Send;
 
+    /// Removes database snapshots older than `cutoff_ms`, then the oldest
+    /// until they take at most `max_bytes` (0: no cap), and variable
+    /// values older than `cutoff_ms` that a newer value of the same
+    /// variable replaced (the value in force at the cutoff stays).
+    fn purge_db(
+        &self,
+        cutoff_ms: i64,
+        max_bytes: u64,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> impl Future<Output = Result<DbPurged, StoreError>> + Send;
+
     /// Removes everything older than `cutoff_ms`, in short steps, raising
     /// each instance's watermark to the records it removes and dropping
     /// series whose newest point is more than an hour older than the
@@ -494,7 +545,15 @@ pub trait Retention: Send + Sync + 'static {
 
 /// A whole store: what the server and the API are generic over.
 pub trait Store:
-    Registry + BatchSink + MetricReads + EventReads + InfraReads + DeliveryReads + LogReads + Retention
+    Registry
+    + BatchSink
+    + MetricReads
+    + EventReads
+    + InfraReads
+    + DeliveryReads
+    + LogReads
+    + DbReads
+    + Retention
 {
     /// Finishes what is in flight and releases the backend.
     fn close(&self) -> impl Future<Output = ()> + Send;

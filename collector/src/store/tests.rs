@@ -1217,6 +1217,292 @@ async fn the_log_feed_carries_what_was_stored<S: Store>(store: Arc<S>) {
     assert!(feed.try_recv().is_err(), "a duplicate publishes nothing");
 }
 
+fn db_snapshot(
+    time_ms: i64,
+    reason: &str,
+    variables: &[(&str, &str)],
+) -> crate::model::DbSnapshotRow {
+    use crate::model::{DbSessionRow, DbSnapshotBody, DbSnapshotRow, LockNodeRow, LockWaitRow};
+    let waits = reason == "lock_wait";
+    DbSnapshotRow {
+        time_ms,
+        reason: reason.into(),
+        flavor: "mariadb".into(),
+        version: "10.11.6-MariaDB".into(),
+        variables: variables
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect(),
+        body: DbSnapshotBody {
+            sessions: (1..=3)
+                .map(|id| DbSessionRow {
+                    id,
+                    user: "app".into(),
+                    query: format!("select {time_ms}"),
+                    ..DbSessionRow::default()
+                })
+                .collect(),
+            sessions_omitted: 0,
+            locks_read: waits,
+            locks: if waits {
+                vec![
+                    LockNodeRow {
+                        session_id: 1,
+                        root_blocker: true,
+                        ..LockNodeRow::default()
+                    },
+                    LockNodeRow {
+                        session_id: 2,
+                        parent_id: 1,
+                        depth: 1,
+                        wait: Some(LockWaitRow {
+                            kind: "RECORD".into(),
+                            wait_ms: 12_000,
+                            ..LockWaitRow::default()
+                        }),
+                        ..LockNodeRow::default()
+                    },
+                ]
+            } else {
+                Vec::new()
+            },
+            locks_refused: None,
+        },
+    }
+}
+
+fn db_batch(seq: u64, snapshot: crate::model::DbSnapshotRow) -> IncomingBatch {
+    IncomingBatch {
+        seq,
+        time_ms: snapshot.time_ms,
+        health: None,
+        payloads: vec![BatchPayload::Db(Box::new(snapshot))],
+    }
+}
+
+/// The snapshot nearest a time, on either side (the earlier on a tie),
+/// the newest without a time, the timeline newest first with its counts,
+/// another project's agent absent, and a resent batch stored once.
+async fn the_nearest_db_snapshot_is_found_and_a_resend_stored_once<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    let reasons = ["periodic", "lock_wait", "periodic"];
+    for (i, reason) in reasons.iter().enumerate() {
+        let seq = i as u64 + 1;
+        let t = 10_000 * seq as i64;
+        let stored = store_one(
+            &*store,
+            p.id,
+            r.oid,
+            INSTANCE,
+            db_batch(seq, db_snapshot(t, reason, &[])),
+            1,
+        )
+        .await;
+        assert_eq!(stored, Stored::NEW);
+    }
+    let again = store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        db_batch(2, db_snapshot(20_000, "lock_wait", &[])),
+        1,
+    )
+    .await;
+    assert_eq!(again, Stored::Duplicate);
+    let near = |at: Option<i64>| {
+        let store = store.clone();
+        async move {
+            store
+                .db_snapshot_near(p.id, r.oid, at)
+                .await
+                .expect("read")
+                .map(|s| s.time_ms)
+        }
+    };
+    for (at, want) in [
+        (Some(0), 10_000),
+        (Some(14_999), 10_000),
+        (Some(15_000), 10_000),
+        (Some(15_001), 20_000),
+        (Some(20_000), 20_000),
+        (Some(1_000_000), 30_000),
+        (None, 30_000),
+    ] {
+        assert_eq!(near(at).await, Some(want), "at {at:?}");
+    }
+    let s = store
+        .db_snapshot_near(p.id, r.oid, Some(19_000))
+        .await
+        .expect("read")
+        .expect("one");
+    assert_eq!(
+        (s.reason.as_str(), s.flavor.as_str()),
+        ("lock_wait", "mariadb")
+    );
+    assert_eq!(
+        s.body,
+        db_snapshot(20_000, "lock_wait", &[]).body,
+        "the body intact"
+    );
+    let times = store
+        .db_snapshot_times(p.id, r.oid, 0, 25_000, 100)
+        .await
+        .expect("times");
+    assert_eq!(
+        times
+            .iter()
+            .map(|t| (
+                t.time_ms,
+                t.reason.as_str(),
+                t.sessions,
+                t.lock_nodes,
+                t.root_blockers,
+                t.max_wait_ms
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (20_000, "lock_wait", 3, 2, 1, 12_000),
+            (10_000, "periodic", 3, 0, 0, 0)
+        ],
+        "newest first, the resend not twice"
+    );
+    let other = store.create_project("q", b"l2", b"t2").await.expect("q");
+    assert_eq!(
+        store
+            .db_snapshot_near(other.id, r.oid, None)
+            .await
+            .expect("read"),
+        None
+    );
+    assert!(
+        store
+            .db_snapshot_times(other.id, r.oid, 0, i64::MAX, 100)
+            .await
+            .expect("times")
+            .is_empty()
+    );
+}
+
+/// Variables: a value is kept when it changes, each snapshot shows the
+/// values in force at its time, and retention keeps the value in force at
+/// the cutoff.
+async fn db_variables_are_kept_when_they_change<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    let snapshots = [
+        (
+            10_000,
+            vec![("max_connections", "151"), ("wait_timeout", "28800")],
+        ),
+        (20_000, vec![("max_connections", "151")]),
+        (30_000, vec![("max_connections", "500")]),
+        (40_000, vec![]),
+    ];
+    for (i, (t, vars)) in snapshots.iter().enumerate() {
+        store_one(
+            &*store,
+            p.id,
+            r.oid,
+            INSTANCE,
+            db_batch(i as u64 + 1, db_snapshot(*t, "periodic", vars)),
+            1,
+        )
+        .await;
+    }
+    let vars_at = |at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .db_snapshot_near(p.id, r.oid, Some(at))
+                .await
+                .expect("read")
+                .expect("one")
+                .variables
+                .into_iter()
+                .collect::<Vec<_>>()
+        }
+    };
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(
+        vars_at(21_000).await,
+        [
+            pair("max_connections", "151"),
+            pair("wait_timeout", "28800")
+        ]
+    );
+    assert_eq!(
+        vars_at(41_000).await,
+        [
+            pair("max_connections", "500"),
+            pair("wait_timeout", "28800")
+        ]
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let purged = store.purge_db(35_000, 0, &stop).await.expect("purged");
+    assert_eq!(purged.snapshots, 3);
+    assert_eq!(
+        purged.variables, 1,
+        "151 was stored once (at 10 s, not again at 20 s) and 500 replaced it before the cutoff"
+    );
+    assert_eq!(
+        vars_at(41_000).await,
+        [
+            pair("max_connections", "500"),
+            pair("wait_timeout", "28800")
+        ]
+    );
+}
+
+/// Retention by age and by size drops the oldest snapshots; a generous cap
+/// drops nothing.
+async fn db_retention_drops_old_and_oldest_snapshots<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    for seq in 1..=4u64 {
+        store_one(
+            &*store,
+            p.id,
+            r.oid,
+            INSTANCE,
+            db_batch(seq, db_snapshot(seq as i64 * HOUR_MS, "periodic", &[])),
+            1,
+        )
+        .await;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let purged = store.purge_db(HOUR_MS + 1, 0, &stop).await.expect("purged");
+    assert_eq!(purged.snapshots, 1);
+    assert!(purged.bytes > 0);
+    let times = |store: Arc<S>| async move {
+        store
+            .db_snapshot_times(p.id, r.oid, 0, i64::MAX, 100)
+            .await
+            .expect("times")
+            .into_iter()
+            .map(|t| t.time_ms / HOUR_MS)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(times(store.clone()).await, [4, 3, 2]);
+    let none = store.purge_db(0, 1 << 40, &stop).await.expect("purged");
+    assert_eq!(none, DbPurged::default());
+    // Room for about two: the oldest goes.
+    let one = purged.bytes;
+    let purged = store
+        .purge_db(0, 2 * one + one / 2, &stop)
+        .await
+        .expect("purged");
+    assert_eq!(purged.snapshots, 1);
+    assert_eq!(times(store.clone()).await, [4, 3]);
+    let purged = store.purge_db(0, 1, &stop).await.expect("purged");
+    assert_eq!(purged.snapshots, 2);
+    assert_eq!(
+        store
+            .db_snapshot_near(p.id, r.oid, None)
+            .await
+            .expect("read"),
+        None
+    );
+}
+
 macro_rules! suite {
     ($backend:ident, $open:path) => {
         mod $backend {
@@ -1239,6 +1525,9 @@ macro_rules! suite {
                 log_retention_drops_old_blocks_and_keeps_the_watermark,
                 log_patterns_count_shapes_in_a_range,
                 the_log_feed_carries_what_was_stored,
+                the_nearest_db_snapshot_is_found_and_a_resend_stored_once,
+                db_variables_are_kept_when_they_change,
+                db_retention_drops_old_and_oldest_snapshots,
             );
         }
     };

@@ -413,6 +413,207 @@ pub struct LockWait {
     #[prost(uint64, tag = "7")]
     pub wait_ms: u64,
 }
+/// The checks finished since the last batch, in the order they finished.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UrlChecks {
+    #[prost(message, repeated, tag = "1")]
+    pub checks: ::prost::alloc::vec::Vec<UrlCheck>,
+}
+/// One check of one target: what was asked, how long each phase took, what
+/// came back, and the target's state after it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UrlCheck {
+    /// The target's name (`target.<name>`), unique per agent; at most 128
+    /// bytes.
+    #[prost(string, tag = "1")]
+    pub target: ::prost::alloc::string::String,
+    /// The URL as configured (credentials never included) and the method.
+    #[prost(string, tag = "2")]
+    pub url: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub method: ::prost::alloc::string::String,
+    /// When the check started, unix ms.
+    #[prost(int64, tag = "4")]
+    pub time_ms: i64,
+    /// The target's state after this check.
+    #[prost(enumeration = "UrlState", tag = "5")]
+    pub state: i32,
+    /// Whether this check passed every condition.
+    #[prost(bool, tag = "6")]
+    pub ok: bool,
+    /// Why it failed; URL_FAILURE_NONE when it passed (TOO_SLOW when it
+    /// passed but was slower than `.expect.max_time`).
+    #[prost(enumeration = "UrlFailure", tag = "7")]
+    pub failure: i32,
+    /// The failure in words for people: the error, the condition that did
+    /// not hold, the expected and actual values. Empty when it passed.
+    #[prost(string, tag = "8")]
+    pub detail: ::prost::alloc::string::String,
+    /// Phases, in microseconds, as blackbox_exporter names them. A phase not
+    /// reached is 0; they add up to `total_us` (with redirects, each phase
+    /// sums over every request of the chain).
+    #[prost(uint64, tag = "10")]
+    pub dns_us: u64,
+    #[prost(uint64, tag = "11")]
+    pub connect_us: u64,
+    #[prost(uint64, tag = "12")]
+    pub tls_us: u64,
+    /// From the request written to the first byte of the response.
+    #[prost(uint64, tag = "13")]
+    pub first_byte_us: u64,
+    /// From the first byte to the last byte of the body.
+    #[prost(uint64, tag = "14")]
+    pub transfer_us: u64,
+    #[prost(uint64, tag = "15")]
+    pub total_us: u64,
+    /// The response of the last request (after redirects); 0 when none came.
+    #[prost(uint32, tag = "20")]
+    pub status_code: u32,
+    /// "HTTP/1.1", "HTTP/2".
+    #[prost(string, tag = "21")]
+    pub http_version: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "22")]
+    pub body_bytes: u64,
+    #[prost(uint32, tag = "23")]
+    pub redirects: u32,
+    /// Where the redirects led; empty when there were none.
+    #[prost(string, tag = "24")]
+    pub final_url: ::prost::alloc::string::String,
+    /// The address connected to.
+    #[prost(string, tag = "25")]
+    pub remote_ip: ::prost::alloc::string::String,
+    /// The verified chain's leaf certificate, for https targets.
+    #[prost(message, optional, tag = "30")]
+    pub certificate: ::core::option::Option<UrlCertificate>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UrlCertificate {
+    #[prost(string, tag = "1")]
+    pub subject: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub issuer: ::prost::alloc::string::String,
+    /// The leaf's notAfter, unix ms, and the days left at the check (negative
+    /// once expired).
+    #[prost(int64, tag = "3")]
+    pub not_after_ms: i64,
+    #[prost(int32, tag = "4")]
+    pub days_left: i32,
+    /// The fewest days left of any certificate in the verified chain (the
+    /// chain that validated, not every certificate the server sent).
+    #[prost(int32, tag = "5")]
+    pub chain_days_left: i32,
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum UrlState {
+    Unspecified = 0,
+    /// Every condition held.
+    Up = 1,
+    /// Failing, but fewer than `.fail_after` times in a row.
+    Pending = 2,
+    Down = 3,
+    /// Answered and passed every other condition, but slower than
+    /// `.expect.max_time`.
+    Degraded = 4,
+}
+impl UrlState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "URL_STATE_UNSPECIFIED",
+            Self::Up => "URL_STATE_UP",
+            Self::Pending => "URL_STATE_PENDING",
+            Self::Down => "URL_STATE_DOWN",
+            Self::Degraded => "URL_STATE_DEGRADED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "URL_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "URL_STATE_UP" => Some(Self::Up),
+            "URL_STATE_PENDING" => Some(Self::Pending),
+            "URL_STATE_DOWN" => Some(Self::Down),
+            "URL_STATE_DEGRADED" => Some(Self::Degraded),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum UrlFailure {
+    None = 0,
+    Dns = 1,
+    ConnectionRefused = 2,
+    /// Connecting failed otherwise (unreachable, reset).
+    Connect = 3,
+    TimeoutDns = 4,
+    TimeoutConnect = 5,
+    TimeoutTls = 6,
+    TimeoutFirstByte = 7,
+    TimeoutTransfer = 8,
+    /// Handshake or verification failed (unknown CA, expired, wrong name).
+    Tls = 9,
+    Status = 10,
+    Body = 11,
+    Json = 12,
+    /// Passed, but slower than `.expect.max_time` (the state is DEGRADED).
+    TooSlow = 13,
+    TooManyRedirects = 14,
+    /// The connection broke mid-response, or the response was not HTTP.
+    Protocol = 15,
+}
+impl UrlFailure {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::None => "URL_FAILURE_NONE",
+            Self::Dns => "URL_FAILURE_DNS",
+            Self::ConnectionRefused => "URL_FAILURE_CONNECTION_REFUSED",
+            Self::Connect => "URL_FAILURE_CONNECT",
+            Self::TimeoutDns => "URL_FAILURE_TIMEOUT_DNS",
+            Self::TimeoutConnect => "URL_FAILURE_TIMEOUT_CONNECT",
+            Self::TimeoutTls => "URL_FAILURE_TIMEOUT_TLS",
+            Self::TimeoutFirstByte => "URL_FAILURE_TIMEOUT_FIRST_BYTE",
+            Self::TimeoutTransfer => "URL_FAILURE_TIMEOUT_TRANSFER",
+            Self::Tls => "URL_FAILURE_TLS",
+            Self::Status => "URL_FAILURE_STATUS",
+            Self::Body => "URL_FAILURE_BODY",
+            Self::Json => "URL_FAILURE_JSON",
+            Self::TooSlow => "URL_FAILURE_TOO_SLOW",
+            Self::TooManyRedirects => "URL_FAILURE_TOO_MANY_REDIRECTS",
+            Self::Protocol => "URL_FAILURE_PROTOCOL",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "URL_FAILURE_NONE" => Some(Self::None),
+            "URL_FAILURE_DNS" => Some(Self::Dns),
+            "URL_FAILURE_CONNECTION_REFUSED" => Some(Self::ConnectionRefused),
+            "URL_FAILURE_CONNECT" => Some(Self::Connect),
+            "URL_FAILURE_TIMEOUT_DNS" => Some(Self::TimeoutDns),
+            "URL_FAILURE_TIMEOUT_CONNECT" => Some(Self::TimeoutConnect),
+            "URL_FAILURE_TIMEOUT_TLS" => Some(Self::TimeoutTls),
+            "URL_FAILURE_TIMEOUT_FIRST_BYTE" => Some(Self::TimeoutFirstByte),
+            "URL_FAILURE_TIMEOUT_TRANSFER" => Some(Self::TimeoutTransfer),
+            "URL_FAILURE_TLS" => Some(Self::Tls),
+            "URL_FAILURE_STATUS" => Some(Self::Status),
+            "URL_FAILURE_BODY" => Some(Self::Body),
+            "URL_FAILURE_JSON" => Some(Self::Json),
+            "URL_FAILURE_TOO_SLOW" => Some(Self::TooSlow),
+            "URL_FAILURE_TOO_MANY_REDIRECTS" => Some(Self::TooManyRedirects),
+            "URL_FAILURE_PROTOCOL" => Some(Self::Protocol),
+            _ => None,
+        }
+    }
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HelloRequest {
     /// Which agent this is: "infra", "db", "log", "url", "k8s".
@@ -495,7 +696,7 @@ pub struct Batch {
 /// One kind of data; a product adds an arm here for its own messages.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Payload {
-    #[prost(oneof = "payload::Kind", tags = "10, 11, 12, 13, 14")]
+    #[prost(oneof = "payload::Kind", tags = "10, 11, 12, 13, 14, 15")]
     pub kind: ::core::option::Option<payload::Kind>,
 }
 /// Nested message and enum types in `Payload`.
@@ -512,6 +713,8 @@ pub mod payload {
         Logs(super::LogChunk),
         #[prost(message, tag = "14")]
         Db(super::DbSnapshot),
+        #[prost(message, tag = "15")]
+        Url(super::UrlChecks),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -11,7 +11,7 @@
 //!
 //! One file per concern: this one opens, migrates and converts errors;
 //! [`registry`], [`sink`] (the exactly-once core), one file per product's
-//! rows and reads ([`metrics`], [`events`], [`infra`], [`logs`]), [`delivery`] and
+//! rows and reads ([`metrics`], [`events`], [`infra`], [`logs`], [`db`]), [`delivery`] and
 //! [`retention`]. Metrics are a head of one row per payload that
 //! [`compact`] (a background task) moves into per-series chunks; their
 //! byte layouts are in [`points`]. A new product adds its file and one arm in
@@ -21,6 +21,7 @@
 //! leaves this module (its errors become [`StoreError`]).
 
 mod compact;
+mod db;
 mod delivery;
 mod events;
 mod infra;
@@ -188,6 +189,38 @@ CREATE TABLE log_templates (
     template TEXT NOT NULL,
     example TEXT NOT NULL,
     PRIMARY KEY (project_id, hash)
+) WITHOUT ROWID;
+",
+    // Database snapshots ([`db`]): one row per snapshot, its counts for
+    // the timeline beside its compressed body; found nearest a time by
+    // (project, oid, time); retention by time across agents. Variables
+    // one row per change, kept until a newer value is itself past the
+    // cutoff.
+    r"
+CREATE TABLE db_snapshots (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    oid INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    flavor TEXT NOT NULL,
+    version TEXT NOT NULL,
+    sessions INTEGER NOT NULL,
+    lock_nodes INTEGER NOT NULL,
+    root_blockers INTEGER NOT NULL,
+    max_wait_ms INTEGER NOT NULL,
+    locks_read INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX db_snapshots_agent_time ON db_snapshots (project_id, oid, time_ms);
+CREATE INDEX db_snapshots_time ON db_snapshots (time_ms);
+CREATE TABLE db_variables (
+    oid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (oid, name, time_ms)
 ) WITHOUT ROWID;
 ",
 ];

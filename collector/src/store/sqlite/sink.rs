@@ -155,5 +155,9 @@ async fn store_payload(
             .await?;
             Ok(0)
         }
+        BatchPayload::Db(snapshot) => {
+            super::db::insert(tx, item.project_id, item.oid, snapshot).await?;
+            Ok(0)
+        }
     }
 }
