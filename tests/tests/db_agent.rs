@@ -4,11 +4,11 @@
 //! making, a metadata lock wait), counter rates against a known workload,
 //! and the cost of a quiet cycle in statements.
 //!
-//! These drive the agent's library ([`Monitor::cycle`]: exactly what the
+//! Most drive the agent's library ([`Monitor::cycle`]: exactly what the
 //! binary sends each interval, before the wire), so each assertion sits
-//! within one cycle of the moment it describes. What the collector stores
-//! of a snapshot is for its own tests once its db routes exist; the wire
-//! form is checked in agent-db/src/wire.rs.
+//! within one cycle of the moment it describes; the last drives the real
+//! binary and reads the lock chain back from a real collector's
+//! `/api/v1/db/{oid}/locks`, as a DBA would.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -702,13 +702,13 @@ fn a_statement_past_its_limit_is_stopped_by_the_server_or_killed_from_a_second_c
     assert_eq!(sleeping[0][0], "0", "the runaway statement is gone");
 }
 
-/// The real binary through a real collector: rates arrive as series, and a
-/// lock wait past the alert arrives as a `db.lock_wait` event naming the
-/// waiter, the blocker and the root blocker. (The snapshot itself is
-/// refused by today's collector, counted, until its database store lands;
-/// the rest of each batch is stored.)
+/// The real binary through a real collector, as a DBA reads it from the
+/// API: rates as series, and the A/B/C/D lock chain as the nested tree of
+/// `/api/v1/db/{oid}/locks` (modes, table, index, record, queries, the
+/// idle root blocker), the `db.lock_wait` event naming waiter, blocker and
+/// root blocker, and the alert's snapshot in the timeline.
 #[test]
-fn the_binary_sends_rates_and_a_lock_wait_event_to_the_collector() {
+fn the_binary_sends_rates_the_lock_chain_and_its_event_to_the_collectors_api() {
     use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, wait_for};
     let scratch = Scratch::new("db-binary");
     let db = MariaDb::start();
@@ -743,8 +743,16 @@ fn the_binary_sends_rates_and_a_lock_wait_event_to_the_collector() {
 
     let mut holder = Session::open(&db);
     holder.exec("BEGIN; UPDATE shop.orders SET v = 1 WHERE id = 1");
+    let mut c = Session::open(&db);
+    c.exec("BEGIN; UPDATE shop.orders SET v = 1 WHERE id = 2");
     let mut waiter = Session::open(&db);
+    waiter.exec("BEGIN");
     waiter.send("UPDATE shop.orders SET v = 2 WHERE id = 1");
+    std::thread::sleep(Duration::from_millis(300));
+    c.send("UPDATE shop.orders SET v = 3 WHERE id = 1");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut d = Session::open(&db);
+    d.send("UPDATE shop.orders SET v = 4 WHERE id = 2");
     let event = wait_for("db.lock_wait", Duration::from_secs(20), || {
         api.events()
             .into_iter()
@@ -754,7 +762,70 @@ fn the_binary_sends_rates_and_a_lock_wait_event_to_the_collector() {
     assert_eq!(event["attrs"]["blocker"], holder.id().to_string());
     assert_eq!(event["attrs"]["root_blockers"], holder.id().to_string());
     assert_eq!(event["attrs"]["table"], "`shop`.`orders`");
+
+    // The tree as the API nests it.
+    let locks = wait_for(
+        "the whole chain in the API",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = api.get(&format!("/api/v1/db/{oid}/locks"));
+            (status == 200 && body["waiting"].as_u64() == Some(3)).then_some(body)
+        },
+    );
+    assert_eq!(locks["root_blockers"], serde_json::json!([holder.id()]));
+    let tree = locks["tree"].as_array().expect("tree");
+    assert_eq!(tree.len(), 1, "{locks:#}");
+    let root = &tree[0];
+    assert_eq!(root["session_id"], holder.id());
+    assert_eq!(root["root_blocker"], true);
+    assert_eq!(root["query"], "");
+    assert_eq!(root["command"], "Sleep");
+    assert!(
+        root["trx"]["idle_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{root:#}"
+    );
+    let kids: Vec<(u64, bool)> = root["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .map(|n| (n["session_id"].as_u64().unwrap_or(0), n["repeated"] == true))
+        .collect();
+    assert_eq!(kids, [(waiter.id(), false), (c.id(), true)], "{locks:#}");
+    let b = &root["children"][0];
+    assert_eq!(b["query"], "UPDATE shop.orders SET v = 2 WHERE id = 1");
+    assert_eq!(
+        b["wait"],
+        serde_json::json!({
+            "kind": "RECORD", "mode": "X", "holder_mode": "X", "table": "`shop`.`orders`",
+            "index": "PRIMARY", "data": "1", "wait_ms": b["wait"]["wait_ms"],
+        })
+    );
+    let under_b = &b["children"][0];
+    assert_eq!(under_b["session_id"], c.id());
+    assert_eq!(
+        under_b["query"],
+        "UPDATE shop.orders SET v = 3 WHERE id = 1"
+    );
+    let under_c = &under_b["children"][0];
+    assert_eq!(under_c["session_id"], d.id());
+    assert_eq!(under_c["wait"]["data"], "2");
+    assert_eq!(
+        under_c["query"],
+        "UPDATE shop.orders SET v = 4 WHERE id = 2"
+    );
+    // The alert's snapshot is in the timeline.
+    let timeline = api.ok(&format!("/api/v1/db/{oid}/snapshots"));
+    assert!(
+        timeline["snapshots"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["reason"] == "lock_wait")),
+        "{timeline:#}"
+    );
     holder.exec("ROLLBACK");
     assert!(waiter.wait(Duration::from_secs(5)).is_some());
+    waiter.exec("ROLLBACK");
+    assert!(c.wait(Duration::from_secs(5)).is_some());
+    c.exec("ROLLBACK");
+    assert!(d.wait(Duration::from_secs(5)).is_some());
     assert!(agent.terminate_within(Duration::from_secs(2)).is_some());
 }
