@@ -90,6 +90,24 @@ pub enum DbError {
         /// The bound.
         timeout: Duration,
     },
+    /// The server stopped the statement at its own limit
+    /// (`max_statement_time`, `max_execution_time`); the connection is fine.
+    #[error("'{what}' passed the server's statement limit ({timeout:?}) and was stopped by it")]
+    ServerTimeout {
+        /// The statement's name.
+        what: &'static str,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The server refused the statement (syntax, a missing feature, ...);
+    /// the connection is fine.
+    #[error("the server refused '{what}': {reason}")]
+    Refused {
+        /// The statement's name.
+        what: &'static str,
+        /// The server's words.
+        reason: String,
+    },
     /// TLS could not be set up.
     #[error("TLS to {address} failed: {reason}")]
     Tls {
@@ -112,7 +130,13 @@ impl DbError {
     /// Whether the connection is gone or unusable after this error (as
     /// opposed to one statement refused on a healthy connection).
     pub fn breaks_connection(&self) -> bool {
-        !matches!(self, DbError::Privilege { .. } | DbError::NoTable { .. })
+        !matches!(
+            self,
+            DbError::Privilege { .. }
+                | DbError::NoTable { .. }
+                | DbError::ServerTimeout { .. }
+                | DbError::Refused { .. }
+        )
     }
 }
 
@@ -184,7 +208,7 @@ fn classify(e: sqlx::Error, what: &'static str, s: &ConnectSettings) -> DbError 
                 errno::NO_SUCH_TABLE | errno::UNKNOWN_TABLE => DbError::NoTable { what, reason },
                 errno::MARIADB_STATEMENT_TIMEOUT
                 | errno::MYSQL_EXECUTION_TIMEOUT
-                | errno::QUERY_INTERRUPTED => DbError::StatementTimeout {
+                | errno::QUERY_INTERRUPTED => DbError::ServerTimeout {
                     what,
                     timeout: s.statement_timeout,
                 },
@@ -194,7 +218,8 @@ fn classify(e: sqlx::Error, what: &'static str, s: &ConnectSettings) -> DbError 
                         "{reason} (raise max_connections, or reserve a slot for monitoring)"
                     ),
                 },
-                _ => DbError::Other { what, reason },
+                _ if what == "connect" => DbError::Other { what, reason },
+                _ => DbError::Refused { what, reason },
             }
         }
         sqlx::Error::Io(io) if what == "connect" => DbError::Unreachable {

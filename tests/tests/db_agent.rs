@@ -669,7 +669,8 @@ fn a_statement_past_its_limit_is_stopped_by_the_server_or_killed_from_a_second_c
     let err = rt
         .block_on(conn.rows("slow", "SELECT SLEEP(3) FROM DUAL WHERE 1 = (SELECT 1 FROM information_schema.PROCESSLIST LIMIT 1)"))
         .expect_err("stopped");
-    assert!(matches!(err, DbError::StatementTimeout { .. }), "{err}");
+    assert!(matches!(err, DbError::ServerTimeout { .. }), "{err}");
+    assert!(!err.breaks_connection());
     assert!(
         started.elapsed() < Duration::from_millis(1400),
         "{:?}",
@@ -691,6 +692,10 @@ fn a_statement_past_its_limit_is_stopped_by_the_server_or_killed_from_a_second_c
         .expect_err("killed");
     let took = started.elapsed();
     assert!(matches!(err, DbError::StatementTimeout { .. }), "{err}");
+    assert!(
+        err.breaks_connection(),
+        "a stream left mid-answer is not reused"
+    );
     assert!(took < Duration::from_secs(4), "{took:?}");
     assert_eq!(db.global_status("Com_kill") - kills, 1, "one KILL QUERY");
     // The kill's connection, and the harness's own status reads.
