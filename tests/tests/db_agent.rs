@@ -419,7 +419,7 @@ fn long_lock_waits_and_busy_threads_raise_events_with_their_snapshot() {
     let rt = runtime();
     let mut monitor = Monitor::new(settings(
         &db,
-        "db.lock_wait.alert=1s\ndb.threads_running.alert=3\n",
+        "db.lock_wait.alert=1s\ndb.threads_running.alert=4\n",
     ));
     let mut holder = Session::open(&db);
     holder.exec("BEGIN; UPDATE shop.orders SET v = 9 WHERE id = 3");
@@ -474,7 +474,7 @@ fn long_lock_waits_and_busy_threads_raise_events_with_their_snapshot() {
 
     let mut sleepers: Vec<Session> = (0..4).map(|_| Session::open(&db)).collect();
     for s in &mut sleepers {
-        s.send("SELECT SLEEP(4)");
+        s.send("SELECT SLEEP(6)");
     }
     let cycle = cycle_until(
         &rt,
@@ -488,16 +488,17 @@ fn long_lock_waits_and_busy_threads_raise_events_with_their_snapshot() {
         .iter()
         .find(|e| e.name == "db.threads_running")
         .expect("db.threads_running raised");
-    assert!(event.attrs["threads_running"].parse::<u64>().expect("n") > 3);
+    // Four sleepers and the agent's own statement.
+    assert!(event.attrs["threads_running"].parse::<u64>().expect("n") >= 5);
     let s = cycle.snapshot.expect("snapshot");
     let sleeping: Vec<&DbSession> = s
         .sessions
         .iter()
-        .filter(|x| x.query == "SELECT SLEEP(4)")
+        .filter(|x| x.query == "SELECT SLEEP(6)")
         .collect();
     assert_eq!(sleeping.len(), 4, "{:#?}", s.sessions);
     assert!(
-        event.attrs["longest"].contains("SELECT SLEEP(4)"),
+        event.attrs["longest"].contains("SELECT SLEEP(6)"),
         "{event:?}"
     );
 }
