@@ -86,6 +86,9 @@ pub struct Monitor {
     /// table missing), not retried until the next login.
     disabled: BTreeSet<&'static str>,
     last_alert: BTreeMap<&'static str, Instant>,
+    /// Statements sent on connections since dropped (the cycle's count
+    /// survives a connection lost in the middle of it).
+    sent_before: u64,
 }
 
 impl Monitor {
@@ -102,6 +105,7 @@ impl Monitor {
             with_trx: true,
             disabled: BTreeSet::new(),
             last_alert: BTreeMap::new(),
+            sent_before: 0,
         }
     }
 
@@ -181,6 +185,7 @@ impl Monitor {
                         false
                     }
                     Err(e) => {
+                        self.sent_before += db.statements;
                         db.close().await;
                         return Err(e);
                     }
@@ -254,6 +259,7 @@ impl Monitor {
                 if e.breaks_connection() {
                     tracing::error!(error = %e, "The database connection failed; reconnecting.");
                     if let Some(db) = self.db.take() {
+                        self.sent_before += db.statements;
                         // A statement that timed out left the stream
                         // mid-answer: drop it without a goodbye.
                         if !matches!(e, DbError::StatementTimeout { .. }) {
@@ -271,16 +277,18 @@ impl Monitor {
         }
     }
 
+    /// Statements sent since the monitor was made.
+    fn sent(&self) -> u64 {
+        self.sent_before + self.db.as_ref().map_or(0, |d| d.statements)
+    }
+
     /// One cycle.
     pub async fn cycle(&mut self) -> Cycle {
         let started = Instant::now();
         let mut cycle = Cycle::default();
-        let before = self.db.as_ref().map_or(0, |d| d.statements);
+        let before = self.sent();
         let result = self.read(&mut cycle).await;
-        cycle.statements = self
-            .db
-            .as_ref()
-            .map_or(0, |d| d.statements.saturating_sub(before));
+        cycle.statements = self.sent().saturating_sub(before);
         if let Err(e) = result {
             cycle.error = Some(e.to_string());
         }
