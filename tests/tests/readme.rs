@@ -43,3 +43,11 @@ fn readme_lists_every_log_key() {
         &reference_table(agent_core::cli::all_keys::<sightline_log::LogConfig>()),
     );
 }
+
+#[test]
+fn readme_lists_every_db_key() {
+    check_section(
+        "db-keys",
+        &reference_table(agent_core::cli::all_keys::<sightline_db::DbConfig>()),
+    );
+}
