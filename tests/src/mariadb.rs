@@ -65,12 +65,17 @@ impl MariaDb {
     pub fn start_with(extra: &[&str]) -> MariaDb {
         let scratch = Scratch::new("mariadb");
         let data = scratch.join("data");
+        let tmp = scratch.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("creates the server's tmp folder");
         let mut install = Command::new("mariadb-install-db");
         install
             .arg("--no-defaults")
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
-            .arg(format!("--datadir={}", data.display()));
+            .arg(format!("--datadir={}", data.display()))
+            // Its own temporary folder: several mariadb-install-db run side
+            // by side collide in /tmp (two in three failed without this).
+            .arg(format!("--tmpdir={}", tmp.display()));
         if is_root() {
             install.arg("--user=root");
         }
@@ -251,6 +256,7 @@ impl MariaDb {
         let mut cmd = Command::new("mariadbd");
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--socket={}", self.socket_path().display()))
             .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")

@@ -381,6 +381,8 @@ impl Server {
         fs::create_dir_all(dir)?;
         let root_user = rustix::process::getuid().is_root();
         let data = dir.join("data");
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&tmp)?;
         let mut install = Command::new("mariadb-install-db");
         install
             .args([
@@ -388,7 +390,8 @@ impl Server {
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
             ])
-            .arg(format!("--datadir={}", data.display()));
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()));
         if root_user {
             install.arg("--user=root");
         }
@@ -404,6 +407,7 @@ impl Server {
         server
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", dir.join("sock").display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
