@@ -80,9 +80,11 @@ const MAX_SPARES: usize = 4;
 /// The largest batch the collector accepts (its gRPC message limit, 4 MiB,
 /// less room for framing). A larger one could never be delivered.
 pub const MAX_BATCH_BYTES: usize = (4 << 20) - 1024;
-/// The newest batches are also kept in memory, up to this many bytes, so
-/// the transport need not read back what it was just given.
-const CACHE_BYTES: usize = 256 << 10;
+/// The newest batches are also kept in memory, up to this many bytes (and
+/// the newest one whatever its size), so the transport need not read back
+/// and check what it was just given: 2 MiB holds a couple of full log
+/// batches, more once compressed.
+const CACHE_BYTES: usize = 2 << 20;
 
 /// How hard the spool works to keep a batch through a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +269,8 @@ struct Entry {
     len: u64,
     meta: BatchMeta,
     tracker: Option<Arc<Tracker>>,
+    /// Appended by this process (not found at open).
+    appended_here: bool,
 }
 
 #[derive(Debug)]
@@ -399,6 +403,7 @@ impl Spool {
                             len,
                             meta: h.meta,
                             tracker: None,
+                            appended_here: false,
                         },
                     );
                     bytes += len;
@@ -677,6 +682,7 @@ impl Spool {
                     len: file_len,
                     meta,
                     tracker,
+                    appended_here: true,
                 },
             );
             self.bytes += file_len;
@@ -1027,7 +1033,7 @@ impl Spool {
     fn remember(&mut self, key: Key, payload: Vec<u8>) {
         self.cache_bytes += payload.len();
         self.cache.push_back((key, payload));
-        while self.cache_bytes > CACHE_BYTES {
+        while self.cache_bytes > CACHE_BYTES && self.cache.len() > 1 {
             let Some((_, old)) = self.cache.pop_front() else {
                 break;
             };
@@ -1035,12 +1041,22 @@ impl Spool {
         }
     }
 
-    /// A batch's bytes if it is among the newest, held in memory.
-    pub fn cached(&self, key: Key) -> Option<Vec<u8>> {
-        self.cache
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, bytes)| bytes.clone())
+    /// Whether the batch was appended by this process: its bytes are what
+    /// this build encoded (and a read checks they still are), so they need
+    /// no check that they decode. A batch found at open may be of another
+    /// build, or written wrong by one.
+    pub fn appended_here(&self, key: Key) -> bool {
+        self.entries.get(&key).is_some_and(|e| e.appended_here)
+    }
+
+    /// A batch's bytes if it is among the newest, held in memory: taken
+    /// out of memory (the transport asks once per batch; a resend after a
+    /// lost connection reads the file).
+    pub fn cached(&mut self, key: Key) -> Option<Vec<u8>> {
+        let at = self.cache.iter().position(|(k, _)| *k == key)?;
+        let (_, bytes) = self.cache.remove(at)?;
+        self.cache_bytes -= bytes.len();
+        Some(bytes)
     }
 
     fn write(&self, name: &str, contents: &[u8]) -> Result<(), SpoolError> {
@@ -1239,7 +1255,7 @@ pub struct SpooledFile {
     pub instance: String,
     /// Its sequence number within that instance.
     pub seq: u64,
-    /// The encoded batch, as it is sent.
+    /// The encoded `Batch` (decompressed if it was spooled compressed).
     pub batch: Vec<u8>,
 }
 
@@ -1250,10 +1266,15 @@ pub fn read_spooled_file(path: &Path) -> Option<SpooledFile> {
     let batch = check_file(&contents)?;
     let meta_len = contents.len() - HEADER_LEN - batch.len();
     let (instance, seq, _) = decode_meta(&contents[HEADER_LEN..HEADER_LEN + meta_len])?;
+    let batch = crate::transport::wire::uncompressed(
+        batch.to_vec(),
+        crate::transport::endpoint::MAX_MESSAGE_BYTES,
+    )
+    .ok()?;
     Some(SpooledFile {
         instance,
         seq,
-        batch: batch.to_vec(),
+        batch,
     })
 }
 
