@@ -215,28 +215,54 @@ pub enum SpooledBatchError {
 /// The payloads of one batch as their part of the encoded `Batch` (field 4,
 /// each framed), compressed: the bulk of a batch, compressed before it is
 /// numbered so that the spool's lock is not held for it. One zstd context
-/// per thread, kept (making one costs more than a small batch).
+/// and one pair of buffers for the process, kept (making a context costs
+/// more than a small batch, and buffers kept per thread of the blocking
+/// pool would each stay resident): the pipeline compresses one batch at a
+/// time.
 pub fn compress_payloads(payloads: &[Vec<u8>]) -> Result<Vec<u8>, std::io::Error> {
-    use std::cell::RefCell;
-    thread_local! {
-        static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
-            const { RefCell::new(None) };
+    /// Buffers larger than this (a batch of a large record) are not kept.
+    const KEEP_BYTES: usize = 2 << 20;
+    struct PayloadCompressor {
+        compressor: zstd::bulk::Compressor<'static>,
+        body: Vec<u8>,
+        out: Vec<u8>,
     }
-    let body_len: usize = payloads.iter().map(|p| framed_len(p)).sum();
-    let mut body = Vec::with_capacity(body_len);
+    static COMPRESSOR: std::sync::Mutex<Option<PayloadCompressor>> = std::sync::Mutex::new(None);
+    let mut guard = COMPRESSOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let state = match guard.as_mut() {
+        Some(state) => state,
+        None => guard.insert(PayloadCompressor {
+            compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+            body: Vec::new(),
+            out: Vec::new(),
+        }),
+    };
+    state.body.clear();
     for payload in payloads {
-        encode_key(BATCH_PAYLOADS_FIELD, WireType::LengthDelimited, &mut body);
-        encode_varint(payload.len() as u64, &mut body);
-        body.extend_from_slice(payload);
+        encode_key(
+            BATCH_PAYLOADS_FIELD,
+            WireType::LengthDelimited,
+            &mut state.body,
+        );
+        encode_varint(payload.len() as u64, &mut state.body);
+        state.body.extend_from_slice(payload);
     }
-    COMPRESSOR.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        let compressor = match cell.as_mut() {
-            Some(c) => c,
-            None => cell.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
-        };
-        compressor.compress(&body)
-    })
+    state.out.clear();
+    state
+        .out
+        .reserve(zstd::zstd_safe::compress_bound(state.body.len()));
+    let compressed = state
+        .compressor
+        .compress_to_buffer(&state.body, &mut state.out)
+        .map(|_| state.out.clone());
+    for buffer in [&mut state.body, &mut state.out] {
+        if buffer.capacity() > KEEP_BYTES {
+            *buffer = Vec::new();
+        }
+    }
+    compressed
 }
 
 /// One batch as spooled when compression is on: the batch's number, time
