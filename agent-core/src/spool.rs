@@ -346,6 +346,8 @@ pub struct Spool {
     /// Persisted cursors by source, loaded at open.
     cursors_on_disk: BTreeMap<String, (Key, Vec<u8>)>,
     cursors: BTreeMap<Arc<str>, CursorState>,
+    /// Cursor files kept open to be written in place ([`write_cursor`]).
+    cursor_files: BTreeMap<Arc<str>, fs::File>,
 }
 
 /// A batch file's header, parsed.
@@ -489,6 +491,7 @@ impl Spool {
             cache_bytes: 0,
             in_flight: BTreeSet::new(),
             cursors_on_disk: read_cursors(&dir.join(CURSORS_DIR)),
+            cursor_files: BTreeMap::new(),
             cursors: BTreeMap::new(),
         };
         let kept = instance_file.filter(|(epoch, id)| {
@@ -897,13 +900,14 @@ impl Spool {
         let Some((pending_key, cursor)) = state.pending.take() else {
             return Ok(());
         };
-        let mut record = Vec::with_capacity(12 + cursor.len());
-        record.extend_from_slice(&pending_key.epoch.to_le_bytes());
-        record.extend_from_slice(&pending_key.seq.to_le_bytes());
-        record.extend_from_slice(&cursor);
-        let dir = self.dir.join(CURSORS_DIR);
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        write_file(&dir.join(cursor_file_name(source)), &record, self.sync)?;
+        let record = cursor_record(pending_key, &cursor);
+        write_cursor(
+            &self.dir.join(CURSORS_DIR),
+            &mut self.cursor_files,
+            source,
+            &record,
+            self.sync,
+        )?;
         state.persisted = Some(pending_key);
         state.tx.send_replace(Some(cursor.clone()));
         self.cursors_on_disk
@@ -1307,6 +1311,90 @@ fn cursor_file_name(source: &str) -> String {
     format!("{hex}.cursor")
 }
 
+/// The start of a cursor record with a length and a CRC: one that may be
+/// followed by the rest of a longer, older record ([`write_cursor`]).
+const CURSOR_MAGIC: &[u8; 4] = b"SLC2";
+/// A record this large at most is written in place: one `pwrite` within
+/// the file's first page, which a killed process cannot leave half done.
+const CURSOR_IN_PLACE_BYTES: usize = 4096;
+
+/// A cursor file's contents: [`CURSOR_MAGIC`], the length of the cursor,
+/// a CRC-32 of what follows it, the batch's epoch and seq, the cursor
+/// (integers little endian).
+fn cursor_record(key: Key, cursor: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(24 + cursor.len());
+    record.extend_from_slice(CURSOR_MAGIC);
+    record.extend_from_slice(
+        &u32::try_from(cursor.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    record.extend_from_slice(&[0; 4]);
+    record.extend_from_slice(&key.epoch.to_le_bytes());
+    record.extend_from_slice(&key.seq.to_le_bytes());
+    record.extend_from_slice(cursor);
+    let crc = crc32fast::hash(&record[12..]);
+    record[8..12].copy_from_slice(&crc.to_le_bytes());
+    record
+}
+
+/// A cursor record as read: the key and the cursor. Files of the first
+/// format (epoch, seq, then the cursor to the end) are read too.
+fn parse_cursor_record(bytes: &[u8]) -> Option<(Key, Vec<u8>)> {
+    let key = |b: &[u8]| -> Option<Key> {
+        Some(Key {
+            epoch: u32::from_le_bytes(b.get(..4)?.try_into().ok()?),
+            seq: u64::from_le_bytes(b.get(4..12)?.try_into().ok()?),
+        })
+    };
+    if bytes.starts_with(CURSOR_MAGIC) {
+        let len = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?);
+        let body = bytes.get(12..24usize.checked_add(len)?)?;
+        if crc32fast::hash(body) != crc {
+            return None;
+        }
+        return Some((key(body)?, body[12..].to_vec()));
+    }
+    Some((key(bytes)?, bytes.get(12..)?.to_vec()))
+}
+
+/// Persists a source's cursor record. With [`Sync::Normal`] a record of
+/// at most [`CURSOR_IN_PLACE_BYTES`] is written over the start of the file,
+/// kept open (what a longer record left after it is ignored: the record
+/// says its length): no new file and no rename for every settled batch,
+/// which cost the log agent 8 % of its CPU. Else the file is replaced
+/// whole (temporary file, rename; fsynced with [`Sync::Full`]).
+fn write_cursor(
+    dir: &Path,
+    open: &mut BTreeMap<Arc<str>, fs::File>,
+    source: &Arc<str>,
+    record: &[u8],
+    sync: Sync,
+) -> Result<(), SpoolError> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(cursor_file_name(source));
+    if sync == Sync::Normal && record.len() <= CURSOR_IN_PLACE_BYTES {
+        if !open.contains_key(source) {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            open.insert(source.clone(), file);
+        }
+        if let Some(file) = open.get(source) {
+            return file.write_all_at(record, 0).map_err(io_err(&path));
+        }
+    }
+    // The file is replaced: a handle kept would write to the old one.
+    open.remove(source);
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    write_file(&path, record, sync)
+}
+
 fn read_cursors(dir: &Path) -> BTreeMap<String, (Key, Vec<u8>)> {
     let mut out = BTreeMap::new();
     let Ok(list) = fs::read_dir(dir) else {
@@ -1328,17 +1416,9 @@ fn read_cursors(dir: &Path) -> BTreeMap<String, (Key, Vec<u8>)> {
         let (Some(Ok(name)), Ok(bytes)) = (name.map(String::from_utf8), fs::read(&path)) else {
             continue;
         };
-        if bytes.len() < 12 {
-            continue;
+        if let Some(record) = parse_cursor_record(&bytes) {
+            out.insert(name, record);
         }
-        let (Ok(epoch), Ok(seq)) = (bytes[..4].try_into(), bytes[4..12].try_into()) else {
-            continue;
-        };
-        let key = Key {
-            epoch: u32::from_le_bytes(epoch),
-            seq: u64::from_le_bytes(seq),
-        };
-        out.insert(name, (key, bytes[12..].to_vec()));
     }
     out
 }
