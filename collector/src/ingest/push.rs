@@ -8,7 +8,7 @@
 //! A log chunk's block (compression, bloom filter, patterns) is encoded
 //! here, on the blocking pool, before the batch is submitted: while the
 //! writer commits one batch, the stream encodes the next ones, up to
-//! [`ENCODING_AHEAD`] at once (each on its own blocking thread, so one
+//! [`ENCODING_AHEAD`] + 2 at once (each on its own blocking thread, so one
 //! agent's stream uses every core), while the stream reads and decodes
 //! the batch after them. A submitter task hands the encoded batches to the
 //! writer one by one, in the order they came.
@@ -39,7 +39,9 @@ const MAX_SLOW_DOWN: Duration = Duration::from_secs(5);
 /// Batches of one stream submitted and not yet acked, at most.
 const IN_FLIGHT: usize = 8;
 /// Batches of one stream being encoded (or encoded and waiting for the
-/// ones before them), at most, besides the one the submitter waits for.
+/// ones before them) that the submitter has not taken yet, at most. With
+/// the one the submitter waits for and the one the stream is handing
+/// over, at most `ENCODING_AHEAD + 2` encode at once.
 const ENCODING_AHEAD: usize = 2;
 
 /// A batch between the stream and the submitter, in the order it came.
