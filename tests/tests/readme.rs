@@ -51,3 +51,11 @@ fn readme_lists_every_db_key() {
         &reference_table(agent_core::cli::all_keys::<sightline_db::DbConfig>()),
     );
 }
+
+#[test]
+fn readme_lists_every_url_key() {
+    check_section(
+        "url-keys",
+        &reference_table(agent_core::cli::all_keys::<sightline_url::UrlConfig>()),
+    );
+}

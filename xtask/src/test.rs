@@ -48,6 +48,12 @@ const PACKAGES: &[Package] = &[
         name: "prometheus-mysqld-exporter",
         provides: "/usr/bin/prometheus-mysqld-exporter",
     },
+    // The URL agent's probe tests compare its timings with curl's
+    // (agent-url/tests/probe.rs).
+    Package {
+        name: "curl",
+        provides: "/usr/bin/curl",
+    },
 ];
 
 /// Installs what the test suite needs where it is missing.
