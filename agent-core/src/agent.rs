@@ -89,7 +89,8 @@ pub async fn run<C: SourceConfig>(
         spooled = spool.len(),
         "Agent starting."
     );
-    let spool = SharedSpool::new(spool, counters.clone());
+    let spool = SharedSpool::new(spool, counters.clone())
+        .compressed(common.server.compression == crate::settings::Compression::Zstd);
 
     let (out, inbox) = Output::channel(C::PRODUCT, counters.clone());
     let drain_stop = CancellationToken::new();

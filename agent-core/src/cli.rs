@@ -122,7 +122,17 @@ pub fn main<C: SourceConfig>() -> ExitCode {
                 binary: C::BINARY,
                 keys,
             };
-            let report = runtime.block_on(diagnose::run(product, &file, &ProcessEnv, &flags));
+            let report = runtime.block_on(async {
+                let mut report = diagnose::run(product, &file, &ProcessEnv, &flags).await;
+                // The product's own checks, when its settings resolve (a
+                // bad config is already a failed line above).
+                let own = Config::load(&file, &ProcessEnv, &flags, keys)
+                    .and_then(|config| C::from_config(&config));
+                if let Ok(own) = own {
+                    report.checks.extend(own.checks().await);
+                }
+                report
+            });
             print!("{report}");
             runtime.shutdown_timeout(Duration::from_millis(100));
             if report.passed() {

@@ -18,6 +18,12 @@
 //! - Spool IO runs on the blocking pool, never on the async workers; what
 //!   needs no IO (the index, the cache of recent batches, the in-flight
 //!   marks) is used in place when the lock is free, without a thread hop.
+//! - With zstd on the wire ([`SharedSpool::compressed`]), a batch's
+//!   payloads are compressed on the blocking pool before the spool is
+//!   locked, and the spool holds the batch as it goes on the wire
+//!   ([`wire::encode_compressed_batch`]): the transport's thread sends it
+//!   as it is, so compressing and sending use two cores, and the spool
+//!   writes (and checksums) a seventh of the bytes.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -51,6 +57,8 @@ pub struct SharedSpool {
     appended: Arc<Notify>,
     freed: Arc<Notify>,
     counters: Arc<AgentCounters>,
+    /// Whether batches are spooled compressed.
+    compress: bool,
 }
 
 impl SharedSpool {
@@ -61,11 +69,20 @@ impl SharedSpool {
             appended: Arc::new(Notify::new()),
             freed: Arc::new(Notify::new()),
             counters,
+            compress: false,
         };
         if let Ok(spool) = shared.inner.lock() {
             shared.publish_depth(&spool, u64::MAX);
         }
         shared
+    }
+
+    /// The pipeline spools batches zstd-compressed when `compress` (the
+    /// wire's compression is zstd): see [`wire::encode_compressed_batch`].
+    #[must_use]
+    pub fn compressed(mut self, compress: bool) -> SharedSpool {
+        self.compress = compress;
+        self
     }
 
     /// Runs `f` on the spool on the blocking pool: for anything that
@@ -74,14 +91,25 @@ impl SharedSpool {
         &self,
         f: impl FnOnce(&mut Spool) -> R + Send + 'static,
     ) -> Result<R, SpoolError> {
+        self.with_prepared(|| (), move |s, ()| f(s)).await
+    }
+
+    /// Runs `prepare` on the blocking pool, then `f` on the spool with what
+    /// it made: the spool is locked for `f` only.
+    pub async fn with_prepared<P: Send + 'static, R: Send + 'static>(
+        &self,
+        prepare: impl FnOnce() -> P + Send + 'static,
+        f: impl FnOnce(&mut Spool, P) -> R + Send + 'static,
+    ) -> Result<R, SpoolError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
+            let prepared = prepare();
             let mut spool = this
                 .inner
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let before = spool.bytes();
-            let result = f(&mut spool);
+            let result = f(&mut spool, prepared);
             this.publish_depth(&spool, before);
             result
         })
@@ -275,8 +303,16 @@ struct Spooling {
     cursor: Option<Vec<u8>>,
     tracker: Arc<Tracker>,
     time: SystemTime,
-    /// Each part: the encoded payloads of one batch.
-    parts: VecDeque<Vec<Vec<u8>>>,
+    /// Each part: the payloads of one batch.
+    parts: VecDeque<Part>,
+}
+
+/// The payloads of one batch.
+enum Part {
+    /// Each encoded.
+    Plain(Vec<Vec<u8>>),
+    /// Framed as in the batch and compressed ([`wire::compress_payloads`]).
+    Compressed(Vec<u8>),
 }
 
 impl Spooling {
@@ -320,8 +356,21 @@ impl Spooling {
             cursor: batch.cursor,
             tracker,
             time,
-            parts,
+            parts: parts.into_iter().map(Part::Plain).collect(),
         }
+    }
+
+    /// Compresses the parts not compressed yet (one that zstd fails on
+    /// stays plain: it is spooled, and sent, as it is).
+    fn compress(mut self) -> Spooling {
+        for part in &mut self.parts {
+            if let Part::Plain(payloads) = part
+                && let Ok(compressed) = wire::compress_payloads(payloads)
+            {
+                *part = Part::Compressed(compressed);
+            }
+        }
+        self
     }
 
     /// Appends parts while there is room (with [`SpoolFull::Block`]) or
@@ -343,7 +392,13 @@ impl Spooling {
             // lock, so the exact size can be checked for room before
             // appending (checked again when the number is handed over).
             let seq = spool.last_seq() + 1;
-            let bytes = wire::encode_batch(seq, self.time, &counters.snapshot(), &part);
+            let health = counters.snapshot();
+            let bytes = match &part {
+                Part::Plain(payloads) => wire::encode_batch(seq, self.time, &health, payloads),
+                Part::Compressed(body) => {
+                    wire::encode_compressed_batch(seq, self.time, &health, body)
+                }
+            };
             if policy == SpoolFull::Block && !spool.has_room(Spool::file_len(bytes.len(), &meta)) {
                 self.parts.push_front(part);
                 return Ok(Some(self));
@@ -405,7 +460,18 @@ pub async fn run(
         let mut pending = Some(Spooling::new(queued));
         while let Some(sending) = pending.take() {
             let c = counters.clone();
-            match spool.with(move |s| sending.append(s, policy, &c)).await {
+            let compress = spool.compress;
+            let appended = spool.with_prepared(
+                move || {
+                    if compress {
+                        sending.compress()
+                    } else {
+                        sending
+                    }
+                },
+                move |s, sending| sending.append(s, policy, &c),
+            );
+            match appended.await {
                 Ok(Ok(None)) => {}
                 Ok(Ok(Some(blocked))) => {
                     spool.wake();

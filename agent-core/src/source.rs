@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, KeySpec};
+use crate::diagnose::Check;
 use crate::health::AgentCounters;
 use crate::pipeline::{Output, SharedSpool};
 use crate::spool::{Resume, SpoolError, SpoolFull};
@@ -107,4 +108,11 @@ pub trait SourceConfig: Sized + Send + 'static {
 
     /// Builds the loop.
     fn build(self, cx: SourceContext) -> Result<Source, SourceError>;
+
+    /// The product's own lines for `test`, after agent-core's (a database
+    /// agent checks its database: login, privileges, one cycle's cost).
+    /// Each wait in them must be bounded. None by default.
+    fn checks(self) -> Pin<Box<dyn Future<Output = Vec<Check>> + Send>> {
+        Box::pin(std::future::ready(Vec::new()))
+    }
 }

@@ -152,8 +152,9 @@ async fn fake_server_with(acks: Option<Arc<tokio::sync::Semaphore>>) -> (u16, Ar
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let record = Arc::new(Mutex::new(Record::default()));
-    // As the collector: takes and offers zstd.
+    // As the collector: takes zstd and gzip, offers zstd.
     let zstd = tonic::codec::CompressionEncoding::Zstd;
+    let gzip = tonic::codec::CompressionEncoding::Gzip;
     let server = tonic::transport::Server::builder()
         .add_service(
             IngestServer::new(Fake {
@@ -161,6 +162,7 @@ async fn fake_server_with(acks: Option<Arc<tokio::sync::Semaphore>>) -> (u16, Ar
                 acks,
             })
             .accept_compressed(zstd)
+            .accept_compressed(gzip)
             .send_compressed(zstd),
         )
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
@@ -453,5 +455,149 @@ async fn zstd_batches_arrive_whole_and_are_acked() {
         .collect();
     assert_eq!(received, sent, "every batch, byte for byte, in order");
     assert_eq!(counters.snapshot().reconnects, 0);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// With zstd on, the pipeline spools batches compressed; they reach the
+/// collector whole whatever the transport's compression: as they are with
+/// zstd, decompressed with none, recompressed by tonic with gzip (the
+/// setting may change while batches wait in the spool).
+#[tokio::test]
+async fn batches_spooled_compressed_arrive_whole_with_any_compression() {
+    use agent_core::settings::Compression;
+    use agent_core::transport::wire;
+    for (compression, encoding) in [
+        (Compression::Zstd, "zstd"),
+        (Compression::None, "identity"),
+        (Compression::Gzip, "gzip"),
+    ] {
+        let (port, record) = fake_server().await;
+        let dir = temp_dir(&format!("compressed-{encoding}"));
+        let spool = Spool::open(&dir.join("spool"), 16 << 20, Sync::Normal).expect("spool");
+        let counters = Arc::new(AgentCounters::default());
+        let spool = SharedSpool::new(spool, counters.clone()).compressed(true);
+        let out = start_pipeline(&spool, &counters, "logs");
+        let mut receipts = Vec::new();
+        for n in 0..4 {
+            // Large enough to compress, one batch each.
+            let text = format!("event {n} ").repeat(2000);
+            let event = Event::now("test.event", Severity::Info, text);
+            let mut receipt = out
+                .send(agent_core::pipeline::OutBatch::new(vec![Payload::Events(
+                    vec![event],
+                )]))
+                .await
+                .expect("sent");
+            receipt.spooled().await.expect("spooled");
+            receipts.push(receipt);
+        }
+        let spooled = spool
+            .with(|s| {
+                let key = s.next_after(None).expect("a batch");
+                s.read(key).expect("read").expect("there")
+            })
+            .await
+            .expect("spool");
+        assert!(
+            wire::is_compressed(&spooled),
+            "{encoding}: spooled compressed"
+        );
+        assert!(spooled.len() < 2000, "{encoding}: {} bytes", spooled.len());
+        let shutdown = CancellationToken::new();
+        let mut t = transport(
+            port,
+            &dir,
+            spool.clone(),
+            counters.clone(),
+            Duration::from_secs(60),
+        );
+        t.server.compression = compression;
+        let running = tokio::spawn(t.run(shutdown.clone()));
+        for receipt in receipts {
+            assert_eq!(
+                receipt.settled().await,
+                agent_core::Fate::Acked,
+                "{encoding}"
+            );
+        }
+        shutdown.cancel();
+        let _ = running.await;
+        let record = record.lock().expect("lock");
+        assert_eq!(record.encodings, [encoding]);
+        let batches = &record.pushes[0].1;
+        let seqs: Vec<u64> = batches.iter().map(|b| b.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4], "{encoding}");
+        for (n, batch) in batches.iter().enumerate() {
+            assert!(batch.health.is_some(), "{encoding}: the health travels");
+            let messages: Vec<&str> = batch
+                .payloads
+                .iter()
+                .filter_map(|p| match &p.kind {
+                    Some(pb::payload::Kind::Events(e)) => Some(e),
+                    _ => None,
+                })
+                .flat_map(|e| e.events.iter().map(|e| e.message.as_str()))
+                .collect();
+            assert_eq!(
+                messages,
+                [format!("event {n} ").repeat(2000).as_str()],
+                "{encoding}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
+
+/// A batch left by an earlier run is checked to decode before it is sent:
+/// one that does not (whole on disk, but not a batch) is dropped and
+/// counted instead of being sent forever; the next is delivered.
+#[tokio::test]
+async fn a_batch_of_an_earlier_run_that_does_not_decode_is_dropped() {
+    let (port, record) = fake_server().await;
+    let dir = temp_dir("undecodable");
+    let meta = agent_core::spool::BatchMeta {
+        source: Arc::from("infra"),
+        ..Default::default()
+    };
+    let mut spool = Spool::open(&dir.join("spool"), 1 << 20, Sync::Normal).expect("spool");
+    // A zstd frame's magic, then nothing that decompresses.
+    spool
+        .append(meta.clone(), None, |_| {
+            let mut bytes = agent_core::transport::wire::ZSTD_MAGIC.to_vec();
+            bytes.extend_from_slice(&[0xff; 64]);
+            bytes
+        })
+        .expect("append");
+    spool
+        .append(meta.clone(), None, event_batch)
+        .expect("append");
+    drop(spool);
+    let spool = Spool::open(&dir.join("spool"), 1 << 20, Sync::Normal).expect("reopen");
+    let counters = Arc::new(AgentCounters::default());
+    let spool = SharedSpool::new(spool, counters.clone());
+    let shutdown = CancellationToken::new();
+    let t = transport(
+        port,
+        &dir,
+        spool.clone(),
+        counters.clone(),
+        Duration::from_secs(60),
+    );
+    let running = tokio::spawn(t.run(shutdown.clone()));
+    wait_until("the good batch acked", Duration::from_secs(10), || {
+        counters.snapshot().batches_acked == 1
+    })
+    .await;
+    shutdown.cancel();
+    let _ = running.await;
+    let unreported = spool.in_memory(|s| s.unreported()).await.expect("spool");
+    assert_eq!(unreported.batches, 1, "the drop is counted, to be reported");
+    let record = record.lock().expect("lock");
+    let seqs: Vec<u64> = record
+        .pushes
+        .iter()
+        .flat_map(|p| p.1.iter().map(|b| b.seq))
+        .collect();
+    assert_eq!(seqs, [2]);
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -12,6 +12,7 @@
 
 mod db;
 mod logs;
+mod url;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/v1/db/{oid}/sessions", get(db::sessions::<S>))
         .route("/api/v1/db/{oid}/locks", get(db::locks::<S>))
         .route("/api/v1/db/{oid}/snapshots", get(db::snapshots::<S>))
+        .route("/api/v1/url/checks", get(url::checks::<S>))
+        .route("/api/v1/url/checks/{name}/results", get(url::results::<S>))
         .fallback(not_found)
         .with_state(state)
 }

@@ -200,6 +200,8 @@ pub enum BatchPayload {
     Logs(LogPayload),
     /// A database server's sessions and lock tree at one moment, validated.
     Db(Box<DbSnapshotRow>),
+    /// The URL agent's checks finished since its last batch, validated.
+    Url(Vec<UrlCheckRow>),
 }
 
 /// A log chunk on its way to the store.
@@ -495,6 +497,145 @@ pub struct DbSnapshotTime {
     pub max_wait_ms: u64,
 }
 
+/// A URL target's state after a check (the URL agent's `UrlState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UrlState {
+    /// Failing `.fail_after` times in a row. Listed first.
+    Down,
+    /// Failing, not yet `.fail_after` times.
+    Pending,
+    /// Answering, but slower than `.expect.max_time`.
+    Degraded,
+    /// Every condition held.
+    Up,
+}
+
+impl UrlState {
+    /// Every state, in the order the API lists targets.
+    pub const ALL: [UrlState; 4] = [
+        UrlState::Down,
+        UrlState::Pending,
+        UrlState::Degraded,
+        UrlState::Up,
+    ];
+
+    /// The name stored and shown: `down`, `pending`, `degraded`, `up`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UrlState::Down => "down",
+            UrlState::Pending => "pending",
+            UrlState::Degraded => "degraded",
+            UrlState::Up => "up",
+        }
+    }
+
+    /// The state named `name` (as [`UrlState::name`] writes it, any case).
+    pub fn from_name(name: &str) -> Option<UrlState> {
+        UrlState::ALL
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// One check of one URL target (the URL agent's `UrlCheck`), as checked
+/// by [`crate::products::url`]: every text within its cap, the state
+/// known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UrlCheckRow {
+    /// The target's name, unique per agent.
+    pub target: String,
+    /// The URL as configured (never with credentials).
+    pub url: String,
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// When the check started, unix ms.
+    pub time_ms: i64,
+    /// The target's state after it.
+    pub state: UrlState,
+    /// Whether it passed every condition.
+    pub ok: bool,
+    /// Why it failed, snake case (`connection_refused`, `timeout_first_byte`,
+    /// `too_slow`, ...); `none` when it passed.
+    pub failure: String,
+    /// The failure in words; empty when it passed.
+    pub detail: String,
+    /// Phases, µs; they add up to `total_us`.
+    pub phases: UrlPhases,
+    /// The last response's status; 0 when none came.
+    pub status_code: u32,
+    /// `HTTP/1.1`, `HTTP/2`.
+    pub http_version: String,
+    /// Body length, bytes.
+    pub body_bytes: u64,
+    /// Redirects followed.
+    pub redirects: u32,
+    /// Where the redirects led; empty without redirects.
+    pub final_url: String,
+    /// The address connected to.
+    pub remote_ip: String,
+    /// The verified chain's leaf, for https targets.
+    pub certificate: Option<UrlCertificateRow>,
+}
+
+/// A check's phases, µs, as blackbox_exporter names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UrlPhases {
+    /// Name resolution.
+    pub dns_us: u64,
+    /// TCP connect.
+    pub connect_us: u64,
+    /// TLS handshake.
+    pub tls_us: u64,
+    /// Request written to the first byte of the response.
+    pub first_byte_us: u64,
+    /// First byte to the last byte of the body.
+    pub transfer_us: u64,
+    /// The whole check.
+    pub total_us: u64,
+}
+
+/// The certificate a URL check verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UrlCertificateRow {
+    /// The leaf's subject.
+    pub subject: String,
+    /// The leaf's issuer.
+    pub issuer: String,
+    /// The leaf's notAfter, unix ms.
+    pub not_after_ms: i64,
+    /// Days the leaf had left at the check (negative once expired).
+    pub days_left: i32,
+    /// The fewest days left of any certificate of the verified chain.
+    pub chain_days_left: i32,
+}
+
+/// A URL target as one agent checks it now: its latest check, and since
+/// when it has been in its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTargetRow {
+    /// The agent checking it.
+    pub oid: i64,
+    /// That agent's name (the target's region).
+    pub oname: String,
+    /// Since when (unix ms) the target has been in `latest.state`: the time
+    /// of the first check that found it so.
+    pub since_ms: i64,
+    /// Its newest check (`url` and `method` as configured then).
+    pub latest: UrlCheckRow,
+}
+
+/// Which URL targets to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UrlTargetFilter {
+    /// Only targets in this state.
+    pub state: Option<UrlState>,
+    /// Only targets of this agent.
+    pub oid: Option<i64>,
+    /// Only the target of this name.
+    pub target: Option<String>,
+}
+
 /// One batch, ready to store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingBatch {
@@ -561,6 +702,7 @@ impl IncomingBatch {
                 BatchPayload::Events(events) => events.len(),
                 BatchPayload::Logs(logs) => logs.chunk.len(),
                 BatchPayload::Db(_) => 1,
+                BatchPayload::Url(checks) => checks.len(),
             })
             .sum::<usize>()
     }

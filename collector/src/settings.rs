@@ -60,6 +60,16 @@ pub const COLLECTOR_KEYS: &[KeySpec] = &[
         doc: "Most bytes database snapshots take; the oldest go first (checked every minute; 0: no cap).",
     },
     KeySpec {
+        key: "url.retention",
+        default: None,
+        doc: "How long URL check results are kept (default: `retention`); a target no check has reported for this long leaves the list.",
+    },
+    KeySpec {
+        key: "url.max_bytes",
+        default: Some("2GiB"),
+        doc: "Most bytes URL check results take; the oldest go first (checked every minute; 0: no cap).",
+    },
+    KeySpec {
         key: "tls.cert",
         default: None,
         doc: "PEM certificate chain for gRPC over TLS.",
@@ -134,6 +144,10 @@ pub struct ServeSettings {
     pub db_retention: Duration,
     /// Database snapshots are kept under this many bytes (0: no cap).
     pub db_max_bytes: u64,
+    /// URL checks older than this are removed.
+    pub url_retention: Duration,
+    /// URL checks are kept under this many bytes (0: no cap).
+    pub url_max_bytes: u64,
     /// Certificate and key files, for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Connections per port.
@@ -193,6 +207,11 @@ impl ServeSettings {
                 None => config.duration("retention")?,
             },
             db_max_bytes: config.size("db.max_bytes")?,
+            url_retention: match config.get("url.retention") {
+                Some(_) => config.duration("url.retention")?,
+                None => config.duration("retention")?,
+            },
+            url_max_bytes: config.size("url.max_bytes")?,
             tls,
             max_connections: config.number("max.connections", "a number of connections")?,
             log_level: config.get("log.level").unwrap_or_else(|| "info".into()),
@@ -287,5 +306,20 @@ mod tests {
                 .expect("ok");
         assert_eq!(s.db_retention, Duration::from_secs(12 * 3600));
         assert_eq!(s.db_max_bytes, 0);
+    }
+
+    #[test]
+    fn url_retention_defaults_to_retention_and_the_cap_reads_sizes() {
+        let s = ServeSettings::from_config(&config(&[("retention", "3d")])).expect("ok");
+        assert_eq!(s.url_retention, Duration::from_secs(3 * 86_400));
+        assert_eq!(s.url_max_bytes, 2 << 30);
+        let s = ServeSettings::from_config(&config(&[
+            ("url.retention", "90m"),
+            ("url.max_bytes", "64MiB"),
+        ]))
+        .expect("ok");
+        assert_eq!(s.url_retention, Duration::from_secs(90 * 60));
+        assert_eq!(s.url_max_bytes, 64 << 20);
+        assert!(ServeSettings::from_config(&config(&[("url.retention", "soon")])).is_err());
     }
 }

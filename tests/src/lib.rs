@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod logs;
+pub mod mariadb;
 
 /// The path of a workspace binary, built by `cargo xtask test`.
 pub fn binary(name: &str) -> PathBuf {

@@ -534,3 +534,40 @@ async fn a_streams_batches_in_flight_are_acked_in_order() {
     let stored = search_all(&api, "category=access&limit=10000");
     assert_eq!(stored.len(), 1000);
 }
+
+/// One stream's log blocks are encoded side by side: a large batch and the
+/// small one after it finish encoding in either order, and still every
+/// batch is stored in the order it came (a batch stored before the one
+/// ahead of it would make that one look like a duplicate), acked once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_encoded_side_by_side_are_stored_in_order() {
+    let scratch = Scratch::new("logs-side-by-side");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "sidebyside");
+    let collector = Collector::start(&data);
+    let api = collector.api(&creds.token);
+    let lic = creds.license.as_str();
+    let mut c = client(&collector).await;
+    let oid = hello(&mut c, lic, "web-1", INSTANCE).await;
+    let (mut offset, mut line, mut total) = (0, 0u32, 0usize);
+    let batches: Vec<pb::Batch> = (0..16u64)
+        .map(|b| {
+            let n = if b % 2 == 0 { 3000 } else { 2 };
+            let lines = access_lines(line, line + n);
+            line += n;
+            total += lines.len();
+            let chunk = chunk("f1", "access", offset, &lines);
+            offset += bytes_of(&lines);
+            batch(b + 1, vec![chunk])
+        })
+        .collect();
+    let acks = push(&mut c, lic, oid, INSTANCE, batches).await;
+    let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
+    assert_eq!(seqs, (1..=16).collect::<Vec<u64>>());
+    assert!(
+        acks.iter().all(|a| !a.duplicate && a.error.is_empty()),
+        "{acks:?}"
+    );
+    let stored = search_all(&api, "category=access&limit=10000");
+    assert_eq!(stored.len(), total);
+}

@@ -45,6 +45,14 @@ fn readme_lists_every_log_key() {
 }
 
 #[test]
+fn readme_lists_every_db_key() {
+    check_section(
+        "db-keys",
+        &reference_table(agent_core::cli::all_keys::<sightline_db::DbConfig>()),
+    );
+}
+
+#[test]
 fn readme_lists_every_url_key() {
     check_section(
         "url-keys",

@@ -33,6 +33,21 @@ const PACKAGES: &[Package] = &[
         name: "logrotate",
         provides: "/usr/sbin/logrotate",
     },
+    // The database agent's tests start private MariaDB servers
+    // (tests/src/mariadb.rs); sysbench loads them (tests/tests/db_sysbench.rs)
+    // and `xtask bench db` runs mysqld_exporter beside sightline-db.
+    Package {
+        name: "mariadb-server",
+        provides: "/usr/sbin/mariadbd",
+    },
+    Package {
+        name: "sysbench",
+        provides: "/usr/bin/sysbench",
+    },
+    Package {
+        name: "prometheus-mysqld-exporter",
+        provides: "/usr/bin/prometheus-mysqld-exporter",
+    },
     // The URL agent's probe tests compare its timings with curl's
     // (agent-url/tests/probe.rs).
     Package {

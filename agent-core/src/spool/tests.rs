@@ -669,3 +669,46 @@ fn a_settled_batch_file_is_reused_for_the_next_batch_and_cut_to_length() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// Cursors are written over the start of their file in place: a shorter
+/// cursor after a longer one, one too large for that (replaced whole) and
+/// a small one after it again all read back as written after a restart;
+/// a file of the first format (epoch, seq, cursor) still reads.
+#[test]
+fn cursors_written_in_place_read_back_whatever_their_lengths() {
+    let dir = temp_dir("cursor-in-place");
+    let long = "l".repeat(300);
+    let huge = "h".repeat(CURSOR_IN_PLACE_BYTES + 100);
+    for cursor in [long.as_str(), "s", huge.as_str(), "t", "u"] {
+        let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("open");
+        let appended = spool
+            .append(cursor_meta("source-a", cursor), None, |seq| {
+                payload(seq, 10)
+            })
+            .expect("append");
+        spool.settle(appended.key, Fate::Acked).expect("ack");
+        drop(spool);
+        let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("reopen");
+        assert_eq!(
+            spool.resume("source-a").acked.as_deref(),
+            Some(cursor.as_bytes()),
+            "a cursor of {} bytes",
+            cursor.len()
+        );
+    }
+    let file = dir.join(CURSORS_DIR).join(cursor_file_name("source-a"));
+    let mut first_format = 1u32.to_le_bytes().to_vec();
+    first_format.extend_from_slice(&7u64.to_le_bytes());
+    first_format.extend_from_slice(b"old");
+    fs::write(&file, &first_format).expect("write");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("reopen");
+    assert_eq!(spool.resume("source-a").acked.as_deref(), Some(&b"old"[..]));
+    // A record whose CRC does not hold is no cursor.
+    let mut damaged = cursor_record(Key { epoch: 1, seq: 8 }, b"new");
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    fs::write(&file, &damaged).expect("write");
+    let mut spool = Spool::open(&dir, 1 << 20, Sync::Normal).expect("reopen");
+    assert_eq!(spool.resume("source-a").acked, None);
+    fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -458,9 +458,11 @@ impl Transport {
     }
 
     /// The next spooled batch of instance `epoch` after `after`, marked in
-    /// flight. A batch read back from disk (not one just spooled by this
-    /// process) is checked to decode first: one that does not is dropped
-    /// (and counted) rather than blocking the spool forever.
+    /// flight. A batch read back from disk that this process did not spool
+    /// (one left by an earlier run) is checked to decode first: one that
+    /// does not is dropped (and counted) rather than blocking the spool
+    /// forever. (One spooled by this process is what it encoded: the
+    /// spool's CRC says the file still holds it.)
     async fn next_batch(&self, epoch: u32, after: Option<Key>) -> Result<Next, TransportError> {
         let mut after = after;
         loop {
@@ -486,10 +488,21 @@ impl Transport {
             if let Some(bytes) = cached {
                 return Ok(Next::Batch(key, bytes));
             }
-            let Some(bytes) = self.spool.with(move |s| s.read(key)).await?? else {
+            let Some((bytes, appended_here)) = self
+                .spool
+                .with(move |s| {
+                    Ok::<_, crate::spool::SpoolError>(
+                        s.read(key)?.map(|b| (b, s.appended_here(key))),
+                    )
+                })
+                .await??
+            else {
                 continue;
             };
-            match wire::decode_batch(&bytes) {
+            if appended_here {
+                return Ok(Next::Batch(key, bytes));
+            }
+            match wire::decode_spooled(&bytes) {
                 Ok(_) => return Ok(Next::Batch(key, bytes)),
                 Err(e) => {
                     tracing::warn!(seq = key.seq, error = %e, "Spooled batch does not decode; dropping it.");

@@ -6,12 +6,17 @@
 //! tell the difference.
 //!
 //! With zstd (the default) or no compression, this module frames the gRPC
-//! messages itself (a compressed flag, a length, the bytes), so that one
-//! zstd context serves the whole stream, sized for each batch: tonic's own
-//! encoder makes a fresh context per message with tables for a 2 MiB
-//! window, and clearing those cost more than compressing a batch. The
-//! acks are asked for uncompressed (no `grpc-accept-encoding`): a few
-//! bytes each, nothing to gain. With gzip, tonic frames and compresses.
+//! messages itself (a compressed flag, a length, the bytes). With zstd a
+//! batch spooled compressed ([`wire::encode_compressed_batch`], what the
+//! pipeline spools when zstd is on) goes out as it is, flagged compressed:
+//! the stream's thread compresses nothing but what was spooled plain
+//! (older batches, liveness signals), with one zstd context for the whole
+//! stream, sized for each batch (tonic's own encoder makes a fresh context
+//! per message with tables for a 2 MiB window, and clearing those cost
+//! more than compressing a batch). A batch spooled compressed is
+//! decompressed first when the stream is not zstd. The acks are asked for
+//! uncompressed (no `grpc-accept-encoding`): a few bytes each, nothing to
+//! gain. With gzip, tonic frames and compresses.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -29,14 +34,11 @@ use tonic::transport::Channel;
 use tonic::{Code, GrpcMethod, Request, Response, Status};
 
 use super::endpoint::MAX_MESSAGE_BYTES;
+use super::wire::{self, ZSTD_LEVEL};
 use crate::settings::Compression;
 
 /// The method's path.
 const PUSH_PATH: &str = "/sightline.v1.Ingest/Push";
-/// zstd's fastest standard level: on nginx access logs it compresses
-/// 7.06× at 727 MB/s against level 3's 7.38× at 521 MB/s (`zstd -b1 -e3`
-/// on this machine); an agent's CPU is worth more than 4 % of its bytes.
-const ZSTD_LEVEL: i32 = 1;
 
 /// A client for `Push` that sends encoded batches.
 #[derive(Debug, Clone)]
@@ -170,16 +172,16 @@ struct FramedBatches<S> {
 
 impl<S> FramedBatches<S> {
     /// One gRPC message: compressed flag, big-endian length, bytes.
-    fn frame(&mut self, batch: &[u8]) -> Result<Bytes, Status> {
-        let compressed;
-        let (flag, bytes) = match &mut self.compressor {
-            Some(compressor) => {
-                compressed = compressor
-                    .compress(batch)
+    fn frame(&mut self, batch: Vec<u8>) -> Result<Bytes, Status> {
+        let (flag, bytes) = match (&mut self.compressor, wire::is_compressed(&batch)) {
+            (Some(_), true) => (1u8, batch),
+            (Some(compressor), false) => {
+                let compressed = compressor
+                    .compress(&batch)
                     .map_err(|e| Status::internal(format!("zstd failed: {e}")))?;
-                (1u8, compressed.as_slice())
+                (1u8, compressed)
             }
-            None => (0u8, batch),
+            (None, _) => (0u8, plain(batch)?),
         };
         let len = u32::try_from(bytes.len())
             .ok()
@@ -193,7 +195,7 @@ impl<S> FramedBatches<S> {
         let mut message = Vec::with_capacity(5 + bytes.len());
         message.put_u8(flag);
         message.put_u32(len);
-        message.put_slice(bytes);
+        message.put_slice(&bytes);
         Ok(Bytes::from(message))
     }
 }
@@ -214,7 +216,7 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(batch)) => {
-                Poll::Ready(Some(this.frame(&batch).map(http_body::Frame::data)))
+                Poll::Ready(Some(this.frame(batch).map(http_body::Frame::data)))
             }
         }
     }
@@ -244,9 +246,16 @@ impl Encoder for BytesCodec {
     type Error = Status;
 
     fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.put_slice(&item);
+        buf.put_slice(&plain(item)?);
         Ok(())
     }
+}
+
+/// A spooled batch as an encoded `Batch` (decompressed if it was spooled
+/// compressed).
+fn plain(batch: Vec<u8>) -> Result<Vec<u8>, Status> {
+    wire::uncompressed(batch, MAX_MESSAGE_BYTES)
+        .map_err(|e| Status::internal(format!("a spooled batch {e}")))
 }
 
 #[derive(Debug, Clone, Copy, Default)]

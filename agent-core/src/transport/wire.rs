@@ -185,6 +185,173 @@ pub fn decode_batch(bytes: &[u8]) -> Result<pb::Batch, prost::DecodeError> {
     pb::Batch::decode(bytes)
 }
 
+/// The first bytes of every zstd frame. Spooled bytes that start with them
+/// are a compressed batch ([`encode_compressed_batch`]); an encoded `Batch`
+/// never does (a spooled batch starts with its `seq`, field 1: byte 0x08).
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// zstd's fastest standard level: on nginx access logs it compresses
+/// 7.06× at 727 MB/s against level 3's 7.38× at 521 MB/s (`zstd -b1 -e3`
+/// on this machine); an agent's CPU is worth more than 4 % of its bytes.
+pub const ZSTD_LEVEL: i32 = 1;
+
+/// Whether spooled bytes are a zstd-compressed batch.
+pub fn is_compressed(batch: &[u8]) -> bool {
+    batch.starts_with(&ZSTD_MAGIC)
+}
+
+/// Spooled bytes that cannot be read back as a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SpooledBatchError {
+    /// A compressed batch that does not decompress (or is larger than
+    /// any batch may be).
+    #[error("does not decompress: {0}")]
+    Decompress(std::io::Error),
+    /// Not an encoded `Batch`.
+    #[error("does not decode: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// The payloads of one batch as their part of the encoded `Batch` (field 4,
+/// each framed), compressed: the bulk of a batch, compressed before it is
+/// numbered so that the spool's lock is not held for it. One zstd context
+/// and one pair of buffers for the process, kept (making a context costs
+/// more than a small batch, and buffers kept per thread of the blocking
+/// pool would each stay resident): the pipeline compresses one batch at a
+/// time.
+pub fn compress_payloads(payloads: &[Vec<u8>]) -> Result<Vec<u8>, std::io::Error> {
+    /// Buffers larger than this (a batch of a large record) are not kept.
+    const KEEP_BYTES: usize = 2 << 20;
+    struct PayloadCompressor {
+        compressor: zstd::bulk::Compressor<'static>,
+        body: Vec<u8>,
+        out: Vec<u8>,
+    }
+    static COMPRESSOR: std::sync::Mutex<Option<PayloadCompressor>> = std::sync::Mutex::new(None);
+    let mut guard = COMPRESSOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let state = match guard.as_mut() {
+        Some(state) => state,
+        None => guard.insert(PayloadCompressor {
+            compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+            body: Vec::new(),
+            out: Vec::new(),
+        }),
+    };
+    state.body.clear();
+    for payload in payloads {
+        encode_key(
+            BATCH_PAYLOADS_FIELD,
+            WireType::LengthDelimited,
+            &mut state.body,
+        );
+        encode_varint(payload.len() as u64, &mut state.body);
+        state.body.extend_from_slice(payload);
+    }
+    state.out.clear();
+    state
+        .out
+        .reserve(zstd::zstd_safe::compress_bound(state.body.len()));
+    let compressed = state
+        .compressor
+        .compress_to_buffer(&state.body, &mut state.out)
+        .map(|_| state.out.clone());
+    for buffer in [&mut state.body, &mut state.out] {
+        if buffer.capacity() > KEEP_BYTES {
+            *buffer = Vec::new();
+        }
+    }
+    compressed
+}
+
+/// One batch as spooled when compression is on: the batch's number, time
+/// and health (a few hundred bytes, as a zstd frame of raw blocks: no
+/// compressing under the spool's lock) followed by the payloads already
+/// compressed by [`compress_payloads`]. zstd frames one after the other
+/// decompress to their contents one after the other, and the fields of a
+/// protobuf message may come in any order, so the whole decompresses to an
+/// encoded `Batch`: the collector (tonic's zstd decoder) reads it as any
+/// other compressed message.
+pub fn encode_compressed_batch(
+    seq: u64,
+    time: SystemTime,
+    health: &Health,
+    compressed_payloads: &[u8],
+) -> Vec<u8> {
+    let head = pb::Batch {
+        seq,
+        time_ms: unix_ms(time),
+        health: Some(health_to_wire(health)),
+        payloads: Vec::new(),
+        liveness: false,
+    }
+    .encode_to_vec();
+    let mut bytes = Vec::with_capacity(head.len() + 32 + compressed_payloads.len());
+    raw_zstd_frame(&head, &mut bytes);
+    bytes.extend_from_slice(compressed_payloads);
+    bytes
+}
+
+/// `content` as a zstd frame of raw (stored) blocks.
+fn raw_zstd_frame(content: &[u8], out: &mut Vec<u8>) {
+    /// The largest block zstd allows.
+    const MAX_BLOCK: usize = 128 << 10;
+    out.extend_from_slice(&ZSTD_MAGIC);
+    // Frame header descriptor: a single segment (no window descriptor),
+    // a 4-byte content size, no checksum, no dictionary.
+    out.push(0b1010_0000);
+    out.extend_from_slice(
+        &u32::try_from(content.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    let mut blocks = content.chunks(MAX_BLOCK).peekable();
+    if blocks.peek().is_none() {
+        // One empty raw block, the last.
+        out.extend_from_slice(&[1, 0, 0]);
+    }
+    while let Some(block) = blocks.next() {
+        let last = u32::from(blocks.peek().is_none());
+        // Block header, 3 bytes little endian: size, type 0 (raw), last.
+        let header = ((block.len() as u32) << 3) | last;
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(block);
+    }
+}
+
+/// Spooled bytes as an encoded `Batch`: decompressed when they were
+/// spooled compressed (at most `limit` bytes of it), else as they are.
+pub fn uncompressed(batch: Vec<u8>, limit: usize) -> Result<Vec<u8>, SpooledBatchError> {
+    use std::io::Read;
+    if !is_compressed(&batch) {
+        return Ok(batch);
+    }
+    let decoder = zstd::stream::read::Decoder::new(batch.as_slice())
+        .map_err(SpooledBatchError::Decompress)?;
+    let mut out = Vec::with_capacity(batch.len() * 8);
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(SpooledBatchError::Decompress)?;
+    if out.len() > limit {
+        return Err(SpooledBatchError::Decompress(std::io::Error::other(
+            format!("larger than {limit} bytes"),
+        )));
+    }
+    Ok(out)
+}
+
+/// Decodes spooled bytes, compressed or not, into the message sent on the
+/// wire.
+pub fn decode_spooled(batch: &[u8]) -> Result<pb::Batch, SpooledBatchError> {
+    if is_compressed(batch) {
+        let plain = uncompressed(batch.to_vec(), super::endpoint::MAX_MESSAGE_BYTES)?;
+        return Ok(decode_batch(&plain)?);
+    }
+    Ok(decode_batch(batch)?)
+}
+
 fn health_to_wire(h: &Health) -> pb::AgentHealth {
     pb::AgentHealth {
         spool_batches: h.spool_batches,

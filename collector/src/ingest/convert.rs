@@ -158,13 +158,7 @@ fn payload_from_wire(
             products::db::snapshot_from_wire(snapshot, at, refused),
         )),
         pb::payload::Kind::Url(checks) => {
-            refused.add(|| {
-                format!(
-                    "this collector does not store URL checks yet ({} left out)",
-                    checks.checks.len()
-                )
-            });
-            BatchPayload::Events(Vec::new())
+            BatchPayload::Url(products::url::checks_from_wire(checks, at, refused))
         }
     }
 }

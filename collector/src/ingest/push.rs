@@ -7,11 +7,15 @@
 //!
 //! A log chunk's block (compression, bloom filter, patterns) is encoded
 //! here, on the blocking pool, before the batch is submitted: while the
-//! writer commits one batch, the stream encodes the next.
+//! writer commits one batch, the stream encodes the next ones, up to
+//! [`ENCODING_AHEAD`] + 2 at once (each on its own blocking thread, so one
+//! agent's stream uses every core), while the stream reads and decodes
+//! the batch after them. A submitter task hands the encoded batches to the
+//! writer one by one, in the order they came.
 //!
 //! Invariants: a batch's ack leaves only after the group holding it was
 //! committed; batches of a stream are submitted, and so stored, in the
-//! order they came; a liveness signal (`seq` 0 with `liveness`) updates the
+//! order they came, whatever order their encodings finish in; a liveness signal (`seq` 0 with `liveness`) updates the
 //! agent's last-seen time and health, stores nothing, and is never acked;
 //! the stream ends on shutdown even if the agent stops reading acks.
 
@@ -34,6 +38,28 @@ const SLOW_STORE: Duration = Duration::from_millis(500);
 const MAX_SLOW_DOWN: Duration = Duration::from_secs(5);
 /// Batches of one stream submitted and not yet acked, at most.
 const IN_FLIGHT: usize = 8;
+/// Batches of one stream being encoded (or encoded and waiting for the
+/// ones before them) that the submitter has not taken yet, at most. With
+/// the one the submitter waits for and the one the stream is handing
+/// over, at most `ENCODING_AHEAD + 2` encode at once.
+const ENCODING_AHEAD: usize = 2;
+
+/// A batch between the stream and the submitter, in the order it came.
+enum Prepared {
+    /// Answered without storing (refused for good).
+    Ready(pb::Ack),
+    /// Its log blocks being encoded on the blocking pool.
+    Encoding {
+        seq: u64,
+        started: Instant,
+        refused: convert::Refusals,
+        batch: tokio::task::JoinHandle<crate::model::IncomingBatch>,
+    },
+}
+
+/// The writer's answer for a submitted batch.
+type Answer =
+    std::pin::Pin<Box<dyn Future<Output = Result<Stored, crate::store::group::GroupError>> + Send>>;
 
 /// A batch on its way to its ack.
 enum Pending {
@@ -44,10 +70,10 @@ enum Pending {
         seq: u64,
         started: Instant,
         refused: convert::Refusals,
-        answer: std::pin::Pin<
-            Box<dyn Future<Output = Result<Stored, crate::store::group::GroupError>> + Send>,
-        >,
+        answer: Answer,
     },
+    /// Could not be submitted: the stream ends with this status.
+    Failed(Status),
 }
 
 /// One agent's open `Push` stream.
@@ -80,6 +106,12 @@ impl PushStream {
             shutdown.clone(),
             acks_done.clone(),
         ));
+        let (prepared, prepared_rx) = mpsc::channel::<Prepared>(ENCODING_AHEAD);
+        let submitter = tokio::spawn(this.clone().submit_in_order(
+            prepared_rx,
+            pending,
+            shutdown.clone(),
+        ));
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => {
@@ -104,31 +136,85 @@ impl PushStream {
                 this.alive(batch);
                 continue;
             }
-            let next = tokio::select! {
-                () = shutdown.cancelled() => break,
-                next = this.submit(batch) => next,
-            };
-            let next = match next {
-                Ok(next) => next,
-                Err(status) => {
-                    let _ = tx.send(Err(status)).await;
-                    break;
-                }
-            };
-            // Waits while IN_FLIGHT batches are unacked; fails once the
-            // ack side has stopped (a failed store, a client gone).
+            let next = this.prepare(batch);
+            // Waits while ENCODING_AHEAD batches are being encoded (and,
+            // behind them, IN_FLIGHT unacked); fails once the submitter
+            // has stopped (a failed submission, the ack side gone).
             let sent = tokio::select! {
                 () = shutdown.cancelled() => break,
-                sent = pending.send(next) => sent,
+                () = acks_done.cancelled() => break,
+                sent = prepared.send(next) => sent,
             };
             if sent.is_err() {
                 break;
             }
         }
-        // Acks for what was submitted still go out (the ack side stops on
-        // shutdown by itself).
-        drop(pending);
+        // What was read is still submitted, and acked once stored (the
+        // submitter and the ack side stop on shutdown by themselves).
+        drop(prepared);
+        let _ = submitter.await;
         let _ = acks.await;
+    }
+
+    /// Hands the prepared batches to the writer in the order they came,
+    /// each once its encoding is done, and passes them on to the ack side.
+    /// Stops after a submission fails (the ack side ends the stream with
+    /// its status), when the ack side is gone, and on shutdown.
+    async fn submit_in_order(
+        self: Arc<Self>,
+        mut prepared: mpsc::Receiver<Prepared>,
+        pending: mpsc::Sender<Pending>,
+        shutdown: CancellationToken,
+    ) {
+        while let Some(next) = prepared.recv().await {
+            let next = match next {
+                Prepared::Ready(ack) => Pending::Ready(ack),
+                Prepared::Encoding {
+                    seq,
+                    started,
+                    refused,
+                    batch,
+                } => {
+                    let batch = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        batch = batch => batch,
+                    };
+                    match batch {
+                        Ok(batch) => {
+                            let submitted = tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                submitted = self.submit(seq, batch) => submitted,
+                            };
+                            match submitted {
+                                Ok(answer) => Pending::Stored {
+                                    seq,
+                                    started,
+                                    refused,
+                                    answer,
+                                },
+                                Err(status) => Pending::Failed(status),
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(oid = self.oid, seq, error = %e, "Encoding a batch failed.");
+                            Pending::Failed(Status::internal(
+                                "the collector could not encode the batch",
+                            ))
+                        }
+                    }
+                }
+            };
+            let failed = matches!(next, Pending::Failed(_));
+            // Waits while IN_FLIGHT batches are unacked; fails once the
+            // ack side has stopped (a failed store, a client gone).
+            let sent = tokio::select! {
+                () = shutdown.cancelled() => return,
+                sent = pending.send(next) => sent,
+            };
+            if sent.is_err() || failed {
+                return;
+            }
+        }
     }
 
     /// Acks batches in the order they were submitted, each once stored.
@@ -160,6 +246,7 @@ impl PushStream {
                             Status::unavailable("the collector could not store the batch; send it again")
                         })
                 }
+                Pending::Failed(status) => Err(status),
             };
             let failed = ack.is_err();
             // A client that stops reading acks must not hold up shutdown.
@@ -183,23 +270,37 @@ impl PushStream {
         });
     }
 
-    /// Converts a batch and queues it for the writer.
-    async fn submit(&self, batch: pb::Batch) -> Result<Pending, Status> {
+    /// Converts a batch and starts encoding its log blocks on the
+    /// blocking pool.
+    fn prepare(&self, batch: pb::Batch) -> Prepared {
         let seq = batch.seq;
         let converted = match convert::batch_from_wire(batch, &self.limits) {
             Ok(b) => b,
             Err(reason) => {
                 tracing::warn!(oid = self.oid, seq, reason = %reason, "Refused a batch.");
-                return Ok(Pending::Ready(pb::Ack {
+                return Prepared::Ready(pb::Ack {
                     seq,
                     error: reason,
                     ..pb::Ack::default()
-                }));
+                });
             }
         };
         let started = Instant::now();
         let mut batch = converted.batch;
-        encode_log_blocks(&mut batch).await;
+        let batch = tokio::task::spawn_blocking(move || {
+            encode_log_blocks(&mut batch);
+            batch
+        });
+        Prepared::Encoding {
+            seq,
+            started,
+            refused: converted.refused,
+            batch,
+        }
+    }
+
+    /// Queues a batch for the writer: its answer, once stored.
+    async fn submit(&self, seq: u64, batch: crate::model::IncomingBatch) -> Result<Answer, Status> {
         let answer = self
             .writer
             .submit(BatchToStore {
@@ -214,12 +315,7 @@ impl PushStream {
                 tracing::error!(oid = self.oid, seq, error = %e, "Storing a batch failed.");
                 Status::unavailable("the collector could not store the batch; send it again")
             })?;
-        Ok(Pending::Stored {
-            seq,
-            started,
-            refused: converted.refused,
-            answer: Box::pin(answer),
-        })
+        Ok(Box::pin(answer))
     }
 
     /// The ack of a stored batch.
@@ -266,18 +362,14 @@ impl PushStream {
 }
 
 /// Encodes the block of each log chunk of `batch` ahead of the store (see
-/// [`crate::model::LogPayload::block`]); one that fails is left to the store.
-async fn encode_log_blocks(batch: &mut crate::model::IncomingBatch) {
+/// [`crate::model::LogPayload::block`]); one that fails is left to the
+/// store. Blocking: CPU for a while.
+fn encode_log_blocks(batch: &mut crate::model::IncomingBatch) {
     for payload in &mut batch.payloads {
         if let crate::model::BatchPayload::Logs(logs) = payload
             && logs.block.is_none()
         {
-            let chunk = logs.chunk.clone();
-            logs.block = tokio::task::spawn_blocking(move || crate::logs::block::encode(&chunk, 0))
-                .await
-                .ok()
-                .flatten()
-                .map(Arc::new);
+            logs.block = crate::logs::block::encode(&logs.chunk, 0).map(Arc::new);
         }
     }
 }

@@ -11,3 +11,4 @@
 pub mod db;
 pub mod infra;
 pub mod logs;
+pub mod url;

@@ -12,7 +12,8 @@
 //!   scope: [`MetricReads`], [`EventReads`], [`InfraReads`],
 //!   [`DeliveryReads`], [`LogReads`] (search, patterns and the live feed
 //!   of log records), [`DbReads`] (database snapshots: sessions and lock
-//!   trees by time; the database agent's counters are metrics).
+//!   trees by time; the database agent's counters are metrics),
+//!   [`UrlReads`] (URL targets now and each target's checks over time).
 //! - [`Retention`]: removing old data without breaking dedupe.
 //! - [`Store`]: all of them, so the server and the API are generic over one
 //!   type.
@@ -72,7 +73,8 @@ use std::path::PathBuf;
 use crate::logs::{LiveLogs, LogPage, LogPattern, LogQuery, PatternQuery};
 use crate::model::{
     Agent, AgentHealth, AgentHello, DbSnapshotRow, DbSnapshotTime, EventQuery, EventRow,
-    IncomingBatch, Project, Series, SnapshotRow, StoredEvent,
+    IncomingBatch, Project, Series, SnapshotRow, StoredEvent, UrlCheckRow, UrlTargetFilter,
+    UrlTargetRow,
 };
 
 /// A store failure. Backends convert their own errors into these.
@@ -486,6 +488,46 @@ pub trait DbReads: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<DbSnapshotTime>, StoreError>> + Send;
 }
 
+/// The URL agent's checks: each target as it is now (its newest check and
+/// since when it is in its state), and one target's checks over time. Its
+/// state changes and certificate warnings are events (`url.*`).
+pub trait UrlReads: Send + Sync + 'static {
+    /// The project's targets that pass `filter`, one per (agent, target):
+    /// down first, then pending, degraded and up, each by target name and
+    /// agent name.
+    fn url_targets(
+        &self,
+        project_id: i64,
+        filter: &UrlTargetFilter,
+    ) -> impl Future<Output = Result<Vec<UrlTargetRow>, StoreError>> + Send;
+
+    /// The checks of `target` by agent `oid` in `[from_ms, to_ms]`, newest
+    /// first, at most `limit`; `url` and `method` are the target's as
+    /// configured now.
+    fn url_results(
+        &self,
+        project_id: i64,
+        oid: i64,
+        target: &str,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<UrlCheckRow>, StoreError>> + Send;
+}
+
+/// What URL check retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UrlPurged {
+    /// Checks.
+    pub checks: u64,
+    /// Bytes they took (as counted at insert: their texts and a fixed
+    /// 160 per row for the numbers and the indexes).
+    pub bytes: u64,
+    /// Targets no check has reported since the cutoff (removed from the
+    /// agent's configuration).
+    pub targets: u64,
+}
+
 /// What database snapshot retention removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DbPurged {
@@ -531,6 +573,16 @@ pub trait Retention: Send + Sync + 'static {
         stop: &tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = Result<DbPurged, StoreError>> + Send;
 
+    /// Removes URL checks older than `cutoff_ms`, then the oldest until
+    /// they take at most `max_bytes` (0: no cap), and targets whose newest
+    /// check is older than `cutoff_ms`.
+    fn purge_url(
+        &self,
+        cutoff_ms: i64,
+        max_bytes: u64,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> impl Future<Output = Result<UrlPurged, StoreError>> + Send;
+
     /// Removes everything older than `cutoff_ms`, in short steps, raising
     /// each instance's watermark to the records it removes and dropping
     /// series whose newest point is more than an hour older than the
@@ -553,6 +605,7 @@ pub trait Store:
     + DeliveryReads
     + LogReads
     + DbReads
+    + UrlReads
     + Retention
 {
     /// Finishes what is in flight and releases the backend.

@@ -1503,6 +1503,331 @@ async fn db_retention_drops_old_and_oldest_snapshots<S: Store>(store: Arc<S>) {
     );
 }
 
+fn url_check(
+    target: &str,
+    time_ms: i64,
+    state: crate::model::UrlState,
+) -> crate::model::UrlCheckRow {
+    use crate::model::{UrlCertificateRow, UrlCheckRow, UrlPhases, UrlState};
+    let ok = state == UrlState::Up;
+    UrlCheckRow {
+        target: target.into(),
+        url: format!("https://{target}.example/health"),
+        method: "GET".into(),
+        time_ms,
+        state,
+        ok,
+        failure: if ok { "none" } else { "status" }.into(),
+        detail: if ok {
+            String::new()
+        } else {
+            "status 503, expected 200-399".into()
+        },
+        phases: UrlPhases {
+            dns_us: 100,
+            connect_us: 200,
+            tls_us: 300,
+            first_byte_us: 400,
+            transfer_us: 50,
+            total_us: 1050,
+        },
+        status_code: if ok { 200 } else { 503 },
+        http_version: "HTTP/1.1".into(),
+        body_bytes: 512,
+        redirects: 0,
+        final_url: String::new(),
+        remote_ip: "127.0.0.1".into(),
+        certificate: Some(UrlCertificateRow {
+            subject: format!("CN={target}.example"),
+            issuer: "CN=Test CA".into(),
+            not_after_ms: 1_900_000_000_000,
+            days_left: 30,
+            chain_days_left: 29,
+        }),
+    }
+}
+
+fn url_batch(seq: u64, checks: Vec<crate::model::UrlCheckRow>) -> IncomingBatch {
+    IncomingBatch {
+        seq,
+        time_ms: checks.last().map_or(0, |c| c.time_ms),
+        health: None,
+        payloads: vec![BatchPayload::Url(checks)],
+    }
+}
+
+/// A target's current state is its newest check's, since the first check
+/// that found it so; a resent batch is stored once; a late older check is
+/// kept in the results but does not turn the clock back; the list is down
+/// first; results are newest first within the range and limit; another
+/// project sees nothing.
+async fn url_targets_show_the_newest_check_and_since_when<S: Store>(store: Arc<S>) {
+    use crate::model::{UrlState, UrlTargetFilter};
+    let (p, r) = one_agent(&*store).await;
+    let batches = [
+        vec![
+            url_check("shop", 10_000, UrlState::Up),
+            url_check("api", 10_000, UrlState::Up),
+        ],
+        vec![url_check("shop", 20_000, UrlState::Up)],
+        vec![url_check("shop", 30_000, UrlState::Pending)],
+        vec![
+            url_check("shop", 40_000, UrlState::Down),
+            url_check("api", 40_000, UrlState::Degraded),
+        ],
+        vec![url_check("shop", 50_000, UrlState::Down)],
+    ];
+    for (i, checks) in batches.iter().enumerate() {
+        let stored = store_one(
+            &*store,
+            p.id,
+            r.oid,
+            INSTANCE,
+            url_batch(i as u64 + 1, checks.clone()),
+            1,
+        )
+        .await;
+        assert_eq!(stored, Stored::NEW);
+    }
+    let again = store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        url_batch(4, batches[3].clone()),
+        1,
+    )
+    .await;
+    assert_eq!(again, Stored::Duplicate);
+    // A spooled batch from before arrives late.
+    let late = store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        url_batch(6, vec![url_check("shop", 15_000, UrlState::Up)]),
+        1,
+    )
+    .await;
+    assert_eq!(late, Stored::NEW);
+
+    let all = store
+        .url_targets(p.id, &UrlTargetFilter::default())
+        .await
+        .expect("targets");
+    let summary: Vec<_> = all
+        .iter()
+        .map(|t| {
+            (
+                t.latest.target.as_str(),
+                t.latest.state,
+                t.since_ms,
+                t.latest.time_ms,
+                t.oname.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("shop", UrlState::Down, 40_000, 50_000, "h"),
+            ("api", UrlState::Degraded, 40_000, 40_000, "h"),
+        ],
+        "down first; since the first check in the state; the late check changed nothing"
+    );
+    let shop = &all[0].latest;
+    assert_eq!(shop.url, "https://shop.example/health");
+    assert_eq!((shop.status_code, shop.failure.as_str()), (503, "status"));
+    assert_eq!(shop.phases.total_us, 1050);
+    assert_eq!(
+        shop.certificate.as_ref().map(|c| c.chain_days_left),
+        Some(29)
+    );
+    let only_degraded = store
+        .url_targets(
+            p.id,
+            &UrlTargetFilter {
+                state: Some(UrlState::Degraded),
+                ..UrlTargetFilter::default()
+            },
+        )
+        .await
+        .expect("targets");
+    assert_eq!(only_degraded.len(), 1);
+    assert_eq!(only_degraded[0].latest.target, "api");
+
+    let times = |from: i64, to: i64, limit: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .url_results(p.id, r.oid, "shop", from, to, limit)
+                .await
+                .expect("results")
+                .into_iter()
+                .map(|c| (c.time_ms, c.state))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        times(0, i64::MAX, 100).await,
+        [
+            (50_000, UrlState::Down),
+            (40_000, UrlState::Down),
+            (30_000, UrlState::Pending),
+            (20_000, UrlState::Up),
+            (15_000, UrlState::Up),
+            (10_000, UrlState::Up),
+        ],
+        "each check once, newest first, the late one in its place"
+    );
+    assert_eq!(
+        times(15_000, 40_000, 2).await,
+        [(40_000, UrlState::Down), (30_000, UrlState::Pending)]
+    );
+    let other = store.create_project("q", b"l2", b"t2").await.expect("q");
+    assert!(
+        store
+            .url_targets(other.id, &UrlTargetFilter::default())
+            .await
+            .expect("targets")
+            .is_empty()
+    );
+    assert!(
+        store
+            .url_results(other.id, r.oid, "shop", 0, i64::MAX, 100)
+            .await
+            .expect("results")
+            .is_empty()
+    );
+}
+
+/// Two agents (regions) checking a target of the same name keep their own
+/// state and results.
+async fn url_targets_of_one_name_are_kept_per_agent<S: Store>(store: Arc<S>) {
+    use crate::model::{UrlState, UrlTargetFilter};
+    let (p, eu) = one_agent(&*store).await;
+    let us = store
+        .register_agent(p.id, &hello("a-us", "1111111111111111ffffffffffffffff"), 0)
+        .await
+        .expect("us");
+    store_one(
+        &*store,
+        p.id,
+        eu.oid,
+        INSTANCE,
+        url_batch(1, vec![url_check("shop", 10_000, UrlState::Up)]),
+        1,
+    )
+    .await;
+    store_one(
+        &*store,
+        p.id,
+        us.oid,
+        "1111111111111111ffffffffffffffff",
+        url_batch(1, vec![url_check("shop", 11_000, UrlState::Down)]),
+        1,
+    )
+    .await;
+    let shops = store
+        .url_targets(
+            p.id,
+            &UrlTargetFilter {
+                target: Some("shop".into()),
+                ..UrlTargetFilter::default()
+            },
+        )
+        .await
+        .expect("targets");
+    assert_eq!(
+        shops
+            .iter()
+            .map(|t| (t.oname.as_str(), t.latest.state))
+            .collect::<Vec<_>>(),
+        [("a-us", UrlState::Down), ("h", UrlState::Up)]
+    );
+    let eu_only = store
+        .url_targets(
+            p.id,
+            &UrlTargetFilter {
+                oid: Some(eu.oid),
+                ..UrlTargetFilter::default()
+            },
+        )
+        .await
+        .expect("targets");
+    assert_eq!(eu_only.len(), 1);
+    assert_eq!(eu_only[0].oid, eu.oid);
+    let us_results = store
+        .url_results(p.id, us.oid, "shop", 0, i64::MAX, 10)
+        .await
+        .expect("results");
+    assert_eq!(
+        us_results.iter().map(|c| c.time_ms).collect::<Vec<_>>(),
+        [11_000]
+    );
+}
+
+/// Retention by age drops old checks and the targets no longer checked;
+/// by size the oldest checks go first; a generous cap drops nothing.
+async fn url_retention_drops_old_checks_and_forgotten_targets<S: Store>(store: Arc<S>) {
+    use crate::model::{UrlState, UrlTargetFilter};
+    let (p, r) = one_agent(&*store).await;
+    for seq in 1..=4u64 {
+        let t = seq as i64 * HOUR_MS;
+        let mut checks = vec![url_check("shop", t, UrlState::Up)];
+        if seq == 1 {
+            // A target removed from the agent's configuration after one check.
+            checks.push(url_check("gone", t, UrlState::Up));
+        }
+        store_one(&*store, p.id, r.oid, INSTANCE, url_batch(seq, checks), 1).await;
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let purged = store
+        .purge_url(HOUR_MS + 1, 0, &stop)
+        .await
+        .expect("purged");
+    assert_eq!((purged.checks, purged.targets), (2, 1));
+    assert!(purged.bytes > 0);
+    let names = |store: Arc<S>| async move {
+        store
+            .url_targets(p.id, &UrlTargetFilter::default())
+            .await
+            .expect("targets")
+            .into_iter()
+            .map(|t| t.latest.target)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(store.clone()).await, ["shop"]);
+    let hours = |store: Arc<S>| async move {
+        store
+            .url_results(p.id, r.oid, "shop", 0, i64::MAX, 100)
+            .await
+            .expect("results")
+            .into_iter()
+            .map(|c| c.time_ms / HOUR_MS)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(hours(store.clone()).await, [4, 3, 2]);
+    let none = store.purge_url(0, 1 << 40, &stop).await.expect("purged");
+    assert_eq!(none, UrlPurged::default());
+    // The two purged were of one size; the three left take exactly three
+    // times it, so a cap of that removes nothing (the running total went
+    // down with the age purge).
+    let one = purged.bytes / 2;
+    let exact = store.purge_url(0, 3 * one, &stop).await.expect("purged");
+    assert_eq!(exact, UrlPurged::default());
+    // Room for about two checks: the oldest goes.
+    let purged = store
+        .purge_url(0, 2 * one + one / 2, &stop)
+        .await
+        .expect("purged");
+    assert_eq!((purged.checks, purged.targets), (1, 0));
+    assert_eq!(hours(store.clone()).await, [4, 3]);
+    let purged = store.purge_url(0, 1, &stop).await.expect("purged");
+    assert_eq!((purged.checks, purged.targets), (2, 1));
+    assert!(names(store.clone()).await.is_empty());
+}
+
 macro_rules! suite {
     ($backend:ident, $open:path) => {
         mod $backend {
@@ -1528,6 +1853,9 @@ macro_rules! suite {
                 the_nearest_db_snapshot_is_found_and_a_resend_stored_once,
                 db_variables_are_kept_when_they_change,
                 db_retention_drops_old_and_oldest_snapshots,
+                url_targets_show_the_newest_check_and_since_when,
+                url_targets_of_one_name_are_kept_per_agent,
+                url_retention_drops_old_checks_and_forgotten_targets,
             );
         }
     };

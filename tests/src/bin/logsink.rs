@@ -22,6 +22,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Larger than any batch an agent sends (batches are split below 1 MiB).
 const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// HTTP/2 flow-control window of a stream, as the collector's.
+const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+/// HTTP/2 flow-control window of the connection, as the collector's.
+const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -154,7 +158,11 @@ async fn serve(run_for: Duration) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     });
+    // As the collector's: windows larger than HTTP/2's 64 KiB default, so
+    // a stream of large batches is not paced by window updates.
     let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(service)
         .serve_with_incoming(TcpListenerStream::new(listener));
     match tokio::time::timeout(run_for, server).await {

@@ -1,9 +1,10 @@
-//! `cargo xtask bench <infra|collector|log|url>`: a Sightline program measured
+//! `cargo xtask bench <infra|collector|db|log|url>`: a Sightline program measured
 //! beside the established tool that does the same job, on this machine, at
 //! the same time, reported as ratios.
 //!
 //! - [`infra`]: the server agent beside node_exporter.
 //! - [`collector`]: the collector's ingest beside VictoriaMetrics.
+//! - [`db`]: the database agent beside mysqld_exporter.
 //! - [`log`]: the log agent beside `wc -l` and rsyslog's imfile.
 //! - [`log_framing`]: the log agent's framer beside `wc -l`.
 //! - [`log_store`]: the collector's log store alone (ingest, search,
@@ -17,6 +18,7 @@
 //! build and never leaves its scratch folder behind.
 
 mod collector;
+mod db;
 mod infra;
 mod log;
 mod log_framing;
@@ -37,6 +39,7 @@ use crate::process::{cargo, terminate, wait_exit};
 
 const USAGE: &str = "usage: cargo xtask bench infra [--cycles N] [--json]
        cargo xtask bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
+       cargo xtask bench db [--cycles N] [--no-agent] [--json]
        cargo xtask bench log [--mb N] [--no-peer] [--json]
        cargo xtask bench log-framing [--mb N] [--runs N] [--json]
        cargo xtask bench log-store [--lines N] [--json]
@@ -47,6 +50,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.split_first() {
         Some((target, rest)) if target == "infra" => infra::run(root, rest),
         Some((target, rest)) if target == "collector" => collector::run(root, rest),
+        Some((target, rest)) if target == "db" => db::run(root, rest),
         Some((target, rest)) if target == "log" => log::run(root, rest),
         Some((target, rest)) if target == "log-framing" => log_framing::run(root, rest),
         Some((target, rest)) if target == "log-store" => log_store::run(root, rest),

@@ -20,8 +20,8 @@
 //! an interval (`GET /probe?target=...&module=...`, spread over the
 //! interval as Prometheus spreads its scrapes), beside the agent with the
 //! same targets (paths apart) on the same interval, so both do the same
-//! number of checks. The agent reports to a real collector (not measured;
-//! it acknowledges URL checks and leaves them out until its store lands).
+//! number of checks. The agent reports to a real collector, which stores
+//! its checks (the collector is not measured).
 //! CPU is every thread's time (`/proc/<pid>/task/*/schedstat`) over the
 //! window after one interval of warm-up, divided by the checks the servers
 //! counted for that tool in the window; peak RSS is `VmHWM`. A run where a

@@ -166,3 +166,53 @@ fn liveness_has_no_number_and_no_payloads() {
     assert_eq!((b.seq, b.liveness, b.payloads.len()), (0, true, 0));
     assert!(b.health.is_some());
 }
+
+/// A batch spooled compressed (its head as a frame of raw blocks, its
+/// payloads compressed apart) decompresses, as one message, to the same
+/// batch as [`encode_batch`] makes, whatever the head's size (a health
+/// listing many sources spans several raw blocks of 128 KiB).
+#[test]
+fn a_compressed_batch_decompresses_to_the_plain_batch() {
+    let payload = metrics(300);
+    let parts = encode_payload(&payload, 1 << 20).expect("fits");
+    for sources in [0, 3, 4000] {
+        let health = Health {
+            spool_batches: 3,
+            sources: (0..sources)
+                .map(|i| SourceHealth {
+                    name: format!("source number {i} with a long name"),
+                    records_read: i,
+                    ..SourceHealth::default()
+                })
+                .collect(),
+            ..Health::default()
+        };
+        let plain = encode_batch(7, payload.time(), &health, &parts);
+        let body = compress_payloads(&parts).expect("compresses");
+        let spooled = encode_compressed_batch(7, payload.time(), &health, &body);
+        assert!(is_compressed(&spooled));
+        assert!(!is_compressed(&plain));
+        // As the collector reads it: tonic's zstd decoder.
+        let mut decompressed = Vec::new();
+        std::io::copy(
+            &mut zstd::stream::read::Decoder::new(spooled.as_slice()).expect("decoder"),
+            &mut decompressed,
+        )
+        .expect("decompresses");
+        assert_eq!(
+            decode_batch(&decompressed).expect("decodes"),
+            decode_batch(&plain).expect("decodes"),
+            "{sources} sources"
+        );
+        assert_eq!(
+            decode_spooled(&spooled).expect("decodes"),
+            decode_batch(&plain).expect("decodes")
+        );
+        assert_eq!(uncompressed(plain.clone(), 4 << 20).expect("as is"), plain);
+    }
+    let spooled = encode_compressed_batch(1, payload.time(), &Health::default(), &[]);
+    assert!(
+        uncompressed(spooled, 4).is_err(),
+        "a limit on what decompresses"
+    );
+}

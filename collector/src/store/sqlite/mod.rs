@@ -11,7 +11,7 @@
 //!
 //! One file per concern: this one opens, migrates and converts errors;
 //! [`registry`], [`sink`] (the exactly-once core), one file per product's
-//! rows and reads ([`metrics`], [`events`], [`infra`], [`logs`], [`db`]), [`delivery`] and
+//! rows and reads ([`metrics`], [`events`], [`infra`], [`logs`], [`db`], [`url`]), [`delivery`] and
 //! [`retention`]. Metrics are a head of one row per payload that
 //! [`compact`] (a background task) moves into per-series chunks; their
 //! byte layouts are in [`points`]. A new product adds its file and one arm in
@@ -31,6 +31,7 @@ mod points;
 mod registry;
 mod retention;
 mod sink;
+mod url;
 
 use std::path::Path;
 use std::time::Duration;
@@ -222,6 +223,65 @@ CREATE TABLE db_variables (
     value TEXT NOT NULL,
     PRIMARY KEY (oid, name, time_ms)
 ) WITHOUT ROWID;
+",
+    // URL checks ([`url`]): one row per check, found by (project, agent,
+    // target, time) for a target's results and by time for retention; the
+    // url and method live on the target. `url_targets`, one row per
+    // (project, agent, target) upserted by each newer check, keeps the
+    // latest check's id and since when the target is in its state, so the
+    // current list is one row per target, not a scan of the checks.
+    // `url_totals` keeps the checks' count and bytes, so `url.max_bytes`
+    // is checked without summing millions of rows each minute.
+    r"
+CREATE TABLE url_checks (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    oid INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    failure TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    dns_us INTEGER NOT NULL,
+    connect_us INTEGER NOT NULL,
+    tls_us INTEGER NOT NULL,
+    first_byte_us INTEGER NOT NULL,
+    transfer_us INTEGER NOT NULL,
+    total_us INTEGER NOT NULL,
+    status_code INTEGER NOT NULL,
+    http_version TEXT NOT NULL,
+    body_bytes INTEGER NOT NULL,
+    redirects INTEGER NOT NULL,
+    final_url TEXT NOT NULL,
+    remote_ip TEXT NOT NULL,
+    cert_subject TEXT,
+    cert_issuer TEXT,
+    cert_not_after_ms INTEGER,
+    cert_days_left INTEGER,
+    cert_chain_days_left INTEGER,
+    stored_bytes INTEGER NOT NULL
+);
+CREATE INDEX url_checks_target_time ON url_checks (project_id, target, oid, time_ms);
+CREATE INDEX url_checks_time ON url_checks (time_ms);
+CREATE TABLE url_targets (
+    project_id INTEGER NOT NULL,
+    oid INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    url TEXT NOT NULL,
+    method TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    last_check_id INTEGER NOT NULL,
+    PRIMARY KEY (project_id, oid, target)
+) WITHOUT ROWID;
+CREATE TABLE url_totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checks INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT INTO url_totals (id, checks, bytes) VALUES (1, 0, 0);
 ",
 ];
 

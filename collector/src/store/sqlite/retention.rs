@@ -12,7 +12,7 @@ use sqlx::sqlite::SqlitePool;
 
 use super::compact::{cut, write_chunks};
 use super::{SqliteStore, points, to_u64};
-use crate::store::{DbPurged, LogsPurged, Purged, Retention, StoreError};
+use crate::store::{DbPurged, LogsPurged, Purged, Retention, StoreError, UrlPurged};
 
 /// Series whose chunks one transaction trims.
 const SERIES_PER_STEP: usize = 256;
@@ -111,6 +111,15 @@ impl Retention for SqliteStore {
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<DbPurged, StoreError> {
         super::db::purge(self, cutoff_ms, max_bytes, stop).await
+    }
+
+    async fn purge_url(
+        &self,
+        cutoff_ms: i64,
+        max_bytes: u64,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<UrlPurged, StoreError> {
+        super::url::purge(self, cutoff_ms, max_bytes, stop).await
     }
 
     async fn purge_before(

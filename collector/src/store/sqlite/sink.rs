@@ -159,5 +159,9 @@ async fn store_payload(
             super::db::insert(tx, item.project_id, item.oid, snapshot).await?;
             Ok(0)
         }
+        BatchPayload::Url(checks) => {
+            super::url::insert(tx, item.project_id, item.oid, checks).await?;
+            Ok(0)
+        }
     }
 }
