@@ -25,8 +25,8 @@
 //! CPU is every thread's time (`/proc/<pid>/task/*/schedstat`) over the
 //! window after one interval of warm-up, divided by the checks the servers
 //! counted for that tool in the window; peak RSS is `VmHWM`. A run where a
-//! tool fell short of its checks, or a probe failed, is an error, not a
-//! table.
+//! tool fell short of its checks, a probe failed, or the collector does not
+//! list every one of the agent's targets as `up` is an error, not a table.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -236,6 +236,7 @@ fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Ve
     for tool in [Tool::Agent, Tool::Exporter] {
         served.check(tool, expected)?;
     }
+    agent.wait_all_up(options.targets)?;
     if probes_failed > 0 {
         bail!(
             "{probes_failed} of {} blackbox probes failed (no `probe_success 1`); its log:\n{}",
@@ -319,6 +320,7 @@ fn scale_run(root: &Path, scratch: &Path, options: &Options) -> Result<(String, 
     agent.running.check_alive(scratch)?;
     let expected = options.targets as f64 * seconds / interval.as_secs_f64();
     served.check(Tool::Agent, expected)?;
+    agent.wait_all_up(options.targets)?;
     let checks = served.total(Tool::Agent) as f64;
     eprintln!(
         "in {seconds:.1} s: {checks} checks ({} HTTPS), {expected:.0} expected; CPU {cpu:.2} s",
@@ -373,6 +375,30 @@ fn scale_run(root: &Path, scratch: &Path, options: &Options) -> Result<(String, 
 struct StartedAgent {
     pid: u32,
     running: Running,
+    /// `host:port` of the collector's HTTP API, and a token for it.
+    http: String,
+    token: String,
+}
+
+impl StartedAgent {
+    /// Waits (at most 15 s) until the collector lists all `targets` of the
+    /// agent as `up`: its checks passed, by its own account, and reached
+    /// the store. Fails naming the states otherwise.
+    fn wait_all_up(&self, targets: usize) -> Result<()> {
+        let client = http_client(Duration::from_secs(30));
+        let started = Instant::now();
+        loop {
+            let list = super::api_get(&client, &self.http, &self.token, "/api/v1/url/checks")?;
+            let counts = &list["counts"];
+            if counts["up"].as_u64() == Some(targets as u64) {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                bail!("the collector lists the agent's {targets} targets as {counts}, not all up");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }
 
 /// Starts a collector and sightline-url with `targets` (URLs) in its
@@ -387,8 +413,9 @@ fn start_agent(
     let StartedCollector {
         child: collector,
         license,
+        token,
         grpc,
-        ..
+        http,
     } = start_collector(
         &root.join("target/release"),
         &scratch.join("collector"),
@@ -434,7 +461,12 @@ fn start_agent(
     let pid = agent.id();
     // Stopped before the collector.
     running.0.insert(0, agent);
-    Ok(StartedAgent { pid, running })
+    Ok(StartedAgent {
+        pid,
+        running,
+        http,
+        token,
+    })
 }
 
 /// Waits until `tool` has reached a server (at most 30 s).
