@@ -60,7 +60,7 @@ fn test_prints_a_table_of_every_target_and_no_secret() {
         &conf,
         format!(
             "license=sl1-AAAAAAAAAAAAAAAAAAAAAAAAAA-0000000\nserver.host=127.0.0.1\nserver.port={}\nserver.timeout=1s\n\
-             target.home.url=http://{web}/ok\ntarget.home.auth.token.env=URL_TEST_TOKEN\n\
+             target.home.url=http://{web}/ok\ntarget.home.auth.token_env=URL_TEST_TOKEN\n\
              target.missing.url=http://{web}/missing\n\
              target.gone.url=http://{refused}/\n",
             collector.port()
@@ -164,8 +164,8 @@ fn a_target_going_down_and_up_raises_events_at_the_collector() {
         &[
             ("target.web.url", url.as_str()),
             ("target.web.interval", "2s"),
-            ("target.web.down.interval", "1s"),
-            ("target.web.fail.after", "2"),
+            ("target.web.down_interval", "1s"),
+            ("target.web.fail_after", "2"),
             ("target.web.timeout", "1s"),
         ],
     );
@@ -208,7 +208,7 @@ fn the_targets_file_is_reloaded_without_a_restart_and_a_bad_one_keeps_the_old_ta
     let targets = scratch.join("targets.conf");
     let line = |name: &str| {
         format!(
-            "target.{name}.url=http://{}/\ntarget.{name}.interval=1s\ntarget.{name}.fail.after=1\n",
+            "target.{name}.url=http://{}/\ntarget.{name}.interval=1s\ntarget.{name}.fail_after=1\n",
             closed_port()
         )
     };
@@ -275,7 +275,7 @@ fn checks_travel_as_url_checks_with_phases_that_add_up() {
             "target.w{i}.url=http://{web}/ok\ntarget.w{i}.interval=1s\n"
         ));
     }
-    text.push_str("target.missing.url=http://nothing.invalid/\ntarget.missing.fail.after=1\ntarget.missing.interval=1s\n");
+    text.push_str("target.missing.url=http://nothing.invalid/\ntarget.missing.fail_after=1\ntarget.missing.interval=1s\n");
     let mut agent = Agent::start("sightline-url", &agent_dir, &text);
     std::thread::sleep(Duration::from_millis(3500));
     assert!(agent.terminate_within(Duration::from_secs(1)).is_some());
