@@ -258,7 +258,7 @@ fn the_targets_file_is_reloaded_without_a_restart_and_a_bad_one_keeps_the_old_ta
 #[test]
 fn checks_travel_as_url_checks_with_phases_that_add_up() {
     use agent_core::spool::{Spool, Sync};
-    use agent_core::transport::wire::decode_batch;
+    use agent_core::transport::wire::decode_spooled;
     use sightline_proto::v1 as pb;
 
     let scratch = Scratch::new("url-wire");
@@ -290,7 +290,7 @@ fn checks_travel_as_url_checks_with_phases_that_add_up() {
         let Some(bytes) = spool.read(k).expect("read") else {
             continue;
         };
-        let batch = decode_batch(&bytes).expect("a batch");
+        let batch = decode_spooled(&bytes).expect("a batch");
         batches += 1;
         for p in batch.payloads {
             match p.kind {
