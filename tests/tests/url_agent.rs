@@ -189,6 +189,48 @@ fn a_target_going_down_and_up_raises_events_at_the_collector() {
         1,
         "one DOWN, announced once"
     );
+
+    // The seed's list and table, from what the real agent sent: the target
+    // UP now, its checks newest first with the refused ones before it.
+    let listed = wait_for("web listed up", Duration::from_secs(10), || {
+        let (status, list) = api.get("/api/v1/url/checks");
+        assert_eq!(status, 200, "{list}");
+        let web = list["targets"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == "web")?
+            .clone();
+        (web["state"] == "up").then_some(web)
+    });
+    assert_eq!(listed["status_code"], 200);
+    assert_eq!(listed["url"], url);
+    assert_eq!(listed["body_bytes"], 4, "the server answers \"fine\"");
+    assert!(listed["elapsed_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    let (status, results) = api.get("/api/v1/url/checks/web/results");
+    assert_eq!(status, 200, "{results}");
+    let rows = results["agents"][0]["results"]
+        .as_array()
+        .expect("the agent's results");
+    let passed = rows
+        .iter()
+        .find(|r| r["ok"] == true)
+        .expect("a passing check");
+    let phases = &passed["phases_ms"];
+    let sum: f64 = ["dns", "connect", "tls", "first_byte", "transfer"]
+        .iter()
+        .map(|p| phases[p].as_f64().expect("a phase"))
+        .sum();
+    let total = phases["total"].as_f64().expect("total");
+    assert!(
+        (sum - total).abs() < 0.01 + total * 0.01,
+        "phases {phases} add up to the total"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["reason"] == "connection_refused" && r["state"] == "down"),
+        "the refused checks are in the table: {results}"
+    );
+
     let stopped = agent.terminate_within(Duration::from_secs(1));
     assert!(
         stopped.is_some_and(|s| s.success()),
