@@ -1,6 +1,6 @@
 //! Times `logs::block::encode` on synthetic nginx access lines (the
 //! shape `cargo xtask bench log` writes), in this thread's CPU time, and
-//! prints a digest of every block's bloom filter, pattern counts and
+//! prints a digest of every block's data, bloom filter, pattern counts and
 //! templates so a change to the encoder can be checked to store the same
 //! things. A measuring tool: it never touches a store.
 //!
@@ -138,6 +138,7 @@ fn main() {
         for c in &chunks {
             let b = block::encode(c, 0).expect("records");
             data += b.data.len() + b.bloom.len() + b.patterns.len();
+            b.data.hash(&mut hasher);
             b.bloom.hash(&mut hasher);
             let mut counts = block::decode_patterns(&b.patterns).expect("patterns");
             counts.sort_unstable();
