@@ -34,9 +34,9 @@ pub mod event_names {
     pub const URL_DOWN: &str = "url.down";
     /// A target is UP again after DOWN or DEGRADED.
     pub const URL_UP: &str = "url.up";
-    /// A target answers, slower than `.expect.max.time`.
+    /// A target answers, slower than `.expect.max_time`.
     pub const URL_DEGRADED: &str = "url.degraded";
-    /// A certificate of the verified chain expires within `.tls.min.days`.
+    /// A certificate of the verified chain expires within `.tls.min_days`.
     pub const URL_CERT_EXPIRING: &str = "url.cert_expiring";
 }
 

@@ -263,7 +263,7 @@ pub async fn check_reusing(target: &Target, reuse: Option<&ReuseSlot>) -> CheckR
     {
         result.failure = Some(Failure::TooSlow);
         result.detail = format!(
-            "took {} ms, more than expect.max.time {} ms",
+            "took {} ms, more than expect.max_time {} ms",
             result.total.as_millis(),
             max.as_millis()
         );

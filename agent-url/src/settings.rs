@@ -60,7 +60,7 @@ pub const URL_KEYS: &[KeySpec] = &[
         doc: "How often the target is checked while not DOWN.",
     },
     KeySpec {
-        key: "target.*.down.interval",
+        key: "target.*.down_interval",
         default: None,
         doc: "How often the target is checked while DOWN; a quarter of `.interval` when unset.",
     },
@@ -70,7 +70,7 @@ pub const URL_KEYS: &[KeySpec] = &[
         doc: "Bound on the whole check, redirects included; a timeout is reported with the phase it hit.",
     },
     KeySpec {
-        key: "target.*.fail.after",
+        key: "target.*.fail_after",
         default: Some("2"),
         doc: "Failed checks in a row before the target is DOWN (PENDING until then).",
     },
@@ -85,7 +85,7 @@ pub const URL_KEYS: &[KeySpec] = &[
         doc: "A regex the body must match (the first 1 MiB is searched).",
     },
     KeySpec {
-        key: "target.*.expect.body.not",
+        key: "target.*.expect.body_not",
         default: None,
         doc: "A regex the body must not match.",
     },
@@ -95,17 +95,17 @@ pub const URL_KEYS: &[KeySpec] = &[
         doc: "Conditions on a JSON body joined by `&&`: `$.status == \"ok\" && $.items.length > 0` (`==`, `!=`, `<`, `<=`, `>`, `>=` against numbers, strings, `true`, `false`, `null`).",
     },
     KeySpec {
-        key: "target.*.expect.max.time",
+        key: "target.*.expect.max_time",
         default: None,
         doc: "Slower than this (total), a passing target is DEGRADED.",
     },
     KeySpec {
-        key: "target.*.follow.redirects",
+        key: "target.*.follow_redirects",
         default: Some("true"),
         doc: "Follow redirects (loops are detected and fail the check).",
     },
     KeySpec {
-        key: "target.*.max.redirects",
+        key: "target.*.max_redirects",
         default: Some("10"),
         doc: "Most redirects followed before the check fails.",
     },
@@ -125,12 +125,12 @@ pub const URL_KEYS: &[KeySpec] = &[
         doc: "PEM file of the CAs to trust instead of the system roots.",
     },
     KeySpec {
-        key: "target.*.tls.min.days",
+        key: "target.*.tls.min_days",
         default: Some("14"),
         doc: "Raise `url.cert_expiring` when the verified chain has fewer days left than this.",
     },
     KeySpec {
-        key: "target.*.ip.version",
+        key: "target.*.ip_version",
         default: None,
         doc: "`4` or `6` to use only that address family; either when unset.",
     },
@@ -142,15 +142,15 @@ pub const URL_KEYS: &[KeySpec] = &[
     KeySpec {
         key: "target.*.auth.user",
         default: None,
-        doc: "User for basic authentication; the password comes from `.auth.password.env`.",
+        doc: "User for basic authentication; the password comes from `.auth.password_env`.",
     },
     KeySpec {
-        key: "target.*.auth.password.env",
+        key: "target.*.auth.password_env",
         default: None,
         doc: "Environment variable holding the basic-authentication password (never logged).",
     },
     KeySpec {
-        key: "target.*.auth.token.env",
+        key: "target.*.auth.token_env",
         default: None,
         doc: "Environment variable holding a bearer token (never logged).",
     },
@@ -389,7 +389,7 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
         return Err(invalid(
             config,
             &url_key,
-            "credentials in the URL would be sent and shown; use .auth.user and .auth.password.env",
+            "credentials in the URL would be sent and shown; use .auth.user and .auth.password_env",
         ));
     }
     if name.len() > 128 {
@@ -444,7 +444,7 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
         return Err(invalid(config, &key("interval"), "must be at least 1s"));
     }
     let down_interval = config
-        .parse_with(&key("down.interval"), agent_core::config::parse_duration)?
+        .parse_with(&key("down_interval"), agent_core::config::parse_duration)?
         .unwrap_or(interval / 4)
         .max(Duration::from_millis(250));
     let timeout = config.duration(&key("timeout"))?;
@@ -461,9 +461,9 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
             .parse_with(&key("expect.status"), StatusSet::parse)?
             .ok_or_else(|| invalid(config, &key("expect.status"), "must not be empty"))?,
         body: regex("expect.body")?,
-        body_not: regex("expect.body.not")?,
+        body_not: regex("expect.body_not")?,
         json: config.parse_with(&key("expect.json"), JsonExpect::parse)?,
-        max_time: config.parse_with(&key("expect.max.time"), agent_core::config::parse_duration)?,
+        max_time: config.parse_with(&key("expect.max_time"), agent_core::config::parse_duration)?,
     };
     let ca_key = key("tls.ca");
     let roots = match config.get(&ca_key) {
@@ -473,7 +473,7 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
         ),
         None => TrustRoots::system(),
     };
-    let ip_key = key("ip.version");
+    let ip_key = key("ip_version");
     let ip_version = match config.get(&ip_key).as_deref() {
         None => None,
         Some("4") => Some(4),
@@ -490,13 +490,13 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
     })?;
     let auth = match (
         config.get(&key("auth.user")),
-        secret(config, &key("auth.password.env"), env)?,
-        secret(config, &key("auth.token.env"), env)?,
+        secret(config, &key("auth.password_env"), env)?,
+        secret(config, &key("auth.token_env"), env)?,
     ) {
         (_, Some(_), Some(_)) => {
             return Err(invalid(
                 config,
-                &key("auth.token.env"),
+                &key("auth.token_env"),
                 "set either a password or a token, not both",
             ));
         }
@@ -507,7 +507,7 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
         (None, Some(_), None) => {
             return Err(invalid(
                 config,
-                &key("auth.password.env"),
+                &key("auth.password_env"),
                 "a password needs .auth.user",
             ));
         }
@@ -521,7 +521,7 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
         }
         (None, None, None) => None,
     };
-    let fail_after: u32 = config.number(&key("fail.after"), "a number of checks")?;
+    let fail_after: u32 = config.number(&key("fail_after"), "a number of checks")?;
     Ok(Target {
         name: name.to_string(),
         url,
@@ -533,12 +533,12 @@ fn target(config: &Config, name: &str, env: &dyn Env) -> Result<Target, ConfigEr
         timeout,
         fail_after: fail_after.max(1),
         expect,
-        follow_redirects: config.bool(&key("follow.redirects"))?,
-        max_redirects: config.number(&key("max.redirects"), "a number of redirects")?,
+        follow_redirects: config.bool(&key("follow_redirects"))?,
+        max_redirects: config.number(&key("max_redirects"), "a number of redirects")?,
         reuse: config.bool(&key("reuse"))?,
         tls_insecure: config.bool(&key("tls.insecure"))?,
         roots,
-        tls_min_days: config.number(&key("tls.min.days"), "a number of days")?,
+        tls_min_days: config.number(&key("tls.min_days"), "a number of days")?,
         ip_version,
         proxy,
         auth,
@@ -587,13 +587,13 @@ mod tests {
         let env = MapEnv::new([("API_PW", "s3cret-pw")]);
         let text = "target.api.url=http://127.0.0.1:8080/health\ntarget.api.method=post\n\
             target.api.headers=Accept: application/json | X-Trace: 1\ntarget.api.body={\"a\":1}\n\
-            target.api.interval=30s\ntarget.api.down.interval=5s\ntarget.api.timeout=2s\n\
-            target.api.fail.after=3\ntarget.api.expect.status=200,204\ntarget.api.expect.body=ok\n\
-            target.api.expect.body.not=error\ntarget.api.expect.json=$.status == \"ok\"\n\
-            target.api.expect.max.time=300ms\ntarget.api.follow.redirects=false\n\
-            target.api.max.redirects=3\ntarget.api.tls.insecure=true\ntarget.api.tls.min.days=30\n\
-            target.api.ip.version=4\ntarget.api.proxy=http://proxy.lan:3128\n\
-            target.api.auth.user=monitor\ntarget.api.auth.password.env=API_PW\n";
+            target.api.interval=30s\ntarget.api.down_interval=5s\ntarget.api.timeout=2s\n\
+            target.api.fail_after=3\ntarget.api.expect.status=200,204\ntarget.api.expect.body=ok\n\
+            target.api.expect.body_not=error\ntarget.api.expect.json=$.status == \"ok\"\n\
+            target.api.expect.max_time=300ms\ntarget.api.follow_redirects=false\n\
+            target.api.max_redirects=3\ntarget.api.tls.insecure=true\ntarget.api.tls.min_days=30\n\
+            target.api.ip_version=4\ntarget.api.proxy=http://proxy.lan:3128\n\
+            target.api.auth.user=monitor\ntarget.api.auth.password_env=API_PW\n";
         let s = settings(text, &env).expect("loads");
         let t = &s.targets["api"];
         assert_eq!(t.method, Method::POST);
@@ -629,7 +629,7 @@ mod tests {
         assert!(err("target.a.url=ftp://x/\n").contains("url.conf:1: target.a.url"));
         assert!(err("target.a.url=https://x/\ntarget.a.expect.body=(\n").contains("bad regex"));
         assert!(
-            err("target.a.url=https://x/\ntarget.a.auth.token.env=NOPE\n")
+            err("target.a.url=https://x/\ntarget.a.auth.token_env=NOPE\n")
                 .contains("environment variable NOPE is not set")
         );
         assert!(err("target.a.method=GET\n").contains("target.a.url"));
@@ -666,7 +666,7 @@ mod tests {
     fn a_bearer_token_is_taken_from_the_environment_and_never_shown() {
         let env = MapEnv::new([("TOK", "abcdef123456")]);
         let s = settings(
-            "target.a.url=https://x/\ntarget.a.auth.token.env=TOK\n",
+            "target.a.url=https://x/\ntarget.a.auth.token_env=TOK\n",
             &env,
         )
         .expect("loads");

@@ -473,7 +473,7 @@ mod tests {
     #[test]
     fn one_check_per_target_in_flight_and_down_targets_are_checked_faster() {
         let text =
-            "target.a.url=http://127.0.0.1:1/\ntarget.a.interval=40s\ntarget.a.fail.after=1\n";
+            "target.a.url=http://127.0.0.1:1/\ntarget.a.interval=40s\ntarget.a.fail_after=1\n";
         let start = Instant::now();
         let mut s = Scheduler::new(targets(text), 10, start);
         let first = s.next_due().expect("due");
@@ -507,7 +507,7 @@ mod tests {
 
     #[test]
     fn a_certificate_within_min_days_is_announced_again_only_as_days_drop() {
-        let text = "target.a.url=https://127.0.0.1:1/\ntarget.a.tls.min.days=14\n";
+        let text = "target.a.url=https://127.0.0.1:1/\ntarget.a.tls.min_days=14\n";
         let start = Instant::now();
         let mut s = Scheduler::new(targets(text), 10, start);
         let generation = s.slots["a"].generation;

@@ -286,13 +286,13 @@ async fn a_redirect_chain_is_followed_and_limited() {
     assert_eq!(r.phases.sum(), r.total);
     let r = check(&target(
         &format!("http://{addr}/redirect/3"),
-        "target.t.max.redirects=2\n",
+        "target.t.max_redirects=2\n",
     ))
     .await;
     assert_eq!(r.failure, Some(Failure::TooManyRedirects));
     let r = check(&target(
         &format!("http://{addr}/redirect/3"),
-        "target.t.follow.redirects=false\n",
+        "target.t.follow_redirects=false\n",
     ))
     .await;
     assert_eq!((r.failure, r.status, r.redirects), (None, 302, 0));
@@ -391,7 +391,7 @@ async fn body_regexes_and_json_conditions_hold_or_say_why_not() {
     assert_eq!(ok.failure, None, "{}", ok.detail);
     let r = check(&target(&url, "target.t.expect.body=degraded\n")).await;
     assert_eq!(r.failure, Some(Failure::Body));
-    let r = check(&target(&url, "target.t.expect.body.not=ok\n")).await;
+    let r = check(&target(&url, "target.t.expect.body_not=ok\n")).await;
     assert_eq!(r.failure, Some(Failure::Body));
     let r = check(&target(&url, "target.t.expect.json=$.items[0] == 2\n")).await;
     assert_eq!(r.failure, Some(Failure::Json));
@@ -410,7 +410,7 @@ async fn head_and_post_send_what_they_should() {
     assert_eq!(r.failure, None, "{}", r.detail);
     let r = check(&target(&url, "target.t.method=HEAD\n")).await;
     assert_eq!((r.failure, r.status, r.body_bytes), (None, 200, 0));
-    let r = check(&target(&url, "target.t.auth.user=mon\ntarget.t.auth.password.env=PW\ntarget.t.expect.body=Basic bW9uOnBhNTV3b3Jk\n")).await;
+    let r = check(&target(&url, "target.t.auth.user=mon\ntarget.t.auth.password_env=PW\ntarget.t.expect.body=Basic bW9uOnBhNTV3b3Jk\n")).await;
     assert_eq!(r.failure, None, "{}", r.detail);
 }
 
@@ -424,10 +424,10 @@ async fn headers_are_sent_and_ip_version_limits_the_addresses() {
     ))
     .await;
     assert_eq!(r.failure, None, "{}", r.detail);
-    let r = check(&target(&url, "target.t.ip.version=6\n")).await;
+    let r = check(&target(&url, "target.t.ip_version=6\n")).await;
     assert_eq!(r.failure, Some(Failure::Dns), "{}", r.detail);
     assert_eq!(r.detail, "127.0.0.1 has no IPv6 address");
-    let r = check(&target(&url, "target.t.ip.version=4\n")).await;
+    let r = check(&target(&url, "target.t.ip_version=4\n")).await;
     assert_eq!(r.failure, None, "{}", r.detail);
 }
 
@@ -436,7 +436,7 @@ async fn slower_than_max_time_is_too_slow_not_failed() {
     let addr = http_server().await;
     let r = check(&target(
         &format!("http://{addr}/sleep/60"),
-        "target.t.expect.max.time=20ms\n",
+        "target.t.expect.max_time=20ms\n",
     ))
     .await;
     assert_eq!(r.failure, Some(Failure::TooSlow));

@@ -60,7 +60,7 @@ fn test_prints_a_table_of_every_target_and_no_secret() {
         &conf,
         format!(
             "license=sl1-AAAAAAAAAAAAAAAAAAAAAAAAAA-0000000\nserver.host=127.0.0.1\nserver.port={}\nserver.timeout=1s\n\
-             target.home.url=http://{web}/ok\ntarget.home.auth.token.env=URL_TEST_TOKEN\n\
+             target.home.url=http://{web}/ok\ntarget.home.auth.token_env=URL_TEST_TOKEN\n\
              target.missing.url=http://{web}/missing\n\
              target.gone.url=http://{refused}/\n",
             collector.port()
@@ -164,8 +164,8 @@ fn a_target_going_down_and_up_raises_events_at_the_collector() {
         &[
             ("target.web.url", url.as_str()),
             ("target.web.interval", "2s"),
-            ("target.web.down.interval", "1s"),
-            ("target.web.fail.after", "2"),
+            ("target.web.down_interval", "1s"),
+            ("target.web.fail_after", "2"),
             ("target.web.timeout", "1s"),
         ],
     );
@@ -189,6 +189,48 @@ fn a_target_going_down_and_up_raises_events_at_the_collector() {
         1,
         "one DOWN, announced once"
     );
+
+    // The seed's list and table, from what the real agent sent: the target
+    // UP now, its checks newest first with the refused ones before it.
+    let listed = wait_for("web listed up", Duration::from_secs(10), || {
+        let (status, list) = api.get("/api/v1/url/checks");
+        assert_eq!(status, 200, "{list}");
+        let web = list["targets"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == "web")?
+            .clone();
+        (web["state"] == "up").then_some(web)
+    });
+    assert_eq!(listed["status_code"], 200);
+    assert_eq!(listed["url"], url);
+    assert_eq!(listed["body_bytes"], 4, "the server answers \"fine\"");
+    assert!(listed["elapsed_ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    let (status, results) = api.get("/api/v1/url/checks/web/results");
+    assert_eq!(status, 200, "{results}");
+    let rows = results["agents"][0]["results"]
+        .as_array()
+        .expect("the agent's results");
+    let passed = rows
+        .iter()
+        .find(|r| r["ok"] == true)
+        .expect("a passing check");
+    let phases = &passed["phases_ms"];
+    let sum: f64 = ["dns", "connect", "tls", "first_byte", "transfer"]
+        .iter()
+        .map(|p| phases[p].as_f64().expect("a phase"))
+        .sum();
+    let total = phases["total"].as_f64().expect("total");
+    assert!(
+        (sum - total).abs() < 0.01 + total * 0.01,
+        "phases {phases} add up to the total"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["reason"] == "connection_refused" && r["state"] == "down"),
+        "the refused checks are in the table: {results}"
+    );
+
     let stopped = agent.terminate_within(Duration::from_secs(1));
     assert!(
         stopped.is_some_and(|s| s.success()),
@@ -208,7 +250,7 @@ fn the_targets_file_is_reloaded_without_a_restart_and_a_bad_one_keeps_the_old_ta
     let targets = scratch.join("targets.conf");
     let line = |name: &str| {
         format!(
-            "target.{name}.url=http://{}/\ntarget.{name}.interval=1s\ntarget.{name}.fail.after=1\n",
+            "target.{name}.url=http://{}/\ntarget.{name}.interval=1s\ntarget.{name}.fail_after=1\n",
             closed_port()
         )
     };
@@ -258,7 +300,7 @@ fn the_targets_file_is_reloaded_without_a_restart_and_a_bad_one_keeps_the_old_ta
 #[test]
 fn checks_travel_as_url_checks_with_phases_that_add_up() {
     use agent_core::spool::{Spool, Sync};
-    use agent_core::transport::wire::decode_batch;
+    use agent_core::transport::wire::decode_spooled;
     use sightline_proto::v1 as pb;
 
     let scratch = Scratch::new("url-wire");
@@ -275,7 +317,7 @@ fn checks_travel_as_url_checks_with_phases_that_add_up() {
             "target.w{i}.url=http://{web}/ok\ntarget.w{i}.interval=1s\n"
         ));
     }
-    text.push_str("target.missing.url=http://nothing.invalid/\ntarget.missing.fail.after=1\ntarget.missing.interval=1s\n");
+    text.push_str("target.missing.url=http://nothing.invalid/\ntarget.missing.fail_after=1\ntarget.missing.interval=1s\n");
     let mut agent = Agent::start("sightline-url", &agent_dir, &text);
     std::thread::sleep(Duration::from_millis(3500));
     assert!(agent.terminate_within(Duration::from_secs(1)).is_some());
@@ -290,7 +332,7 @@ fn checks_travel_as_url_checks_with_phases_that_add_up() {
         let Some(bytes) = spool.read(k).expect("read") else {
             continue;
         };
-        let batch = decode_batch(&bytes).expect("a batch");
+        let batch = decode_spooled(&bytes).expect("a batch");
         batches += 1;
         for p in batch.payloads {
             match p.kind {
