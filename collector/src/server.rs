@@ -289,35 +289,54 @@ async fn watch_quiet_agents<S: Store>(store: Arc<S>, shutdown: CancellationToken
     }
 }
 
-/// Removes data older than `retention`, at start and then hourly.
-async fn enforce_retention<S: Store>(
-    store: Arc<S>,
+/// Calls `purge` with the time `retention` ago, at start and then every
+/// `every`, until shutdown: the one loop behind each kind of retention.
+async fn purge_periodically<F, Fut>(
     retention: Duration,
+    every: Duration,
     shutdown: CancellationToken,
-) {
+    mut purge: F,
+) where
+    F: FnMut(i64, CancellationToken) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let mut tick = interval(PURGE_EVERY);
+    let mut tick = interval(every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let cutoff = crate::now_ms().saturating_sub(retention_ms);
-        match store.purge_before(cutoff, &shutdown).await {
-            Ok(p) if p != crate::store::Purged::default() => tracing::info!(
-                points = p.points,
-                series = p.series,
-                snapshots = p.snapshots,
-                events = p.events,
-                batches = p.batches,
-                before = %format_ms(cutoff),
-                "Retention removed old data."
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "Retention failed."),
-        }
+        purge(crate::now_ms().saturating_sub(retention_ms), shutdown.clone()).await;
     }
+}
+
+/// Removes data older than `retention`, at start and then hourly.
+async fn enforce_retention<S: Store>(
+    store: Arc<S>,
+    retention: Duration,
+    shutdown: CancellationToken,
+) {
+    purge_periodically(retention, PURGE_EVERY, shutdown, |cutoff, stop| {
+        let store = Arc::clone(&store);
+        async move {
+            match store.purge_before(cutoff, &stop).await {
+                Ok(p) if p != crate::store::Purged::default() => tracing::info!(
+                    points = p.points,
+                    series = p.series,
+                    snapshots = p.snapshots,
+                    events = p.events,
+                    batches = p.batches,
+                    before = %format_ms(cutoff),
+                    "Retention removed old data."
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "Retention failed."),
+            }
+        }
+    })
+    .await;
 }
 
 /// Removes log blocks older than `retention`, then the oldest over
@@ -328,28 +347,24 @@ async fn enforce_log_retention<S: Store>(
     max_bytes: u64,
     shutdown: CancellationToken,
 ) {
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let mut tick = interval(LOG_PURGE_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+    purge_periodically(retention, LOG_PURGE_EVERY, shutdown, |cutoff, stop| {
+        let store = Arc::clone(&store);
+        async move {
+            match store.purge_logs(cutoff, max_bytes, &stop).await {
+                Ok(p) if p.blocks > 0 => tracing::info!(
+                    blocks = p.blocks,
+                    records = p.records,
+                    bytes = p.bytes,
+                    before = %format_ms(cutoff),
+                    max_bytes,
+                    "Log retention removed old records."
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "Log retention failed."),
+            }
         }
-        let cutoff = crate::now_ms().saturating_sub(retention_ms);
-        match store.purge_logs(cutoff, max_bytes, &shutdown).await {
-            Ok(p) if p.blocks > 0 => tracing::info!(
-                blocks = p.blocks,
-                records = p.records,
-                bytes = p.bytes,
-                before = %format_ms(cutoff),
-                max_bytes,
-                "Log retention removed old records."
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "Log retention failed."),
-        }
-    }
+    })
+    .await;
 }
 
 /// Removes database snapshots older than `retention`, then the oldest over
@@ -360,28 +375,24 @@ async fn enforce_db_retention<S: Store>(
     max_bytes: u64,
     shutdown: CancellationToken,
 ) {
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let mut tick = interval(LOG_PURGE_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+    purge_periodically(retention, LOG_PURGE_EVERY, shutdown, |cutoff, stop| {
+        let store = Arc::clone(&store);
+        async move {
+            match store.purge_db(cutoff, max_bytes, &stop).await {
+                Ok(p) if p.snapshots > 0 || p.variables > 0 => tracing::info!(
+                    snapshots = p.snapshots,
+                    bytes = p.bytes,
+                    variables = p.variables,
+                    before = %format_ms(cutoff),
+                    max_bytes,
+                    "Database retention removed old snapshots."
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "Database retention failed."),
+            }
         }
-        let cutoff = crate::now_ms().saturating_sub(retention_ms);
-        match store.purge_db(cutoff, max_bytes, &shutdown).await {
-            Ok(p) if p.snapshots > 0 || p.variables > 0 => tracing::info!(
-                snapshots = p.snapshots,
-                bytes = p.bytes,
-                variables = p.variables,
-                before = %format_ms(cutoff),
-                max_bytes,
-                "Database retention removed old snapshots."
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "Database retention failed."),
-        }
-    }
+    })
+    .await;
 }
 
 /// Removes URL checks older than `retention`, then the oldest over
@@ -393,26 +404,22 @@ async fn enforce_url_retention<S: Store>(
     max_bytes: u64,
     shutdown: CancellationToken,
 ) {
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let mut tick = interval(LOG_PURGE_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+    purge_periodically(retention, LOG_PURGE_EVERY, shutdown, |cutoff, stop| {
+        let store = Arc::clone(&store);
+        async move {
+            match store.purge_url(cutoff, max_bytes, &stop).await {
+                Ok(p) if p.checks > 0 || p.targets > 0 => tracing::info!(
+                    checks = p.checks,
+                    bytes = p.bytes,
+                    targets = p.targets,
+                    before = %format_ms(cutoff),
+                    max_bytes,
+                    "URL retention removed old checks."
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "URL retention failed."),
+            }
         }
-        let cutoff = crate::now_ms().saturating_sub(retention_ms);
-        match store.purge_url(cutoff, max_bytes, &shutdown).await {
-            Ok(p) if p.checks > 0 || p.targets > 0 => tracing::info!(
-                checks = p.checks,
-                bytes = p.bytes,
-                targets = p.targets,
-                before = %format_ms(cutoff),
-                max_bytes,
-                "URL retention removed old checks."
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "URL retention failed."),
-        }
-    }
+    })
+    .await;
 }
