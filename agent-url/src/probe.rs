@@ -288,8 +288,9 @@ async fn run_chain(
     let mut url = target.url.clone();
     let mut method = target.method.clone();
     let mut body = target.body.clone();
-    let mut seen = HashSet::new();
-    seen.insert(url.to_string());
+    // The URLs visited, kept only once a redirect is followed (most
+    // checks follow none).
+    let mut seen: HashSet<String> = HashSet::new();
     loop {
         let same_origin =
             url.authority() == target.url.authority() && url.scheme() == target.url.scheme();
@@ -320,6 +321,9 @@ async fn run_chain(
             })?;
             result.redirects += 1;
             result.final_url = next.to_string();
+            if seen.is_empty() {
+                seen.insert(target.url.to_string());
+            }
             if !seen.insert(next.to_string()) {
                 return Err(Stop(
                     Failure::TooManyRedirects,
