@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, sleep_until};
 
 use crate::settings::Target;
 use crate::state::Outcome;
@@ -175,9 +175,11 @@ impl CheckResult {
 /// A request's failure, before the check's bookkeeping.
 struct Stop(Failure, String);
 
-/// The clock of one check: consecutive phase boundaries.
+/// The clock of one check: consecutive phase boundaries, and one timer
+/// for the check's deadline that every phase waits on (rather than a
+/// timer registered and removed per phase).
 struct Clock {
-    deadline: Instant,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     mark: Instant,
     phases: Phases,
 }
@@ -196,12 +198,18 @@ impl Clock {
         fut: impl Future<Output = Result<T, E>>,
         on_error: impl FnOnce(&E) -> Failure,
     ) -> Result<T, Stop> {
-        let r = timeout_at(self.deadline, fut).await;
+        // The work first, as `timeout_at` polls it: a future ready at the
+        // deadline still counts.
+        let r = tokio::select! {
+            biased;
+            r = fut => Some(r),
+            () = &mut self.deadline => None,
+        };
         self.lap(phase);
         match r {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Stop(on_error(&e), e.to_string())),
-            Err(_) => Err(Stop(
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(Stop(on_error(&e), e.to_string())),
+            None => Err(Stop(
                 Failure::Timeout(phase),
                 format!("no answer within the check's timeout, during {phase:?}"),
             )),
@@ -231,7 +239,7 @@ pub async fn check_reusing(target: &Target, reuse: Option<&ReuseSlot>) -> CheckR
     let time = SystemTime::now();
     let start = Instant::now();
     let mut clock = Clock {
-        deadline: start + target.timeout,
+        deadline: Box::pin(sleep_until(start + target.timeout)),
         mark: start,
         phases: Phases::default(),
     };
@@ -280,8 +288,9 @@ async fn run_chain(
     let mut url = target.url.clone();
     let mut method = target.method.clone();
     let mut body = target.body.clone();
-    let mut seen = HashSet::new();
-    seen.insert(url.to_string());
+    // The URLs visited, kept only once a redirect is followed (most
+    // checks follow none).
+    let mut seen: HashSet<String> = HashSet::new();
     loop {
         let same_origin =
             url.authority() == target.url.authority() && url.scheme() == target.url.scheme();
@@ -312,6 +321,9 @@ async fn run_chain(
             })?;
             result.redirects += 1;
             result.final_url = next.to_string();
+            if seen.is_empty() {
+                seen.insert(target.url.to_string());
+            }
             if !seen.insert(next.to_string()) {
                 return Err(Stop(
                     Failure::TooManyRedirects,

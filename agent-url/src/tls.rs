@@ -12,6 +12,7 @@
 //! Never trusts a certificate the verifier refused unless the target says
 //! `.tls.insecure`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
@@ -51,6 +52,33 @@ pub struct TrustRoots {
     /// parsed once here rather than on every check.
     expiry: Vec<(Vec<u8>, Vec<u8>, i64)>,
     verifier: OnceLock<Arc<WebPkiServerVerifier>>,
+    /// What the verified path of a chain the server sent gave, by the
+    /// chain's exact bytes: a server sends the same chain on every check,
+    /// so the path is built once, not twice a check (rustls's verifier
+    /// still runs in full on every handshake; this is only consulted
+    /// after it accepted). Bounded ([`CHAIN_CACHE_MAX`]), and an entry is
+    /// used only until [`CHAIN_CACHE_TTL`] or the path's first expiry.
+    chains: Mutex<HashMap<Vec<u8>, CachedChain>>,
+}
+
+/// Most chains remembered per set of roots; the cache empties when full.
+const CHAIN_CACHE_MAX: usize = 4096;
+
+/// How long a remembered chain's result is used before the path is built
+/// again (a path through another intermediate may have become valid).
+const CHAIN_CACHE_TTL: i64 = 3600;
+
+/// One remembered chain.
+#[derive(Debug, Clone)]
+struct CachedChain {
+    /// The leaf's subject, issuer and notAfter.
+    subject: String,
+    issuer: String,
+    not_after: i64,
+    /// The fewest notAfter of the verified path.
+    chain_not_after: i64,
+    /// Seconds since the epoch after which the entry is not used.
+    until: i64,
 }
 
 /// The ring provider, built once per process.
@@ -97,6 +125,7 @@ impl TrustRoots {
             certs: kept,
             expiry,
             verifier: OnceLock::new(),
+            chains: Mutex::new(HashMap::new()),
         }
     }
 
@@ -261,22 +290,66 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let leaf = parse_cert(end_entity);
         let result = match &self.inner {
             Some(inner) => {
                 inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             }
             None => Ok(ServerCertVerified::assertion()),
         };
-        let chain = match (&result, &self.inner) {
-            (Ok(_), Some(_)) => self.verified_chain_not_after(end_entity, intermediates, now),
-            _ => None,
-        };
+        if result.is_ok() && self.inner.is_some() {
+            let key = chain_key(end_entity, intermediates);
+            let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+            let cached = self
+                .roots
+                .chains
+                .lock()
+                .ok()
+                .and_then(|c| c.get(&key).filter(|e| secs <= e.until).cloned());
+            if let Some(hit) = cached {
+                self.keep(Some(CertInfo {
+                    subject: hit.subject,
+                    issuer: hit.issuer,
+                    not_after: hit.not_after,
+                    chain_not_after: hit.chain_not_after,
+                }));
+                return result;
+            }
+            let leaf = parse_cert(end_entity);
+            let chain = self.verified_chain_not_after(end_entity, intermediates, now);
+            let info = leaf.map(|(subject, issuer, not_after)| CertInfo {
+                subject,
+                issuer,
+                not_after,
+                chain_not_after: chain.unwrap_or(not_after).min(not_after),
+            });
+            if let (Some(info), Some(_)) = (&info, chain)
+                && let Ok(mut cache) = self.roots.chains.lock()
+            {
+                if cache.len() >= CHAIN_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(
+                    key,
+                    CachedChain {
+                        subject: info.subject.clone(),
+                        issuer: info.issuer.clone(),
+                        not_after: info.not_after,
+                        chain_not_after: info.chain_not_after,
+                        until: info
+                            .chain_not_after
+                            .min(secs.saturating_add(CHAIN_CACHE_TTL)),
+                    },
+                );
+            }
+            self.keep(info);
+            return result;
+        }
+        let leaf = parse_cert(end_entity);
         self.keep(leaf.map(|(subject, issuer, not_after)| CertInfo {
             subject,
             issuer,
             not_after,
-            chain_not_after: chain.unwrap_or(not_after).min(not_after),
+            chain_not_after: not_after,
         }));
         result
     }
@@ -316,16 +389,43 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
+/// The exact certificates a server sent, as one key: each length, then
+/// its bytes.
+fn chain_key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Vec<u8> {
+    let total: usize =
+        intermediates.iter().map(|c| c.len() + 8).sum::<usize>() + end_entity.len() + 8;
+    let mut key = Vec::with_capacity(total);
+    for cert in std::iter::once(end_entity).chain(intermediates) {
+        key.extend_from_slice(&(cert.len() as u64).to_le_bytes());
+        key.extend_from_slice(cert);
+    }
+    key
+}
+
 /// A client config for one check, ALPN h2 then http/1.1, with `verifier`.
+///
+/// Cloned from one built per process with its verifier swapped: building
+/// a config afresh allocated a 256-server session cache on every check.
+/// Session resumption is off, so every connection makes a full handshake
+/// (as blackbox_exporter's does), even a redirect's to the same server.
 pub fn client_config(verifier: Arc<RecordingVerifier>) -> Result<rustls::ClientConfig, String> {
-    let provider = verifier.provider.clone();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    static BASE: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    let mut config = match BASE.get() {
+        Some(base) => base.clone(),
+        None => {
+            let provider = verifier.provider.clone();
+            let mut base = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
+            base.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            base.resumption = rustls::client::Resumption::disabled();
+            BASE.get_or_init(|| base).clone()
+        }
+    };
+    config.dangerous().set_certificate_verifier(verifier);
     Ok(config)
 }
 
