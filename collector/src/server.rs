@@ -308,7 +308,8 @@ async fn purge_periodically<F, Fut>(
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        purge(crate::now_ms().saturating_sub(retention_ms), shutdown.clone()).await;
+        let cutoff = crate::now_ms().saturating_sub(retention_ms);
+        purge(cutoff, shutdown.clone()).await;
     }
 }
 
