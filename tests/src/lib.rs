@@ -19,6 +19,7 @@ use serde_json::Value;
 
 pub mod logs;
 pub mod mariadb;
+pub mod wire_agent;
 
 /// The path of a workspace binary, built by `cargo xtask test`.
 pub fn binary(name: &str) -> PathBuf {

@@ -11,66 +11,16 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use sightline_e2e::wire_agent::{self, Client, connect};
 use sightline_e2e::{Api, Collector, Scratch, create_project, now_ms, wait_for};
-use sightline_proto::metadata;
 use sightline_proto::v1 as pb;
-use tonic::metadata::MetadataValue;
-
-type Client = pb::ingest_client::IngestClient<tonic::transport::Channel>;
 
 const INSTANCE: &str = "33333333333333333333333333333333";
 const MINUTE_MS: i64 = 60_000;
 
-async fn client(collector: &Collector) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", collector.grpc))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connects");
-    pb::ingest_client::IngestClient::new(channel)
-}
-
-fn with_meta<T>(license: &str, oid: Option<u64>, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let meta = request.metadata_mut();
-    meta.insert(
-        metadata::LICENSE,
-        MetadataValue::try_from(license).expect("ascii"),
-    );
-    if let Some(oid) = oid {
-        meta.insert(
-            metadata::OID,
-            MetadataValue::try_from(oid.to_string()).expect("ascii"),
-        );
-        meta.insert(
-            metadata::INSTANCE,
-            MetadataValue::try_from(INSTANCE).expect("ascii"),
-        );
-    }
-    request
-}
-
 /// Says hello as the database agent `oname`; its oid.
 async fn hello(client: &mut Client, license: &str, oname: &str) -> u64 {
-    let hello = pb::HelloRequest {
-        product: "db".into(),
-        oname: oname.into(),
-        hostname: oname.into(),
-        os: "linux".into(),
-        agent_version: "0.1.0".into(),
-        instance: INSTANCE.into(),
-        interval_ms: 5000,
-        boot_id: format!("boot-{oname}"),
-        ..pb::HelloRequest::default()
-    };
-    client
-        .hello(with_meta(license, None, hello))
-        .await
-        .expect("hello")
-        .into_inner()
-        .oid
+    wire_agent::hello(client, license, "db", oname, INSTANCE, 5000).await
 }
 
 /// Pushes `batches` on one stream and returns their acks.
@@ -80,23 +30,7 @@ async fn push(
     oid: u64,
     batches: Vec<pb::Batch>,
 ) -> Vec<pb::Ack> {
-    let n = batches.len();
-    let stream = tonic::codegen::tokio_stream::iter(batches);
-    let mut acks = client
-        .push(with_meta(license, Some(oid), stream))
-        .await
-        .expect("push accepted")
-        .into_inner();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
-            .await
-            .expect("an ack in time")
-            .expect("no stream error")
-            .expect("an ack");
-        out.push(ack);
-    }
-    out
+    wire_agent::push(client, license, oid, INSTANCE, batches).await
 }
 
 fn session(id: u64, user: &str, query: &str, trx_id: &str) -> pb::DbSession {
@@ -285,7 +219,7 @@ async fn database_snapshots_are_found_by_time_nested_and_stored_once() {
     let collector = Collector::start(&data);
     let api = collector.api(&creds.token);
     let lic = creds.license.as_str();
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     let oid = hello(&mut c, lic, "db-1").await;
 
     // Four cycles a minute apart, ten minutes ago: quiet, the lock chain
@@ -485,7 +419,7 @@ async fn database_snapshots_go_by_age_and_by_size() {
     let hour = conf(&scratch, "hour.conf", "db.retention=1h\n");
     let collector = Collector::start_with(&data, "127.0.0.1:0", "127.0.0.1:0", &["--conf", &hour]);
     let api = collector.api(&creds.token);
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     let oid = hello(&mut c, lic, "db-1").await;
     let now = now_ms();
     let old = [now - 3 * 60 * MINUTE_MS, now - 2 * 60 * MINUTE_MS];

@@ -10,99 +10,16 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sightline_e2e::{Api, Collector, Scratch, create_project, now_ms};
-use sightline_proto::metadata;
+use sightline_e2e::wire_agent::{Client, connect, push};
+use sightline_e2e::{Api, Collector, Scratch, create_project, now_ms, wire_agent};
 use sightline_proto::v1 as pb;
-use tonic::metadata::MetadataValue;
-
-type Client = pb::ingest_client::IngestClient<tonic::transport::Channel>;
 
 const INSTANCE: &str = "11111111111111111111111111111111";
 const OTHER_INSTANCE: &str = "22222222222222222222222222222222";
 
-async fn client(collector: &Collector) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", collector.grpc))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connects");
-    pb::ingest_client::IngestClient::new(channel)
-}
-
-fn with_meta<T>(license: &str, oid: Option<u64>, instance: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let meta = request.metadata_mut();
-    meta.insert(
-        metadata::LICENSE,
-        MetadataValue::try_from(license).expect("ascii"),
-    );
-    if let Some(oid) = oid {
-        meta.insert(
-            metadata::OID,
-            MetadataValue::try_from(oid.to_string()).expect("ascii"),
-        );
-        meta.insert(
-            metadata::INSTANCE,
-            MetadataValue::try_from(instance).expect("ascii"),
-        );
-    }
-    request
-}
-
 /// Says hello as a log agent `oname` of `instance`; its oid.
 async fn hello(client: &mut Client, license: &str, oname: &str, instance: &str) -> u64 {
-    let hello = pb::HelloRequest {
-        product: "log".into(),
-        oname: oname.into(),
-        hostname: oname.into(),
-        os: "linux".into(),
-        agent_version: "0.1.0".into(),
-        instance: instance.into(),
-        interval_ms: 1000,
-        boot_id: format!("boot-{oname}"),
-        ..pb::HelloRequest::default()
-    };
-    client
-        .hello(with_meta(license, None, instance, hello))
-        .await
-        .expect("hello")
-        .into_inner()
-        .oid
-}
-
-/// Pushes `batches` on one stream and returns their acks.
-async fn push(
-    client: &mut Client,
-    license: &str,
-    oid: u64,
-    instance: &str,
-    batches: Vec<pb::Batch>,
-) -> Vec<pb::Ack> {
-    let n = batches.len();
-    let stream = tokio_stream_iter(batches);
-    let mut acks = client
-        .push(with_meta(license, Some(oid), instance, stream))
-        .await
-        .expect("push accepted")
-        .into_inner();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
-            .await
-            .expect("an ack in time")
-            .expect("no stream error")
-            .expect("an ack");
-        out.push(ack);
-    }
-    out
-}
-
-fn tokio_stream_iter(
-    batches: Vec<pb::Batch>,
-) -> impl tonic::codegen::tokio_stream::Stream<Item = pb::Batch> {
-    tonic::codegen::tokio_stream::iter(batches)
+    wire_agent::hello(client, license, "log", oname, instance, 1000).await
 }
 
 /// nginx-like access lines `from..to`; every seventh a 500.
@@ -202,7 +119,7 @@ async fn log_records_are_stored_once_searchable_and_malformed_chunks_refused() {
     let collector = Collector::start(&data);
     let api = collector.api(&creds.token);
     let lic = creds.license.as_str();
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     let oid = hello(&mut c, lic, "web-1", INSTANCE).await;
 
     // Batch 1: 200 lines of the access log, and a malformed chunk of 3
@@ -324,7 +241,7 @@ async fn log_records_are_stored_once_searchable_and_malformed_chunks_refused() {
     drop(collector);
     let collector = Collector::start(&data);
     let api = collector.api(&creds.token);
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     hello(&mut c, lic, "web-1", OTHER_INSTANCE).await;
     let more = access_lines(250, 260);
     push(
@@ -411,7 +328,7 @@ async fn the_tail_streams_records_pushed_after_it_subscribed() {
     let other = create_project(&data, "other");
     let collector = Collector::start(&data);
     let lic = creds.license.as_str();
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     let oid = hello(&mut c, lic, "web-1", INSTANCE).await;
     push(
         &mut c,
@@ -516,7 +433,7 @@ async fn a_streams_batches_in_flight_are_acked_in_order() {
     let collector = Collector::start(&data);
     let api = collector.api(&creds.token);
     let lic = creds.license.as_str();
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     let oid = hello(&mut c, lic, "web-1", INSTANCE).await;
     let mut offset = 0;
     let batches: Vec<pb::Batch> = (0..40u32)
@@ -547,7 +464,7 @@ async fn batches_encoded_side_by_side_are_stored_in_order() {
     let collector = Collector::start(&data);
     let api = collector.api(&creds.token);
     let lic = creds.license.as_str();
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     let oid = hello(&mut c, lic, "web-1", INSTANCE).await;
     let (mut offset, mut line, mut total) = (0, 0u32, 0usize);
     let batches: Vec<pb::Batch> = (0..16u64)

@@ -11,25 +11,11 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use sightline_e2e::wire_agent::{self, Client, connect};
 use sightline_e2e::{Api, Collector, Scratch, create_project, now_ms, wait_for};
-use sightline_proto::metadata;
 use sightline_proto::v1 as pb;
-use tonic::metadata::MetadataValue;
-
-type Client = pb::ingest_client::IngestClient<tonic::transport::Channel>;
 
 const MINUTE_MS: i64 = 60_000;
-
-async fn client(collector: &Collector) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", collector.grpc))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connects");
-    pb::ingest_client::IngestClient::new(channel)
-}
 
 /// One agent's identity on the wire.
 struct Sender {
@@ -38,45 +24,9 @@ struct Sender {
     instance: String,
 }
 
-fn with_meta<T>(license: &str, who: Option<(u64, &str)>, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let meta = request.metadata_mut();
-    meta.insert(
-        metadata::LICENSE,
-        MetadataValue::try_from(license).expect("ascii"),
-    );
-    if let Some((oid, instance)) = who {
-        meta.insert(
-            metadata::OID,
-            MetadataValue::try_from(oid.to_string()).expect("ascii"),
-        );
-        meta.insert(
-            metadata::INSTANCE,
-            MetadataValue::try_from(instance).expect("ascii"),
-        );
-    }
-    request
-}
-
 /// Says hello as the URL agent `oname`.
 async fn hello(client: &mut Client, license: &str, oname: &str, instance: &str) -> Sender {
-    let hello = pb::HelloRequest {
-        product: "url".into(),
-        oname: oname.into(),
-        hostname: oname.into(),
-        os: "linux".into(),
-        agent_version: "0.1.0".into(),
-        instance: instance.into(),
-        interval_ms: 60_000,
-        boot_id: format!("boot-{oname}"),
-        ..pb::HelloRequest::default()
-    };
-    let oid = client
-        .hello(with_meta(license, None, hello))
-        .await
-        .expect("hello")
-        .into_inner()
-        .oid;
+    let oid = wire_agent::hello(client, license, "url", oname, instance, 60_000).await;
     Sender {
         license: license.into(),
         oid,
@@ -86,27 +36,7 @@ async fn hello(client: &mut Client, license: &str, oname: &str, instance: &str) 
 
 /// Pushes `batches` on one stream and returns their acks.
 async fn push(client: &mut Client, who: &Sender, batches: Vec<pb::Batch>) -> Vec<pb::Ack> {
-    let n = batches.len();
-    let stream = tonic::codegen::tokio_stream::iter(batches);
-    let mut acks = client
-        .push(with_meta(
-            &who.license,
-            Some((who.oid, &who.instance)),
-            stream,
-        ))
-        .await
-        .expect("push accepted")
-        .into_inner();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
-            .await
-            .expect("an ack in time")
-            .expect("no stream error")
-            .expect("an ack");
-        out.push(ack);
-    }
-    out
+    wire_agent::push(client, &who.license, who.oid, &who.instance, batches).await
 }
 
 fn batch(seq: u64, payloads: Vec<pb::Payload>) -> pb::Batch {
@@ -261,7 +191,7 @@ async fn url_targets_are_listed_down_first_and_their_results_paged() {
     let collector = Collector::start(&data);
     let api = collector.api(&creds.token);
     let lic = creds.license.as_str();
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     let eu = hello(&mut c, lic, "eu-west", "44444444444444444444444444444444").await;
     let us = hello(&mut c, lic, "us-east", "55555555555555555555555555555555").await;
 
@@ -522,7 +452,7 @@ async fn url_checks_go_by_age_and_by_size() {
     let hour = conf(&scratch, "hour.conf", "url.retention=1h\n");
     let collector = Collector::start_with(&data, "127.0.0.1:0", "127.0.0.1:0", &["--conf", &hour]);
     let api = collector.api(&creds.token);
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     let eu = hello(&mut c, lic, "eu-west", "44444444444444444444444444444444").await;
     let now = now_ms();
     let old = [now - 3 * 60 * MINUTE_MS, now - 2 * 60 * MINUTE_MS];
