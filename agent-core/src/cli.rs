@@ -64,7 +64,18 @@ impl fmt::Debug for Cli {
 }
 
 impl Cli {
-    fn flags(&self) -> Vec<FlagValue> {
+    /// The config file: `--conf`, else `/etc/sightline/<product>.conf`.
+    pub fn file<C: SourceConfig>(&self) -> FileSource {
+        match &self.conf {
+            Some(path) => FileSource::Explicit(path.clone()),
+            None => {
+                FileSource::Default(PathBuf::from(format!("/etc/sightline/{}.conf", C::PRODUCT)))
+            }
+        }
+    }
+
+    /// `--server` and `--license` as config values over the file's.
+    pub fn flags(&self) -> Vec<FlagValue> {
         let mut flags = Vec::new();
         if let Some(server) = &self.server {
             flags.extend(server_flag(server));
@@ -96,10 +107,7 @@ pub fn main<C: SourceConfig>() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let file = match &cli.conf {
-        Some(path) => FileSource::Explicit(path.clone()),
-        None => FileSource::Default(PathBuf::from(format!("/etc/sightline/{}.conf", C::PRODUCT))),
-    };
+    let file = cli.file::<C>();
     let flags = cli.flags();
     let keys = all_keys::<C>();
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -3,15 +3,13 @@
 //! agent's `test` runs (config, license, collector).
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use agent_core::SourceConfig;
 use agent_core::cli::{Cli, Command, all_keys};
-use agent_core::config::{Config, FileSource, FlagValue, ProcessEnv};
+use agent_core::config::{Config, ProcessEnv};
 use agent_core::diagnose::{self, Product};
-use agent_core::settings::server_flag;
 use clap::{CommandFactory, FromArgMatches};
 use sightline_url::settings::{UrlSettings, read_targets_file};
 use sightline_url::{UrlConfig, report};
@@ -32,18 +30,8 @@ fn main() -> ExitCode {
 }
 
 fn test(cli: &Cli) -> ExitCode {
-    let file = match &cli.conf {
-        Some(path) => FileSource::Explicit(path.clone()),
-        None => FileSource::Default(PathBuf::from("/etc/sightline/url.conf")),
-    };
-    let mut flags: Vec<FlagValue> = cli.server.as_deref().map(server_flag).unwrap_or_default();
-    if let Some(license) = &cli.license {
-        flags.push(FlagValue {
-            key: "license",
-            value: license.clone(),
-            flag: "--license",
-        });
-    }
+    let file = cli.file::<UrlConfig>();
+    let flags = cli.flags();
     let keys = all_keys::<UrlConfig>();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
