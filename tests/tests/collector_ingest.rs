@@ -8,23 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use sightline_e2e::wire_agent::{Client, connect};
 use sightline_e2e::{Collector, Scratch, create_project, wait_for};
 use sightline_proto::metadata;
 use sightline_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
-
-type Client = pb::ingest_client::IngestClient<tonic::transport::Channel>;
-
-async fn client(collector: &Collector) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", collector.grpc))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .expect("connects");
-    pb::ingest_client::IngestClient::new(channel)
-}
 
 fn with_license<T>(license: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -169,7 +157,7 @@ async fn a_second_host_with_the_same_oname_is_refused_while_the_first_is_connect
     let api = collector.api(&creds.token);
     let lic = creds.license.as_str();
 
-    let mut a = client(&collector).await;
+    let mut a = connect(&collector).await;
     let reply = a
         .hello(with_license(
             lic,
@@ -190,7 +178,7 @@ async fn a_second_host_with_the_same_oname_is_refused_while_the_first_is_connect
     .await;
     assert_eq!(next_ack(&mut a_acks).await.seq, 1);
 
-    let mut b = client(&collector).await;
+    let mut b = connect(&collector).await;
     for _ in 0..3 {
         let refused = b
             .hello(with_license(
@@ -273,7 +261,7 @@ async fn liveness_is_recorded_never_acked_and_seq_zero_without_it_is_refused() {
     let collector = Collector::start(&data);
     let api = collector.api(&creds.token);
     let lic = creds.license.as_str();
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     let reply = c
         .hello(with_license(
             lic,
@@ -372,7 +360,7 @@ async fn every_cap_refuses_clearly_and_keeps_the_rest() {
     );
     let api = collector.api(&creds.token);
     let lic = creds.license.as_str();
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
 
     let long = "x".repeat(33);
     type Field = fn(&mut pb::HelloRequest, String);
@@ -508,7 +496,7 @@ async fn refusal_warnings_are_rate_limited() {
     let _ours = create_project(&data, "ours");
     let theirs = create_project(&scratch.join("elsewhere"), "theirs");
     let collector = Collector::start(&data);
-    let mut c = client(&collector).await;
+    let mut c = connect(&collector).await;
     for _ in 0..50 {
         let refused = c
             .hello(with_license(
