@@ -5,7 +5,10 @@
 //! instance), then one `Push` stream with zstd, batches numbered from 1, each
 //! one `Metrics` payload of `--series` samples (20 metric names × 10 label
 //! values, values that change), at most [`WINDOW`] unacked, `slow_down_ms`
-//! obeyed. `--target vm` sends the same points to VictoriaMetrics'
+//! obeyed. `--shape infra` sends what a server agent sends instead (the
+//! names and labels of `sightline-infra`: CPU in total and per core,
+//! memory, load, two filesystems, two disks, two interfaces; `--series`
+//! is then ignored), so the fleet views have CPU, memory and disk to show. `--target vm` sends the same points to VictoriaMetrics'
 //! Prometheus-text import (`/api/v1/import/prometheus`), one request per
 //! batch over one keep-alive HTTP/1.1 connection per agent.
 //!
@@ -89,9 +92,19 @@ enum Target {
     VictoriaMetrics,
 }
 
+/// Which series each simulated agent sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `--series` of 20 generic names.
+    Generic,
+    /// A server agent's names and labels.
+    Infra,
+}
+
 #[derive(Debug, Clone)]
 struct Plan {
     target: Target,
+    shape: Shape,
     addr: String,
     license: String,
     agents: usize,
@@ -105,6 +118,7 @@ impl Plan {
     fn parse(args: &[String]) -> Result<Plan, String> {
         let mut plan = Plan {
             target: Target::Collector,
+            shape: Shape::Generic,
             addr: String::new(),
             license: String::new(),
             agents: 1000,
@@ -132,6 +146,13 @@ impl Plan {
                         other => return Err(format!("--target: '{other}' is not collector or vm")),
                     }
                 }
+                "--shape" => {
+                    plan.shape = match value()?.as_str() {
+                        "generic" => Shape::Generic,
+                        "infra" => Shape::Infra,
+                        other => return Err(format!("--shape: '{other}' is not generic or infra")),
+                    }
+                }
                 "--addr" => plan.addr = value()?,
                 "--license" => plan.license = value()?,
                 "--agents" => plan.agents = usize::try_from(number(value()?)?).unwrap_or(1),
@@ -150,6 +171,9 @@ impl Plan {
         }
         if plan.agents == 0 || plan.series == 0 || plan.interval.is_zero() {
             return Err("--agents, --series and --interval must be above 0".into());
+        }
+        if plan.shape == Shape::Infra {
+            plan.series = SeriesSet::infra().series.len();
         }
         Ok(plan)
     }
@@ -210,8 +234,11 @@ struct AgentStats {
 
 /// The label set of every series, the same for every agent.
 struct SeriesSet {
-    /// (metric name, label key, label value).
-    series: Vec<(String, String, String)>,
+    /// (metric name, labels).
+    series: Vec<(String, Vec<(String, String)>)>,
+    /// Every value a percentage that wanders (the infra shape), rather
+    /// than gauges and counters.
+    all_gauges: bool,
 }
 
 impl SeriesSet {
@@ -226,17 +253,80 @@ impl SeriesSet {
                     format!("{name}_{}", group / METRICS.len())
                 };
                 let value = format!("{prefix}{}", i % VALUES_PER_NAME);
-                (name, key.to_string(), value)
+                (name, vec![(key.to_string(), value)])
             })
             .collect();
-        SeriesSet { series }
+        SeriesSet {
+            series,
+            all_gauges: false,
+        }
+    }
+
+    /// What `sightline-infra` sends on a 4-core host with two
+    /// filesystems, two disks and two interfaces (names and labels as in
+    /// `agent-infra/src/linux/sensors/`).
+    fn infra() -> SeriesSet {
+        let label = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let mut series: Vec<(String, Vec<(String, String)>)> = Vec::new();
+        let cpu_parts = [
+            "usage", "user", "nice", "system", "iowait", "irq", "softirq", "steal", "idle", "guest",
+        ];
+        for core in [None, Some("0"), Some("1"), Some("2"), Some("3")] {
+            for part in cpu_parts {
+                let labels = core.map(|c| vec![label("cpu", c)]).unwrap_or_default();
+                series.push((format!("cpu.{part}"), labels));
+            }
+        }
+        for name in [
+            "mem.used_pct",
+            "mem.used_bytes",
+            "mem.available_bytes",
+            "swap.used_pct",
+            "load.1m",
+            "load.5m",
+            "load.15m",
+            "proc.runnable",
+        ] {
+            series.push((name.to_string(), Vec::new()));
+        }
+        for (mount, device) in [("/", "/dev/sda1"), ("/var", "/dev/sdb1")] {
+            for part in ["total_bytes", "used_bytes", "avail_bytes", "used_pct"] {
+                series.push((
+                    format!("disk.{part}"),
+                    vec![
+                        label("device", device),
+                        label("fstype", "ext4"),
+                        label("mount", mount),
+                    ],
+                ));
+            }
+        }
+        for device in ["sda", "sdb"] {
+            for part in [
+                "read_bytes_per_sec",
+                "write_bytes_per_sec",
+                "util_pct",
+                "await_ms",
+            ] {
+                series.push((format!("diskio.{part}"), vec![label("device", device)]));
+            }
+        }
+        for interface in ["eth0", "eth1"] {
+            for part in ["rx_bytes_per_sec", "tx_bytes_per_sec"] {
+                series.push((format!("net.{part}"), vec![label("interface", interface)]));
+            }
+        }
+        SeriesSet {
+            series,
+            all_gauges: true,
+        }
     }
 
     /// The value of series `i` of `agent` at its `k`th report: gauges
     /// (even series) wander with two decimals, counters (odd) grow.
-    fn value(agent: usize, i: usize, k: u64) -> f64 {
+    fn value(&self, agent: usize, i: usize, k: u64) -> f64 {
         let (agent, i) = (agent as u64, i as u64);
-        if i % 2 == 0 {
+        if self.all_gauges || i % 2 == 0 {
             let x = agent
                 .wrapping_mul(31)
                 .wrapping_add(i.wrapping_mul(17))
@@ -329,7 +419,10 @@ enum Ready {
 
 async fn run(plan: Plan) -> Result<(), String> {
     let plan = Arc::new(plan);
-    let series = Arc::new(SeriesSet::new(plan.series));
+    let series = Arc::new(match plan.shape {
+        Shape::Generic => SeriesSet::new(plan.series),
+        Shape::Infra => SeriesSet::infra(),
+    });
     let setup_started = Instant::now();
     let slots = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let mut setups = tokio::task::JoinSet::new();
@@ -584,13 +677,16 @@ impl Simulated<'_> {
                 .series
                 .iter()
                 .enumerate()
-                .map(|(i, (name, key, value))| pb::Sample {
+                .map(|(i, (name, labels))| pb::Sample {
                     name: name.clone(),
-                    labels: vec![pb::Label {
-                        key: key.clone(),
-                        value: value.clone(),
-                    }],
-                    value: SeriesSet::value(self.index, i, k),
+                    labels: labels
+                        .iter()
+                        .map(|(key, value)| pb::Label {
+                            key: key.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                    value: self.series.value(self.index, i, k),
                 })
                 .collect(),
             time_ms: report.time_ms,
@@ -742,7 +838,16 @@ impl Simulated<'_> {
             .series
             .series
             .iter()
-            .map(|(name, key, value)| format!("{name}{{{key}=\"{value}\",agent=\"{agent}\"}} "))
+            .map(|(name, labels)| {
+                // Prometheus names take no dots.
+                let name = name.replace('.', "_");
+                let mut text = format!("{name}{{");
+                for (key, value) in labels {
+                    text.push_str(&format!("{key}=\"{value}\","));
+                }
+                text.push_str(&format!("agent=\"{agent}\"}} "));
+                text
+            })
             .collect();
         let (mut steady_k, mut burst_k) = (0u64, 0u64);
         let mut next_tick = self.first_tick();
@@ -783,7 +888,7 @@ impl Simulated<'_> {
             body.clear();
             for (i, prefix) in prefixes.iter().enumerate() {
                 use std::fmt::Write as _;
-                let value = SeriesSet::value(self.index, i, report.k);
+                let value = self.series.value(self.index, i, report.k);
                 let _ = writeln!(body, "{prefix}{value} {}", report.time_ms);
             }
             stats.sent[report.phase as usize] += 1;
