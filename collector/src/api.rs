@@ -417,7 +417,7 @@ const FLEET_WINDOW_MS: i64 = HOUR_MS;
 async fn fleet<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(project): Authed,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<FleetAnswer>, ApiError> {
     let now = crate::now_ms();
     let since = now - FLEET_WINDOW_MS;
     let agents: Vec<Agent> = state
@@ -427,29 +427,58 @@ async fn fleet<S: Store>(
         .into_iter()
         .filter(|a| a.product == "infra")
         .collect();
-    let store = &state.store;
+    let mut lists = state
+        .store
+        .latest_of(project.id, &crate::fleet::LatestValues::NAMES, since)
+        .await?
+        .into_iter();
+    let mut next = || lists.next().unwrap_or_default();
     let values = crate::fleet::LatestValues {
-        cpu: store.latest(project.id, "cpu.usage", since).await?,
-        mem: store.latest(project.id, "mem.used_pct", since).await?,
-        disk: store.latest(project.id, "disk.used_pct", since).await?,
-        io_read: store
-            .latest(project.id, "diskio.read_bytes_per_sec", since)
-            .await?,
-        io_write: store
-            .latest(project.id, "diskio.write_bytes_per_sec", since)
-            .await?,
+        cpu: next(),
+        mem: next(),
+        disk: next(),
+        io_read: next(),
+        io_write: next(),
     };
     let servers = crate::fleet::servers(&agents, &values, now);
     let up = servers.iter().filter(|s| s.status == "up").count();
-    Ok(Json(json!({
-        "counts": { "servers": servers.len(), "up": up, "no_data": servers.len() - up },
-        "top": {
-            "cpu": crate::fleet::top(&servers, 5, |s| s.cpu_pct),
-            "mem": crate::fleet::top(&servers, 5, |s| s.mem_pct),
-            "disk_io": crate::fleet::top(&servers, 5, |s| s.disk_io_bytes_per_sec),
+    // Serialised straight from these types (not through a
+    // `serde_json::Value` of 1,000 servers first).
+    Ok(Json(FleetAnswer {
+        counts: FleetCounts {
+            servers: servers.len(),
+            up,
+            no_data: servers.len() - up,
         },
-        "servers": servers,
-    })))
+        top: FleetTop {
+            cpu: crate::fleet::top(&servers, 5, |s| s.cpu_pct),
+            mem: crate::fleet::top(&servers, 5, |s| s.mem_pct),
+            disk_io: crate::fleet::top(&servers, 5, |s| s.disk_io_bytes_per_sec),
+        },
+        servers,
+    }))
+}
+
+/// `GET /api/v1/fleet`.
+#[derive(Debug, Serialize)]
+struct FleetAnswer {
+    counts: FleetCounts,
+    top: FleetTop,
+    servers: Vec<crate::fleet::ServerView>,
+}
+
+#[derive(Debug, Serialize)]
+struct FleetCounts {
+    servers: usize,
+    up: usize,
+    no_data: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct FleetTop {
+    cpu: Vec<crate::fleet::Ranked>,
+    mem: Vec<crate::fleet::Ranked>,
+    disk_io: Vec<crate::fleet::Ranked>,
 }
 
 /// Processes aggregated by name across the project's servers, from each

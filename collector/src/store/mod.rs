@@ -376,6 +376,16 @@ pub trait MetricReads: Send + Sync + 'static {
         name: &str,
         since_ms: i64,
     ) -> impl Future<Output = Result<Vec<Latest>, StoreError>> + Send;
+
+    /// [`MetricReads::latest`] of several names at once, one list per name
+    /// in the order given: what the fleet view reads on every refresh, so
+    /// a backend should answer it in a few statements, not one per agent.
+    fn latest_of(
+        &self,
+        project_id: i64,
+        names: &[&str],
+        since_ms: i64,
+    ) -> impl Future<Output = Result<Vec<Vec<Latest>>, StoreError>> + Send;
 }
 
 /// Event reads.

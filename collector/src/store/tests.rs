@@ -1828,6 +1828,79 @@ async fn url_retention_drops_old_checks_and_forgotten_targets<S: Store>(store: A
     assert!(names(store.clone()).await.is_empty());
 }
 
+/// Several names at once, one list per name in the order asked; a series
+/// made after a first read is in the next (the fleet reads this on every
+/// refresh, and a backend may keep what it listed).
+async fn latest_of_several_names_sees_series_made_since<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    let now = crate::now_ms();
+    let batch = |seq: u64, at: i64, samples: Vec<SampleRow>| IncomingBatch {
+        seq,
+        time_ms: at,
+        health: None,
+        payloads: vec![BatchPayload::Metrics {
+            time_ms: at,
+            samples,
+        }],
+    };
+    store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        batch(
+            1,
+            now - 2000,
+            vec![
+                sample("mem.used_pct", &[], 40.0),
+                sample("disk.used_pct", &[("mount", "/")], 50.0),
+            ],
+        ),
+        now,
+    )
+    .await;
+    let names = ["disk.used_pct", "nothing", "mem.used_pct"];
+    let lists = store.latest_of(p.id, &names, 0).await.expect("q");
+    let values = |lists: &[Vec<Latest>]| -> Vec<Vec<f64>> {
+        lists
+            .iter()
+            .map(|l| {
+                let mut v: Vec<f64> = l.iter().map(|x| x.value).collect();
+                v.sort_by(f64::total_cmp);
+                v
+            })
+            .collect()
+    };
+    assert_eq!(values(&lists), [vec![50.0], vec![], vec![40.0]]);
+    store_one(
+        &*store,
+        p.id,
+        r.oid,
+        INSTANCE,
+        batch(
+            2,
+            now - 1000,
+            vec![
+                sample("mem.used_pct", &[], 41.0),
+                sample("disk.used_pct", &[("mount", "/")], 51.0),
+                sample("disk.used_pct", &[("mount", "/var")], 70.0),
+            ],
+        ),
+        now,
+    )
+    .await;
+    let lists = store.latest_of(p.id, &names, 0).await.expect("q");
+    assert_eq!(values(&lists), [vec![51.0, 70.0], vec![], vec![41.0]]);
+    let var = lists[0]
+        .iter()
+        .find(|l| l.labels.get("mount").map(String::as_str) == Some("/var"))
+        .expect("the new mount");
+    assert_eq!((var.oid, var.time_ms), (r.oid, now - 1000));
+    let other = store.create_project("o", b"l2", b"t2").await.expect("o");
+    let none = store.latest_of(other.id, &names, 0).await.expect("q");
+    assert!(none.iter().all(Vec::is_empty), "scoped to the project");
+}
+
 macro_rules! suite {
     ($backend:ident, $open:path) => {
         mod $backend {
@@ -1842,6 +1915,7 @@ macro_rules! suite {
                 a_resend_after_retention_is_still_a_duplicate,
                 long_ranges_are_averaged_into_buckets,
                 latest_values_and_snapshots_are_per_agent_and_project,
+                latest_of_several_names_sees_series_made_since,
                 two_agents_sharing_an_instance_id_do_not_collide,
                 samples_of_new_series_over_the_cap_are_refused,
                 concurrent_batches_share_transactions_and_acks_follow_commits,

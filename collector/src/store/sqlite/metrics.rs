@@ -28,10 +28,12 @@ pub(super) struct SeriesCache {
 }
 
 impl SeriesCache {
-    /// Takes in what a committed transaction created or looked up.
-    pub(super) fn remember(&mut self, created: Created) {
+    /// Takes in what a committed transaction created or looked up; whether
+    /// it made new series.
+    pub(super) fn remember(&mut self, created: Created) -> bool {
         self.ids.extend(created.ids);
         self.per_agent.extend(created.per_agent);
+        created.made
     }
 
     /// Forgets everything (after series were deleted).
@@ -41,11 +43,27 @@ impl SeriesCache {
     }
 }
 
+/// The series of some names in one project, labels parsed: what
+/// [`MetricReads::latest_of`] reads on every call, kept between calls until
+/// a series is made or removed ([`SqliteStore::series_changed`]).
+#[derive(Debug)]
+pub(super) struct Listing {
+    /// [`SqliteStore::series_generation`] when it was read.
+    generation: u64,
+    /// Series id, agent, which of the names, labels; by agent then id.
+    series: Vec<(i64, i64, usize, BTreeMap<String, String>)>,
+}
+
+/// Listings kept at most (one per project and set of names).
+const LISTINGS: usize = 64;
+
 /// Series found or made inside one transaction.
 #[derive(Debug, Default)]
 pub(super) struct Created {
     ids: HashMap<SeriesKey, i64>,
     per_agent: HashMap<i64, u64>,
+    /// Whether any series was made (not only looked up).
+    made: bool,
 }
 
 /// The cache as one open transaction sees it: committed plus its own.
@@ -131,6 +149,7 @@ impl<'a> PendingSeries<'a> {
                 query = query.bind(oid).bind(name).bind(labels);
             }
             let made = query.fetch_all(&mut **tx).await?;
+            self.own.made |= !made.is_empty();
             let count = self.count(oid) + made.len() as u64;
             self.own.per_agent.insert(oid, count);
             for (id, name, labels) in made {
@@ -354,6 +373,71 @@ fn bucket(points: &BTreeMap<i64, f64>, step: i64) -> Vec<(i64, f64)> {
     out.into_iter().map(|(at, sum)| (at, sum.mean())).collect()
 }
 
+impl SqliteStore {
+    /// Says a series was made or removed: cached listings are stale.
+    pub(super) fn series_changed(&self) {
+        self.series_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The series of `names` in a project, from the cache while no series
+    /// was made or removed since it was read.
+    async fn listing(
+        &self,
+        project_id: i64,
+        names: &[&str],
+        names_json: &str,
+    ) -> Result<std::sync::Arc<Listing>, StoreError> {
+        use std::sync::atomic::Ordering;
+        let key = (project_id, names_json.to_string());
+        // Read before the statement: a series made meanwhile bumps it
+        // after its commit, so the listing read now is replaced next time.
+        let generation = self.series_generation.load(Ordering::Acquire);
+        if let Some(hit) = self
+            .listings
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+            .filter(|l| l.generation == generation)
+        {
+            return Ok(hit);
+        }
+        // One statement for every series of every name: the agents of the
+        // project by their (project, ...) index, each agent's series of a
+        // name by the (oid, name, labels) index.
+        let rows = sqlx::query(
+            "SELECT s.id, s.oid, s.name, s.labels FROM agents a
+             JOIN series s ON s.oid = a.oid AND s.name IN (SELECT value FROM json_each(?2))
+             WHERE a.project_id = ?1 ORDER BY s.oid, s.id",
+        )
+        .bind(project_id)
+        .bind(names_json)
+        .fetch_all(&self.reader)
+        .await?;
+        let slot: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let mut series = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name: &str = row.try_get("name")?;
+            let Some(&i) = slot.get(name) else { continue };
+            let labels: &str = row.try_get("labels")?;
+            series.push((
+                row.try_get("id")?,
+                row.try_get("oid")?,
+                i,
+                serde_json::from_str(labels)?,
+            ));
+        }
+        let listing = std::sync::Arc::new(Listing { generation, series });
+        if let Ok(mut map) = self.listings.lock() {
+            if map.len() >= LISTINGS {
+                map.clear();
+            }
+            map.insert(key, listing.clone());
+        }
+        Ok(listing)
+    }
+}
+
 impl MetricReads for SqliteStore {
     async fn metric_names(&self, project_id: i64, oid: i64) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
@@ -456,101 +540,152 @@ impl MetricReads for SqliteStore {
         name: &str,
         since_ms: i64,
     ) -> Result<Vec<Latest>, StoreError> {
-        let listed = sqlx::query(
-            "SELECT s.id, s.oid, s.labels FROM agents a
-             JOIN series s ON s.oid = a.oid AND s.name = ?2
-             WHERE a.project_id = ?1 ORDER BY s.oid, s.id",
-        )
-        .bind(project_id)
-        .bind(name)
-        .fetch_all(&self.reader)
-        .await?;
-        if listed.is_empty() {
-            return Ok(Vec::new());
+        let mut lists = self.latest_of(project_id, &[name], since_ms).await?;
+        Ok(lists.pop().unwrap_or_default())
+    }
+
+    async fn latest_of(
+        &self,
+        project_id: i64,
+        names: &[&str],
+        since_ms: i64,
+    ) -> Result<Vec<Vec<Latest>>, StoreError> {
+        let mut out: Vec<Vec<Latest>> = names.iter().map(|_| Vec::new()).collect();
+        if names.is_empty() {
+            return Ok(out);
         }
-        let mut newest: HashMap<i64, Option<(i64, f64)>> = HashMap::new();
-        let mut by_agent: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-        for row in &listed {
-            let id: i64 = row.try_get("id")?;
+        let names_json = serde_json::to_string(names)?;
+        let listed = self.listing(project_id, names, &names_json).await?;
+        if listed.series.is_empty() {
+            return Ok(out);
+        }
+        let mut newest: HashMap<i64, Option<(i64, f64)>> =
+            HashMap::with_capacity(listed.series.len());
+        let mut by_agent: BTreeMap<i64, HashSet<i64>> = BTreeMap::new();
+        for &(id, oid, _, _) in &listed.series {
             newest.insert(id, None);
-            by_agent.entry(row.try_get("oid")?).or_default().push(id);
+            by_agent.entry(oid).or_default().insert(id);
         }
-        // Chunks never overlap, so a series' newest chunk holds its newest
-        // compacted point.
-        let chunks = sqlx::query(
-            "SELECT c.series_id, c.data FROM agents a
-             JOIN series s ON s.oid = a.oid AND s.name = ?2
-             JOIN chunks c ON c.series_id = s.id
-                AND c.start_ms = (SELECT MAX(start_ms) FROM chunks WHERE series_id = s.id)
-             WHERE a.project_id = ?1 AND c.end_ms >= ?3",
+        // Each agent's newest head row in the window, all agents in one
+        // statement (one seek of the (oid, ts_ms) index each): a server
+        // agent sends every series in each payload, so this row most
+        // often settles every series.
+        let heads = sqlx::query(
+            "SELECT m.oid, m.id, m.ts_ms, m.data FROM agents a
+             JOIN metric_rows m ON m.id = (
+                 SELECT id FROM metric_rows WHERE oid = a.oid AND ts_ms >= ?2
+                 ORDER BY ts_ms DESC, id DESC LIMIT 1)
+             WHERE a.project_id = ?1",
         )
         .bind(project_id)
-        .bind(name)
         .bind(since_ms)
         .fetch_all(&self.reader)
         .await?;
-        for row in chunks {
-            let id: i64 = row.try_get("series_id")?;
+        // Agents whose newest row left some series open, and that row's id.
+        let mut unsettled: Vec<i64> = Vec::new();
+        for row in heads {
+            let oid: i64 = row.try_get("oid")?;
+            let Some(open) = by_agent.get_mut(&oid) else {
+                continue;
+            };
+            let ts: i64 = row.try_get("ts_ms")?;
             let data: &[u8] = row.try_get("data")?;
-            if let (Some(slot), Some(&last)) =
-                (newest.get_mut(&id), points::decode_chunk(data)?.last())
-            {
-                *slot = Some(last);
+            for (id, value) in points::decode_row(data)? {
+                if open.remove(&id) {
+                    newest.insert(id, Some((ts, value)));
+                }
+            }
+            if !open.is_empty() {
+                unsettled.push(oid);
             }
         }
-        // Each agent's head rows, newest first (the later write first at
-        // an equal time), until every series has its newest value: most
-        // often the first row. A head value at a time no older than the
-        // series' newest chunk point wins over it.
-        let mut conn = self.reader.acquire().await?;
-        for (oid, ids) in by_agent {
-            let mut open: HashSet<i64> = ids.into_iter().collect();
-            let mut rows = sqlx::query(
-                "SELECT ts_ms, data FROM metric_rows WHERE oid = ? AND ts_ms >= ?
-                 ORDER BY ts_ms DESC, id DESC",
-            )
-            .bind(oid)
-            .bind(since_ms)
-            .fetch(&mut *conn);
-            while let Some(row) = rows.next().await {
-                let row = row?;
-                let ts: i64 = row.try_get("ts_ms")?;
-                // Series whose chunk is newer than this row are settled.
-                open.retain(|id| {
-                    newest
-                        .get(id)
-                        .is_none_or(|n| n.is_none_or(|(at, _)| at <= ts))
-                });
-                if open.is_empty() {
-                    break;
-                }
-                let data: &[u8] = row.try_get("data")?;
-                for (id, value) in points::decode_row(data)? {
-                    if open.remove(&id) {
-                        newest.insert(id, Some((ts, value)));
+        // The rest: older head rows of those agents, newest first, until
+        // every series has a value or the window ends.
+        if !unsettled.is_empty() {
+            let mut conn = self.reader.acquire().await?;
+            for oid in unsettled {
+                let Some(open) = by_agent.get_mut(&oid) else {
+                    continue;
+                };
+                let mut rows = sqlx::query(
+                    "SELECT ts_ms, data FROM metric_rows WHERE oid = ? AND ts_ms >= ?
+                     ORDER BY ts_ms DESC, id DESC",
+                )
+                .bind(oid)
+                .bind(since_ms)
+                .fetch(&mut *conn);
+                while let Some(row) = rows.next().await {
+                    let row = row?;
+                    let ts: i64 = row.try_get("ts_ms")?;
+                    let data: &[u8] = row.try_get("data")?;
+                    for (id, value) in points::decode_row(data)? {
+                        // The first value met is the newest (a later
+                        // write first at an equal time).
+                        if open.remove(&id) {
+                            newest.insert(id, Some((ts, value)));
+                        }
+                    }
+                    if open.is_empty() {
+                        break;
                     }
                 }
-                if open.is_empty() {
-                    break;
+            }
+        }
+        // Compaction only moves head rows older than its horizon (by the
+        // wall clock), so a head value younger than that is newer than
+        // every chunk point. Series with no head value, or an older one (a
+        // late batch), are compared with their newest chunk (chunks never
+        // overlap, so it holds the newest compacted point); the head wins
+        // at an equal time.
+        let fresh_ms = super::now_ms() - super::compact::HORIZON_MS;
+        let needs_chunks = by_agent.values().any(|open| !open.is_empty())
+            || newest
+                .values()
+                .any(|n| n.is_some_and(|(at, _)| at < fresh_ms));
+        if needs_chunks {
+            let chunks = sqlx::query(
+                "SELECT c.series_id, c.data FROM agents a
+                 JOIN series s ON s.oid = a.oid AND s.name IN (SELECT value FROM json_each(?2))
+                 JOIN chunks c ON c.series_id = s.id
+                    AND c.start_ms = (SELECT MAX(start_ms) FROM chunks WHERE series_id = s.id)
+                 WHERE a.project_id = ?1 AND c.end_ms >= ?3",
+            )
+            .bind(project_id)
+            .bind(&names_json)
+            .bind(since_ms)
+            .fetch_all(&self.reader)
+            .await?;
+            for row in chunks {
+                let id: i64 = row.try_get("series_id")?;
+                let Some(slot) = newest.get_mut(&id) else {
+                    continue;
+                };
+                if slot.is_some_and(|(at, _)| at >= fresh_ms) {
+                    continue;
+                }
+                let data: &[u8] = row.try_get("data")?;
+                if let Some(&last) = points::decode_chunk(data)?.last()
+                    && slot.is_none_or(|(at, _)| at < last.0)
+                {
+                    *slot = Some(last);
                 }
             }
         }
-        let mut out = Vec::new();
-        for row in listed {
-            let id: i64 = row.try_get("id")?;
-            let Some(Some((time_ms, value))) = newest.get(&id).copied() else {
+        for (id, oid, slot, labels) in &listed.series {
+            let Some(Some((time_ms, value))) = newest.get(id).copied() else {
                 continue;
             };
             if time_ms < since_ms {
                 continue;
             }
-            let labels: String = row.try_get("labels")?;
-            out.push(Latest {
-                oid: row.try_get("oid")?,
-                labels: serde_json::from_str(&labels)?,
-                time_ms,
-                value,
-            });
+            if let Some(list) = out.get_mut(*slot) {
+                list.push(Latest {
+                    oid: *oid,
+                    labels: labels.clone(),
+                    time_ms,
+                    value,
+                });
+            }
         }
         Ok(out)
     }

@@ -320,6 +320,13 @@ pub struct SqliteStore {
     log_feed: tokio::sync::broadcast::Sender<std::sync::Arc<crate::logs::LiveLogs>>,
     /// Pattern templates known to be stored (project, hash).
     log_templates: std::sync::Mutex<std::collections::HashSet<(i64, u64)>>,
+    /// Bumped after a series is made or removed ([`SqliteStore::series_changed`]).
+    series_generation: std::sync::atomic::AtomicU64,
+    /// Series listings of [`crate::store::MetricReads::latest_of`], by
+    /// project and names.
+    listings: std::sync::Mutex<
+        std::collections::HashMap<(i64, String), std::sync::Arc<metrics::Listing>>,
+    >,
 }
 
 impl SqliteStore {
@@ -368,6 +375,8 @@ impl SqliteStore {
             writer,
             log_feed: tokio::sync::broadcast::channel(logs::FEED_CHUNKS).0,
             log_templates: std::sync::Mutex::default(),
+            series_generation: std::sync::atomic::AtomicU64::new(0),
+            listings: std::sync::Mutex::default(),
         })
     }
 

@@ -89,6 +89,7 @@ impl SqliteStore {
         tx.commit().await?;
         if !empty.is_empty() {
             cache.clear();
+            self.series_changed();
         }
         Ok(empty.len() as u64)
     }

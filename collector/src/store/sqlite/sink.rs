@@ -73,7 +73,9 @@ impl BatchSink for SqliteStore {
         }
         tx.commit().await?;
         let created = pending.into_created();
-        cache.remember(created);
+        if cache.remember(created) {
+            self.series_changed();
+        }
         self.logs_committed(rows.logs);
         Ok(answers)
     }
