@@ -11,6 +11,7 @@
 //!   averaged into at most [`MAX_BUCKETS`] buckets per series.
 
 mod db;
+mod lifecycle;
 mod logs;
 mod url;
 
@@ -21,7 +22,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
@@ -56,6 +57,11 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/v1/agents/{oid}/processes", get(processes::<S>))
         .route("/api/v1/agents/{oid}/snapshots", get(snapshots::<S>))
         .route("/api/v1/agents/{oid}/delivery", get(delivery::<S>))
+        .route(
+            "/api/v1/agents/{oid}/terminate",
+            post(lifecycle::terminate::<S>),
+        )
+        .route("/api/v1/agents/{oid}/enable", post(lifecycle::enable::<S>))
         .route("/api/v1/events", get(events::<S>))
         .route("/api/v1/fleet", get(fleet::<S>))
         .route("/api/v1/processes/top", get(processes_top::<S>))
@@ -188,6 +194,8 @@ struct AgentView {
     first_seen_ms: i64,
     last_seen_ms: i64,
     health: Option<AgentHealth>,
+    /// Terminated: its data deleted, refused until enabled.
+    terminated: bool,
 }
 
 impl AgentView {
@@ -205,6 +213,7 @@ impl AgentView {
             last_seen: format_ms(agent.last_seen_ms),
             first_seen_ms: agent.first_seen_ms,
             last_seen_ms: agent.last_seen_ms,
+            terminated: agent.terminated_ms.is_some(),
             interval_ms: agent.interval_ms,
             oname: agent.oname,
             product: agent.product,

@@ -33,6 +33,8 @@ pub struct ServerView {
     pub disk_io_bytes_per_sec: Option<f64>,
     /// When the newest of these values was taken, unix ms.
     pub updated_ms: Option<i64>,
+    /// Terminated: its data deleted, refused until enabled.
+    pub terminated: bool,
 }
 
 /// The latest values, as the store returns them, per metric.
@@ -111,6 +113,7 @@ pub fn servers<'v>(agents: &[Agent], values: &'v LatestValues, now_ms: i64) -> V
                 disk_mount: fullest.and_then(|l| l.labels.get("mount").cloned()),
                 disk_io_bytes_per_sec: (!io.is_empty()).then(|| io.iter().map(|l| l.value).sum()),
                 updated_ms: updated,
+                terminated: a.terminated_ms.is_some(),
             }
         })
         .collect()
@@ -236,6 +239,7 @@ mod tests {
             health: None,
             instance: String::new(),
             boot_id: String::new(),
+            terminated_ms: None,
         }
     }
 

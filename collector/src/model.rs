@@ -108,6 +108,9 @@ pub struct Agent {
     pub instance: String,
     /// The boot id of the agent's latest `Hello` (empty from older agents).
     pub boot_id: String,
+    /// When it was terminated (its data deleted, its reports refused until
+    /// it is enabled), unix ms; `None` when it was not.
+    pub terminated_ms: Option<i64>,
 }
 
 impl Agent {

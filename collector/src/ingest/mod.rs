@@ -17,6 +17,9 @@
 //!   acked with `Ack.error`, so it cannot block the agent's spool forever;
 //!   what a batch carries over a cap is left out and said in
 //!   `Ack.partial`.
+//! - A terminated agent is refused with `PERMISSION_DENIED`
+//!   ([`terminated_status`]) on `Hello` and `Push`, and its open stream
+//!   ends at its next batch, unacked, until it is enabled again.
 //! - Every string of `Hello` is bounded (`limit.hello.field.bytes`).
 //! - This module and [`crate::products`] are the collector's only users of
 //!   prost types: they convert them to [`crate::model`] rows.
@@ -96,6 +99,7 @@ pub struct IngestService<S> {
     presence: Arc<Presence>,
     limits: IngestLimits,
     unknown_license_log: LogLimit,
+    terminated_log: LogLimit,
     shutdown: CancellationToken,
 }
 
@@ -119,6 +123,7 @@ impl<S: Store> IngestService<S> {
             presence: Arc::new(Presence::default()),
             limits,
             unknown_license_log: LogLimit::new(),
+            terminated_log: LogLimit::new(),
             shutdown,
         }
     }
@@ -196,6 +201,16 @@ impl<S: Store> IngestService<S> {
 
 fn now_ms() -> i64 {
     crate::now_ms()
+}
+
+/// What a terminated agent is told, on `Hello`, on `Push`, and on an open
+/// stream: `PERMISSION_DENIED`, which agent-core's transport counts as a
+/// refusal (it logs the reason and waits its longest delay before trying
+/// again, keeping its spool), with what to do about it.
+pub(crate) fn terminated_status(oid: i64) -> Status {
+    Status::permission_denied(format!(
+        "agent {oid} was terminated on this collector: its data was deleted and it is refused until it is enabled again (POST /api/v1/agents/{oid}/enable)"
+    ))
 }
 
 fn check_field(what: &str, value: &str, max: usize, required: bool) -> Result<(), Status> {
@@ -287,6 +302,12 @@ impl<S: Store> Ingest for IngestService<S> {
                 tracing::error!(error = %e, "Agent registration failed.");
                 Status::unavailable("the collector's store is unavailable")
             })?;
+        if registered.terminated {
+            if let Some(suppressed) = self.terminated_log.check() {
+                tracing::warn!(project = %project.name, oid = registered.oid, oname = %row.oname, suppressed, "Refused a terminated agent.");
+            }
+            return Err(terminated_status(registered.oid));
+        }
         tracing::info!(
             project = %project.name,
             oid = registered.oid,
@@ -333,6 +354,9 @@ impl<S: Store> Ingest for IngestService<S> {
                 return Err(Status::aborted(
                     "this instance is not the one registered by the agent's latest Hello; say Hello again",
                 ));
+            }
+            Ok(Some(agent)) if agent.terminated_ms.is_some() => {
+                return Err(terminated_status(oid));
             }
             Ok(Some(agent)) => agent,
             Ok(None) => {

@@ -14,7 +14,8 @@
 //! writer one by one, in the order they came.
 //!
 //! Invariants: a batch's ack leaves only after the group holding it was
-//! committed; batches of a stream are submitted, and so stored, in the
+//! committed; a batch of an agent terminated meanwhile is not acked, the
+//! stream ends with `PERMISSION_DENIED` instead; batches of a stream are submitted, and so stored, in the
 //! order they came, whatever order their encodings finish in; a liveness signal (`seq` 0 with `liveness`) updates the
 //! agent's last-seen time and health, stores nothing, and is never acked;
 //! the stream ends on shutdown even if the agent stops reading acks.
@@ -239,12 +240,23 @@ impl PushStream {
                         () = shutdown.cancelled() => return,
                         stored = answer => stored,
                     };
-                    stored
-                        .map(|stored| self.ack(seq, started, refused, stored))
-                        .map_err(|e| {
+                    match stored {
+                        Ok(Stored::Terminated) => {
+                            tracing::info!(
+                                oid = self.oid,
+                                seq,
+                                "Ended the stream of a terminated agent."
+                            );
+                            Err(super::terminated_status(self.oid))
+                        }
+                        Ok(stored) => Ok(self.ack(seq, started, refused, stored)),
+                        Err(e) => {
                             tracing::error!(oid = self.oid, seq, error = %e, "Storing a batch failed.");
-                            Status::unavailable("the collector could not store the batch; send it again")
-                        })
+                            Err(Status::unavailable(
+                                "the collector could not store the batch; send it again",
+                            ))
+                        }
+                    }
                 }
                 Pending::Failed(status) => Err(status),
             };
@@ -333,7 +345,8 @@ impl PushStream {
             0
         };
         let duplicate = match stored {
-            Stored::Duplicate => {
+            // Never acked (the stream ends instead, in `send_acks`).
+            Stored::Duplicate | Stored::Terminated => {
                 // What a duplicate would have refused was told the first time.
                 refused = convert::Refusals::default();
                 true

@@ -4,8 +4,9 @@
 //! is chosen at start from the `store` key ([`StoreUrl`]).
 //!
 //! The interfaces, by what they are:
-//! - [`Registry`]: projects, agents, and the events the collector raises
-//!   itself. Small, transactional, read often.
+//! - [`Registry`]: projects, agents (terminating one deletes its data),
+//!   and the events the collector raises itself. Small, transactional,
+//!   read often.
 //! - [`BatchSink`]: the idempotent batch store keyed by `(oid, instance,
 //!   seq)`. [`group::GroupWriter`] feeds it many streams' batches at once.
 //! - Reads per product, each taking the project so a read cannot forget its
@@ -160,6 +161,10 @@ pub enum Stored {
     },
     /// Stored before; nothing changed.
     Duplicate,
+    /// The agent was terminated ([`Registry::terminate_agent`]): nothing
+    /// stored, and the batch must not be acked (it stays in the agent's
+    /// spool until the agent is enabled again).
+    Terminated,
 }
 
 impl Stored {
@@ -210,6 +215,30 @@ pub struct Registered {
     /// The highest sequence number stored (or retired by retention) for
     /// the hello's instance.
     pub last_seq: u64,
+    /// The agent is terminated: nothing was updated, and it must be
+    /// refused until it is enabled again.
+    pub terminated: bool,
+}
+
+/// What terminating an agent deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Deleted {
+    /// Metric series (with their points, in chunks and head rows).
+    pub series: u64,
+    /// Head rows of metric points.
+    pub metric_rows: u64,
+    /// Process snapshots.
+    pub process_snapshots: u64,
+    /// Events.
+    pub events: u64,
+    /// Log blocks.
+    pub log_blocks: u64,
+    /// Database snapshots.
+    pub db_snapshots: u64,
+    /// URL checks.
+    pub url_checks: u64,
+    /// Batch records and dedupe watermarks (the delivery audit).
+    pub batches: u64,
 }
 
 /// What retention removed.
@@ -322,6 +351,29 @@ pub trait Registry: Send + Sync + 'static {
         &self,
         project_id: i64,
     ) -> impl Future<Output = Result<Vec<Agent>, StoreError>> + Send;
+
+    /// Terminates an agent of the project: every row of its data (metrics,
+    /// events, process snapshots, logs, database snapshots, URL checks,
+    /// batch records) is deleted at once, its later batches are refused
+    /// ([`Stored::Terminated`]) and its `Hello` answered `terminated`,
+    /// until [`Registry::enable_agent`]. The agent stays listed. `None`:
+    /// no such agent in the project. Terminating again deletes what is
+    /// left (nothing) and keeps the first time.
+    fn terminate_agent(
+        &self,
+        project_id: i64,
+        oid: i64,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<Deleted>, StoreError>> + Send;
+
+    /// Lets a terminated agent of the project report again; whether the
+    /// agent exists in the project (enabling one that is not terminated
+    /// changes nothing).
+    fn enable_agent(
+        &self,
+        project_id: i64,
+        oid: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Agents that just missed three intervals: each is returned once, and
     /// again only after it has sent data since.

@@ -1901,6 +1901,191 @@ async fn latest_of_several_names_sees_series_made_since<S: Store>(store: Arc<S>)
     assert!(none.iter().all(Vec::is_empty), "scoped to the project");
 }
 
+/// Terminating an agent deletes every kind of its rows at once, leaves the
+/// other agent untouched, refuses its batches and its Hello (the agent
+/// stays listed) until it is enabled, after which it stores again.
+async fn a_terminated_agent_loses_its_data_and_is_refused_until_enabled<S: Store>(store: Arc<S>) {
+    use crate::model::{EventRow, UrlState, UrlTargetFilter};
+    let p = store.create_project("p", b"l", b"t").await.expect("p");
+    let other = "ffffffffffffffffffffffffffffffff";
+    let a = store
+        .register_agent(p.id, &hello("a", INSTANCE), 0)
+        .await
+        .expect("a");
+    let b = store
+        .register_agent(p.id, &hello("b", other), 0)
+        .await
+        .expect("b");
+    let event = EventRow {
+        time_ms: 1500,
+        kind: "cpu.high".into(),
+        severity: "warning".into(),
+        message: "hot".into(),
+        attrs: BTreeMap::new(),
+    };
+    for (oid, instance) in [(a.oid, INSTANCE), (b.oid, other)] {
+        let batches = [
+            metrics(1, 1000, 10.0),
+            IncomingBatch {
+                seq: 2,
+                time_ms: 1500,
+                health: None,
+                payloads: vec![
+                    BatchPayload::Events(vec![event.clone()]),
+                    BatchPayload::Processes(SnapshotRow {
+                        time_ms: 1500,
+                        reason: "top".into(),
+                        total: 1,
+                        state_counts: BTreeMap::new(),
+                        processes: vec![],
+                    }),
+                ],
+            },
+            log_batch(
+                3,
+                vec![log_chunk("f1", "app", 1600, 0, &lines(0..5, |_| 200))],
+            ),
+            db_batch(
+                4,
+                db_snapshot(1700, "periodic", &[("max_connections", "151")]),
+            ),
+            url_batch(5, vec![url_check("shop", 1800, UrlState::Up)]),
+        ];
+        for batch in batches {
+            let stored = store_one(&*store, p.id, oid, instance, batch, 2000).await;
+            assert_eq!(stored, Stored::NEW);
+        }
+    }
+    let holds = async |oid: i64| -> Vec<usize> {
+        let events = EventQuery {
+            from_ms: 0,
+            to_ms: i64::MAX,
+            oid: Some(oid),
+            kind: None,
+            limit: 100,
+        };
+        let mut logs = log_query("GET");
+        logs.oid = Some(oid);
+        let url = UrlTargetFilter {
+            oid: Some(oid),
+            ..UrlTargetFilter::default()
+        };
+        vec![
+            store
+                .metrics(p.id, oid, "cpu.usage", all_time())
+                .await
+                .expect("m")
+                .len(),
+            store
+                .latest(p.id, "cpu.usage", 0)
+                .await
+                .expect("l")
+                .iter()
+                .filter(|l| l.oid == oid)
+                .count(),
+            store.events(p.id, &events).await.expect("e").len(),
+            usize::from(
+                store
+                    .process_snapshot(p.id, oid, None, None)
+                    .await
+                    .expect("s")
+                    .is_some(),
+            ),
+            store
+                .search_logs(p.id, &logs)
+                .await
+                .expect("logs")
+                .records
+                .len(),
+            usize::from(
+                store
+                    .db_snapshot_near(p.id, oid, None)
+                    .await
+                    .expect("db")
+                    .is_some(),
+            ),
+            store.url_targets(p.id, &url).await.expect("url").len(),
+            store.delivery(p.id, oid).await.expect("d").len(),
+        ]
+    };
+    let full = vec![2, 2, 1, 1, 5, 1, 1, 1];
+    assert_eq!(holds(a.oid).await, full);
+    let deleted = store
+        .terminate_agent(p.id, a.oid, 3000)
+        .await
+        .expect("terminate")
+        .expect("a exists");
+    assert_eq!(
+        (
+            deleted.series,
+            deleted.metric_rows,
+            deleted.events,
+            deleted.process_snapshots
+        ),
+        (2, 1, 1, 1)
+    );
+    assert_eq!(
+        (deleted.log_blocks, deleted.db_snapshots, deleted.url_checks),
+        (1, 1, 1)
+    );
+    assert_eq!(holds(a.oid).await, [0; 8], "every kind of a's data is gone");
+    assert_eq!(holds(b.oid).await, full, "b is untouched");
+    let listed = store
+        .agent(p.id, a.oid)
+        .await
+        .expect("q")
+        .expect("still listed");
+    assert_eq!(listed.terminated_ms, Some(3000));
+
+    let refused = store_one(&*store, p.id, a.oid, INSTANCE, metrics(6, 4000, 1.0), 4000).await;
+    assert_eq!(refused, Stored::Terminated);
+    let again = store
+        .register_agent(p.id, &hello("a", INSTANCE), 5000)
+        .await
+        .expect("hello");
+    assert!(again.terminated, "a's Hello is refused");
+    assert_eq!(again.oid, a.oid);
+    assert_eq!(holds(a.oid).await, [0; 8], "nothing was stored meanwhile");
+    let quiet = store.newly_quiet_agents(i64::MAX / 2).await.expect("quiet");
+    assert!(
+        quiet.iter().all(|q| q.oid != a.oid),
+        "no no-data alert for it"
+    );
+
+    let other_project = store.create_project("o", b"l2", b"t2").await.expect("o");
+    assert_eq!(
+        store
+            .terminate_agent(other_project.id, b.oid, 1)
+            .await
+            .expect("q"),
+        None
+    );
+    assert!(
+        !store
+            .enable_agent(other_project.id, a.oid)
+            .await
+            .expect("q")
+    );
+
+    assert!(store.enable_agent(p.id, a.oid).await.expect("enable"));
+    let back = store
+        .register_agent(p.id, &hello("a", INSTANCE), 6000)
+        .await
+        .expect("hello");
+    assert_eq!(
+        (back.oid, back.terminated, back.last_seq),
+        (a.oid, false, 0)
+    );
+    let stored = store_one(&*store, p.id, a.oid, INSTANCE, metrics(6, 6000, 3.0), 6000).await;
+    assert_eq!(stored, Stored::NEW);
+    let points = store
+        .metrics(p.id, a.oid, "cpu.usage", all_time())
+        .await
+        .expect("m");
+    let total = points.iter().find(|s| s.labels.is_empty()).expect("total");
+    assert_eq!(total.points, [(6000, 3.0)]);
+}
+
 macro_rules! suite {
     ($backend:ident, $open:path) => {
         mod $backend {
@@ -1916,6 +2101,7 @@ macro_rules! suite {
                 long_ranges_are_averaged_into_buckets,
                 latest_values_and_snapshots_are_per_agent_and_project,
                 latest_of_several_names_sees_series_made_since,
+                a_terminated_agent_loses_its_data_and_is_refused_until_enabled,
                 two_agents_sharing_an_instance_id_do_not_collide,
                 samples_of_new_series_over_the_cap_are_refused,
                 concurrent_batches_share_transactions_and_acks_follow_commits,

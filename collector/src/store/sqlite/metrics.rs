@@ -36,6 +36,12 @@ impl SeriesCache {
         created.made
     }
 
+    /// Forgets one agent's series (after they were deleted).
+    pub(super) fn forget_agent(&mut self, oid: i64) {
+        self.ids.retain(|key, _| key.0 != oid);
+        self.per_agent.remove(&oid);
+    }
+
     /// Forgets everything (after series were deleted).
     pub(super) fn clear(&mut self) {
         self.ids.clear();

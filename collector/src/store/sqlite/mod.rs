@@ -11,8 +11,9 @@
 //!
 //! One file per concern: this one opens, migrates and converts errors;
 //! [`registry`], [`sink`] (the exactly-once core), one file per product's
-//! rows and reads ([`metrics`], [`events`], [`infra`], [`logs`], [`db`], [`url`]), [`delivery`] and
-//! [`retention`]. Metrics are a head of one row per payload that
+//! rows and reads ([`metrics`], [`events`], [`infra`], [`logs`], [`db`], [`url`]), [`delivery`],
+//! [`retention`] and [`lifecycle`] (terminating an agent: every row of it
+//! deleted). Metrics are a head of one row per payload that
 //! [`compact`] (a background task) moves into per-series chunks; their
 //! byte layouts are in [`points`]. A new product adds its file and one arm in
 //! `sink::store_payload`.
@@ -25,6 +26,7 @@ mod db;
 mod delivery;
 mod events;
 mod infra;
+mod lifecycle;
 mod logs;
 mod metrics;
 mod points;
@@ -283,6 +285,14 @@ CREATE TABLE url_totals (
 );
 INSERT INTO url_totals (id, checks, bytes) VALUES (1, 0, 0);
 ",
+    // Terminated agents ([`lifecycle`]): when the agent was terminated
+    // (NULL: it was not), its data deleted and its Hello refused until it
+    // is enabled again. Log blocks by agent, so that deletion is a range
+    // of an index rather than a scan of every block.
+    r"
+ALTER TABLE agents ADD COLUMN terminated_ms INTEGER;
+CREATE INDEX log_blocks_oid ON log_blocks (oid);
+",
 ];
 
 impl From<sqlx::Error> for StoreError {
@@ -322,6 +332,11 @@ pub struct SqliteStore {
     log_templates: std::sync::Mutex<std::collections::HashSet<(i64, u64)>>,
     /// Bumped after a series is made or removed ([`SqliteStore::series_changed`]).
     series_generation: std::sync::atomic::AtomicU64,
+    /// Agents terminated: their batches are refused by the sink. Changed
+    /// only with the series lock held, which the sink holds for its
+    /// whole transaction, so a batch is either stored before the agent's
+    /// data is deleted or refused after.
+    terminated: std::sync::Mutex<std::collections::HashSet<i64>>,
     /// Series listings of [`crate::store::MetricReads::latest_of`], by
     /// project and names.
     listings: std::sync::Mutex<
@@ -362,6 +377,10 @@ impl SqliteStore {
             .await?;
         migrate(&writer).await?;
         compact::convert_points_table(&writer).await?;
+        let terminated: Vec<i64> =
+            sqlx::query_scalar("SELECT oid FROM agents WHERE terminated_ms IS NOT NULL")
+                .fetch_all(&writer)
+                .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
@@ -376,6 +395,7 @@ impl SqliteStore {
             log_feed: tokio::sync::broadcast::channel(logs::FEED_CHUNKS).0,
             log_templates: std::sync::Mutex::default(),
             series_generation: std::sync::atomic::AtomicU64::new(0),
+            terminated: std::sync::Mutex::new(terminated.into_iter().collect()),
             listings: std::sync::Mutex::default(),
         })
     }

@@ -6,12 +6,12 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{SqliteStore, to_u64};
 use crate::model::{Agent, AgentHealth, AgentHello, EventRow, Project};
-use crate::store::{Registered, Registry, StoreError, Touch};
+use crate::store::{Deleted, Registered, Registry, StoreError, Touch};
 
 /// The columns [`agent_from_row`] reads, as a literal for `concat!`.
 macro_rules! agent_columns {
     () => {
-        "oid, project_id, product, oname, hostname, os, version, boot_time_ms, interval_ms, first_seen_ms, last_seen_ms, health, instance, boot_id"
+        "oid, project_id, product, oname, hostname, os, version, boot_time_ms, interval_ms, first_seen_ms, last_seen_ms, health, instance, boot_id, terminated_ms"
     };
 }
 
@@ -34,6 +34,7 @@ pub(super) fn agent_from_row(row: &SqliteRow) -> Result<Agent, StoreError> {
             .transpose()?,
         instance: row.try_get("instance")?,
         boot_id: row.try_get("boot_id")?,
+        terminated_ms: row.try_get("terminated_ms")?,
     })
 }
 
@@ -116,7 +117,8 @@ impl Registry for SqliteStore {
         now_ms: i64,
     ) -> Result<Registered, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let oid: i64 = sqlx::query_scalar(
+        // A terminated agent's row is left as it is (no row returned).
+        let oid: Option<i64> = sqlx::query_scalar(
             "INSERT INTO agents (project_id, product, oname, hostname, os, version, boot_time_ms,
                                  created_time, instance, interval_ms, first_seen_ms, last_seen_ms, boot_id)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -125,6 +127,7 @@ impl Registry for SqliteStore {
                  boot_time_ms = excluded.boot_time_ms, created_time = excluded.created_time,
                  instance = excluded.instance, interval_ms = excluded.interval_ms,
                  last_seen_ms = excluded.last_seen_ms, boot_id = excluded.boot_id
+             WHERE agents.terminated_ms IS NULL
              RETURNING oid",
         )
         .bind(project_id)
@@ -140,8 +143,24 @@ impl Registry for SqliteStore {
         .bind(now_ms)
         .bind(now_ms)
         .bind(&hello.boot_id)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(oid) = oid else {
+            let oid: i64 = sqlx::query_scalar(
+                "SELECT oid FROM agents WHERE project_id = ? AND product = ? AND oname = ?",
+            )
+            .bind(project_id)
+            .bind(&hello.product)
+            .bind(&hello.oname)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Registered {
+                oid,
+                last_seq: 0,
+                terminated: true,
+            });
+        };
         // What the agent may drop at once: stored, or retired by retention.
         let last: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(s) FROM (
@@ -157,6 +176,7 @@ impl Registry for SqliteStore {
         Ok(Registered {
             oid,
             last_seq: last.map_or(0, to_u64),
+            terminated: false,
         })
     }
 
@@ -173,7 +193,7 @@ impl Registry for SqliteStore {
                 .transpose()?;
             sqlx::query(
                 "UPDATE agents SET last_seen_ms = MAX(last_seen_ms, ?), health = COALESCE(?, health), quiet = 0
-                 WHERE oid = ? AND project_id = ?",
+                 WHERE oid = ? AND project_id = ? AND terminated_ms IS NULL",
             )
             .bind(touch.seen_ms)
             .bind(health)
@@ -211,10 +231,23 @@ impl Registry for SqliteStore {
         rows.iter().map(agent_from_row).collect()
     }
 
+    async fn terminate_agent(
+        &self,
+        project_id: i64,
+        oid: i64,
+        now_ms: i64,
+    ) -> Result<Option<Deleted>, StoreError> {
+        self.terminate(project_id, oid, now_ms).await
+    }
+
+    async fn enable_agent(&self, project_id: i64, oid: i64) -> Result<bool, StoreError> {
+        self.enable(project_id, oid).await
+    }
+
     async fn newly_quiet_agents(&self, now_ms: i64) -> Result<Vec<Agent>, StoreError> {
         let rows = sqlx::query(concat!(
             "UPDATE agents SET quiet = 1
-             WHERE quiet = 0 AND ? - last_seen_ms > 3 * MAX(interval_ms, 1000)
+             WHERE quiet = 0 AND terminated_ms IS NULL AND ? - last_seen_ms > 3 * MAX(interval_ms, 1000)
              RETURNING ",
             agent_columns!()
         ))

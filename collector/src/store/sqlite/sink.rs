@@ -53,10 +53,16 @@ impl BatchSink for SqliteStore {
         if has_logs {
             rows.known_templates = self.known_templates();
         }
+        // Read under the series lock: terminating holds it too.
+        let terminated = self
+            .terminated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut tx = self.writer.begin().await?;
         let mut answers = Vec::with_capacity(group.len());
         for item in group {
-            answers.push(store_one(&mut tx, &mut pending, &mut rows, item).await?);
+            answers.push(store_one(&mut tx, &mut pending, &mut rows, &terminated, item).await?);
         }
         super::metrics::flush(&mut tx, &rows.head).await?;
         for (oid, (seen_ms, health)) in rows.seen {
@@ -85,8 +91,12 @@ async fn store_one(
     tx: &mut Transaction<'static, Sqlite>,
     series: &mut PendingSeries<'_>,
     rows: &mut GroupRows,
+    terminated: &std::collections::HashSet<i64>,
     item: &BatchToStore,
 ) -> Result<Stored, StoreError> {
+    if terminated.contains(&item.oid) {
+        return Ok(Stored::Terminated);
+    }
     // The dedupe check: a record exists (the batch was stored), or
     // retention retired the number (it is at or below the instance's
     // watermark); either way nothing is inserted.
