@@ -126,6 +126,11 @@ mod tests {
             classify(&Status::invalid_argument("x")),
             Retry::Refused(_)
         ));
+        // A terminated agent (issue 10) is refused this way: it waits its
+        // longest delay between attempts, never spins, keeps its spool.
+        assert!(
+            matches!(classify(&Status::permission_denied("agent 7 was terminated")), Retry::Refused(m) if m.contains("was terminated"))
+        );
         assert!(matches!(
             classify(&Status::resource_exhausted("busy")),
             Retry::Refused(_)
