@@ -13,6 +13,7 @@
 mod db;
 mod lifecycle;
 mod logs;
+mod prometheus;
 mod url;
 
 use std::collections::HashMap;
@@ -51,6 +52,7 @@ pub struct ApiState<S> {
 pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
     Router::new()
         .route("/api/v1/health", get(health::<S>))
+        .route("/metrics", get(prometheus::metrics::<S>))
         .route("/api/v1/agents", get(agents::<S>))
         .route("/api/v1/agents/{oid}", get(agent::<S>))
         .route("/api/v1/agents/{oid}/metrics", get(metrics::<S>))

@@ -60,6 +60,12 @@ const PACKAGES: &[Package] = &[
         name: "prometheus-blackbox-exporter",
         provides: "/usr/bin/prometheus-blackbox-exporter",
     },
+    // A private Prometheus scrapes the collector's /metrics and is read
+    // back through its query API (tests/tests/prometheus.rs).
+    Package {
+        name: "prometheus",
+        provides: "/usr/bin/prometheus",
+    },
 ];
 
 /// Installs what the test suite needs where it is missing.

@@ -411,6 +411,12 @@ pub trait MetricReads: Send + Sync + 'static {
         oid: i64,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
+    /// The metric names any agent of the project has reported.
+    fn project_metric_names(
+        &self,
+        project_id: i64,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// The series of one metric of an agent over a range.
     fn metrics(
         &self,

@@ -456,6 +456,16 @@ impl MetricReads for SqliteStore {
         .await?)
     }
 
+    async fn project_metric_names(&self, project_id: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT s.name FROM agents a JOIN series s ON s.oid = a.oid
+             WHERE a.project_id = ? ORDER BY s.name",
+        )
+        .bind(project_id)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     async fn metrics(
         &self,
         project_id: i64,
