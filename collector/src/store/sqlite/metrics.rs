@@ -435,6 +435,8 @@ impl SqliteStore {
         }
         let listing = std::sync::Arc::new(Listing { generation, series });
         if let Ok(mut map) = self.listings.lock() {
+            // Stale listings are never read again.
+            map.retain(|_, kept| kept.generation == generation);
             if map.len() >= LISTINGS {
                 map.clear();
             }
