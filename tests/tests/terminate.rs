@@ -187,3 +187,68 @@ fn a_terminated_agent_loses_its_data_and_is_refused_until_enabled() {
     assert_eq!(kinds, ["agent.enabled", "agent.terminated"], "newest first");
     println!("first refusal logged {first_refusal:?} after terminate");
 }
+
+/// An agent with nothing to send keeps its stream open with liveness
+/// signals only: terminating it ends that stream at once (not at a next
+/// batch that may never come), with the status the agent logs, and its
+/// `Hello` is refused from then on.
+#[test]
+fn an_idle_stream_of_a_terminated_agent_ends_at_once() {
+    use sightline_e2e::wire_agent;
+    use sightline_proto::v1 as pb;
+
+    let scratch = Scratch::new("terminate-idle");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "idle");
+    let collector = Collector::start(&data);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let instance = "0123456789abcdef0123456789abcdef";
+        let mut client = wire_agent::connect(&collector).await;
+        let oid =
+            wire_agent::hello(&mut client, &creds.license, "infra", "idle", instance, 1000).await;
+        let (batches, outbox) = tokio::sync::mpsc::channel::<pb::Batch>(4);
+        let liveness = pb::Batch {
+            seq: 0,
+            liveness: true,
+            ..pb::Batch::default()
+        };
+        batches.send(liveness).await.expect("queued");
+        let mut acks = client
+            .push(wire_agent::request(
+                &creds.license,
+                Some((oid, instance)),
+                tokio_stream::wrappers::ReceiverStream::new(outbox),
+            ))
+            .await
+            .expect("push accepted")
+            .into_inner();
+        let path = format!("/api/v1/agents/{oid}/terminate");
+        let (status, body) = tokio::task::block_in_place(|| post(&collector, &creds.token, &path));
+        assert_eq!(status, 200, "{body}");
+        let ended = tokio::time::timeout(Duration::from_secs(5), acks.message())
+            .await
+            .expect("the stream ends within 5 s");
+        let status = ended.expect_err("ended with a status, not an ack or a clean end");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("was terminated"), "{status:?}");
+        drop(batches);
+        let hello = pb::HelloRequest {
+            product: "infra".into(),
+            oname: "idle".into(),
+            hostname: "idle".into(),
+            instance: instance.into(),
+            interval_ms: 1000,
+            ..pb::HelloRequest::default()
+        };
+        let refused = client
+            .hello(wire_agent::request(&creds.license, None, hello))
+            .await
+            .expect_err("Hello refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    });
+}

@@ -19,7 +19,8 @@
 //!   `Ack.partial`.
 //! - A terminated agent is refused with `PERMISSION_DENIED`
 //!   ([`terminated_status`]) on `Hello` and `Push`, and its open stream
-//!   ends at its next batch, unacked, until it is enabled again.
+//!   ends at once (a batch already on its way is not acked), until it is
+//!   enabled again.
 //! - Every string of `Hello` is bounded (`limit.hello.field.bytes`).
 //! - This module and [`crate::products`] are the collector's only users of
 //!   prost types: they convert them to [`crate::model`] rows.
@@ -331,6 +332,8 @@ impl<S: Store> Ingest for IngestService<S> {
         request: Request<Streaming<pb::Batch>>,
     ) -> Result<Response<Self::PushStream>, Status> {
         let project = self.authenticate(request.metadata()).await?;
+        // Before the lookup below: a termination after it is still heard.
+        let terminations = self.store.subscribe_terminations();
         let address = request.remote_addr();
         let meta = request.metadata();
         let oid: i64 = meta
@@ -403,7 +406,7 @@ impl<S: Store> Ingest for IngestService<S> {
         tokio::spawn(async move {
             let _permit = permit;
             let _presence = presence;
-            stream.run(inbound, tx, shutdown).await;
+            stream.run(inbound, tx, terminations, shutdown).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -89,11 +89,27 @@ pub(super) struct PushStream {
     pub(super) series_per_agent: u64,
 }
 
+/// Waits until agent `oid` is terminated (forever when no one can say).
+async fn terminated(terminations: &mut tokio::sync::broadcast::Receiver<i64>, oid: i64) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match terminations.recv().await {
+            Ok(gone) if gone == oid => return,
+            // Missed ones: the sink still refuses this agent's batches.
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
 impl PushStream {
+    /// Runs the stream until the agent ends it, a store or stream error,
+    /// shutdown, or the agent's termination (heard on `terminations`).
     pub(super) async fn run(
         self,
         mut inbound: Streaming<pb::Batch>,
         tx: mpsc::Sender<Result<pb::Ack, Status>>,
+        mut terminations: tokio::sync::broadcast::Receiver<i64>,
         shutdown: CancellationToken,
     ) {
         let this = Arc::new(self);
@@ -120,6 +136,11 @@ impl PushStream {
                     break;
                 }
                 () = acks_done.cancelled() => break,
+                () = terminated(&mut terminations, this.oid) => {
+                    tracing::info!(oid = this.oid, "Ended the stream of a terminated agent.");
+                    let _ = tx.send(Err(super::terminated_status(this.oid))).await;
+                    break;
+                }
                 m = inbound.message() => m,
             };
             let batch = match message {

@@ -366,6 +366,12 @@ pub trait Registry: Send + Sync + 'static {
         now_ms: i64,
     ) -> impl Future<Output = Result<Option<Deleted>, StoreError>> + Send;
 
+    /// Agents as they are terminated (their oid, after the commit), for
+    /// open streams to end at once rather than at their next batch. A
+    /// subscriber that falls behind misses some (the sink still refuses
+    /// their batches).
+    fn subscribe_terminations(&self) -> tokio::sync::broadcast::Receiver<i64>;
+
     /// Lets a terminated agent of the project report again; whether the
     /// agent exists in the project (enabling one that is not terminated
     /// changes nothing).

@@ -150,6 +150,8 @@ impl SqliteStore {
         cache.forget_agent(oid);
         drop(cache);
         self.series_changed();
+        // No subscriber is fine: no stream is open.
+        let _ = self.terminations.send(oid);
         Ok(Some(gone))
     }
 

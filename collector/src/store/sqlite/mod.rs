@@ -337,6 +337,8 @@ pub struct SqliteStore {
     /// whole transaction, so a batch is either stored before the agent's
     /// data is deleted or refused after.
     terminated: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// Each agent terminated, after its commit.
+    terminations: tokio::sync::broadcast::Sender<i64>,
     /// Series listings of [`crate::store::MetricReads::latest_of`], by
     /// project and names.
     listings: std::sync::Mutex<
@@ -396,6 +398,7 @@ impl SqliteStore {
             log_templates: std::sync::Mutex::default(),
             series_generation: std::sync::atomic::AtomicU64::new(0),
             terminated: std::sync::Mutex::new(terminated.into_iter().collect()),
+            terminations: tokio::sync::broadcast::channel(64).0,
             listings: std::sync::Mutex::default(),
         })
     }

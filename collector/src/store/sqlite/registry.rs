@@ -240,6 +240,10 @@ impl Registry for SqliteStore {
         self.terminate(project_id, oid, now_ms).await
     }
 
+    fn subscribe_terminations(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.terminations.subscribe()
+    }
+
     async fn enable_agent(&self, project_id: i64, oid: i64) -> Result<bool, StoreError> {
         self.enable(project_id, oid).await
     }
