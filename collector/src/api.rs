@@ -1,4 +1,5 @@
-//! The JSON query API under `/api/v1/`.
+//! The JSON query API under `/api/v1/`, and `GET /metrics` for Prometheus
+//! (the same token, the text format: [`prometheus`]).
 //!
 //! Invariants:
 //! - Every route but `health` requires `Authorization: Bearer <token>` and
