@@ -1,5 +1,5 @@
 //! The JSON query API under `/api/v1/`, and `GET /metrics` for Prometheus
-//! (the same token, the text format: [`prometheus`]).
+//! (the same token, the text format: `api/prometheus.rs`).
 //!
 //! Invariants:
 //! - Every route but `health` requires `Authorization: Bearer <token>` and

@@ -18,7 +18,7 @@
 //!   what a batch carries over a cap is left out and said in
 //!   `Ack.partial`.
 //! - A terminated agent is refused with `PERMISSION_DENIED`
-//!   ([`terminated_status`]) on `Hello` and `Push`, and its open stream
+//!   (`terminated_status`) on `Hello` and `Push`, and its open stream
 //!   ends at once (a batch already on its way is not acked), until it is
 //!   enabled again.
 //! - Every string of `Hello` is bounded (`limit.hello.field.bytes`).
