@@ -115,4 +115,28 @@ fn the_fleet_of_1000_servers_answers_under_100_ms_at_p99() {
         p99 < P99_LIMIT,
         "GET /api/v1/fleet p99 {p99:?} (p50 {p50:?}) is over {P99_LIMIT:?}"
     );
+
+    // The same fleet as Prometheus scrapes it: every series of every
+    // agent, once, in one answer.
+    let started = Instant::now();
+    let text = http
+        .get(format!("http://{}/metrics", collector.http))
+        .header("Authorization", &auth)
+        .call()
+        .expect("GET /metrics")
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_string()
+        .expect("body");
+    let took = started.elapsed();
+    let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+    let series = result["series"].as_u64().expect("series per agent") as usize;
+    println!(
+        "/metrics of {AGENTS} servers: {samples} samples, {:.1} MB, {:.0} ms",
+        text.len() as f64 / 1e6,
+        took.as_secs_f64() * 1e3
+    );
+    assert_eq!(samples, AGENTS * series, "every series of every agent once");
+    assert!(took < Duration::from_secs(10), "/metrics took {took:?}");
 }
