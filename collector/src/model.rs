@@ -114,9 +114,10 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Whether the agent has missed three intervals at `now_ms`.
+    /// Whether the agent has missed three intervals at `now_ms`, or was
+    /// terminated (it sends nothing that is kept).
     pub fn is_quiet(&self, now_ms: i64) -> bool {
-        now_ms - self.last_seen_ms > 3 * self.interval_ms.max(1000)
+        self.terminated_ms.is_some() || now_ms - self.last_seen_ms > 3 * self.interval_ms.max(1000)
     }
 }
 

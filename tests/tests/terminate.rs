@@ -109,6 +109,7 @@ fn a_terminated_agent_loses_its_data_and_is_refused_until_enabled() {
     assert_eq!(holdings(&api, gone), (0, false, 0, 0), "its data is gone");
     let listed = agent_named(&api, "doomed").expect("still listed");
     assert_eq!(listed["terminated"], true, "{listed}");
+    assert_eq!(listed["status"], "no data", "{listed}");
     let fleet = api.ok("/api/v1/fleet");
     let in_fleet = |oid: i64| {
         fleet["servers"]
