@@ -71,13 +71,9 @@ impl SqliteStore {
             project_id,
         )
         .await?;
-        gone.events = delete(
-            t,
-            "DELETE FROM events WHERE project_id = ?2 AND oid = ?1",
-            oid,
-            project_id,
-        )
-        .await?;
+        // By the agent alone (its oid is the project's, checked above), so
+        // the `(oid, ts_ms)` index is the one used.
+        gone.events = delete(t, "DELETE FROM events WHERE oid = ?1", oid, project_id).await?;
         gone.log_blocks =
             delete(t, "DELETE FROM log_blocks WHERE oid = ?1", oid, project_id).await?;
         delete(

@@ -287,11 +287,13 @@ INSERT INTO url_totals (id, checks, bytes) VALUES (1, 0, 0);
 ",
     // Terminated agents ([`lifecycle`]): when the agent was terminated
     // (NULL: it was not), its data deleted and its Hello refused until it
-    // is enabled again. Log blocks by agent, so that deletion is a range
-    // of an index rather than a scan of every block.
+    // is enabled again. Log blocks and events by agent, so that deletion
+    // is a range of an index rather than a scan of every block or of the
+    // project's events.
     r"
 ALTER TABLE agents ADD COLUMN terminated_ms INTEGER;
 CREATE INDEX log_blocks_oid ON log_blocks (oid);
+CREATE INDEX events_oid ON events (oid, ts_ms);
 ",
 ];
 
