@@ -1,12 +1,14 @@
 //! The JSON query API under `/api/v1/`.
 //!
 //! Invariants:
-//! - Every route but `health` requires `Authorization: Bearer <token>` and
-//!   answers only with the token's project's data: an agent of another
-//!   project answers 404, exactly like one that does not exist.
+//! - Every route but `health` requires `Authorization: Bearer <token>` or
+//!   the console's session cookie, and answers only with that project's
+//!   data: an agent of another project answers 404, exactly like one that
+//!   does not exist. A state-changing request authenticated by the cookie
+//!   must carry this collector's own `Origin` (403 otherwise).
 //! - Errors are JSON `{"error": "..."}` with a status that says whose fault
-//!   it is (400 bad parameter, 401 no or bad token, 404 not found, 503 store
-//!   unavailable).
+//!   it is (400 bad parameter, 401 no or bad token, 403 foreign origin, 404
+//!   not found, 503 store unavailable).
 //! - A query never returns an unbounded number of points: long ranges are
 //!   averaged into at most [`MAX_BUCKETS`] buckets per series.
 
@@ -19,7 +21,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -44,6 +46,8 @@ pub struct ApiState<S> {
     pub tokens: ProjectCache,
     /// The group writer's counters, shown by `health`.
     pub writes: Arc<crate::store::group::GroupStats>,
+    /// The console's sign-in sessions.
+    pub sessions: crate::console::session::Sessions,
 }
 
 /// The API's routes.
@@ -79,6 +83,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401.
     Unauthorized(&'static str),
+    /// 403.
+    Forbidden(&'static str),
     /// 404.
     NotFound(String),
     /// 503.
@@ -97,6 +103,7 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_string()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.to_string()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -113,7 +120,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The project of the request's bearer token.
+/// The project of the request's bearer token, or of the console session
+/// its cookie names. The bearer token wins when both are present.
 #[derive(Debug)]
 pub struct Authed(pub Project);
 
@@ -124,12 +132,9 @@ impl<S: Store> FromRequestParts<Arc<ApiState<S>>> for Authed {
         parts: &mut Parts,
         state: &Arc<ApiState<S>>,
     ) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized(
-                "missing Authorization: Bearer <token>",
-            ))?;
+        let Some(header) = parts.headers.get(header::AUTHORIZATION) else {
+            return session_project(parts, state);
+        };
         let token = header
             .to_str()
             .ok()
@@ -150,6 +155,25 @@ impl<S: Store> FromRequestParts<Arc<ApiState<S>>> for Authed {
             .map(Authed)
             .ok_or(ApiError::Unauthorized("unknown token"))
     }
+}
+
+/// The project of the console session in the request's cookie. A cookie is
+/// sent by the browser whoever made the page, so a state-changing request
+/// must also come from this collector's own page (`Origin`).
+fn session_project<S: Store>(parts: &Parts, state: &ApiState<S>) -> Result<Authed, ApiError> {
+    let id = crate::console::session_id(&parts.headers).ok_or(ApiError::Unauthorized(
+        "missing Authorization: Bearer <token>",
+    ))?;
+    let project = state.sessions.project(id).ok_or(ApiError::Unauthorized(
+        "session expired or unknown; sign in again",
+    ))?;
+    let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
+    if !reads.contains(&parts.method) && !crate::console::same_origin(&parts.headers) {
+        return Err(ApiError::Forbidden(
+            "a change made with the session cookie must come from the console's own page",
+        ));
+    }
+    Ok(Authed(project))
 }
 
 async fn not_found() -> ApiError {

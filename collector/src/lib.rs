@@ -7,7 +7,8 @@
 //! group-commit writer ([`store::group`]), which stores many streams'
 //! batches with their `(oid, instance, seq)` records in one call of
 //! [`store::BatchSink::store_batches`]; only then is each ack sent. [`api`]
-//! reads the same store, scoped to the bearer token's project.
+//! reads the same store, scoped to the bearer token's project; [`console`]
+//! serves the web console over it.
 //!
 //! Invariants:
 //! - Only [`ingest`] and [`products`] see prost types; only [`store`]
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod fleet;
 pub mod ingest;
 pub mod listen;

@@ -158,9 +158,15 @@ impl<S: Store> Collector<S> {
             store: store.clone(),
             tokens: ProjectCache::default(),
             writes,
+            sessions: crate::console::session::Sessions::default(),
         });
+        let routes = api::router(state.clone())
+            .merge(crate::console::router(state))
+            .layer(axum::middleware::map_response(
+                crate::console::security_headers,
+            ));
         let http_server = serve_http(
-            api::router(state),
+            routes,
             accept_loop(http, settings.max_connections, shutdown.clone()),
             shutdown.clone(),
         );
