@@ -7,7 +7,8 @@
 //! group-commit writer ([`store::group`]), which stores many streams'
 //! batches with their `(oid, instance, seq)` records in one call of
 //! [`store::BatchSink::store_batches`]; only then is each ack sent. [`api`]
-//! reads the same store, scoped to the bearer token's project.
+//! reads the same store, scoped to the bearer token's project. [`alerts`]
+//! evaluates rules over what is stored and sends notifications.
 //!
 //! Invariants:
 //! - Only [`ingest`] and [`products`] see prost types; only [`store`]
@@ -18,6 +19,7 @@
 //!   (decompressed too), header timeouts.
 //! - Secrets (licenses, tokens) are stored hashed and never logged whole.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod fleet;
