@@ -12,6 +12,7 @@
 //! - A query never returns an unbounded number of points: long ranges are
 //!   averaged into at most [`MAX_BUCKETS`] buckets per series.
 
+mod alerts;
 mod db;
 mod logs;
 mod url;
@@ -23,7 +24,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
@@ -48,6 +49,8 @@ pub struct ApiState<S> {
     pub writes: Arc<crate::store::group::GroupStats>,
     /// The console's sign-in sessions.
     pub sessions: crate::console::session::Sessions,
+    /// Alert transitions for `stream`.
+    pub alerts: crate::alerts::AlertsHub,
 }
 
 /// The API's routes.
@@ -72,6 +75,34 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/v1/db/{oid}/snapshots", get(db::snapshots::<S>))
         .route("/api/v1/url/checks", get(url::checks::<S>))
         .route("/api/v1/url/checks/{name}/results", get(url::results::<S>))
+        .route("/api/v1/agents/{oid}/pause", post(alerts::pause::<S>))
+        .route("/api/v1/agents/{oid}/resume", post(alerts::resume::<S>))
+        .route(
+            "/api/v1/alerts/rules",
+            get(alerts::rules::<S>).post(alerts::create_rule::<S>),
+        )
+        .route(
+            "/api/v1/alerts/rules/{id}",
+            get(alerts::rule::<S>)
+                .put(alerts::update_rule::<S>)
+                .delete(alerts::delete_rule::<S>),
+        )
+        .route("/api/v1/alerts/firing", get(alerts::firing::<S>))
+        .route("/api/v1/alerts/history", get(alerts::history::<S>))
+        .route(
+            "/api/v1/alerts/channels",
+            get(alerts::channels::<S>).post(alerts::create_channel::<S>),
+        )
+        .route(
+            "/api/v1/alerts/channels/{id}",
+            axum::routing::put(alerts::update_channel::<S>).delete(alerts::delete_channel::<S>),
+        )
+        .route(
+            "/api/v1/alerts/channels/{id}/test",
+            post(alerts::test_channel::<S>),
+        )
+        .route("/api/v1/alerts/deliveries", get(alerts::deliveries::<S>))
+        .route("/api/v1/alerts/stream", get(alerts::stream::<S>))
         .fallback(not_found)
         .with_state(state)
 }
@@ -212,9 +243,25 @@ struct AgentView {
     first_seen_ms: i64,
     last_seen_ms: i64,
     health: Option<AgentHealth>,
+    /// Notifications paused (maintenance).
+    paused: bool,
+    /// Until when (`None`: until resumed, or not paused).
+    paused_until_ms: Option<i64>,
 }
 
 impl AgentView {
+    /// Marks the view paused when `pauses` holds an active pause of it.
+    fn with_pause(mut self, pauses: &[crate::alerts::Pause], now_ms: i64) -> AgentView {
+        if let Some(p) = pauses
+            .iter()
+            .find(|p| p.oid == self.oid && p.active(now_ms))
+        {
+            self.paused = true;
+            self.paused_until_ms = p.until_ms;
+        }
+        self
+    }
+
     fn new(agent: Agent, now_ms: i64) -> AgentView {
         let status = if agent.is_quiet(now_ms) {
             "no data"
@@ -236,6 +283,8 @@ impl AgentView {
             os: agent.os,
             version: agent.version,
             health: agent.health,
+            paused: false,
+            paused_until_ms: None,
         }
     }
 }
@@ -245,12 +294,13 @@ async fn agents<S: Store>(
     Authed(project): Authed,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let now = crate::now_ms();
+    let pauses = state.store.pauses(Some(project.id)).await?;
     let list: Vec<AgentView> = state
         .store
         .agents(project.id)
         .await?
         .into_iter()
-        .map(|a| AgentView::new(a, now))
+        .map(|a| AgentView::new(a, now).with_pause(&pauses, now))
         .collect();
     Ok(Json(json!({ "project": project.name, "agents": list })))
 }
@@ -275,7 +325,9 @@ async fn agent<S: Store>(
     Path(oid): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     let agent = find_agent(&state, &project, &oid).await?;
-    Ok(Json(AgentView::new(agent, crate::now_ms())))
+    let now = crate::now_ms();
+    let pauses = state.store.pauses(Some(project.id)).await?;
+    Ok(Json(AgentView::new(agent, now).with_pause(&pauses, now)))
 }
 
 fn param_time(params: &HashMap<String, String>, key: &str, default: i64) -> Result<i64, ApiError> {
@@ -465,6 +517,22 @@ async fn fleet<S: Store>(
     };
     let servers = crate::fleet::servers(&agents, &values, now);
     let up = servers.iter().filter(|s| s.status == "up").count();
+    let pauses = state.store.pauses(Some(project.id)).await?;
+    let items: Vec<serde_json::Value> = servers
+        .iter()
+        .map(|s| {
+            let mut item = serde_json::to_value(s).unwrap_or_default();
+            let pause = pauses.iter().find(|p| p.oid == s.oid && p.active(now));
+            if let Some(map) = item.as_object_mut() {
+                map.insert("paused".into(), pause.is_some().into());
+                map.insert(
+                    "paused_until_ms".into(),
+                    json!(pause.and_then(|p| p.until_ms)),
+                );
+            }
+            item
+        })
+        .collect();
     Ok(Json(json!({
         "counts": { "servers": servers.len(), "up": up, "no_data": servers.len() - up },
         "top": {
@@ -472,7 +540,7 @@ async fn fleet<S: Store>(
             "mem": crate::fleet::top(&servers, 5, |s| s.mem_pct),
             "disk_io": crate::fleet::top(&servers, 5, |s| s.disk_io_bytes_per_sec),
         },
-        "servers": servers,
+        "servers": items,
     })))
 }
 

@@ -8,7 +8,8 @@
 //! batches with their `(oid, instance, seq)` records in one call of
 //! [`store::BatchSink::store_batches`]; only then is each ack sent. [`api`]
 //! reads the same store, scoped to the bearer token's project; [`console`]
-//! serves the web console over it.
+//! serves the web console over it. [`alerts`]
+//! evaluates rules over what is stored and sends notifications.
 //!
 //! Invariants:
 //! - Only [`ingest`] and [`products`] see prost types; only [`store`]
@@ -19,6 +20,7 @@
 //!   (decompressed too), header timeouts.
 //! - Secrets (licenses, tokens) are stored hashed and never logged whole.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod console;

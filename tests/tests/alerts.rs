@@ -1,0 +1,609 @@
+//! Alerts end to end: the real collector (evaluating every 200 ms), a
+//! scripted server agent on the wire driving `mem.used_pct`, a webhook
+//! receiver and an SMTP sink on loopback. What a user checks: a crossing
+//! tells the receiver once and its resolve once; a failing receiver gets
+//! the third attempt and every attempt is listed; a notification queued
+//! when the collector is killed -9 arrives after the restart; a paused
+//! agent tells nothing until resumed; mail arrives over STARTTLS with the
+//! login; secrets never come back from the API or reach the log.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sightline_e2e::smtp_sink::SmtpSink;
+use sightline_e2e::webhook::WebhookReceiver;
+use sightline_e2e::wire_agent::{Client, connect, hello, push};
+use sightline_e2e::{Api, Collector, Credentials, Scratch, create_project, wait_for};
+use sightline_proto::v1 as pb;
+
+const INSTANCE: &str = "a1e2a1e2a1e2a1e2a1e2a1e2a1e2a1e2";
+const SECRET_PATH: &str = "/hook/T0KEN-secret-0123456789abcdef";
+
+/// A collector evaluating rules every 200 ms, with its project.
+struct Setup {
+    scratch: Scratch,
+    collector: Collector,
+    credentials: Credentials,
+    conf: PathBuf,
+}
+
+impl Setup {
+    fn start(name: &str) -> Setup {
+        let scratch = Scratch::new(name);
+        let data = scratch.join("data");
+        let credentials = create_project(&data, "shop");
+        let conf = scratch.join("collector.conf");
+        std::fs::write(&conf, "alerts.tick=200ms\n").expect("conf");
+        let collector = Setup::collector(&data, &conf);
+        Setup {
+            scratch,
+            collector,
+            credentials,
+            conf,
+        }
+    }
+
+    fn collector(data: &std::path::Path, conf: &std::path::Path) -> Collector {
+        let conf = conf.display().to_string();
+        Collector::start_with(data, "127.0.0.1:0", "127.0.0.1:0", &["--conf", &conf])
+    }
+
+    fn restart(&mut self) {
+        self.collector = Setup::collector(&self.scratch.join("data"), &self.conf);
+    }
+
+    fn api(&self) -> Api {
+        self.collector.api(&self.credentials.token)
+    }
+
+    /// A webhook channel to `url`; its id.
+    fn webhook(&self, url: &str) -> i64 {
+        let (status, body) = self.api().call(
+            "POST",
+            "/api/v1/alerts/channels",
+            Some(&json!({ "name": "ops", "kind": "webhook", "url": url })),
+        );
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().expect("channel id")
+    }
+
+    /// The rule `memory high`: `mem.used_pct > 90 for 1s`, telling `channels`.
+    fn memory_rule(&self, channels: &[i64]) -> i64 {
+        let (status, body) = self.api().call(
+            "POST",
+            "/api/v1/alerts/rules",
+            Some(&json!({
+                "name": "memory high",
+                "expr": "mem.used_pct > 90 for 1s",
+                "severity": "critical",
+                "channels": channels,
+            })),
+        );
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().expect("rule id")
+    }
+}
+
+/// A server agent on the wire that reports one series, `mem.used_pct`.
+struct MemAgent {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    license: String,
+    oid: u64,
+    seq: u64,
+}
+
+impl MemAgent {
+    fn connect(collector: &Collector, license: &str) -> MemAgent {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (client, oid) = runtime.block_on(async {
+            let mut client = connect(collector).await;
+            let oid = hello(&mut client, license, "infra", "web-1", INSTANCE, 1000).await;
+            (client, oid)
+        });
+        MemAgent {
+            runtime,
+            client,
+            license: license.into(),
+            oid,
+            seq: 0,
+        }
+    }
+
+    /// Reconnects to a restarted collector (same store: same oid).
+    fn reconnect(&mut self, collector: &Collector) {
+        let license = self.license.clone();
+        let (client, oid) = self.runtime.block_on(async {
+            let mut client = connect(collector).await;
+            let oid = hello(&mut client, &license, "infra", "web-1", INSTANCE, 1000).await;
+            (client, oid)
+        });
+        assert_eq!(oid, self.oid);
+        self.client = client;
+    }
+
+    /// Sends `value` every 200 ms for `span`.
+    fn report(&mut self, value: f64, span: Duration) {
+        let until = Instant::now() + span;
+        loop {
+            self.seq += 1;
+            let now = sightline_e2e::now_ms();
+            let batch = pb::Batch {
+                seq: self.seq,
+                time_ms: now,
+                health: None,
+                payloads: vec![pb::Payload {
+                    kind: Some(pb::payload::Kind::Metrics(pb::Metrics {
+                        time_ms: now,
+                        samples: vec![pb::Sample {
+                            name: "mem.used_pct".into(),
+                            labels: vec![],
+                            value,
+                        }],
+                    })),
+                }],
+                liveness: false,
+            };
+            let acks = self.runtime.block_on(push(
+                &mut self.client,
+                &self.license,
+                self.oid,
+                INSTANCE,
+                vec![batch],
+            ));
+            assert_eq!(acks.len(), 1);
+            if Instant::now() >= until {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends `value` every 200 ms until `done` says so (at most 20 s).
+    fn report_until(&mut self, value: f64, what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.report(value, Duration::ZERO);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn list(api: &Api, path: &str, key: &str) -> Vec<Value> {
+    api.ok(path)[key].as_array().cloned().unwrap_or_default()
+}
+
+/// Reads `/api/v1/alerts/stream` on a thread: each `data:` line of a
+/// `transition` event, parsed.
+fn subscribe(collector: &Collector, token: &str) -> mpsc::Receiver<Value> {
+    let (tx, rx) = mpsc::channel();
+    let mut stream = TcpStream::connect(collector.http).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /api/v1/alerts/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("request");
+    std::thread::spawn(move || {
+        let mut event = String::new();
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_string();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && event == "transition"
+                && let Ok(v) = serde_json::from_str(data)
+                && tx.send(v).is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_crossing_tells_the_webhook_once_then_its_resolve() {
+    let setup = Setup::start("alerts-once");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url(SECRET_PATH));
+    let listed = api.ok("/api/v1/alerts/channels").to_string();
+    assert!(
+        !listed.contains("T0KEN-secret"),
+        "the webhook URL's token is masked: {listed}"
+    );
+    setup.memory_rule(&[channel]);
+    let transitions = subscribe(&setup.collector, &setup.credentials.token);
+
+    let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
+    agent.report(50.0, Duration::from_secs(1));
+    assert!(receiver.received().is_empty(), "nothing crossed yet");
+
+    agent.report_until(95.0, "the firing notification", || {
+        !receiver.received().is_empty()
+    });
+    // It keeps crossing: still one notification.
+    agent.report(95.0, Duration::from_secs(2));
+    let got = receiver.delivered();
+    assert_eq!(
+        got.len(),
+        1,
+        "exactly one notification while firing: {got:?}"
+    );
+    let firing = &got[0];
+    assert_eq!(firing["state"], "firing");
+    assert_eq!(firing["rule"]["name"], "memory high");
+    assert_eq!(firing["rule"]["severity"], "critical");
+    assert_eq!(firing["agent"]["oname"], "web-1");
+    assert_eq!(firing["value"], 95.0);
+    assert_eq!(firing["project"], "shop");
+    assert_eq!(receiver.received()[0].path, SECRET_PATH);
+    let now_firing = list(&api, "/api/v1/alerts/firing", "firing");
+    assert_eq!(now_firing.len(), 1, "{now_firing:?}");
+    assert_eq!(now_firing[0]["oname"], "web-1");
+    assert_eq!(now_firing[0]["state"], "firing");
+
+    agent.report_until(40.0, "the resolve notification", || {
+        receiver.received().len() >= 2
+    });
+    agent.report(40.0, Duration::from_secs(1));
+    let got = receiver.delivered();
+    assert_eq!(got.len(), 2, "one firing, one resolve: {got:?}");
+    assert_eq!(got[1]["state"], "resolved");
+    assert_eq!(got[1]["value"], 40.0);
+    assert!(list(&api, "/api/v1/alerts/firing", "firing").is_empty());
+
+    let history = list(&api, "/api/v1/alerts/history", "history");
+    let states: Vec<&str> = history.iter().filter_map(|h| h["state"].as_str()).collect();
+    assert_eq!(states, ["resolved", "firing"], "newest first: {history:?}");
+    assert!(history.iter().all(|h| h["notified"] == true));
+    let deliveries = list(&api, "/api/v1/alerts/deliveries", "deliveries");
+    assert_eq!(deliveries.len(), 2, "{deliveries:?}");
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d["ok"] == true && d["status"] == 200)
+    );
+
+    let seen: Vec<Value> = (0..2)
+        .map(|_| {
+            transitions
+                .recv_timeout(Duration::from_secs(5))
+                .expect("a transition on the stream")
+        })
+        .collect();
+    assert_eq!(seen[0]["state"], "firing");
+    assert_eq!(seen[1]["state"], "resolved");
+    assert_eq!(seen[0]["rule"], "memory high");
+}
+
+#[test]
+fn a_failing_receiver_gets_the_third_attempt_and_each_is_listed() {
+    let setup = Setup::start("alerts-retry");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    receiver.fail_next(2, 500);
+    let channel = setup.webhook(&receiver.url("/hook"));
+    setup.memory_rule(&[channel]);
+    let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
+    agent.report_until(95.0, "a delivered notification", || {
+        !receiver.delivered().is_empty()
+    });
+    let received = receiver.received();
+    let answers: Vec<u16> = received.iter().map(|r| r.answered).collect();
+    assert_eq!(answers, [500, 500, 200], "{received:?}");
+    assert!(
+        received.iter().all(|r| r.body == received[2].body),
+        "the same notification each time"
+    );
+    let mut deliveries = list(&api, "/api/v1/alerts/deliveries", "deliveries");
+    deliveries.reverse();
+    let summary: Vec<(i64, bool, i64, &str)> = deliveries
+        .iter()
+        .map(|d| {
+            (
+                d["attempt"].as_i64().unwrap_or(0),
+                d["ok"].as_bool().unwrap_or(false),
+                d["status"].as_i64().unwrap_or(0),
+                d["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, false, 500, "sent"),
+            (2, false, 500, "sent"),
+            (3, true, 200, "sent")
+        ],
+        "{deliveries:?}"
+    );
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d["notification_id"] == deliveries[0]["notification_id"])
+    );
+    let first = deliveries[0]["time_ms"].as_i64().unwrap_or(0);
+    let third = deliveries[2]["time_ms"].as_i64().unwrap_or(0);
+    assert!(
+        third - first >= 2500,
+        "backoff of 1 s then 2 s: {}",
+        third - first
+    );
+}
+
+#[test]
+fn a_notification_queued_at_a_kill_9_is_sent_after_the_restart() {
+    let mut setup = Setup::start("alerts-kill");
+    // A port with nobody listening yet: attempts fail and stay queued.
+    let (addr, _) = sightline_e2e::free_addrs();
+    let channel = setup.webhook(&format!("http://{addr}/hook"));
+    setup.memory_rule(&[channel]);
+    let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
+    let api = setup.api();
+    agent.report_until(95.0, "a failed attempt", || {
+        !list(&api, "/api/v1/alerts/deliveries", "deliveries").is_empty()
+    });
+    let failed = list(&api, "/api/v1/alerts/deliveries", "deliveries");
+    assert_eq!(failed[0]["ok"], false, "{failed:?}");
+    assert_eq!(failed[0]["state"], "queued", "{failed:?}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connect")),
+        "{failed:?}"
+    );
+    setup.collector.kill9();
+
+    let receiver = WebhookReceiver::start_on(addr);
+    setup.restart();
+    agent.reconnect(&setup.collector);
+    let api = setup.api();
+    wait_for(
+        "the queued notification after the restart",
+        Duration::from_secs(20),
+        || (!receiver.delivered().is_empty()).then_some(()),
+    );
+    // Still crossing after the restart: the alert fired before, so
+    // nothing more is told.
+    agent.report(95.0, Duration::from_secs(2));
+    let got = receiver.delivered();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["state"], "firing");
+    let deliveries = list(&api, "/api/v1/alerts/deliveries", "deliveries");
+    assert_eq!(deliveries[0]["ok"], true, "{deliveries:?}");
+    assert_eq!(deliveries[0]["state"], "sent");
+    assert!(deliveries[0]["attempt"].as_i64().unwrap_or(0) >= 2);
+    assert_eq!(list(&api, "/api/v1/alerts/firing", "firing").len(), 1);
+}
+
+#[test]
+fn a_paused_agent_tells_nothing_until_resumed() {
+    let setup = Setup::start("alerts-pause");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url("/hook"));
+    setup.memory_rule(&[channel]);
+    let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
+    agent.report(50.0, Duration::ZERO);
+    let oid = agent.oid;
+
+    let (status, body) = api.call("POST", &format!("/api/v1/agents/{oid}/pause"), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["paused"], true);
+    let agents = api.agents();
+    assert_eq!(agents[0]["paused"], true, "{agents:?}");
+    let fleet = api.ok("/api/v1/fleet");
+    assert_eq!(fleet["servers"][0]["paused"], true, "{fleet}");
+
+    // It crosses and fires, quietly; its data is still stored.
+    agent.report_until(95.0, "the alert to fire while paused", || {
+        !list(&api, "/api/v1/alerts/firing", "firing").is_empty()
+    });
+    agent.report(95.0, Duration::from_secs(2));
+    assert!(receiver.received().is_empty(), "{:?}", receiver.received());
+    let history = list(&api, "/api/v1/alerts/history", "history");
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["notified"], false);
+    assert!(
+        api.points(i64::try_from(oid).expect("oid"), "mem.used_pct")
+            .iter()
+            .any(|p| p.1 == 95.0),
+        "data is still collected"
+    );
+
+    let (status, body) = api.call("POST", &format!("/api/v1/agents/{oid}/resume"), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(api.agents()[0]["paused"], false);
+    agent.report_until(95.0, "the firing told after the resume", || {
+        !receiver.delivered().is_empty()
+    });
+    let got = receiver.delivered();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["state"], "firing");
+    assert_eq!(got[0]["reminder"], true);
+
+    // A pause until a time shows it; one in the past is refused.
+    let until = sightline_collector::time_text::format_ms(sightline_e2e::now_ms() + 3_600_000);
+    let (status, body) = api.call(
+        "POST",
+        &format!("/api/v1/agents/{oid}/pause"),
+        Some(&json!({ "until": until })),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(api.agents()[0]["paused_until_ms"].as_i64().is_some());
+    let (status, _) = api.call(
+        "POST",
+        &format!("/api/v1/agents/{oid}/pause"),
+        Some(&json!({ "until": "2001-01-01T00:00:00Z" })),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = api.call("POST", "/api/v1/agents/999999/pause", None);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn mail_reaches_an_smtp_sink_over_starttls_with_the_login() {
+    let setup = Setup::start("alerts-mail");
+    let api = setup.api();
+    let tls = sightline_e2e::tls_files(setup.scratch.path(), "smtp");
+    let sink = SmtpSink::start(&tls.cert, &tls.key);
+    let ca = std::fs::read_to_string(&tls.ca).expect("ca");
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/alerts/channels",
+        Some(&json!({
+            "name": "mail",
+            "kind": "email",
+            "host": "127.0.0.1",
+            "port": sink.addr.port(),
+            "tls": "starttls",
+            "username": "alerts",
+            "password": "s3cret-pass-word",
+            "from": "Sightline <alerts@example.com>",
+            "to": ["ops@example.com"],
+            "ca_pem": ca,
+        })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let channel = body["id"].as_i64().expect("id");
+    let listed = api.ok("/api/v1/alerts/channels");
+    assert_eq!(listed["channels"][0]["password_set"], true);
+    assert!(!listed.to_string().contains("s3cret"), "{listed}");
+
+    let (status, test) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{channel}/test"),
+        None,
+    );
+    assert_eq!(status, 200, "{test}");
+    assert_eq!(test["ok"], true, "{test}");
+    assert_eq!(test["status"], 250, "{test}");
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].tls, "STARTTLS before anything else");
+    assert_eq!(mails[0].login.as_deref(), Some("alerts:s3cret-pass-word"));
+    assert_eq!(mails[0].from, "alerts@example.com");
+    assert_eq!(mails[0].to, ["ops@example.com"]);
+    assert!(
+        mails[0].data.contains("Subject: [TEST]"),
+        "{}",
+        mails[0].data
+    );
+    assert!(mails[0].data.contains("A test of channel 'mail'"));
+
+    // A rule telling the mail channel.
+    setup.memory_rule(&[channel]);
+    let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
+    agent.report_until(95.0, "the alert's mail", || sink.mails().len() >= 2);
+    let mail = &sink.mails()[1];
+    assert!(
+        mail.data.contains("[FIRING] memory high on web-1"),
+        "{}",
+        mail.data
+    );
+    assert!(mail.data.contains("mem.used_pct > 90 for 1s"));
+    // An update without the password keeps it.
+    let (status, body) = api.call(
+        "PUT",
+        &format!("/api/v1/alerts/channels/{channel}"),
+        Some(&json!({
+            "name": "mail",
+            "kind": "email",
+            "host": "127.0.0.1",
+            "port": sink.addr.port(),
+            "username": "alerts",
+            "from": "alerts@example.com",
+            "to": ["ops@example.com", "oncall@example.com"],
+            "ca_pem": std::fs::read_to_string(&tls.ca).expect("ca"),
+        })),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["password_set"], true, "{body}");
+    let (_, test) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{channel}/test"),
+        None,
+    );
+    assert_eq!(test["ok"], true, "{test}");
+    let last = sink.mails().last().cloned().expect("a mail");
+    assert_eq!(last.login.as_deref(), Some("alerts:s3cret-pass-word"));
+    assert_eq!(last.to.len(), 2);
+    assert!(
+        !setup.collector.log_text().contains("s3cret"),
+        "the password is never logged"
+    );
+}
+
+#[test]
+fn rules_are_checked_and_scoped_to_their_project() {
+    let setup = Setup::start("alerts-rules");
+    let api = setup.api();
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({ "name": "bad", "expr": "mem.used_pct > ninety for 1m" })),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "rule 'bad', column 16: expected a number, found 'ninety'"
+    );
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({ "name": "x", "expr": "no data", "channels": [12345] })),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, rule) = api.call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({ "name": "quiet", "expr": "no data", "renotify": "30m" })),
+    );
+    assert_eq!(status, 201, "{rule}");
+    let id = rule["id"].as_i64().expect("id");
+    let (status, _) = api.call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({ "name": "quiet", "expr": "rebooted" })),
+    );
+    assert_eq!(status, 400, "a name is unique in its project");
+    let (status, updated) = api.call(
+        "PUT",
+        &format!("/api/v1/alerts/rules/{id}"),
+        Some(&json!({ "name": "quiet", "expr": "url down \"home\"", "severity": "info" })),
+    );
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        api.ok(&format!("/api/v1/alerts/rules/{id}"))["expr"],
+        "url down \"home\""
+    );
+
+    // Another project sees none of it.
+    let other = create_project(&setup.scratch.join("data"), "other");
+    let other_api = setup.collector.api(&other.token);
+    assert!(list(&other_api, "/api/v1/alerts/rules", "rules").is_empty());
+    let (status, _) = other_api.get(&format!("/api/v1/alerts/rules/{id}"));
+    assert_eq!(status, 404);
+    let (status, _) = other_api.call("DELETE", &format!("/api/v1/alerts/rules/{id}"), None);
+    assert_eq!(status, 404);
+    let (status, _) = api.get_with("/api/v1/alerts/rules", None);
+    assert_eq!(status, 401);
+    let (status, _) = api.get_with("/api/v1/alerts/firing", Some("slt-wrong"));
+    assert_eq!(status, 401);
+
+    let (status, _) = api.call("DELETE", &format!("/api/v1/alerts/rules/{id}"), None);
+    assert_eq!(status, 204);
+    assert!(list(&api, "/api/v1/alerts/rules", "rules").is_empty());
+}
