@@ -7,7 +7,7 @@
 // Never renders text from the server as HTML (queries, users and hosts
 // are the monitored server's data): lib.js's `h` sets text only.
 
-import { api, h, chart, align, rangePicker, fmtNum, fmtTime, fmtAgo, fmtDuration, header, errorBox, badge, every } from '../lib.js';
+import { api, h, chart, align, rangePicker, fmtNum, fmtTime, fmtAgo, fmtDuration, header, errorBox, badge, every, sleep } from '../lib.js';
 import { useStyles, sortableTable, panel, select, setHashQuery } from './kit.js';
 
 /** Charts drawn when the agent reports their counters: [title, names]. */
@@ -202,11 +202,11 @@ async function renderServer(root, params, signal) {
   await loadRange();
   await loadMoment();
   // The newest data, while the range follows now and no moment is pinned.
-  every(30000, async () => {
+  sleep(30000, signal).then(() => every(30000, async () => {
     if (!picker.current().live) return;
     await loadTimeline();
     if (at == null) await loadMoment();
-  }, signal).catch(() => {});
+  }, signal)).catch(() => {});
 }
 
 function stat(label, value, level) {

@@ -7,7 +7,7 @@
 // Never renders a target's URL, detail or certificate text as HTML: lib.js's
 // `h` sets text only, and links go only to this console's own routes.
 
-import { api, h, chart, rangePicker, fmtNum, fmtBytes, fmtTime, fmtAgo, header, errorBox, badge, every, PALETTE } from '../lib.js';
+import { api, h, chart, rangePicker, fmtNum, fmtBytes, fmtTime, fmtAgo, header, errorBox, badge, every, sleep, PALETTE } from '../lib.js';
 import { useStyles, sortableTable, panel, select, fmtMs, setHashQuery } from './kit.js';
 
 const STATES = ['down', 'pending', 'degraded', 'up'];
@@ -134,7 +134,7 @@ async function renderTarget(root, params, signal) {
     load();
   });
   await load();
-  every(30000, async () => { if (picker.current().live) await load(); }, signal).catch(() => {});
+  sleep(30000, signal).then(() => every(30000, async () => { if (picker.current().live) await load(); }, signal)).catch(() => {});
 }
 
 function agentSection(a, charts) {
