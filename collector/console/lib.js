@@ -173,13 +173,15 @@ export const PALETTE = ['#2f81f7', '#e5534b', '#3fb950', '#d29922', '#a371f7', '
  * A time chart over uPlot in `root`. `opts`: `title`, `unit` (a formatter
  * for values, e.g. `fmtPct`), `series` ([{label, color?, fill?}]), `data`
  * ([times in unix seconds, values per series...]), `height` (px),
- * `stacked`, `onClick(timeSeconds)` for a click on the plot, `yMin`,
- * `yMax`. Returns `{plot, setData(data), destroy()}`; it follows its
- * container's width.
+ * `onClick(timeSeconds)` for a click on the plot, `yMin`, `yMax`, `sync`
+ * (a key: charts sharing it move their cursors together), `name` (set as
+ * the figure's `data-chart`). Returns `{plot, box, setData(data),
+ * destroy()}`; it follows its container's width. The figure element keeps
+ * the uPlot instance as `.uplot`, for tests and tools.
  */
 export function chart(root, opts) {
   const Plot = globalThis.uPlot;
-  const box = h('figure', { class: 'chart' },
+  const box = h('figure', { class: 'chart', dataset: opts.name ? { chart: opts.name } : undefined },
     opts.title ? h('figcaption', {}, opts.title) : null);
   root.appendChild(box);
   const fmt = opts.unit || fmtNum;
@@ -214,11 +216,12 @@ export function chart(root, opts) {
       { stroke: '#768390', grid: { stroke: '#d0d7de55' }, ticks: { stroke: '#d0d7de' }, size: 64,
         values: (u, vals) => vals.map((v) => fmt(v)) },
     ],
-    cursor: { drag: { x: true, y: false }, points: { size: 6 } },
+    cursor: { drag: { x: false, y: false }, points: { size: 6 }, sync: opts.sync ? { key: opts.sync } : undefined },
     legend: { live: true },
   };
   const data = opts.data || [[], ...(opts.series || []).map(() => [])];
   const plot = Plot ? new Plot(config, data, box) : null;
+  box.uplot = plot;
   if (!Plot) box.appendChild(h('p', { class: 'muted' }, 'Charts are unavailable (uPlot did not load).'));
   if (plot && opts.onClick) {
     plot.over.classList.add('clickable');

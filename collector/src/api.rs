@@ -488,21 +488,18 @@ async fn snapshots<S: Store>(
 /// How far back the fleet views look for a server's latest values.
 const FLEET_WINDOW_MS: i64 = HOUR_MS;
 
-/// Every server agent with its current CPU, memory, fullest disk, disk I/O
-/// and status, and the top 5 servers by CPU, memory and disk I/O.
+/// Every agent of the project (servers with their current CPU, memory,
+/// fullest disk and disk I/O; other products with their status), the top 5
+/// servers by CPU, memory and disk I/O, and the top 5 processes across the
+/// servers' latest snapshots: everything the console's fleet screen draws,
+/// in one request.
 async fn fleet<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(project): Authed,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let now = crate::now_ms();
     let since = now - FLEET_WINDOW_MS;
-    let agents: Vec<Agent> = state
-        .store
-        .agents(project.id)
-        .await?
-        .into_iter()
-        .filter(|a| a.product == "infra")
-        .collect();
+    let agents: Vec<Agent> = state.store.agents(project.id).await?;
     let store = &state.store;
     let values = crate::fleet::LatestValues {
         cpu: store.latest(project.id, "cpu.usage", since).await?,
@@ -533,12 +530,22 @@ async fn fleet<S: Store>(
             item
         })
         .collect();
+    let names = crate::fleet::onames(&agents);
+    let snapshots: Vec<(i64, String, crate::model::SnapshotRow)> = store
+        .latest_snapshots(project.id, "top", since)
+        .await?
+        .into_iter()
+        .filter_map(|(oid, s)| Some((oid, names.get(&oid)?.clone(), s)))
+        .collect();
     Ok(Json(json!({
+        "project": project.name,
+        "time_ms": now,
         "counts": { "servers": servers.len(), "up": up, "no_data": servers.len() - up },
         "top": {
             "cpu": crate::fleet::top(&servers, 5, |s| s.cpu_pct),
             "mem": crate::fleet::top(&servers, 5, |s| s.mem_pct),
             "disk_io": crate::fleet::top(&servers, 5, |s| s.disk_io_bytes_per_sec),
+            "processes": crate::fleet::top_processes(&snapshots, 5),
         },
         "servers": items,
     })))

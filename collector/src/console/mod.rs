@@ -55,7 +55,7 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/login", post(login::<S>).get(to_page))
         .route("/logout", post(logout::<S>))
         .route("/assets/{*path}", get(asset))
-        .route("/api/v1/session", get(whoami))
+        .route("/api/v1/session", get(whoami).delete(end_session::<S>))
         .route("/api/v1/events/stream", get(event_stream::<S>))
         .with_state(state)
 }
@@ -74,9 +74,11 @@ pub async fn security_headers(mut response: Response) -> Response {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ),
+        // Not `no-referrer`: with it browsers send `Origin: null` on
+        // same-origin POSTs, and the Origin rule needs the real one.
         (
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ),
         (
             header::HeaderName::from_static("cross-origin-opener-policy"),
@@ -332,6 +334,22 @@ async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
 /// `GET /api/v1/session`: the project the credentials belong to.
 async fn whoami(Authed(project): Authed) -> axum::Json<serde_json::Value> {
     axum::Json(json!({ "project": project.name }))
+}
+
+/// `DELETE /api/v1/session`: signs the cookie's session out (the API's
+/// way to do what `POST /logout` does for the form). Cookie-authenticated,
+/// so [`Authed`] has checked the `Origin`.
+async fn end_session<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Authed(_project): Authed,
+    headers: HeaderMap,
+) -> StatusCode {
+    if headers.get(header::AUTHORIZATION).is_none()
+        && let Some(id) = session_id(&headers)
+    {
+        state.sessions.close(id);
+    }
+    StatusCode::NO_CONTENT
 }
 
 /// `GET /api/v1/events/stream`: the project's new events as server-sent
