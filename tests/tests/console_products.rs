@@ -674,6 +674,9 @@ fn the_database_screen_draws_the_lock_tree_with_the_root_blocker_marked() {
     );
     assert_eq!(marks, json!([[quiet_at, false], [locks_at, true]]));
     screenshot(&page, &scratch, "db");
+    page.eval("document.querySelector('.moment-head').scrollIntoView({ block: 'start' })");
+    screenshot(&page, &scratch, "db-lock-tree");
+    page.eval("window.scrollTo(0, 0)");
 
     // Another moment: its session, and no lock tree.
     page.click(&format!(".timeline .mark[data-time=\"{quiet_at}\"]"));

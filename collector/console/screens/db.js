@@ -48,7 +48,6 @@ async function renderServer(root, params, signal) {
     badge(agent.paused ? 'paused' : agent.status), picker.el));
 
   // The moment chosen, and what it shows.
-  const momentNote = h('span', { class: 'muted' });
   const timelineBox = h('div', { class: 'timeline', role: 'listbox', 'aria-label': 'Snapshots' });
   const timelinePanel = panel('Snapshots', null, h('p', { class: 'muted small' },
     'Each mark is a snapshot of the server; red ones were taken for an alert. Pick one, or click a chart.'), timelineBox);
@@ -61,6 +60,8 @@ async function renderServer(root, params, signal) {
   let snapshots = [];
   let drawn = [];
   let at = params.query?.get('at') ? Number(params.query.get('at')) : null;
+  // The snapshot on screen (the newest when no moment is chosen).
+  let shown = null;
 
   try {
     names = (await api('db/' + oid + '/stats', {}, signal)).names || [];
@@ -127,8 +128,8 @@ async function renderServer(root, params, signal) {
       const mark = h('button', {
         type: 'button',
         role: 'option',
-        class: ['mark', s.alert ? 'alert' : null, s.locks ? 'locks' : null, s.time_ms === at ? 'current' : null],
-        'aria-selected': String(s.time_ms === at),
+        class: ['mark', s.alert ? 'alert' : null, s.locks ? 'locks' : null, s.time_ms === shown ? 'current' : null],
+        'aria-selected': String(s.time_ms === shown),
         title: fmtTime(s.time_ms) + ' · ' + s.reason + ' · ' + s.sessions + ' sessions' + (s.locks ? ' · ' + s.lock_nodes + ' in lock tree' : ''),
         'aria-label': fmtTime(s.time_ms) + ', ' + s.reason,
         dataset: { time: String(s.time_ms) },
@@ -155,12 +156,17 @@ async function renderServer(root, params, signal) {
   async function pick(ms) {
     at = ms;
     setHashQuery('/db/' + oid, { at: ms });
+    markCurrent(ms);
+    await loadMoment();
+  }
+
+  /** Marks the snapshot shown on the timeline. */
+  function markCurrent(ms) {
     for (const m of timelineBox.querySelectorAll('.mark')) {
       const on = Number(m.dataset.time) === ms;
       m.classList.toggle('current', on);
       m.setAttribute('aria-selected', String(on));
     }
-    await loadMoment();
   }
 
   async function loadMoment() {
@@ -178,13 +184,13 @@ async function renderServer(root, params, signal) {
       locks = await api('db/' + oid + '/locks', { at: snap.time_ms }, signal);
     } catch (e) { locks = { error: e }; }
     sub.textContent = ' ' + [snap.flavor, snap.version].filter(Boolean).join(' ');
-    momentNote.textContent = '';
+    shown = snap.time_ms;
+    markCurrent(shown);
     momentPanel.replaceChildren(
       h('div', { class: 'moment-head' },
         h('h2', {}, 'At ', h('time', { datetime: new Date(snap.time_ms).toISOString() }, fmtTime(snap.time_ms))),
         badge(snap.reason === 'periodic' ? 'periodic' : 'alert'),
-        h('span', { class: 'muted' }, snap.reason === 'periodic' ? 'a periodic snapshot' : 'taken for ' + snap.reason),
-        momentNote),
+        h('span', { class: 'muted' }, snap.reason === 'periodic' ? 'a periodic snapshot' : 'taken for ' + snap.reason)),
       summary(snap, locks),
       lockPanel(locks),
       sessionsPanel(snap),
