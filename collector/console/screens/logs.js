@@ -33,16 +33,20 @@ export async function render(root, params, signal) {
   const categoryInput = h('input', { type: 'search', name: 'category', placeholder: 'Source (category)', 'aria-label': 'Source', list: 'log-categories', value: state.category });
   const categories = h('datalist', { id: 'log-categories' });
   const qInput = h('input', { type: 'search', name: 'q', class: 'query', placeholder: 'Words that must all occur, or "a phrase"', 'aria-label': 'Query', value: state.q });
-  const apply = h('button', { type: 'submit', class: 'primary' }, 'Search');
+  // Outside the form (after the range picker), and still its submit button.
+  const apply = h('button', { type: 'submit', class: 'primary go', form: 'log-filter-form' }, 'Search');
   const picker = rangePicker(query.get('range') || '1h', () => { if (state.tab !== 'tail') show(state.tab); });
-  const filters = h('form', { class: 'filters log-filters', role: 'search' }, qInput, agentPick, categoryInput, categories, picker.el, apply);
+  // The range picker has a form of its own (the custom range): beside this
+  // one, not inside it.
+  const form = h('form', { role: 'search', id: 'log-filter-form' }, qInput, agentPick, categoryInput, categories);
+  const filters = h('div', { class: 'filters log-filters' }, form, picker.el, apply);
   const view = h('div', { class: 'log-view' });
   let viewAbort = null;
 
   const tabBar = tabs([['search', 'Search'], ['tail', 'LiveTail'], ['patterns', 'Patterns']], state.tab, (key) => show(key));
   root.append(tabBar.el, h('section', { class: 'panel' }, filters, view));
 
-  filters.addEventListener('submit', (e) => {
+  form.addEventListener('submit', (e) => {
     e.preventDefault();
     show(state.tab);
   });
@@ -68,8 +72,9 @@ export async function render(root, params, signal) {
     setHashQuery('/logs', { tab, q: state.q, oid: state.oid, category: state.category });
     apply.textContent = tab === 'tail' ? 'Apply' : tab === 'patterns' ? 'Show' : 'Search';
     picker.el.hidden = tab === 'tail';
-    qInput.placeholder = tab === 'patterns' ? 'Patterns ignore the query' : 'Words that must all occur, or "a phrase"';
-    qInput.disabled = tab === 'patterns';
+    // Patterns are counted per source, over every agent, without a query.
+    qInput.hidden = tab === 'patterns';
+    agentPick.hidden = tab === 'patterns';
     if (viewAbort) viewAbort.abort();
     viewAbort = new AbortController();
     signal.addEventListener('abort', () => viewAbort.abort(), { once: true });
@@ -222,5 +227,5 @@ async function patterns(view, state, picker, signal) {
     { key: 'example', label: 'Example', class: 'wrap hide-narrow', cell: (p) => h('code', { class: 'muted' }, p.example) },
   ], { sortKey: 'count', dir: -1, class: 'compact', empty: 'No records in this range.' });
   table.setRows(list);
-  view.append(h('p', { class: 'count' }, list.length + ' patterns, ' + fmtNum(total) + ' records' + (state.category ? ' of ' + state.category : '') + (state.oid ? ' (patterns count every agent)' : '') + '. Numbers, ids, addresses and times are masked.'), table.el);
+  view.append(h('p', { class: 'count' }, list.length + ' patterns, ' + fmtNum(total) + ' records' + (state.category ? ' of ' + state.category : '') + ', every agent. Numbers, ids, addresses and times are masked.'), table.el);
 }
