@@ -809,10 +809,12 @@ fn alerts_are_managed_from_the_page_and_a_firing_shows_up_live() {
         WAIT,
         "document.querySelector('form.editor .notice.error:not([hidden])')?.textContent.includes('column')",
     );
+    screenshot(&page, &scratch, "alerts-rule-refused");
     page.eval("document.querySelector('form.editor input[name=expr]').value = ''");
     page.type_into("form.editor input[name=expr]", "mem.used_pct > 90 for 1s");
     page.click("form.editor button[type=submit]");
     page.wait_for("tr[data-rule=\"memory high\"]", WAIT);
+    assert_eq!(page.text(".tab-body .panel h2 .muted"), "1 rule");
     let rules = api.ok("/api/v1/alerts/rules");
     let rule = &rules["rules"][0];
     assert_eq!(rule["expr"], "mem.used_pct > 90 for 1s", "{rules}");

@@ -82,7 +82,7 @@ function drawFiring(box, list) {
       h('div', {}, h('strong', {}, a.rule), a.oname ? h('span', { class: 'muted' }, ' on ' + a.oname) : null, a.target ? h('span', { class: 'mono muted' }, ' ' + a.target) : null),
       h('div', { class: 'msg' }, a.message)),
     h('div', { class: 'muted small firing-since' },
-      'since ' + fmtTime(a.since_ms), h('br'), 'for ' + fmtDuration(Date.now() - a.since_ms),
+      'since ' + fmtTime(a.since_ms), h('br'), 'for ' + fmtDuration(Math.max(1000, Date.now() - a.since_ms)),
       a.last_notified_ms == null ? [h('br'), h('span', { class: 'badge badge-paused' }, 'not notified')] : null)))));
 }
 
@@ -106,12 +106,17 @@ async function rules(body, signal) {
       h('button', { type: 'button', onclick: () => openForm(r) }, 'Edit'),
       confirmButton('Delete', 'Delete rule ' + r.name + '?', async () => { await del('alerts/rules/' + r.id); await reload(); })) },
   ], { sortKey: 'name', empty: 'No rule yet: add one to be told when something goes wrong.', rowAttrs: (r) => ({ dataset: { rule: r.name } }) });
-  table.setRows(list);
-  body.appendChild(panel('Rules', list.length + ' rules', h('div', { class: 'row' }, newButton), formBox, table.el));
+  const section = panel('Rules', ' ', h('div', { class: 'row' }, newButton), formBox, table.el);
+  const note = section.querySelector('h2 .muted');
+  const show = (rows) => {
+    table.setRows(rows);
+    note.textContent = rows.length === 1 ? '1 rule' : rows.length + ' rules';
+  };
+  show(list);
+  body.appendChild(section);
 
   async function reload() {
-    const r = await api('alerts/rules', {}, signal);
-    table.setRows(r.rules);
+    show((await api('alerts/rules', {}, signal)).rules);
   }
 
   function openForm(rule) {
