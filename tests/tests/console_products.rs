@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sightline_e2e::browser::{Browser, Page, distinct_colours, js_string};
+use sightline_e2e::browser::{Browser, PHONE, Page, distinct_colours, js_string};
 use sightline_e2e::webhook::WebhookReceiver;
 use sightline_e2e::wire_agent::{self, connect};
 use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, now_ms, wait_for};
@@ -405,6 +405,21 @@ fn url_checks_and_logs_show_what_real_agents_report() {
     screenshot(&page, &scratch, "logs-patterns");
 
     assert_eq!(page.eval("typeof window.__pwned"), "undefined");
+
+    // On a phone.
+    page.set_viewport(PHONE, true);
+    open(&page, "#/url");
+    page.wait_for("tr[data-target=\"shop\"]", WAIT);
+    screenshot(&page, &scratch, "url-checks-phone");
+    open(&page, "#/logs?tab=tail");
+    page.wait_for(".tail-bar .live-dot.on", WAIT);
+    append(&app_log, "2026-11-24 07:03:00 INFO seen on a phone");
+    page.wait_until(
+        "the line on the phone",
+        WAIT,
+        "[...document.querySelectorAll('.tail .log-text')].some(e => e.textContent.includes('seen on a phone'))",
+    );
+    screenshot(&page, &scratch, "logs-tail-phone");
     assert_clean(&page, &base, &[]);
 }
 
@@ -670,6 +685,15 @@ fn the_database_screen_draws_the_lock_tree_with_the_root_blocker_marked() {
         WAIT,
         "[...document.querySelectorAll('figure.chart')].some(f => f.querySelector('figcaption')?.textContent === 'Threads' && f.uplot?.data[0].length === 20)",
     );
+    // The charts mark the moment the tables show.
+    page.wait_until(
+        "every chart marking the moment shown",
+        WAIT,
+        &format!(
+            "(() => {{ const f = [...document.querySelectorAll('.charts figure.chart')]; \
+             return f.length >= 3 && f.every(x => x.dataset.moment === '{locks_at}'); }})()"
+        ),
+    );
     // The timeline holds both snapshots, the lock one marked as an alert's.
     let marks = page.eval(
         "[...document.querySelectorAll('.timeline .mark')].map(m => [Number(m.dataset.time), m.classList.contains('alert')])",
@@ -697,7 +721,20 @@ fn the_database_screen_draws_the_lock_tree_with_the_root_blocker_marked() {
             .is_some_and(|h| h.contains(&format!("at={quiet_at}"))),
         "the moment is in the address, to share"
     );
+    assert!(
+        page.eval(&format!(
+            "[...document.querySelectorAll('.charts figure.chart')].every(x => x.dataset.moment === '{quiet_at}')"
+        )) == true,
+        "the charts follow the moment picked"
+    );
     screenshot(&page, &scratch, "db-quiet");
+
+    // On a phone.
+    page.set_viewport(PHONE, true);
+    page.click(&format!(".timeline .mark[data-time=\"{locks_at}\"]"));
+    page.wait_for("ul.lock-tree", WAIT);
+    page.eval("document.querySelector('.lock-tree').scrollIntoView({ block: 'start' })");
+    screenshot(&page, &scratch, "db-phone");
     assert_clean(&page, &base, &[]);
 }
 
@@ -905,6 +942,10 @@ fn alerts_are_managed_from_the_page_and_a_firing_shows_up_live() {
         "[...document.querySelectorAll('.tab-body tbody tr')].filter(r => r.textContent.includes('delivered')).length >= 2",
     );
     screenshot(&page, &scratch, "alerts-deliveries");
+
+    page.set_viewport(PHONE, true);
+    screenshot(&page, &scratch, "alerts-phone");
+    page.set_viewport(sightline_e2e::browser::DESKTOP, false);
 
     // Delete the rule (asked twice).
     open(&page, "#/alerts/rules");

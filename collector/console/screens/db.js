@@ -103,6 +103,7 @@ async function renderServer(root, params, signal) {
         onClick: (t) => pickNear(t * 1000),
       });
       drawn.push(c);
+      markMoment(c, shown);
     }));
   }
 
@@ -186,6 +187,7 @@ async function renderServer(root, params, signal) {
     sub.textContent = ' ' + [snap.flavor, snap.version].filter(Boolean).join(' ');
     shown = snap.time_ms;
     markCurrent(shown);
+    for (const c of drawn) markMoment(c, shown);
     momentPanel.replaceChildren(
       h('div', { class: 'moment-head' },
         h('h2', {}, 'At ', h('time', { datetime: new Date(snap.time_ms).toISOString() }, fmtTime(snap.time_ms))),
@@ -213,6 +215,39 @@ async function renderServer(root, params, signal) {
     await loadTimeline();
     if (at == null) await loadMoment();
   }, signal)).catch(() => {});
+}
+
+/**
+ * Draws a dashed line at `ms` (the moment on screen) across chart `c`,
+ * through uPlot's draw hook, so the charts say which moment the tables
+ * below show.
+ */
+function markMoment(c, ms) {
+  const u = c.plot;
+  if (!u) return;
+  u.sightlineMoment = ms == null ? null : ms / 1000;
+  if (!u.sightlineMomentHook) {
+    u.sightlineMomentHook = true;
+    (u.hooks.draw = u.hooks.draw || []).push((plot) => {
+      if (plot.sightlineMoment == null) return;
+      const x = plot.valToPos(plot.sightlineMoment, 'x', true);
+      const { left, top, width, height } = plot.bbox;
+      if (!(x >= left && x <= left + width)) return;
+      const ratio = globalThis.devicePixelRatio || 1;
+      const ctx = plot.ctx;
+      ctx.save();
+      ctx.strokeStyle = '#1f6feb';
+      ctx.lineWidth = 2 * ratio;
+      ctx.setLineDash([5 * ratio, 4 * ratio]);
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, top + height);
+      ctx.stroke();
+      ctx.restore();
+    });
+  }
+  c.box.dataset.moment = ms == null ? '' : String(ms);
+  u.redraw(false);
 }
 
 function stat(label, value, level) {

@@ -25,6 +25,7 @@ export async function render(root, params, signal) {
     q: query.get('q') || '',
     oid: query.get('oid') || '',
     category: query.get('category') || '',
+    fields: query.get('fields') || '',
   };
 
   root.appendChild(header('Logs'));
@@ -33,12 +34,13 @@ export async function render(root, params, signal) {
   const categoryInput = h('input', { type: 'search', name: 'category', placeholder: 'Source (category)', 'aria-label': 'Source', list: 'log-categories', value: state.category });
   const categories = h('datalist', { id: 'log-categories' });
   const qInput = h('input', { type: 'search', name: 'q', class: 'query', placeholder: 'Words that must all occur, or "a phrase"', 'aria-label': 'Query', value: state.q });
+  const fieldsInput = h('input', { type: 'search', name: 'fields', class: 'fields', placeholder: 'Fields: status=500', 'aria-label': 'Fields', value: query.get('fields') || '' });
   // Outside the form (after the range picker), and still its submit button.
   const apply = h('button', { type: 'submit', class: 'primary go', form: 'log-filter-form' }, 'Search');
   const picker = rangePicker(query.get('range') || '1h', () => { if (state.tab !== 'tail') show(state.tab); });
   // The range picker has a form of its own (the custom range): beside this
   // one, not inside it.
-  const form = h('form', { role: 'search', id: 'log-filter-form' }, qInput, agentPick, categoryInput, categories);
+  const form = h('form', { role: 'search', id: 'log-filter-form' }, qInput, fieldsInput, agentPick, categoryInput, categories);
   const filters = h('div', { class: 'filters log-filters' }, form, picker.el, apply);
   const view = h('div', { class: 'log-view' });
   let viewAbort = null;
@@ -64,17 +66,20 @@ export async function render(root, params, signal) {
     state.q = qInput.value.trim();
     if (agentsLoaded) state.oid = agentPick.value;
     state.category = categoryInput.value.trim();
+    state.fields = fieldsInput.value.trim();
   }
 
   function show(tab) {
     read();
     state.tab = tab;
-    setHashQuery('/logs', { tab, q: state.q, oid: state.oid, category: state.category });
+    setHashQuery('/logs', { tab, q: state.q, oid: state.oid, category: state.category, fields: state.fields });
     apply.textContent = tab === 'tail' ? 'Apply' : tab === 'patterns' ? 'Show' : 'Search';
     picker.el.hidden = tab === 'tail';
     // Patterns are counted per source, over every agent, without a query.
     qInput.hidden = tab === 'patterns';
     agentPick.hidden = tab === 'patterns';
+    // Fields (from the agent's parse rules) are a search filter.
+    fieldsInput.hidden = tab !== 'search';
     if (viewAbort) viewAbort.abort();
     viewAbort = new AbortController();
     signal.addEventListener('abort', () => viewAbort.abort(), { once: true });
@@ -94,6 +99,16 @@ async function collectCategories(list, signal) {
     const seen = new Set(r.records.map((x) => x.category).filter(Boolean));
     list.replaceChildren(...[...seen].sort().map((c) => h('option', { value: c })));
   } catch { /* the field still takes any text */ }
+}
+
+/** `status=500 method=GET` as the search's `field.status=500&field.method=GET`. */
+function fieldParams(text) {
+  const out = {};
+  for (const term of text.split(/\s+/)) {
+    const i = term.indexOf('=');
+    if (i > 0) out['field.' + term.slice(0, i)] = term.slice(i + 1);
+  }
+  return out;
 }
 
 function recordLine(rec, options = {}) {
@@ -120,6 +135,7 @@ async function search(view, state, picker, signal) {
     status.textContent = 'Searching…';
     const r = await api('logs/search', {
       q: state.q, oid: state.oid, category: state.category, from, to, limit: PAGE, before: pages[page] ?? undefined,
+      ...fieldParams(state.fields),
     }, signal);
     next = r.next;
     list.replaceChildren(...r.records.map((rec) => recordLine(rec)));
