@@ -209,7 +209,10 @@ fn url_checks_and_logs_show_what_real_agents_report() {
     let log_dir = scratch.join("log");
     std::fs::create_dir_all(&log_dir).expect("log dir");
     let app_log = log_dir.join("app.log");
-    append(&app_log, "2026-11-24 07:00:00 INFO service started port=8080");
+    append(
+        &app_log,
+        "2026-11-24 07:00:00 INFO service started port=8080",
+    );
     let _log_agent = Agent::log(
         &log_dir.join("agent"),
         &agent_conf(
@@ -309,7 +312,8 @@ fn url_checks_and_logs_show_what_real_agents_report() {
     );
     page.wait_for(".target-region .table-wrap tbody tr td", WAIT);
     assert!(
-        page.text(".target-region .table-wrap tbody").contains("200"),
+        page.text(".target-region .table-wrap tbody")
+            .contains("200"),
         "the checks are listed with their code"
     );
     screenshot(&page, &scratch, "url-target");
@@ -360,7 +364,7 @@ fn url_checks_and_logs_show_what_real_agents_report() {
     page.wait_until(
         "the paused view counting a held line",
         Duration::from_secs(10),
-        "document.querySelector('.held')?.textContent.includes('1 new lines waiting')",
+        "document.querySelector('.held')?.textContent.includes('1 new line waiting')",
     );
     assert_eq!(
         page.eval(
@@ -571,7 +575,8 @@ fn feed_database(collector: &Collector, license: &str) -> (u64, i64, i64) {
         .expect("runtime");
     runtime.block_on(async {
         let mut client = connect(collector).await;
-        let oid = wire_agent::hello(&mut client, license, "db", "orders-db", DB_INSTANCE, 5000).await;
+        let oid =
+            wire_agent::hello(&mut client, license, "db", "orders-db", DB_INSTANCE, 5000).await;
         let now = now_ms();
         let quiet_at = now - 5 * 60_000;
         let locks_at = now - 60_000;
@@ -616,7 +621,11 @@ fn the_database_screen_draws_the_lock_tree_with_the_root_blocker_marked() {
     let api = collector.api(&creds.token);
     let (status, body) = api.get(&format!("/api/v1/db/{oid}/snapshots"));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["snapshots"].as_array().map_or(0, Vec::len), 2, "{body}");
+    assert_eq!(
+        body["snapshots"].as_array().map_or(0, Vec::len),
+        2,
+        "{body}"
+    );
 
     let browser = Browser::launch(scratch.path());
     let page = browser.page();
@@ -814,7 +823,10 @@ fn alerts_are_managed_from_the_page_and_a_firing_shows_up_live() {
     page.click(".panel .row button.primary");
     page.wait_for("form.editor input[name=name]", WAIT);
     page.type_into("form.editor input[name=name]", "ops hook");
-    page.type_into("form.editor input[name=url]", &receiver.url("/hook/secret-token-123"));
+    page.type_into(
+        "form.editor input[name=url]",
+        &receiver.url("/hook/secret-token-123"),
+    );
     page.click("form.editor button[type=submit]");
     page.wait_for("tr[data-channel=\"ops hook\"]", WAIT);
     let shown = page.text("tr[data-channel=\"ops hook\"]");
@@ -855,7 +867,11 @@ fn alerts_are_managed_from_the_page_and_a_firing_shows_up_live() {
     let rules = api.ok("/api/v1/alerts/rules");
     let rule = &rules["rules"][0];
     assert_eq!(rule["expr"], "mem.used_pct > 90 for 1s", "{rules}");
-    assert_eq!(rule["channels"].as_array().map_or(0, Vec::len), 1, "{rules}");
+    assert_eq!(
+        rule["channels"].as_array().map_or(0, Vec::len),
+        1,
+        "{rules}"
+    );
     screenshot(&page, &scratch, "alerts-rules");
 
     // The series crosses: the alert shows as firing without a reload.
@@ -896,7 +912,10 @@ fn alerts_are_managed_from_the_page_and_a_firing_shows_up_live() {
         WAIT,
         "document.querySelector('tr[data-rule=\"memory high\"]')?.textContent.includes('critical')",
     );
-    assert_eq!(api.ok("/api/v1/alerts/rules")["rules"][0]["severity"], "critical");
+    assert_eq!(
+        api.ok("/api/v1/alerts/rules")["rules"][0]["severity"],
+        "critical"
+    );
 
     // History lists the firing.
     open(&page, "#/alerts/history");

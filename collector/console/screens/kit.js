@@ -69,7 +69,9 @@ export function sortableTable(columns, options = {}) {
   let sortKey = options.sortKey || null;
   let dir = options.dir || 1;
   const heads = columns.map((c) => {
-    const th = h('th', { class: c.num ? 'num' : null, scope: 'col' },
+    // A column hidden on a phone (`hide-narrow`) hides whole, header too.
+    const narrow = /\bhide-narrow\b/.test(c.class || '') ? 'hide-narrow' : null;
+    const th = h('th', { class: [c.num ? 'num' : null, narrow].filter(Boolean).join(' ') || null, scope: 'col' },
       c.sort === false ? c.label : h('button', { type: 'button', class: 'sort', onclick: () => sortBy(c.key) }, c.label));
     return th;
   });

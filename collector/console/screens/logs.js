@@ -183,7 +183,7 @@ async function liveTail(view, state, signal) {
     list.appendChild(frag);
     shown += records.length;
     while (list.childElementCount > TAIL_KEEP) list.firstElementChild.remove();
-    counter.textContent = fmtNum(shown) + ' lines received';
+    counter.textContent = fmtNum(shown) + (shown === 1 ? ' line' : ' lines') + ' received';
     if (follow.checked) scroller.scrollTop = scroller.scrollHeight;
   }
   function note(text) {
@@ -214,7 +214,7 @@ async function liveTail(view, state, signal) {
       held.push(data);
       if (held.length > TAIL_HELD) { held.shift(); dropped++; }
       heldNote.hidden = false;
-      heldNote.textContent = 'Paused · ' + fmtNum(held.length + dropped) + ' new lines waiting';
+      heldNote.textContent = 'Paused · ' + fmtNum(held.length + dropped) + ' new ' + (held.length + dropped === 1 ? 'line' : 'lines') + ' waiting';
       return;
     }
     add([data]);
