@@ -688,6 +688,10 @@ fn the_database_screen_draws_the_lock_tree_with_the_root_blocker_marked() {
             .is_some_and(|a| a.iter().any(|v| v == "Root blockers=1")),
         "{blockers}"
     );
+    assert_eq!(
+        page.eval("[...document.querySelectorAll('.moment .stat')].find(s => s.textContent.startsWith('Root blockers')).querySelector('.note').textContent"),
+        "session 1"
+    );
     // Counters charted with points.
     page.wait_until(
         "the threads chart with its points",
@@ -989,4 +993,106 @@ fn alerts_are_managed_from_the_page_and_a_firing_shows_up_live() {
     // The bad rule's refusal is the one error.
     let refused = format!("400 (Bad Request) {base}/api/v1/alerts/rules");
     assert_clean(&page, &base, &[&refused]);
+}
+
+// ---------------------------------------------- a real server's lock tree
+
+#[test]
+fn a_real_mariadb_lock_chain_is_drawn_with_its_root_blocker() {
+    use sightline_e2e::mariadb::{MONITOR_PASSWORD, MariaDb, Session};
+    let scratch = Scratch::new("console-mariadb");
+    let db = MariaDb::start();
+    db.sql(
+        "CREATE DATABASE shop;
+         CREATE TABLE shop.orders (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
+         INSERT INTO shop.orders VALUES (1, 0), (2, 0), (3, 0);",
+    );
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "shop");
+    let collector = Collector::start(&data);
+    let base = format!("http://{}", collector.http);
+    let api = collector.api(&creds.token);
+    let dir = scratch.join("agent");
+    let url = db.url();
+    let _agent = Agent::start(
+        "sightline-db",
+        &dir,
+        &agent_conf(
+            &creds.license,
+            collector.grpc,
+            &dir.join("data"),
+            &[
+                ("oname", "mariadb-1"),
+                ("db.url", &url),
+                ("db.password", MONITOR_PASSWORD),
+                ("db.lock_wait.alert", "2s"),
+            ],
+        ),
+    );
+    let oid = sightline_e2e::the_agent(&api)["oid"].as_i64().expect("oid");
+
+    // The holder keeps row 1 in an idle transaction; the waiter and c
+    // queue on it (c holding row 2), d waits on c.
+    let mut holder = Session::open(&db);
+    holder.exec("BEGIN; UPDATE shop.orders SET v = 1 WHERE id = 1");
+    let mut c = Session::open(&db);
+    c.exec("BEGIN; UPDATE shop.orders SET v = 1 WHERE id = 2");
+    let mut waiter = Session::open(&db);
+    waiter.exec("BEGIN");
+    waiter.send("UPDATE shop.orders SET v = 2 WHERE id = 1");
+    std::thread::sleep(Duration::from_millis(300));
+    c.send("UPDATE shop.orders SET v = 3 WHERE id = 1");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut d = Session::open(&db);
+    d.send("UPDATE shop.orders SET v = 4 WHERE id = 2");
+    wait_for("the chain in the API", Duration::from_secs(20), || {
+        let (status, body) = api.get(&format!("/api/v1/db/{oid}/locks"));
+        (status == 200 && body["waiting"].as_u64() == Some(3)).then_some(())
+    });
+
+    let browser = Browser::launch(scratch.path());
+    let page = browser.page();
+    sign_in(&page, &base, &creds.token);
+    open(&page, &format!("#/db/{oid}"));
+    let holder_node = format!(
+        "ul.lock-tree > li[data-session=\"{}\"] > .lock-node.root-blocker",
+        holder.id()
+    );
+    page.wait_until(
+        "the holder drawn as the root blocker with three waiting",
+        WAIT,
+        &format!(
+            "!!document.querySelector({}) && document.querySelectorAll('ul.lock-tree li').length >= 4",
+            js_string(&holder_node)
+        ),
+    );
+    assert!(page.text(&holder_node).contains("root blocker"));
+    // The waiter directly under the holder, waiting on row 1 of the table.
+    let waiter_node = format!(
+        "ul.lock-tree > li[data-session=\"{}\"] > ul > li[data-session=\"{}\"] > .lock-node",
+        holder.id(),
+        waiter.id()
+    );
+    let text = page.text(&waiter_node);
+    assert!(
+        text.contains("record lock")
+            && text.contains("`shop`.`orders`")
+            && text.contains("UPDATE shop.orders SET v = 2 WHERE id = 1"),
+        "the waiter's wait and statement: {text}"
+    );
+    // d under c, c under the waiter; c repeated under the holder.
+    let d_node = format!(
+        "li[data-session=\"{}\"] > ul > li[data-session=\"{}\"] > .lock-node",
+        c.id(),
+        d.id()
+    );
+    page.wait_for(&d_node, WAIT);
+    assert!(
+        page.text(&d_node)
+            .contains("UPDATE shop.orders SET v = 4 WHERE id = 2")
+    );
+    screenshot(&page, &scratch, "db-mariadb");
+    page.eval("document.querySelector('.moment-head').scrollIntoView({ block: 'start' })");
+    screenshot(&page, &scratch, "db-mariadb-lock-tree");
+    assert_clean(&page, &base, &[]);
 }

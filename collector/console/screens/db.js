@@ -250,19 +250,29 @@ function markMoment(c, ms) {
   u.redraw(false);
 }
 
-function stat(label, value, level) {
-  return h('div', { class: ['stat', level] }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, value));
+function stat(label, value, level, note) {
+  return h('div', { class: ['stat', level] }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, value),
+    note ? h('div', { class: 'note muted small' }, note) : null);
+}
+
+function sessionsNote(ids) {
+  return ids.length ? (ids.length === 1 ? 'session ' : 'sessions ') + ids.join(', ') : null;
+}
+
+function plural(n, one, many) {
+  return fmtNum(n) + ' ' + (n === 1 ? one : many);
 }
 
 function summary(snap, locks) {
   const hasLocks = locks && !locks.error;
   const blockers = hasLocks ? (locks.root_blockers || []) : [];
+  const cycle = hasLocks ? (locks.in_cycle || []) : [];
   return h('div', { class: 'stats' },
     stat('Sessions', fmtNum(snap.sessions.length) + (snap.sessions_omitted ? ' +' + snap.sessions_omitted : '')),
     stat('Waiting for a lock', hasLocks ? fmtNum(locks.waiting) : '–', hasLocks && locks.waiting ? 'warn' : null),
     stat('Longest wait', hasLocks && locks.max_wait_ms ? fmtDuration(locks.max_wait_ms) : '–', hasLocks && locks.max_wait_ms > 10000 ? 'crit' : null),
-    stat('Root blockers', blockers.length ? blockers.join(', ') : 'none', blockers.length ? 'crit' : 'ok'),
-    stat('In a cycle', hasLocks && locks.in_cycle?.length ? locks.in_cycle.join(', ') : 'none', hasLocks && locks.in_cycle?.length ? 'crit' : null));
+    stat('Root blockers', blockers.length ? fmtNum(blockers.length) : 'none', blockers.length ? 'crit' : 'ok', sessionsNote(blockers)),
+    stat('In a cycle', cycle.length ? fmtNum(cycle.length) : 'none', cycle.length ? 'crit' : null, sessionsNote(cycle)));
 }
 
 /** The lock tree: each root a blocker, its waiters nested under it. */
@@ -313,7 +323,7 @@ function lockNode(n, depth) {
       wait.data ? [' row ', h('span', { class: 'mono' }, wait.data)] : null) : null,
     h('div', { class: 'lock-detail muted small' },
       [n.command, n.state, n.time_ms != null ? 'for ' + fmtDuration(n.time_ms) : null].filter(Boolean).join(' · '),
-      trx ? ' · trx ' + trx.id + ' ' + trx.state + ', ' + fmtDuration(trx.age_ms) + ' old, ' + trx.rows_locked + ' rows locked'
+      trx ? ' · trx ' + trx.id + ' ' + trx.state + ', ' + fmtDuration(trx.age_ms) + ' old, ' + plural(trx.rows_locked, 'row', 'rows') + ' locked'
         + (trx.idle_ms ? ', idle ' + fmtDuration(trx.idle_ms) : '') : null),
     n.query ? h('code', { class: 'lock-query' }, n.query + (n.query_cut ? ' …' : ''))
       : trx && trx.last_query ? h('code', { class: 'lock-query muted' }, 'last: ' + trx.last_query) : null);
