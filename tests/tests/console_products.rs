@@ -318,6 +318,16 @@ fn url_checks_and_logs_show_what_real_agents_report() {
     );
     screenshot(&page, &scratch, "url-target");
 
+    // The refused target's checks say why.
+    open(&page, "#/url/gone");
+    page.wait_until(
+        "the refused target's checks with their reason",
+        WAIT,
+        "[...document.querySelectorAll('.target-region .table-wrap tbody td.reason')].some(td => td.textContent.startsWith('connection refused'))",
+    );
+    assert_eq!(page.text(".target-region .target-title .badge"), "down");
+    screenshot(&page, &scratch, "url-target-down");
+
     // --- Logs: LiveTail.
     open(&page, "#/logs?tab=tail");
     page.wait_until(
@@ -382,8 +392,33 @@ fn url_checks_and_logs_show_what_real_agents_report() {
     );
     screenshot(&page, &scratch, "logs-tail");
 
+    // A filtered tail shows only the lines holding its words.
+    open(&page, "#/logs?tab=tail&q=payment");
+    page.wait_until(
+        "the filtered LiveTail connected",
+        WAIT,
+        "!!document.querySelector('.tail-bar .live-dot.on') && document.querySelector('input.query').value === 'payment'",
+    );
+    append(&app_log, "2026-11-24 07:02:30 INFO unrelated cache refresh");
+    append(
+        &app_log,
+        "2026-11-24 07:02:31 WARN payment declined order=4712",
+    );
+    page.wait_until(
+        "the payment line",
+        WAIT,
+        "[...document.querySelectorAll('.tail .log-text')].some(e => e.textContent.includes('payment declined'))",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('.tail .log-line').length"),
+        1,
+        "only the line with the word: {}",
+        page.text(".tail")
+    );
+
     // Search finds the stored line, as text.
     page.click("#tab-search");
+    page.eval("document.querySelector('input.query').value = ''");
     page.type_into("input.query", "checkout");
     page.click(".log-filters button.go");
     page.wait_until(
