@@ -149,7 +149,7 @@ function agentSection(a, charts) {
       h('span', { class: 'muted' }, 'in this state since ' + fmtTime(a.since_ms))),
     h('div', { class: 'stats' },
       h('div', { class: 'stat' }, h('div', { class: 'label' }, 'Checks shown'), h('div', { class: 'value' }, fmtNum(results.length))),
-      h('div', { class: ['stat', results.length && okCount < results.length ? 'warn' : 'ok'] }, h('div', { class: 'label' }, 'Succeeded'),
+      h('div', { class: ['stat', !results.length ? null : okCount === results.length ? 'ok' : okCount * 2 < results.length ? 'crit' : 'warn'] }, h('div', { class: 'label' }, 'Succeeded'),
         h('div', { class: 'value' }, results.length ? fmtNum((okCount / results.length) * 100, 1) + ' %' : '–')),
       h('div', { class: 'stat' }, h('div', { class: 'label' }, 'Median elapsed'), h('div', { class: 'value' }, fmtMs(p(0.5)))),
       h('div', { class: 'stat' }, h('div', { class: 'label' }, '95th percentile'), h('div', { class: 'value' }, fmtMs(p(0.95)))),
