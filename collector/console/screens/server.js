@@ -131,6 +131,7 @@ export async function render(root, params, signal) {
       name: spec.name, title: spec.title, unit: spec.unit, yMin: spec.yMin, yMax: spec.yMax,
       series: labels.map((label) => ({ label, fill: spec.name === 'cpu' || spec.name === 'mem' })),
       data, height: 190, sync: 'server-' + oid,
+      xRange: () => [shown.from / 1000, shown.to / 1000],
       onClick: (t) => showProcesses(Math.round(t * 1000)),
     });
   }
@@ -182,9 +183,12 @@ export async function render(root, params, signal) {
   }
 
   let generation = 0;
+  /** The range the charts show now. */
+  let shown = picker.current();
   async function load() {
     const mine = ++generation;
     const range = picker.current();
+    shown = range;
     try {
       const fresh = await api('agents/' + encodeURIComponent(oid), {}, signal);
       if (mine !== generation) return;
