@@ -226,7 +226,14 @@ export function chart(root, opts) {
       // Away from the plot, the legend shows the newest values.
       setCursor: [(u) => { if (u.cursor.idx == null) showLatest(u); }],
     },
-    cursor: { drag: { x: false, y: false }, points: { size: 6 }, sync: opts.sync ? { key: opts.sync } : undefined },
+    cursor: {
+      // No drag-to-zoom; and uPlot's default `drag.click` swallows a click
+      // whose press and release positions differ by a fraction of a pixel
+      // (taking it for a drag): every click on the plot is a click here.
+      drag: { x: false, y: false, click: () => {} },
+      points: { size: 6 },
+      sync: opts.sync ? { key: opts.sync } : undefined,
+    },
     legend: { live: true },
   };
   const data = opts.data || [[], ...(opts.series || []).map(() => [])];
