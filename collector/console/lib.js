@@ -174,7 +174,8 @@ export const PALETTE = ['#2f81f7', '#e5534b', '#3fb950', '#d29922', '#a371f7', '
  * for values, e.g. `fmtPct`), `series` ([{label, color?, fill?}]), `data`
  * ([times in unix seconds, values per series...]), `height` (px),
  * `onClick(timeSeconds)` for a click on the plot, `yMin`, `yMax`, `sync`
- * (a key: charts sharing it move their cursors together), `name` (set as
+ * (a key: charts sharing it move their cursors together), `xRange()`
+ * (the x axis's [from, to] in unix seconds), `name` (set as
  * the figure's `data-chart`). Returns `{plot, box, setData(data),
  * destroy()}`; it follows its container's width. The figure element keeps
  * the uPlot instance as `.uplot`, for tests and tools.
@@ -194,7 +195,8 @@ export function chart(root, opts) {
       stroke: color,
       width: 1.5,
       fill: s.fill ? color + '22' : undefined,
-      points: { show: false },
+      // uPlot's default: dots only where points are sparse.
+      points: { size: 4 },
       spanGaps: false,
       value: (u, v) => (v == null ? '–' : fmt(v)),
     });
@@ -210,18 +212,34 @@ export function chart(root, opts) {
     width: width(),
     height: opts.height || 200,
     series,
-    scales: { x: { time: true }, y: scaleY },
+    // `xRange()` (unix seconds): the chosen window, not the data's extent,
+    // so a chart of one point or a gap shows where in time it is.
+    scales: { x: opts.xRange ? { time: true, range: () => opts.xRange() } : { time: true }, y: scaleY },
     axes: [
       { stroke: '#768390', grid: { stroke: '#d0d7de55' }, ticks: { stroke: '#d0d7de' } },
-      { stroke: '#768390', grid: { stroke: '#d0d7de55' }, ticks: { stroke: '#d0d7de' }, size: 64,
-        values: (u, vals) => vals.map((v) => fmt(v)) },
+      { stroke: '#768390', grid: { stroke: '#d0d7de55' }, ticks: { stroke: '#d0d7de' },
+        values: (u, vals) => vals.map((v) => fmt(v)),
+        // As wide as the longest label: "1.8 MiB/s" is not cut.
+        size: (u, values) => 16 + 7 * Math.max(3, ...(values || []).map((v) => String(v).length)) },
     ],
-    cursor: { drag: { x: false, y: false }, points: { size: 6 }, sync: opts.sync ? { key: opts.sync } : undefined },
+    hooks: {
+      // Away from the plot, the legend shows the newest values.
+      setCursor: [(u) => { if (u.cursor.idx == null) showLatest(u); }],
+    },
+    cursor: {
+      // No drag-to-zoom; and uPlot's default `drag.click` swallows a click
+      // whose press and release positions differ by a fraction of a pixel
+      // (taking it for a drag): every click on the plot is a click here.
+      drag: { x: false, y: false, click: () => {} },
+      points: { size: 6 },
+      sync: opts.sync ? { key: opts.sync } : undefined,
+    },
     legend: { live: true },
   };
   const data = opts.data || [[], ...(opts.series || []).map(() => [])];
   const plot = Plot ? new Plot(config, data, box) : null;
   box.uplot = plot;
+  if (plot) showLatest(plot);
   if (!Plot) box.appendChild(h('p', { class: 'muted' }, 'Charts are unavailable (uPlot did not load).'));
   if (plot && opts.onClick) {
     plot.over.classList.add('clickable');
@@ -237,9 +255,20 @@ export function chart(root, opts) {
   return {
     plot,
     box,
-    setData(d) { if (plot) plot.setData(d); },
+    setData(d) {
+      if (!plot) return;
+      plot.setData(d);
+      if (plot.cursor.idx == null) showLatest(plot);
+    },
     destroy() { resize.disconnect(); if (plot) plot.destroy(); box.remove(); },
   };
+}
+
+/** Puts the newest point's values in a chart's legend. */
+function showLatest(u) {
+  const xs = u.data[0];
+  if (!xs || !xs.length) return;
+  u.setLegend({ idx: xs.length - 1 }, false);
 }
 
 /**
@@ -401,7 +430,9 @@ export function badge(status) {
 export function meter(pct) {
   if (pct == null) return h('span', { class: 'muted' }, '–');
   const level = pct >= 90 ? 'crit' : pct >= 75 ? 'warn' : 'ok';
-  return h('span', { class: 'meter' },
-    h('meter', { min: 0, max: 100, low: 75, high: 90, optimum: 0, value: Math.max(0, Math.min(100, pct)), class: level }),
+  const fill = h('span', { class: 'fill ' + level });
+  // CSSOM, not a style attribute: the CSP allows it.
+  fill.style.width = Math.max(0, Math.min(100, pct)).toFixed(1) + '%';
+  return h('span', { class: 'meter' }, h('span', { class: 'track', 'aria-hidden': 'true' }, fill),
     h('span', { class: 'num' }, fmtPct(pct)));
 }

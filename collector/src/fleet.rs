@@ -53,29 +53,43 @@ pub struct LatestValues {
     pub io_write: Vec<Latest>,
 }
 
-/// One server per agent, with its latest values.
+/// One server per agent, with its latest values. Each list is indexed by
+/// agent once, so a fleet of n agents costs O(n), not O(n²).
 pub fn servers(agents: &[Agent], values: &LatestValues, now_ms: i64) -> Vec<ServerView> {
+    fn by_oid(list: &[Latest]) -> HashMap<i64, Vec<&Latest>> {
+        let mut map: HashMap<i64, Vec<&Latest>> = HashMap::new();
+        for l in list {
+            map.entry(l.oid).or_default().push(l);
+        }
+        map
+    }
+    let (cpu, mem, disk) = (
+        by_oid(&values.cpu),
+        by_oid(&values.mem),
+        by_oid(&values.disk),
+    );
+    let (io_read, io_write) = (by_oid(&values.io_read), by_oid(&values.io_write));
     agents
         .iter()
         .map(|a| {
-            let mine = |list: &[Latest]| {
-                list.iter()
-                    .filter(|l| l.oid == a.oid)
-                    .cloned()
-                    .collect::<Vec<_>>()
+            let mine = |map: &HashMap<i64, Vec<&Latest>>| -> Vec<Latest> {
+                map.get(&a.oid)
+                    .map(|v| v.iter().map(|l| (*l).clone()).collect())
+                    .unwrap_or_default()
             };
             // cpu.usage and mem.used_pct are reported without labels for
             // the whole host (per-core series carry a `cpu` label).
-            let unlabelled = |list: &[Latest]| mine(list).into_iter().find(|l| l.labels.is_empty());
-            let cpu = unlabelled(&values.cpu);
-            let mem = unlabelled(&values.mem);
-            let fullest = mine(&values.disk)
+            let unlabelled = |map: &HashMap<i64, Vec<&Latest>>| {
+                map.get(&a.oid)
+                    .and_then(|v| v.iter().find(|l| l.labels.is_empty()))
+                    .map(|l| (*l).clone())
+            };
+            let cpu = unlabelled(&cpu);
+            let mem = unlabelled(&mem);
+            let fullest = mine(&disk)
                 .into_iter()
                 .max_by(|x, y| x.value.total_cmp(&y.value));
-            let io: Vec<Latest> = mine(&values.io_read)
-                .into_iter()
-                .chain(mine(&values.io_write))
-                .collect();
+            let io: Vec<Latest> = mine(&io_read).into_iter().chain(mine(&io_write)).collect();
             let updated = [cpu.as_ref(), mem.as_ref(), fullest.as_ref()]
                 .into_iter()
                 .flatten()

@@ -346,20 +346,29 @@ impl Page<'_> {
 
     /// Waits until `expression` is truthy; returns its value.
     pub fn wait_until(&self, what: &str, limit: Duration, expression: &str) -> Value {
-        let deadline = Instant::now() + limit;
-        let mut last;
-        loop {
-            match self.try_eval(expression) {
-                Ok(v) if truthy(&v) => return v,
-                Ok(v) => last = v,
-                // A navigation in progress destroys the context: try again.
-                Err(e) => last = Value::String(e),
-            }
-            assert!(
-                Instant::now() < deadline,
+        match self.poll_until(limit, expression) {
+            Ok(v) => v,
+            Err(last) => panic!(
                 "timed out after {limit:?} waiting for {what} (last: {last}); page errors: {:?}",
                 self.errors()
-            );
+            ),
+        }
+    }
+
+    /// Like [`Page::wait_until`], returning the last value instead of
+    /// panicking when `limit` passes.
+    pub fn poll_until(&self, limit: Duration, expression: &str) -> Result<Value, Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let last = match self.try_eval(expression) {
+                Ok(v) if truthy(&v) => return Ok(v),
+                Ok(v) => v,
+                // A navigation in progress destroys the context: try again.
+                Err(e) => Value::String(e),
+            };
+            if Instant::now() >= deadline {
+                return Err(last);
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

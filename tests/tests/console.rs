@@ -210,7 +210,7 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         Duration::from_secs(20),
         &format!(
             "(() => {{ const r = document.querySelector({}); return r && r.textContent.includes('web-1') \
-             && r.querySelector('.badge')?.textContent === 'up' && !!r.querySelector('meter'); }})()",
+             && r.querySelector('.badge')?.textContent === 'up' && !!r.querySelector('.meter .fill'); }})()",
             js_string(&row)
         ),
     );
@@ -230,6 +230,25 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         0,
         "no element was made from the name"
     );
+    // Live: a server that starts now appears in the events (pushed over
+    // the event stream) and in the table, without a reload.
+    page.eval("window.__same_document = true");
+    let _late = start_agent("late", "late-1");
+    page.wait_until(
+        "late-1's start in the live events",
+        Duration::from_secs(20),
+        "[...document.querySelectorAll('ul.events li.new')].some(li => li.textContent.includes('late-1') && li.textContent.includes('agent.started'))",
+    );
+    page.wait_until(
+        "late-1 in the table",
+        Duration::from_secs(20),
+        "document.querySelectorAll('table.fleet tbody tr[data-oid]').length === 3",
+    );
+    assert_eq!(
+        page.eval("window.__same_document === true"),
+        true,
+        "no reload"
+    );
     screenshot(&page, &scratch, "fleet");
 
     // Sorting and filtering, from the keyboard's point of view: buttons.
@@ -241,32 +260,43 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
     );
     page.eval("(() => { const i = document.querySelector('.filters input[type=search]'); i.value = ''; i.dispatchEvent(new Event('input')); })()");
     page.wait_until(
-        "both rows back",
+        "every row back",
         Duration::from_secs(5),
-        "document.querySelectorAll('table.fleet tbody tr').length === 2",
+        "document.querySelectorAll('table.fleet tbody tr').length === 3",
     );
 
-    // The server's page: the CPU chart has drawn its points.
+    // The server's page, last 10 minutes (raw points, chosen from the
+    // range picker): the CPU chart has drawn its line.
     page.click(&format!("{row} a"));
+    page.wait_for(".range-picker select", Duration::from_secs(10));
+    page.eval(
+        "(() => { const s = document.querySelector('.range-picker select'); s.focus(); s.value = '10m'; \
+         s.dispatchEvent(new Event('change')); })()",
+    );
     let cpu_chart = "document.querySelector('figure[data-chart=cpu]')";
     let drawn = page.wait_until(
-        "the CPU chart with points",
+        "the CPU chart's user line with points",
         Duration::from_secs(20),
         &format!(
-            "(() => {{ const u = {cpu_chart}?.uplot; if (!u) return 0; \
-             return u.data.slice(1).reduce((n, s) => n + s.filter(v => v != null).length, 0); }})()"
+            "(() => {{ const u = {cpu_chart}?.uplot; if (!u || u.series[1].label !== 'user') return 0; \
+             const n = u.data[1].filter(v => v != null).length; return n >= 3 && n; }})()"
         ),
     );
     assert!(drawn.as_u64().unwrap_or(0) >= 3, "points: {drawn}");
-    let painted = page.eval(&format!(
-        "(() => {{ const c = {cpu_chart}.querySelector('canvas'); const d = c.getContext('2d') \
-         .getImageData(0, 0, c.width, c.height).data; let n = 0; \
-         for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }})()"
-    ));
-    assert!(
-        painted.as_u64().unwrap_or(0) > 200,
-        "the chart's canvas has painted pixels: {painted}"
+    // The line is on the canvas: pixels in the user series' colour
+    // (lib.js's first, #2f81f7), not only axes and grid.
+    let painted = page.wait_until(
+        "the user line on the canvas",
+        Duration::from_secs(20),
+        &format!(
+            "(() => {{ const c = {cpu_chart}.querySelector('canvas'); const d = c.getContext('2d') \
+             .getImageData(0, 0, c.width, c.height).data; let n = 0; \
+             for (let i = 0; i < d.length; i += 4) \
+               if (Math.abs(d[i] - 47) < 24 && Math.abs(d[i + 1] - 129) < 24 && Math.abs(d[i + 2] - 247) < 24 && d[i + 3] > 200) n++; \
+             return n > 20 && n; }})()"
+        ),
     );
+    assert!(painted.as_u64().unwrap_or(0) > 20, "{painted}");
     for name in ["mem", "load", "fs", "net"] {
         page.wait_for(
             &format!("figure[data-chart={name}]"),
@@ -283,12 +313,26 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
          u.over.scrollIntoView({{block: 'center'}}); const r = u.over.getBoundingClientRect(); \
          return [r.left + u.valToPos(xs[i], 'x'), r.top + r.height / 2, xs[i] * 1000]; }})()"
     ));
-    let (x, y, at_ms) = (
+    let (x, y) = (
         target[0].as_f64().expect("x"),
         target[1].as_f64().expect("y"),
-        target[2].as_f64().expect("t"),
     );
-    page.mouse_move(x - 3.0, y);
+    let at_ms = target[2].as_f64().expect("t");
+    // Hover: the legend shows the values under the cursor.
+    page.mouse_move(x - 2.0, y);
+    page.mouse_move(x, y);
+    let hovered = page.wait_until(
+        "hover values in the legend",
+        Duration::from_secs(5),
+        &format!(
+            "(() => {{ const u = {cpu_chart}.uplot; if (u.cursor.idx == null) return false; \
+             const v = u.root.querySelectorAll('.u-legend .u-series')[1]?.querySelector('.u-value')?.textContent; \
+             return v && v.endsWith('%') && v; }})()"
+        ),
+    );
+    assert!(hovered.is_string(), "{hovered}");
+    // Fractional coordinates on purpose: uPlot took a press and release a
+    // fraction of a pixel apart for a drag and swallowed the click.
     page.click_at(x, y);
     let asked = page.wait_until(
         "the process list of the clicked moment",
@@ -509,11 +553,35 @@ fn every_route_refuses_strangers_and_every_response_forbids_framing() {
         .send_empty()
         .expect("POST /logout");
     assert_eq!(logout_elsewhere.status().as_u16(), 403);
+    // A live event stream opened with the session ends with it.
+    let mut events = http()
+        .get(format!("{base}/api/v1/events/stream"))
+        .header("Cookie", &my_cookie)
+        .call()
+        .expect("event stream");
+    assert_eq!(events.status().as_u16(), 200);
+    assert!(
+        events
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+    );
+    let (ended_tx, ended_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut body = events.body_mut().as_reader();
+        let result = std::io::copy(&mut body, &mut std::io::sink());
+        let _ = ended_tx.send(result.map_err(|e| e.to_string()));
+    });
     assert_eq!(
         delete(Some(&base), &my_cookie),
         204,
         "from the console itself"
     );
+    let ended = ended_rx
+        .recv_timeout(Duration::from_secs(8))
+        .expect("the event stream ends with its session");
+    assert!(ended.is_ok(), "the stream ends cleanly: {ended:?}");
     assert_eq!(
         get(&format!("{base}/api/v1/session"), None, Some(&my_cookie)).0,
         401,
@@ -555,6 +623,15 @@ fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
     let token = fill_store(&data, AGENTS);
     let collector = Collector::start(&data);
     let base = format!("http://{}", collector.http);
+    let api_times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let (status, _) = get(&format!("{base}/api/v1/fleet"), Some(&token), None);
+            assert_eq!(status, 200);
+            started.elapsed()
+        })
+        .collect();
+    eprintln!("GET /api/v1/fleet with {AGENTS} agents (this build): {api_times:?}");
     let browser = Browser::launch(scratch.path());
     let page = browser.page();
     page.navigate(&format!("{base}/"));
@@ -563,34 +640,56 @@ fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
         format!("document.querySelectorAll('table.fleet tbody tr[data-oid]').length === {AGENTS}");
     page.wait_until("the fleet of 1,000", Duration::from_secs(20), &rows);
 
-    // Measured from the navigation (a fresh document, everything fetched,
-    // parsed and drawn) to the table holding every row; the best of three,
-    // so a neighbour's burst on this shared machine does not decide it.
-    let mut times = Vec::new();
+    // Measured by the page's own clock, from the navigation's start (a
+    // reload: a fresh document, every file and the fleet fetched again,
+    // parsed and drawn) to the first frame with every row in the table;
+    // the best of three, so a neighbour's burst on this shared machine does
+    // not decide it. The test's wall clock (from sending the reload to
+    // seeing the rows, which adds the DevTools round trips and polling) is
+    // reported beside it.
+    let mut wall = Vec::new();
+    let mut in_page = Vec::new();
+    let fresh_rows = format!(
+        "!window.__before_reload && {rows} && performance.getEntriesByName('fleet-drawn').length > 0"
+    );
     for _ in 0..3 {
-        page.navigate("about:blank");
+        page.eval("window.__before_reload = true");
         let started = Instant::now();
-        page.command(
-            "Page.navigate",
-            serde_json::json!({ "url": format!("{base}/#/fleet") }),
+        page.command("Page.reload", serde_json::json!({ "ignoreCache": true }));
+        page.wait_until(
+            "1,000 rows after the reload",
+            Duration::from_secs(20),
+            &fresh_rows,
         );
-        page.wait_until("1,000 rows", Duration::from_secs(20), &rows);
-        times.push(started.elapsed());
+        wall.push(started.elapsed());
+        let marks = page.eval(
+            "(() => { const m = (n) => performance.getEntriesByName(n)[0]; \
+             return [Math.round(m('fleet-data').startTime), Math.round(m('fleet-drawn').startTime)]; })()",
+        );
+        in_page.push((
+            marks[0].as_i64().expect("data mark"),
+            marks[1].as_i64().expect("drawn mark"),
+        ));
     }
-    let best = times.iter().min().copied().expect("three runs");
-    eprintln!("fleet page of {AGENTS} agents drawn in {times:?}");
+    let best = in_page
+        .iter()
+        .map(|(_, drawn)| *drawn)
+        .min()
+        .expect("three runs");
+    let report = format!(
+        "fleet page of {AGENTS} agents: ms from navigation start to (data in, drawn) {in_page:?}; \
+         test wall clock {wall:?}"
+    );
+    eprintln!("{report}");
     std::fs::write(
         screenshot_dir().join("fleet-1000-timing.txt"),
-        format!("{times:?}\n"),
+        report + "\n",
     )
     .expect("timing");
     assert!(
-        best < Duration::from_secs(1),
-        "the fleet page took {best:?} to draw 1,000 agents"
+        best < 1000,
+        "the fleet page took {best} ms to draw 1,000 agents"
     );
-    // The browser's own clock agrees (navigation start to now).
-    let browser_ms = page.eval("performance.now()").as_f64().unwrap_or(f64::MAX);
-    eprintln!("browser clock at the end of the last run: {browser_ms:.0} ms");
     screenshot(&page, &scratch, "fleet-1000");
     assert_eq!(page.errors(), Vec::<String>::new());
 }

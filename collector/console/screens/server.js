@@ -42,6 +42,12 @@ const CHARTS = [
     ['net.tcp.orphans', 'orphans']] },
 ];
 
+/** A unix-ms time as a `datetime-local` value with seconds. */
+function localSeconds(ms) {
+  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60e3);
+  return d.toISOString().slice(0, 19);
+}
+
 /** A series' name from its labels (`sda`, `/var`, `eth0 ...`). */
 function labelText(labels) {
   const values = Object.entries(labels || {}).filter(([k]) => k !== 'host').map(([, v]) => v);
@@ -82,7 +88,17 @@ export async function render(root, params, signal) {
   // The process list at a moment.
   const procTitle = h('h2', {}, 'Processes', h('span', { class: 'muted' }, 'click a point on a chart for that moment'));
   const procBody = h('div', { class: 'table-wrap' });
-  const procPanel = h('section', { class: 'panel processes', id: 'processes', tabindex: '-1' }, procTitle, procBody);
+  // The keyboard's way to a moment: type it (a click on a chart fills it).
+  const atInput = h('input', { type: 'datetime-local', step: 1, 'aria-label': 'Moment for the process list' });
+  const atForm = h('form', { class: 'row at-form' }, h('label', {}, 'At ', atInput),
+    h('button', { type: 'submit' }, 'Show processes'),
+    h('button', { type: 'button', class: 'latest', onclick: () => { atInput.value = ''; showProcesses(null); } }, 'Latest'));
+  atForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const at = new Date(atInput.value).getTime();
+    if (Number.isFinite(at)) showProcesses(at);
+  });
+  const procPanel = h('section', { class: 'panel processes', id: 'processes', tabindex: '-1' }, procTitle, atForm, procBody);
   const events = h('ul', { class: 'events', 'aria-label': 'Events of this server' });
   root.appendChild(h('div', { class: 'grid-2' }, procPanel,
     h('section', { class: 'panel' }, h('h2', {}, 'Events', h('span', { class: 'muted' }, 'in the range')), events)));
@@ -104,17 +120,21 @@ export async function render(root, params, signal) {
       const [, label] = spec.metrics[i];
       let chosen = found;
       if (spec.hostOnly) chosen = found.filter((s) => !('cpu' in (s.labels || {})));
+      chosen = chosen.filter((s) => s.points && s.points.length);
+      // A named series stays in the chart (and its legend) with no points,
+      // so the chart is not rebuilt under the cursor when one appears.
+      if (!chosen.length && label !== null) chosen = [{ name: spec.metrics[i][0], labels: {}, points: [] }];
       for (const s of chosen) {
-        if (!s.points || !s.points.length) continue;
         const suffix = labelText(s.labels);
         labels.push(label === null ? (suffix || s.name) : (suffix ? label + ' ' + suffix : label));
         lists.push(s.points);
       }
     });
     if (signal.aborted) return;
-    entry.empty.hidden = lists.length > 0;
+    const any = lists.some((l) => l.length > 0);
+    entry.empty.hidden = any;
     const key = labels.join('\u0000');
-    if (!lists.length) {
+    if (!any) {
       if (entry.chart) { entry.chart.destroy(); entry.chart = null; entry.labels = ''; }
       if (!entry.panel.querySelector('h3')) entry.panel.prepend(h('h3', {}, spec.title));
       return;
@@ -131,17 +151,24 @@ export async function render(root, params, signal) {
       name: spec.name, title: spec.title, unit: spec.unit, yMin: spec.yMin, yMax: spec.yMax,
       series: labels.map((label) => ({ label, fill: spec.name === 'cpu' || spec.name === 'mem' })),
       data, height: 190, sync: 'server-' + oid,
+      xRange: () => [shown.from / 1000, shown.to / 1000],
       onClick: (t) => showProcesses(Math.round(t * 1000)),
     });
   }
 
+  let asked = 0;
   async function showProcesses(atMs) {
+    // Only the newest request may draw: a slow answer to an older one
+    // (the initial latest list) must not replace a clicked moment.
+    const mine = ++asked;
+    if (atMs) atInput.value = localSeconds(atMs);
     procBody.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
     let answer;
     try {
       answer = await api('agents/' + encodeURIComponent(oid) + '/processes', atMs ? { at: atMs } : {}, signal);
+      if (mine !== asked) return;
     } catch (e) {
-      if (signal.aborted) return;
+      if (signal.aborted || mine !== asked) return;
       procBody.replaceChildren(e.status === 404 ? h('p', { class: 'muted' }, 'No process snapshot yet.') : errorBox(e));
       return;
     }
@@ -182,9 +209,12 @@ export async function render(root, params, signal) {
   }
 
   let generation = 0;
+  /** The range the charts show now. */
+  let shown = picker.current();
   async function load() {
     const mine = ++generation;
     const range = picker.current();
+    shown = range;
     try {
       const fresh = await api('agents/' + encodeURIComponent(oid), {}, signal);
       if (mine !== generation) return;

@@ -392,12 +392,20 @@ async fn event_stream<S: Store>(
         project_id: i64,
         last_id: i64,
         pending: std::collections::VecDeque<Event>,
+        /// The session the stream was opened with, when by cookie: the
+        /// stream ends with it (sign-out, expiry).
+        session: Option<String>,
     }
+    let session = match headers.get(header::AUTHORIZATION) {
+        Some(_) => None,
+        None => session_id(&headers).map(str::to_string),
+    };
     let cursor = Cursor {
         state,
         project_id: project.id,
         last_id,
         pending: Default::default(),
+        session,
     };
     let stream = futures_util::stream::unfold(cursor, move |mut c| async move {
         loop {
@@ -405,6 +413,11 @@ async fn event_stream<S: Store>(
                 return Some((Ok::<Event, std::convert::Infallible>(event), c));
             }
             tokio::time::sleep(STREAM_POLL).await;
+            if let Some(id) = &c.session
+                && !c.state.sessions.is_alive(id)
+            {
+                return None;
+            }
             // Events are stamped with their own time, which may be late:
             // look back an hour and keep only ids not yet sent.
             let since = crate::now_ms() - 3_600_000;

@@ -92,6 +92,14 @@ impl Sessions {
         Some(session.project.clone())
     }
 
+    /// Whether session `id` is alive, without counting this as a use (a
+    /// long-lived event stream checks it; only requests keep a session).
+    pub fn is_alive(&self, id: &str) -> bool {
+        self.lock()
+            .get(&hash_secret(id))
+            .is_some_and(|s| s.alive(Instant::now()))
+    }
+
     /// Ends session `id` (sign-out). Unknown ids are ignored.
     pub fn close(&self, id: &str) {
         self.lock().remove(&hash_secret(id));
@@ -146,7 +154,9 @@ mod tests {
         assert_eq!(sessions.project(&a).map(|p| p.id), Some(1));
         assert_eq!(sessions.project(&b).map(|p| p.id), Some(2));
         assert_eq!(sessions.project("nope"), None);
+        assert!(sessions.is_alive(&a));
         sessions.close(&a);
+        assert!(!sessions.is_alive(&a));
         assert_eq!(sessions.project(&a), None);
         assert_eq!(sessions.project(&b).map(|p| p.id), Some(2));
     }
