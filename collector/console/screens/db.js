@@ -100,6 +100,8 @@ async function renderServer(root, params, signal) {
         series: ns.map((n) => ({ label: n.replace(/^db\./, '') })),
         data: align(lists),
         height: 180,
+        // The chosen window, as the timeline above shows it.
+        xRange: () => [from / 1000, to / 1000],
         onClick: (t) => pickNear(t * 1000),
       });
       drawn.push(c);
