@@ -617,3 +617,6 @@ fn duration_text(ms: i64) -> String {
         ms => format!("{ms} ms"),
     }
 }
+
+#[cfg(test)]
+mod tests;

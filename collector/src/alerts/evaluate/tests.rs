@@ -1,0 +1,248 @@
+//! The evaluator against a real SQLite store, ticked at chosen times: a
+//! dip between two ticks delays a firing, the server agent's own
+//! threshold events fire and resolve an alert, a rule's scope holds, and
+//! a change queues one notification per channel.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::alerts::{ChannelConfig, RuleSpec, WebhookFormat};
+use crate::model::{AgentHello, BatchPayload, EventRow, IncomingBatch, Project, SampleRow};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{AlertStore, BatchSink, BatchToStore, Registry};
+
+struct Fixture {
+    store: Arc<SqliteStore>,
+    project: Project,
+    oid: i64,
+    dir: std::path::PathBuf,
+    seq: u64,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture(name: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("sl-eval-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(SqliteStore::open(&dir).await.expect("store"));
+    let project = store.create_project("p", b"l", b"t").await.expect("p");
+    let hello = AgentHello {
+        product: "infra".into(),
+        oname: "web-1".into(),
+        hostname: "web-1".into(),
+        os: String::new(),
+        version: String::new(),
+        boot_time_ms: 0,
+        created_time: String::new(),
+        instance: "0123456789abcdef0123456789abcdef".into(),
+        interval_ms: 1000,
+        boot_id: String::new(),
+    };
+    let oid = store
+        .register_agent(project.id, &hello, crate::now_ms())
+        .await
+        .expect("agent")
+        .oid;
+    Fixture {
+        store,
+        project,
+        oid,
+        dir,
+        seq: 0,
+    }
+}
+
+impl Fixture {
+    async fn point(&mut self, time_ms: i64, value: f64) {
+        self.seq += 1;
+        let batch = BatchToStore {
+            project_id: self.project.id,
+            oid: self.oid,
+            instance: "0123456789abcdef0123456789abcdef".into(),
+            batch: IncomingBatch {
+                seq: self.seq,
+                time_ms,
+                health: None,
+                payloads: vec![BatchPayload::Metrics {
+                    time_ms,
+                    samples: vec![SampleRow {
+                        name: "mem.used_pct".into(),
+                        labels: vec![],
+                        value,
+                    }],
+                }],
+            },
+            received_ms: time_ms,
+        };
+        self.store.store_batches(&[batch]).await.expect("stored");
+    }
+
+    async fn rule(&self, expr: &str, agent: Option<&str>, channels: Vec<i64>) -> i64 {
+        let spec = RuleSpec {
+            name: format!("rule {expr} {}", agent.unwrap_or("any")),
+            expr: expr.into(),
+            agent: agent.map(str::to_string),
+            product: None,
+            severity: "warning".into(),
+            channels,
+            renotify: None,
+            enabled: true,
+        };
+        self.store
+            .create_alert_rule(self.project.id, &spec, 0)
+            .await
+            .expect("rule")
+            .id
+    }
+
+    async fn firing(&self) -> Vec<crate::alerts::AlertRow> {
+        self.store
+            .alerts(Some(self.project.id), true)
+            .await
+            .expect("alerts")
+    }
+}
+
+#[tokio::test]
+async fn a_dip_between_two_ticks_delays_the_firing() {
+    let mut f = fixture("dip").await;
+    f.rule("mem.used_pct > 90 for 2s", None, vec![]).await;
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let t0 = crate::now_ms() - 10_000;
+    f.point(t0, 95.0).await;
+    assert_eq!(evaluator.tick(t0).await.expect("tick"), 0);
+    // Points every 500 ms, one of them under the limit; the ticks only
+    // see the newest point.
+    for (i, v) in [95.0, 95.0, 50.0, 95.0, 95.0].into_iter().enumerate() {
+        f.point(t0 + 500 * (i as i64 + 1), v).await;
+    }
+    assert_eq!(
+        evaluator.tick(t0 + 2500).await.expect("tick"),
+        0,
+        "the dip at +1.5 s restarts the 2 s"
+    );
+    for i in 6..=8 {
+        f.point(t0 + 500 * i, 95.0).await;
+    }
+    assert_eq!(evaluator.tick(t0 + 4000).await.expect("tick"), 1);
+    let firing = f.firing().await;
+    assert_eq!(firing.len(), 1);
+    assert_eq!(firing[0].value, Some(95.0));
+    assert_eq!(firing[0].oname, "web-1");
+    assert!(
+        firing[0].message.contains("is 95 on web-1"),
+        "{}",
+        firing[0].message
+    );
+}
+
+#[tokio::test]
+async fn the_server_agents_threshold_events_fire_and_resolve_an_alert() {
+    let f = fixture("events").await;
+    let webhook = f
+        .store
+        .create_alert_channel(
+            f.project.id,
+            "ops",
+            &ChannelConfig::Webhook {
+                url: "http://127.0.0.1:9/hook".into(),
+                format: WebhookFormat::Json,
+            },
+            0,
+        )
+        .await
+        .expect("channel");
+    f.rule("threshold \"mem\"", None, vec![webhook.id]).await;
+    let hub = AlertsHub::default();
+    let mut transitions = hub.transitions.subscribe();
+    let mut evaluator = Evaluator::start(f.store.clone(), hub)
+        .await
+        .expect("evaluator");
+    let now = crate::now_ms();
+    let event = |kind: &str, key: &str, at: i64| EventRow {
+        time_ms: at,
+        kind: kind.into(),
+        severity: "critical".into(),
+        message: format!("{kind} {key}"),
+        attrs: [
+            ("threshold".to_string(), key.to_string()),
+            ("value".to_string(), "97.5".to_string()),
+        ]
+        .into(),
+    };
+    let insert = |e: EventRow| {
+        let store = f.store.clone();
+        let (p, oid) = (f.project.id, f.oid);
+        async move { store.insert_event(p, Some(oid), &e).await.expect("event") }
+    };
+    insert(event("threshold.exceeded", "cpu", now - 3000)).await;
+    assert_eq!(
+        evaluator.tick(now).await.expect("tick"),
+        0,
+        "not the key wanted"
+    );
+    insert(event("threshold.exceeded", "mem", now - 2000)).await;
+    assert_eq!(evaluator.tick(now).await.expect("tick"), 1);
+    assert_eq!(evaluator.tick(now + 1000).await.expect("tick"), 0, "once");
+    let firing = f.firing().await;
+    assert_eq!(
+        (firing[0].key.target.as_str(), firing[0].value),
+        ("mem", Some(97.5))
+    );
+    let queued = f
+        .store
+        .due_notifications(i64::MAX, 10)
+        .await
+        .expect("queue");
+    assert_eq!(queued.len(), 1);
+    let body: crate::alerts::notify::Body = serde_json::from_str(&queued[0].payload).expect("body");
+    assert_eq!(
+        (body.state.as_str(), body.agent.map(|a| a.oname)),
+        ("firing", Some("web-1".into()))
+    );
+
+    insert(event("threshold.recovered", "mem", now - 1000)).await;
+    assert_eq!(evaluator.tick(now + 2000).await.expect("tick"), 1);
+    assert!(f.firing().await.is_empty());
+    let states: Vec<&str> = [
+        transitions.try_recv().expect("firing"),
+        transitions.try_recv().expect("resolved"),
+    ]
+    .iter()
+    .map(|t| t.state)
+    .collect();
+    assert_eq!(states, ["firing", "resolved"]);
+}
+
+#[tokio::test]
+async fn no_data_fires_only_for_the_agent_in_scope() {
+    let f = fixture("nodata").await;
+    f.rule("no data", Some("db-7"), vec![]).await;
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let later = crate::now_ms() + 60_000;
+    assert_eq!(
+        evaluator.tick(later).await.expect("tick"),
+        0,
+        "web-1 is out of scope"
+    );
+    f.rule("no data", None, vec![]).await;
+    assert_eq!(evaluator.tick(later).await.expect("tick"), 1);
+    assert!(
+        f.firing().await[0]
+            .message
+            .contains("has sent no data since")
+    );
+    // A restarted evaluator knows it fires already.
+    let mut again = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    assert_eq!(again.tick(later + 1000).await.expect("tick"), 0);
+}
