@@ -607,3 +607,57 @@ fn rules_are_checked_and_scoped_to_their_project() {
     assert_eq!(status, 204);
     assert!(list(&api, "/api/v1/alerts/rules", "rules").is_empty());
 }
+
+/// The real server agent's own threshold event is a rule's input: with
+/// `threshold.mem=1` its memory is over the limit at once, it raises
+/// `threshold.exceeded`, and the rule `threshold "mem"` tells the webhook
+/// with the agent's sentence.
+#[test]
+fn the_server_agents_threshold_event_fires_a_rule() {
+    let setup = Setup::start("alerts-infra");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url("/hook"));
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({
+            "name": "server memory",
+            "expr": "threshold \"mem\"",
+            "product": "infra",
+            "channels": [channel],
+        })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let agent_dir = setup.scratch.join("agent");
+    let conf = sightline_e2e::agent_conf(
+        &setup.credentials.license,
+        setup.collector.grpc,
+        &agent_dir.join("data"),
+        &[
+            ("oname", "real-1"),
+            ("threshold.cpu", "0"),
+            ("threshold.mem", "1"),
+            ("threshold.disk", "0"),
+            ("threshold.for", "1s"),
+        ],
+    );
+    let _agent = sightline_e2e::Agent::infra(&agent_dir, &conf);
+    let got = wait_for(
+        "the threshold's notification",
+        Duration::from_secs(30),
+        || receiver.delivered().pop(),
+    );
+    assert_eq!(got["state"], "firing", "{got}");
+    assert_eq!(got["agent"]["oname"], "real-1");
+    assert_eq!(got["agent"]["product"], "infra");
+    assert_eq!(got["target"], "mem");
+    assert!(
+        got["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Memory") && m.contains("1%")),
+        "{got}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receiver.delivered().len(), 1, "told once");
+}

@@ -13,6 +13,10 @@
 //! `host.rebooted`, `db.lock_wait`, ...), URL rules the targets' current
 //! states, log rules a bounded search.
 //!
+//! Besides the tick, the group writer wakes it when agents' events were
+//! stored (a reboot, a threshold crossed, a URL down: rare, and worth
+//! telling at once).
+//!
 //! Alerts that fire survive a restart (their state is stored), so a
 //! restart does not tell them again; a pending `for` starts over.
 //! Never sends anything itself and never blocks ingest.
@@ -33,6 +37,8 @@ use crate::model::{Agent, EventQuery, UrlState, UrlTargetFilter};
 use crate::store::{Range, Store, StoreError};
 use crate::time_text::format_ms;
 
+/// The least time between two evaluations woken by ingest.
+pub const INGEST_WAKE_GAP: Duration = Duration::from_millis(250);
 /// Most rules evaluated per tick (all projects); the rest wait a tick.
 pub const MAX_RULES_PER_TICK: usize = 1000;
 /// How far back a threshold's newest point may be to count.
@@ -89,14 +95,28 @@ impl<S: Store> Evaluator<S> {
         })
     }
 
-    /// Evaluates every `every` until `shutdown`.
-    pub async fn run(mut self, every: Duration, shutdown: CancellationToken) {
+    /// Evaluates every `every`, and soon after agents' events are stored
+    /// (`events_stored`; at most once per [`INGEST_WAKE_GAP`]), until
+    /// `shutdown`.
+    pub async fn run(
+        mut self,
+        every: Duration,
+        events_stored: Arc<crate::store::group::GroupStats>,
+        shutdown: CancellationToken,
+    ) {
         let mut tick = interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                () = events_stored.events_stored.notified() => {
+                    // Let the rest of a burst land, and bound the rate.
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(INGEST_WAKE_GAP) => {}
+                    }
+                }
             }
             let evaluated = tokio::select! {
                 () = shutdown.cancelled() => return,
