@@ -586,3 +586,71 @@ impl Default for AlertsHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_url_is_masked_past_its_host() {
+        assert_eq!(
+            mask_url("https://user:pw@hooks.slack.com/services/T000/B000/XXXXsecretYYYY"),
+            "https://hooks.slack.com/ser…YYYY"
+        );
+        assert_eq!(mask_url("http://10.0.0.1:8080/hook"), "http://10.0.0.1:8080/…");
+        assert_eq!(mask_url("http://example.com"), "http://example.com");
+    }
+
+    #[test]
+    fn an_update_without_secrets_keeps_the_stored_ones() {
+        let old = ChannelConfig::Webhook {
+            url: "https://h/services/secret-token".into(),
+            format: WebhookFormat::Json,
+        };
+        let masked = ChannelConfig::Webhook {
+            url: mask_url("https://h/services/secret-token"),
+            format: WebhookFormat::Slack,
+        };
+        assert_eq!(
+            masked.keep_secrets_from(&old),
+            ChannelConfig::Webhook {
+                url: "https://h/services/secret-token".into(),
+                format: WebhookFormat::Slack,
+            }
+        );
+        let shown = format!("{old:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        let mail = |password: Option<&str>| ChannelConfig::Email {
+            host: "smtp".into(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: Some("u".into()),
+            password: password.map(str::to_string),
+            from: "a@b.c".into(),
+            to: vec!["d@e.f".into()],
+            ca_pem: None,
+        };
+        assert_eq!(mail(None).keep_secrets_from(&mail(Some("pw"))), mail(Some("pw")));
+        assert_eq!(mail(Some("new")).keep_secrets_from(&mail(Some("pw"))), mail(Some("new")));
+        assert!(!mail(Some("pw")).masked().to_string().contains("\"pw\""));
+    }
+
+    #[test]
+    fn a_channel_is_checked_before_it_is_stored() {
+        let webhook = |url: &str| ChannelConfig::Webhook {
+            url: url.into(),
+            format: WebhookFormat::Json,
+        };
+        assert!(webhook("https://example.com/x").check().is_ok());
+        assert!(webhook("ftp://example.com/x").check().is_err());
+        assert!(webhook("http://").check().is_err());
+        let spec: ChannelSpec = serde_json::from_str(
+            r#"{"name":"m","kind":"email","host":"h","from":"a@b.c","to":["not an address"]}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            spec.config.check(),
+            Err("to: not an address: 'not an address'".into())
+        );
+    }
+}
