@@ -61,6 +61,9 @@ pub struct Evaluator<S> {
     store: Arc<S>,
     hub: AlertsHub,
     memory: HashMap<AlertKey, AlertMemory>,
+    /// Each rule's `updated_ms` as last seen: a changed rule starts over
+    /// (the store dropped its alerts when it was replaced).
+    versions: HashMap<i64, i64>,
     /// Rules evaluated last, from here on (round robin past the cap).
     next_rule: usize,
 }
@@ -87,10 +90,17 @@ impl<S: Store> Evaluator<S> {
                 },
             );
         }
+        let versions = store
+            .alert_rules(None)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.updated_ms))
+            .collect();
         Ok(Evaluator {
             store,
             hub,
             memory,
+            versions,
             next_rule: 0,
         })
     }
@@ -137,8 +147,13 @@ impl<S: Store> Evaluator<S> {
             .into_iter()
             .filter(|r| r.spec.enabled)
             .collect();
-        let live: HashSet<i64> = rules.iter().map(|r| r.id).collect();
-        self.memory.retain(|k, _| live.contains(&k.rule_id));
+        let live: HashMap<i64, i64> = rules.iter().map(|r| (r.id, r.updated_ms)).collect();
+        let versions = &self.versions;
+        self.memory.retain(|k, _| {
+            live.get(&k.rule_id)
+                .is_some_and(|v| versions.get(&k.rule_id).is_none_or(|old| old == v))
+        });
+        self.versions = live;
         if rules.is_empty() {
             return Ok(0);
         }

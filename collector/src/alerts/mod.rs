@@ -597,7 +597,10 @@ mod tests {
             mask_url("https://user:pw@hooks.slack.com/services/T000/B000/XXXXsecretYYYY"),
             "https://hooks.slack.com/ser…YYYY"
         );
-        assert_eq!(mask_url("http://10.0.0.1:8080/hook"), "http://10.0.0.1:8080/…");
+        assert_eq!(
+            mask_url("http://10.0.0.1:8080/hook"),
+            "http://10.0.0.1:8080/…"
+        );
         assert_eq!(mask_url("http://example.com"), "http://example.com");
     }
 
@@ -630,8 +633,14 @@ mod tests {
             to: vec!["d@e.f".into()],
             ca_pem: None,
         };
-        assert_eq!(mail(None).keep_secrets_from(&mail(Some("pw"))), mail(Some("pw")));
-        assert_eq!(mail(Some("new")).keep_secrets_from(&mail(Some("pw"))), mail(Some("new")));
+        assert_eq!(
+            mail(None).keep_secrets_from(&mail(Some("pw"))),
+            mail(Some("pw"))
+        );
+        assert_eq!(
+            mail(Some("new")).keep_secrets_from(&mail(Some("pw"))),
+            mail(Some("new"))
+        );
         assert!(!mail(Some("pw")).masked().to_string().contains("\"pw\""));
     }
 

@@ -245,4 +245,23 @@ async fn no_data_fires_only_for_the_agent_in_scope() {
         .await
         .expect("evaluator");
     assert_eq!(again.tick(later + 1000).await.expect("tick"), 0);
+    // A replaced rule starts over: its alert fires anew, once.
+    let rule = &f
+        .store
+        .alert_rules(Some(f.project.id))
+        .await
+        .expect("rules")[1];
+    let mut spec = rule.spec.clone();
+    spec.severity = "critical".into();
+    f.store
+        .update_alert_rule(f.project.id, rule.id, &spec, rule.updated_ms + 1)
+        .await
+        .expect("updated");
+    assert!(
+        f.firing().await.is_empty(),
+        "its alerts went with the old rule"
+    );
+    assert_eq!(again.tick(later + 2000).await.expect("tick"), 1);
+    assert_eq!(again.tick(later + 3000).await.expect("tick"), 0);
+    assert_eq!(f.firing().await.len(), 1);
 }
