@@ -661,3 +661,86 @@ fn the_server_agents_threshold_event_fires_a_rule() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(receiver.delivered().len(), 1, "told once");
 }
+
+/// A Slack-format channel gets Slack's `{"text": ...}`; a test to a
+/// channel nobody answers says why, and both tests are listed as attempts.
+#[test]
+fn a_slack_channel_gets_a_text_body_and_tests_are_attempts() {
+    let setup = Setup::start("alerts-slack");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let (status, slack) = api.call(
+        "POST",
+        "/api/v1/alerts/channels",
+        Some(&json!({
+            "name": "slack",
+            "kind": "webhook",
+            "url": receiver.url("/services/T000/B000/XXXXXXXXXXXX"),
+            "format": "slack",
+        })),
+    );
+    assert_eq!(status, 201, "{slack}");
+    let (status, test) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{}/test", slack["id"]),
+        None,
+    );
+    assert_eq!(status, 200, "{test}");
+    assert_eq!(test["ok"], true, "{test}");
+    let got = receiver.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0],
+        json!({ "text": "[TEST] test: A test of channel 'slack' from Sightline." })
+    );
+
+    let (nobody, _) = sightline_e2e::free_addrs();
+    let (status, dead) = api.call(
+        "POST",
+        "/api/v1/alerts/channels",
+        Some(&json!({ "name": "dead", "kind": "webhook", "url": format!("http://{nobody}/x") })),
+    );
+    assert_eq!(status, 201, "{dead}");
+    let (status, test) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{}/test", dead["id"]),
+        None,
+    );
+    assert_eq!(status, 200, "{test}");
+    assert_eq!(test["ok"], false, "{test}");
+    assert!(
+        test["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{test}"
+    );
+    let deliveries = list(&api, "/api/v1/alerts/deliveries", "deliveries");
+    let seen: Vec<(&str, bool, &str, &str)> = deliveries
+        .iter()
+        .map(|d| {
+            (
+                d["channel"].as_str().unwrap_or(""),
+                d["ok"].as_bool().unwrap_or(true),
+                d["kind"].as_str().unwrap_or(""),
+                d["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("dead", false, "test", "failed"),
+            ("slack", true, "test", "sent")
+        ],
+        "a test is tried once"
+    );
+    let (status, _) = api.call("POST", "/api/v1/alerts/channels/99999/test", None);
+    assert_eq!(status, 404);
+    let (status, _) = api.call(
+        "DELETE",
+        &format!("/api/v1/alerts/channels/{}", dead["id"]),
+        None,
+    );
+    assert_eq!(status, 204);
+    assert_eq!(list(&api, "/api/v1/alerts/channels", "channels").len(), 1);
+}
