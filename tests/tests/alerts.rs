@@ -744,3 +744,79 @@ fn a_slack_channel_gets_a_text_body_and_tests_are_attempts() {
     assert_eq!(status, 204);
     assert_eq!(list(&api, "/api/v1/alerts/channels", "channels").len(), 1);
 }
+
+/// The real log agent's records feed both log rules: a text count and a
+/// shape count (written as a line of that shape), each firing once the
+/// window holds more than the limit.
+#[test]
+fn log_records_fire_a_text_rule_and_a_pattern_rule() {
+    let setup = Setup::start("alerts-logs");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url("/hook"));
+    for (name, expr) in [
+        ("timeouts", "log \"upstream timed out\" > 2 in 5m"),
+        (
+            "slow orders",
+            "log pattern \"order 17 took 250ms\" > 3 in 5m",
+        ),
+    ] {
+        let (status, body) = api.call(
+            "POST",
+            "/api/v1/alerts/rules",
+            Some(&json!({ "name": name, "expr": expr, "channels": [channel] })),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let logs = setup.scratch.join("logs");
+    std::fs::create_dir_all(&logs).expect("dir");
+    let file = logs.join("app.log");
+    let glob = format!("{}/*.log", logs.display());
+    let agent_dir = setup.scratch.join("log-agent");
+    let conf = sightline_e2e::agent_conf(
+        &setup.credentials.license,
+        setup.collector.grpc,
+        &agent_dir.join("data"),
+        &[
+            ("file.app.path", glob.as_str()),
+            ("file.app.start", "beginning"),
+            ("log.linger", "50ms"),
+            ("log.rescan", "1s"),
+        ],
+    );
+    // Two of each: under both limits.
+    std::fs::write(
+        &file,
+        "upstream timed out (1)\norder 1 took 12ms\nupstream timed out (2)\norder 2 took 40ms\nall good\n",
+    )
+    .expect("write");
+    let _agent = sightline_e2e::Agent::log(&agent_dir, &conf);
+    wait_for("the first lines stored", Duration::from_secs(20), || {
+        let body = api.ok("/api/v1/logs/search?q=good&from=0");
+        (!body["records"].as_array()?.is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(receiver.received().is_empty(), "{:?}", receiver.received());
+
+    let mut more = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open");
+    more.write_all(b"upstream timed out (3)\norder 3 took 7ms\norder 4 took 9ms\n")
+        .expect("append");
+    drop(more);
+    wait_for("both log alerts", Duration::from_secs(20), || {
+        (receiver.delivered().len() >= 2).then_some(())
+    });
+    let mut rules: Vec<String> = receiver
+        .delivered()
+        .iter()
+        .map(|b| format!("{} {}", b["rule"]["name"], b["value"]))
+        .collect();
+    rules.sort();
+    assert_eq!(
+        rules,
+        ["\"slow orders\" 4.0", "\"timeouts\" 3.0"],
+        "{rules:?}"
+    );
+}

@@ -45,6 +45,9 @@ pub const MAX_RULES_PER_TICK: usize = 1000;
 const FRESH_MS: i64 = 300_000;
 /// How far back paired events (exceeded .. recovered) are read.
 const PAIRED_LOOKBACK_MS: i64 = 600_000;
+/// Record shapes read per log pattern rule and tick (the most frequent
+/// first: a shape rarer than these counts as none).
+const PATTERNS_READ: usize = 1000;
 /// Most events read per event rule and tick.
 const EVENTS_PER_RULE: i64 = 1000;
 
@@ -562,6 +565,38 @@ impl<S: Store> Evaluator<S> {
                         ),
                     });
                 }
+            }
+            Condition::LogPattern {
+                pattern,
+                count,
+                window_ms,
+            } => {
+                let query = crate::logs::PatternQuery {
+                    category: None,
+                    from_ms: now_ms - window_ms,
+                    to_ms: now_ms,
+                    limit: PATTERNS_READ,
+                };
+                let shapes = self.store.log_patterns(rule.project_id, &query).await?;
+                let found = shapes
+                    .iter()
+                    .find(|s| s.pattern == *pattern)
+                    .map_or(0, |s| s.count);
+                let holds = found > *count;
+                seen.push(Seen {
+                    key: key(0, pattern.clone()),
+                    observed: if holds {
+                        Observed::Active { at_ms: now_ms }
+                    } else {
+                        Observed::Inactive
+                    },
+                    value: Some(found as f64),
+                    message: format!(
+                        "{found} log records of the shape \"{pattern}\" in the last {} ({} {count}).",
+                        duration_text(*window_ms),
+                        if holds { "more than" } else { "at most" }
+                    ),
+                });
             }
             Condition::Log {
                 text,
