@@ -265,3 +265,106 @@ async fn no_data_fires_only_for_the_agent_in_scope() {
     assert_eq!(again.tick(later + 3000).await.expect("tick"), 0);
     assert_eq!(f.firing().await.len(), 1);
 }
+
+/// How long one tick takes with 1,000 agents and 10 rules, every agent's
+/// memory over the limit on the last tick (so 5,000 alerts fire in it).
+/// A measurement, not a check: `cargo test -p sightline-collector --release
+/// --lib tick_at_1000_agents -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn tick_at_1000_agents() {
+    let f = fixture("scale").await;
+    let now = crate::now_ms();
+    let mut batches = Vec::new();
+    for i in 0..1000 {
+        let hello = AgentHello {
+            product: "infra".into(),
+            oname: format!("host-{i}"),
+            hostname: format!("host-{i}"),
+            os: String::new(),
+            version: String::new(),
+            boot_time_ms: 0,
+            created_time: String::new(),
+            instance: format!("{i:032}"),
+            interval_ms: 1000,
+            boot_id: String::new(),
+        };
+        let oid = f
+            .store
+            .register_agent(f.project.id, &hello, now)
+            .await
+            .expect("agent")
+            .oid;
+        for (seq, value) in [(1, 50.0), (2, 95.0)] {
+            batches.push(BatchToStore {
+                project_id: f.project.id,
+                oid,
+                instance: format!("{i:032}"),
+                batch: IncomingBatch {
+                    seq,
+                    time_ms: now - 3000 + seq as i64 * 1000,
+                    health: None,
+                    payloads: vec![BatchPayload::Metrics {
+                        time_ms: now - 3000 + seq as i64 * 1000,
+                        samples: ["mem.used_pct", "cpu.usage", "disk.used_pct"]
+                            .iter()
+                            .map(|name| SampleRow {
+                                name: (*name).into(),
+                                labels: vec![],
+                                value,
+                            })
+                            .collect(),
+                    }],
+                },
+                received_ms: now,
+            });
+        }
+    }
+    for group in batches.chunks(500) {
+        f.store.store_batches(group).await.expect("stored");
+    }
+    for (i, expr) in [
+        "mem.used_pct > 90",
+        "mem.used_pct > 80",
+        "cpu.usage > 90",
+        "disk.used_pct > 90",
+        "mem.used_pct > 90 for 10s",
+        "no data",
+        "rebooted",
+        "threshold",
+        "url down",
+        "lock wait",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut spec = RuleSpec {
+            name: format!("r{i}"),
+            expr: (*expr).into(),
+            agent: None,
+            product: None,
+            severity: "warning".into(),
+            channels: vec![],
+            renotify: None,
+            enabled: true,
+        };
+        spec.name = format!("r{i}");
+        f.store
+            .create_alert_rule(f.project.id, &spec, 0)
+            .await
+            .expect("rule");
+    }
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let started = std::time::Instant::now();
+    let changes = evaluator.tick(now).await.expect("tick");
+    let first = started.elapsed();
+    let started = std::time::Instant::now();
+    let again = evaluator.tick(now + 500).await.expect("tick");
+    let steady = started.elapsed();
+    println!(
+        "1,000 agents, 10 rules: first tick {first:?} ({changes} changes recorded), a quiet tick {steady:?} ({again} changes)"
+    );
+    assert_eq!(changes, 4000);
+}
