@@ -820,3 +820,48 @@ fn log_records_fire_a_text_rule_and_a_pattern_rule() {
         "{rules:?}"
     );
 }
+
+/// An `https://` webhook is told over TLS, trusting the channel's
+/// `ca_pem`; without it the same endpoint is refused (unknown issuer), and
+/// nothing is sent in the clear.
+#[test]
+fn an_https_webhook_is_told_when_its_ca_is_trusted() {
+    let setup = Setup::start("alerts-https");
+    let api = setup.api();
+    let tls = sightline_e2e::tls_files(setup.scratch.path(), "hook");
+    let receiver = WebhookReceiver::start_tls(&tls.cert, &tls.key);
+    let url = format!("https://127.0.0.1:{}/hook", receiver.addr.port());
+    let ca = std::fs::read_to_string(&tls.ca).expect("ca");
+    let mut ids = Vec::new();
+    for (name, ca_pem) in [("trusted", Some(ca)), ("untrusted", None)] {
+        let (status, body) = api.call(
+            "POST",
+            "/api/v1/alerts/channels",
+            Some(&json!({ "name": name, "kind": "webhook", "url": url, "ca_pem": ca_pem })),
+        );
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["ca_pem_set"], ca_pem.is_some());
+        ids.push(body["id"].as_i64().expect("id"));
+    }
+    let (_, trusted) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{}/test", ids[0]),
+        None,
+    );
+    assert_eq!(trusted["ok"], true, "{trusted}");
+    assert_eq!(receiver.delivered().len(), 1);
+    assert_eq!(receiver.delivered()[0]["state"], "test");
+    let (_, untrusted) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{}/test", ids[1]),
+        None,
+    );
+    assert_eq!(untrusted["ok"], false, "{untrusted}");
+    assert!(
+        untrusted["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TLS")),
+        "{untrusted}"
+    );
+    assert_eq!(receiver.received().len(), 1, "nothing more arrived");
+}

@@ -863,6 +863,7 @@ fn webhook(url: &str) -> crate::alerts::ChannelConfig {
     crate::alerts::ChannelConfig::Webhook {
         url: url.into(),
         format: crate::alerts::WebhookFormat::Json,
+        ca_pem: None,
     }
 }
 

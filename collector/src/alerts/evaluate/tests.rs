@@ -153,6 +153,7 @@ async fn the_server_agents_threshold_events_fire_and_resolve_an_alert() {
             &ChannelConfig::Webhook {
                 url: "http://127.0.0.1:9/hook".into(),
                 format: WebhookFormat::Json,
+                ca_pem: None,
             },
             0,
         )
