@@ -182,6 +182,10 @@ impl<S: Store> Evaluator<S> {
             .map(|p| (p.id, p.name))
             .collect();
         let mut agents_of: HashMap<i64, HashMap<i64, Agent>> = HashMap::new();
+        // Newest points per (project, metric), read once per tick however
+        // many rules watch the metric.
+        let mut latest_read: HashMap<(i64, String), Arc<Vec<crate::store::Latest>>> =
+            HashMap::new();
         let mut changes = Vec::new();
         let mut transitions = Vec::new();
         for rule in &rules {
@@ -200,7 +204,9 @@ impl<S: Store> Evaluator<S> {
                 .filter(|a| in_scope(rule, &condition, a))
                 .map(|a| (a.oid, a))
                 .collect();
-            let seen = self.observe(rule, &condition, &in_scope, now_ms).await?;
+            let seen = self
+                .observe(rule, &condition, &in_scope, &mut latest_read, now_ms)
+                .await?;
             let timing = Timing {
                 for_ms: match &condition {
                     Condition::Threshold { for_ms, .. } => *for_ms,
@@ -210,11 +216,20 @@ impl<S: Store> Evaluator<S> {
             };
             // Alerts of the rule not seen this tick: gone from the data.
             // A threshold's series without fresh points keeps its state
-            // (`no data` rules tell that); any other condition no longer
-            // holds.
+            // (`no data` rules tell that), as does an alert that waits for
+            // its resolving event (`threshold.recovered`) however long ago
+            // it fired; any other condition no longer holds.
             let seen_keys: HashSet<&AlertKey> = seen.iter().map(|s| &s.key).collect();
             let mut unseen: Vec<Seen> = Vec::new();
-            if !matches!(condition, Condition::Threshold { .. }) {
+            let absence_resolves = !matches!(
+                condition,
+                Condition::Threshold { .. }
+                    | Condition::Event {
+                        resolved_by: Some(_),
+                        ..
+                    }
+            );
+            if absence_resolves {
                 for (key, memory) in &self.memory {
                     if key.rule_id == rule.id
                         && (memory.firing() || memory.pending_since_ms.is_some())
@@ -365,6 +380,7 @@ impl<S: Store> Evaluator<S> {
         rule: &RuleRow,
         condition: &Condition,
         agents: &HashMap<i64, &Agent>,
+        latest_read: &mut HashMap<(i64, String), Arc<Vec<crate::store::Latest>>>,
         now_ms: i64,
     ) -> Result<Vec<Seen>, StoreError> {
         let key = |oid: i64, target: String| AlertKey {
@@ -381,11 +397,20 @@ impl<S: Store> Evaluator<S> {
                 value,
                 for_ms,
             } => {
-                let latest = self
-                    .store
-                    .latest(rule.project_id, metric, now_ms - FRESH_MS)
-                    .await?;
-                for point in latest {
+                let read_key = (rule.project_id, metric.clone());
+                let latest = match latest_read.get(&read_key) {
+                    Some(l) => l.clone(),
+                    None => {
+                        let l = Arc::new(
+                            self.store
+                                .latest(rule.project_id, metric, now_ms - FRESH_MS)
+                                .await?,
+                        );
+                        latest_read.insert(read_key, l.clone());
+                        l
+                    }
+                };
+                for point in latest.iter() {
                     let Some(agent) = agents.get(&point.oid) else {
                         continue;
                     };
