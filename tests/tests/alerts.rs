@@ -194,9 +194,13 @@ fn subscribe(collector: &Collector, token: &str) -> mpsc::Receiver<Value> {
         "GET /api/v1/alerts/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
     )
     .expect("request");
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     std::thread::spawn(move || {
         let mut event = String::new();
-        for line in BufReader::new(stream).lines() {
+        for line in reader.lines() {
             let Ok(line) = line else { return };
             if let Some(name) = line.strip_prefix("event: ") {
                 event = name.to_string();
@@ -225,6 +229,8 @@ fn a_crossing_tells_the_webhook_once_then_its_resolve() {
     );
     setup.memory_rule(&[channel]);
     let transitions = subscribe(&setup.collector, &setup.credentials.token);
+    let other = create_project(&setup.scratch.join("data"), "other");
+    let others_transitions = subscribe(&setup.collector, &other.token);
 
     let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
     agent.report(50.0, Duration::from_secs(1));
@@ -286,6 +292,12 @@ fn a_crossing_tells_the_webhook_once_then_its_resolve() {
     assert_eq!(seen[0]["state"], "firing");
     assert_eq!(seen[1]["state"], "resolved");
     assert_eq!(seen[0]["rule"], "memory high");
+    assert!(
+        others_transitions
+            .recv_timeout(Duration::from_millis(500))
+            .is_err(),
+        "another project's stream hears nothing"
+    );
 }
 
 #[test]
@@ -602,6 +614,8 @@ fn rules_are_checked_and_scoped_to_their_project() {
     assert_eq!(status, 401);
     let (status, _) = api.get_with("/api/v1/alerts/firing", Some("slt-wrong"));
     assert_eq!(status, 401);
+    let (status, _) = api.get_with("/api/v1/alerts/stream", None);
+    assert_eq!(status, 401);
 
     let (status, _) = api.call("DELETE", &format!("/api/v1/alerts/rules/{id}"), None);
     assert_eq!(status, 204);
@@ -864,4 +878,61 @@ fn an_https_webhook_is_told_when_its_ca_is_trusted() {
         "{untrusted}"
     );
     assert_eq!(receiver.received().len(), 1, "nothing more arrived");
+}
+
+/// The real URL agent's target going down fires `url down "web"` once,
+/// and coming back resolves it.
+#[test]
+fn a_url_target_down_then_up_fires_and_resolves() {
+    let setup = Setup::start("alerts-url");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url("/hook"));
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({ "name": "web down", "expr": "url down \"web\"", "channels": [channel] })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let target = WebhookReceiver::start();
+    let target_addr = target.addr;
+    let url = format!("http://{target_addr}/health");
+    let agent_dir = setup.scratch.join("url-agent");
+    let conf = sightline_e2e::agent_conf(
+        &setup.credentials.license,
+        setup.collector.grpc,
+        &agent_dir.join("data"),
+        &[
+            ("oname", "probe-eu"),
+            ("target.web.url", url.as_str()),
+            ("target.web.interval", "1s"),
+            ("target.web.down_interval", "1s"),
+            ("target.web.fail_after", "1"),
+            ("target.web.timeout", "1s"),
+        ],
+    );
+    let _agent = sightline_e2e::Agent::start("sightline-url", &agent_dir, &conf);
+    wait_for("the target listed up", Duration::from_secs(20), || {
+        let body = api.ok("/api/v1/url/checks");
+        let up = body.to_string().contains("\"up\"");
+        up.then_some(())
+    });
+    assert!(receiver.received().is_empty());
+
+    drop(target);
+    let firing = wait_for("the down notification", Duration::from_secs(20), || {
+        receiver.delivered().pop()
+    });
+    assert_eq!(firing["state"], "firing", "{firing}");
+    assert_eq!(firing["target"], "web");
+    assert_eq!(firing["agent"]["oname"], "probe-eu");
+    assert_eq!(firing["agent"]["product"], "url");
+
+    let _target = WebhookReceiver::start_on(target_addr);
+    wait_for("the resolve notification", Duration::from_secs(20), || {
+        (receiver.delivered().len() >= 2).then_some(())
+    });
+    let got = receiver.delivered();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1]["state"], "resolved");
 }
