@@ -380,3 +380,73 @@ async fn tick_at_1000_agents() {
     );
     assert_eq!(changes, 4000);
 }
+
+#[tokio::test]
+async fn lock_waits_past_the_limit_fire_and_clear_after_the_window() {
+    let f = fixture("locks").await;
+    let hello = AgentHello {
+        product: "db".into(),
+        oname: "maria-1".into(),
+        hostname: "maria-1".into(),
+        os: String::new(),
+        version: String::new(),
+        boot_time_ms: 0,
+        created_time: String::new(),
+        instance: "fedcba9876543210fedcba9876543210".into(),
+        interval_ms: 1000,
+        boot_id: String::new(),
+    };
+    let now = crate::now_ms();
+    let db = f
+        .store
+        .register_agent(f.project.id, &hello, now)
+        .await
+        .expect("agent")
+        .oid;
+    f.rule("lock wait > 10s clear 1m", None, vec![]).await;
+    f.rule("rebooted", None, vec![]).await;
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let event = |kind: &str, wait_ms: &str, at: i64| EventRow {
+        time_ms: at,
+        kind: kind.into(),
+        severity: "warning".into(),
+        message: format!("{kind} {wait_ms}"),
+        attrs: [("wait_ms".to_string(), wait_ms.to_string())].into(),
+    };
+    let insert = |oid: i64, e: EventRow| {
+        let store = f.store.clone();
+        let p = f.project.id;
+        async move { store.insert_event(p, Some(oid), &e).await.expect("event") }
+    };
+    insert(db, event("db.lock_wait", "5000", now - 1000)).await;
+    // The same kind from a server agent is out of the rule's product.
+    insert(f.oid, event("db.lock_wait", "50000", now - 1000)).await;
+    assert_eq!(evaluator.tick(now).await.expect("tick"), 0, "under 10 s");
+    insert(db, event("db.lock_wait", "12000", now - 500)).await;
+    assert_eq!(evaluator.tick(now).await.expect("tick"), 1);
+    let firing = f.firing().await;
+    assert_eq!((firing[0].key.oid, firing[0].value), (db, Some(12000.0)));
+    assert_eq!(
+        evaluator.tick(now + 30_000).await.expect("tick"),
+        0,
+        "within clear"
+    );
+    assert_eq!(
+        evaluator.tick(now + 61_000).await.expect("tick"),
+        1,
+        "cleared"
+    );
+    assert!(f.firing().await.is_empty());
+
+    insert(f.oid, event("host.rebooted", "", now)).await;
+    assert_eq!(evaluator.tick(now + 62_000).await.expect("tick"), 1);
+    assert_eq!(f.firing().await[0].key.oid, f.oid);
+    assert_eq!(
+        evaluator.tick(now + 601_000).await.expect("tick"),
+        1,
+        "10 min on"
+    );
+    assert!(f.firing().await.is_empty());
+}
