@@ -298,6 +298,10 @@ fn a_crossing_tells_the_webhook_once_then_its_resolve() {
             .is_err(),
         "another project's stream hears nothing"
     );
+    assert!(
+        !setup.collector.log_text().contains("T0KEN-secret"),
+        "the webhook URL's token is never logged"
+    );
 }
 
 #[test]
