@@ -560,6 +560,28 @@ fn mail_reaches_an_smtp_sink_over_starttls_with_the_login() {
         !setup.collector.log_text().contains("s3cret"),
         "the password is never logged"
     );
+
+    // A server that stops offering STARTTLS is refused: no login, no mail
+    // in the clear.
+    sink.offer_no_tls();
+    let before = sink.commands().len();
+    let mails = sink.mails().len();
+    let (_, test) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{channel}/test"),
+        None,
+    );
+    assert_eq!(test["ok"], false, "{test}");
+    let after = sink.commands();
+    assert!(
+        after[before..]
+            .iter()
+            .all(|c| !c.to_ascii_uppercase().starts_with("AUTH") && !c.starts_with("MAIL")),
+        "{:?}",
+        &after[before..]
+    );
+    assert_eq!(sink.mails().len(), mails);
+    assert!(after.len() > before, "the client did connect");
 }
 
 #[test]
