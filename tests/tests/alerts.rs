@@ -962,3 +962,50 @@ fn a_url_target_down_then_up_fires_and_resolves() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[1]["state"], "resolved");
 }
+
+/// A channel whose server never answers does not hold back another: the
+/// rule tells both, the live one hears at once, the hung one's attempt
+/// ends at the send timeout (10 s) as a failure, retried.
+#[test]
+fn a_hung_channel_does_not_hold_back_another() {
+    let setup = Setup::start("alerts-hung");
+    let api = setup.api();
+    // Accepts connections (the kernel's backlog) and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_url = format!("http://{}/hook", hung.local_addr().expect("addr"));
+    let receiver = WebhookReceiver::start();
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/alerts/channels",
+        Some(&json!({ "name": "hung", "kind": "webhook", "url": hung_url })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let hung_id = body["id"].as_i64().expect("id");
+    let live_id = setup.webhook(&receiver.url("/hook"));
+    setup.memory_rule(&[hung_id, live_id]);
+    let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
+    agent.report_until(95.0, "the live channel's notification", || {
+        !receiver.delivered().is_empty()
+    });
+    let fired_ms = list(&api, "/api/v1/alerts/firing", "firing")[0]["since_ms"]
+        .as_i64()
+        .expect("since");
+    let delivered_ms = sightline_e2e::now_ms();
+    assert!(
+        delivered_ms - fired_ms < 5000,
+        "the live channel waited {} ms",
+        delivered_ms - fired_ms
+    );
+    let hung_attempt = wait_for("the hung attempt to end", Duration::from_secs(20), || {
+        list(&api, "/api/v1/alerts/deliveries", "deliveries")
+            .into_iter()
+            .find(|d| d["channel"] == "hung")
+    });
+    assert_eq!(hung_attempt["ok"], false);
+    assert_eq!(hung_attempt["state"], "queued", "retried later");
+    assert!(
+        hung_attempt["elapsed_ms"].as_i64().unwrap_or(0) >= 9_000,
+        "{hung_attempt}"
+    );
+    drop(hung);
+}
