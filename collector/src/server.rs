@@ -158,7 +158,8 @@ impl<S: Store> Collector<S> {
         let hub = crate::alerts::AlertsHub::default();
         let evaluator =
             crate::alerts::evaluate::Evaluator::start(store.clone(), hub.clone()).await?;
-        let evaluate = tokio::spawn(evaluator.run(settings.alerts_tick, shutdown.clone()));
+        let evaluate =
+            tokio::spawn(evaluator.run(settings.alerts_tick, writes.clone(), shutdown.clone()));
         let deliver = tokio::spawn(crate::alerts::notify::queue::run(
             store.clone(),
             hub.wake_queue.clone(),

@@ -33,6 +33,11 @@ pub struct Mail {
 #[derive(Debug, Default)]
 struct Shared {
     mails: Mutex<Vec<Mail>>,
+    /// Every command line received (AUTH lines included), to check what a
+    /// client sent in the clear.
+    commands: Mutex<Vec<String>>,
+    /// Offer no STARTTLS (a server a careful client must refuse).
+    plain_only: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -88,6 +93,16 @@ impl SmtpSink {
     pub fn mails(&self) -> Vec<Mail> {
         self.shared.mails.lock().expect("lock").clone()
     }
+
+    /// Every command line received so far.
+    pub fn commands(&self) -> Vec<String> {
+        self.shared.commands.lock().expect("lock").clone()
+    }
+
+    /// From now on, offers no STARTTLS but AUTH in the clear.
+    pub fn offer_no_tls(&self) {
+        self.shared.plain_only.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Drop for SmtpSink {
@@ -141,9 +156,12 @@ fn session(
             return Ok(());
         }
         let line = line.trim_end().to_string();
+        shared.commands.lock().expect("lock").push(line.clone());
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            if mail.tls {
+            if shared.plain_only.load(Ordering::SeqCst) {
+                say(&mut stream, "250-sink\r\n250 AUTH PLAIN LOGIN\r\n")?;
+            } else if mail.tls {
                 say(
                     &mut stream,
                     "250-sink\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n",

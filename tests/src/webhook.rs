@@ -1,7 +1,8 @@
 //! A webhook receiver on loopback for the alert tests: a real HTTP/1.1
 //! listener that records each POST (path and JSON body) and answers with
-//! the statuses it was scripted to (200 once the script runs out). One
-//! connection at a time, each read with a deadline; stops when dropped.
+//! the statuses it was scripted to (200 once the script runs out), over
+//! plain TCP or TLS (a certificate rcgen made). One connection at a time,
+//! each read with a deadline; stops when dropped.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -47,6 +48,30 @@ impl WebhookReceiver {
 
     /// Listens on `addr`.
     pub fn start_on(addr: SocketAddr) -> WebhookReceiver {
+        WebhookReceiver::listen(addr, None)
+    }
+
+    /// Listens on a free loopback port over TLS, with the certificate and
+    /// key in these PEM files.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> WebhookReceiver {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .expect("cert file")
+            .collect::<Result<_, _>>()
+            .expect("certs");
+        let key = PrivateKeyDer::from_pem_file(key).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        WebhookReceiver::listen("127.0.0.1:0".parse().expect("addr"), Some(Arc::new(config)))
+    }
+
+    fn listen(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> WebhookReceiver {
         let listener = TcpListener::bind(addr).expect("binds the webhook receiver");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::default());
@@ -56,8 +81,15 @@ impl WebhookReceiver {
                 if inner.stop.load(Ordering::SeqCst) {
                     return;
                 }
-                if let Ok(conn) = conn {
-                    serve(conn, &inner);
+                let Ok(conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                match &tls {
+                    None => serve(conn, &inner),
+                    Some(config) => {
+                        if let Ok(server) = rustls::ServerConnection::new(config.clone()) {
+                            serve(rustls::StreamOwned::new(server, conn), &inner);
+                        }
+                    }
                 }
             }
         });
@@ -68,7 +100,8 @@ impl WebhookReceiver {
         }
     }
 
-    /// A URL on this receiver.
+    /// A URL on this receiver (`http://`; use `https://` for one
+    /// started with [`WebhookReceiver::start_tls`]).
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -104,11 +137,7 @@ impl Drop for WebhookReceiver {
     }
 }
 
-fn serve(conn: TcpStream, shared: &Shared) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-    let Ok(mut writer) = conn.try_clone() else {
-        return;
-    };
+fn serve(conn: impl Read + Write, shared: &Shared) {
     let mut reader = BufReader::new(conn);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -150,6 +179,7 @@ fn serve(conn: TcpStream, shared: &Shared) {
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         answered: status,
     });
+    let writer = reader.get_mut();
     let _ = write!(
         writer,
         "HTTP/1.1 {status} Scripted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

@@ -194,9 +194,13 @@ fn subscribe(collector: &Collector, token: &str) -> mpsc::Receiver<Value> {
         "GET /api/v1/alerts/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
     )
     .expect("request");
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     std::thread::spawn(move || {
         let mut event = String::new();
-        for line in BufReader::new(stream).lines() {
+        for line in reader.lines() {
             let Ok(line) = line else { return };
             if let Some(name) = line.strip_prefix("event: ") {
                 event = name.to_string();
@@ -225,6 +229,8 @@ fn a_crossing_tells_the_webhook_once_then_its_resolve() {
     );
     setup.memory_rule(&[channel]);
     let transitions = subscribe(&setup.collector, &setup.credentials.token);
+    let other = create_project(&setup.scratch.join("data"), "other");
+    let others_transitions = subscribe(&setup.collector, &other.token);
 
     let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
     agent.report(50.0, Duration::from_secs(1));
@@ -286,6 +292,16 @@ fn a_crossing_tells_the_webhook_once_then_its_resolve() {
     assert_eq!(seen[0]["state"], "firing");
     assert_eq!(seen[1]["state"], "resolved");
     assert_eq!(seen[0]["rule"], "memory high");
+    assert!(
+        others_transitions
+            .recv_timeout(Duration::from_millis(500))
+            .is_err(),
+        "another project's stream hears nothing"
+    );
+    assert!(
+        !setup.collector.log_text().contains("T0KEN-secret"),
+        "the webhook URL's token is never logged"
+    );
 }
 
 #[test]
@@ -544,6 +560,28 @@ fn mail_reaches_an_smtp_sink_over_starttls_with_the_login() {
         !setup.collector.log_text().contains("s3cret"),
         "the password is never logged"
     );
+
+    // A server that stops offering STARTTLS is refused: no login, no mail
+    // in the clear.
+    sink.offer_no_tls();
+    let before = sink.commands().len();
+    let mails = sink.mails().len();
+    let (_, test) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{channel}/test"),
+        None,
+    );
+    assert_eq!(test["ok"], false, "{test}");
+    let after = sink.commands();
+    assert!(
+        after[before..]
+            .iter()
+            .all(|c| !c.to_ascii_uppercase().starts_with("AUTH") && !c.starts_with("MAIL")),
+        "{:?}",
+        &after[before..]
+    );
+    assert_eq!(sink.mails().len(), mails);
+    assert!(after.len() > before, "the client did connect");
 }
 
 #[test]
@@ -602,8 +640,372 @@ fn rules_are_checked_and_scoped_to_their_project() {
     assert_eq!(status, 401);
     let (status, _) = api.get_with("/api/v1/alerts/firing", Some("slt-wrong"));
     assert_eq!(status, 401);
+    let (status, _) = api.get_with("/api/v1/alerts/stream", None);
+    assert_eq!(status, 401);
 
     let (status, _) = api.call("DELETE", &format!("/api/v1/alerts/rules/{id}"), None);
     assert_eq!(status, 204);
     assert!(list(&api, "/api/v1/alerts/rules", "rules").is_empty());
+}
+
+/// The real server agent's own threshold event is a rule's input: with
+/// `threshold.mem=1` its memory is over the limit at once, it raises
+/// `threshold.exceeded`, and the rule `threshold "mem"` tells the webhook
+/// with the agent's sentence.
+#[test]
+fn the_server_agents_threshold_event_fires_a_rule() {
+    let setup = Setup::start("alerts-infra");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url("/hook"));
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({
+            "name": "server memory",
+            "expr": "threshold \"mem\"",
+            "product": "infra",
+            "channels": [channel],
+        })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let agent_dir = setup.scratch.join("agent");
+    let conf = sightline_e2e::agent_conf(
+        &setup.credentials.license,
+        setup.collector.grpc,
+        &agent_dir.join("data"),
+        &[
+            ("oname", "real-1"),
+            ("threshold.cpu", "0"),
+            ("threshold.mem", "1"),
+            ("threshold.disk", "0"),
+            ("threshold.for", "1s"),
+        ],
+    );
+    let _agent = sightline_e2e::Agent::infra(&agent_dir, &conf);
+    let got = wait_for(
+        "the threshold's notification",
+        Duration::from_secs(30),
+        || receiver.delivered().pop(),
+    );
+    assert_eq!(got["state"], "firing", "{got}");
+    assert_eq!(got["agent"]["oname"], "real-1");
+    assert_eq!(got["agent"]["product"], "infra");
+    assert_eq!(got["target"], "mem");
+    assert!(
+        got["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Memory") && m.contains("1%")),
+        "{got}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receiver.delivered().len(), 1, "told once");
+}
+
+/// A Slack-format channel gets Slack's `{"text": ...}`; a test to a
+/// channel nobody answers says why, and both tests are listed as attempts.
+#[test]
+fn a_slack_channel_gets_a_text_body_and_tests_are_attempts() {
+    let setup = Setup::start("alerts-slack");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let (status, slack) = api.call(
+        "POST",
+        "/api/v1/alerts/channels",
+        Some(&json!({
+            "name": "slack",
+            "kind": "webhook",
+            "url": receiver.url("/services/T000/B000/XXXXXXXXXXXX"),
+            "format": "slack",
+        })),
+    );
+    assert_eq!(status, 201, "{slack}");
+    let (status, test) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{}/test", slack["id"]),
+        None,
+    );
+    assert_eq!(status, 200, "{test}");
+    assert_eq!(test["ok"], true, "{test}");
+    let got = receiver.delivered();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0],
+        json!({ "text": "[TEST] test: A test of channel 'slack' from Sightline." })
+    );
+
+    let (nobody, _) = sightline_e2e::free_addrs();
+    let (status, dead) = api.call(
+        "POST",
+        "/api/v1/alerts/channels",
+        Some(&json!({ "name": "dead", "kind": "webhook", "url": format!("http://{nobody}/x") })),
+    );
+    assert_eq!(status, 201, "{dead}");
+    let (status, test) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{}/test", dead["id"]),
+        None,
+    );
+    assert_eq!(status, 200, "{test}");
+    assert_eq!(test["ok"], false, "{test}");
+    assert!(
+        test["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{test}"
+    );
+    let deliveries = list(&api, "/api/v1/alerts/deliveries", "deliveries");
+    let seen: Vec<(&str, bool, &str, &str)> = deliveries
+        .iter()
+        .map(|d| {
+            (
+                d["channel"].as_str().unwrap_or(""),
+                d["ok"].as_bool().unwrap_or(true),
+                d["kind"].as_str().unwrap_or(""),
+                d["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("dead", false, "test", "failed"),
+            ("slack", true, "test", "sent")
+        ],
+        "a test is tried once"
+    );
+    let (status, _) = api.call("POST", "/api/v1/alerts/channels/99999/test", None);
+    assert_eq!(status, 404);
+    let (status, _) = api.call(
+        "DELETE",
+        &format!("/api/v1/alerts/channels/{}", dead["id"]),
+        None,
+    );
+    assert_eq!(status, 204);
+    assert_eq!(list(&api, "/api/v1/alerts/channels", "channels").len(), 1);
+}
+
+/// The real log agent's records feed both log rules: a text count and a
+/// shape count (written as a line of that shape), each firing once the
+/// window holds more than the limit.
+#[test]
+fn log_records_fire_a_text_rule_and_a_pattern_rule() {
+    let setup = Setup::start("alerts-logs");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url("/hook"));
+    for (name, expr) in [
+        ("timeouts", "log \"upstream timed out\" > 2 in 5m"),
+        (
+            "slow orders",
+            "log pattern \"order 17 took 250ms\" > 3 in 5m",
+        ),
+    ] {
+        let (status, body) = api.call(
+            "POST",
+            "/api/v1/alerts/rules",
+            Some(&json!({ "name": name, "expr": expr, "channels": [channel] })),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let logs = setup.scratch.join("logs");
+    std::fs::create_dir_all(&logs).expect("dir");
+    let file = logs.join("app.log");
+    let glob = format!("{}/*.log", logs.display());
+    let agent_dir = setup.scratch.join("log-agent");
+    let conf = sightline_e2e::agent_conf(
+        &setup.credentials.license,
+        setup.collector.grpc,
+        &agent_dir.join("data"),
+        &[
+            ("file.app.path", glob.as_str()),
+            ("file.app.start", "beginning"),
+            ("log.linger", "50ms"),
+            ("log.rescan", "1s"),
+        ],
+    );
+    // Two of each: under both limits.
+    std::fs::write(
+        &file,
+        "upstream timed out (1)\norder 1 took 12ms\nupstream timed out (2)\norder 2 took 40ms\nall good\n",
+    )
+    .expect("write");
+    let _agent = sightline_e2e::Agent::log(&agent_dir, &conf);
+    wait_for("the first lines stored", Duration::from_secs(20), || {
+        let body = api.ok("/api/v1/logs/search?q=good&from=0");
+        (!body["records"].as_array()?.is_empty()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(receiver.received().is_empty(), "{:?}", receiver.received());
+
+    let mut more = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open");
+    more.write_all(b"upstream timed out (3)\norder 3 took 7ms\norder 4 took 9ms\n")
+        .expect("append");
+    drop(more);
+    wait_for("both log alerts", Duration::from_secs(20), || {
+        (receiver.delivered().len() >= 2).then_some(())
+    });
+    let mut rules: Vec<String> = receiver
+        .delivered()
+        .iter()
+        .map(|b| format!("{} {}", b["rule"]["name"], b["value"]))
+        .collect();
+    rules.sort();
+    assert_eq!(
+        rules,
+        ["\"slow orders\" 4.0", "\"timeouts\" 3.0"],
+        "{rules:?}"
+    );
+}
+
+/// An `https://` webhook is told over TLS, trusting the channel's
+/// `ca_pem`; without it the same endpoint is refused (unknown issuer), and
+/// nothing is sent in the clear.
+#[test]
+fn an_https_webhook_is_told_when_its_ca_is_trusted() {
+    let setup = Setup::start("alerts-https");
+    let api = setup.api();
+    let tls = sightline_e2e::tls_files(setup.scratch.path(), "hook");
+    let receiver = WebhookReceiver::start_tls(&tls.cert, &tls.key);
+    let url = format!("https://127.0.0.1:{}/hook", receiver.addr.port());
+    let ca = std::fs::read_to_string(&tls.ca).expect("ca");
+    let mut ids = Vec::new();
+    for (name, ca_pem) in [("trusted", Some(ca)), ("untrusted", None)] {
+        let (status, body) = api.call(
+            "POST",
+            "/api/v1/alerts/channels",
+            Some(&json!({ "name": name, "kind": "webhook", "url": url, "ca_pem": ca_pem })),
+        );
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["ca_pem_set"], ca_pem.is_some());
+        ids.push(body["id"].as_i64().expect("id"));
+    }
+    let (_, trusted) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{}/test", ids[0]),
+        None,
+    );
+    assert_eq!(trusted["ok"], true, "{trusted}");
+    assert_eq!(receiver.delivered().len(), 1);
+    assert_eq!(receiver.delivered()[0]["state"], "test");
+    let (_, untrusted) = api.call(
+        "POST",
+        &format!("/api/v1/alerts/channels/{}/test", ids[1]),
+        None,
+    );
+    assert_eq!(untrusted["ok"], false, "{untrusted}");
+    assert!(
+        untrusted["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TLS")),
+        "{untrusted}"
+    );
+    assert_eq!(receiver.received().len(), 1, "nothing more arrived");
+}
+
+/// The real URL agent's target going down fires `url down "web"` once,
+/// and coming back resolves it.
+#[test]
+fn a_url_target_down_then_up_fires_and_resolves() {
+    let setup = Setup::start("alerts-url");
+    let api = setup.api();
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url("/hook"));
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({ "name": "web down", "expr": "url down \"web\"", "channels": [channel] })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let target = WebhookReceiver::start();
+    let target_addr = target.addr;
+    let url = format!("http://{target_addr}/health");
+    let agent_dir = setup.scratch.join("url-agent");
+    let conf = sightline_e2e::agent_conf(
+        &setup.credentials.license,
+        setup.collector.grpc,
+        &agent_dir.join("data"),
+        &[
+            ("oname", "probe-eu"),
+            ("target.web.url", url.as_str()),
+            ("target.web.interval", "1s"),
+            ("target.web.down_interval", "1s"),
+            ("target.web.fail_after", "1"),
+            ("target.web.timeout", "1s"),
+        ],
+    );
+    let _agent = sightline_e2e::Agent::start("sightline-url", &agent_dir, &conf);
+    wait_for("the target listed up", Duration::from_secs(20), || {
+        let body = api.ok("/api/v1/url/checks");
+        let up = body.to_string().contains("\"up\"");
+        up.then_some(())
+    });
+    assert!(receiver.received().is_empty());
+
+    drop(target);
+    let firing = wait_for("the down notification", Duration::from_secs(20), || {
+        receiver.delivered().pop()
+    });
+    assert_eq!(firing["state"], "firing", "{firing}");
+    assert_eq!(firing["target"], "web");
+    assert_eq!(firing["agent"]["oname"], "probe-eu");
+    assert_eq!(firing["agent"]["product"], "url");
+
+    let _target = WebhookReceiver::start_on(target_addr);
+    wait_for("the resolve notification", Duration::from_secs(20), || {
+        (receiver.delivered().len() >= 2).then_some(())
+    });
+    let got = receiver.delivered();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1]["state"], "resolved");
+}
+
+/// A channel whose server never answers does not hold back another: the
+/// rule tells both, the live one hears at once, the hung one's attempt
+/// ends at the send timeout (10 s) as a failure, retried.
+#[test]
+fn a_hung_channel_does_not_hold_back_another() {
+    let setup = Setup::start("alerts-hung");
+    let api = setup.api();
+    // Accepts connections (the kernel's backlog) and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_url = format!("http://{}/hook", hung.local_addr().expect("addr"));
+    let receiver = WebhookReceiver::start();
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/alerts/channels",
+        Some(&json!({ "name": "hung", "kind": "webhook", "url": hung_url })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let hung_id = body["id"].as_i64().expect("id");
+    let live_id = setup.webhook(&receiver.url("/hook"));
+    setup.memory_rule(&[hung_id, live_id]);
+    let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
+    agent.report_until(95.0, "the live channel's notification", || {
+        !receiver.delivered().is_empty()
+    });
+    let fired_ms = list(&api, "/api/v1/alerts/firing", "firing")[0]["since_ms"]
+        .as_i64()
+        .expect("since");
+    let delivered_ms = sightline_e2e::now_ms();
+    assert!(
+        delivered_ms - fired_ms < 5000,
+        "the live channel waited {} ms",
+        delivered_ms - fired_ms
+    );
+    let hung_attempt = wait_for("the hung attempt to end", Duration::from_secs(20), || {
+        list(&api, "/api/v1/alerts/deliveries", "deliveries")
+            .into_iter()
+            .find(|d| d["channel"] == "hung")
+    });
+    assert_eq!(hung_attempt["ok"], false);
+    assert_eq!(hung_attempt["state"], "queued", "retried later");
+    assert!(
+        hung_attempt["elapsed_ms"].as_i64().unwrap_or(0) >= 9_000,
+        "{hung_attempt}"
+    );
+    drop(hung);
 }

@@ -13,6 +13,10 @@
 //! `host.rebooted`, `db.lock_wait`, ...), URL rules the targets' current
 //! states, log rules a bounded search.
 //!
+//! Besides the tick, the group writer wakes it when agents' events were
+//! stored (a reboot, a threshold crossed, a URL down: rare, and worth
+//! telling at once).
+//!
 //! Alerts that fire survive a restart (their state is stored), so a
 //! restart does not tell them again; a pending `for` starts over.
 //! Never sends anything itself and never blocks ingest.
@@ -33,12 +37,17 @@ use crate::model::{Agent, EventQuery, UrlState, UrlTargetFilter};
 use crate::store::{Range, Store, StoreError};
 use crate::time_text::format_ms;
 
+/// The least time between two evaluations woken by ingest.
+pub const INGEST_WAKE_GAP: Duration = Duration::from_millis(250);
 /// Most rules evaluated per tick (all projects); the rest wait a tick.
 pub const MAX_RULES_PER_TICK: usize = 1000;
 /// How far back a threshold's newest point may be to count.
 const FRESH_MS: i64 = 300_000;
 /// How far back paired events (exceeded .. recovered) are read.
 const PAIRED_LOOKBACK_MS: i64 = 600_000;
+/// Record shapes read per log pattern rule and tick (the most frequent
+/// first: a shape rarer than these counts as none).
+const PATTERNS_READ: usize = 1000;
 /// Most events read per event rule and tick.
 const EVENTS_PER_RULE: i64 = 1000;
 
@@ -55,6 +64,9 @@ pub struct Evaluator<S> {
     store: Arc<S>,
     hub: AlertsHub,
     memory: HashMap<AlertKey, AlertMemory>,
+    /// Each rule's `updated_ms` as last seen: a changed rule starts over
+    /// (the store dropped its alerts when it was replaced).
+    versions: HashMap<i64, i64>,
     /// Rules evaluated last, from here on (round robin past the cap).
     next_rule: usize,
 }
@@ -81,22 +93,43 @@ impl<S: Store> Evaluator<S> {
                 },
             );
         }
+        let versions = store
+            .alert_rules(None)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.updated_ms))
+            .collect();
         Ok(Evaluator {
             store,
             hub,
             memory,
+            versions,
             next_rule: 0,
         })
     }
 
-    /// Evaluates every `every` until `shutdown`.
-    pub async fn run(mut self, every: Duration, shutdown: CancellationToken) {
+    /// Evaluates every `every`, and soon after agents' events are stored
+    /// (`events_stored`; at most once per [`INGEST_WAKE_GAP`]), until
+    /// `shutdown`.
+    pub async fn run(
+        mut self,
+        every: Duration,
+        events_stored: Arc<crate::store::group::GroupStats>,
+        shutdown: CancellationToken,
+    ) {
         let mut tick = interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                () = events_stored.events_stored.notified() => {
+                    // Let the rest of a burst land, and bound the rate.
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(INGEST_WAKE_GAP) => {}
+                    }
+                }
             }
             let evaluated = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -117,8 +150,13 @@ impl<S: Store> Evaluator<S> {
             .into_iter()
             .filter(|r| r.spec.enabled)
             .collect();
-        let live: HashSet<i64> = rules.iter().map(|r| r.id).collect();
-        self.memory.retain(|k, _| live.contains(&k.rule_id));
+        let live: HashMap<i64, i64> = rules.iter().map(|r| (r.id, r.updated_ms)).collect();
+        let versions = &self.versions;
+        self.memory.retain(|k, _| {
+            live.get(&k.rule_id)
+                .is_some_and(|v| versions.get(&k.rule_id).is_none_or(|old| old == v))
+        });
+        self.versions = live;
         if rules.is_empty() {
             return Ok(0);
         }
@@ -144,6 +182,10 @@ impl<S: Store> Evaluator<S> {
             .map(|p| (p.id, p.name))
             .collect();
         let mut agents_of: HashMap<i64, HashMap<i64, Agent>> = HashMap::new();
+        // Newest points per (project, metric), read once per tick however
+        // many rules watch the metric.
+        let mut latest_read: HashMap<(i64, String), Arc<Vec<crate::store::Latest>>> =
+            HashMap::new();
         let mut changes = Vec::new();
         let mut transitions = Vec::new();
         for rule in &rules {
@@ -162,7 +204,9 @@ impl<S: Store> Evaluator<S> {
                 .filter(|a| in_scope(rule, &condition, a))
                 .map(|a| (a.oid, a))
                 .collect();
-            let seen = self.observe(rule, &condition, &in_scope, now_ms).await?;
+            let seen = self
+                .observe(rule, &condition, &in_scope, &mut latest_read, now_ms)
+                .await?;
             let timing = Timing {
                 for_ms: match &condition {
                     Condition::Threshold { for_ms, .. } => *for_ms,
@@ -172,11 +216,20 @@ impl<S: Store> Evaluator<S> {
             };
             // Alerts of the rule not seen this tick: gone from the data.
             // A threshold's series without fresh points keeps its state
-            // (`no data` rules tell that); any other condition no longer
-            // holds.
+            // (`no data` rules tell that), as does an alert that waits for
+            // its resolving event (`threshold.recovered`) however long ago
+            // it fired; any other condition no longer holds.
             let seen_keys: HashSet<&AlertKey> = seen.iter().map(|s| &s.key).collect();
             let mut unseen: Vec<Seen> = Vec::new();
-            if !matches!(condition, Condition::Threshold { .. }) {
+            let absence_resolves = !matches!(
+                condition,
+                Condition::Threshold { .. }
+                    | Condition::Event {
+                        resolved_by: Some(_),
+                        ..
+                    }
+            );
+            if absence_resolves {
                 for (key, memory) in &self.memory {
                     if key.rule_id == rule.id
                         && (memory.firing() || memory.pending_since_ms.is_some())
@@ -327,6 +380,7 @@ impl<S: Store> Evaluator<S> {
         rule: &RuleRow,
         condition: &Condition,
         agents: &HashMap<i64, &Agent>,
+        latest_read: &mut HashMap<(i64, String), Arc<Vec<crate::store::Latest>>>,
         now_ms: i64,
     ) -> Result<Vec<Seen>, StoreError> {
         let key = |oid: i64, target: String| AlertKey {
@@ -343,11 +397,20 @@ impl<S: Store> Evaluator<S> {
                 value,
                 for_ms,
             } => {
-                let latest = self
-                    .store
-                    .latest(rule.project_id, metric, now_ms - FRESH_MS)
-                    .await?;
-                for point in latest {
+                let read_key = (rule.project_id, metric.clone());
+                let latest = match latest_read.get(&read_key) {
+                    Some(l) => l.clone(),
+                    None => {
+                        let l = Arc::new(
+                            self.store
+                                .latest(rule.project_id, metric, now_ms - FRESH_MS)
+                                .await?,
+                        );
+                        latest_read.insert(read_key, l.clone());
+                        l
+                    }
+                };
+                for point in latest.iter() {
                     let Some(agent) = agents.get(&point.oid) else {
                         continue;
                     };
@@ -528,6 +591,38 @@ impl<S: Store> Evaluator<S> {
                     });
                 }
             }
+            Condition::LogPattern {
+                pattern,
+                count,
+                window_ms,
+            } => {
+                let query = crate::logs::PatternQuery {
+                    category: None,
+                    from_ms: now_ms - window_ms,
+                    to_ms: now_ms,
+                    limit: PATTERNS_READ,
+                };
+                let shapes = self.store.log_patterns(rule.project_id, &query).await?;
+                let found = shapes
+                    .iter()
+                    .find(|s| s.pattern == *pattern)
+                    .map_or(0, |s| s.count);
+                let holds = found > *count;
+                seen.push(Seen {
+                    key: key(0, pattern.clone()),
+                    observed: if holds {
+                        Observed::Active { at_ms: now_ms }
+                    } else {
+                        Observed::Inactive
+                    },
+                    value: Some(found as f64),
+                    message: format!(
+                        "{found} log records of the shape \"{pattern}\" in the last {} ({} {count}).",
+                        duration_text(*window_ms),
+                        if holds { "more than" } else { "at most" }
+                    ),
+                });
+            }
             Condition::Log {
                 text,
                 count,
@@ -617,3 +712,6 @@ fn duration_text(ms: i64) -> String {
         ms => format!("{ms} ms"),
     }
 }
+
+#[cfg(test)]
+mod tests;

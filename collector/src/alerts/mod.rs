@@ -142,6 +142,10 @@ pub enum ChannelConfig {
         /// The body's shape.
         #[serde(default)]
         format: WebhookFormat,
+        /// PEM certificates to trust besides the system's (an `https://`
+        /// endpoint with a private CA).
+        #[serde(default)]
+        ca_pem: Option<String>,
     },
     /// Mail over SMTP.
     Email {
@@ -206,11 +210,16 @@ impl ChannelConfig {
     /// Checks what the API was given.
     pub fn check(&self) -> Result<(), String> {
         match self {
-            ChannelConfig::Webhook { url, .. } => {
+            ChannelConfig::Webhook { url, ca_pem, .. } => {
                 let ok = (url.starts_with("http://") || url.starts_with("https://"))
                     && url.parse::<hyper::Uri>().is_ok_and(|u| u.host().is_some());
                 if !ok {
                     return Err("url: expected an http:// or https:// URL".into());
+                }
+                if let Some(pem) = ca_pem
+                    && notify::webhook::extra_roots(pem).is_err()
+                {
+                    return Err("ca_pem: not a PEM certificate".into());
                 }
             }
             ChannelConfig::Email {
@@ -258,10 +267,15 @@ impl ChannelConfig {
     /// is set), no CA text (only whether one is set).
     pub fn masked(&self) -> serde_json::Value {
         match self {
-            ChannelConfig::Webhook { url, format } => serde_json::json!({
+            ChannelConfig::Webhook {
+                url,
+                format,
+                ca_pem,
+            } => serde_json::json!({
                 "kind": "webhook",
                 "url": mask_url(url),
                 "format": format,
+                "ca_pem_set": ca_pem.is_some(),
             }),
             ChannelConfig::Email {
                 host,
@@ -292,11 +306,16 @@ impl ChannelConfig {
     pub fn keep_secrets_from(self, old: &ChannelConfig) -> ChannelConfig {
         match (self, old) {
             (
-                ChannelConfig::Webhook { url, format },
+                ChannelConfig::Webhook {
+                    url,
+                    format,
+                    ca_pem,
+                },
                 ChannelConfig::Webhook { url: old_url, .. },
             ) if url.is_empty() || url == mask_url(old_url) => ChannelConfig::Webhook {
                 url: old_url.clone(),
                 format,
+                ca_pem,
             },
             (
                 ChannelConfig::Email {
@@ -584,5 +603,86 @@ impl Default for AlertsHub {
             transitions: tokio::sync::broadcast::channel(TRANSITION_BUFFER).0,
             wake_queue: std::sync::Arc::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_url_is_masked_past_its_host() {
+        assert_eq!(
+            mask_url("https://user:pw@hooks.slack.com/services/T000/B000/XXXXsecretYYYY"),
+            "https://hooks.slack.com/ser…YYYY"
+        );
+        assert_eq!(
+            mask_url("http://10.0.0.1:8080/hook"),
+            "http://10.0.0.1:8080/…"
+        );
+        assert_eq!(mask_url("http://example.com"), "http://example.com");
+    }
+
+    #[test]
+    fn an_update_without_secrets_keeps_the_stored_ones() {
+        let old = ChannelConfig::Webhook {
+            url: "https://h/services/secret-token".into(),
+            format: WebhookFormat::Json,
+            ca_pem: None,
+        };
+        let masked = ChannelConfig::Webhook {
+            url: mask_url("https://h/services/secret-token"),
+            format: WebhookFormat::Slack,
+            ca_pem: None,
+        };
+        assert_eq!(
+            masked.keep_secrets_from(&old),
+            ChannelConfig::Webhook {
+                url: "https://h/services/secret-token".into(),
+                format: WebhookFormat::Slack,
+                ca_pem: None,
+            }
+        );
+        let shown = format!("{old:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        let mail = |password: Option<&str>| ChannelConfig::Email {
+            host: "smtp".into(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: Some("u".into()),
+            password: password.map(str::to_string),
+            from: "a@b.c".into(),
+            to: vec!["d@e.f".into()],
+            ca_pem: None,
+        };
+        assert_eq!(
+            mail(None).keep_secrets_from(&mail(Some("pw"))),
+            mail(Some("pw"))
+        );
+        assert_eq!(
+            mail(Some("new")).keep_secrets_from(&mail(Some("pw"))),
+            mail(Some("new"))
+        );
+        assert!(!mail(Some("pw")).masked().to_string().contains("\"pw\""));
+    }
+
+    #[test]
+    fn a_channel_is_checked_before_it_is_stored() {
+        let webhook = |url: &str| ChannelConfig::Webhook {
+            url: url.into(),
+            format: WebhookFormat::Json,
+            ca_pem: None,
+        };
+        assert!(webhook("https://example.com/x").check().is_ok());
+        assert!(webhook("ftp://example.com/x").check().is_err());
+        assert!(webhook("http://").check().is_err());
+        let spec: ChannelSpec = serde_json::from_str(
+            r#"{"name":"m","kind":"email","host":"h","from":"a@b.c","to":["not an address"]}"#,
+        )
+        .expect("parses");
+        assert_eq!(
+            spec.config.check(),
+            Err("to: not an address: 'not an address'".into())
+        );
     }
 }

@@ -13,6 +13,9 @@
 //! url down ["home"] | url degraded      a URL target's state
 //! lock wait [> 10s] [clear 5m]          the database agent's db.lock_wait
 //! log "timeout" > 10 in 5m              log records holding the text
+//! log pattern "GET /a/<num>" > 100 in 5m   records of one shape (as
+//!                                       `/api/v1/logs/patterns` shows it,
+//!                                       or a line of that shape)
 //! event KIND [clear 5m]                 any event kind the agents raise
 //! ```
 
@@ -110,6 +113,16 @@ pub enum Condition {
         /// Only this target.
         target: Option<String>,
     },
+    /// Log records of one shape (the template of `text`), counted over a
+    /// window, across the project's log agents.
+    LogPattern {
+        /// The shape (already a template).
+        pattern: String,
+        /// More than this many ...
+        count: u64,
+        /// ... within this many ms.
+        window_ms: i64,
+    },
     /// Log records holding `text`, counted over a window.
     Log {
         /// The words or "phrase" to look for.
@@ -132,7 +145,7 @@ impl Condition {
     pub fn product(&self) -> Option<&'static str> {
         match self {
             Condition::Url { .. } => Some("url"),
-            Condition::Log { .. } => Some("log"),
+            Condition::Log { .. } | Condition::LogPattern { .. } => Some("log"),
             Condition::Event { kind, .. } if kind.starts_with("db.") => Some("db"),
             Condition::Event { kind, .. } if kind.starts_with("threshold.") => Some("infra"),
             _ => None,
@@ -451,6 +464,37 @@ impl Parser {
                         clear_ms: self.clear(DEFAULT_EVENT_CLEAR_MS)?,
                         key: None,
                         at_least,
+                    });
+                }
+                "log" if matches!(self.tokens.get(self.at + 1).map(|t| &t.1), Some(Token::Word(w)) if w == "pattern") =>
+                {
+                    self.at += 2;
+                    let text = self.text("the pattern")?;
+                    let mut pattern = String::new();
+                    crate::logs::pattern::template(&text, &mut pattern);
+                    if pattern.trim().is_empty() {
+                        return Err((self.column() - 1, "the pattern is empty".into()));
+                    }
+                    let op_column = self.column();
+                    let op = self.op()?;
+                    let number_column = self.column();
+                    let count = self.number()?;
+                    let count = match op {
+                        Op::Gt => count,
+                        Op::Ge => count - 1.0,
+                        _ => {
+                            return Err((op_column, "a log count is compared with > or >=".into()));
+                        }
+                    };
+                    if count < 0.0 || count.fract() != 0.0 || count > 1e15 {
+                        return Err((number_column, "a log count is a whole number".into()));
+                    }
+                    self.expect_keyword("in")?;
+                    let window_ms = self.duration()?;
+                    return Ok(Condition::LogPattern {
+                        pattern,
+                        count: count as u64,
+                        window_ms,
                     });
                 }
                 "log" => {

@@ -162,7 +162,11 @@ pub async fn send(config: &ChannelConfig, payload: &str) -> Result<u16, SendErro
         .map_err(|e| SendError::transient(format!("the stored body does not parse: {e}")))?;
     let attempt = async {
         match config {
-            ChannelConfig::Webhook { url, format } => {
+            ChannelConfig::Webhook {
+                url,
+                format,
+                ca_pem,
+            } => {
                 let bytes = match format {
                     WebhookFormat::Json => payload.as_bytes().to_vec(),
                     WebhookFormat::Slack => {
@@ -170,7 +174,7 @@ pub async fn send(config: &ChannelConfig, payload: &str) -> Result<u16, SendErro
                             .map_err(|e| SendError::transient(e.to_string()))?
                     }
                 };
-                webhook::post(url, bytes).await
+                webhook::post(url, bytes, ca_pem.as_deref()).await
             }
             ChannelConfig::Email { .. } => smtp::send(config, &body).await,
         }

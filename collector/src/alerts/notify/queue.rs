@@ -5,8 +5,8 @@
 //! The queue is the store, so a notification queued before a crash (even
 //! `kill -9`) is sent after the restart. A notification whose send was cut
 //! by shutdown is left queued and sent again: at least once, never lost.
-//! Bounded: at most [`BATCH`] notifications per round, one at a time, each
-//! within [`super::SEND_TIMEOUT`].
+//! Bounded: at most [`BATCH`] notifications per round, sent side by side,
+//! each within [`super::SEND_TIMEOUT`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,10 +80,25 @@ pub async fn run<S: Store>(store: Arc<S>, wake: Arc<Notify>, shutdown: Cancellat
                 continue;
             }
         };
+        // Sent side by side, so one slow channel does not hold the
+        // others back: a round takes at most one SEND_TIMEOUT.
+        let mut sending = tokio::task::JoinSet::new();
         for notification in due {
-            let result = tokio::select! {
+            sending.spawn(async move {
+                let result = attempt(&notification, crate::now_ms()).await;
+                (notification, result)
+            });
+        }
+        loop {
+            let done = tokio::select! {
+                // Dropping the set aborts what is in flight; those rows
+                // stay queued and are sent again.
                 () = shutdown.cancelled() => return,
-                a = attempt(&notification, crate::now_ms()) => a,
+                d = sending.join_next() => d,
+            };
+            let Some(done) = done else { break };
+            let Ok((notification, result)) = done else {
+                continue;
             };
             if result.ok {
                 tracing::info!(

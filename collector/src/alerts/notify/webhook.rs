@@ -18,41 +18,70 @@ use super::SendError;
 /// Most bytes of an answer's body read (and dropped).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            tracing::debug!(roots = added, "Webhook TLS roots loaded.");
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-            match config {
-                Ok(c) => Arc::new(c),
-                // The ring provider supports the default versions; keep
-                // an empty-roots config rather than panic if not.
-                Err(e) => {
-                    tracing::error!(error = %e, "Webhook TLS configuration failed.");
-                    Arc::new(
-                        rustls::ClientConfig::builder()
-                            .with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth(),
-                    )
-                }
+/// The system's roots, read once.
+fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs().certs;
+        tracing::debug!(roots = found.len(), "Webhook TLS roots loaded.");
+        found
+    })
+}
+
+/// The certificates of a channel's `ca_pem`.
+pub fn extra_roots(
+    pem: &str,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SendError> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| SendError {
+            message: "ca_pem: not a PEM certificate".into(),
+            status: None,
+            permanent: true,
+        })?;
+    if certs.is_empty() {
+        return Err(SendError {
+            message: "ca_pem: no certificate".into(),
+            status: None,
+            permanent: true,
+        });
+    }
+    Ok(certs)
+}
+
+/// A client config trusting the system's roots (cached) and `ca_pem`.
+fn tls_config(ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, SendError> {
+    static PLAIN: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let build = |extra: Vec<rustls::pki_types::CertificateDer<'static>>| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(system_roots().iter().cloned());
+        roots.add_parsable_certificates(extra);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+            .map_err(|e| SendError::transient(format!("TLS setup: {e}")))
+    };
+    match ca_pem {
+        Some(pem) => build(extra_roots(pem)?),
+        None => {
+            if let Some(config) = PLAIN.get() {
+                return Ok(config.clone());
             }
-        })
-        .clone()
+            let config = build(Vec::new())?;
+            Ok(PLAIN.get_or_init(|| config).clone())
+        }
+    }
 }
 
 fn io_error(what: &str, e: &std::io::Error) -> SendError {
     SendError::transient(format!("{what}: {}", e.kind()))
 }
 
-/// POSTs `body` (JSON) to `url`; the 2xx status, or why not.
-pub async fn post(url: &str, body: Vec<u8>) -> Result<u16, SendError> {
+/// POSTs `body` (JSON) to `url`, trusting `ca_pem` besides the system's
+/// roots for `https://`; the 2xx status, or why not.
+pub async fn post(url: &str, body: Vec<u8>, ca_pem: Option<&str>) -> Result<u16, SendError> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|_| SendError::transient("the webhook URL does not parse"))?;
@@ -90,7 +119,7 @@ pub async fn post(url: &str, body: Vec<u8>) -> Result<u16, SendError> {
     if https {
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|_| SendError::transient("the webhook host is not a valid TLS name"))?;
-        let tls = tokio_rustls::TlsConnector::from(tls_config())
+        let tls = tokio_rustls::TlsConnector::from(tls_config(ca_pem)?)
             .connect(name, tcp)
             .await
             .map_err(|e| io_error(&format!("TLS with {host}:{port} failed"), &e))?;
