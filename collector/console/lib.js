@@ -309,10 +309,10 @@ function localInput(ms) {
 /**
  * A range picker: presets and a custom from/to. `onChange({from, to,
  * live})` is called with unix ms (`live`: a preset, which follows now).
- * Returns `{el, current()}`.
+ * Returns `{el, current(), key()}` (`key`: the preset's name or `custom`).
  */
 export function rangePicker(initial, onChange) {
-  let state = { key: initial || '1h' };
+  let state = { key: RANGES.some(([k]) => k === initial) ? initial : '1h' };
   const select = h('select', { 'aria-label': 'Time range' },
     RANGES.map(([k, label]) => h('option', { value: k }, label)),
     h('option', { value: 'custom' }, 'Custom range…'));
@@ -349,7 +349,7 @@ export function rangePicker(initial, onChange) {
     state = { key: 'custom', from: f, to: t };
     onChange(current());
   });
-  return { el: h('div', { class: 'range-picker' }, select, custom), current };
+  return { el: h('div', { class: 'range-picker' }, select, custom), current, key: () => state.key };
 }
 
 // ------------------------------------------------------------ formatting

@@ -283,6 +283,11 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         ),
     );
     assert!(drawn.as_u64().unwrap_or(0) >= 3, "points: {drawn}");
+    assert_eq!(
+        page.eval("location.hash"),
+        format!("#/server/{oid}?range=10m"),
+        "the range is kept in the address"
+    );
     // The line is on the canvas: pixels in the user series' colour
     // (lib.js's first, #2f81f7), not only axes and grid.
     let painted = page.wait_until(

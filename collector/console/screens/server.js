@@ -64,7 +64,13 @@ export async function render(root, params, signal) {
 
   const statusBadge = h('span', {}, badge(agent.paused ? 'paused' : agent.status));
   const seen = h('span', {});
-  const picker = rangePicker(params.query?.get('range') || '1h', () => { load(); });
+  const picker = rangePicker(params.query?.get('range') || '1h', () => {
+    // Kept in the address (without a hashchange, so no rebuild): a reload
+    // or a shared link shows the same range.
+    const key = picker.key();
+    history.replaceState(null, '', '#/server/' + encodeURIComponent(oid) + (key !== '1h' ? '?range=' + key : ''));
+    load();
+  });
   root.appendChild(header(
     h('span', {}, h('a', { href: '#/fleet', class: 'muted back', 'aria-label': 'Back to the fleet' }, 'Fleet'), ' / ', agent.oname),
     statusBadge, picker.el));
