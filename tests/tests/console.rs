@@ -53,7 +53,8 @@ fn screenshot(page: &Page<'_>, scratch: &Scratch, name: &str) {
     // Let transitions and the last paint settle.
     std::thread::sleep(Duration::from_millis(300));
     let path = scratch.join(&format!("{name}.png"));
-    let png = page.screenshot(&path, false);
+    // Phones scroll: their screenshots show the whole page.
+    let png = page.screenshot(&path, name.ends_with("-phone"));
     let colours = distinct_colours(&png, 1000);
     assert!(
         colours > 16,
@@ -263,6 +264,15 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         "every row back",
         Duration::from_secs(5),
         "document.querySelectorAll('table.fleet tbody tr').length === 3",
+    );
+
+    // From the keyboard: a column's sort is a button (Enter sorts).
+    page.eval("document.querySelector('th.c-cpu button').focus()");
+    page.press("Enter");
+    page.wait_until(
+        "the table sorted by CPU",
+        Duration::from_secs(5),
+        "document.querySelector('th.c-cpu').getAttribute('aria-sort') === 'descending' && location.hash.includes('sort=cpu')",
     );
 
     // The server's page, last 10 minutes (raw points, chosen from the

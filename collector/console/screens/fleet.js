@@ -38,8 +38,8 @@ const COLUMNS = [
   { key: 'product', label: 'Product', value: (s) => s.product || '' },
   { key: 'hostname', label: 'Host', value: (s) => s.hostname.toLowerCase(), cls: 'hide-narrow' },
   { key: 'cpu', label: 'CPU', value: (s) => s.cpu_pct, num: true },
-  { key: 'mem', label: 'Memory', value: (s) => s.mem_pct, num: true },
-  { key: 'disk', label: 'Disk used', value: (s) => s.disk_used_pct, num: true },
+  { key: 'mem', label: 'Memory', short: 'Mem', value: (s) => s.mem_pct, num: true },
+  { key: 'disk', label: 'Disk used', short: 'Disk', value: (s) => s.disk_used_pct, num: true },
   { key: 'io', label: 'Disk I/O', value: (s) => s.disk_io_bytes_per_sec, num: true, cls: 'hide-narrow' },
   { key: 'updated', label: 'Updated', value: (s) => s.updated_ms, num: true, cls: 'hide-narrow' },
 ];
@@ -69,7 +69,7 @@ export async function render(root, params, signal) {
   const topMem = topPanel('Top memory', 'top-mem');
   const topIo = topPanel('Top disk I/O', 'top-io');
   const topProc = topPanel('Top processes', 'top-processes');
-  root.appendChild(h('div', { class: 'grid' }, topCpu.el, topMem.el, topIo.el, topProc.el));
+  root.appendChild(h('div', { class: 'grid fleet-tops' }, topCpu.el, topMem.el, topIo.el, topProc.el));
 
   // Filters and the table.
   const search = h('input', {
@@ -84,19 +84,20 @@ export async function render(root, params, signal) {
   const headRow = h('tr');
   const tbody = h('tbody');
   const table = h('table', { class: 'fleet', 'aria-label': 'Agents' }, h('thead', {}, headRow), tbody);
-  const tablePanel = h('section', { class: 'panel', 'aria-label': 'Agents' },
+  const tablePanel = h('section', { class: 'panel fleet-table', 'aria-label': 'Agents' },
     h('div', { class: 'filters' }, search, statusSelect, productSelect, count),
     h('div', { class: 'table-wrap' }, table));
 
   const events = h('ul', { class: 'events', 'aria-label': 'Events', 'aria-live': 'polite' });
-  const eventsPanel = h('section', { class: 'panel' },
+  const eventsPanel = h('section', { class: 'panel fleet-events' },
     h('h2', {}, 'Events', h('span', { class: 'muted' }, 'newest first')), events);
   root.appendChild(tablePanel);
   root.appendChild(eventsPanel);
 
   for (const col of COLUMNS) {
     const th = h('th', { scope: 'col', class: [col.num ? 'num' : '', col.cls || '', 'c-' + col.key], dataset: { key: col.key } },
-      h('button', { type: 'button', class: 'sort', onclick: () => sortBy(col.key) }, col.label));
+      h('button', { type: 'button', class: 'sort', onclick: () => sortBy(col.key), 'aria-label': 'Sort by ' + col.label },
+        col.short ? [h('span', { class: 'long' }, col.label), h('span', { class: 'short' }, col.short)] : col.label));
     headRow.appendChild(th);
   }
 
