@@ -120,13 +120,13 @@ export function text(el, value) {
  * Listens to server-sent events at `/api/v1/<path>` until `signal` aborts.
  * `onEvent(type, data)` gets each event's type and its JSON data (or the
  * raw text). `options.events` names the event types to listen for
- * (default: message, event, firing, resolved); `options.query` adds query
+ * (default: message, event, firing, resolved, lagged); `options.query` adds query
  * parameters; `options.onState(open)` hears the connection come and go.
  * The browser reconnects by itself after a drop.
  */
 export function stream(path, onEvent, signal, options = {}) {
   const source = new EventSource(apiUrl(path, options.query), { withCredentials: false });
-  const types = options.events || ['message', 'event', 'firing', 'resolved'];
+  const types = options.events || ['message', 'event', 'firing', 'resolved', 'lagged'];
   for (const type of types) {
     source.addEventListener(type, (e) => {
       let data = e.data;
