@@ -354,10 +354,19 @@ export function rangePicker(initial, onChange) {
 
 // ------------------------------------------------------------ formatting
 
+const NUMBER_FORMATS = new Map();
+
 /** A number with at most `digits` decimals, thousands grouped. */
 export function fmtNum(v, digits = 1) {
   if (v == null || Number.isNaN(v)) return '–';
-  return Number(v).toLocaleString('en-US', { maximumFractionDigits: digits });
+  // One formatter per precision: making one per call (toLocaleString
+  // with options) costs more than the rest of a 1,000-row table.
+  let format = NUMBER_FORMATS.get(digits);
+  if (!format) {
+    format = new Intl.NumberFormat('en-US', { maximumFractionDigits: digits });
+    NUMBER_FORMATS.set(digits, format);
+  }
+  return format.format(Number(v));
 }
 
 /** A percentage. */
