@@ -469,6 +469,7 @@ fn every_route_refuses_strangers_and_every_response_forbids_framing() {
         "/api/v1/events",
         "/api/v1/processes/top",
         "/api/v1/session",
+        "/api/v1/events/stream",
         "/api/v1/logs/search",
         "/api/v1/url/checks",
         format!("/api/v1/db/{oid}/stats").leak(),
