@@ -7,13 +7,17 @@
 //!   wrong one is refused with the form again), sees the live server in the
 //!   fleet, opens its page, and the CPU chart has drawn points (read from
 //!   uPlot's data and the canvas's pixels, not from an element existing);
-//!   a click on a point shows the process list of that moment; sign-out
-//!   ends the session and the page and API refuse it afterwards;
+//!   hovering shows values; a click on a point shows the process list of
+//!   that moment; a server starting meanwhile arrives live (event stream,
+//!   new row) and the charts move on, all without a reload; columns sort
+//!   from the keyboard; sign-out ends the session and the page and API
+//!   refuse it afterwards;
 //! - the session cookie is HttpOnly and SameSite=Strict, and script cannot
 //!   read it;
 //! - an `oname` carrying `<script>` and `<img onerror>` shows as text and
 //!   runs nothing, and no page made a request outside the collector or
-//!   raised an error or CSP violation;
+//!   raised an error or CSP violation (and an injected inline script and
+//!   foreign image are blocked and reported, so that check can fail);
 //! - every API route and the page refuse a missing, wrong or other
 //!   project's token or cookie; a cookie-authenticated change needs the
 //!   collector's own `Origin`; every response forbids framing;
@@ -364,6 +368,22 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
     assert!(
         (snapshot_ms - at_ms).abs() <= 5_000.0,
         "the list is of the clicked moment: asked {at_ms}, shown {snapshot_ms}"
+    );
+
+    // The server's events, and charts that move on without a reload.
+    page.wait_until(
+        "the server's own start among its events",
+        Duration::from_secs(10),
+        "[...document.querySelectorAll('ul.events li')].some(li => li.textContent.includes('agent.started'))",
+    );
+    let newest = page.eval(&format!("{cpu_chart}.uplot.data[0].at(-1)"));
+    page.wait_until(
+        "a newer point on the CPU chart",
+        Duration::from_secs(15),
+        &format!(
+            "window.__same_document === true && {cpu_chart}.uplot.data[0].at(-1) > {}",
+            newest.as_f64().expect("a time")
+        ),
     );
 
     // The fleet and server screens went without an error (the wrong
