@@ -37,6 +37,15 @@ use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, now_m
 const EVIL_ONAME: &str =
     "evil<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">";
 
+/// The tests here take turns: each runs a browser, a collector and agents,
+/// and the speed test must not be measured while the others load the
+/// machine's two cores.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Where copies of the screenshots go: `target/console-screenshots/`.
 fn screenshot_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
@@ -131,6 +140,7 @@ fn sign_in_through_form(page: &Page<'_>, token: &str) {
 
 #[test]
 fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs_out() {
+    let _turn = one_at_a_time();
     let scratch = Scratch::new("console");
     let data = scratch.join("collector");
     let creds = create_project(&data, "shop");
@@ -480,6 +490,7 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
 
 #[test]
 fn every_route_refuses_strangers_and_every_response_forbids_framing() {
+    let _turn = one_at_a_time();
     let scratch = Scratch::new("console-security");
     let data = scratch.join("collector");
     let mine = create_project(&data, "mine");
@@ -685,6 +696,7 @@ fn every_route_refuses_strangers_and_every_response_forbids_framing() {
 
 #[test]
 fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
+    let _turn = one_at_a_time();
     const AGENTS: i64 = 1_000;
     let scratch = Scratch::new("console-fleet-1000");
     let data = scratch.join("collector");
