@@ -81,9 +81,11 @@ export async function render(root, params, signal) {
   statusSelect.value = view.status;
   const productSelect = h('select', { 'aria-label': 'Product' }, h('option', { value: '' }, 'Any product'));
   const count = h('span', { class: 'count' });
-  const headRow = h('tr');
-  const tbody = h('tbody');
-  const table = h('table', { class: 'fleet', 'aria-label': 'Agents' }, h('thead', {}, headRow), tbody);
+  // Roles spelled out: the stylesheet lays the rows out as grids.
+  const headRow = h('tr', { role: 'row' });
+  const tbody = h('tbody', { role: 'rowgroup' });
+  const table = h('table', { class: 'fleet', role: 'table', 'aria-label': 'Agents' },
+    h('thead', { role: 'rowgroup' }, headRow), tbody);
   const tablePanel = h('section', { class: 'panel fleet-table', 'aria-label': 'Agents' },
     h('div', { class: 'filters' }, search, statusSelect, productSelect, count),
     h('div', { class: 'table-wrap' }, table));
@@ -95,7 +97,7 @@ export async function render(root, params, signal) {
   root.appendChild(eventsPanel);
 
   for (const col of COLUMNS) {
-    const th = h('th', { scope: 'col', class: [col.num ? 'num' : '', col.cls || '', 'c-' + col.key], dataset: { key: col.key } },
+    const th = h('th', { scope: 'col', role: 'columnheader', class: [col.num ? 'num' : '', col.cls || '', 'c-' + col.key], dataset: { key: col.key } },
       h('button', { type: 'button', class: 'sort', onclick: () => sortBy(col.key), 'aria-label': 'Sort by ' + col.label },
         col.short ? [h('span', { class: 'long' }, col.label), h('span', { class: 'short' }, col.short)] : col.label));
     headRow.appendChild(th);
@@ -198,7 +200,7 @@ export async function render(root, params, signal) {
     const fragment = document.createDocumentFragment();
     for (const s of rows) fragment.appendChild(tableRow(s));
     if (!rows.length) {
-      fragment.appendChild(h('tr', {}, h('td', { colspan: COLUMNS.length, class: 'muted' },
+      fragment.appendChild(h('tr', { role: 'row' }, h('td', { role: 'cell', colspan: COLUMNS.length, class: 'muted' },
         fleet.servers.length ? 'No agent matches the filter.' : 'No agent has reported yet. Start one with this project\'s license.')));
     }
     tbody.replaceChildren(fragment);
@@ -280,9 +282,11 @@ export async function render(root, params, signal) {
  */
 function tableRow(s) {
   const tr = document.createElement('tr');
+  tr.setAttribute('role', 'row');
   tr.dataset.oid = String(s.oid);
   const cell = (cls, title) => {
     const td = document.createElement('td');
+    td.setAttribute('role', 'cell');
     if (cls) td.className = cls;
     if (title) td.title = title;
     tr.appendChild(td);
