@@ -7,13 +7,17 @@
 //!   wrong one is refused with the form again), sees the live server in the
 //!   fleet, opens its page, and the CPU chart has drawn points (read from
 //!   uPlot's data and the canvas's pixels, not from an element existing);
-//!   a click on a point shows the process list of that moment; sign-out
-//!   ends the session and the page and API refuse it afterwards;
+//!   hovering shows values; a click on a point shows the process list of
+//!   that moment; a server starting meanwhile arrives live (event stream,
+//!   new row) and the charts move on, all without a reload; columns sort
+//!   from the keyboard; sign-out ends the session and the page and API
+//!   refuse it afterwards;
 //! - the session cookie is HttpOnly and SameSite=Strict, and script cannot
 //!   read it;
 //! - an `oname` carrying `<script>` and `<img onerror>` shows as text and
 //!   runs nothing, and no page made a request outside the collector or
-//!   raised an error or CSP violation;
+//!   raised an error or CSP violation (and an injected inline script and
+//!   foreign image are blocked and reported, so that check can fail);
 //! - every API route and the page refuse a missing, wrong or other
 //!   project's token or cookie; a cookie-authenticated change needs the
 //!   collector's own `Origin`; every response forbids framing;
@@ -32,6 +36,15 @@ use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, now_m
 /// An `oname` that would run script if the page ever used it as HTML.
 const EVIL_ONAME: &str =
     "evil<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">";
+
+/// The tests here take turns: each runs a browser, a collector and agents,
+/// and the speed test must not be measured while the others load the
+/// machine's two cores.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Where copies of the screenshots go: `target/console-screenshots/`.
 fn screenshot_dir() -> PathBuf {
@@ -53,7 +66,8 @@ fn screenshot(page: &Page<'_>, scratch: &Scratch, name: &str) {
     // Let transitions and the last paint settle.
     std::thread::sleep(Duration::from_millis(300));
     let path = scratch.join(&format!("{name}.png"));
-    let png = page.screenshot(&path, false);
+    // Phones scroll: their screenshots show the whole page.
+    let png = page.screenshot(&path, name.ends_with("-phone"));
     let colours = distinct_colours(&png, 1000);
     assert!(
         colours > 16,
@@ -126,6 +140,7 @@ fn sign_in_through_form(page: &Page<'_>, token: &str) {
 
 #[test]
 fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs_out() {
+    let _turn = one_at_a_time();
     let scratch = Scratch::new("console");
     let data = scratch.join("collector");
     let creds = create_project(&data, "shop");
@@ -210,7 +225,7 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         Duration::from_secs(20),
         &format!(
             "(() => {{ const r = document.querySelector({}); return r && r.textContent.includes('web-1') \
-             && r.querySelector('.badge')?.textContent === 'up' && !!r.querySelector('.meter .fill'); }})()",
+             && r.querySelector('.badge')?.textContent === 'up' && !!r.querySelector('td.bar'); }})()",
             js_string(&row)
         ),
     );
@@ -265,6 +280,15 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         "document.querySelectorAll('table.fleet tbody tr').length === 3",
     );
 
+    // From the keyboard: a column's sort is a button (Enter sorts).
+    page.eval("document.querySelector('th.c-cpu button').focus()");
+    page.press("Enter");
+    page.wait_until(
+        "the table sorted by CPU",
+        Duration::from_secs(5),
+        "document.querySelector('th.c-cpu').getAttribute('aria-sort') === 'descending' && location.hash.includes('sort=cpu')",
+    );
+
     // The server's page, last 10 minutes (raw points, chosen from the
     // range picker): the CPU chart has drawn its line.
     page.click(&format!("{row} a"));
@@ -283,6 +307,11 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         ),
     );
     assert!(drawn.as_u64().unwrap_or(0) >= 3, "points: {drawn}");
+    assert_eq!(
+        page.eval("location.hash"),
+        format!("#/server/{oid}?range=10m"),
+        "the range is kept in the address"
+    );
     // The line is on the canvas: pixels in the user series' colour
     // (lib.js's first, #2f81f7), not only axes and grid.
     let painted = page.wait_until(
@@ -351,6 +380,31 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         "the list is of the clicked moment: asked {at_ms}, shown {snapshot_ms}"
     );
 
+    // The server's events, and charts that move on without a reload.
+    page.wait_until(
+        "the server's own start among its events",
+        Duration::from_secs(10),
+        "[...document.querySelectorAll('ul.events li')].some(li => li.textContent.includes('agent.started'))",
+    );
+    let newest = page.eval(&format!("{cpu_chart}.uplot.data[0].at(-1)"));
+    page.wait_until(
+        "a newer point on the CPU chart",
+        Duration::from_secs(15),
+        &format!(
+            "window.__same_document === true && {cpu_chart}.uplot.data[0].at(-1) > {}",
+            newest.as_f64().expect("a time")
+        ),
+    );
+
+    // The fleet and server screens went without an error (the wrong
+    // token's 401 was provoked).
+    let errors: Vec<String> = page
+        .errors()
+        .into_iter()
+        .filter(|e| !(e.contains("status of 401") && e.ends_with("/login")))
+        .collect();
+    assert_eq!(errors, Vec::<String>::new(), "fleet and server page errors");
+
     // The other screens, whatever is built of them, and the phone layout.
     for (route, name) in [
         ("#/db", "db"),
@@ -375,13 +429,13 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
     screenshot(&page, &scratch, "server-phone");
     page.set_viewport(sightline_e2e::browser::DESKTOP, false);
 
-    // Nothing went wrong and nothing left the collector. Expected: the
-    // wrong token's 401, and the 404 of a screen not part of this build.
+    // Whatever the product screens met with no product agent here (a 404
+    // for a module not in this build, an API's 404), nothing threw, no
+    // console error, no CSP violation, and nothing left the collector.
     let errors: Vec<String> = page
         .errors()
         .into_iter()
-        .filter(|e| !(e.contains("status of 401") && e.ends_with("/login")))
-        .filter(|e| !(e.contains("status of 404") && e.contains("/assets/screens/")))
+        .filter(|e| !e.starts_with("network: "))
         .collect();
     assert_eq!(errors, Vec::<String>::new(), "page errors");
     let foreign: Vec<String> = page
@@ -392,6 +446,29 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
     assert!(
         foreign.is_empty(),
         "requests outside the collector: {foreign:?}"
+    );
+
+    // The policy is enforced and its violations are seen (so the checks
+    // above could fail): an injected inline script does not run, an
+    // image from elsewhere is not fetched, and both are reported.
+    page.eval(
+        "(() => { const s = document.createElement('script'); s.textContent = 'window.__inline = 1'; \
+         document.body.append(s); const i = document.createElement('img'); \
+         i.src = 'http://192.0.2.1/pixel.png'; document.body.append(i); return 1; })()",
+    );
+    let reported = wait_for("the violations", Duration::from_secs(5), || {
+        let v = page.csp_violations();
+        (v.len() >= 2).then_some(v)
+    });
+    assert!(
+        reported.iter().any(|v| v.contains("script"))
+            && reported.iter().any(|v| v.contains("img-src")),
+        "{reported:?}"
+    );
+    assert_eq!(
+        page.eval("typeof window.__inline"),
+        "undefined",
+        "inline script ran"
     );
 
     // Sign out: the form again, and the old session is refused.
@@ -413,6 +490,7 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
 
 #[test]
 fn every_route_refuses_strangers_and_every_response_forbids_framing() {
+    let _turn = one_at_a_time();
     let scratch = Scratch::new("console-security");
     let data = scratch.join("collector");
     let mine = create_project(&data, "mine");
@@ -454,6 +532,7 @@ fn every_route_refuses_strangers_and_every_response_forbids_framing() {
         "/api/v1/events",
         "/api/v1/processes/top",
         "/api/v1/session",
+        "/api/v1/events/stream",
         "/api/v1/logs/search",
         "/api/v1/url/checks",
         format!("/api/v1/db/{oid}/stats").leak(),
@@ -617,6 +696,7 @@ fn every_route_refuses_strangers_and_every_response_forbids_framing() {
 
 #[test]
 fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
+    let _turn = one_at_a_time();
     const AGENTS: i64 = 1_000;
     let scratch = Scratch::new("console-fleet-1000");
     let data = scratch.join("collector");
@@ -664,12 +744,14 @@ fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
         wall.push(started.elapsed());
         let marks = page.eval(
             "(() => { const m = (n) => performance.getEntriesByName(n)[0]; \
-             return [Math.round(m('fleet-data').startTime), Math.round(m('fleet-drawn').startTime)]; })()",
+             return [Math.round(m('fleet-data').startTime), Math.round(m('fleet-drawn').startTime), \
+             Math.round(m('fleet-table-start').startTime), Math.round(m('fleet-table-built').startTime)]; })()",
         );
         in_page.push((
             marks[0].as_i64().expect("data mark"),
             marks[1].as_i64().expect("drawn mark"),
         ));
+        eprintln!("table built from {} to {} ms", marks[2], marks[3]);
     }
     let best = in_page
         .iter()

@@ -19,7 +19,8 @@ const fmtCount = (v) => fmtNum(v, 0);
 /**
  * The charts: each lists [metric, label] pairs. A null label names the
  * series by its labels (mount, device, interface). `hostOnly` keeps the
- * series without a `cpu` label (the host's total, not each core).
+ * series without a `cpu` label (the host's total, not each core);
+ * `zeroIs` says what a chart of zeros only means, shown instead of it.
  */
 const CHARTS = [
   { name: 'cpu', title: 'CPU by part', unit: fmtPct, yMin: 0, hostOnly: true, metrics: [
@@ -28,7 +29,7 @@ const CHARTS = [
   { name: 'mem', title: 'Memory', unit: fmtBytes, yMin: 0, metrics: [
     ['mem.used_bytes', 'used'], ['mem.cached_bytes', 'cached'], ['mem.buffers_bytes', 'buffers'],
     ['mem.available_bytes', 'available']] },
-  { name: 'swap', title: 'Swap', unit: fmtBytes, yMin: 0, metrics: [
+  { name: 'swap', title: 'Swap', unit: fmtBytes, yMin: 0, zeroIs: 'No swap on this server.', metrics: [
     ['swap.used_bytes', 'used'], ['swap.total_bytes', 'total']] },
   { name: 'load', title: 'Load average', unit: fmtLoad, yMin: 0, metrics: [
     ['load.1m', '1 min'], ['load.5m', '5 min'], ['load.15m', '15 min']] },
@@ -64,7 +65,13 @@ export async function render(root, params, signal) {
 
   const statusBadge = h('span', {}, badge(agent.paused ? 'paused' : agent.status));
   const seen = h('span', {});
-  const picker = rangePicker(params.query?.get('range') || '1h', () => { load(); });
+  const picker = rangePicker(params.query?.get('range') || '1h', () => {
+    // Kept in the address (without a hashchange, so no rebuild): a reload
+    // or a shared link shows the same range.
+    const key = picker.key();
+    history.replaceState(null, '', '#/server/' + encodeURIComponent(oid) + (key !== '1h' ? '?range=' + key : ''));
+    load();
+  });
   root.appendChild(header(
     h('span', {}, h('a', { href: '#/fleet', class: 'muted back', 'aria-label': 'Back to the fleet' }, 'Fleet'), ' / ', agent.oname),
     statusBadge, picker.el));
@@ -131,8 +138,12 @@ export async function render(root, params, signal) {
       }
     });
     if (signal.aborted) return;
-    const any = lists.some((l) => l.length > 0);
+    // `zeroIs`: all zero means there is nothing to chart (no swap at all).
+    const any = spec.zeroIs
+      ? lists.some((l) => l.some(([, v]) => v !== 0))
+      : lists.some((l) => l.length > 0);
     entry.empty.hidden = any;
+    entry.empty.textContent = spec.zeroIs && lists.some((l) => l.length > 0) ? spec.zeroIs : 'No data in this range.';
     const key = labels.join('\u0000');
     if (!any) {
       if (entry.chart) { entry.chart.destroy(); entry.chart = null; entry.labels = ''; }
