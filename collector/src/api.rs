@@ -2,15 +2,18 @@
 //! (the same token, the text format: `api/prometheus.rs`).
 //!
 //! Invariants:
-//! - Every route but `health` requires `Authorization: Bearer <token>` and
-//!   answers only with the token's project's data: an agent of another
-//!   project answers 404, exactly like one that does not exist.
+//! - Every route but `health` requires `Authorization: Bearer <token>` or
+//!   the console's session cookie, and answers only with that project's
+//!   data: an agent of another project answers 404, exactly like one that
+//!   does not exist. A state-changing request authenticated by the cookie
+//!   must carry this collector's own `Origin` (403 otherwise).
 //! - Errors are JSON `{"error": "..."}` with a status that says whose fault
-//!   it is (400 bad parameter, 401 no or bad token, 404 not found, 503 store
-//!   unavailable).
+//!   it is (400 bad parameter, 401 no or bad token, 403 foreign origin, 404
+//!   not found, 503 store unavailable).
 //! - A query never returns an unbounded number of points: long ranges are
 //!   averaged into at most [`MAX_BUCKETS`] buckets per series.
 
+mod alerts;
 mod db;
 mod lifecycle;
 mod logs;
@@ -22,7 +25,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -47,6 +50,10 @@ pub struct ApiState<S> {
     pub tokens: ProjectCache,
     /// The group writer's counters, shown by `health`.
     pub writes: Arc<crate::store::group::GroupStats>,
+    /// The console's sign-in sessions.
+    pub sessions: crate::console::session::Sessions,
+    /// Alert transitions for `stream`.
+    pub alerts: crate::alerts::AlertsHub,
 }
 
 /// The API's routes.
@@ -77,6 +84,34 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/v1/db/{oid}/snapshots", get(db::snapshots::<S>))
         .route("/api/v1/url/checks", get(url::checks::<S>))
         .route("/api/v1/url/checks/{name}/results", get(url::results::<S>))
+        .route("/api/v1/agents/{oid}/pause", post(alerts::pause::<S>))
+        .route("/api/v1/agents/{oid}/resume", post(alerts::resume::<S>))
+        .route(
+            "/api/v1/alerts/rules",
+            get(alerts::rules::<S>).post(alerts::create_rule::<S>),
+        )
+        .route(
+            "/api/v1/alerts/rules/{id}",
+            get(alerts::rule::<S>)
+                .put(alerts::update_rule::<S>)
+                .delete(alerts::delete_rule::<S>),
+        )
+        .route("/api/v1/alerts/firing", get(alerts::firing::<S>))
+        .route("/api/v1/alerts/history", get(alerts::history::<S>))
+        .route(
+            "/api/v1/alerts/channels",
+            get(alerts::channels::<S>).post(alerts::create_channel::<S>),
+        )
+        .route(
+            "/api/v1/alerts/channels/{id}",
+            axum::routing::put(alerts::update_channel::<S>).delete(alerts::delete_channel::<S>),
+        )
+        .route(
+            "/api/v1/alerts/channels/{id}/test",
+            post(alerts::test_channel::<S>),
+        )
+        .route("/api/v1/alerts/deliveries", get(alerts::deliveries::<S>))
+        .route("/api/v1/alerts/stream", get(alerts::stream::<S>))
         .fallback(not_found)
         .with_state(state)
 }
@@ -88,6 +123,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401.
     Unauthorized(&'static str),
+    /// 403.
+    Forbidden(&'static str),
     /// 404.
     NotFound(String),
     /// 503.
@@ -106,6 +143,7 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_string()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.to_string()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -122,7 +160,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The project of the request's bearer token.
+/// The project of the request's bearer token, or of the console session
+/// its cookie names. The bearer token wins when both are present.
 #[derive(Debug)]
 pub struct Authed(pub Project);
 
@@ -133,12 +172,9 @@ impl<S: Store> FromRequestParts<Arc<ApiState<S>>> for Authed {
         parts: &mut Parts,
         state: &Arc<ApiState<S>>,
     ) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized(
-                "missing Authorization: Bearer <token>",
-            ))?;
+        let Some(header) = parts.headers.get(header::AUTHORIZATION) else {
+            return session_project(parts, state);
+        };
         let token = header
             .to_str()
             .ok()
@@ -159,6 +195,25 @@ impl<S: Store> FromRequestParts<Arc<ApiState<S>>> for Authed {
             .map(Authed)
             .ok_or(ApiError::Unauthorized("unknown token"))
     }
+}
+
+/// The project of the console session in the request's cookie. A cookie is
+/// sent by the browser whoever made the page, so a state-changing request
+/// must also come from this collector's own page (`Origin`).
+fn session_project<S: Store>(parts: &Parts, state: &ApiState<S>) -> Result<Authed, ApiError> {
+    let id = crate::console::session_id(&parts.headers).ok_or(ApiError::Unauthorized(
+        "missing Authorization: Bearer <token>",
+    ))?;
+    let project = state.sessions.project(id).ok_or(ApiError::Unauthorized(
+        "session expired or unknown; sign in again",
+    ))?;
+    let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
+    if !reads.contains(&parts.method) && !crate::console::same_origin(&parts.headers) {
+        return Err(ApiError::Forbidden(
+            "a change made with the session cookie must come from the console's own page",
+        ));
+    }
+    Ok(Authed(project))
 }
 
 async fn not_found() -> ApiError {
@@ -199,9 +254,25 @@ struct AgentView {
     health: Option<AgentHealth>,
     /// Terminated: its data deleted, refused until enabled.
     terminated: bool,
+    /// Notifications paused (maintenance).
+    paused: bool,
+    /// Until when (`None`: until resumed, or not paused).
+    paused_until_ms: Option<i64>,
 }
 
 impl AgentView {
+    /// Marks the view paused when `pauses` holds an active pause of it.
+    fn with_pause(mut self, pauses: &[crate::alerts::Pause], now_ms: i64) -> AgentView {
+        if let Some(p) = pauses
+            .iter()
+            .find(|p| p.oid == self.oid && p.active(now_ms))
+        {
+            self.paused = true;
+            self.paused_until_ms = p.until_ms;
+        }
+        self
+    }
+
     fn new(agent: Agent, now_ms: i64) -> AgentView {
         let status = if agent.is_quiet(now_ms) {
             "no data"
@@ -224,6 +295,8 @@ impl AgentView {
             os: agent.os,
             version: agent.version,
             health: agent.health,
+            paused: false,
+            paused_until_ms: None,
         }
     }
 }
@@ -233,12 +306,13 @@ async fn agents<S: Store>(
     Authed(project): Authed,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let now = crate::now_ms();
+    let pauses = state.store.pauses(Some(project.id)).await?;
     let list: Vec<AgentView> = state
         .store
         .agents(project.id)
         .await?
         .into_iter()
-        .map(|a| AgentView::new(a, now))
+        .map(|a| AgentView::new(a, now).with_pause(&pauses, now))
         .collect();
     Ok(Json(json!({ "project": project.name, "agents": list })))
 }
@@ -263,7 +337,9 @@ async fn agent<S: Store>(
     Path(oid): Path<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     let agent = find_agent(&state, &project, &oid).await?;
-    Ok(Json(AgentView::new(agent, crate::now_ms())))
+    let now = crate::now_ms();
+    let pauses = state.store.pauses(Some(project.id)).await?;
+    Ok(Json(AgentView::new(agent, now).with_pause(&pauses, now)))
 }
 
 fn param_time(params: &HashMap<String, String>, key: &str, default: i64) -> Result<i64, ApiError> {
@@ -424,23 +500,21 @@ async fn snapshots<S: Store>(
 /// How far back the fleet views look for a server's latest values.
 const FLEET_WINDOW_MS: i64 = HOUR_MS;
 
-/// Every server agent with its current CPU, memory, fullest disk, disk I/O
-/// and status, and the top 5 servers by CPU, memory and disk I/O.
+/// Every agent of the project (servers with their current CPU, memory,
+/// fullest disk and disk I/O; other products with their status), the top 5
+/// servers by CPU, memory and disk I/O, and the top 5 processes across the
+/// servers' latest snapshots: everything the console's fleet screen draws,
+/// in one request.
 async fn fleet<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(project): Authed,
-) -> Result<Json<FleetAnswer>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let now = crate::now_ms();
     let since = now - FLEET_WINDOW_MS;
-    let agents: Vec<Agent> = state
-        .store
-        .agents(project.id)
-        .await?
-        .into_iter()
-        .filter(|a| a.product == "infra")
-        .collect();
-    let mut lists = state
-        .store
+    let agents: Vec<Agent> = state.store.agents(project.id).await?;
+    let store = &state.store;
+    // The five names at once: a few statements, not one per agent.
+    let mut lists = store
         .latest_of(project.id, &crate::fleet::LatestValues::NAMES, since)
         .await?
         .into_iter();
@@ -454,43 +528,41 @@ async fn fleet<S: Store>(
     };
     let servers = crate::fleet::servers(&agents, &values, now);
     let up = servers.iter().filter(|s| s.status == "up").count();
-    // Serialised straight from these types (not through a
-    // `serde_json::Value` of 1,000 servers first).
-    Ok(Json(FleetAnswer {
-        counts: FleetCounts {
-            servers: servers.len(),
-            up,
-            no_data: servers.len() - up,
+    let pauses = state.store.pauses(Some(project.id)).await?;
+    let items: Vec<serde_json::Value> = servers
+        .iter()
+        .map(|s| {
+            let mut item = serde_json::to_value(s).unwrap_or_default();
+            let pause = pauses.iter().find(|p| p.oid == s.oid && p.active(now));
+            if let Some(map) = item.as_object_mut() {
+                map.insert("paused".into(), pause.is_some().into());
+                map.insert(
+                    "paused_until_ms".into(),
+                    json!(pause.and_then(|p| p.until_ms)),
+                );
+            }
+            item
+        })
+        .collect();
+    let names = crate::fleet::onames(&agents);
+    let snapshots: Vec<(i64, String, crate::model::SnapshotRow)> = store
+        .latest_snapshots(project.id, "top", since)
+        .await?
+        .into_iter()
+        .filter_map(|(oid, s)| Some((oid, names.get(&oid)?.clone(), s)))
+        .collect();
+    Ok(Json(json!({
+        "project": project.name,
+        "time_ms": now,
+        "counts": { "servers": servers.len(), "up": up, "no_data": servers.len() - up },
+        "top": {
+            "cpu": crate::fleet::top(&servers, 5, |s| s.cpu_pct),
+            "mem": crate::fleet::top(&servers, 5, |s| s.mem_pct),
+            "disk_io": crate::fleet::top(&servers, 5, |s| s.disk_io_bytes_per_sec),
+            "processes": crate::fleet::top_processes(&snapshots, 5),
         },
-        top: FleetTop {
-            cpu: crate::fleet::top(&servers, 5, |s| s.cpu_pct),
-            mem: crate::fleet::top(&servers, 5, |s| s.mem_pct),
-            disk_io: crate::fleet::top(&servers, 5, |s| s.disk_io_bytes_per_sec),
-        },
-        servers,
-    }))
-}
-
-/// `GET /api/v1/fleet`.
-#[derive(Debug, Serialize)]
-struct FleetAnswer {
-    counts: FleetCounts,
-    top: FleetTop,
-    servers: Vec<crate::fleet::ServerView>,
-}
-
-#[derive(Debug, Serialize)]
-struct FleetCounts {
-    servers: usize,
-    up: usize,
-    no_data: usize,
-}
-
-#[derive(Debug, Serialize)]
-struct FleetTop {
-    cpu: Vec<crate::fleet::Ranked>,
-    mem: Vec<crate::fleet::Ranked>,
-    disk_io: Vec<crate::fleet::Ranked>,
+        "servers": items,
+    })))
 }
 
 /// Processes aggregated by name across the project's servers, from each

@@ -19,6 +19,9 @@ pub struct ServerView {
     pub oname: String,
     /// Host name.
     pub hostname: String,
+    /// The agent's product (`infra` for a server; other products carry a
+    /// status and no host values).
+    pub product: String,
     /// `up` or `no data`.
     pub status: &'static str,
     /// Latest `cpu.usage`.
@@ -106,6 +109,7 @@ pub fn servers<'v>(agents: &[Agent], values: &'v LatestValues, now_ms: i64) -> V
                 oid: a.oid,
                 oname: a.oname.clone(),
                 hostname: a.hostname.clone(),
+                product: a.product.clone(),
                 status: if a.is_quiet(now_ms) { "no data" } else { "up" },
                 cpu_pct: cpu.map(|l| l.value),
                 mem_pct: mem.map(|l| l.value),
@@ -211,6 +215,44 @@ pub fn group_processes(snapshots: &[(String, SnapshotRow)]) -> Vec<ProcessGroup>
             rss_max_bytes: a.rss_max,
         })
         .collect()
+}
+
+/// One process on one server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopProcess {
+    /// The server's agent id.
+    pub oid: i64,
+    /// The server's name.
+    pub oname: String,
+    /// When its snapshot was taken, unix ms.
+    pub time_ms: i64,
+    /// The process.
+    #[serde(flatten)]
+    pub process: crate::model::ProcessRow,
+}
+
+/// The `n` processes with the highest CPU share across every server's
+/// latest snapshot (ties: larger resident set first).
+pub fn top_processes(snapshots: &[(i64, String, SnapshotRow)], n: usize) -> Vec<TopProcess> {
+    let mut all: Vec<TopProcess> = snapshots
+        .iter()
+        .flat_map(|(oid, oname, s)| {
+            s.processes.iter().map(move |p| TopProcess {
+                oid: *oid,
+                oname: oname.clone(),
+                time_ms: s.time_ms,
+                process: p.clone(),
+            })
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        b.process
+            .cpu_pct
+            .total_cmp(&a.process.cpu_pct)
+            .then(b.process.rss_bytes.cmp(&a.process.rss_bytes))
+    });
+    all.truncate(n);
+    all
 }
 
 /// Names agents by id, for the process view.
@@ -334,6 +376,20 @@ mod tests {
         assert_eq!(nginx.servers, ["web-1", "web-2"]);
         assert_eq!((nginx.cpu_max, nginx.cpu_avg), (30.0, 20.0));
         assert_eq!((nginx.mem_max_pct, nginx.mem_avg_pct), (3.0, 2.0));
+        let snapshots: Vec<(i64, String, SnapshotRow)> = vec![
+            (
+                1,
+                "web-1".into(),
+                snap(vec![p("nginx", 10.0, 1.0), p("java", 90.0, 40.0)]),
+            ),
+            (2, "web-2".into(), snap(vec![p("nginx", 20.0, 2.0)])),
+        ];
+        let top = top_processes(&snapshots, 2);
+        let top: Vec<(&str, &str)> = top
+            .iter()
+            .map(|t| (t.oname.as_str(), t.process.name.as_str()))
+            .collect();
+        assert_eq!(top, [("web-1", "java"), ("web-2", "nginx")]);
         assert_eq!(
             groups
                 .iter()

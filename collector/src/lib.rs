@@ -7,7 +7,9 @@
 //! group-commit writer ([`store::group`]), which stores many streams'
 //! batches with their `(oid, instance, seq)` records in one call of
 //! [`store::BatchSink::store_batches`]; only then is each ack sent. [`api`]
-//! reads the same store, scoped to the bearer token's project.
+//! reads the same store, scoped to the bearer token's project; [`console`]
+//! serves the web console over it. [`alerts`]
+//! evaluates rules over what is stored and sends notifications.
 //!
 //! Invariants:
 //! - Only [`ingest`] and [`products`] see prost types; only [`store`]
@@ -18,8 +20,10 @@
 //!   (decompressed too), header timeouts.
 //! - Secrets (licenses, tokens) are stored hashed and never logged whole.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod fleet;
 pub mod ingest;
 pub mod listen;

@@ -1,5 +1,6 @@
 //! `serve`: binds both ports, then runs gRPC ingest, the group-commit
-//! writer, the HTTP API and the background jobs (no-data watch, retention)
+//! writer, the HTTP API and the background jobs (no-data watch, retention,
+//! alert evaluation and notification delivery)
 //! until shutdown. Generic over the store; `main` picks the backend.
 
 use std::net::SocketAddr;
@@ -154,13 +155,30 @@ impl<S: Store> Collector<S> {
             .add_service(ingest)
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
+        let hub = crate::alerts::AlertsHub::default();
+        let evaluator =
+            crate::alerts::evaluate::Evaluator::start(store.clone(), hub.clone()).await?;
+        let evaluate =
+            tokio::spawn(evaluator.run(settings.alerts_tick, writes.clone(), shutdown.clone()));
+        let deliver = tokio::spawn(crate::alerts::notify::queue::run(
+            store.clone(),
+            hub.wake_queue.clone(),
+            shutdown.clone(),
+        ));
         let state = Arc::new(ApiState {
             store: store.clone(),
             tokens: ProjectCache::default(),
             writes,
+            sessions: crate::console::session::Sessions::default(),
+            alerts: hub,
         });
+        let routes = api::router(state.clone())
+            .merge(crate::console::router(state))
+            .layer(axum::middleware::map_response(
+                crate::console::security_headers,
+            ));
         let http_server = serve_http(
-            api::router(state),
+            routes,
             accept_loop(http, settings.max_connections, shutdown.clone()),
             shutdown.clone(),
         );
@@ -199,6 +217,8 @@ impl<S: Store> Collector<S> {
             purge_logs,
             purge_db,
             purge_url,
+            evaluate,
+            deliver,
             writer_task,
             liveness_task
         );
@@ -322,6 +342,11 @@ async fn enforce_retention<S: Store>(
     purge_periodically(retention, PURGE_EVERY, shutdown, |cutoff, stop| {
         let store = Arc::clone(&store);
         async move {
+            match store.purge_alerts(cutoff).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, before = %format_ms(cutoff), "Retention removed old alert history."),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "Alert retention failed."),
+            }
             match store.purge_before(cutoff, &stop).await {
                 Ok(p) if p != crate::store::Purged::default() => tracing::info!(
                     points = p.points,

@@ -70,6 +70,11 @@ pub const COLLECTOR_KEYS: &[KeySpec] = &[
         doc: "Most bytes URL check results take; the oldest go first (checked every minute; 0: no cap).",
     },
     KeySpec {
+        key: "alerts.tick",
+        default: Some("5s"),
+        doc: "How often alert rules are evaluated.",
+    },
+    KeySpec {
         key: "tls.cert",
         default: None,
         doc: "PEM certificate chain for gRPC over TLS.",
@@ -150,6 +155,8 @@ pub struct ServeSettings {
     pub url_max_bytes: u64,
     /// Certificate and key files, for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How often alert rules are evaluated.
+    pub alerts_tick: Duration,
     /// Connections per port.
     pub max_connections: usize,
     /// Log level.
@@ -213,6 +220,18 @@ impl ServeSettings {
             },
             url_max_bytes: config.size("url.max_bytes")?,
             tls,
+            alerts_tick: match config.duration("alerts.tick")? {
+                d if d < Duration::from_millis(100) => {
+                    return Err(ConfigError::Invalid {
+                        origin: config
+                            .value("alerts.tick")
+                            .map_or(Origin::Default, |v| v.origin),
+                        key: "alerts.tick".into(),
+                        reason: "at least 100ms".into(),
+                    });
+                }
+                d => d,
+            },
             max_connections: config.number("max.connections", "a number of connections")?,
             log_level: config.get("log.level").unwrap_or_else(|| "info".into()),
         })

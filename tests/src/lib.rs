@@ -17,8 +17,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod browser;
 pub mod logs;
 pub mod mariadb;
+pub mod smtp_sink;
+pub mod webhook;
 pub mod wire_agent;
 
 /// The path of a workspace binary, built by `cargo xtask test`.
@@ -398,6 +401,35 @@ impl Api {
             request = request.header("Authorization", format!("Bearer {token}"));
         }
         let mut response = request.call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// `method path` with the bearer token and an optional JSON body:
+    /// status and JSON body (`Null` when none).
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(15)))
+            .build()
+            .into();
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let text = body.map(Value::to_string).unwrap_or_default();
+        let result = match method {
+            "POST" => agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send(text.as_str()),
+            "PUT" => agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send(text.as_str()),
+            "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),
+            _ => agent.get(&url).header("Authorization", &auth).call(),
+        };
+        let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = response.status().as_u16();
         let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
         (status, body)

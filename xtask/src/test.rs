@@ -66,6 +66,12 @@ const PACKAGES: &[Package] = &[
         name: "prometheus",
         provides: "/usr/bin/prometheus",
     },
+    // The console's end-to-end tests drive a headless chromium over the
+    // DevTools protocol (tests/src/browser.rs, tests/tests/console.rs).
+    Package {
+        name: "chromium",
+        provides: "/usr/bin/chromium",
+    },
 ];
 
 /// Installs what the test suite needs where it is missing.

@@ -180,6 +180,7 @@ pub(crate) fn run(root: &Path, options: UpOptions) -> Result<()> {
     );
     println!("  agents     sightline-infra (config {})", conf.display());
     println!("  token      {}", creds.token);
+    println!("  console    {base}/ (sign in with the token)");
     println!();
     println!("See live data:");
     println!(

@@ -48,6 +48,9 @@ pub struct GroupStats {
     pub groups: AtomicU64,
     /// Batches stored or recognised as duplicates.
     pub batches: AtomicU64,
+    /// Told after a group holding agents' events committed: the alert
+    /// evaluator looks at once instead of at its next tick.
+    pub events_stored: tokio::sync::Notify,
 }
 
 struct Job {
@@ -171,6 +174,16 @@ async fn store_group<S: BatchSink>(sink: &S, group: Vec<Job>, stats: &GroupStats
             stats
                 .batches
                 .fetch_add(results.len() as u64, Ordering::Relaxed);
+            let events = batches.iter().zip(&results).any(|(b, r)| {
+                *r != Stored::Duplicate
+                    && b.batch
+                        .payloads
+                        .iter()
+                        .any(|p| matches!(p, crate::model::BatchPayload::Events(_)))
+            });
+            if events {
+                stats.events_stored.notify_one();
+            }
             for (answer, result) in answers.into_iter().zip(results) {
                 let _ = answer.send(Ok(result));
             }

@@ -15,6 +15,8 @@
 //!   of log records), [`DbReads`] (database snapshots: sessions and lock
 //!   trees by time; the database agent's counters are metrics),
 //!   [`UrlReads`] (URL targets now and each target's checks over time).
+//! - [`AlertStore`]: alert rules, channels, alerts and their history,
+//!   the notification queue with every attempt, and agents' pauses.
 //! - [`Retention`]: removing old data without breaking dedupe.
 //! - [`Store`]: all of them, so the server and the API are generic over one
 //!   type.
@@ -71,6 +73,10 @@ mod tests;
 use std::future::Future;
 use std::path::PathBuf;
 
+use crate::alerts::{
+    AlertChange, AlertRow, Attempt, AttemptRow, ChannelConfig, ChannelRow, HistoryRow,
+    Notification, Pause, RuleRow, RuleSpec,
+};
 use crate::logs::{LiveLogs, LogPage, LogPattern, LogQuery, PatternQuery};
 use crate::model::{
     Agent, AgentHealth, AgentHello, DbSnapshotRow, DbSnapshotTime, EventQuery, EventRow,
@@ -669,6 +675,164 @@ pub trait Retention: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Purged, StoreError>> + Send;
 }
 
+/// Alerts: rules and channels per project, each alert's state and history,
+/// the notification queue (durable: a queued notification survives a
+/// crash) with every delivery attempt, and agents' pauses.
+pub trait AlertStore: Send + Sync + 'static {
+    /// The rules of a project (`None`: of every project, for the
+    /// evaluator).
+    fn alert_rules(
+        &self,
+        project_id: Option<i64>,
+    ) -> impl Future<Output = Result<Vec<RuleRow>, StoreError>> + Send;
+
+    /// Stores a new rule (checked by the caller); a name taken is a
+    /// [`StoreError::Conflict`].
+    fn create_alert_rule(
+        &self,
+        project_id: i64,
+        spec: &RuleSpec,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<RuleRow, StoreError>> + Send;
+
+    /// Replaces a rule; `None` when the project has no such rule.
+    fn update_alert_rule(
+        &self,
+        project_id: i64,
+        id: i64,
+        spec: &RuleSpec,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<RuleRow>, StoreError>> + Send;
+
+    /// Removes a rule and its alerts (their history stays); whether it
+    /// existed.
+    fn delete_alert_rule(
+        &self,
+        project_id: i64,
+        id: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The channels of a project.
+    fn alert_channels(
+        &self,
+        project_id: i64,
+    ) -> impl Future<Output = Result<Vec<ChannelRow>, StoreError>> + Send;
+
+    /// Stores a new channel; a name taken is a [`StoreError::Conflict`].
+    fn create_alert_channel(
+        &self,
+        project_id: i64,
+        name: &str,
+        config: &ChannelConfig,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<ChannelRow, StoreError>> + Send;
+
+    /// Replaces a channel; `None` when the project has no such channel.
+    fn update_alert_channel(
+        &self,
+        project_id: i64,
+        id: i64,
+        name: &str,
+        config: &ChannelConfig,
+    ) -> impl Future<Output = Result<Option<ChannelRow>, StoreError>> + Send;
+
+    /// Removes a channel and what is queued for it; whether it existed.
+    fn delete_alert_channel(
+        &self,
+        project_id: i64,
+        id: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Alerts of a project (`None`: every project), only the firing ones
+    /// when `firing_only`.
+    fn alerts(
+        &self,
+        project_id: Option<i64>,
+        firing_only: bool,
+    ) -> impl Future<Output = Result<Vec<AlertRow>, StoreError>> + Send;
+
+    /// Records changes: each alert's new state, a history line, and its
+    /// notifications queued, all in one transaction.
+    fn record_alert_changes(
+        &self,
+        changes: &[AlertChange],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// History of a project's alerts in `[from_ms, to_ms]`, newest first.
+    fn alert_history(
+        &self,
+        project_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
+
+    /// Queues one notification outside an alert change (a channel test);
+    /// its id, or `None` when the project has no such channel.
+    fn queue_notification(
+        &self,
+        project_id: i64,
+        channel_id: i64,
+        payload: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<i64>, StoreError>> + Send;
+
+    /// One queued notification, if it is still queued.
+    fn notification(
+        &self,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<Notification>, StoreError>> + Send;
+
+    /// Queued notifications due at `now_ms`, oldest first, at most `limit`.
+    fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Notification>, StoreError>> + Send;
+
+    /// Records an attempt and what becomes of its notification: sent,
+    /// retried at `retry_at_ms`, or given up.
+    fn record_attempt(
+        &self,
+        attempt: &Attempt,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A project's delivery attempts, newest first.
+    fn delivery_attempts(
+        &self,
+        project_id: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<AttemptRow>, StoreError>> + Send;
+
+    /// Pauses an agent's notifications (until `until_ms`, or until
+    /// resumed); whether the project has the agent.
+    fn pause_agent(
+        &self,
+        project_id: i64,
+        oid: i64,
+        until_ms: Option<i64>,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Ends an agent's pause; whether the project has the agent.
+    fn resume_agent(
+        &self,
+        project_id: i64,
+        oid: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Pauses of a project's agents (`None`: every project), expired ones
+    /// included.
+    fn pauses(
+        &self,
+        project_id: Option<i64>,
+    ) -> impl Future<Output = Result<Vec<Pause>, StoreError>> + Send;
+
+    /// Removes alert history, finished notifications and attempts older
+    /// than `cutoff_ms`; how many rows.
+    fn purge_alerts(&self, cutoff_ms: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
 /// A whole store: what the server and the API are generic over.
 pub trait Store:
     Registry
@@ -680,6 +844,7 @@ pub trait Store:
     + LogReads
     + DbReads
     + UrlReads
+    + AlertStore
     + Retention
 {
     /// Finishes what is in flight and releases the backend.

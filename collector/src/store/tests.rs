@@ -859,6 +859,209 @@ async fn concurrent_batches_share_transactions_and_acks_follow_commits<S: Store>
     );
 }
 
+fn webhook(url: &str) -> crate::alerts::ChannelConfig {
+    crate::alerts::ChannelConfig::Webhook {
+        url: url.into(),
+        format: crate::alerts::WebhookFormat::Json,
+        ca_pem: None,
+    }
+}
+
+fn rule_spec(name: &str, expr: &str, channels: Vec<i64>) -> crate::alerts::RuleSpec {
+    crate::alerts::RuleSpec {
+        name: name.into(),
+        expr: expr.into(),
+        agent: None,
+        product: None,
+        severity: "warning".into(),
+        channels,
+        renotify: None,
+        enabled: true,
+    }
+}
+
+/// A change queues one notification per channel of its project (none for
+/// another project's channel), due at once; a failed attempt makes it due
+/// again at its retry time; a success or a give-up takes it off the
+/// queue; every attempt is listed, numbered, newest first.
+async fn alert_changes_queue_notifications_until_delivered<S: Store>(store: Arc<S>) {
+    use crate::alerts::{AlertChange, AlertKey, Attempt};
+    let (p, r) = one_agent(&*store).await;
+    let q = store.create_project("q", b"l2", b"t2").await.expect("q");
+    let mine = store
+        .create_alert_channel(p.id, "ops", &webhook("http://a/1"), 0)
+        .await
+        .expect("channel");
+    let theirs = store
+        .create_alert_channel(q.id, "ops", &webhook("http://b/2"), 0)
+        .await
+        .expect("same name, other project");
+    let rule = store
+        .create_alert_rule(p.id, &rule_spec("high", "mem > 1", vec![mine.id]), 0)
+        .await
+        .expect("rule");
+    let key = AlertKey {
+        rule_id: rule.id,
+        oid: r.oid,
+        target: String::new(),
+    };
+    let change = AlertChange {
+        project_id: p.id,
+        key: key.clone(),
+        rule: "high".into(),
+        state: "firing",
+        time_ms: 1000,
+        since_ms: 1000,
+        last_notified_ms: Some(1000),
+        value: Some(2.0),
+        message: "m".into(),
+        notifications: vec![(mine.id, "{}".into()), (theirs.id, "{}".into())],
+    };
+    store
+        .record_alert_changes(&[change])
+        .await
+        .expect("recorded");
+    let firing = store.alerts(Some(p.id), true).await.expect("alerts");
+    assert_eq!(firing.len(), 1);
+    assert_eq!(
+        (firing[0].key.clone(), firing[0].oname.as_str()),
+        (key, "h")
+    );
+    assert!(store.alerts(Some(q.id), true).await.expect("q").is_empty());
+    let history = store
+        .alert_history(p.id, 0, 2000, 10)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 1);
+    assert!(history[0].notified);
+
+    let due = store.due_notifications(1000, 10).await.expect("due");
+    assert_eq!(due.len(), 1, "only the project's own channel: {due:?}");
+    assert_eq!((due[0].channel_id, due[0].attempts), (mine.id, 0));
+    let attempt = |ok: bool, retry_at_ms: Option<i64>, time_ms: i64| Attempt {
+        notification_id: due[0].id,
+        time_ms,
+        elapsed_ms: 3,
+        ok,
+        status: Some(if ok { 200 } else { 500 }),
+        error: (!ok).then(|| "HTTP 500".to_string()),
+        retry_at_ms,
+    };
+    store
+        .record_attempt(&attempt(false, Some(5000), 1000))
+        .await
+        .expect("attempt");
+    assert!(
+        store
+            .due_notifications(4999, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    let again = store.due_notifications(5000, 10).await.expect("due");
+    assert_eq!((again.len(), again[0].attempts), (1, 1));
+    store
+        .record_attempt(&attempt(true, None, 5000))
+        .await
+        .expect("attempt");
+    assert!(
+        store
+            .due_notifications(i64::MAX, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    let attempts = store.delivery_attempts(p.id, 10).await.expect("attempts");
+    let seen: Vec<(u32, bool, Option<u16>, &str)> = attempts
+        .iter()
+        .map(|a| (a.attempt, a.ok, a.status, a.state.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [(2, true, Some(200), "sent"), (1, false, Some(500), "sent")]
+    );
+    assert!(
+        store
+            .delivery_attempts(q.id, 10)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+}
+
+/// Rules, channels and pauses belong to one project: another project's
+/// token cannot change or see them, names are unique per project.
+async fn alert_rules_channels_and_pauses_are_scoped<S: Store>(store: Arc<S>) {
+    let (p, r) = one_agent(&*store).await;
+    let q = store.create_project("q", b"l2", b"t2").await.expect("q");
+    let rule = store
+        .create_alert_rule(p.id, &rule_spec("a", "no data", vec![]), 0)
+        .await
+        .expect("rule");
+    assert!(matches!(
+        store
+            .create_alert_rule(p.id, &rule_spec("a", "rebooted", vec![]), 0)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .update_alert_rule(q.id, rule.id, &rule_spec("b", "no data", vec![]), 1)
+            .await
+            .expect("update"),
+        None
+    );
+    assert!(
+        !store
+            .delete_alert_rule(q.id, rule.id)
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .alert_rules(Some(q.id))
+            .await
+            .expect("rules")
+            .is_empty()
+    );
+    assert_eq!(store.alert_rules(None).await.expect("all").len(), 1);
+
+    assert!(
+        !store
+            .pause_agent(q.id, r.oid, None, 0)
+            .await
+            .expect("pause")
+    );
+    assert!(store.pauses(None).await.expect("pauses").is_empty());
+    assert!(
+        store
+            .pause_agent(p.id, r.oid, Some(5000), 100)
+            .await
+            .expect("pause")
+    );
+    let pauses = store.pauses(Some(p.id)).await.expect("pauses");
+    assert_eq!(
+        pauses,
+        [crate::alerts::Pause {
+            oid: r.oid,
+            since_ms: 100,
+            until_ms: Some(5000)
+        }]
+    );
+    assert!(pauses[0].active(4999) && !pauses[0].active(5000));
+    assert!(store.pauses(Some(q.id)).await.expect("q").is_empty());
+    assert!(!store.resume_agent(q.id, r.oid).await.expect("resume"));
+    assert_eq!(store.pauses(None).await.expect("pauses").len(), 1);
+    assert!(store.resume_agent(p.id, r.oid).await.expect("resume"));
+    assert!(store.pauses(None).await.expect("pauses").is_empty());
+    assert!(
+        store
+            .delete_alert_rule(p.id, rule.id)
+            .await
+            .expect("delete")
+    );
+}
+
 /// The series cap every backend's suite store is opened with.
 const SUITE_SERIES_CAP: u64 = 50;
 
@@ -2116,6 +2319,8 @@ macro_rules! suite {
                 url_targets_show_the_newest_check_and_since_when,
                 url_targets_of_one_name_are_kept_per_agent,
                 url_retention_drops_old_checks_and_forgotten_targets,
+                alert_changes_queue_notifications_until_delivered,
+                alert_rules_channels_and_pauses_are_scoped,
             );
         }
     };

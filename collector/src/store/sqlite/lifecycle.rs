@@ -130,6 +130,28 @@ impl SqliteStore {
         .bind(bytes)
         .execute(&mut **t)
         .await?;
+        // Its alerts, their history and its pause: what alerting knew of it.
+        delete(
+            t,
+            "DELETE FROM alerts WHERE project_id = ?2 AND oid = ?1",
+            oid,
+            project_id,
+        )
+        .await?;
+        delete(
+            t,
+            "DELETE FROM alert_history WHERE project_id = ?2 AND oid = ?1",
+            oid,
+            project_id,
+        )
+        .await?;
+        delete(
+            t,
+            "DELETE FROM agent_pauses WHERE oid = ?1",
+            oid,
+            project_id,
+        )
+        .await?;
         gone.batches = delete(t, "DELETE FROM batches WHERE oid = ?1", oid, project_id).await?;
         delete(
             t,

@@ -11,7 +11,7 @@
 //!
 //! One file per concern: this one opens, migrates and converts errors;
 //! [`registry`], [`sink`] (the exactly-once core), one file per product's
-//! rows and reads ([`metrics`], [`events`], [`infra`], [`logs`], [`db`], [`url`]), [`delivery`],
+//! rows and reads ([`metrics`], [`events`], [`infra`], [`logs`], [`db`], [`url`]), [`alerts`], [`delivery`],
 //! [`retention`] and [`lifecycle`] (terminating an agent: every row of it
 //! deleted). Metrics are a head of one row per payload that
 //! [`compact`] (a background task) moves into per-series chunks; their
@@ -21,6 +21,7 @@
 //! Every statement is a static string with bound parameters; sqlx never
 //! leaves this module (its errors become [`StoreError`]).
 
+mod alerts;
 mod compact;
 mod db;
 mod delivery;
@@ -284,6 +285,91 @@ CREATE TABLE url_totals (
     bytes INTEGER NOT NULL
 );
 INSERT INTO url_totals (id, checks, bytes) VALUES (1, 0, 0);
+",
+    // Alerts ([`alerts`]): rules and channels as JSON per project; one
+    // row per alert (rule, agent, target; oid 0 for the project as a
+    // whole) with its state, a history line per change; the notification
+    // queue (a row per change and channel, due at `next_ms` while
+    // `queued`) and every attempt; agents' pauses.
+    r"
+CREATE TABLE alert_rules (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    UNIQUE (project_id, name)
+);
+CREATE TABLE alert_channels (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    UNIQUE (project_id, name)
+);
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    rule_id INTEGER NOT NULL,
+    oid INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    rule_name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    last_notified_ms INTEGER,
+    value REAL,
+    message TEXT NOT NULL,
+    UNIQUE (rule_id, oid, target)
+);
+CREATE INDEX alerts_project_state ON alerts (project_id, state);
+CREATE TABLE alert_history (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    rule_id INTEGER NOT NULL,
+    oid INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    rule_name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    value REAL,
+    message TEXT NOT NULL,
+    notified INTEGER NOT NULL
+);
+CREATE INDEX alert_history_project_time ON alert_history (project_id, time_ms);
+CREATE TABLE alert_notifications (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_ms INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX alert_notifications_due ON alert_notifications (state, next_ms);
+CREATE TABLE alert_attempts (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    notification_id INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    elapsed_ms INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    status INTEGER,
+    error TEXT
+);
+CREATE INDEX alert_attempts_project ON alert_attempts (project_id, id);
+CREATE INDEX alert_attempts_time ON alert_attempts (time_ms);
+CREATE TABLE agent_pauses (
+    oid INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    since_ms INTEGER NOT NULL,
+    until_ms INTEGER
+);
 ",
     // Terminated agents ([`lifecycle`]): when the agent was terminated
     // (NULL: it was not), its data deleted and its Hello refused until it

@@ -1,0 +1,452 @@
+//! The evaluator against a real SQLite store, ticked at chosen times: a
+//! dip between two ticks delays a firing, the server agent's own
+//! threshold events fire and resolve an alert, a rule's scope holds, and
+//! a change queues one notification per channel.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::alerts::{ChannelConfig, RuleSpec, WebhookFormat};
+use crate::model::{AgentHello, BatchPayload, EventRow, IncomingBatch, Project, SampleRow};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{AlertStore, BatchSink, BatchToStore, Registry};
+
+struct Fixture {
+    store: Arc<SqliteStore>,
+    project: Project,
+    oid: i64,
+    dir: std::path::PathBuf,
+    seq: u64,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn fixture(name: &str) -> Fixture {
+    let dir = std::env::temp_dir().join(format!("sl-eval-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(SqliteStore::open(&dir).await.expect("store"));
+    let project = store.create_project("p", b"l", b"t").await.expect("p");
+    let hello = AgentHello {
+        product: "infra".into(),
+        oname: "web-1".into(),
+        hostname: "web-1".into(),
+        os: String::new(),
+        version: String::new(),
+        boot_time_ms: 0,
+        created_time: String::new(),
+        instance: "0123456789abcdef0123456789abcdef".into(),
+        interval_ms: 1000,
+        boot_id: String::new(),
+    };
+    let oid = store
+        .register_agent(project.id, &hello, crate::now_ms())
+        .await
+        .expect("agent")
+        .oid;
+    Fixture {
+        store,
+        project,
+        oid,
+        dir,
+        seq: 0,
+    }
+}
+
+impl Fixture {
+    async fn point(&mut self, time_ms: i64, value: f64) {
+        self.seq += 1;
+        let batch = BatchToStore {
+            project_id: self.project.id,
+            oid: self.oid,
+            instance: "0123456789abcdef0123456789abcdef".into(),
+            batch: IncomingBatch {
+                seq: self.seq,
+                time_ms,
+                health: None,
+                payloads: vec![BatchPayload::Metrics {
+                    time_ms,
+                    samples: vec![SampleRow {
+                        name: "mem.used_pct".into(),
+                        labels: vec![],
+                        value,
+                    }],
+                }],
+            },
+            received_ms: time_ms,
+        };
+        self.store.store_batches(&[batch]).await.expect("stored");
+    }
+
+    async fn rule(&self, expr: &str, agent: Option<&str>, channels: Vec<i64>) -> i64 {
+        let spec = RuleSpec {
+            name: format!("rule {expr} {}", agent.unwrap_or("any")),
+            expr: expr.into(),
+            agent: agent.map(str::to_string),
+            product: None,
+            severity: "warning".into(),
+            channels,
+            renotify: None,
+            enabled: true,
+        };
+        self.store
+            .create_alert_rule(self.project.id, &spec, 0)
+            .await
+            .expect("rule")
+            .id
+    }
+
+    async fn firing(&self) -> Vec<crate::alerts::AlertRow> {
+        self.store
+            .alerts(Some(self.project.id), true)
+            .await
+            .expect("alerts")
+    }
+}
+
+#[tokio::test]
+async fn a_dip_between_two_ticks_delays_the_firing() {
+    let mut f = fixture("dip").await;
+    f.rule("mem.used_pct > 90 for 2s", None, vec![]).await;
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let t0 = crate::now_ms() - 10_000;
+    f.point(t0, 95.0).await;
+    assert_eq!(evaluator.tick(t0).await.expect("tick"), 0);
+    // Points every 500 ms, one of them under the limit; the ticks only
+    // see the newest point.
+    for (i, v) in [95.0, 95.0, 50.0, 95.0, 95.0].into_iter().enumerate() {
+        f.point(t0 + 500 * (i as i64 + 1), v).await;
+    }
+    assert_eq!(
+        evaluator.tick(t0 + 2500).await.expect("tick"),
+        0,
+        "the dip at +1.5 s restarts the 2 s"
+    );
+    for i in 6..=8 {
+        f.point(t0 + 500 * i, 95.0).await;
+    }
+    assert_eq!(evaluator.tick(t0 + 4000).await.expect("tick"), 1);
+    let firing = f.firing().await;
+    assert_eq!(firing.len(), 1);
+    assert_eq!(firing[0].value, Some(95.0));
+    assert_eq!(firing[0].oname, "web-1");
+    assert!(
+        firing[0].message.contains("is 95 on web-1"),
+        "{}",
+        firing[0].message
+    );
+}
+
+#[tokio::test]
+async fn the_server_agents_threshold_events_fire_and_resolve_an_alert() {
+    let f = fixture("events").await;
+    let webhook = f
+        .store
+        .create_alert_channel(
+            f.project.id,
+            "ops",
+            &ChannelConfig::Webhook {
+                url: "http://127.0.0.1:9/hook".into(),
+                format: WebhookFormat::Json,
+                ca_pem: None,
+            },
+            0,
+        )
+        .await
+        .expect("channel");
+    f.rule("threshold \"mem\"", None, vec![webhook.id]).await;
+    let hub = AlertsHub::default();
+    let mut transitions = hub.transitions.subscribe();
+    let mut evaluator = Evaluator::start(f.store.clone(), hub)
+        .await
+        .expect("evaluator");
+    let now = crate::now_ms();
+    let event = |kind: &str, key: &str, at: i64| EventRow {
+        time_ms: at,
+        kind: kind.into(),
+        severity: "critical".into(),
+        message: format!("{kind} {key}"),
+        attrs: [
+            ("threshold".to_string(), key.to_string()),
+            ("value".to_string(), "97.5".to_string()),
+        ]
+        .into(),
+    };
+    let insert = |e: EventRow| {
+        let store = f.store.clone();
+        let (p, oid) = (f.project.id, f.oid);
+        async move { store.insert_event(p, Some(oid), &e).await.expect("event") }
+    };
+    insert(event("threshold.exceeded", "cpu", now - 3000)).await;
+    assert_eq!(
+        evaluator.tick(now).await.expect("tick"),
+        0,
+        "not the key wanted"
+    );
+    insert(event("threshold.exceeded", "mem", now - 2000)).await;
+    assert_eq!(evaluator.tick(now).await.expect("tick"), 1);
+    assert_eq!(evaluator.tick(now + 1000).await.expect("tick"), 0, "once");
+    let firing = f.firing().await;
+    assert_eq!(
+        (firing[0].key.target.as_str(), firing[0].value),
+        ("mem", Some(97.5))
+    );
+    let queued = f
+        .store
+        .due_notifications(i64::MAX, 10)
+        .await
+        .expect("queue");
+    assert_eq!(queued.len(), 1);
+    let body: crate::alerts::notify::Body = serde_json::from_str(&queued[0].payload).expect("body");
+    assert_eq!(
+        (body.state.as_str(), body.agent.map(|a| a.oname)),
+        ("firing", Some("web-1".into()))
+    );
+
+    // Long after the event left the window read, it still fires: only
+    // its recovery ends it.
+    assert_eq!(evaluator.tick(now + 3_600_000).await.expect("tick"), 0);
+    assert_eq!(f.firing().await.len(), 1);
+    insert(event("threshold.recovered", "mem", now - 1000)).await;
+    assert_eq!(evaluator.tick(now + 2000).await.expect("tick"), 1);
+    assert!(f.firing().await.is_empty());
+    let states: Vec<&str> = [
+        transitions.try_recv().expect("firing"),
+        transitions.try_recv().expect("resolved"),
+    ]
+    .iter()
+    .map(|t| t.state)
+    .collect();
+    assert_eq!(states, ["firing", "resolved"]);
+}
+
+#[tokio::test]
+async fn no_data_fires_only_for_the_agent_in_scope() {
+    let f = fixture("nodata").await;
+    f.rule("no data", Some("db-7"), vec![]).await;
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let later = crate::now_ms() + 60_000;
+    assert_eq!(
+        evaluator.tick(later).await.expect("tick"),
+        0,
+        "web-1 is out of scope"
+    );
+    f.rule("no data", None, vec![]).await;
+    assert_eq!(evaluator.tick(later).await.expect("tick"), 1);
+    assert!(
+        f.firing().await[0]
+            .message
+            .contains("has sent no data since")
+    );
+    // A restarted evaluator knows it fires already.
+    let mut again = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    assert_eq!(again.tick(later + 1000).await.expect("tick"), 0);
+    // A replaced rule starts over: its alert fires anew, once.
+    let rule = &f
+        .store
+        .alert_rules(Some(f.project.id))
+        .await
+        .expect("rules")[1];
+    let mut spec = rule.spec.clone();
+    spec.severity = "critical".into();
+    f.store
+        .update_alert_rule(f.project.id, rule.id, &spec, rule.updated_ms + 1)
+        .await
+        .expect("updated");
+    assert!(
+        f.firing().await.is_empty(),
+        "its alerts went with the old rule"
+    );
+    assert_eq!(again.tick(later + 2000).await.expect("tick"), 1);
+    assert_eq!(again.tick(later + 3000).await.expect("tick"), 0);
+    assert_eq!(f.firing().await.len(), 1);
+}
+
+/// How long one tick takes with 1,000 agents and 10 rules, every agent's
+/// memory over the limit on the last tick (so 5,000 alerts fire in it).
+/// A measurement, not a check: `cargo test -p sightline-collector --release
+/// --lib tick_at_1000_agents -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn tick_at_1000_agents() {
+    let f = fixture("scale").await;
+    let now = crate::now_ms();
+    let mut batches = Vec::new();
+    for i in 0..1000 {
+        let hello = AgentHello {
+            product: "infra".into(),
+            oname: format!("host-{i}"),
+            hostname: format!("host-{i}"),
+            os: String::new(),
+            version: String::new(),
+            boot_time_ms: 0,
+            created_time: String::new(),
+            instance: format!("{i:032}"),
+            interval_ms: 1000,
+            boot_id: String::new(),
+        };
+        let oid = f
+            .store
+            .register_agent(f.project.id, &hello, now)
+            .await
+            .expect("agent")
+            .oid;
+        for (seq, value) in [(1, 50.0), (2, 95.0)] {
+            batches.push(BatchToStore {
+                project_id: f.project.id,
+                oid,
+                instance: format!("{i:032}"),
+                batch: IncomingBatch {
+                    seq,
+                    time_ms: now - 3000 + seq as i64 * 1000,
+                    health: None,
+                    payloads: vec![BatchPayload::Metrics {
+                        time_ms: now - 3000 + seq as i64 * 1000,
+                        samples: ["mem.used_pct", "cpu.usage", "disk.used_pct"]
+                            .iter()
+                            .map(|name| SampleRow {
+                                name: (*name).into(),
+                                labels: vec![],
+                                value,
+                            })
+                            .collect(),
+                    }],
+                },
+                received_ms: now,
+            });
+        }
+    }
+    for group in batches.chunks(500) {
+        f.store.store_batches(group).await.expect("stored");
+    }
+    for (i, expr) in [
+        "mem.used_pct > 90",
+        "mem.used_pct > 80",
+        "cpu.usage > 90",
+        "disk.used_pct > 90",
+        "mem.used_pct > 90 for 10s",
+        "no data",
+        "rebooted",
+        "threshold",
+        "url down",
+        "lock wait",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut spec = RuleSpec {
+            name: format!("r{i}"),
+            expr: (*expr).into(),
+            agent: None,
+            product: None,
+            severity: "warning".into(),
+            channels: vec![],
+            renotify: None,
+            enabled: true,
+        };
+        spec.name = format!("r{i}");
+        f.store
+            .create_alert_rule(f.project.id, &spec, 0)
+            .await
+            .expect("rule");
+    }
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let started = std::time::Instant::now();
+    let changes = evaluator.tick(now).await.expect("tick");
+    let first = started.elapsed();
+    let started = std::time::Instant::now();
+    let again = evaluator.tick(now + 500).await.expect("tick");
+    let steady = started.elapsed();
+    let started = std::time::Instant::now();
+    let points =
+        crate::store::MetricReads::latest(&*f.store, f.project.id, "mem.used_pct", now - 300_000)
+            .await
+            .expect("latest");
+    let one_latest = started.elapsed();
+    println!(
+        "1,000 agents, 10 rules: first tick {first:?} ({changes} changes recorded), a quiet tick {steady:?} ({again} changes); one latest() of {} series {one_latest:?}",
+        points.len()
+    );
+    assert_eq!(changes, 4000);
+}
+
+#[tokio::test]
+async fn lock_waits_past_the_limit_fire_and_clear_after_the_window() {
+    let f = fixture("locks").await;
+    let hello = AgentHello {
+        product: "db".into(),
+        oname: "maria-1".into(),
+        hostname: "maria-1".into(),
+        os: String::new(),
+        version: String::new(),
+        boot_time_ms: 0,
+        created_time: String::new(),
+        instance: "fedcba9876543210fedcba9876543210".into(),
+        interval_ms: 1000,
+        boot_id: String::new(),
+    };
+    let now = crate::now_ms();
+    let db = f
+        .store
+        .register_agent(f.project.id, &hello, now)
+        .await
+        .expect("agent")
+        .oid;
+    f.rule("lock wait > 10s clear 1m", None, vec![]).await;
+    f.rule("rebooted", None, vec![]).await;
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let event = |kind: &str, wait_ms: &str, at: i64| EventRow {
+        time_ms: at,
+        kind: kind.into(),
+        severity: "warning".into(),
+        message: format!("{kind} {wait_ms}"),
+        attrs: [("wait_ms".to_string(), wait_ms.to_string())].into(),
+    };
+    let insert = |oid: i64, e: EventRow| {
+        let store = f.store.clone();
+        let p = f.project.id;
+        async move { store.insert_event(p, Some(oid), &e).await.expect("event") }
+    };
+    insert(db, event("db.lock_wait", "5000", now - 1000)).await;
+    // The same kind from a server agent is out of the rule's product.
+    insert(f.oid, event("db.lock_wait", "50000", now - 1000)).await;
+    assert_eq!(evaluator.tick(now).await.expect("tick"), 0, "under 10 s");
+    insert(db, event("db.lock_wait", "12000", now - 500)).await;
+    assert_eq!(evaluator.tick(now).await.expect("tick"), 1);
+    let firing = f.firing().await;
+    assert_eq!((firing[0].key.oid, firing[0].value), (db, Some(12000.0)));
+    assert_eq!(
+        evaluator.tick(now + 30_000).await.expect("tick"),
+        0,
+        "within clear"
+    );
+    assert_eq!(
+        evaluator.tick(now + 61_000).await.expect("tick"),
+        1,
+        "cleared"
+    );
+    assert!(f.firing().await.is_empty());
+
+    insert(f.oid, event("host.rebooted", "", now)).await;
+    assert_eq!(evaluator.tick(now + 62_000).await.expect("tick"), 1);
+    assert_eq!(f.firing().await[0].key.oid, f.oid);
+    assert_eq!(
+        evaluator.tick(now + 601_000).await.expect("tick"),
+        1,
+        "10 min on"
+    );
+    assert!(f.firing().await.is_empty());
+}
