@@ -157,6 +157,16 @@ impl MariaDb {
         fs::read_to_string(self.scratch.join("err.log")).unwrap_or_default()
     }
 
+    /// Creates `shop.orders`, three rows `(id, v)` of InnoDB: the table the
+    /// lock tests queue sessions on.
+    pub fn create_shop(&self) {
+        self.sql(
+            "CREATE DATABASE shop;
+             CREATE TABLE shop.orders (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
+             INSERT INTO shop.orders VALUES (1, 0), (2, 0), (3, 0);",
+        );
+    }
+
     /// Runs `sql` (one or more statements) as root; panics on an error.
     /// Returns the rows, tab-separated columns, no header.
     pub fn sql(&self, sql: &str) -> Vec<Vec<String>> {

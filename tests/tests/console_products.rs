@@ -1037,11 +1037,7 @@ fn a_real_mariadb_lock_chain_is_drawn_with_its_root_blocker() {
     use sightline_e2e::mariadb::{MONITOR_PASSWORD, MariaDb, Session};
     let scratch = Scratch::new("console-mariadb");
     let db = MariaDb::start();
-    db.sql(
-        "CREATE DATABASE shop;
-         CREATE TABLE shop.orders (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
-         INSERT INTO shop.orders VALUES (1, 0), (2, 0), (3, 0);",
-    );
+    db.create_shop();
     let data = scratch.join("collector");
     let creds = create_project(&data, "shop");
     let collector = Collector::start(&data);

@@ -41,15 +41,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// A table of three rows in `shop.orders`.
-fn shop(db: &MariaDb) {
-    db.sql(
-        "CREATE DATABASE shop;
-         CREATE TABLE shop.orders (id INT PRIMARY KEY, v INT) ENGINE=InnoDB;
-         INSERT INTO shop.orders VALUES (1, 0), (2, 0), (3, 0);",
-    );
-}
-
 /// Cycles until `done` holds for a cycle's snapshot (at most `limit`).
 fn cycle_until(
     rt: &tokio::runtime::Runtime,
@@ -104,7 +95,7 @@ fn waiting(s: &Session) -> bool {
 #[test]
 fn a_lock_chain_gives_the_exact_tree_and_changes_within_one_cycle_of_a_commit() {
     let db = MariaDb::start();
-    shop(&db);
+    db.create_shop();
     let rt = runtime();
     let mut monitor = Monitor::new(settings(&db, ""));
 
@@ -215,7 +206,7 @@ fn a_lock_chain_gives_the_exact_tree_and_changes_within_one_cycle_of_a_commit() 
 #[test]
 fn a_deadlock_in_the_making_is_shown_as_a_cycle_and_a_detected_one_is_counted() {
     let db = MariaDb::start();
-    shop(&db);
+    db.create_shop();
     let rt = runtime();
     let mut monitor = Monitor::new(settings(&db, ""));
     db.sql("SET GLOBAL innodb_deadlock_detect = OFF");
@@ -302,7 +293,7 @@ fn value(cycle: &Cycle, name: &str) -> Option<f64> {
 #[test]
 fn a_metadata_lock_wait_joins_the_tree_with_the_idle_holder_as_root() {
     let db = MariaDb::start();
-    shop(&db);
+    db.create_shop();
     let rt = runtime();
     let mut monitor = Monitor::new(settings(&db, ""));
     let mut holder = Session::open(&db);
@@ -357,7 +348,7 @@ fn a_metadata_lock_wait_joins_the_tree_with_the_idle_holder_as_root() {
 #[test]
 fn counter_rates_match_a_known_workload_and_a_quiet_cycle_costs_at_most_five_statements() {
     let db = MariaDb::start();
-    shop(&db);
+    db.create_shop();
     let rt = runtime();
     let mut monitor = Monitor::new(settings(&db, ""));
     // Login and the first read (no rates yet).
@@ -415,7 +406,7 @@ fn counter_rates_match_a_known_workload_and_a_quiet_cycle_costs_at_most_five_sta
 #[test]
 fn long_lock_waits_and_busy_threads_raise_events_with_their_snapshot() {
     let db = MariaDb::start();
-    shop(&db);
+    db.create_shop();
     let rt = runtime();
     let mut monitor = Monitor::new(settings(
         &db,
@@ -718,7 +709,7 @@ fn the_binary_sends_rates_the_lock_chain_and_its_event_to_the_collectors_api() {
     use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, wait_for};
     let scratch = Scratch::new("db-binary");
     let db = MariaDb::start();
-    shop(&db);
+    db.create_shop();
     let data = scratch.join("collector");
     let creds = create_project(&data, "db");
     let collector = Collector::start(&data);
