@@ -54,6 +54,8 @@ use super::{
 };
 
 const EXPORTER: &str = "/usr/bin/prometheus-blackbox-exporter";
+/// Names an agent binary to measure instead of building the worktree's.
+const AGENT_BINARY_ENV: &str = "SIGHTLINE_BENCH_URL_AGENT";
 /// One target in this many is HTTPS.
 const HTTPS_EVERY: usize = 4;
 /// The servers' answer to every request.
@@ -93,6 +95,8 @@ struct Options {
     window: Duration,
     windows: usize,
     json: bool,
+    /// The agent binary measured.
+    agent_binary: PathBuf,
 }
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -122,6 +126,16 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             other => bail!("bench url: unknown option {other}"),
         }
     }
+    crate::test::ensure_packages()?;
+    // Another build of the agent to measure (an older commit's, to compare
+    // a change under the same load): used as it is, not rebuilt.
+    let agent_binary = match std::env::var_os(AGENT_BINARY_ENV) {
+        Some(path) => PathBuf::from(path),
+        None => {
+            build(root, "agent", "sightline-url", None)?;
+            root.join("target/agent/sightline-url")
+        }
+    };
     let options = Options {
         scale,
         targets: targets.unwrap_or(if scale { 10_000 } else { 500 }),
@@ -129,6 +143,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         window: window.unwrap_or(Duration::from_secs(if scale { 150 } else { 30 })),
         windows,
         json,
+        agent_binary,
     };
     if options.targets == 0
         || options.rate <= 0.0
@@ -137,8 +152,6 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     {
         bail!("bench url: --targets, --rate, --window and --windows must be above zero");
     }
-    crate::test::ensure_packages()?;
-    build(root, "agent", "sightline-url", None)?;
     build(root, "release", "sightline-collector", None)?;
     let scratch = root.join(format!("target/bench-url-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
@@ -210,7 +223,14 @@ fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<Outcome> {
     let agent_targets = servers.targets(Tool::Agent, options.targets);
     let exporter_targets = servers.targets(Tool::Exporter, options.targets);
 
-    let mut agent = start_agent(root, scratch, &servers, &agent_targets, interval)?;
+    let mut agent = start_agent(
+        root,
+        scratch,
+        &servers,
+        &agent_targets,
+        interval,
+        &options.agent_binary,
+    )?;
     let exporter_port = free_port()?;
     let exporter_conf = scratch.join("blackbox.yml");
     fs::write(
@@ -462,7 +482,14 @@ fn scale_run(root: &Path, scratch: &Path, options: &Options) -> Result<Outcome> 
     let interval = Duration::from_secs(60);
     let servers = TargetServers::start(scratch, 6, 2)?;
     let targets = servers.targets(Tool::Agent, options.targets);
-    let mut agent = start_agent(root, scratch, &servers, &targets, interval)?;
+    let mut agent = start_agent(
+        root,
+        scratch,
+        &servers,
+        &targets,
+        interval,
+        &options.agent_binary,
+    )?;
     wait_for_first_check(&servers, Tool::Agent, scratch)?;
     let warm_up = Duration::from_secs(10);
     eprintln!(
@@ -571,6 +598,7 @@ fn start_agent(
     servers: &TargetServers,
     targets: &[String],
     interval: Duration,
+    binary: &Path,
 ) -> Result<StartedAgent> {
     let StartedCollector {
         child: collector,
@@ -613,7 +641,7 @@ fn start_agent(
             targets_file.display()
         ),
     )?;
-    let agent = Command::new(root.join("target/agent/sightline-url"))
+    let agent = Command::new(binary)
         .arg("--conf")
         .arg(&conf)
         .stdout(Stdio::null())
