@@ -167,24 +167,24 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         return match spread {
             None => print_json(&rows),
             Some(spread) => {
-                // The rows as every bench prints them, then the windows.
+                // The rows as every bench prints them; the CPU row also
+                // carries its windows and their spread.
                 let rows: Vec<serde_json::Value> = rows
                     .iter()
                     .map(|r| {
-                        serde_json::json!({
+                        let mut row = serde_json::json!({
                             "name": r.name,
                             "value": r.value,
                             "peer_value": r.peer_value,
                             "ratio": r.value / r.peer_value,
-                        })
+                        });
+                        if r.name == "cpu_seconds_per_check" {
+                            row["spread"] = spread.clone();
+                        }
+                        row
                     })
                     .collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "rows": rows, "cpu_ratio": spread })
-                    )?
-                );
+                println!("{}", serde_json::to_string_pretty(&rows)?);
                 Ok(())
             }
         };
