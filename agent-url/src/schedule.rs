@@ -44,6 +44,33 @@ pub fn max_jitter(period: Duration) -> Duration {
     (period / 100).min(Duration::from_millis(500))
 }
 
+/// How close together checks are started, at most: a check due between two
+/// ticks starts on the later one, with every other check due by then. One
+/// wake-up of the loop then serves all of them, and their connections'
+/// waits overlap; on a loaded machine each wake-up of a sleeping thread
+/// costs more CPU than a plain HTTP check's own work.
+pub const WAKE_TICK: Duration = Duration::from_millis(50);
+
+/// The tick of a target checked every `period`: [`WAKE_TICK`], or its
+/// [`max_jitter`] when that is shorter, so the wait for a tick is never
+/// longer than the jitter a check may have anyway.
+pub fn tick(period: Duration) -> Duration {
+    WAKE_TICK.min(max_jitter(period))
+}
+
+/// The first tick of `tick` counted from `epoch` that is not before `at`
+/// (`at` itself when `tick` is zero or `at` precedes `epoch`).
+pub fn on_tick(epoch: Instant, at: Instant, tick: Duration) -> Instant {
+    let step = tick.as_nanos();
+    if step == 0 || at <= epoch {
+        return at;
+    }
+    let since = (at - epoch).as_nanos();
+    let ticks = since.div_ceil(step);
+    let nanos = ticks.saturating_mul(step);
+    epoch + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX / 2))
+}
+
 /// One target's grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grid {
@@ -132,6 +159,29 @@ mod tests {
         // A check that overran by 25 s lands on the next free slot.
         assert_eq!(g.advance(start + Duration::from_secs(45)), start + 5 * p);
         assert_eq!(g.slot, 5);
+    }
+
+    #[test]
+    fn due_times_move_to_the_next_tick_never_earlier_and_never_a_tick_late() {
+        let epoch = Instant::now();
+        let tick = WAKE_TICK;
+        let ms = Duration::from_millis;
+        assert_eq!(on_tick(epoch, epoch + ms(120), tick), epoch + ms(150));
+        assert_eq!(on_tick(epoch, epoch + ms(150), tick), epoch + ms(150));
+        assert_eq!(on_tick(epoch, epoch + ms(151), tick), epoch + ms(200));
+        assert_eq!(on_tick(epoch, epoch + ms(7), Duration::ZERO), epoch + ms(7));
+        // Short intervals wait at most their jitter for a tick.
+        assert_eq!(tick_for_test(Duration::from_secs(60)), ms(50));
+        assert_eq!(tick_for_test(Duration::from_secs(2)), ms(20));
+        for n in 0..1000u64 {
+            let at = epoch + Duration::from_micros(n * 997);
+            let moved = on_tick(epoch, at, tick);
+            assert!(moved >= at && moved - at < tick, "{n}");
+        }
+    }
+
+    fn tick_for_test(period: Duration) -> Duration {
+        super::tick(period)
     }
 
     #[test]

@@ -402,7 +402,30 @@ fn chain_key(end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_
     key
 }
 
-/// A client config for one check, ALPN h2 then http/1.1, with `verifier`.
+/// The cipher suites a check offers, in the order Go's `crypto/tls` (and
+/// so blackbox_exporter, curl's peers in Go, most probes) prefers them on
+/// a machine with AES instructions: AES-128-GCM first, its handshake
+/// hashed with SHA-256. rustls's own default puts AES-256-GCM with SHA-384
+/// first; SHA-384 has no CPU instructions where SHA-256 has them, and
+/// every key derivation of the handshake pays for it. The server still
+/// chooses; every suite offered is one rustls offers by default.
+pub const CLIENT_CIPHER_SUITES: &[rustls::SupportedCipherSuite] = {
+    use rustls::crypto::ring::cipher_suite::*;
+    &[
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_CHACHA20_POLY1305_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
+};
+
+/// A client config for one check, ALPN h2 then http/1.1, with `verifier`
+/// and [`CLIENT_CIPHER_SUITES`].
 ///
 /// Cloned from one built per process with its verifier swapped: building
 /// a config afresh allocated a 256-server session cache on every check.
@@ -413,7 +436,10 @@ pub fn client_config(verifier: Arc<RecordingVerifier>) -> Result<rustls::ClientC
     let mut config = match BASE.get() {
         Some(base) => base.clone(),
         None => {
-            let provider = verifier.provider.clone();
+            let provider = Arc::new(rustls::crypto::CryptoProvider {
+                cipher_suites: CLIENT_CIPHER_SUITES.to_vec(),
+                ..(*verifier.provider).clone()
+            });
             let mut base = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| e.to_string())?

@@ -688,6 +688,35 @@ async fn http2_is_negotiated_by_alpn() {
     assert_eq!(r.http_version, "HTTP/2");
 }
 
+#[tokio::test]
+async fn tls_offers_aes_128_gcm_with_sha_256_first_as_go_does() {
+    // The server takes the client's order (rustls's default), so what it
+    // negotiates is the check's first choice.
+    let ca = ca("Test Root", 300);
+    let (cert, key) = leaf(&ca, days(90));
+    let acceptor = acceptor(vec![cert], key, &[]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (suite_tx, suite_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.expect("accept");
+        let tls = acceptor.accept(s).await.expect("handshake");
+        let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+        let _ = suite_tx.send(suite);
+        handle(tls).await;
+    });
+    let r = check(&target(
+        &format!("https://localhost:{}/ok", addr.port()),
+        &format!("target.t.tls.ca={}\n", ca.pem_file.display()),
+    ))
+    .await;
+    assert_eq!(r.failure, None, "{}", r.detail);
+    assert_eq!(
+        suite_rx.await.expect("suite"),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+}
+
 /// A CONNECT proxy that tunnels to wherever it is asked, counting tunnels.
 async fn connect_proxy(count: Arc<AtomicU32>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -305,6 +305,34 @@ async fn url_targets_are_listed_down_first_and_their_results_paged() {
     relative(&mut list, base);
     insta::assert_snapshot!(serde_json::to_string_pretty(&list).expect("json"));
 
+    // Pages: `limit` entries from `after` on, in the same order, with the
+    // counts of them all on every page.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            None => "/api/v1/url/checks?limit=3".to_string(),
+            Some(a) => format!(
+                "/api/v1/url/checks?limit=3&after={}",
+                sightline_e2e::logs::encode(a)
+            ),
+        };
+        let page = api.ok(&path);
+        assert_eq!(page["counts"], list["counts"]);
+        assert!(names(&page).len() <= 3);
+        paged.extend(names(&page));
+        match page["next_after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, names(&list), "pages of 3 give the whole list once");
+    assert_eq!(
+        names(&api.ok("/api/v1/url/checks?limit=1&after=down:0:zzz")),
+        [("api".into(), "eu-west".into(), "degraded".into())],
+        "after a place no entry holds: the next one in the order"
+    );
+
     // Filters: by state, by agent name or oid, both.
     let down = api.ok("/api/v1/url/checks?state=down");
     assert_eq!(names(&down).len(), 1);

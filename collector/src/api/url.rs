@@ -70,9 +70,88 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// `GET /api/v1/url/checks?state=&agent=`: every target of the project,
-/// one entry per (target, agent): down first, then pending, degraded and
-/// up, each by name and region.
+/// Where a page of `checks` ends: the last entry's place in the list's
+/// order (state, name, region, agent), as `after` carries it:
+/// `<state>:<oid>:<name>` (the region is the agent's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct After {
+    state: UrlState,
+    oid: i64,
+    name: String,
+}
+
+impl After {
+    fn of(t: &UrlTargetRow) -> After {
+        After {
+            state: t.latest.state,
+            oid: t.oid,
+            name: t.latest.target.clone(),
+        }
+    }
+
+    fn text(&self) -> String {
+        format!("{}:{}:{}", self.state.name(), self.oid, self.name)
+    }
+}
+
+/// `after`, if given, as [`After::text`] wrote it.
+fn param_after(params: &HashMap<String, String>) -> Result<Option<After>, ApiError> {
+    let Some(text) = params.get("after") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "after: expected the next_after of a previous page, not '{text}'"
+        ))
+    };
+    let mut parts = text.splitn(3, ':');
+    let state = parts.next().and_then(UrlState::from_name).ok_or_else(bad)?;
+    let oid = parts
+        .next()
+        .and_then(|o| o.parse::<i64>().ok())
+        .ok_or_else(bad)?;
+    let name = parts.next().ok_or_else(bad)?.to_string();
+    Ok(Some(After { state, oid, name }))
+}
+
+/// The rank of a state in the list: down first.
+fn state_rank(state: UrlState) -> usize {
+    UrlState::ALL
+        .iter()
+        .position(|s| *s == state)
+        .unwrap_or(UrlState::ALL.len())
+}
+
+/// The entries of `targets` (in the list's order) that come after `after`.
+/// A target whose state changed between two pages moves in the order: it
+/// may then show on both pages or on neither.
+fn page_start(targets: &[UrlTargetRow], after: &After) -> usize {
+    let oname = targets
+        .iter()
+        .find(|t| t.oid == after.oid)
+        .map_or("", |t| t.oname.as_str());
+    let key = (
+        state_rank(after.state),
+        after.name.as_str(),
+        oname,
+        after.oid,
+    );
+    targets.partition_point(|t| {
+        (
+            state_rank(t.latest.state),
+            t.latest.target.as_str(),
+            t.oname.as_str(),
+            t.oid,
+        ) <= key
+    })
+}
+
+/// `GET /api/v1/url/checks?state=&agent=&limit=&after=`: every target of
+/// the project, one entry per (target, agent): down first, then pending,
+/// degraded and up, each by name and region. `counts` always counts them
+/// all; with `limit` (1 to 1000) the answer holds at most that many
+/// entries from `after` on, and `next_after` says where the next page
+/// starts (null on the last page).
 pub(super) async fn checks<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(project): Authed,
@@ -83,15 +162,27 @@ pub(super) async fn checks<S: Store>(
         oid: param_agent(&state, &project, &params).await?,
         target: None,
     };
+    let after = param_after(&params)?;
+    let limit = match params.get("limit") {
+        None => None,
+        Some(_) => Some(usize::try_from(param_limit(&params, 1000)?).unwrap_or(1000)),
+    };
     let targets = state.store.url_targets(project.id, &filter).await?;
     let mut counts: HashMap<&str, usize> = UrlState::ALL.iter().map(|s| (s.name(), 0)).collect();
     for t in &targets {
         *counts.entry(t.latest.state.name()).or_default() += 1;
     }
-    let list: Vec<Value> = targets.iter().map(target_view).collect();
+    let start = after.map_or(0, |a| page_start(&targets, &a));
+    let rest = &targets[start.min(targets.len())..];
+    let page = &rest[..limit.map_or(rest.len(), |l| l.min(rest.len()))];
+    let next_after = (page.len() < rest.len())
+        .then(|| page.last().map(|t| After::of(t).text()))
+        .flatten();
+    let list: Vec<Value> = page.iter().map(target_view).collect();
     Ok(Json(json!({
         "counts": counts,
         "targets": list,
+        "next_after": next_after,
     })))
 }
 
@@ -271,6 +362,58 @@ mod tests {
             })["cert_days_left"],
             Value::Null
         );
+    }
+
+    fn row(state: UrlState, name: &str, oname: &str, oid: i64) -> UrlTargetRow {
+        let mut latest = down_check();
+        latest.state = state;
+        latest.target = name.into();
+        UrlTargetRow {
+            oid,
+            oname: oname.into(),
+            since_ms: 0,
+            latest,
+        }
+    }
+
+    #[test]
+    fn pages_resume_after_the_last_entry_in_the_lists_order() {
+        let targets = [
+            row(UrlState::Down, "shop", "eu-west", 7),
+            row(UrlState::Down, "shop", "us-east", 3),
+            row(UrlState::Up, "api", "eu-west", 7),
+            row(UrlState::Up, "shop:8443", "eu-west", 7),
+        ];
+        let names = |from: usize| -> Vec<(String, i64)> {
+            targets[from..]
+                .iter()
+                .map(|t| (t.latest.target.clone(), t.oid))
+                .collect()
+        };
+        for (i, t) in targets.iter().enumerate() {
+            let text = After::of(t).text();
+            let params = HashMap::from([("after".to_string(), text.clone())]);
+            let after = param_after(&params).expect("parses").expect("given");
+            assert_eq!(page_start(&targets, &after), i + 1, "{text}");
+        }
+        assert_eq!(
+            names(page_start(
+                &targets,
+                &After {
+                    state: UrlState::Pending,
+                    oid: 1,
+                    name: "zzz".into()
+                }
+            )),
+            [("api".to_string(), 7), ("shop:8443".to_string(), 7)]
+        );
+        for bad in ["", "sideways:7:shop", "down:x:shop", "down:7"] {
+            let params = HashMap::from([("after".to_string(), bad.to_string())]);
+            match param_after(&params) {
+                Err(ApiError::BadRequest(m)) => assert!(m.starts_with("after: "), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

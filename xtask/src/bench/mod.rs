@@ -43,7 +43,7 @@ const USAGE: &str = "usage: cargo xtask bench infra [--cycles N] [--json]
        cargo xtask bench log [--mb N] [--no-peer] [--json]
        cargo xtask bench log-framing [--mb N] [--runs N] [--json]
        cargo xtask bench log-store [--lines N] [--json]
-       cargo xtask bench url [--targets N] [--rate R] [--window S] [--json]
+       cargo xtask bench url [--targets N] [--rate R] [--window S] [--windows N] [--json]
        cargo xtask bench url --scale [--targets N] [--window S] [--json]";
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {

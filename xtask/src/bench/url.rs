@@ -1,6 +1,7 @@
-//! `cargo xtask bench url [--targets N] [--rate R] [--window S] [--json]`:
-//! sightline-url and Debian's `prometheus-blackbox-exporter` checking the
-//! same local HTTP and HTTPS servers in the same run, reported as ratios;
+//! `cargo xtask bench url [--targets N] [--rate R] [--window S] [--windows N]
+//! [--json]`: sightline-url and Debian's `prometheus-blackbox-exporter`
+//! checking the same local HTTP and HTTPS servers in the same run, reported
+//! as ratios;
 //! `cargo xtask bench url --scale [--targets N] [--window S] [--json]`: one
 //! agent checking 10,000 targets on a 60 s interval, its share of a core
 //! and its peak RSS against the goals.
@@ -22,11 +23,17 @@
 //! same targets (paths apart) on the same interval, so both do the same
 //! number of checks. The agent reports to a real collector, which stores
 //! its checks (the collector is not measured).
-//! CPU is every thread's time (`/proc/<pid>/task/*/schedstat`) over the
-//! window after one interval of warm-up, divided by the checks the servers
-//! counted for that tool in the window; peak RSS is `VmHWM`. A run where a
-//! tool fell short of its checks, a probe failed, or the collector does not
-//! list every one of the agent's targets as `up` is an error, not a table.
+//! CPU is every thread's time (`/proc/<pid>/task/*/schedstat`) over a
+//! window, divided by the checks the servers counted for that tool in the
+//! window; peak RSS is `VmHWM`. After one interval of warm-up, the
+//! comparison measures several consecutive windows (5 of 30 s by default),
+//! both tools running through each, so a window's ratio compares the two
+//! on the same seconds of the same machine (the machine is shared; what
+//! else runs moves both tools' CPU per check); the table shows the window
+//! of median ratio and the title the least and most. A run where a tool
+//! fell short of its checks in a window, a probe failed, or the collector
+//! does not list every one of the agent's targets as `up` is an error, not
+//! a table.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -47,6 +54,8 @@ use super::{
 };
 
 const EXPORTER: &str = "/usr/bin/prometheus-blackbox-exporter";
+/// Names an agent binary to measure instead of building the worktree's.
+const AGENT_BINARY_ENV: &str = "SIGHTLINE_BENCH_URL_AGENT";
 /// One target in this many is HTTPS.
 const HTTPS_EVERY: usize = 4;
 /// The servers' answer to every request.
@@ -82,8 +91,12 @@ struct Options {
     targets: usize,
     /// Checks per second per tool (the comparison).
     rate: f64,
+    /// One measured window (the comparison measures `windows` of them).
     window: Duration,
+    windows: usize,
     json: bool,
+    /// The agent binary measured.
+    agent_binary: PathBuf,
 }
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -92,6 +105,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut targets = None;
     let mut rate: f64 = 50.0;
     let mut window = None;
+    let mut windows: usize = 5;
     let mut json = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -101,6 +115,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
                 targets = Some(args.next().context("--targets needs a number")?.parse()?);
             }
             "--rate" => rate = args.next().context("--rate needs a number")?.parse()?,
+            "--windows" => {
+                windows = args.next().context("--windows needs a number")?.parse()?;
+            }
             "--window" => {
                 window = Some(Duration::from_secs(
                     args.next().context("--window needs seconds")?.parse()?,
@@ -109,18 +126,32 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             other => bail!("bench url: unknown option {other}"),
         }
     }
+    crate::test::ensure_packages()?;
+    // Another build of the agent to measure (an older commit's, to compare
+    // a change under the same load): used as it is, not rebuilt.
+    let agent_binary = match std::env::var_os(AGENT_BINARY_ENV) {
+        Some(path) => PathBuf::from(path),
+        None => {
+            build(root, "agent", "sightline-url", None)?;
+            root.join("target/agent/sightline-url")
+        }
+    };
     let options = Options {
         scale,
         targets: targets.unwrap_or(if scale { 10_000 } else { 500 }),
         rate,
-        window: window.unwrap_or(Duration::from_secs(if scale { 150 } else { 60 })),
+        window: window.unwrap_or(Duration::from_secs(if scale { 150 } else { 30 })),
+        windows,
         json,
+        agent_binary,
     };
-    if options.targets == 0 || options.rate <= 0.0 || options.window.is_zero() {
-        bail!("bench url: --targets, --rate and --window must be above zero");
+    if options.targets == 0
+        || options.rate <= 0.0
+        || options.window.is_zero()
+        || options.windows == 0
+    {
+        bail!("bench url: --targets, --rate, --window and --windows must be above zero");
     }
-    crate::test::ensure_packages()?;
-    build(root, "agent", "sightline-url", None)?;
     build(root, "release", "sightline-collector", None)?;
     let scratch = root.join(format!("target/bench-url-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
@@ -131,9 +162,32 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         compare(root, &scratch, &options)
     };
     let _ = fs::remove_dir_all(&scratch);
-    let (title, rows) = result?;
+    let (title, rows, spread) = result?;
     if options.json {
-        return print_json(&rows);
+        return match spread {
+            None => print_json(&rows),
+            Some(spread) => {
+                // The rows as every bench prints them; the CPU row also
+                // carries its windows and their spread.
+                let rows: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|r| {
+                        let mut row = serde_json::json!({
+                            "name": r.name,
+                            "value": r.value,
+                            "peer_value": r.peer_value,
+                            "ratio": r.value / r.peer_value,
+                        });
+                        if r.name == "cpu_seconds_per_check" {
+                            row["spread"] = spread.clone();
+                        }
+                        row
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                Ok(())
+            }
+        };
     }
     println!();
     println!("{title}");
@@ -146,6 +200,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A bench's title and rows, and for the comparison the spread of its
+/// windows' CPU ratios.
+type Outcome = (String, Vec<Row>, Option<serde_json::Value>);
+
 /// Rows without a peer as a Markdown table: figure | ours | goal.
 fn print_own_table(rows: &[Row]) {
     println!("| figure | sightline-url | goal |");
@@ -157,7 +215,7 @@ fn print_own_table(rows: &[Row]) {
 }
 
 /// The agent and blackbox_exporter over the same targets.
-fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Vec<Row>)> {
+fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<Outcome> {
     // Whole seconds, at least one: the agent's interval is a duration key.
     let interval_s = ((options.targets as f64 / options.rate).round() as u64).max(1);
     let interval = Duration::from_secs(interval_s);
@@ -165,7 +223,14 @@ fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Ve
     let agent_targets = servers.targets(Tool::Agent, options.targets);
     let exporter_targets = servers.targets(Tool::Exporter, options.targets);
 
-    let mut agent = start_agent(root, scratch, &servers, &agent_targets, interval)?;
+    let mut agent = start_agent(
+        root,
+        scratch,
+        &servers,
+        &agent_targets,
+        interval,
+        &options.agent_binary,
+    )?;
     let exporter_port = free_port()?;
     let exporter_conf = scratch.join("blackbox.yml");
     fs::write(
@@ -208,34 +273,45 @@ fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Ve
         exporter_port,
         exporter_targets,
         interval,
-        warm_up + options.window + Duration::from_secs(1),
+        warm_up + options.window * options.windows as u32 + Duration::from_secs(1),
     );
     eprintln!(
-        "{} targets each, every {interval_s} s ({:.0} checks/s per tool); warming up {} s, then measuring {} s...",
+        "{} targets each, every {interval_s} s ({:.0} checks/s per tool); warming up {} s, then measuring {} windows of {} s...",
         options.targets,
         options.targets as f64 / interval_s as f64,
         warm_up.as_secs(),
+        options.windows,
         options.window.as_secs()
     );
     std::thread::sleep(warm_up);
-    let agent_before = cpu_seconds(agent.pid)?;
     let agent_threads_before = cpu_seconds_by_thread(agent.pid)?;
-    let exporter_before = cpu_seconds(exporter_pid)?;
-    let served_before = servers.served.snapshot();
+    let mut windows = Vec::with_capacity(options.windows);
     let begin = Instant::now();
-    std::thread::sleep(options.window);
-    let agent_cpu = cpu_seconds(agent.pid)? - agent_before;
-    let agent_threads = cpu_seconds_by_thread(agent.pid)?;
-    let exporter_cpu = cpu_seconds(exporter_pid)? - exporter_before;
-    let served = servers.served.snapshot().minus(&served_before);
+    for n in 1..=options.windows {
+        let window = measure_window(&agent, exporter_pid, &servers, options.window)?;
+        let expected = options.targets as f64 * window.seconds / interval_s as f64;
+        for tool in [Tool::Agent, Tool::Exporter] {
+            window.served.check(tool, expected)?;
+        }
+        eprintln!(
+            "window {n}/{}: {:.1} s, agent {} checks ({} HTTPS) {:.3} ms CPU each, blackbox_exporter {} ({} HTTPS) {:.3} ms each, ratio {:.3}; load average {}",
+            options.windows,
+            window.seconds,
+            window.served.total(Tool::Agent),
+            window.served.https(Tool::Agent),
+            window.agent_per_check() * 1000.0,
+            window.served.total(Tool::Exporter),
+            window.served.https(Tool::Exporter),
+            window.exporter_per_check() * 1000.0,
+            window.ratio(),
+            load_average(),
+        );
+        windows.push(window);
+    }
     let seconds = begin.elapsed().as_secs_f64();
+    let agent_threads = cpu_seconds_by_thread(agent.pid)?;
     let (probes_ok, probes_failed) = scraper.finish();
     agent.running.check_alive(scratch)?;
-
-    let expected = options.targets as f64 * seconds / interval_s as f64;
-    for tool in [Tool::Agent, Tool::Exporter] {
-        served.check(tool, expected)?;
-    }
     agent.wait_all_up(options.targets)?;
     if probes_failed > 0 {
         bail!(
@@ -244,13 +320,6 @@ fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Ve
             fs::read_to_string(scratch.join("blackbox.log")).unwrap_or_default()
         );
     }
-    let agent_checks = served.total(Tool::Agent) as f64;
-    let exporter_checks = served.total(Tool::Exporter) as f64;
-    eprintln!(
-        "in {seconds:.1} s: the agent made {agent_checks} checks ({} HTTPS), blackbox_exporter {exporter_checks} ({} HTTPS), {expected:.0} expected each; agent CPU {agent_cpu:.2} s, exporter CPU {exporter_cpu:.2} s",
-        served.https(Tool::Agent),
-        served.https(Tool::Exporter),
-    );
     // Where the agent's time went, for whoever makes it cheaper.
     let by_thread: Vec<String> = agent_threads
         .iter()
@@ -260,17 +329,36 @@ fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Ve
         })
         .collect();
     eprintln!("agent CPU by thread: {}", by_thread.join(", "));
-    let title = format!(
-        "sightline-url vs blackbox_exporter: {} local targets each (1 in {HTTPS_EVERY} HTTPS), every {interval_s} s, {:.0} s window, this machine, same run",
-        options.targets, seconds
+    let spread = Spread::of(&windows);
+    eprintln!(
+        "CPU ratio per window: {}; median {:.3}, from {:.3} to {:.3}",
+        windows
+            .iter()
+            .map(|w| format!("{:.3}", w.ratio()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        spread.median.ratio(),
+        spread.least,
+        spread.most,
     );
+    let agent_checks: u64 = windows.iter().map(|w| w.served.total(Tool::Agent)).sum();
+    let exporter_checks: u64 = windows.iter().map(|w| w.served.total(Tool::Exporter)).sum();
+    let title = format!(
+        "sightline-url vs blackbox_exporter: {} local targets each (1 in {HTTPS_EVERY} HTTPS), every {interval_s} s, {} windows of {} s, both tools in every window, this machine; CPU per check from the window of median ratio (ratios {:.2} to {:.2})",
+        options.targets,
+        options.windows,
+        options.window.as_secs(),
+        spread.least,
+        spread.most,
+    );
+    let median = spread.median;
     let rows = vec![
         Row {
             name: "cpu_seconds_per_check",
             label: "CPU per check (ms)",
             scale: 1000.0,
-            value: agent_cpu / agent_checks,
-            peer_value: exporter_cpu / exporter_checks,
+            value: median.agent_per_check(),
+            peer_value: median.exporter_per_check(),
             goal: Some(Goal::RatioAtMost(0.2)),
         },
         Row {
@@ -285,22 +373,123 @@ fn compare(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Ve
             name: "checks_per_second",
             label: "checks per second",
             scale: 1.0,
-            value: agent_checks / seconds,
-            peer_value: exporter_checks / seconds,
+            value: agent_checks as f64 / seconds,
+            peer_value: exporter_checks as f64 / seconds,
             goal: None,
         },
     ];
     drop(agent);
     drop(servers);
-    Ok((title, rows))
+    Ok((title, rows, Some(spread.summary(&windows))))
+}
+
+/// Both tools over one window: CPU seconds and the checks the servers
+/// counted.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    seconds: f64,
+    agent_cpu: f64,
+    exporter_cpu: f64,
+    served: ServedCounts,
+}
+
+impl Window {
+    fn agent_per_check(&self) -> f64 {
+        self.agent_cpu / self.served.total(Tool::Agent) as f64
+    }
+
+    fn exporter_per_check(&self) -> f64 {
+        self.exporter_cpu / self.served.total(Tool::Exporter) as f64
+    }
+
+    /// The agent's CPU per check over the exporter's, in this window.
+    fn ratio(&self) -> f64 {
+        self.agent_per_check() / self.exporter_per_check()
+    }
+}
+
+/// Reads both tools' CPU and the servers' counts before and after
+/// `length`: the same seconds of the same machine for both.
+fn measure_window(
+    agent: &StartedAgent,
+    exporter_pid: u32,
+    servers: &TargetServers,
+    length: Duration,
+) -> Result<Window> {
+    let agent_before = cpu_seconds(agent.pid)?;
+    let exporter_before = cpu_seconds(exporter_pid)?;
+    let served_before = servers.served.snapshot();
+    let begin = Instant::now();
+    std::thread::sleep(length);
+    let agent_cpu = cpu_seconds(agent.pid)? - agent_before;
+    let exporter_cpu = cpu_seconds(exporter_pid)? - exporter_before;
+    let served = servers.served.snapshot().minus(&served_before);
+    Ok(Window {
+        seconds: begin.elapsed().as_secs_f64(),
+        agent_cpu,
+        exporter_cpu,
+        served,
+    })
+}
+
+/// The windows' CPU ratios: the window of median ratio, the least and the
+/// most.
+struct Spread {
+    median: Window,
+    least: f64,
+    most: f64,
+}
+
+impl Spread {
+    fn of(windows: &[Window]) -> Spread {
+        let mut sorted = windows.to_vec();
+        sorted.sort_by(|a, b| a.ratio().total_cmp(&b.ratio()));
+        // The lower middle of an even count: a real window, not an average.
+        let median = sorted[(sorted.len() - 1) / 2];
+        Spread {
+            median,
+            least: sorted.first().map_or(f64::NAN, Window::ratio),
+            most: sorted.last().map_or(f64::NAN, Window::ratio),
+        }
+    }
+
+    /// For `--json`: every window's figures and the spread.
+    fn summary(&self, windows: &[Window]) -> serde_json::Value {
+        serde_json::json!({
+            "ratio_median": self.median.ratio(),
+            "ratio_least": self.least,
+            "ratio_most": self.most,
+            "windows": windows.iter().map(|w| serde_json::json!({
+                "seconds": w.seconds,
+                "agent_cpu_seconds_per_check": w.agent_per_check(),
+                "exporter_cpu_seconds_per_check": w.exporter_per_check(),
+                "ratio": w.ratio(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The 1-minute load average, for the record (`?` when unreadable).
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
 }
 
 /// One agent, many targets, a long interval: its share of a core.
-fn scale_run(root: &Path, scratch: &Path, options: &Options) -> Result<(String, Vec<Row>)> {
+fn scale_run(root: &Path, scratch: &Path, options: &Options) -> Result<Outcome> {
     let interval = Duration::from_secs(60);
     let servers = TargetServers::start(scratch, 6, 2)?;
     let targets = servers.targets(Tool::Agent, options.targets);
-    let mut agent = start_agent(root, scratch, &servers, &targets, interval)?;
+    let mut agent = start_agent(
+        root,
+        scratch,
+        &servers,
+        &targets,
+        interval,
+        &options.agent_binary,
+    )?;
     wait_for_first_check(&servers, Tool::Agent, scratch)?;
     let warm_up = Duration::from_secs(10);
     eprintln!(
@@ -368,7 +557,7 @@ fn scale_run(root: &Path, scratch: &Path, options: &Options) -> Result<(String, 
     ];
     drop(agent);
     drop(servers);
-    Ok((title, rows))
+    Ok((title, rows, None))
 }
 
 /// The agent and the collector it reports to, stopped in that order.
@@ -409,6 +598,7 @@ fn start_agent(
     servers: &TargetServers,
     targets: &[String],
     interval: Duration,
+    binary: &Path,
 ) -> Result<StartedAgent> {
     let StartedCollector {
         child: collector,
@@ -451,7 +641,7 @@ fn start_agent(
             targets_file.display()
         ),
     )?;
-    let agent = Command::new(root.join("target/agent/sightline-url"))
+    let agent = Command::new(binary)
         .arg("--conf")
         .arg(&conf)
         .stdout(Stdio::null())
