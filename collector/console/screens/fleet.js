@@ -14,13 +14,17 @@ import {
 const REFRESH_MS = 10_000;
 const MAX_EVENTS = 100;
 
-/** Where an agent's own screen is. */
-export function agentHref(product, oid) {
+/**
+ * Where an agent's own screen is: a server's page, a database's page, the
+ * URL checks filtered to the agent's region (its `oname`), the log records
+ * of the agent.
+ */
+export function agentHref(product, oid, oname) {
   switch (product) {
     case 'infra': return '#/server/' + encodeURIComponent(oid);
     case 'db': return '#/db/' + encodeURIComponent(oid);
-    case 'url': return '#/url';
-    case 'log': return '#/logs';
+    case 'url': return oname ? '#/url?' + new URLSearchParams({ q: oname }) : '#/url';
+    case 'log': return '#/logs?' + new URLSearchParams({ oid: String(oid) });
     default: return '#/server/' + encodeURIComponent(oid);
   }
 }
@@ -152,7 +156,7 @@ export async function render(root, params, signal) {
   function drawTops() {
     const byOid = new Map(fleet.servers.map((s) => [s.oid, s]));
     const ranked = (list, fmt, max) => list.map((r) => ({
-      name: r.oname, href: agentHref((byOid.get(r.oid) || {}).product || 'infra', r.oid),
+      name: r.oname, href: agentHref((byOid.get(r.oid) || {}).product || 'infra', r.oid, r.oname),
       value: fmt(r.value), pct: max ? Math.min(100, (r.value / max) * 100) : r.value,
     }));
     const top = fleet.top || {};
@@ -241,7 +245,7 @@ export async function render(root, params, signal) {
       h('time', { datetime: new Date(e.time_ms).toISOString(), title: fmtTime(e.time_ms) }, fmtTime(e.time_ms).slice(5, 16)),
       badge(e.severity || 'info'),
       h('div', { class: 'msg' },
-        e.oname ? h('a', { href: agentHref(agent ? agent.product : 'infra', e.oid) }, e.oname) : null,
+        e.oname ? h('a', { href: agentHref(agent ? agent.product : 'infra', e.oid, e.oname) }, e.oname) : null,
         e.oname ? ' · ' : null,
         h('span', { class: 'kind muted' }, e.kind), ' ', e.message));
   }
@@ -293,7 +297,7 @@ function tableRow(s) {
     return td;
   };
   const link = document.createElement('a');
-  link.href = agentHref(s.product, s.oid);
+  link.href = agentHref(s.product, s.oid, s.oname);
   link.className = 'agent-link';
   link.textContent = s.oname;
   cell('', s.oname).appendChild(link);
