@@ -645,6 +645,18 @@ fn an_operator_pauses_one_server_and_terminates_another_from_the_page() {
         "none",
         "a terminated server shows no CPU"
     );
+    // Terminated on purpose is not an outage: counted apart from no data.
+    let stat = |label: &str| {
+        page.eval(&format!(
+            "document.querySelector('.stat[data-stat={}] .value')?.textContent ?? 'none'",
+            js_string(label)
+        ))
+    };
+    assert_eq!(
+        (stat("Terminated"), stat("No data"), stat("Paused")),
+        ("1".into(), "0".into(), "1".into()),
+        "the fleet's counts"
+    );
     screenshot(&page, &scratch, "fleet-terminated");
 
     // Resume and enable, from the page.

@@ -136,15 +136,19 @@ export async function render(root, params, signal) {
 
   function drawStats() {
     const rows = fleet.servers;
-    const paused = rows.filter((s) => s.paused).length;
-    const up = rows.filter((s) => s.status === 'up').length;
-    const stat = (label, value, cls) => h('div', { class: ['stat', cls] },
+    const paused = rows.filter((s) => s.paused && !s.terminated).length;
+    const terminated = rows.filter((s) => s.terminated).length;
+    const up = rows.filter((s) => s.status === 'up' && !s.terminated).length;
+    // A terminated agent sends nothing on purpose: not an outage.
+    const quiet = rows.length - up - terminated;
+    const stat = (label, value, cls) => h('div', { class: ['stat', cls], dataset: { stat: label } },
       h('div', { class: 'label' }, label), h('div', { class: 'value' }, fmtNum(value, 0)));
     stats.replaceChildren(
       stat('Agents', rows.length),
       stat('Up', up, up ? 'ok' : ''),
-      stat('No data', rows.length - up, rows.length - up ? 'crit' : ''),
+      stat('No data', quiet, quiet ? 'crit' : ''),
       stat('Paused', paused, paused ? 'warn' : ''),
+      terminated ? stat('Terminated', terminated) : null,
     );
     const products = [...new Set(rows.map((s) => s.product).filter(Boolean))].sort();
     const chosen = view.product;
