@@ -21,6 +21,11 @@
 //! - every API route and the page refuse a missing, wrong or other
 //!   project's token or cookie; a cookie-authenticated change needs the
 //!   collector's own `Origin`; every response forbids framing;
+//! - an operator pauses one server's alerts from the page and sees it
+//!   paused there and in the fleet (the API agrees), terminates a second
+//!   one (after a confirmation) and its series, points, events and
+//!   processes are gone through the API at once and the fleet shows it
+//!   terminated, then resumes and re-enables them from the page;
 //! - with 1,000 agents in the store the fleet page is drawn in under 1 s;
 //! - each screen's screenshot (desktop and phone) is not blank: copies land
 //!   in `target/console-screenshots/` for humans.
@@ -486,6 +491,211 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         body.contains("name=\"token\"") && !body.contains("app.js"),
         "the old cookie gets the sign-in form: {body}"
     );
+}
+
+/// The badge of the row `row` (a selector) on the current screen, or ""
+/// when the row is not drawn.
+fn badge_of(page: &Page<'_>, row: &str) -> String {
+    page.eval(&format!(
+        "document.querySelector({})?.querySelector('.badge')?.textContent ?? ''",
+        js_string(row)
+    ))
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// Waits until the row `row` shows the badge `status`.
+fn wait_for_badge(page: &Page<'_>, row: &str, status: &str) {
+    page.wait_until(
+        &format!("{row} shown {status}"),
+        Duration::from_secs(15),
+        &format!(
+            "document.querySelector({})?.querySelector('.badge')?.textContent === {}",
+            js_string(row),
+            js_string(status)
+        ),
+    );
+}
+
+#[test]
+fn an_operator_pauses_one_server_and_terminates_another_from_the_page() {
+    let _turn = one_at_a_time();
+    let scratch = Scratch::new("console-lifecycle");
+    let data = scratch.join("collector");
+    let creds = create_project(&data, "shop");
+    let collector = Collector::start(&data);
+    let base = format!("http://{}", collector.http);
+    let api = collector.api(&creds.token);
+    let start_agent = |name: &str| {
+        let dir = scratch.join(name);
+        Agent::infra(
+            &dir,
+            &agent_conf(
+                &creds.license,
+                collector.grpc,
+                &dir.join("data"),
+                &[("oname", name)],
+            ),
+        )
+    };
+    let _web = start_agent("web-1");
+    let _batch = start_agent("batch-1");
+    let oid_of = |oname: &str| {
+        wait_for(
+            &format!("{oname} registered"),
+            Duration::from_secs(20),
+            || api.agents().into_iter().find(|a| a["oname"] == oname)?["oid"].as_i64(),
+        )
+    };
+    let (web, batch) = (oid_of("web-1"), oid_of("batch-1"));
+    let agent = |oid: i64| api.ok(&format!("/api/v1/agents/{oid}"));
+    let metric_names = |oid: i64| api.ok(&format!("/api/v1/agents/{oid}/metrics"))["names"].clone();
+    let events_of = |oid: i64| {
+        api.events()
+            .iter()
+            .filter(|e| e["oid"].as_i64() == Some(oid))
+            .count()
+    };
+    let has_processes = |oid: i64| api.get(&format!("/api/v1/agents/{oid}/processes")).0 == 200;
+    // batch-1 holds data worth deleting: series, points, its start event,
+    // a process snapshot.
+    wait_for("batch-1's data", Duration::from_secs(20), || {
+        (api.points(batch, "cpu.usage").len() >= 2 && events_of(batch) >= 1 && has_processes(batch))
+            .then_some(())
+    });
+    assert!(
+        metric_names(batch)
+            .as_array()
+            .is_some_and(|n| !n.is_empty()),
+        "batch-1 has series before"
+    );
+
+    let browser = Browser::launch(scratch.path());
+    let page = browser.page();
+    page.navigate(&format!("{base}/"));
+    sign_in_through_form(&page, &creds.token);
+    page.wait_until(
+        "the console",
+        Duration::from_secs(10),
+        "document.querySelector('#project')?.textContent === 'shop'",
+    );
+    let fleet_row = |oid: i64| format!("table.fleet tr[data-oid='{oid}']");
+    let agents_row = |oid: i64| format!(".tab-body tr[data-oid='{oid}']");
+    page.wait_for(&fleet_row(batch), Duration::from_secs(15));
+    wait_for_badge(&page, &fleet_row(web), "up");
+
+    // Pause web-1's alerts from the Agents tab: shown paused there, the
+    // API agrees, and the Fleet shows it paused.
+    page.eval("location.hash = '#/alerts/agents'");
+    page.wait_for(
+        &format!("{} button.pause", agents_row(web)),
+        Duration::from_secs(10),
+    );
+    page.click(&format!("{} button.pause", agents_row(web)));
+    wait_for_badge(&page, &agents_row(web), "paused");
+    assert_eq!(agent(web)["paused"], true, "the API says paused");
+    assert_eq!(badge_of(&page, &agents_row(batch)), "up", "only web-1");
+    page.eval("location.hash = '#/fleet'");
+    wait_for_badge(&page, &fleet_row(web), "paused");
+    assert_eq!(badge_of(&page, &fleet_row(batch)), "up");
+    screenshot(&page, &scratch, "fleet-paused");
+
+    // Terminate batch-1: the first press only asks; the confirmation
+    // deletes its data at once.
+    page.eval("location.hash = '#/alerts/agents'");
+    let terminate = format!("{} .confirm > button.danger", agents_row(batch));
+    page.wait_for(&terminate, Duration::from_secs(10));
+    page.click(&terminate);
+    page.wait_until(
+        "the question",
+        Duration::from_secs(5),
+        &format!(
+            "(() => {{ const a = document.querySelector({}); return !!a && !a.hidden && a.textContent.includes('batch-1'); }})()",
+            js_string(&format!("{} .confirm-ask", agents_row(batch)))
+        ),
+    );
+    assert_eq!(agent(batch)["terminated"], false, "asking deletes nothing");
+    assert!(api.points(batch, "cpu.usage").len() >= 2);
+    screenshot(&page, &scratch, "alerts-agents-terminate-asked");
+    page.click(&format!("{} button.confirm-yes", agents_row(batch)));
+    wait_for_badge(&page, &agents_row(batch), "terminated");
+    page.wait_for(
+        &format!("{} button.enable", agents_row(batch)),
+        Duration::from_secs(5),
+    );
+    let gone = agent(batch);
+    assert_eq!(gone["terminated"], true, "{gone}");
+    assert_eq!(metric_names(batch), serde_json::json!([]), "no series left");
+    assert_eq!(api.points(batch, "cpu.usage"), vec![], "no points left");
+    assert_eq!(events_of(batch), 0, "no events left");
+    assert!(!has_processes(batch), "no process snapshot left");
+    // web-1 keeps everything.
+    assert!(!api.points(web, "cpu.usage").is_empty());
+    assert_eq!(agent(web)["terminated"], false);
+    screenshot(&page, &scratch, "alerts-agents-lifecycle");
+    page.eval("location.hash = '#/fleet'");
+    wait_for_badge(&page, &fleet_row(batch), "terminated");
+    assert_eq!(badge_of(&page, &fleet_row(web)), "paused");
+    assert_eq!(
+        page.eval(&format!(
+            "document.querySelector({})?.querySelector('td.bar') ? 'drawn' : 'none'",
+            js_string(&fleet_row(batch))
+        )),
+        "none",
+        "a terminated server shows no CPU"
+    );
+    // Terminated on purpose is not an outage: counted apart from no data.
+    let stat = |label: &str| {
+        page.eval(&format!(
+            "document.querySelector('.stat[data-stat={}] .value')?.textContent ?? 'none'",
+            js_string(label)
+        ))
+    };
+    assert_eq!(
+        (stat("Terminated"), stat("No data"), stat("Paused")),
+        ("1".into(), "0".into(), "1".into()),
+        "the fleet's counts"
+    );
+    screenshot(&page, &scratch, "fleet-terminated");
+
+    // Resume and enable, from the page.
+    page.eval("location.hash = '#/alerts/agents'");
+    page.wait_for(
+        &format!("{} button.resume", agents_row(web)),
+        Duration::from_secs(10),
+    );
+    page.click(&format!("{} button.resume", agents_row(web)));
+    wait_for_badge(&page, &agents_row(web), "up");
+    assert_eq!(agent(web)["paused"], false, "the API says resumed");
+    page.click(&format!("{} button.enable", agents_row(batch)));
+    page.wait_until(
+        "batch-1 enabled",
+        Duration::from_secs(10),
+        &format!(
+            "(() => {{ const r = document.querySelector({}); return !!r && !!r.querySelector('button.pause') \
+             && r.querySelector('.badge')?.textContent !== 'terminated'; }})()",
+            js_string(&agents_row(batch))
+        ),
+    );
+    assert_eq!(agent(batch)["terminated"], false, "the API says enabled");
+    page.eval("location.hash = '#/fleet'");
+    wait_for_badge(&page, &fleet_row(web), "up");
+    page.wait_until(
+        "batch-1 no longer terminated in the fleet",
+        Duration::from_secs(10),
+        &format!(
+            "(() => {{ const b = document.querySelector({})?.querySelector('.badge')?.textContent; return !!b && b !== 'terminated'; }})()",
+            js_string(&fleet_row(batch))
+        ),
+    );
+
+    let errors: Vec<String> = page
+        .errors()
+        .into_iter()
+        .filter(|e| !e.contains("net::ERR_ABORTED"))
+        .collect();
+    assert_eq!(errors, Vec::<String>::new(), "page errors");
 }
 
 #[test]

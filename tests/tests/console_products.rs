@@ -23,6 +23,8 @@
 //!   parser's column), edited and deleted, a firing alert appears live
 //!   without a reload, and an agent is paused and resumed from the page
 //!   (the API agrees);
+//! - the Fleet links the URL agent to the checks of its region and the
+//!   log agent to its records, each screen filtered by the link;
 //! - no page raised an error or a CSP violation, or asked anything of
 //!   another host; each screen's screenshot is not blank (copies in
 //!   `target/console-screenshots/`).
@@ -444,6 +446,49 @@ fn url_checks_and_logs_show_what_real_agents_report() {
     screenshot(&page, &scratch, "logs-patterns");
 
     assert_eq!(page.eval("typeof window.__pwned"), "undefined");
+
+    // The fleet links each product agent to its own screen: the URL
+    // agent to the checks of its region, the log agent to its records.
+    let oid_of = |oname: &str| {
+        api.agents()
+            .into_iter()
+            .find(|a| a["oname"] == oname)
+            .and_then(|a| a["oid"].as_i64())
+            .unwrap_or_else(|| panic!("{oname} listed"))
+    };
+    let (url_oid, log_oid) = (oid_of("eu-west"), oid_of("app-1"));
+    let link = |oid: i64| format!("table.fleet tr[data-oid='{oid}'] a.agent-link");
+    open(&page, "#/fleet");
+    page.wait_for(&link(log_oid), WAIT);
+    let href = |oid: i64| {
+        page.eval(&format!(
+            "document.querySelector({}).getAttribute('href')",
+            js_string(&link(oid))
+        ))
+    };
+    assert_eq!(href(url_oid), "#/url?q=eu-west");
+    assert_eq!(href(log_oid), format!("#/logs?oid={log_oid}"));
+    page.click(&link(url_oid));
+    page.wait_until(
+        "the checks of eu-west, filtered by the link",
+        WAIT,
+        "document.querySelector('.filters input[type=search]')?.value === 'eu-west' \
+         && document.querySelectorAll('tbody tr[data-target]').length === 2 \
+         && [...document.querySelectorAll('tbody tr[data-target]')].every(r => r.dataset.region === 'eu-west')",
+    );
+    open(&page, "#/fleet");
+    page.wait_for(&link(log_oid), WAIT);
+    page.click(&link(log_oid));
+    page.wait_until(
+        "app-1's records, filtered by the link",
+        WAIT,
+        &format!(
+            "document.querySelector('select[name=oid]')?.value === '{log_oid}' \
+             && document.querySelectorAll('.log-lines .log-line').length > 0 \
+             && [...document.querySelectorAll('.log-lines .log-line')].every(l => l.dataset.oid === '{log_oid}')"
+        ),
+    );
+    screenshot(&page, &scratch, "logs-of-agent");
 
     // On a phone.
     page.set_viewport(PHONE, true);

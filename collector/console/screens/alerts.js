@@ -10,6 +10,7 @@
 
 import { api, post, put, del, h, stream, rangePicker, fmtNum, fmtTime, fmtAgo, fmtDuration, header, errorBox, badge } from '../lib.js';
 import { useStyles, tabs, sortableTable, panel, field, select } from './kit.js';
+import { agentHref } from './fleet.js';
 
 const TABS = [
   ['rules', 'Rules'],
@@ -334,8 +335,7 @@ async function agents(body, signal) {
   const table = sortableTable([
     { key: 'status', label: 'Status', sort: (a) => statusOf(a), cell: (a) => [badge(statusOf(a)),
       a.paused && a.paused_until_ms ? h('span', { class: 'muted small' }, ' until ' + fmtTime(a.paused_until_ms)) : null] },
-    { key: 'oname', label: 'Agent', cell: (a) => (a.product === 'infra' ? h('a', { href: '#/server/' + a.oid }, a.oname)
-      : a.product === 'db' ? h('a', { href: '#/db/' + a.oid }, a.oname) : a.oname) },
+    { key: 'oname', label: 'Agent', cell: (a) => (a.terminated ? a.oname : h('a', { href: agentHref(a.product, a.oid, a.oname) }, a.oname)) },
     { key: 'product', label: 'Product' },
     { key: 'hostname', label: 'Host', class: 'hide-narrow' },
     { key: 'last_seen_ms', label: 'Last seen', cell: (a) => fmtAgo(a.last_seen_ms) },

@@ -14,13 +14,17 @@ import {
 const REFRESH_MS = 10_000;
 const MAX_EVENTS = 100;
 
-/** Where an agent's own screen is. */
-export function agentHref(product, oid) {
+/**
+ * Where an agent's own screen is: a server's page, a database's page, the
+ * URL checks filtered to the agent's region (its `oname`), the log records
+ * of the agent.
+ */
+export function agentHref(product, oid, oname) {
   switch (product) {
     case 'infra': return '#/server/' + encodeURIComponent(oid);
     case 'db': return '#/db/' + encodeURIComponent(oid);
-    case 'url': return '#/url';
-    case 'log': return '#/logs';
+    case 'url': return oname ? '#/url?' + new URLSearchParams({ q: oname }) : '#/url';
+    case 'log': return '#/logs?' + new URLSearchParams({ oid: String(oid) });
     default: return '#/server/' + encodeURIComponent(oid);
   }
 }
@@ -132,15 +136,19 @@ export async function render(root, params, signal) {
 
   function drawStats() {
     const rows = fleet.servers;
-    const paused = rows.filter((s) => s.paused).length;
-    const up = rows.filter((s) => s.status === 'up').length;
-    const stat = (label, value, cls) => h('div', { class: ['stat', cls] },
+    const paused = rows.filter((s) => s.paused && !s.terminated).length;
+    const terminated = rows.filter((s) => s.terminated).length;
+    const up = rows.filter((s) => s.status === 'up' && !s.terminated).length;
+    // A terminated agent sends nothing on purpose: not an outage.
+    const quiet = rows.length - up - terminated;
+    const stat = (label, value, cls) => h('div', { class: ['stat', cls], dataset: { stat: label } },
       h('div', { class: 'label' }, label), h('div', { class: 'value' }, fmtNum(value, 0)));
     stats.replaceChildren(
       stat('Agents', rows.length),
       stat('Up', up, up ? 'ok' : ''),
-      stat('No data', rows.length - up, rows.length - up ? 'crit' : ''),
+      stat('No data', quiet, quiet ? 'crit' : ''),
       stat('Paused', paused, paused ? 'warn' : ''),
+      terminated ? stat('Terminated', terminated) : null,
     );
     const products = [...new Set(rows.map((s) => s.product).filter(Boolean))].sort();
     const chosen = view.product;
@@ -152,7 +160,7 @@ export async function render(root, params, signal) {
   function drawTops() {
     const byOid = new Map(fleet.servers.map((s) => [s.oid, s]));
     const ranked = (list, fmt, max) => list.map((r) => ({
-      name: r.oname, href: agentHref((byOid.get(r.oid) || {}).product || 'infra', r.oid),
+      name: r.oname, href: agentHref((byOid.get(r.oid) || {}).product || 'infra', r.oid, r.oname),
       value: fmt(r.value), pct: max ? Math.min(100, (r.value / max) * 100) : r.value,
     }));
     const top = fleet.top || {};
@@ -241,7 +249,7 @@ export async function render(root, params, signal) {
       h('time', { datetime: new Date(e.time_ms).toISOString(), title: fmtTime(e.time_ms) }, fmtTime(e.time_ms).slice(5, 16)),
       badge(e.severity || 'info'),
       h('div', { class: 'msg' },
-        e.oname ? h('a', { href: agentHref(agent ? agent.product : 'infra', e.oid) }, e.oname) : null,
+        e.oname ? h('a', { href: agentHref(agent ? agent.product : 'infra', e.oid, e.oname) }, e.oname) : null,
         e.oname ? ' · ' : null,
         h('span', { class: 'kind muted' }, e.kind), ' ', e.message));
   }
@@ -293,7 +301,7 @@ function tableRow(s) {
     return td;
   };
   const link = document.createElement('a');
-  link.href = agentHref(s.product, s.oid);
+  link.href = agentHref(s.product, s.oid, s.oname);
   link.className = 'agent-link';
   link.textContent = s.oname;
   cell('', s.oname).appendChild(link);

@@ -1,12 +1,14 @@
 //! The evaluator: on each tick, reads every enabled rule, observes its
-//! condition with a bounded number of store reads (one per rule, one per
-//! firing threshold to confirm it), steps each alert's state machine
+//! condition with a bounded number of store reads (one per rule, but one
+//! per project for all the threshold rules' series, and one per firing
+//! threshold to confirm it), steps each alert's state machine
 //! ([`super::state`]), and records the changes with their notifications in
 //! one transaction. Then it tells the `stream` subscribers and wakes the
 //! delivery loop.
 //!
 //! What it reads, by condition: thresholds the newest point of each series
-//! (`MetricReads::latest`; a firing is confirmed against every point of
+//! (`MetricReads::latest_of`, one read per project for every metric the
+//! rules name; a firing is confirmed against every point of
 //! the `for` window, so a dip between two ticks is not missed), `no data`
 //! the agents' last-seen times, event rules the agents' events of the
 //! window (the server agent's `threshold.exceeded`/`recovered`,
@@ -21,7 +23,7 @@
 //! restart does not tell them again; a pending `for` starts over.
 //! Never sends anything itself and never blocks ingest.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +45,10 @@ pub const INGEST_WAKE_GAP: Duration = Duration::from_millis(250);
 pub const MAX_RULES_PER_TICK: usize = 1000;
 /// How far back a threshold's newest point may be to count.
 const FRESH_MS: i64 = 300_000;
+
+/// The newest points per (project, metric), read once per tick however
+/// many rules watch the metric.
+type LatestRead = HashMap<(i64, String), Arc<Vec<crate::store::Latest>>>;
 /// How far back paired events (exceeded .. recovered) are read.
 const PAIRED_LOOKBACK_MS: i64 = 600_000;
 /// Record shapes read per log pattern rule and tick (the most frequent
@@ -181,15 +187,16 @@ impl<S: Store> Evaluator<S> {
             .into_iter()
             .map(|p| (p.id, p.name))
             .collect();
+        let conditions: Vec<Option<Condition>> = rules
+            .iter()
+            .map(|r| super::rules::parse(&r.spec.name, &r.spec.expr).ok())
+            .collect();
+        let mut latest_read = self.read_latest(&rules, &conditions, now_ms).await?;
         let mut agents_of: HashMap<i64, HashMap<i64, Agent>> = HashMap::new();
-        // Newest points per (project, metric), read once per tick however
-        // many rules watch the metric.
-        let mut latest_read: HashMap<(i64, String), Arc<Vec<crate::store::Latest>>> =
-            HashMap::new();
         let mut changes = Vec::new();
         let mut transitions = Vec::new();
-        for rule in &rules {
-            let Ok(condition) = super::rules::parse(&rule.spec.name, &rule.spec.expr) else {
+        for (rule, condition) in rules.iter().zip(conditions) {
+            let Some(condition) = condition else {
                 continue;
             };
             if let std::collections::hash_map::Entry::Vacant(slot) =
@@ -374,13 +381,47 @@ impl<S: Store> Evaluator<S> {
         Ok(changes.len())
     }
 
+    /// The newest points of every metric the threshold rules watch, per
+    /// (project, metric): one [`MetricReads::latest_of`] per project for
+    /// all its names, however many rules watch each.
+    ///
+    /// [`MetricReads::latest_of`]: crate::store::MetricReads::latest_of
+    async fn read_latest(
+        &self,
+        rules: &[RuleRow],
+        conditions: &[Option<Condition>],
+        now_ms: i64,
+    ) -> Result<LatestRead, StoreError> {
+        let mut wanted: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
+        for (rule, condition) in rules.iter().zip(conditions) {
+            if let Some(Condition::Threshold { metric, .. }) = condition {
+                wanted
+                    .entry(rule.project_id)
+                    .or_default()
+                    .insert(metric.as_str());
+            }
+        }
+        let mut read = LatestRead::new();
+        for (project_id, names) in wanted {
+            let names: Vec<&str> = names.into_iter().collect();
+            let lists = self
+                .store
+                .latest_of(project_id, &names, now_ms - FRESH_MS)
+                .await?;
+            for (name, list) in names.iter().zip(lists) {
+                read.insert((project_id, (*name).to_string()), Arc::new(list));
+            }
+        }
+        Ok(read)
+    }
+
     /// What `condition` looks like now, per alert, for the agents in scope.
     async fn observe(
         &self,
         rule: &RuleRow,
         condition: &Condition,
         agents: &HashMap<i64, &Agent>,
-        latest_read: &mut HashMap<(i64, String), Arc<Vec<crate::store::Latest>>>,
+        latest_read: &mut LatestRead,
         now_ms: i64,
     ) -> Result<Vec<Seen>, StoreError> {
         let key = |oid: i64, target: String| AlertKey {
