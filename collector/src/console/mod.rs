@@ -1,6 +1,7 @@
 //! The web console: the page at `/`, its files under `/assets/` (embedded
 //! from `collector/console/` at build time), sign-in and sign-out, the
-//! session's own API route, the live event stream, and the security
+//! handlers of the session's own API route and the live event stream
+//! (routed by [`crate::api::ROUTES`]), and the security
 //! headers every HTTP response carries.
 //!
 //! Invariants:
@@ -55,8 +56,6 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/login", post(login::<S>).get(to_page))
         .route("/logout", post(logout::<S>))
         .route("/assets/{*path}", get(asset))
-        .route("/api/v1/session", get(whoami).delete(end_session::<S>))
-        .route("/api/v1/events/stream", get(event_stream::<S>))
         .with_state(state)
 }
 
@@ -332,14 +331,14 @@ async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
 }
 
 /// `GET /api/v1/session`: the project the credentials belong to.
-async fn whoami(Authed(project): Authed) -> axum::Json<serde_json::Value> {
+pub(crate) async fn whoami(Authed(project): Authed) -> axum::Json<serde_json::Value> {
     axum::Json(json!({ "project": project.name }))
 }
 
 /// `DELETE /api/v1/session`: signs the cookie's session out (the API's
 /// way to do what `POST /logout` does for the form). Cookie-authenticated,
 /// so [`Authed`] has checked the `Origin`.
-async fn end_session<S: Store>(
+pub(crate) async fn end_session<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(_project): Authed,
     headers: HeaderMap,
@@ -356,7 +355,7 @@ async fn end_session<S: Store>(
 /// events (`event: event`, data the event's JSON as `/api/v1/events`
 /// lists it, id its id), polled from the store every [`STREAM_POLL`].
 /// Starts after the newest stored event, or after `Last-Event-ID`.
-async fn event_stream<S: Store>(
+pub(crate) async fn event_stream<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(project): Authed,
     headers: HeaderMap,
