@@ -15,7 +15,9 @@
 //! - the session cookie is HttpOnly and SameSite=Strict, and script cannot
 //!   read it;
 //! - an `oname` carrying `<script>` and `<img onerror>` shows as text and
-//!   runs nothing, and no page made a request outside the collector or
+//!   makes no element on the fleet, the server's page and the alerts
+//!   Agents tab even with the page's policy bypassed (where an inline
+//!   handler does run, as a control), and no page made a request outside the collector or
 //!   raised an error or CSP violation (and an injected inline script and
 //!   foreign image are blocked and reported, so that check can fail);
 //! - every API route and the page refuse a missing, wrong or other
@@ -239,12 +241,52 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         .expect("the evil agent");
     let shown = page.text(&format!("tr[data-oid='{evil_oid}'] a"));
     assert_eq!(shown, EVIL_ONAME, "the name is shown as text, exactly");
-    assert_eq!(page.eval("typeof window.__pwned"), "undefined");
-    assert_eq!(
-        page.eval("document.querySelectorAll('img[src=x], main script').length"),
-        0,
-        "no element was made from the name"
+    // The policy alone would block the name's inline handler whatever the
+    // page did with it: with the policy bypassed, the fleet, the server's
+    // page and the alerts screen's Agents tab still make no element and
+    // run nothing from the name.
+    page.command("Page.setBypassCSP", serde_json::json!({ "enabled": true }));
+    let shows_the_name = format!(
+        "document.querySelector('main')?.textContent.includes({})",
+        js_string(EVIL_ONAME)
     );
+    for (hash, screen) in [
+        ("#/fleet".to_string(), "the fleet"),
+        (format!("#/server/{evil_oid}"), "the server's page"),
+        ("#/alerts/agents".to_string(), "the Agents tab"),
+    ] {
+        page.navigate(&format!("{base}/{hash}"));
+        page.command("Page.reload", serde_json::json!({}));
+        page.wait_until(
+            &format!("the hostile name on {screen}"),
+            Duration::from_secs(15),
+            &shows_the_name,
+        );
+        assert_eq!(
+            page.eval(
+                "document.querySelectorAll('img[src=x]').length + [...document.scripts]\
+                 .filter(s => s.textContent.includes('__pwned')).length"
+            ),
+            0,
+            "no element was made from the name on {screen}"
+        );
+        assert_eq!(page.eval("typeof window.__pwned"), "undefined", "{screen}");
+    }
+    // The control: an inline handler used as HTML does run here, so the
+    // checks above could fail (a data: image, to request nothing).
+    page.eval(
+        "document.body.insertAdjacentHTML('beforeend', \
+         '<img id=control src=\"data:,\" onerror=\"window.__pwned=3\">'); 1",
+    );
+    page.wait_until(
+        "an inline handler to run with the policy bypassed",
+        Duration::from_secs(5),
+        "window.__pwned === 3",
+    );
+    page.command("Page.setBypassCSP", serde_json::json!({ "enabled": false }));
+    page.navigate(&format!("{base}/#/fleet"));
+    page.command("Page.reload", serde_json::json!({}));
+    page.wait_for(&row, Duration::from_secs(15));
     // Live: a server that starts now appears in the events (pushed over
     // the event stream) and in the table, without a reload.
     page.eval("window.__same_document = true");
