@@ -54,6 +54,9 @@ pub struct ApiState<S> {
     pub sessions: crate::console::session::Sessions,
     /// Alert transitions for `stream`.
     pub alerts: crate::alerts::AlertsHub,
+    /// `console.origin`: the origin a cookie-authenticated change must
+    /// carry, when a proxy in front rewrites `Host`.
+    pub public_origin: Option<String>,
 }
 
 /// One route of the API (the console's own API routes included): its path
@@ -273,7 +276,9 @@ fn session_project<S: Store>(parts: &Parts, state: &ApiState<S>) -> Result<Authe
         "session expired or unknown; sign in again",
     ))?;
     let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
-    if !reads.contains(&parts.method) && !crate::console::same_origin(&parts.headers) {
+    if !reads.contains(&parts.method)
+        && !crate::console::same_origin(&parts.headers, state.public_origin.as_deref())
+    {
         return Err(ApiError::Forbidden(
             "a change made with the session cookie must come from the console's own page",
         ));
@@ -725,6 +730,7 @@ mod tests {
             writes: Arc::default(),
             sessions: crate::console::session::Sessions::default(),
             alerts: crate::alerts::AlertsHub::default(),
+            public_origin: None,
         });
         let app = router(state);
         for route in ROUTES {
