@@ -849,15 +849,23 @@ fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
 
     // Measured by the page's own clock, from the navigation's start (a
     // reload: a fresh document, every file and the fleet fetched again,
-    // parsed and drawn) to the first frame with every row in the table;
-    // the best of three, so a neighbour's burst on this shared machine does
-    // not decide it. The test's wall clock (from sending the reload to
-    // seeing the rows, which adds the DevTools round trips and polling) is
-    // reported beside it.
+    // parsed and drawn) to the frame after the page marks the table built
+    // (`fleet-frame`, stamped by requestAnimationFrame from a wrapper the
+    // test installs before the page's scripts run); every one of three
+    // runs must be in time (all are printed). The test's wall clock (from
+    // sending the reload to seeing the rows, which adds the DevTools round
+    // trips and polling) is reported beside it.
+    page.command(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({ "source": "(() => { const mark = performance.mark.bind(performance); \
+            performance.mark = (name, ...rest) => { const m = mark(name, ...rest); \
+            if (name === 'fleet-drawn') requestAnimationFrame(() => mark('fleet-frame')); \
+            return m; }; })()" }),
+    );
     let mut wall = Vec::new();
     let mut in_page = Vec::new();
     let fresh_rows = format!(
-        "!window.__before_reload && {rows} && performance.getEntriesByName('fleet-drawn').length > 0"
+        "!window.__before_reload && {rows} && performance.getEntriesByName('fleet-frame').length > 0"
     );
     for _ in 0..3 {
         page.eval("window.__before_reload = true");
@@ -872,22 +880,24 @@ fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
         let marks = page.eval(
             "(() => { const m = (n) => performance.getEntriesByName(n)[0]; \
              return [Math.round(m('fleet-data').startTime), Math.round(m('fleet-drawn').startTime), \
-             Math.round(m('fleet-table-start').startTime), Math.round(m('fleet-table-built').startTime)]; })()",
+             Math.round(m('fleet-table-start').startTime), Math.round(m('fleet-table-built').startTime), \
+             Math.round(m('fleet-frame').startTime)]; })()",
         );
         in_page.push((
             marks[0].as_i64().expect("data mark"),
             marks[1].as_i64().expect("drawn mark"),
+            marks[4].as_i64().expect("frame mark"),
         ));
         eprintln!("table built from {} to {} ms", marks[2], marks[3]);
     }
-    let best = in_page
+    let worst = in_page
         .iter()
-        .map(|(_, drawn)| *drawn)
-        .min()
+        .map(|(_, _, frame)| *frame)
+        .max()
         .expect("three runs");
     let report = format!(
-        "fleet page of {AGENTS} agents: ms from navigation start to (data in, drawn) {in_page:?}; \
-         test wall clock {wall:?}"
+        "fleet page of {AGENTS} agents: ms from navigation start to (data in, drawn, next frame) \
+         {in_page:?}; test wall clock {wall:?}"
     );
     eprintln!("{report}");
     std::fs::write(
@@ -896,8 +906,8 @@ fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
     )
     .expect("timing");
     assert!(
-        best < 1000,
-        "the fleet page took {best} ms to draw 1,000 agents"
+        worst < 1000,
+        "the fleet page took {worst} ms to draw 1,000 agents (runs: {in_page:?})"
     );
     screenshot(&page, &scratch, "fleet-1000");
     assert_eq!(page.errors(), Vec::<String>::new());
