@@ -27,7 +27,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::json;
@@ -54,64 +54,132 @@ pub struct ApiState<S> {
     pub sessions: crate::console::session::Sessions,
     /// Alert transitions for `stream`.
     pub alerts: crate::alerts::AlertsHub,
+    /// `console.origin`: the origin a cookie-authenticated change must
+    /// carry, when a proxy in front rewrites `Host`.
+    pub public_origin: Option<String>,
 }
 
-/// The API's routes.
+/// One route of the API (the console's own API routes included): its path
+/// in the router's syntax and the methods it answers. [`ROUTES`] is the
+/// table [`router`] is built from, so a test can walk every route.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The path, with `{oid}`, `{id}`, `{name}` for its parameters.
+    pub path: &'static str,
+    /// The methods it answers (any other is 405).
+    pub methods: &'static [&'static str],
+    /// Whether it answers without credentials (only `health`).
+    pub public: bool,
+}
+
+const fn route(path: &'static str, methods: &'static [&'static str]) -> Route {
+    Route {
+        path,
+        methods,
+        public: false,
+    }
+}
+
+/// Every route [`router`] answers, in the order it adds them.
+pub const ROUTES: &[Route] = &[
+    Route {
+        path: "/api/v1/health",
+        methods: &["GET"],
+        public: true,
+    },
+    route("/metrics", &["GET"]),
+    route("/api/v1/session", &["GET", "DELETE"]),
+    route("/api/v1/events/stream", &["GET"]),
+    route("/api/v1/agents", &["GET"]),
+    route("/api/v1/agents/{oid}", &["GET"]),
+    route("/api/v1/agents/{oid}/metrics", &["GET"]),
+    route("/api/v1/agents/{oid}/processes", &["GET"]),
+    route("/api/v1/agents/{oid}/snapshots", &["GET"]),
+    route("/api/v1/agents/{oid}/delivery", &["GET"]),
+    route("/api/v1/agents/{oid}/terminate", &["POST"]),
+    route("/api/v1/agents/{oid}/enable", &["POST"]),
+    route("/api/v1/agents/{oid}/pause", &["POST"]),
+    route("/api/v1/agents/{oid}/resume", &["POST"]),
+    route("/api/v1/events", &["GET"]),
+    route("/api/v1/fleet", &["GET"]),
+    route("/api/v1/processes/top", &["GET"]),
+    route("/api/v1/logs/search", &["GET"]),
+    route("/api/v1/logs/tail", &["GET"]),
+    route("/api/v1/logs/patterns", &["GET"]),
+    route("/api/v1/db/{oid}/stats", &["GET"]),
+    route("/api/v1/db/{oid}/sessions", &["GET"]),
+    route("/api/v1/db/{oid}/locks", &["GET"]),
+    route("/api/v1/db/{oid}/snapshots", &["GET"]),
+    route("/api/v1/url/checks", &["GET"]),
+    route("/api/v1/url/checks/{name}/results", &["GET"]),
+    route("/api/v1/alerts/rules", &["GET", "POST"]),
+    route("/api/v1/alerts/rules/{id}", &["GET", "PUT", "DELETE"]),
+    route("/api/v1/alerts/firing", &["GET"]),
+    route("/api/v1/alerts/history", &["GET"]),
+    route("/api/v1/alerts/channels", &["GET", "POST"]),
+    route("/api/v1/alerts/channels/{id}", &["PUT", "DELETE"]),
+    route("/api/v1/alerts/channels/{id}/test", &["POST"]),
+    route("/api/v1/alerts/deliveries", &["GET"]),
+    route("/api/v1/alerts/stream", &["GET"]),
+];
+
+/// The handlers of one of [`ROUTES`]' paths (None for a path it does not
+/// list, which is then never routed).
+fn handlers<S: Store>(path: &str) -> Option<MethodRouter<Arc<ApiState<S>>>> {
+    use crate::console as c;
+    let handlers = match path {
+        "/api/v1/health" => get(health::<S>),
+        "/metrics" => get(prometheus::metrics::<S>),
+        "/api/v1/session" => get(c::whoami).delete(c::end_session::<S>),
+        "/api/v1/events/stream" => get(c::event_stream::<S>),
+        "/api/v1/agents" => get(agents::<S>),
+        "/api/v1/agents/{oid}" => get(agent::<S>),
+        "/api/v1/agents/{oid}/metrics" => get(metrics::<S>),
+        "/api/v1/agents/{oid}/processes" => get(processes::<S>),
+        "/api/v1/agents/{oid}/snapshots" => get(snapshots::<S>),
+        "/api/v1/agents/{oid}/delivery" => get(delivery::<S>),
+        "/api/v1/agents/{oid}/terminate" => post(lifecycle::terminate::<S>),
+        "/api/v1/agents/{oid}/enable" => post(lifecycle::enable::<S>),
+        "/api/v1/agents/{oid}/pause" => post(alerts::pause::<S>),
+        "/api/v1/agents/{oid}/resume" => post(alerts::resume::<S>),
+        "/api/v1/events" => get(events::<S>),
+        "/api/v1/fleet" => get(fleet::<S>),
+        "/api/v1/processes/top" => get(processes_top::<S>),
+        "/api/v1/logs/search" => get(logs::search::<S>),
+        "/api/v1/logs/tail" => get(logs::tail::<S>),
+        "/api/v1/logs/patterns" => get(logs::patterns::<S>),
+        "/api/v1/db/{oid}/stats" => get(db::stats::<S>),
+        "/api/v1/db/{oid}/sessions" => get(db::sessions::<S>),
+        "/api/v1/db/{oid}/locks" => get(db::locks::<S>),
+        "/api/v1/db/{oid}/snapshots" => get(db::snapshots::<S>),
+        "/api/v1/url/checks" => get(url::checks::<S>),
+        "/api/v1/url/checks/{name}/results" => get(url::results::<S>),
+        "/api/v1/alerts/rules" => get(alerts::rules::<S>).post(alerts::create_rule::<S>),
+        "/api/v1/alerts/rules/{id}" => get(alerts::rule::<S>)
+            .put(alerts::update_rule::<S>)
+            .delete(alerts::delete_rule::<S>),
+        "/api/v1/alerts/firing" => get(alerts::firing::<S>),
+        "/api/v1/alerts/history" => get(alerts::history::<S>),
+        "/api/v1/alerts/channels" => get(alerts::channels::<S>).post(alerts::create_channel::<S>),
+        "/api/v1/alerts/channels/{id}" => {
+            put(alerts::update_channel::<S>).delete(alerts::delete_channel::<S>)
+        }
+        "/api/v1/alerts/channels/{id}/test" => post(alerts::test_channel::<S>),
+        "/api/v1/alerts/deliveries" => get(alerts::deliveries::<S>),
+        "/api/v1/alerts/stream" => get(alerts::stream::<S>),
+        _ => return None,
+    };
+    Some(handlers)
+}
+
+/// The API's routes: exactly [`ROUTES`].
 pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health::<S>))
-        .route("/metrics", get(prometheus::metrics::<S>))
-        .route("/api/v1/agents", get(agents::<S>))
-        .route("/api/v1/agents/{oid}", get(agent::<S>))
-        .route("/api/v1/agents/{oid}/metrics", get(metrics::<S>))
-        .route("/api/v1/agents/{oid}/processes", get(processes::<S>))
-        .route("/api/v1/agents/{oid}/snapshots", get(snapshots::<S>))
-        .route("/api/v1/agents/{oid}/delivery", get(delivery::<S>))
-        .route(
-            "/api/v1/agents/{oid}/terminate",
-            post(lifecycle::terminate::<S>),
-        )
-        .route("/api/v1/agents/{oid}/enable", post(lifecycle::enable::<S>))
-        .route("/api/v1/events", get(events::<S>))
-        .route("/api/v1/fleet", get(fleet::<S>))
-        .route("/api/v1/processes/top", get(processes_top::<S>))
-        .route("/api/v1/logs/search", get(logs::search::<S>))
-        .route("/api/v1/logs/tail", get(logs::tail::<S>))
-        .route("/api/v1/logs/patterns", get(logs::patterns::<S>))
-        .route("/api/v1/db/{oid}/stats", get(db::stats::<S>))
-        .route("/api/v1/db/{oid}/sessions", get(db::sessions::<S>))
-        .route("/api/v1/db/{oid}/locks", get(db::locks::<S>))
-        .route("/api/v1/db/{oid}/snapshots", get(db::snapshots::<S>))
-        .route("/api/v1/url/checks", get(url::checks::<S>))
-        .route("/api/v1/url/checks/{name}/results", get(url::results::<S>))
-        .route("/api/v1/agents/{oid}/pause", post(alerts::pause::<S>))
-        .route("/api/v1/agents/{oid}/resume", post(alerts::resume::<S>))
-        .route(
-            "/api/v1/alerts/rules",
-            get(alerts::rules::<S>).post(alerts::create_rule::<S>),
-        )
-        .route(
-            "/api/v1/alerts/rules/{id}",
-            get(alerts::rule::<S>)
-                .put(alerts::update_rule::<S>)
-                .delete(alerts::delete_rule::<S>),
-        )
-        .route("/api/v1/alerts/firing", get(alerts::firing::<S>))
-        .route("/api/v1/alerts/history", get(alerts::history::<S>))
-        .route(
-            "/api/v1/alerts/channels",
-            get(alerts::channels::<S>).post(alerts::create_channel::<S>),
-        )
-        .route(
-            "/api/v1/alerts/channels/{id}",
-            axum::routing::put(alerts::update_channel::<S>).delete(alerts::delete_channel::<S>),
-        )
-        .route(
-            "/api/v1/alerts/channels/{id}/test",
-            post(alerts::test_channel::<S>),
-        )
-        .route("/api/v1/alerts/deliveries", get(alerts::deliveries::<S>))
-        .route("/api/v1/alerts/stream", get(alerts::stream::<S>))
+    ROUTES
+        .iter()
+        .filter_map(|r| Some((r.path, handlers::<S>(r.path)?)))
+        .fold(Router::new(), |router, (path, handlers)| {
+            router.route(path, handlers)
+        })
         .fallback(not_found)
         .with_state(state)
 }
@@ -208,7 +276,9 @@ fn session_project<S: Store>(parts: &Parts, state: &ApiState<S>) -> Result<Authe
         "session expired or unknown; sign in again",
     ))?;
     let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
-    if !reads.contains(&parts.method) && !crate::console::same_origin(&parts.headers) {
+    if !reads.contains(&parts.method)
+        && !crate::console::same_origin(&parts.headers, state.public_origin.as_deref())
+    {
         return Err(ApiError::Forbidden(
             "a change made with the session cookie must come from the console's own page",
         ));
@@ -635,4 +705,66 @@ async fn events<S: Store>(
     };
     let events = state.store.events(project.id, &query).await?;
     Ok(Json(json!({ "events": events })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    /// [`ROUTES`] is what the router answers: every listed method of every
+    /// listed path reaches its handler (401 without credentials, 200 for
+    /// `health`), every other method is 405, and a path it does not list
+    /// is the fallback's 404.
+    #[tokio::test]
+    async fn the_route_table_is_exactly_what_the_router_answers() {
+        let dir = std::env::temp_dir().join(format!("sl-routes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(SqliteStore::open(&dir).await.expect("store"));
+        let state = Arc::new(ApiState {
+            store,
+            tokens: ProjectCache::default(),
+            writes: Arc::default(),
+            sessions: crate::console::session::Sessions::default(),
+            alerts: crate::alerts::AlertsHub::default(),
+            public_origin: None,
+        });
+        let app = router(state);
+        for route in ROUTES {
+            assert!(
+                handlers::<SqliteStore>(route.path).is_some(),
+                "{}",
+                route.path
+            );
+            let path = route
+                .path
+                .replace("{oid}", "1")
+                .replace("{id}", "1")
+                .replace("{name}", "home");
+            for method in ["GET", "POST", "PUT", "DELETE"] {
+                let request = Request::builder()
+                    .method(method)
+                    .uri(&path)
+                    .body(Body::empty())
+                    .expect("request");
+                let status = app.clone().oneshot(request).await.expect("answer").status();
+                let expected = match (route.methods.contains(&method), route.public) {
+                    (false, _) => StatusCode::METHOD_NOT_ALLOWED,
+                    (true, true) => StatusCode::OK,
+                    (true, false) => StatusCode::UNAUTHORIZED,
+                };
+                assert_eq!(status, expected, "{method} {path}");
+            }
+        }
+        let request = Request::builder()
+            .uri("/api/v1/nothing")
+            .body(Body::empty())
+            .expect("request");
+        let status = app.oneshot(request).await.expect("answer").status();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -171,6 +171,7 @@ impl<S: Store> Collector<S> {
             writes,
             sessions: crate::console::session::Sessions::default(),
             alerts: hub,
+            public_origin: settings.console_origin.clone(),
         });
         let routes = api::router(state.clone())
             .merge(crate::console::router(state))

@@ -75,6 +75,11 @@ pub const COLLECTOR_KEYS: &[KeySpec] = &[
         doc: "How often alert rules are evaluated.",
     },
     KeySpec {
+        key: "console.origin",
+        default: None,
+        doc: "The console's public origin (e.g. `https://sightline.example.com`) when a proxy in front rewrites `Host`; a cookie-authenticated change must carry it as `Origin` (default: the request's own `Host`).",
+    },
+    KeySpec {
         key: "tls.cert",
         default: None,
         doc: "PEM certificate chain for gRPC over TLS.",
@@ -157,6 +162,8 @@ pub struct ServeSettings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How often alert rules are evaluated.
     pub alerts_tick: Duration,
+    /// The console's public origin (`scheme://host[:port]`), when set.
+    pub console_origin: Option<String>,
     /// Connections per port.
     pub max_connections: usize,
     /// Log level.
@@ -232,9 +239,35 @@ impl ServeSettings {
                 }
                 d => d,
             },
+            console_origin: console_origin(config)?,
             max_connections: config.number("max.connections", "a number of connections")?,
             log_level: config.get("log.level").unwrap_or_else(|| "info".into()),
         })
+    }
+}
+
+/// `console.origin`: `http://` or `https://` and a host, nothing after
+/// (a trailing `/` is dropped).
+fn console_origin(config: &Config) -> Result<Option<String>, ConfigError> {
+    let Some(value) = config.get("console.origin") else {
+        return Ok(None);
+    };
+    let origin = value.trim().trim_end_matches('/');
+    let host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    match host {
+        Some(h) if !h.is_empty() && !h.contains(['/', '?', '#', ' ']) => {
+            Ok(Some(origin.to_ascii_lowercase()))
+        }
+        _ => Err(ConfigError::Invalid {
+            origin: config
+                .value("console.origin")
+                .map_or(Origin::Default, |v| v.origin),
+            key: "console.origin".into(),
+            reason: "an origin like https://sightline.example.com (scheme and host, no path)"
+                .into(),
+        }),
     }
 }
 
@@ -286,6 +319,31 @@ mod tests {
         assert!(e.contains("store"), "{e}");
         assert!(e.contains("unknown store scheme 'clickhouse'"), "{e}");
         assert!(e.contains("known schemes: sqlite"), "{e}");
+    }
+
+    #[test]
+    fn the_console_origin_is_a_scheme_and_host() {
+        let s = ServeSettings::from_config(&config(&[])).expect("ok");
+        assert_eq!(s.console_origin, None);
+        let s = ServeSettings::from_config(&config(&[(
+            "console.origin",
+            "https://Sightline.example.com/",
+        )]))
+        .expect("ok");
+        assert_eq!(
+            s.console_origin.as_deref(),
+            Some("https://sightline.example.com")
+        );
+        for bad in [
+            "sightline.example.com",
+            "https://",
+            "https://a.example/console",
+        ] {
+            let e = ServeSettings::from_config(&config(&[("console.origin", bad)]))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("console.origin"), "{bad}: {e}");
+        }
     }
 
     #[test]

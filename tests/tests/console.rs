@@ -15,7 +15,9 @@
 //! - the session cookie is HttpOnly and SameSite=Strict, and script cannot
 //!   read it;
 //! - an `oname` carrying `<script>` and `<img onerror>` shows as text and
-//!   runs nothing, and no page made a request outside the collector or
+//!   makes no element on the fleet, the server's page and the alerts
+//!   Agents tab even with the page's policy bypassed (where an inline
+//!   handler does run, as a control), and no page made a request outside the collector or
 //!   raised an error or CSP violation (and an injected inline script and
 //!   foreign image are blocked and reported, so that check can fail);
 //! - every API route and the page refuse a missing, wrong or other
@@ -244,12 +246,52 @@ fn an_operator_signs_in_sees_the_live_server_its_charts_and_processes_then_signs
         .expect("the evil agent");
     let shown = page.text(&format!("tr[data-oid='{evil_oid}'] a"));
     assert_eq!(shown, EVIL_ONAME, "the name is shown as text, exactly");
-    assert_eq!(page.eval("typeof window.__pwned"), "undefined");
-    assert_eq!(
-        page.eval("document.querySelectorAll('img[src=x], main script').length"),
-        0,
-        "no element was made from the name"
+    // The policy alone would block the name's inline handler whatever the
+    // page did with it: with the policy bypassed, the fleet, the server's
+    // page and the alerts screen's Agents tab still make no element and
+    // run nothing from the name.
+    page.command("Page.setBypassCSP", serde_json::json!({ "enabled": true }));
+    let shows_the_name = format!(
+        "document.querySelector('main')?.textContent.includes({})",
+        js_string(EVIL_ONAME)
     );
+    for (hash, screen) in [
+        ("#/fleet".to_string(), "the fleet"),
+        (format!("#/server/{evil_oid}"), "the server's page"),
+        ("#/alerts/agents".to_string(), "the Agents tab"),
+    ] {
+        page.navigate(&format!("{base}/{hash}"));
+        page.command("Page.reload", serde_json::json!({}));
+        page.wait_until(
+            &format!("the hostile name on {screen}"),
+            Duration::from_secs(15),
+            &shows_the_name,
+        );
+        assert_eq!(
+            page.eval(
+                "document.querySelectorAll('img[src=x]').length + [...document.scripts]\
+                 .filter(s => s.textContent.includes('__pwned')).length"
+            ),
+            0,
+            "no element was made from the name on {screen}"
+        );
+        assert_eq!(page.eval("typeof window.__pwned"), "undefined", "{screen}");
+    }
+    // The control: an inline handler used as HTML does run here, so the
+    // checks above could fail (a data: image, to request nothing).
+    page.eval(
+        "document.body.insertAdjacentHTML('beforeend', \
+         '<img id=control src=\"data:,\" onerror=\"window.__pwned=3\">'); 1",
+    );
+    page.wait_until(
+        "an inline handler to run with the policy bypassed",
+        Duration::from_secs(5),
+        "window.__pwned === 3",
+    );
+    page.command("Page.setBypassCSP", serde_json::json!({ "enabled": false }));
+    page.navigate(&format!("{base}/#/fleet"));
+    page.command("Page.reload", serde_json::json!({}));
+    page.wait_for(&row, Duration::from_secs(15));
     // Live: a server that starts now appears in the events (pushed over
     // the event stream) and in the table, without a reload.
     page.eval("window.__same_document = true");
@@ -726,66 +768,151 @@ fn every_route_refuses_strangers_and_every_response_forbids_framing() {
     let (status, none) = sign_in_cookie(&base, "slt-0123");
     assert_eq!((status, none), (401, None), "a wrong token opens nothing");
 
-    // Every data route: refused without credentials or with wrong ones;
-    // another project's credentials see nothing of this one.
-    let agent_routes = [
-        format!("/api/v1/agents/{oid}"),
-        format!("/api/v1/agents/{oid}/metrics"),
-        format!("/api/v1/agents/{oid}/metrics?name=cpu.usage"),
-        format!("/api/v1/agents/{oid}/processes"),
-        format!("/api/v1/agents/{oid}/snapshots"),
-        format!("/api/v1/agents/{oid}/delivery"),
-    ];
-    let project_routes = [
-        "/api/v1/agents",
-        "/api/v1/fleet",
-        "/api/v1/events",
-        "/api/v1/processes/top",
-        "/api/v1/session",
-        "/api/v1/events/stream",
-        "/api/v1/logs/search",
-        "/api/v1/url/checks",
-        format!("/api/v1/db/{oid}/stats").leak(),
-    ];
+    // Every route the collector routes (its own table, which a unit test
+    // holds equal to the router), every method it takes: refused without
+    // credentials or with wrong ones; another project's token and cookie
+    // see nothing of this project; a change made with a cookie needs this
+    // collector's own Origin.
     wait_for("a process snapshot", Duration::from_secs(15), || {
         (api.get(&format!("/api/v1/agents/{oid}/processes")).0 == 200).then_some(())
     });
-    for route in agent_routes
-        .iter()
-        .map(String::as_str)
-        .chain(project_routes)
-    {
-        let url = format!("{base}{route}");
-        assert_eq!(get(&url, None, None).0, 401, "no credentials: {route}");
-        assert_eq!(
-            get(&url, Some("slt-wrong"), None).0,
-            401,
-            "wrong token: {route}"
-        );
-        assert_eq!(
-            get(&url, None, Some("sightline_session=0123abcd")).0,
-            401,
-            "wrong cookie: {route}"
-        );
+    let channel_body = serde_json::json!({
+        "name": "ops", "kind": "webhook", "url": "http://127.0.0.1:9/hook"
+    });
+    let (status, body) = api.call("POST", "/api/v1/alerts/channels", Some(&channel_body));
+    assert_eq!(status, 201, "{body}");
+    let channel = body["id"].as_i64().expect("channel id");
+    let rule_body = serde_json::json!({
+        "name": "memory high", "expr": "mem.used_pct > 90 for 1s",
+        "severity": "critical", "channels": [channel],
+    });
+    let (status, body) = api.call("POST", "/api/v1/alerts/rules", Some(&rule_body));
+    assert_eq!(status, 201, "{body}");
+    let rule = body["id"].as_i64().expect("rule id");
+    let mut checked = 0;
+    for route in sightline_collector::api::ROUTES {
+        if route.public {
+            continue;
+        }
+        let id = if route.path.contains("/rules/") {
+            rule
+        } else {
+            channel
+        };
+        let path = route
+            .path
+            .replace("{oid}", &oid.to_string())
+            .replace("{id}", &id.to_string())
+            .replace("{name}", "home");
+        let url = format!("{base}{path}");
+        let stream = path.ends_with("/stream");
+        for &method in route.methods {
+            let call = |token: Option<&str>, cookie: Option<&str>, origin: Option<&str>| {
+                let mut request = ureq::http::Request::builder().method(method).uri(&url);
+                if let Some(t) = token {
+                    request = request.header("Authorization", format!("Bearer {t}"));
+                }
+                if let Some(c) = cookie {
+                    request = request.header("Cookie", c);
+                }
+                if let Some(o) = origin {
+                    request = request.header("Origin", o);
+                }
+                let request = request.header("Content-Type", "application/json");
+                let response = if method == "GET" || method == "DELETE" {
+                    http().run(request.body(()).expect("request"))
+                } else {
+                    // A valid body, so only the credentials decide.
+                    let body = if path.contains("/rules") {
+                        // (Their project has no channel of mine to name.)
+                        let mut body = rule_body.clone();
+                        body["channels"] = serde_json::json!([]);
+                        body.to_string()
+                    } else if path.contains("/channels") {
+                        channel_body.to_string()
+                    } else {
+                        "{}".to_string()
+                    };
+                    http().run(request.body(body).expect("request"))
+                };
+                let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+                let status = response.status().as_u16();
+                // A stream that opened never ends: only its status counts.
+                let text = if stream && status == 200 {
+                    String::new()
+                } else {
+                    response.body_mut().read_to_string().unwrap_or_default()
+                };
+                (status, text)
+            };
+            let what = format!("{method} {path}");
+            assert_eq!(call(None, None, None).0, 401, "no credentials: {what}");
+            assert_eq!(
+                call(Some("slt-wrong"), None, None).0,
+                401,
+                "wrong token: {what}"
+            );
+            let wrong = Some("sightline_session=0123abcd");
+            assert_eq!(
+                call(None, wrong, Some(&base)).0,
+                401,
+                "wrong cookie: {what}"
+            );
+            let names_mine = route.path.contains('{');
+            // A change to no object of mine acts on their own project.
+            let theirs_apply = names_mine || method == "GET";
+            for (who, token, cookie) in [
+                ("their token", Some(theirs.token.as_str()), None),
+                ("their cookie", None, Some(their_cookie.as_str())),
+            ]
+            .into_iter()
+            .filter(|_| theirs_apply)
+            {
+                // Their cookie is sent from their own page, so only the
+                // project decides.
+                let origin = cookie.map(|_| base.as_str());
+                let (status, text) = call(token, cookie, origin);
+                if names_mine {
+                    assert_eq!(status, 404, "{who}: {what}: {text}");
+                } else if method == "GET" {
+                    assert!(
+                        status == 200 || status == 400,
+                        "{who}: {what}: {status} {text}"
+                    );
+                    assert!(
+                        !text.contains(&format!("\"oid\":{oid}"))
+                            && !text.contains(&format!("oid=\"{oid}\""))
+                            && !text.contains("memory high"),
+                        "{who} sees mine: {what}: {text}"
+                    );
+                }
+            }
+            if method != "GET" {
+                for origin in [None, Some("http://evil.example"), Some("null")] {
+                    assert_eq!(
+                        call(None, Some(&my_cookie), origin).0,
+                        403,
+                        "my cookie from {origin:?}: {what}"
+                    );
+                }
+            }
+            checked += 1;
+        }
     }
-    for route in &agent_routes {
-        let url = format!("{base}{route}");
-        assert_eq!(get(&url, Some(&mine.token), None).0, 200, "mine: {route}");
-        assert_eq!(
-            get(&url, None, Some(&my_cookie)).0,
-            200,
-            "my cookie: {route}"
-        );
-        assert_eq!(
-            get(&url, Some(&theirs.token), None).0,
-            404,
-            "their token: {route}"
-        );
-        assert_eq!(
-            get(&url, None, Some(&their_cookie)).0,
-            404,
-            "their cookie: {route}"
-        );
+    assert!(checked >= 40, "{checked} routes and methods checked");
+    // Nothing those refused requests asked for happened.
+    let agent = api.ok(&format!("/api/v1/agents/{oid}"));
+    assert_eq!(agent["terminated"], false, "{agent}");
+    assert_eq!(agent["paused"], false, "{agent}");
+    let rules = api.ok("/api/v1/alerts/rules").to_string();
+    assert!(rules.contains("memory high"), "{rules}");
+    for (who, token, cookie) in [
+        ("mine", Some(mine.token.as_str()), None),
+        ("my cookie", None, Some(my_cookie.as_str())),
+    ] {
+        let route = format!("/api/v1/agents/{oid}/metrics?name=cpu.usage");
+        let (status, _) = get(&format!("{base}{route}"), token, cookie);
+        assert_eq!(status, 200, "{who}: {route}");
     }
     let (_, fleet) = get(&format!("{base}/api/v1/fleet"), None, Some(&their_cookie));
     let fleet: Value = serde_json::from_str(&fleet).expect("JSON");
@@ -932,15 +1059,23 @@ fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
 
     // Measured by the page's own clock, from the navigation's start (a
     // reload: a fresh document, every file and the fleet fetched again,
-    // parsed and drawn) to the first frame with every row in the table;
-    // the best of three, so a neighbour's burst on this shared machine does
-    // not decide it. The test's wall clock (from sending the reload to
-    // seeing the rows, which adds the DevTools round trips and polling) is
-    // reported beside it.
+    // parsed and drawn) to the frame after the page marks the table built
+    // (`fleet-frame`, stamped by requestAnimationFrame from a wrapper the
+    // test installs before the page's scripts run); every one of three
+    // runs must be in time (all are printed). The test's wall clock (from
+    // sending the reload to seeing the rows, which adds the DevTools round
+    // trips and polling) is reported beside it.
+    page.command(
+        "Page.addScriptToEvaluateOnNewDocument",
+        serde_json::json!({ "source": "(() => { const mark = performance.mark.bind(performance); \
+            performance.mark = (name, ...rest) => { const m = mark(name, ...rest); \
+            if (name === 'fleet-drawn') requestAnimationFrame(() => mark('fleet-frame')); \
+            return m; }; })()" }),
+    );
     let mut wall = Vec::new();
     let mut in_page = Vec::new();
     let fresh_rows = format!(
-        "!window.__before_reload && {rows} && performance.getEntriesByName('fleet-drawn').length > 0"
+        "!window.__before_reload && {rows} && performance.getEntriesByName('fleet-frame').length > 0"
     );
     for _ in 0..3 {
         page.eval("window.__before_reload = true");
@@ -955,22 +1090,24 @@ fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
         let marks = page.eval(
             "(() => { const m = (n) => performance.getEntriesByName(n)[0]; \
              return [Math.round(m('fleet-data').startTime), Math.round(m('fleet-drawn').startTime), \
-             Math.round(m('fleet-table-start').startTime), Math.round(m('fleet-table-built').startTime)]; })()",
+             Math.round(m('fleet-table-start').startTime), Math.round(m('fleet-table-built').startTime), \
+             Math.round(m('fleet-frame').startTime)]; })()",
         );
         in_page.push((
             marks[0].as_i64().expect("data mark"),
             marks[1].as_i64().expect("drawn mark"),
+            marks[4].as_i64().expect("frame mark"),
         ));
         eprintln!("table built from {} to {} ms", marks[2], marks[3]);
     }
-    let best = in_page
+    let worst = in_page
         .iter()
-        .map(|(_, drawn)| *drawn)
-        .min()
+        .map(|(_, _, frame)| *frame)
+        .max()
         .expect("three runs");
     let report = format!(
-        "fleet page of {AGENTS} agents: ms from navigation start to (data in, drawn) {in_page:?}; \
-         test wall clock {wall:?}"
+        "fleet page of {AGENTS} agents: ms from navigation start to (data in, drawn, next frame) \
+         {in_page:?}; test wall clock {wall:?}"
     );
     eprintln!("{report}");
     std::fs::write(
@@ -979,8 +1116,8 @@ fn with_a_thousand_agents_the_fleet_page_is_drawn_within_a_second() {
     )
     .expect("timing");
     assert!(
-        best < 1000,
-        "the fleet page took {best} ms to draw 1,000 agents"
+        worst < 1000,
+        "the fleet page took {worst} ms to draw 1,000 agents (runs: {in_page:?})"
     );
     screenshot(&page, &scratch, "fleet-1000");
     assert_eq!(page.errors(), Vec::<String>::new());

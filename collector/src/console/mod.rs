@@ -1,6 +1,7 @@
 //! The web console: the page at `/`, its files under `/assets/` (embedded
 //! from `collector/console/` at build time), sign-in and sign-out, the
-//! session's own API route, the live event stream, and the security
+//! handlers of the session's own API route and the live event stream
+//! (routed by [`crate::api::ROUTES`]), and the security
 //! headers every HTTP response carries.
 //!
 //! Invariants:
@@ -55,8 +56,6 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/login", post(login::<S>).get(to_page))
         .route("/logout", post(logout::<S>))
         .route("/assets/{*path}", get(asset))
-        .route("/api/v1/session", get(whoami).delete(end_session::<S>))
-        .route("/api/v1/events/stream", get(event_stream::<S>))
         .with_state(state)
 }
 
@@ -98,14 +97,18 @@ pub async fn security_headers(mut response: Response) -> Response {
     response
 }
 
-/// Whether a state-changing request's `Origin` is this collector's own
-/// (its scheme is either, its host must be the request's `Host`). A
-/// request without `Origin` is not.
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let (Some(origin), Some(host)) = (
-        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
-        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
-    ) else {
+/// Whether a state-changing request's `Origin` is this collector's own:
+/// `public` (`console.origin`) when set, whatever `Host` a proxy passed;
+/// otherwise either scheme with the request's `Host`. A request without
+/// `Origin` is not.
+pub fn same_origin(headers: &HeaderMap, public: Option<&str>) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    if let Some(public) = public {
+        return origin.eq_ignore_ascii_case(public);
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     origin
@@ -189,7 +192,9 @@ async fn login<S: Store>(
     // A form posted from another site would sign the browser into the
     // other site's project: refuse a foreign Origin (a missing one, as from
     // curl, cannot be a browser's cross-site post).
-    if headers.contains_key(header::ORIGIN) && !same_origin(&headers) {
+    if headers.contains_key(header::ORIGIN)
+        && !same_origin(&headers, state.public_origin.as_deref())
+    {
         return sign_in_page(
             StatusCode::FORBIDDEN,
             Some("Sign in from this collector's own page."),
@@ -241,6 +246,7 @@ async fn login<S: Store>(
     let secure = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
+        .or(state.public_origin.as_deref())
         .is_some_and(|o| o.starts_with("https://"));
     let cookie = format!(
         "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -257,7 +263,7 @@ async fn login<S: Store>(
 
 /// `POST /logout`: ends the session and clears the cookie.
 async fn logout<S: Store>(State(state): State<Arc<ApiState<S>>>, headers: HeaderMap) -> Response {
-    if !same_origin(&headers) {
+    if !same_origin(&headers, state.public_origin.as_deref()) {
         return (
             StatusCode::FORBIDDEN,
             "sign out from the console's own page",
@@ -332,14 +338,14 @@ async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
 }
 
 /// `GET /api/v1/session`: the project the credentials belong to.
-async fn whoami(Authed(project): Authed) -> axum::Json<serde_json::Value> {
+pub(crate) async fn whoami(Authed(project): Authed) -> axum::Json<serde_json::Value> {
     axum::Json(json!({ "project": project.name }))
 }
 
 /// `DELETE /api/v1/session`: signs the cookie's session out (the API's
 /// way to do what `POST /logout` does for the form). Cookie-authenticated,
 /// so [`Authed`] has checked the `Origin`.
-async fn end_session<S: Store>(
+pub(crate) async fn end_session<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(_project): Authed,
     headers: HeaderMap,
@@ -356,7 +362,7 @@ async fn end_session<S: Store>(
 /// events (`event: event`, data the event's JSON as `/api/v1/events`
 /// lists it, id its id), polled from the store every [`STREAM_POLL`].
 /// Starts after the newest stored event, or after `Last-Event-ID`.
-async fn event_stream<S: Store>(
+pub(crate) async fn event_stream<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(project): Authed,
     headers: HeaderMap,
@@ -459,28 +465,48 @@ mod tests {
     #[test]
     fn same_origin_needs_an_origin_naming_the_host() {
         let host = ("host", "127.0.0.1:8080");
-        assert!(same_origin(&headers(&[
-            host,
-            ("origin", "http://127.0.0.1:8080")
-        ])));
-        assert!(same_origin(&headers(&[
-            host,
-            ("origin", "https://127.0.0.1:8080")
-        ])));
-        assert!(!same_origin(&headers(&[host])), "no Origin");
-        assert!(!same_origin(&headers(&[host, ("origin", "null")])));
-        assert!(!same_origin(&headers(&[
-            host,
-            ("origin", "http://evil.example")
-        ])));
-        assert!(!same_origin(&headers(&[
-            host,
-            ("origin", "http://127.0.0.1:8081")
-        ])));
+        assert!(same_origin(
+            &headers(&[host, ("origin", "http://127.0.0.1:8080")]),
+            None
+        ));
+        assert!(same_origin(
+            &headers(&[host, ("origin", "https://127.0.0.1:8080")]),
+            None
+        ));
+        assert!(!same_origin(&headers(&[host]), None), "no Origin");
+        assert!(!same_origin(&headers(&[host, ("origin", "null")]), None));
+        assert!(!same_origin(
+            &headers(&[host, ("origin", "http://evil.example")]),
+            None
+        ));
+        assert!(!same_origin(
+            &headers(&[host, ("origin", "http://127.0.0.1:8081")]),
+            None
+        ));
         assert!(
-            !same_origin(&headers(&[("origin", "http://127.0.0.1:8080")])),
+            !same_origin(&headers(&[("origin", "http://127.0.0.1:8080")]), None),
             "no Host"
         );
+    }
+
+    #[test]
+    fn with_a_public_origin_set_it_is_the_one_accepted() {
+        let public = Some("https://sightline.example.com");
+        // The proxy passed its own upstream Host.
+        let host = ("host", "127.0.0.1:6680");
+        assert!(same_origin(
+            &headers(&[host, ("origin", "https://sightline.example.com")]),
+            public
+        ));
+        assert!(!same_origin(
+            &headers(&[host, ("origin", "http://127.0.0.1:6680")]),
+            public
+        ));
+        assert!(!same_origin(
+            &headers(&[host, ("origin", "http://sightline.example.com")]),
+            public
+        ));
+        assert!(!same_origin(&headers(&[host]), public), "no Origin");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The console's sign-in sessions: a random id in an HttpOnly cookie maps to
 //! one project, held in memory only (a restart signs everyone out).
 //!
-//! Invariants: at most [`MAX_SESSIONS`] live at once (the least recently
-//! used goes first); a session dies after [`IDLE_LIMIT`] unused or
+//! Invariants: at most [`PER_PROJECT`] sessions per project (its least
+//! recently used goes first, so one project signing in over and over signs
+//! out only its own), and at most [`MAX_SESSIONS`] in all (the least
+//! recently used of the project holding the most goes first); a session dies after [`IDLE_LIMIT`] unused or
 //! [`ABSOLUTE_LIMIT`] after sign-in, whichever comes first; ids are kept
 //! only as SHA-256 hashes, compared by map lookup, and never logged.
 
@@ -17,6 +19,8 @@ use crate::model::Project;
 pub const COOKIE: &str = "sightline_session";
 /// Sessions held at once.
 pub const MAX_SESSIONS: usize = 10_000;
+/// Sessions held at once for one project.
+pub const PER_PROJECT: usize = 1_000;
 /// A session unused this long is gone.
 pub const IDLE_LIMIT: Duration = Duration::from_secs(8 * 3600);
 /// No session lives longer than this after sign-in.
@@ -54,15 +58,17 @@ impl Sessions {
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let mut map = self.lock();
         map.retain(|_, s| s.alive(now));
-        while map.len() >= MAX_SESSIONS {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => map.remove(&k),
-                None => break,
-            };
+        let mine = map.values().filter(|s| s.project.id == project.id).count();
+        if mine >= PER_PROJECT {
+            evict_least_recent(&mut map, project.id);
+        } else if map.len() >= MAX_SESSIONS {
+            let mut counts: HashMap<i64, usize> = HashMap::new();
+            for s in map.values() {
+                *counts.entry(s.project.id).or_default() += 1;
+            }
+            if let Some((&largest, _)) = counts.iter().max_by_key(|(_, n)| **n) {
+                evict_least_recent(&mut map, largest);
+            }
         }
         map.insert(
             hash_secret(&id),
@@ -120,6 +126,18 @@ impl Sessions {
         self.by_hash
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Removes the least recently used session of project `project_id`.
+fn evict_least_recent(map: &mut HashMap<Vec<u8>, Session>, project_id: i64) {
+    let oldest = map
+        .iter()
+        .filter(|(_, s)| s.project.id == project_id)
+        .min_by_key(|(_, s)| s.last_used)
+        .map(|(k, _)| k.clone());
+    if let Some(k) = oldest {
+        map.remove(&k);
     }
 }
 
@@ -196,13 +214,51 @@ mod tests {
         // The first is used again, so the second is the least recent.
         let later = start + Duration::from_millis(2);
         assert!(sessions.project_at(&first, later).is_some());
-        for i in 0..MAX_SESSIONS - 1 {
+        // Another project's session, older than all of them.
+        let other = sessions.open_at(project(2), start).expect("randomness");
+        for i in 0..PER_PROJECT - 1 {
             let at = later + Duration::from_millis(1 + i as u64);
             sessions.open_at(project(1), at).expect("randomness");
         }
-        assert_eq!(sessions.len(), MAX_SESSIONS);
+        assert_eq!(sessions.len(), PER_PROJECT + 1);
         assert!(sessions.project_at(&second, later).is_none());
         assert!(sessions.project_at(&first, later).is_some());
+        assert!(
+            sessions.project_at(&other, later).is_some(),
+            "one project's sign-ins do not sign another's out"
+        );
+    }
+
+    #[test]
+    fn when_all_are_full_the_project_holding_the_most_gives_way() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let mut at = start;
+        let mut tick = || {
+            at += Duration::from_millis(1);
+            at
+        };
+        // The oldest of all is a small project's; project 1's is next.
+        let small_oldest = sessions.open_at(project(2), tick()).expect("randomness");
+        let oldest = sessions.open_at(project(1), tick()).expect("randomness");
+        // Project 1 full; the rest of the room shared by smaller ones.
+        for _ in 0..PER_PROJECT - 1 {
+            sessions.open_at(project(1), tick()).expect("randomness");
+        }
+        let share = PER_PROJECT / 2;
+        for i in 0..MAX_SESSIONS - PER_PROJECT - 1 {
+            let p = 2 + (i / share) as i64;
+            sessions.open_at(project(p), tick()).expect("randomness");
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        // A small project's session, then one more anywhere: the small
+        // project's is kept, the biggest project loses its least recent.
+        let now = tick();
+        let small = sessions.open_at(project(99), now).expect("randomness");
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        assert!(sessions.project_at(&small, now).is_some());
+        assert!(sessions.project_at(&small_oldest, now).is_some());
+        assert!(sessions.project_at(&oldest, now).is_none());
     }
 
     #[test]
