@@ -60,6 +60,13 @@ fn default_true() -> bool {
 pub const SEVERITIES: &[&str] = &["info", "warning", "critical"];
 
 impl RuleSpec {
+    /// Whether two versions of a rule watch the same thing, so their
+    /// alerts carry over (a name, severity, channel, re-notify or enabled
+    /// change keeps them; an `expr`, `agent` or `product` change resets).
+    pub fn same_condition(&self, other: &RuleSpec) -> bool {
+        self.expr == other.expr && self.agent == other.agent && self.product == other.product
+    }
+
     /// Checks the spec and parses its condition; the error is for the
     /// API's caller.
     pub fn check(&self) -> Result<rules::Condition, String> {

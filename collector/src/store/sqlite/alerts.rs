@@ -115,6 +115,12 @@ impl AlertStore for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<RuleRow>, StoreError> {
         let mut tx = self.writer.begin().await?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT spec FROM alert_rules WHERE id = ? AND project_id = ?")
+                .bind(id)
+                .bind(project_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let row = sqlx::query(
             "UPDATE alert_rules SET name = ?, spec = ?, updated_ms = ? WHERE id = ? AND project_id = ?
              RETURNING id, project_id, spec, created_ms, updated_ms",
@@ -127,9 +133,11 @@ impl AlertStore for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| conflict(e, "rule", &spec.name))?;
-        // A changed condition starts from nothing: its old alerts resolve
-        // silently rather than linger.
-        if row.is_some() {
+        // A changed condition (expr, agent, product) starts from nothing;
+        // the evaluator records and tells the resolve of what it told.
+        // Any other change keeps the alerts as they are.
+        let old: Option<RuleSpec> = old.map(|o| serde_json::from_str(&o)).transpose()?;
+        if row.is_some() && old.is_none_or(|o| !o.same_condition(spec)) {
             sqlx::query("DELETE FROM alerts WHERE rule_id = ?")
                 .bind(id)
                 .execute(&mut *tx)
