@@ -1009,3 +1009,59 @@ fn a_hung_channel_does_not_hold_back_another() {
     );
     drop(hung);
 }
+
+/// `/api/v1/alerts/stream` opened with the console's cookie ends when the
+/// session does (sign-out), as the event stream does; it stays open while
+/// the session lives.
+#[test]
+fn the_stream_opened_with_a_cookie_ends_with_its_session() {
+    let setup = Setup::start("alerts-session");
+    let base = format!("http://{}", setup.collector.http);
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let login = http
+        .post(format!("{base}/login"))
+        .header("Origin", &base)
+        .send_form([("token", setup.credentials.token.as_str())])
+        .expect("POST /login");
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("sightline_session=") && !v.starts_with("sightline_session=;"))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let mut stream = http
+        .get(format!("{base}/api/v1/alerts/stream"))
+        .header("Cookie", &cookie)
+        .call()
+        .expect("alerts stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    let (ended_tx, ended_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut body = stream.body_mut().as_reader();
+        let result = std::io::copy(&mut body, &mut std::io::sink());
+        let _ = ended_tx.send(result.map_err(|e| e.to_string()));
+    });
+    assert!(
+        ended_rx.recv_timeout(Duration::from_secs(3)).is_err(),
+        "open while the session lives"
+    );
+    let logout = http
+        .post(format!("{base}/logout"))
+        .header("Origin", &base)
+        .header("Cookie", &cookie)
+        .send_empty()
+        .expect("POST /logout");
+    assert!(logout.status().as_u16() < 400, "{}", logout.status());
+    let ended = ended_rx
+        .recv_timeout(Duration::from_secs(8))
+        .expect("the alerts stream ends with its session");
+    assert!(ended.is_ok(), "the stream ends cleanly: {ended:?}");
+}

@@ -231,6 +231,8 @@ impl ChannelConfig {
             }
             ChannelConfig::Email {
                 host,
+                tls,
+                password,
                 from,
                 to,
                 ca_pem,
@@ -238,6 +240,12 @@ impl ChannelConfig {
             } => {
                 if host.trim().is_empty() {
                     return Err("host: required".into());
+                }
+                if *tls == SmtpTls::None && password.is_some() && !is_loopback_host(host) {
+                    return Err(
+                        "password: refused with tls \"none\" unless the host is loopback (it would cross the network in clear)"
+                            .into(),
+                    );
                 }
                 if from.parse::<lettre::message::Mailbox>().is_err() {
                     return Err(format!("from: not an address: '{from}'"));
@@ -309,9 +317,12 @@ impl ChannelConfig {
 
     /// `self` with the secrets `update` left out taken from `old`: a
     /// client that read a masked channel can send it back changed without
-    /// knowing the secrets.
-    pub fn keep_secrets_from(self, old: &ChannelConfig) -> ChannelConfig {
-        match (self, old) {
+    /// knowing the secrets. An SMTP password is kept only for the same
+    /// server and login (`host`, `port`, `tls`, `username` unchanged): one
+    /// left out for another is an error (it would go where it was never
+    /// meant to).
+    pub fn keep_secrets_from(self, old: &ChannelConfig) -> Result<ChannelConfig, String> {
+        Ok(match (self, old) {
             (
                 ChannelConfig::Webhook {
                     url,
@@ -336,22 +347,45 @@ impl ChannelConfig {
                     ca_pem,
                 },
                 ChannelConfig::Email {
-                    password: old_password,
+                    host: old_host,
+                    port: old_port,
+                    tls: old_tls,
+                    username: old_username,
+                    password: Some(old_password),
                     ..
                 },
-            ) => ChannelConfig::Email {
-                host,
-                port,
-                tls,
-                username,
-                password: old_password.clone(),
-                from,
-                to,
-                ca_pem,
-            },
+            ) => {
+                if host != *old_host
+                    || port != *old_port
+                    || tls != *old_tls
+                    || username != *old_username
+                {
+                    return Err("password: required when host, port, tls or username change".into());
+                }
+                ChannelConfig::Email {
+                    host,
+                    port,
+                    tls,
+                    username,
+                    password: Some(old_password.clone()),
+                    from,
+                    to,
+                    ca_pem,
+                }
+            }
             (new, _) => new,
-        }
+        })
     }
+}
+
+/// Whether an SMTP host is this machine (`localhost`, `127.0.0.0/8`,
+/// `::1`): the only place a password may go without TLS.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A channel as the API takes it.
@@ -541,7 +575,7 @@ pub struct AttemptRow {
     pub status: Option<u16>,
     /// Why it failed.
     pub error: Option<String>,
-    /// The notification's state now: `queued`, `sent`, `failed`.
+    /// The notification's state now: `queued`, `sent`, `failed` (`testing`: a channel test never sent).
     pub state: String,
     /// The alert state it told (`firing`, `resolved`, `test`).
     pub kind: String,
@@ -643,7 +677,7 @@ mod tests {
             ca_pem: None,
         };
         assert_eq!(
-            masked.keep_secrets_from(&old),
+            masked.keep_secrets_from(&old).expect("kept"),
             ChannelConfig::Webhook {
                 url: "https://h/services/secret-token".into(),
                 format: WebhookFormat::Slack,
@@ -663,14 +697,85 @@ mod tests {
             ca_pem: None,
         };
         assert_eq!(
-            mail(None).keep_secrets_from(&mail(Some("pw"))),
+            mail(None)
+                .keep_secrets_from(&mail(Some("pw")))
+                .expect("kept"),
             mail(Some("pw"))
         );
         assert_eq!(
-            mail(Some("new")).keep_secrets_from(&mail(Some("pw"))),
+            mail(Some("new"))
+                .keep_secrets_from(&mail(Some("pw")))
+                .expect("new"),
             mail(Some("new"))
         );
+        // Another server, port, security or login: the password is not
+        // carried there, it must be given again.
+        let moved: [fn(&mut ChannelConfig); 4] = [
+            |c| {
+                if let ChannelConfig::Email { host, .. } = c {
+                    *host = "smtp.elsewhere".into();
+                }
+            },
+            |c| {
+                if let ChannelConfig::Email { port, .. } = c {
+                    *port = 2525;
+                }
+            },
+            |c| {
+                if let ChannelConfig::Email { tls, .. } = c {
+                    *tls = SmtpTls::None;
+                }
+            },
+            |c| {
+                if let ChannelConfig::Email { username, .. } = c {
+                    *username = Some("other".into());
+                }
+            },
+        ];
+        for change in moved {
+            let mut update = mail(None);
+            change(&mut update);
+            let kept = update.keep_secrets_from(&mail(Some("pw")));
+            assert!(
+                kept.as_ref().is_err_and(|e| e.contains("password")),
+                "{kept:?}"
+            );
+        }
         assert!(!mail(Some("pw")).masked().to_string().contains("\"pw\""));
+    }
+
+    #[test]
+    fn a_password_without_tls_goes_to_loopback_only() {
+        let mail = |host: &str, tls: SmtpTls, password: Option<&str>| ChannelConfig::Email {
+            host: host.into(),
+            port: 25,
+            tls,
+            username: Some("u".into()),
+            password: password.map(str::to_string),
+            from: "a@b.c".into(),
+            to: vec!["d@e.f".into()],
+            ca_pem: None,
+        };
+        let refused = mail("smtp.example.com", SmtpTls::None, Some("pw")).check();
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("password")),
+            "{refused:?}"
+        );
+        for host in ["127.0.0.1", "localhost", "::1", "[::1]"] {
+            assert_eq!(
+                mail(host, SmtpTls::None, Some("pw")).check(),
+                Ok(()),
+                "{host}"
+            );
+        }
+        assert_eq!(
+            mail("smtp.example.com", SmtpTls::None, None).check(),
+            Ok(())
+        );
+        assert_eq!(
+            mail("smtp.example.com", SmtpTls::Starttls, Some("pw")).check(),
+            Ok(())
+        );
     }
 
     #[test]

@@ -373,11 +373,12 @@ impl AlertStore for SqliteStore {
         payload: &str,
         now_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        // A test is sent by the caller at once: queued with a due time far
-        // ahead, so the queue's loop leaves it alone meanwhile.
+        // A test is sent by the caller at once: it is stored as `testing`,
+        // a state the queue's loop never picks, so a crash before its one
+        // attempt leaves it unsent rather than a real send later.
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO alert_notifications (project_id, channel_id, kind, payload, state, attempts, next_ms, created_ms)
-             SELECT ?1, id, 'test', ?3, 'queued', 0, ?4 + 86400000, ?4 FROM alert_channels WHERE id = ?2 AND project_id = ?1
+             SELECT ?1, id, 'test', ?3, 'testing', 0, ?4, ?4 FROM alert_channels WHERE id = ?2 AND project_id = ?1
              RETURNING id",
         )
         .bind(project_id)
@@ -392,7 +393,7 @@ impl AlertStore for SqliteStore {
     async fn notification(&self, id: i64) -> Result<Option<Notification>, StoreError> {
         let row = sqlx::query(concat!(
             notification_select!(),
-            " WHERE n.id = ? AND n.state = 'queued'"
+            " WHERE n.id = ? AND n.state IN ('queued', 'testing')"
         ))
         .bind(id)
         .fetch_optional(&self.writer)
@@ -556,6 +557,7 @@ impl AlertStore for SqliteStore {
         let mut removed = 0;
         for sql in [
             "DELETE FROM alert_history WHERE time_ms < ?",
+            "DELETE FROM alerts WHERE state = 'resolved' AND since_ms < ?",
             "DELETE FROM alert_attempts WHERE time_ms < ?",
             "DELETE FROM alert_notifications WHERE state != 'queued' AND created_ms < ?",
             "DELETE FROM agent_pauses WHERE until_ms IS NOT NULL AND until_ms < ?",
