@@ -59,6 +59,11 @@ fn default_true() -> bool {
 /// Severities a rule may have.
 pub const SEVERITIES: &[&str] = &["info", "warning", "critical"];
 
+/// The longest `for`, `clear` or log window a rule may have (1 day).
+pub const MAX_RULE_SPAN_MS: i64 = 86_400_000;
+/// The shortest `renotify` (1 min; shorter would flood the channels).
+pub const MIN_RENOTIFY_MS: i64 = 60_000;
+
 impl RuleSpec {
     /// Whether two versions of a rule watch the same thing, so their
     /// alerts carry over (a name, severity, channel, re-notify or enabled
@@ -82,8 +87,26 @@ impl RuleSpec {
         if self.channels.len() > 20 {
             return Err("channels: at most 20".into());
         }
-        self.renotify_ms()?;
-        rules::parse(&self.name, &self.expr).map_err(|e| e.to_string())
+        let name = &self.name;
+        let renotify_ms = self
+            .renotify_ms()
+            .map_err(|e| format!("rule '{name}': {e}"))?;
+        if renotify_ms != 0 && renotify_ms < MIN_RENOTIFY_MS {
+            return Err(format!("rule '{name}': renotify: at least 1 min"));
+        }
+        let condition = rules::parse(name, &self.expr).map_err(|e| e.to_string())?;
+        // Bounds that keep each tick's reads bounded and a rule meaningful.
+        let (field, ms) = match &condition {
+            rules::Condition::Threshold { for_ms, .. } => ("for", *for_ms),
+            rules::Condition::Event { clear_ms, .. } => ("clear", *clear_ms),
+            rules::Condition::LogPattern { window_ms, .. }
+            | rules::Condition::Log { window_ms, .. } => ("window", *window_ms),
+            rules::Condition::NoData | rules::Condition::Url { .. } => ("", 0),
+        };
+        if ms > MAX_RULE_SPAN_MS {
+            return Err(format!("rule '{name}': {field}: at most 24 h"));
+        }
+        Ok(condition)
     }
 
     /// The re-notify interval, ms (0: never).
@@ -742,6 +765,44 @@ mod tests {
             );
         }
         assert!(!mail(Some("pw")).masked().to_string().contains("\"pw\""));
+    }
+
+    #[test]
+    fn a_rules_spans_are_bounded_and_errors_name_the_rule_and_field() {
+        let spec = |expr: &str, renotify: Option<&str>| RuleSpec {
+            name: "disk".into(),
+            expr: expr.into(),
+            agent: None,
+            product: None,
+            severity: "warning".into(),
+            channels: vec![],
+            renotify: renotify.map(str::to_string),
+            enabled: true,
+        };
+        let error = |expr: &str, renotify: Option<&str>| spec(expr, renotify).check().err();
+        assert_eq!(
+            error("mem.used_pct > 90 for 25h", None),
+            Some("rule 'disk': for: at most 24 h".into())
+        );
+        assert_eq!(
+            error("event db.unreachable clear 2d", None),
+            Some("rule 'disk': clear: at most 24 h".into())
+        );
+        assert_eq!(
+            error("log \"timeout\" > 10 in 48h", None),
+            Some("rule 'disk': window: at most 24 h".into())
+        );
+        assert_eq!(
+            error("no data", Some("30s")),
+            Some("rule 'disk': renotify: at least 1 min".into())
+        );
+        for fine in [
+            ("mem.used_pct > 90 for 24h", Some("1m")),
+            ("event db.unreachable clear 24h", None),
+            ("log \"timeout\" > 10 in 24h", Some("1h")),
+        ] {
+            assert_eq!(error(fine.0, fine.1), None, "{fine:?}");
+        }
     }
 
     #[test]
