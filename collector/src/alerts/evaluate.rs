@@ -15,7 +15,8 @@
 //!
 //! Besides the tick, the group writer wakes it when agents' events were
 //! stored (a reboot, a threshold crossed, a URL down: rare, and worth
-//! telling at once).
+//! telling at once), never sooner than four times the last tick's duration
+//! after it, so a stream of events cannot keep it evaluating.
 //!
 //! Alerts that fire survive a restart (their state is stored), so a
 //! restart does not tell them again; a pending `for` starts over.
@@ -121,22 +122,27 @@ impl<S: Store> Evaluator<S> {
     ) {
         let mut tick = interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // When an ingest wake may evaluate again at the earliest.
+        let mut next_wake = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
                 () = events_stored.events_stored.notified() => {
                     // Let the rest of a burst land, and bound the rate.
+                    let at = next_wake.max(tokio::time::Instant::now() + INGEST_WAKE_GAP);
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(INGEST_WAKE_GAP) => {}
+                        () = tokio::time::sleep_until(at) => {}
                     }
                 }
             }
+            let started = tokio::time::Instant::now();
             let evaluated = tokio::select! {
                 () = shutdown.cancelled() => return,
                 r = self.tick(crate::now_ms()) => r,
             };
+            next_wake = tokio::time::Instant::now() + ingest_wake_gap(started.elapsed());
             if let Err(e) = evaluated {
                 tracing::warn!(error = %e, "Alert evaluation failed.");
             }
@@ -782,6 +788,13 @@ fn records(
         notified,
     };
     Ok((stored, transition))
+}
+
+/// How long after a tick an ingest wake may evaluate again: never sooner
+/// than four times the tick's own duration (so agents' events cannot keep
+/// a slow evaluator busy most of the time), nor than [`INGEST_WAKE_GAP`].
+fn ingest_wake_gap(last_tick: Duration) -> Duration {
+    INGEST_WAKE_GAP.max(last_tick.saturating_mul(4))
 }
 
 /// Whether `agent` is one a rule applies to: not terminated, its `agent`

@@ -600,3 +600,13 @@ async fn lock_waits_past_the_limit_fire_and_clear_after_the_window() {
     );
     assert!(f.firing().await.is_empty());
 }
+
+#[test]
+fn an_ingest_wake_waits_four_times_the_last_ticks_duration() {
+    assert_eq!(ingest_wake_gap(Duration::from_millis(10)), INGEST_WAKE_GAP);
+    assert_eq!(
+        ingest_wake_gap(Duration::from_millis(200)),
+        Duration::from_millis(800),
+        "a slow tick is not run back to back by a stream of events"
+    );
+}
