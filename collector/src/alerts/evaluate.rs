@@ -71,6 +71,10 @@ pub struct Evaluator<S> {
     rules_seen: HashMap<i64, RuleRow>,
     /// Rules evaluated last, from here on (round robin past the cap).
     next_rule: usize,
+    /// Until the first tick recorded: paired events are read back from
+    /// each firing alert's start (a recovery sent while the collector was
+    /// down may be older than the usual window).
+    looking_back: bool,
 }
 
 impl<S> std::fmt::Debug for Evaluator<S> {
@@ -108,6 +112,7 @@ impl<S: Store> Evaluator<S> {
             memory,
             rules_seen,
             next_rule: 0,
+            looking_back: true,
         })
     }
 
@@ -328,6 +333,7 @@ impl<S: Store> Evaluator<S> {
         }
         self.memory = memory;
         self.rules_seen = all_rules.into_iter().map(|r| (r.id, r)).collect();
+        self.looking_back = false;
         for change in &changes {
             tracing::info!(
                 rule = %change.rule,
@@ -535,10 +541,23 @@ impl<S: Store> Evaluator<S> {
                 } else {
                     *clear_ms
                 };
+                let mut from_ms = now_ms - lookback;
+                if resolved_by.is_some() && self.looking_back {
+                    // After a start: back to before each firing alert began.
+                    let oldest = self
+                        .memory
+                        .iter()
+                        .filter(|(k, _)| k.rule_id == rule.id)
+                        .filter_map(|(_, m)| m.firing_since_ms)
+                        .min();
+                    if let Some(oldest) = oldest {
+                        from_ms = from_ms.min(oldest - PAIRED_LOOKBACK_MS);
+                    }
+                }
                 let mut events = Vec::new();
                 for k in std::iter::once(kind).chain(resolved_by.iter()) {
                     let query = EventQuery {
-                        from_ms: now_ms - lookback,
+                        from_ms,
                         to_ms: now_ms + 60_000,
                         oid: None,
                         kind: Some(k.clone()),

@@ -610,3 +610,46 @@ fn an_ingest_wake_waits_four_times_the_last_ticks_duration() {
         "a slow tick is not run back to back by a stream of events"
     );
 }
+
+#[tokio::test]
+async fn a_recovery_sent_while_the_collector_was_down_resolves_after_the_start() {
+    let f = fixture("lookback").await;
+    let channel = f.webhook().await;
+    f.rule("threshold \"mem\"", None, vec![channel]).await;
+    let event = |kind: &str, at: i64| EventRow {
+        time_ms: at,
+        kind: kind.into(),
+        severity: "critical".into(),
+        message: kind.into(),
+        attrs: [("threshold".to_string(), "mem".to_string())].into(),
+    };
+    let now = crate::now_ms();
+    f.store
+        .insert_event(f.project.id, Some(f.oid), &event("threshold.exceeded", now))
+        .await
+        .expect("event");
+    let mut before = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    assert_eq!(before.tick(now + 1000).await.expect("tick"), 1);
+    drop(before);
+    // Down 30 min; the agent's spooled recovery (of +2 min) arrives late.
+    f.store
+        .insert_event(
+            f.project.id,
+            Some(f.oid),
+            &event("threshold.recovered", now + 120_000),
+        )
+        .await
+        .expect("event");
+    let mut after = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    assert_eq!(
+        after.tick(now + 1_800_000).await.expect("tick"),
+        1,
+        "the recovery 28 min back resolves it"
+    );
+    assert!(f.firing().await.is_empty());
+    assert_eq!(f.queued().await, ["firing", "resolved"]);
+}
