@@ -166,6 +166,37 @@ impl MemAgent {
         }
     }
 
+    /// Sends one event as the server agent does (`name`, the `threshold`
+    /// attribute `key`) stamped `time_ms`.
+    fn event(&mut self, name: &str, key: &str, time_ms: i64) {
+        self.seq += 1;
+        let batch = pb::Batch {
+            seq: self.seq,
+            time_ms,
+            health: None,
+            payloads: vec![pb::Payload {
+                kind: Some(pb::payload::Kind::Events(pb::AgentEvents {
+                    events: vec![pb::AgentEvent {
+                        time_ms,
+                        name: name.into(),
+                        message: format!("{name} {key}"),
+                        attrs: [("threshold".to_string(), key.to_string())].into(),
+                        ..pb::AgentEvent::default()
+                    }],
+                })),
+            }],
+            liveness: false,
+        };
+        let acks = self.runtime.block_on(push(
+            &mut self.client,
+            &self.license,
+            self.oid,
+            INSTANCE,
+            vec![batch],
+        ));
+        assert_eq!(acks.len(), 1);
+    }
+
     /// Sends `value` every 200 ms until `done` says so (at most 20 s).
     fn report_until(&mut self, value: f64, what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -1064,4 +1095,43 @@ fn the_stream_opened_with_a_cookie_ends_with_its_session() {
         .recv_timeout(Duration::from_secs(8))
         .expect("the alerts stream ends with its session");
     assert!(ended.is_ok(), "the stream ends cleanly: {ended:?}");
+}
+
+/// A `threshold "mem"` alert fires on the agent's `threshold.exceeded`;
+/// its `threshold.recovered`, stamped before a collector restart and sent
+/// after it (as a spooling agent does), resolves it and is told.
+#[test]
+fn a_threshold_recovery_sent_after_a_restart_resolves_the_alert() {
+    let mut setup = Setup::start("alerts-recovery");
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url("/hook"));
+    let (status, body) = setup.api().call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({
+            "name": "server memory",
+            "expr": "threshold \"mem\"",
+            "channels": [channel],
+        })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
+    let exceeded_ms = sightline_e2e::now_ms();
+    agent.event("threshold.exceeded", "mem", exceeded_ms);
+    let fired = wait_for("the firing", Duration::from_secs(20), || {
+        receiver.delivered().first().cloned()
+    });
+    assert_eq!(fired["state"], "firing", "{fired}");
+    let recovered_ms = sightline_e2e::now_ms();
+    setup.restart();
+    agent.reconnect(&setup.collector);
+    agent.event("threshold.recovered", "mem", recovered_ms);
+    let resolved = wait_for("the resolve", Duration::from_secs(20), || {
+        receiver.delivered().get(1).cloned()
+    });
+    assert_eq!(resolved["state"], "resolved", "{resolved}");
+    assert_eq!(resolved["target"], "mem");
+    assert!(list(&setup.api(), "/api/v1/alerts/firing", "firing").is_empty());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(receiver.delivered().len(), 2, "told once each");
 }
