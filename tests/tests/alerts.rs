@@ -166,6 +166,37 @@ impl MemAgent {
         }
     }
 
+    /// Sends one event as the server agent does (`name`, the `threshold`
+    /// attribute `key`) stamped `time_ms`.
+    fn event(&mut self, name: &str, key: &str, time_ms: i64) {
+        self.seq += 1;
+        let batch = pb::Batch {
+            seq: self.seq,
+            time_ms,
+            health: None,
+            payloads: vec![pb::Payload {
+                kind: Some(pb::payload::Kind::Events(pb::AgentEvents {
+                    events: vec![pb::AgentEvent {
+                        time_ms,
+                        name: name.into(),
+                        message: format!("{name} {key}"),
+                        attrs: [("threshold".to_string(), key.to_string())].into(),
+                        ..pb::AgentEvent::default()
+                    }],
+                })),
+            }],
+            liveness: false,
+        };
+        let acks = self.runtime.block_on(push(
+            &mut self.client,
+            &self.license,
+            self.oid,
+            INSTANCE,
+            vec![batch],
+        ));
+        assert_eq!(acks.len(), 1);
+    }
+
     /// Sends `value` every 200 ms until `done` says so (at most 20 s).
     fn report_until(&mut self, value: f64, what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -1008,4 +1039,99 @@ fn a_hung_channel_does_not_hold_back_another() {
         "{hung_attempt}"
     );
     drop(hung);
+}
+
+/// `/api/v1/alerts/stream` opened with the console's cookie ends when the
+/// session does (sign-out), as the event stream does; it stays open while
+/// the session lives.
+#[test]
+fn the_stream_opened_with_a_cookie_ends_with_its_session() {
+    let setup = Setup::start("alerts-session");
+    let base = format!("http://{}", setup.collector.http);
+    let http: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let login = http
+        .post(format!("{base}/login"))
+        .header("Origin", &base)
+        .send_form([("token", setup.credentials.token.as_str())])
+        .expect("POST /login");
+    let cookie = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("sightline_session=") && !v.starts_with("sightline_session=;"))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let mut stream = http
+        .get(format!("{base}/api/v1/alerts/stream"))
+        .header("Cookie", &cookie)
+        .call()
+        .expect("alerts stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    let (ended_tx, ended_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut body = stream.body_mut().as_reader();
+        let result = std::io::copy(&mut body, &mut std::io::sink());
+        let _ = ended_tx.send(result.map_err(|e| e.to_string()));
+    });
+    assert!(
+        ended_rx.recv_timeout(Duration::from_secs(3)).is_err(),
+        "open while the session lives"
+    );
+    let logout = http
+        .post(format!("{base}/logout"))
+        .header("Origin", &base)
+        .header("Cookie", &cookie)
+        .send_empty()
+        .expect("POST /logout");
+    assert!(logout.status().as_u16() < 400, "{}", logout.status());
+    let ended = ended_rx
+        .recv_timeout(Duration::from_secs(8))
+        .expect("the alerts stream ends with its session");
+    assert!(ended.is_ok(), "the stream ends cleanly: {ended:?}");
+}
+
+/// A `threshold "mem"` alert fires on the agent's `threshold.exceeded`;
+/// its `threshold.recovered`, stamped before a collector restart and sent
+/// after it (as a spooling agent does), resolves it and is told.
+#[test]
+fn a_threshold_recovery_sent_after_a_restart_resolves_the_alert() {
+    let mut setup = Setup::start("alerts-recovery");
+    let receiver = WebhookReceiver::start();
+    let channel = setup.webhook(&receiver.url("/hook"));
+    let (status, body) = setup.api().call(
+        "POST",
+        "/api/v1/alerts/rules",
+        Some(&json!({
+            "name": "server memory",
+            "expr": "threshold \"mem\"",
+            "channels": [channel],
+        })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut agent = MemAgent::connect(&setup.collector, &setup.credentials.license);
+    let exceeded_ms = sightline_e2e::now_ms();
+    agent.event("threshold.exceeded", "mem", exceeded_ms);
+    let fired = wait_for("the firing", Duration::from_secs(20), || {
+        receiver.delivered().first().cloned()
+    });
+    assert_eq!(fired["state"], "firing", "{fired}");
+    let recovered_ms = sightline_e2e::now_ms();
+    setup.restart();
+    agent.reconnect(&setup.collector);
+    agent.event("threshold.recovered", "mem", recovered_ms);
+    let resolved = wait_for("the resolve", Duration::from_secs(20), || {
+        receiver.delivered().get(1).cloned()
+    });
+    assert_eq!(resolved["state"], "resolved", "{resolved}");
+    assert_eq!(resolved["target"], "mem");
+    assert!(list(&setup.api(), "/api/v1/alerts/firing", "firing").is_empty());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(receiver.delivered().len(), 2, "told once each");
 }

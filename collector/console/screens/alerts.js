@@ -52,7 +52,7 @@ export async function render(root, params, signal) {
   await refreshFiring().catch((e) => firingBox.replaceChildren(errorBox(e)));
   stream('alerts/stream', (type, data) => {
     if (type === 'lagged') {
-      feed.prepend(h('li', {}, h('span'), h('span'), h('span', { class: 'msg muted' }, 'Missed ' + data + ' changes; the list above is re-read.')));
+      feed.prepend(h('li', {}, h('span'), h('span'), h('span', { class: 'msg muted' }, 'Some changes were missed; the list above is re-read.')));
     } else if (data && typeof data === 'object') {
       feed.prepend(h('li', { class: 'new' },
         h('time', {}, fmtTime(data.time_ms)), badge(data.state),

@@ -17,7 +17,8 @@
 //!
 //! Besides the tick, the group writer wakes it when agents' events were
 //! stored (a reboot, a threshold crossed, a URL down: rare, and worth
-//! telling at once).
+//! telling at once), never sooner than four times the last tick's duration
+//! after it, so a stream of events cannot keep it evaluating.
 //!
 //! Alerts that fire survive a restart (their state is stored), so a
 //! restart does not tell them again; a pending `for` starts over.
@@ -70,11 +71,16 @@ pub struct Evaluator<S> {
     store: Arc<S>,
     hub: AlertsHub,
     memory: HashMap<AlertKey, AlertMemory>,
-    /// Each rule's `updated_ms` as last seen: a changed rule starts over
-    /// (the store dropped its alerts when it was replaced).
-    versions: HashMap<i64, i64>,
+    /// Each rule as last seen: one whose condition (`expr`, `agent`,
+    /// `product`) changed, or that was disabled or deleted, resolves its
+    /// alerts (aloud, those told) through the channels it had.
+    rules_seen: HashMap<i64, RuleRow>,
     /// Rules evaluated last, from here on (round robin past the cap).
     next_rule: usize,
+    /// Until the first tick recorded: paired events are read back from
+    /// each firing alert's start (a recovery sent while the collector was
+    /// down may be older than the usual window).
+    looking_back: bool,
 }
 
 impl<S> std::fmt::Debug for Evaluator<S> {
@@ -96,21 +102,23 @@ impl<S: Store> Evaluator<S> {
                     pending_since_ms: None,
                     firing_since_ms: Some(alert.since_ms),
                     last_notified_ms: alert.last_notified_ms,
+                    resolve_owed: false,
                 },
             );
         }
-        let versions = store
+        let rules_seen = store
             .alert_rules(None)
             .await?
             .into_iter()
-            .map(|r| (r.id, r.updated_ms))
+            .map(|r| (r.id, r))
             .collect();
         Ok(Evaluator {
             store,
             hub,
             memory,
-            versions,
+            rules_seen,
             next_rule: 0,
+            looking_back: true,
         })
     }
 
@@ -125,22 +133,27 @@ impl<S: Store> Evaluator<S> {
     ) {
         let mut tick = interval(every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // When an ingest wake may evaluate again at the earliest.
+        let mut next_wake = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
                 () = events_stored.events_stored.notified() => {
                     // Let the rest of a burst land, and bound the rate.
+                    let at = next_wake.max(tokio::time::Instant::now() + INGEST_WAKE_GAP);
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(INGEST_WAKE_GAP) => {}
+                        () = tokio::time::sleep_until(at) => {}
                     }
                 }
             }
+            let started = tokio::time::Instant::now();
             let evaluated = tokio::select! {
                 () = shutdown.cancelled() => return,
                 r = self.tick(crate::now_ms()) => r,
             };
+            next_wake = tokio::time::Instant::now() + ingest_wake_gap(started.elapsed());
             if let Err(e) = evaluated {
                 tracing::warn!(error = %e, "Alert evaluation failed.");
             }
@@ -148,24 +161,21 @@ impl<S: Store> Evaluator<S> {
     }
 
     /// One evaluation of every rule at `now_ms`; the changes recorded.
+    /// The alerts' memory is stepped on a copy, kept only once the store
+    /// holds the changes (a failed commit leaves it as it was, so the
+    /// next tick tries again).
     pub async fn tick(&mut self, now_ms: i64) -> Result<usize, StoreError> {
-        let mut rules: Vec<RuleRow> = self
-            .store
-            .alert_rules(None)
-            .await?
-            .into_iter()
-            .filter(|r| r.spec.enabled)
-            .collect();
-        let live: HashMap<i64, i64> = rules.iter().map(|r| (r.id, r.updated_ms)).collect();
-        let versions = &self.versions;
-        self.memory.retain(|k, _| {
-            live.get(&k.rule_id)
-                .is_some_and(|v| versions.get(&k.rule_id).is_none_or(|old| old == v))
-        });
-        self.versions = live;
-        if rules.is_empty() {
+        let all_rules = self.store.alert_rules(None).await?;
+        if all_rules.is_empty() && self.memory.is_empty() {
+            self.rules_seen.clear();
             return Ok(0);
         }
+        let mut memory = self.memory.clone();
+        let mut rules: Vec<RuleRow> = all_rules
+            .iter()
+            .filter(|r| r.spec.enabled)
+            .cloned()
+            .collect();
         if rules.len() > MAX_RULES_PER_TICK {
             let start = self.next_rule % rules.len();
             rules.rotate_left(start);
@@ -195,6 +205,17 @@ impl<S: Store> Evaluator<S> {
         let mut agents_of: HashMap<i64, HashMap<i64, Agent>> = HashMap::new();
         let mut changes = Vec::new();
         let mut transitions = Vec::new();
+        self.end_alerts(
+            &all_rules,
+            &mut memory,
+            &mut agents_of,
+            &projects,
+            &paused,
+            now_ms,
+            &mut changes,
+            &mut transitions,
+        )
+        .await?;
         for (rule, condition) in rules.iter().zip(conditions) {
             let Some(condition) = condition else {
                 continue;
@@ -225,7 +246,8 @@ impl<S: Store> Evaluator<S> {
             // A threshold's series without fresh points keeps its state
             // (`no data` rules tell that), as does an alert that waits for
             // its resolving event (`threshold.recovered`) however long ago
-            // it fired; any other condition no longer holds.
+            // it fired; any other condition no longer holds. An alert
+            // owing the resolve of a pause is stepped either way.
             let seen_keys: HashSet<&AlertKey> = seen.iter().map(|s| &s.key).collect();
             let mut unseen: Vec<Seen> = Vec::new();
             let absence_resolves = !matches!(
@@ -236,23 +258,24 @@ impl<S: Store> Evaluator<S> {
                         ..
                     }
             );
-            if absence_resolves {
-                for (key, memory) in &self.memory {
-                    if key.rule_id == rule.id
-                        && (memory.firing() || memory.pending_since_ms.is_some())
-                        && !seen_keys.contains(key)
-                    {
-                        unseen.push(Seen {
-                            key: key.clone(),
-                            observed: Observed::Inactive,
-                            value: None,
-                            message: "The condition no longer holds.".into(),
-                        });
-                    }
+            for (key, alert) in &memory {
+                let stepped = alert.resolve_owed
+                    || (absence_resolves && (alert.firing() || alert.pending_since_ms.is_some()));
+                if key.rule_id == rule.id && stepped && !seen_keys.contains(key) {
+                    unseen.push(Seen {
+                        key: key.clone(),
+                        observed: if absence_resolves {
+                            Observed::Inactive
+                        } else {
+                            Observed::Unknown
+                        },
+                        value: None,
+                        message: "The condition no longer holds.".into(),
+                    });
                 }
             }
             for seen in seen.into_iter().chain(unseen) {
-                let memory = self.memory.entry(seen.key.clone()).or_default();
+                let memory = memory.entry(seen.key.clone()).or_default();
                 if let (
                     Observed::Active { at_ms },
                     Condition::Threshold {
@@ -296,71 +319,28 @@ impl<S: Store> Evaluator<S> {
                 };
                 let agent = agents.get(&seen.key.oid);
                 let since_ms = memory.firing_since_ms.unwrap_or(now_ms);
-                let notifications = if change.notifies() {
-                    let body = Body {
-                        state: change.state().into(),
-                        reminder: change == Change::Reminded,
-                        project: projects.get(&rule.project_id).cloned().unwrap_or_default(),
-                        rule: Some(RuleRef {
-                            id: rule.id,
-                            name: rule.spec.name.clone(),
-                            expr: rule.spec.expr.clone(),
-                            severity: rule.spec.severity.clone(),
-                        }),
-                        agent: agent.map(|a| AgentRef {
-                            oid: a.oid,
-                            oname: a.oname.clone(),
-                            product: a.product.clone(),
-                        }),
-                        target: seen.key.target.clone(),
-                        value: seen.value,
-                        message: seen.message.clone(),
-                        since: format_ms(since_ms),
-                        time: format_ms(now_ms),
-                        time_ms: now_ms,
-                    };
-                    let payload = serde_json::to_string(&body)
-                        .map_err(|e| StoreError::Corrupt(format!("notification body: {e}")))?;
-                    rule.spec
-                        .channels
-                        .iter()
-                        .map(|c| (*c, payload.clone()))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                let notified = !notifications.is_empty();
-                changes.push(AlertChange {
-                    project_id: rule.project_id,
-                    key: seen.key.clone(),
-                    rule: rule.spec.name.clone(),
-                    state: change.state(),
-                    time_ms: now_ms,
+                let last_notified_ms = memory.last_notified_ms;
+                let (change, transition) = records(
+                    rule,
+                    &projects,
+                    agent,
+                    seen,
+                    change,
                     since_ms,
-                    last_notified_ms: memory.last_notified_ms,
-                    value: seen.value,
-                    message: seen.message.clone(),
-                    notifications,
-                });
-                transitions.push(Transition {
-                    project_id: rule.project_id,
-                    key: seen.key,
-                    rule: rule.spec.name.clone(),
-                    oname: agent.map(|a| a.oname.clone()).unwrap_or_default(),
-                    state: change.state(),
-                    time_ms: now_ms,
-                    value: seen.value,
-                    message: seen.message,
-                    notified,
-                });
+                    last_notified_ms,
+                    now_ms,
+                )?;
+                changes.push(change);
+                transitions.push(transition);
             }
         }
-        self.memory
-            .retain(|_, m| m.firing() || m.pending_since_ms.is_some());
-        if changes.is_empty() {
-            return Ok(0);
+        memory.retain(|_, m| m.worth_keeping());
+        if !changes.is_empty() {
+            self.store.record_alert_changes(&changes).await?;
         }
-        self.store.record_alert_changes(&changes).await?;
+        self.memory = memory;
+        self.rules_seen = all_rules.into_iter().map(|r| (r.id, r)).collect();
+        self.looking_back = false;
         for change in &changes {
             tracing::info!(
                 rule = %change.rule,
@@ -413,6 +393,74 @@ impl<S: Store> Evaluator<S> {
             }
         }
         Ok(read)
+    }
+
+    /// Before the rules are observed: forgets, without a word, the alerts
+    /// of terminated agents (their rows went with them), and resolves the
+    /// alerts of rules deleted, disabled, or whose condition changed
+    /// (aloud where the firing was told and the agent is not paused).
+    #[allow(clippy::too_many_arguments)]
+    async fn end_alerts(
+        &self,
+        all_rules: &[RuleRow],
+        memory: &mut HashMap<AlertKey, AlertMemory>,
+        agents_of: &mut HashMap<i64, HashMap<i64, Agent>>,
+        projects: &HashMap<i64, String>,
+        paused: &HashSet<i64>,
+        now_ms: i64,
+        changes: &mut Vec<AlertChange>,
+        transitions: &mut Vec<Transition>,
+    ) -> Result<(), StoreError> {
+        let current: HashMap<i64, &RuleRow> = all_rules.iter().map(|r| (r.id, r)).collect();
+        let keys: Vec<AlertKey> = memory.keys().cloned().collect();
+        for key in keys {
+            let seen_rule = self.rules_seen.get(&key.rule_id);
+            let now_rule = current.get(&key.rule_id).copied();
+            let Some(rule) = seen_rule.or(now_rule) else {
+                memory.remove(&key);
+                continue;
+            };
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                agents_of.entry(rule.project_id)
+            {
+                let agents = self.store.agents(rule.project_id).await?;
+                slot.insert(agents.into_iter().map(|a| (a.oid, a)).collect());
+            }
+            let agent = agents_of[&rule.project_id].get(&key.oid);
+            if agent.is_some_and(|a| a.terminated_ms.is_some()) {
+                memory.remove(&key);
+                continue;
+            }
+            let reason = match now_rule {
+                None => "The rule was deleted.",
+                Some(r) if !r.spec.enabled => "The rule was disabled.",
+                Some(r) if !rule.spec.same_condition(&r.spec) => "The rule's condition changed.",
+                Some(_) => continue,
+            };
+            let Some(alert) = memory.remove(&key) else {
+                continue;
+            };
+            let since_ms = match (alert.firing_since_ms, alert.resolve_owed) {
+                (Some(since_ms), _) => since_ms,
+                (None, true) => now_ms,
+                (None, false) => continue,
+            };
+            let told = alert.last_notified_ms.is_some() || alert.resolve_owed;
+            let change = Change::Resolved {
+                notify: told && !paused.contains(&key.oid),
+            };
+            let seen = Seen {
+                key,
+                observed: Observed::Inactive,
+                value: None,
+                message: reason.into(),
+            };
+            let (change, transition) =
+                records(rule, projects, agent, seen, change, since_ms, None, now_ms)?;
+            changes.push(change);
+            transitions.push(transition);
+        }
+        Ok(())
     }
 
     /// What `condition` looks like now, per alert, for the agents in scope.
@@ -534,10 +582,23 @@ impl<S: Store> Evaluator<S> {
                 } else {
                     *clear_ms
                 };
+                let mut from_ms = now_ms - lookback;
+                if resolved_by.is_some() && self.looking_back {
+                    // After a start: back to before each firing alert began.
+                    let oldest = self
+                        .memory
+                        .iter()
+                        .filter(|(k, _)| k.rule_id == rule.id)
+                        .filter_map(|(_, m)| m.firing_since_ms)
+                        .min();
+                    if let Some(oldest) = oldest {
+                        from_ms = from_ms.min(oldest - PAIRED_LOOKBACK_MS);
+                    }
+                }
                 let mut events = Vec::new();
                 for k in std::iter::once(kind).chain(resolved_by.iter()) {
                     let query = EventQuery {
-                        from_ms: now_ms - lookback,
+                        from_ms,
                         to_ms: now_ms + 60_000,
                         oid: None,
                         kind: Some(k.clone()),
@@ -714,6 +775,86 @@ impl<S: Store> Evaluator<S> {
         }
         Ok(seen)
     }
+}
+
+/// The stored change (with a notification per channel when it notifies)
+/// and the streamed transition of one alert's change.
+#[allow(clippy::too_many_arguments)]
+fn records(
+    rule: &RuleRow,
+    projects: &HashMap<i64, String>,
+    agent: Option<&Agent>,
+    seen: Seen,
+    change: Change,
+    since_ms: i64,
+    last_notified_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<(AlertChange, Transition), StoreError> {
+    let notifications = if change.notifies() {
+        let body = Body {
+            state: change.state().into(),
+            reminder: change == Change::Reminded,
+            project: projects.get(&rule.project_id).cloned().unwrap_or_default(),
+            rule: Some(RuleRef {
+                id: rule.id,
+                name: rule.spec.name.clone(),
+                expr: rule.spec.expr.clone(),
+                severity: rule.spec.severity.clone(),
+            }),
+            agent: agent.map(|a| AgentRef {
+                oid: a.oid,
+                oname: a.oname.clone(),
+                product: a.product.clone(),
+            }),
+            target: seen.key.target.clone(),
+            value: seen.value,
+            message: seen.message.clone(),
+            since: format_ms(since_ms),
+            time: format_ms(now_ms),
+            time_ms: now_ms,
+        };
+        let payload = serde_json::to_string(&body)
+            .map_err(|e| StoreError::Corrupt(format!("notification body: {e}")))?;
+        rule.spec
+            .channels
+            .iter()
+            .map(|c| (*c, payload.clone()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let notified = !notifications.is_empty();
+    let stored = AlertChange {
+        project_id: rule.project_id,
+        key: seen.key.clone(),
+        rule: rule.spec.name.clone(),
+        state: change.state(),
+        time_ms: now_ms,
+        since_ms,
+        last_notified_ms,
+        value: seen.value,
+        message: seen.message.clone(),
+        notifications,
+    };
+    let transition = Transition {
+        project_id: rule.project_id,
+        key: seen.key,
+        rule: rule.spec.name.clone(),
+        oname: agent.map(|a| a.oname.clone()).unwrap_or_default(),
+        state: change.state(),
+        time_ms: now_ms,
+        value: seen.value,
+        message: seen.message,
+        notified,
+    };
+    Ok((stored, transition))
+}
+
+/// How long after a tick an ingest wake may evaluate again: never sooner
+/// than four times the tick's own duration (so agents' events cannot keep
+/// a slow evaluator busy most of the time), nor than [`INGEST_WAKE_GAP`].
+fn ingest_wake_gap(last_tick: Duration) -> Duration {
+    INGEST_WAKE_GAP.max(last_tick.saturating_mul(4))
 }
 
 /// Whether `agent` is one a rule applies to: not terminated, its `agent`

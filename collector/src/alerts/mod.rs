@@ -59,7 +59,19 @@ fn default_true() -> bool {
 /// Severities a rule may have.
 pub const SEVERITIES: &[&str] = &["info", "warning", "critical"];
 
+/// The longest `for`, `clear` or log window a rule may have (1 day).
+pub const MAX_RULE_SPAN_MS: i64 = 86_400_000;
+/// The shortest `renotify` (1 min; shorter would flood the channels).
+pub const MIN_RENOTIFY_MS: i64 = 60_000;
+
 impl RuleSpec {
+    /// Whether two versions of a rule watch the same thing, so their
+    /// alerts carry over (a name, severity, channel, re-notify or enabled
+    /// change keeps them; an `expr`, `agent` or `product` change resets).
+    pub fn same_condition(&self, other: &RuleSpec) -> bool {
+        self.expr == other.expr && self.agent == other.agent && self.product == other.product
+    }
+
     /// Checks the spec and parses its condition; the error is for the
     /// API's caller.
     pub fn check(&self) -> Result<rules::Condition, String> {
@@ -75,8 +87,26 @@ impl RuleSpec {
         if self.channels.len() > 20 {
             return Err("channels: at most 20".into());
         }
-        self.renotify_ms()?;
-        rules::parse(&self.name, &self.expr).map_err(|e| e.to_string())
+        let name = &self.name;
+        let renotify_ms = self
+            .renotify_ms()
+            .map_err(|e| format!("rule '{name}': {e}"))?;
+        if renotify_ms != 0 && renotify_ms < MIN_RENOTIFY_MS {
+            return Err(format!("rule '{name}': renotify: at least 1 min"));
+        }
+        let condition = rules::parse(name, &self.expr).map_err(|e| e.to_string())?;
+        // Bounds that keep each tick's reads bounded and a rule meaningful.
+        let (field, ms) = match &condition {
+            rules::Condition::Threshold { for_ms, .. } => ("for", *for_ms),
+            rules::Condition::Event { clear_ms, .. } => ("clear", *clear_ms),
+            rules::Condition::LogPattern { window_ms, .. }
+            | rules::Condition::Log { window_ms, .. } => ("window", *window_ms),
+            rules::Condition::NoData | rules::Condition::Url { .. } => ("", 0),
+        };
+        if ms > MAX_RULE_SPAN_MS {
+            return Err(format!("rule '{name}': {field}: at most 24 h"));
+        }
+        Ok(condition)
     }
 
     /// The re-notify interval, ms (0: never).
@@ -224,6 +254,8 @@ impl ChannelConfig {
             }
             ChannelConfig::Email {
                 host,
+                tls,
+                password,
                 from,
                 to,
                 ca_pem,
@@ -231,6 +263,12 @@ impl ChannelConfig {
             } => {
                 if host.trim().is_empty() {
                     return Err("host: required".into());
+                }
+                if *tls == SmtpTls::None && password.is_some() && !is_loopback_host(host) {
+                    return Err(
+                        "password: refused with tls \"none\" unless the host is loopback (it would cross the network in clear)"
+                            .into(),
+                    );
                 }
                 if from.parse::<lettre::message::Mailbox>().is_err() {
                     return Err(format!("from: not an address: '{from}'"));
@@ -302,9 +340,12 @@ impl ChannelConfig {
 
     /// `self` with the secrets `update` left out taken from `old`: a
     /// client that read a masked channel can send it back changed without
-    /// knowing the secrets.
-    pub fn keep_secrets_from(self, old: &ChannelConfig) -> ChannelConfig {
-        match (self, old) {
+    /// knowing the secrets. An SMTP password is kept only for the same
+    /// server and login (`host`, `port`, `tls`, `username` unchanged): one
+    /// left out for another is an error (it would go where it was never
+    /// meant to).
+    pub fn keep_secrets_from(self, old: &ChannelConfig) -> Result<ChannelConfig, String> {
+        Ok(match (self, old) {
             (
                 ChannelConfig::Webhook {
                     url,
@@ -329,22 +370,45 @@ impl ChannelConfig {
                     ca_pem,
                 },
                 ChannelConfig::Email {
-                    password: old_password,
+                    host: old_host,
+                    port: old_port,
+                    tls: old_tls,
+                    username: old_username,
+                    password: Some(old_password),
                     ..
                 },
-            ) => ChannelConfig::Email {
-                host,
-                port,
-                tls,
-                username,
-                password: old_password.clone(),
-                from,
-                to,
-                ca_pem,
-            },
+            ) => {
+                if host != *old_host
+                    || port != *old_port
+                    || tls != *old_tls
+                    || username != *old_username
+                {
+                    return Err("password: required when host, port, tls or username change".into());
+                }
+                ChannelConfig::Email {
+                    host,
+                    port,
+                    tls,
+                    username,
+                    password: Some(old_password.clone()),
+                    from,
+                    to,
+                    ca_pem,
+                }
+            }
             (new, _) => new,
-        }
+        })
     }
+}
+
+/// Whether an SMTP host is this machine (`localhost`, `127.0.0.0/8`,
+/// `::1`): the only place a password may go without TLS.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A channel as the API takes it.
@@ -534,7 +598,7 @@ pub struct AttemptRow {
     pub status: Option<u16>,
     /// Why it failed.
     pub error: Option<String>,
-    /// The notification's state now: `queued`, `sent`, `failed`.
+    /// The notification's state now: `queued`, `sent`, `failed` (`testing`: a channel test never sent).
     pub state: String,
     /// The alert state it told (`firing`, `resolved`, `test`).
     pub kind: String,
@@ -636,7 +700,7 @@ mod tests {
             ca_pem: None,
         };
         assert_eq!(
-            masked.keep_secrets_from(&old),
+            masked.keep_secrets_from(&old).expect("kept"),
             ChannelConfig::Webhook {
                 url: "https://h/services/secret-token".into(),
                 format: WebhookFormat::Slack,
@@ -656,14 +720,123 @@ mod tests {
             ca_pem: None,
         };
         assert_eq!(
-            mail(None).keep_secrets_from(&mail(Some("pw"))),
+            mail(None)
+                .keep_secrets_from(&mail(Some("pw")))
+                .expect("kept"),
             mail(Some("pw"))
         );
         assert_eq!(
-            mail(Some("new")).keep_secrets_from(&mail(Some("pw"))),
+            mail(Some("new"))
+                .keep_secrets_from(&mail(Some("pw")))
+                .expect("new"),
             mail(Some("new"))
         );
+        // Another server, port, security or login: the password is not
+        // carried there, it must be given again.
+        let moved: [fn(&mut ChannelConfig); 4] = [
+            |c| {
+                if let ChannelConfig::Email { host, .. } = c {
+                    *host = "smtp.elsewhere".into();
+                }
+            },
+            |c| {
+                if let ChannelConfig::Email { port, .. } = c {
+                    *port = 2525;
+                }
+            },
+            |c| {
+                if let ChannelConfig::Email { tls, .. } = c {
+                    *tls = SmtpTls::None;
+                }
+            },
+            |c| {
+                if let ChannelConfig::Email { username, .. } = c {
+                    *username = Some("other".into());
+                }
+            },
+        ];
+        for change in moved {
+            let mut update = mail(None);
+            change(&mut update);
+            let kept = update.keep_secrets_from(&mail(Some("pw")));
+            assert!(
+                kept.as_ref().is_err_and(|e| e.contains("password")),
+                "{kept:?}"
+            );
+        }
         assert!(!mail(Some("pw")).masked().to_string().contains("\"pw\""));
+    }
+
+    #[test]
+    fn a_rules_spans_are_bounded_and_errors_name_the_rule_and_field() {
+        let spec = |expr: &str, renotify: Option<&str>| RuleSpec {
+            name: "disk".into(),
+            expr: expr.into(),
+            agent: None,
+            product: None,
+            severity: "warning".into(),
+            channels: vec![],
+            renotify: renotify.map(str::to_string),
+            enabled: true,
+        };
+        let error = |expr: &str, renotify: Option<&str>| spec(expr, renotify).check().err();
+        assert_eq!(
+            error("mem.used_pct > 90 for 25h", None),
+            Some("rule 'disk': for: at most 24 h".into())
+        );
+        assert_eq!(
+            error("event db.unreachable clear 2d", None),
+            Some("rule 'disk': clear: at most 24 h".into())
+        );
+        assert_eq!(
+            error("log \"timeout\" > 10 in 48h", None),
+            Some("rule 'disk': window: at most 24 h".into())
+        );
+        assert_eq!(
+            error("no data", Some("30s")),
+            Some("rule 'disk': renotify: at least 1 min".into())
+        );
+        for fine in [
+            ("mem.used_pct > 90 for 24h", Some("1m")),
+            ("event db.unreachable clear 24h", None),
+            ("log \"timeout\" > 10 in 24h", Some("1h")),
+        ] {
+            assert_eq!(error(fine.0, fine.1), None, "{fine:?}");
+        }
+    }
+
+    #[test]
+    fn a_password_without_tls_goes_to_loopback_only() {
+        let mail = |host: &str, tls: SmtpTls, password: Option<&str>| ChannelConfig::Email {
+            host: host.into(),
+            port: 25,
+            tls,
+            username: Some("u".into()),
+            password: password.map(str::to_string),
+            from: "a@b.c".into(),
+            to: vec!["d@e.f".into()],
+            ca_pem: None,
+        };
+        let refused = mail("smtp.example.com", SmtpTls::None, Some("pw")).check();
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("password")),
+            "{refused:?}"
+        );
+        for host in ["127.0.0.1", "localhost", "::1", "[::1]"] {
+            assert_eq!(
+                mail(host, SmtpTls::None, Some("pw")).check(),
+                Ok(()),
+                "{host}"
+            );
+        }
+        assert_eq!(
+            mail("smtp.example.com", SmtpTls::None, None).check(),
+            Ok(())
+        );
+        assert_eq!(
+            mail("smtp.example.com", SmtpTls::Starttls, Some("pw")).check(),
+            Ok(())
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! Invariants: an alert notifies once when it fires and once when it
 //! resolves; while it fires it notifies again only after the rule's
 //! re-notify interval (never when that is 0); while its agent is paused
-//! nothing notifies, and a firing it kept quiet is told once the pause
-//! ends; a resolve is told only of a firing that was told.
+//! nothing notifies, and once the pause ends it tells what changed: a
+//! firing it kept quiet, and the resolve of a firing told before the
+//! pause (a "resolve owed"); a resolve is told only of a firing that was
+//! told.
 
 /// What the evaluator saw of an alert's condition at one tick.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,6 +34,9 @@ pub struct AlertMemory {
     /// When it last notified while firing (`None`: it fires unnoticed,
     /// its agent was paused).
     pub last_notified_ms: Option<i64>,
+    /// A firing told before a pause resolved during it: its resolve is
+    /// told at the first step after the pause.
+    pub resolve_owed: bool,
 }
 
 /// What a tick did to an alert.
@@ -85,6 +90,12 @@ impl AlertMemory {
         self.firing_since_ms.is_some()
     }
 
+    /// Whether the evaluator must keep it (it fires, waits, or owes a
+    /// resolve).
+    pub fn worth_keeping(&self) -> bool {
+        self.firing() || self.pending_since_ms.is_some() || self.resolve_owed
+    }
+
     /// Whether an `Active` observation at `at_ms` would make it fire
     /// (before a costly check confirms the condition held all along).
     pub fn would_fire(&self, at_ms: i64, timing: Timing) -> bool {
@@ -107,6 +118,12 @@ impl AlertMemory {
         timing: Timing,
         paused: bool,
     ) -> Option<Change> {
+        if self.resolve_owed && !paused {
+            // The pause is over: its resolve first, whatever is seen now
+            // (the next step handles that).
+            self.resolve_owed = false;
+            return Some(Change::Resolved { notify: true });
+        }
         match observed {
             Observed::Unknown => None,
             Observed::Inactive => {
@@ -114,6 +131,9 @@ impl AlertMemory {
                 let was_told = self.last_notified_ms.is_some();
                 self.firing_since_ms.take()?;
                 self.last_notified_ms = None;
+                if was_told && paused {
+                    self.resolve_owed = true;
+                }
                 Some(Change::Resolved {
                     notify: was_told && !paused,
                 })
@@ -234,11 +254,39 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_resolve_during_a_pause_is_told_when_the_pause_ends() {
+        let timing = Timing {
+            for_ms: 0,
+            renotify_ms: 0,
+        };
+        let mut m = AlertMemory::default();
+        assert_eq!(
+            m.step(active(0), 0, timing, false),
+            Some(Change::Fired { notify: true })
+        );
+        assert_eq!(
+            m.step(Observed::Inactive, 1, timing, true),
+            Some(Change::Resolved { notify: false }),
+            "quiet while paused"
+        );
+        assert!(m.worth_keeping(), "the owed resolve is remembered");
+        assert_eq!(m.step(Observed::Inactive, 2, timing, true), None);
+        assert_eq!(
+            m.step(Observed::Unknown, 3, timing, false),
+            Some(Change::Resolved { notify: true }),
+            "told once the pause ends"
+        );
+        assert_eq!(m.step(Observed::Inactive, 4, timing, false), None, "once");
+        assert!(!m.worth_keeping());
+    }
+
     proptest! {
         /// Over any sequence of observations and pauses: notifications
         /// alternate firing, resolved (reminders only with a re-notify
-        /// interval or of a firing a pause kept quiet), and a resolve is only told after a
-        /// told firing.
+        /// interval or of a firing a pause kept quiet), a resolve is only
+        /// told after a told firing, and a told firing resolved during a
+        /// pause is resolved aloud at the first step after it.
         #[test]
         fn notifications_alternate(
             steps in prop::collection::vec((0u8..3, any::<bool>(), 1i64..20_000), 1..200),
@@ -248,6 +296,7 @@ mod tests {
             let mut m = AlertMemory::default();
             let mut now = 0;
             let mut told_firing = false;
+            let mut owed = false;
             for (kind, paused, dt) in steps {
                 now += dt;
                 let observed = match kind {
@@ -261,18 +310,27 @@ mod tests {
                 }
                 match change {
                     Some(Change::Fired { notify: true }) => {
-                        prop_assert!(!told_firing);
+                        prop_assert!(!told_firing && !owed);
                         told_firing = true;
                     }
                     Some(Change::Reminded) => {
                         prop_assert!(!told_firing, "reminded of a firing already told");
+                        prop_assert!(!owed, "reminded before the owed resolve");
                         told_firing = true;
+                    }
+                    Some(Change::Resolved { notify }) if owed && !paused => {
+                        prop_assert!(notify, "the owed resolve is told");
+                        owed = false;
                     }
                     Some(Change::Resolved { notify }) => {
                         prop_assert_eq!(notify, told_firing && !paused);
+                        owed |= told_firing && paused;
                         told_firing = false;
                     }
                     Some(Change::Fired { notify: false }) | None => {}
+                }
+                if !paused {
+                    prop_assert!(!owed, "a resolve still owed after the pause");
                 }
                 prop_assert_eq!(m.firing(), m.firing_since_ms.is_some());
             }

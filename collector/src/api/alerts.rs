@@ -231,7 +231,8 @@ async fn find_channel<S: Store>(
         .ok_or_else(|| ApiError::NotFound(format!("no channel {id} in this project")))
 }
 
-/// `PUT channels/{id}`: secrets left out (or sent back masked) are kept.
+/// `PUT channels/{id}`: secrets left out (or sent back masked) are kept
+/// (an SMTP password only for the same host, port, tls and username).
 pub(super) async fn update_channel<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(project): Authed,
@@ -242,7 +243,10 @@ pub(super) async fn update_channel<S: Store>(
     let spec: ChannelSpec = parse_body(&body)?;
     let spec = ChannelSpec {
         name: spec.name,
-        config: spec.config.keep_secrets_from(&old.config),
+        config: spec
+            .config
+            .keep_secrets_from(&old.config)
+            .map_err(ApiError::BadRequest)?,
     };
     checked_channel(&spec)?;
     state
@@ -319,25 +323,42 @@ pub(super) async fn deliveries<S: Store>(
 }
 
 /// `GET stream`: server-sent events, one `transition` per firing or
-/// resolve of the project's alerts as it is recorded (`lagged` when this
-/// client fell behind and missed some).
+/// resolve of the project's alerts as it is recorded (`lagged`, data
+/// `{}`, when this client fell behind and missed some); opened with the
+/// console's cookie, it ends with the session.
 pub(super) async fn stream<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Authed(project): Authed,
+    headers: axum::http::HeaderMap,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
     let project_id = project.id;
-    let events = BroadcastStream::new(state.alerts.transitions.subscribe()).filter_map(
-        move |item| match item {
-            Ok(t) if t.project_id == project_id => Some(Ok(Event::default()
-                .event("transition")
-                .data(serde_json::to_string(&*t).unwrap_or_default()))),
-            Ok(_) => None,
-            Err(BroadcastStreamRecvError::Lagged(n)) => {
-                Some(Ok(Event::default().event("lagged").data(n.to_string())))
-            }
-        },
-    );
+    // Opened with the console's cookie: it ends with the session.
+    let session = crate::console::stream_session(&headers);
+    let ended = crate::console::session_ended(state.clone(), session);
+    let events =
+        BroadcastStream::new(state.alerts.transitions.subscribe()).filter_map(move |item| {
+            stream_item(item, project_id)
+                .map(|(name, data)| Ok(Event::default().event(name).data(data)))
+        });
+    let events = futures_util::StreamExt::take_until(events, Box::pin(ended));
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// One item of the shared broadcast as this project's client sees it:
+/// the event's name and data, or nothing (another project's). `lagged`
+/// carries no count: the broadcast is shared by every project, so how
+/// many it missed would tell of the others' activity.
+fn stream_item(
+    item: Result<Arc<crate::alerts::Transition>, BroadcastStreamRecvError>,
+    project_id: i64,
+) -> Option<(&'static str, String)> {
+    match item {
+        Ok(t) if t.project_id == project_id => {
+            Some(("transition", serde_json::to_string(&*t).unwrap_or_default()))
+        }
+        Ok(_) => None,
+        Err(BroadcastStreamRecvError::Lagged(_)) => Some(("lagged", "{}".into())),
+    }
 }
 
 /// `POST /api/v1/agents/{oid}/pause`, body optional `{"until": TIME}`:
@@ -400,4 +421,15 @@ pub(super) async fn resume<S: Store>(
     }
     tracing::info!(oid = agent.oid, oname = %agent.oname, "Agent resumed.");
     Ok(Json(json!({ "oid": agent.oid, "paused": false })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lagged_says_nothing_of_other_projects() {
+        let item = stream_item(Err(BroadcastStreamRecvError::Lagged(1234)), 1);
+        assert_eq!(item, Some(("lagged", "{}".to_string())));
+    }
 }

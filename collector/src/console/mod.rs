@@ -358,6 +358,34 @@ pub(crate) async fn end_session<S: Store>(
     StatusCode::NO_CONTENT
 }
 
+/// The session a stream opened by cookie lives by (none when it was
+/// opened with a bearer token, which has no end): such a stream must end
+/// with its session (sign-out, expiry).
+pub fn stream_session(headers: &HeaderMap) -> Option<String> {
+    match headers.get(header::AUTHORIZATION) {
+        Some(_) => None,
+        None => session_id(headers).map(str::to_string),
+    }
+}
+
+/// Whether a stream's session (from [`stream_session`]) still lives; a
+/// stream without one always does.
+fn session_alive<S: Store>(state: &ApiState<S>, session: Option<&str>) -> bool {
+    session.is_none_or(|id| state.sessions.is_alive(id))
+}
+
+/// Resolves once a stream's session has ended, looked at every
+/// [`STREAM_POLL`]; never for a stream without one. A stream that is not
+/// polled by its own loop ends on it (`take_until`).
+pub async fn session_ended<S: Store>(state: Arc<ApiState<S>>, session: Option<String>) {
+    loop {
+        tokio::time::sleep(STREAM_POLL).await;
+        if !session_alive(&state, session.as_deref()) {
+            return;
+        }
+    }
+}
+
 /// `GET /api/v1/events/stream`: the project's new events as server-sent
 /// events (`event: event`, data the event's JSON as `/api/v1/events`
 /// lists it, id its id), polled from the store every [`STREAM_POLL`].
@@ -402,10 +430,7 @@ pub(crate) async fn event_stream<S: Store>(
         /// stream ends with it (sign-out, expiry).
         session: Option<String>,
     }
-    let session = match headers.get(header::AUTHORIZATION) {
-        Some(_) => None,
-        None => session_id(&headers).map(str::to_string),
-    };
+    let session = stream_session(&headers);
     let cursor = Cursor {
         state,
         project_id: project.id,
@@ -419,9 +444,7 @@ pub(crate) async fn event_stream<S: Store>(
                 return Some((Ok::<Event, std::convert::Infallible>(event), c));
             }
             tokio::time::sleep(STREAM_POLL).await;
-            if let Some(id) = &c.session
-                && !c.state.sessions.is_alive(id)
-            {
+            if !session_alive(&c.state, c.session.as_deref()) {
                 return None;
             }
             // Events are stamped with their own time, which may be late:

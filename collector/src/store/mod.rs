@@ -767,8 +767,10 @@ pub trait AlertStore: Send + Sync + 'static {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<HistoryRow>, StoreError>> + Send;
 
-    /// Queues one notification outside an alert change (a channel test);
-    /// its id, or `None` when the project has no such channel.
+    /// Stores one notification outside an alert change (a channel test),
+    /// in a state [`AlertStore::due_notifications`] never picks (its
+    /// caller sends it once); its id, or `None` when the project has no
+    /// such channel.
     fn queue_notification(
         &self,
         project_id: i64,
@@ -828,8 +830,8 @@ pub trait AlertStore: Send + Sync + 'static {
         project_id: Option<i64>,
     ) -> impl Future<Output = Result<Vec<Pause>, StoreError>> + Send;
 
-    /// Removes alert history, finished notifications and attempts older
-    /// than `cutoff_ms`; how many rows.
+    /// Removes alert history, resolved alerts, finished notifications and
+    /// attempts older than `cutoff_ms`; how many rows.
     fn purge_alerts(&self, cutoff_ms: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 

@@ -989,6 +989,74 @@ async fn alert_changes_queue_notifications_until_delivered<S: Store>(store: Arc<
     );
 }
 
+/// A channel test is never picked by the queue (a crash before its one
+/// attempt must not make it a real send later); retention purges
+/// resolved alerts with the history, never firing ones.
+async fn a_channel_test_is_never_queued_and_resolved_alerts_are_purged<S: Store>(store: Arc<S>) {
+    use crate::alerts::{AlertChange, AlertKey};
+    let (p, r) = one_agent(&*store).await;
+    let channel = store
+        .create_alert_channel(p.id, "ops", &webhook("http://a/1"), 0)
+        .await
+        .expect("channel");
+    let test = store
+        .queue_notification(p.id, channel.id, "{}", 1000)
+        .await
+        .expect("queued")
+        .expect("the channel");
+    assert!(
+        store
+            .due_notifications(i64::MAX, 10)
+            .await
+            .expect("due")
+            .is_empty(),
+        "the queue never sends a test"
+    );
+    assert!(
+        store.notification(test).await.expect("read").is_some(),
+        "its sender finds it"
+    );
+
+    let rule = store
+        .create_alert_rule(p.id, &rule_spec("high", "mem > 1", vec![]), 0)
+        .await
+        .expect("rule");
+    let change = |target: &str, state: &'static str, time_ms: i64| AlertChange {
+        project_id: p.id,
+        key: AlertKey {
+            rule_id: rule.id,
+            oid: r.oid,
+            target: target.into(),
+        },
+        rule: "high".into(),
+        state,
+        time_ms,
+        since_ms: time_ms,
+        last_notified_ms: None,
+        value: None,
+        message: "m".into(),
+        notifications: vec![],
+    };
+    store
+        .record_alert_changes(&[
+            change("old", "resolved", 1000),
+            change("firing", "firing", 1000),
+            change("new", "resolved", 9000),
+        ])
+        .await
+        .expect("recorded");
+    store.purge_alerts(5000).await.expect("purged");
+    let mut left: Vec<String> = store
+        .alerts(Some(p.id), false)
+        .await
+        .expect("alerts")
+        .into_iter()
+        .map(|a| a.key.target)
+        .collect();
+    left.sort();
+    assert_eq!(left, ["firing", "new"]);
+}
+
 /// Rules, channels and pauses belong to one project: another project's
 /// token cannot change or see them, names are unique per project.
 async fn alert_rules_channels_and_pauses_are_scoped<S: Store>(store: Arc<S>) {
@@ -2321,6 +2389,7 @@ macro_rules! suite {
                 url_retention_drops_old_checks_and_forgotten_targets,
                 alert_changes_queue_notifications_until_delivered,
                 alert_rules_channels_and_pauses_are_scoped,
+                a_channel_test_is_never_queued_and_resolved_alerts_are_purged,
             );
         }
     };

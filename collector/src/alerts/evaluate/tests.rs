@@ -250,7 +250,7 @@ async fn no_data_fires_only_for_the_agent_in_scope() {
         .await
         .expect("evaluator");
     assert_eq!(again.tick(later + 1000).await.expect("tick"), 0);
-    // A replaced rule starts over: its alert fires anew, once.
+    // A rule whose severity changed keeps its alert: no second firing.
     let rule = &f
         .store
         .alert_rules(Some(f.project.id))
@@ -262,13 +262,163 @@ async fn no_data_fires_only_for_the_agent_in_scope() {
         .update_alert_rule(f.project.id, rule.id, &spec, rule.updated_ms + 1)
         .await
         .expect("updated");
-    assert!(
-        f.firing().await.is_empty(),
-        "its alerts went with the old rule"
-    );
-    assert_eq!(again.tick(later + 2000).await.expect("tick"), 1);
-    assert_eq!(again.tick(later + 3000).await.expect("tick"), 0);
+    assert_eq!(f.firing().await.len(), 1, "the alert carries over");
+    assert_eq!(again.tick(later + 2000).await.expect("tick"), 0);
     assert_eq!(f.firing().await.len(), 1);
+}
+
+impl Fixture {
+    async fn webhook(&self) -> i64 {
+        self.store
+            .create_alert_channel(
+                self.project.id,
+                "ops",
+                &ChannelConfig::Webhook {
+                    url: "http://127.0.0.1:9/hook".into(),
+                    format: WebhookFormat::Json,
+                    ca_pem: None,
+                },
+                0,
+            )
+            .await
+            .expect("channel")
+            .id
+    }
+
+    /// The states of the queued notifications, oldest first.
+    async fn queued(&self) -> Vec<String> {
+        self.store
+            .due_notifications(i64::MAX, 100)
+            .await
+            .expect("queue")
+            .iter()
+            .map(|n| {
+                serde_json::from_str::<crate::alerts::notify::Body>(&n.payload)
+                    .expect("body")
+                    .state
+            })
+            .collect()
+    }
+
+    async fn edit(&self, id: i64, edit: impl FnOnce(&mut RuleSpec)) {
+        let rule = self
+            .store
+            .alert_rules(Some(self.project.id))
+            .await
+            .expect("rules")
+            .into_iter()
+            .find(|r| r.id == id)
+            .expect("the rule");
+        let mut spec = rule.spec.clone();
+        edit(&mut spec);
+        self.store
+            .update_alert_rule(self.project.id, id, &spec, rule.updated_ms + 1)
+            .await
+            .expect("updated");
+    }
+}
+
+#[tokio::test]
+async fn editing_a_firing_rule_keeps_it_or_resolves_it_aloud() {
+    let mut f = fixture("edit").await;
+    let channel = f.webhook().await;
+    let id = f.rule("mem.used_pct > 90", None, vec![channel]).await;
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let now = crate::now_ms();
+    f.point(now - 1000, 95.0).await;
+    assert_eq!(evaluator.tick(now).await.expect("tick"), 1);
+    assert_eq!(f.queued().await, ["firing"]);
+
+    // Renamed, another severity: the same alert, told once.
+    f.edit(id, |s| {
+        s.name = "memory".into();
+        s.severity = "critical".into();
+    })
+    .await;
+    assert_eq!(evaluator.tick(now + 1000).await.expect("tick"), 0);
+    assert_eq!(f.firing().await.len(), 1);
+    assert_eq!(f.queued().await, ["firing"], "no second FIRING");
+
+    // Another condition: what was told resolves, aloud.
+    f.edit(id, |s| s.expr = "mem.used_pct > 99".into()).await;
+    assert_eq!(evaluator.tick(now + 2000).await.expect("tick"), 1);
+    assert!(f.firing().await.is_empty());
+    assert_eq!(f.queued().await, ["firing", "resolved"]);
+
+    // Disabled, then deleted: each resolves what fired.
+    f.edit(id, |s| s.expr = "mem.used_pct > 90".into()).await;
+    assert_eq!(evaluator.tick(now + 3000).await.expect("tick"), 1);
+    f.edit(id, |s| s.enabled = false).await;
+    assert_eq!(evaluator.tick(now + 4000).await.expect("tick"), 1);
+    assert!(f.firing().await.is_empty());
+    f.edit(id, |s| s.enabled = true).await;
+    assert_eq!(evaluator.tick(now + 5000).await.expect("tick"), 1);
+    assert!(
+        f.store
+            .delete_alert_rule(f.project.id, id)
+            .await
+            .expect("deleted")
+    );
+    assert_eq!(evaluator.tick(now + 6000).await.expect("tick"), 1);
+    assert!(f.firing().await.is_empty());
+    assert_eq!(
+        f.queued().await,
+        [
+            "firing", "resolved", "firing", "resolved", "firing", "resolved"
+        ]
+    );
+    assert_eq!(evaluator.tick(now + 7000).await.expect("tick"), 0, "once");
+}
+
+#[tokio::test]
+async fn a_failed_commit_leaves_the_memory_as_it_was() {
+    let mut f = fixture("commit").await;
+    let channel = f.webhook().await;
+    f.rule("mem.used_pct > 90", None, vec![channel]).await;
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let now = crate::now_ms();
+    f.point(now - 1000, 95.0).await;
+    f.store.close_writer_for_tests().await;
+    assert!(evaluator.tick(now).await.is_err(), "the commit fails");
+    assert!(
+        evaluator.memory.values().all(|m| !m.firing()),
+        "it does not believe it told: {:?}",
+        evaluator.memory
+    );
+}
+
+#[tokio::test]
+async fn a_terminated_agents_alerts_are_forgotten_without_a_word() {
+    let f = fixture("terminated").await;
+    let channel = f.webhook().await;
+    f.rule("no data", None, vec![channel]).await;
+    let mut evaluator = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    let later = crate::now_ms() + 60_000;
+    assert_eq!(evaluator.tick(later).await.expect("tick"), 1);
+    assert_eq!(f.queued().await, ["firing"]);
+    f.store
+        .terminate_agent(f.project.id, f.oid, later)
+        .await
+        .expect("terminated")
+        .expect("the agent");
+    assert!(f.queued().await.is_empty(), "its queued FIRING is dropped");
+    assert_eq!(evaluator.tick(later + 1000).await.expect("tick"), 0);
+    assert!(evaluator.memory.is_empty(), "{:?}", evaluator.memory);
+    assert!(
+        f.store
+            .alerts(Some(f.project.id), false)
+            .await
+            .expect("alerts")
+            .is_empty(),
+        "no row comes back"
+    );
+    assert!(f.queued().await.is_empty(), "nobody is told");
 }
 
 /// How long one tick takes with 1,000 agents and 10 rules, every agent's
@@ -449,4 +599,57 @@ async fn lock_waits_past_the_limit_fire_and_clear_after_the_window() {
         "10 min on"
     );
     assert!(f.firing().await.is_empty());
+}
+
+#[test]
+fn an_ingest_wake_waits_four_times_the_last_ticks_duration() {
+    assert_eq!(ingest_wake_gap(Duration::from_millis(10)), INGEST_WAKE_GAP);
+    assert_eq!(
+        ingest_wake_gap(Duration::from_millis(200)),
+        Duration::from_millis(800),
+        "a slow tick is not run back to back by a stream of events"
+    );
+}
+
+#[tokio::test]
+async fn a_recovery_sent_while_the_collector_was_down_resolves_after_the_start() {
+    let f = fixture("lookback").await;
+    let channel = f.webhook().await;
+    f.rule("threshold \"mem\"", None, vec![channel]).await;
+    let event = |kind: &str, at: i64| EventRow {
+        time_ms: at,
+        kind: kind.into(),
+        severity: "critical".into(),
+        message: kind.into(),
+        attrs: [("threshold".to_string(), "mem".to_string())].into(),
+    };
+    let now = crate::now_ms();
+    f.store
+        .insert_event(f.project.id, Some(f.oid), &event("threshold.exceeded", now))
+        .await
+        .expect("event");
+    let mut before = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    assert_eq!(before.tick(now + 1000).await.expect("tick"), 1);
+    drop(before);
+    // Down 30 min; the agent's spooled recovery (of +2 min) arrives late.
+    f.store
+        .insert_event(
+            f.project.id,
+            Some(f.oid),
+            &event("threshold.recovered", now + 120_000),
+        )
+        .await
+        .expect("event");
+    let mut after = Evaluator::start(f.store.clone(), AlertsHub::default())
+        .await
+        .expect("evaluator");
+    assert_eq!(
+        after.tick(now + 1_800_000).await.expect("tick"),
+        1,
+        "the recovery 28 min back resolves it"
+    );
+    assert!(f.firing().await.is_empty());
+    assert_eq!(f.queued().await, ["firing", "resolved"]);
 }

@@ -170,8 +170,7 @@ pub async fn send(config: &ChannelConfig, payload: &str) -> Result<u16, SendErro
                 let bytes = match format {
                     WebhookFormat::Json => payload.as_bytes().to_vec(),
                     WebhookFormat::Slack => {
-                        serde_json::to_vec(&serde_json::json!({ "text": body.headline() }))
-                            .map_err(|e| SendError::transient(e.to_string()))?
+                        slack_body(&body).map_err(|e| SendError::transient(e.to_string()))?
                     }
                 };
                 webhook::post(url, bytes, ca_pem.as_deref()).await
@@ -185,5 +184,45 @@ pub async fn send(config: &ChannelConfig, payload: &str) -> Result<u16, SendErro
             "no answer within {} s",
             SEND_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// The Slack incoming webhook's body: `{"text": headline}`, with `&`, `<`
+/// and `>` escaped as Slack wants (so a log line or a target cannot make a
+/// link or `<!channel>` mention).
+fn slack_body(body: &Body) -> Result<Vec<u8>, serde_json::Error> {
+    let text = body
+        .headline()
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    serde_json::to_vec(&serde_json::json!({ "text": text }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_text_escapes_what_slack_would_read_as_markup() {
+        let body = Body {
+            state: "firing".into(),
+            reminder: false,
+            project: "p".into(),
+            rule: None,
+            agent: None,
+            target: String::new(),
+            value: None,
+            message: "a & b <!channel> <http://evil|click> x > 1".into(),
+            since: String::new(),
+            time: String::new(),
+            time_ms: 0,
+        };
+        let sent: serde_json::Value =
+            serde_json::from_slice(&slack_body(&body).expect("body")).expect("json");
+        assert_eq!(
+            sent["text"],
+            "[FIRING] test: a &amp; b &lt;!channel&gt; &lt;http://evil|click&gt; x &gt; 1"
+        );
     }
 }

@@ -115,6 +115,12 @@ impl AlertStore for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<RuleRow>, StoreError> {
         let mut tx = self.writer.begin().await?;
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT spec FROM alert_rules WHERE id = ? AND project_id = ?")
+                .bind(id)
+                .bind(project_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let row = sqlx::query(
             "UPDATE alert_rules SET name = ?, spec = ?, updated_ms = ? WHERE id = ? AND project_id = ?
              RETURNING id, project_id, spec, created_ms, updated_ms",
@@ -127,9 +133,11 @@ impl AlertStore for SqliteStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| conflict(e, "rule", &spec.name))?;
-        // A changed condition starts from nothing: its old alerts resolve
-        // silently rather than linger.
-        if row.is_some() {
+        // A changed condition (expr, agent, product) starts from nothing;
+        // the evaluator records and tells the resolve of what it told.
+        // Any other change keeps the alerts as they are.
+        let old: Option<RuleSpec> = old.map(|o| serde_json::from_str(&o)).transpose()?;
+        if row.is_some() && old.is_none_or(|o| !o.same_condition(spec)) {
             sqlx::query("DELETE FROM alerts WHERE rule_id = ?")
                 .bind(id)
                 .execute(&mut *tx)
@@ -365,11 +373,12 @@ impl AlertStore for SqliteStore {
         payload: &str,
         now_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        // A test is sent by the caller at once: queued with a due time far
-        // ahead, so the queue's loop leaves it alone meanwhile.
+        // A test is sent by the caller at once: it is stored as `testing`,
+        // a state the queue's loop never picks, so a crash before its one
+        // attempt leaves it unsent rather than a real send later.
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO alert_notifications (project_id, channel_id, kind, payload, state, attempts, next_ms, created_ms)
-             SELECT ?1, id, 'test', ?3, 'queued', 0, ?4 + 86400000, ?4 FROM alert_channels WHERE id = ?2 AND project_id = ?1
+             SELECT ?1, id, 'test', ?3, 'testing', 0, ?4, ?4 FROM alert_channels WHERE id = ?2 AND project_id = ?1
              RETURNING id",
         )
         .bind(project_id)
@@ -384,7 +393,7 @@ impl AlertStore for SqliteStore {
     async fn notification(&self, id: i64) -> Result<Option<Notification>, StoreError> {
         let row = sqlx::query(concat!(
             notification_select!(),
-            " WHERE n.id = ? AND n.state = 'queued'"
+            " WHERE n.id = ? AND n.state IN ('queued', 'testing')"
         ))
         .bind(id)
         .fetch_optional(&self.writer)
@@ -548,6 +557,7 @@ impl AlertStore for SqliteStore {
         let mut removed = 0;
         for sql in [
             "DELETE FROM alert_history WHERE time_ms < ?",
+            "DELETE FROM alerts WHERE state = 'resolved' AND since_ms < ?",
             "DELETE FROM alert_attempts WHERE time_ms < ?",
             "DELETE FROM alert_notifications WHERE state != 'queued' AND created_ms < ?",
             "DELETE FROM agent_pauses WHERE until_ms IS NOT NULL AND until_ms < ?",

@@ -130,7 +130,8 @@ impl SqliteStore {
         .bind(bytes)
         .execute(&mut **t)
         .await?;
-        // Its alerts, their history and its pause: what alerting knew of it.
+        // Its alerts, their history, its queued notifications and its
+        // pause: what alerting knew of it.
         delete(
             t,
             "DELETE FROM alerts WHERE project_id = ?2 AND oid = ?1",
@@ -141,6 +142,15 @@ impl SqliteStore {
         delete(
             t,
             "DELETE FROM alert_history WHERE project_id = ?2 AND oid = ?1",
+            oid,
+            project_id,
+        )
+        .await?;
+        // Its notifications not sent yet: nobody is told of it any more.
+        delete(
+            t,
+            "DELETE FROM alert_notifications WHERE project_id = ?2 AND state = 'queued'
+             AND json_extract(payload, '$.agent.oid') = ?1",
             oid,
             project_id,
         )

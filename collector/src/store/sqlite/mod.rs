@@ -498,6 +498,13 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+
+    /// Closes the writer only: every write fails from here on, reads
+    /// still answer (how tests make a commit fail).
+    #[cfg(test)]
+    pub(crate) async fn close_writer_for_tests(&self) {
+        self.writer.close().await;
+    }
 }
 
 impl Store for SqliteStore {
