@@ -567,6 +567,37 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
+/// Where copies of the console tests' screenshots go, for people to look
+/// at: `target/console-screenshots/`.
+pub fn screenshot_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test>
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("target dir");
+    let dir = target.join("console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+/// Takes a screenshot `name.png` into `scratch` and copies it to
+/// [`screenshot_dir`], checking it is not blank. A name ending `-phone`
+/// captures the whole page (phones scroll).
+pub fn screenshot(page: &Page<'_>, scratch: &crate::Scratch, name: &str) {
+    // Let transitions and the last paint settle.
+    std::thread::sleep(Duration::from_millis(300));
+    let path = scratch.join(&format!("{name}.png"));
+    let png = page.screenshot(&path, name.ends_with("-phone"));
+    let colours = distinct_colours(&png, 1000);
+    assert!(
+        colours > 16,
+        "screenshot {name} looks blank: {colours} distinct colours"
+    );
+    std::fs::copy(&path, screenshot_dir().join(format!("{name}.png"))).expect("copies screenshot");
+}
+
 /// `s` as a JavaScript string literal.
 pub fn js_string(s: &str) -> String {
     serde_json::to_string(s).expect("a string serialises")

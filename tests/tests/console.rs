@@ -32,12 +32,12 @@
 //! - each screen's screenshot (desktop and phone) is not blank: copies land
 //!   in `target/console-screenshots/` for humans.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sightline_e2e::browser::{Browser, PHONE, Page, distinct_colours, js_string};
+use sightline_e2e::browser::{Browser, PHONE, Page, js_string, screenshot, screenshot_dir};
 use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, now_ms, wait_for};
 
 /// An `oname` that would run script if the page ever used it as HTML.
@@ -51,36 +51,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TURN.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Where copies of the screenshots go: `target/console-screenshots/`.
-fn screenshot_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/<test>
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .expect("target dir");
-    let dir = target.join("console-screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshot dir");
-    dir
-}
-
-/// Takes a screenshot named `name` into the scratch folder and the
-/// shared folder, and checks it is not blank.
-fn screenshot(page: &Page<'_>, scratch: &Scratch, name: &str) {
-    // Let transitions and the last paint settle.
-    std::thread::sleep(Duration::from_millis(300));
-    let path = scratch.join(&format!("{name}.png"));
-    // Phones scroll: their screenshots show the whole page.
-    let png = page.screenshot(&path, name.ends_with("-phone"));
-    let colours = distinct_colours(&png, 1000);
-    assert!(
-        colours > 16,
-        "screenshot {name} looks blank: {colours} distinct colours"
-    );
-    std::fs::copy(&path, screenshot_dir().join(format!("{name}.png"))).expect("copies screenshot");
 }
 
 /// An HTTP client that reports every status instead of failing on them

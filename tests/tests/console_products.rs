@@ -31,44 +31,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sightline_e2e::browser::{Browser, PHONE, Page, distinct_colours, js_string};
+use sightline_e2e::browser::{Browser, PHONE, Page, js_string, screenshot};
 use sightline_e2e::webhook::WebhookReceiver;
 use sightline_e2e::wire_agent::{self, connect};
 use sightline_e2e::{Agent, Collector, Scratch, agent_conf, create_project, now_ms, wait_for};
 use sightline_proto::v1 as pb;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// Where copies of the screenshots go: `target/console-screenshots/`.
-fn screenshot_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .expect("target dir");
-    let dir = target.join("console-screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshot dir");
-    dir
-}
-
-/// A screenshot named `name` in the scratch folder and the shared one,
-/// checked not blank.
-fn screenshot(page: &Page<'_>, scratch: &Scratch, name: &str) {
-    std::thread::sleep(Duration::from_millis(300));
-    let path = scratch.join(&format!("{name}.png"));
-    let png = page.screenshot(&path, false);
-    let colours = distinct_colours(&png, 1000);
-    assert!(
-        colours > 16,
-        "screenshot {name} looks blank: {colours} distinct colours"
-    );
-    std::fs::copy(&path, screenshot_dir().join(format!("{name}.png"))).expect("copies screenshot");
-}
 
 /// Signs in through the form with `token` and waits for the console.
 fn sign_in(page: &Page<'_>, base: &str, token: &str) {
