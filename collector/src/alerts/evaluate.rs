@@ -220,13 +220,7 @@ impl<S: Store> Evaluator<S> {
             let Some(condition) = condition else {
                 continue;
             };
-            if let std::collections::hash_map::Entry::Vacant(slot) =
-                agents_of.entry(rule.project_id)
-            {
-                let agents = self.store.agents(rule.project_id).await?;
-                slot.insert(agents.into_iter().map(|a| (a.oid, a)).collect());
-            }
-            let agents = &agents_of[&rule.project_id];
+            let agents = self.agents_in(&mut agents_of, rule.project_id).await?;
             let in_scope: HashMap<i64, &Agent> = agents
                 .values()
                 .filter(|a| in_scope(rule, &condition, a))
@@ -420,13 +414,10 @@ impl<S: Store> Evaluator<S> {
                 memory.remove(&key);
                 continue;
             };
-            if let std::collections::hash_map::Entry::Vacant(slot) =
-                agents_of.entry(rule.project_id)
-            {
-                let agents = self.store.agents(rule.project_id).await?;
-                slot.insert(agents.into_iter().map(|a| (a.oid, a)).collect());
-            }
-            let agent = agents_of[&rule.project_id].get(&key.oid);
+            let agent = self
+                .agents_in(agents_of, rule.project_id)
+                .await?
+                .get(&key.oid);
             if agent.is_some_and(|a| a.terminated_ms.is_some()) {
                 memory.remove(&key);
                 continue;
@@ -461,6 +452,22 @@ impl<S: Store> Evaluator<S> {
             transitions.push(transition);
         }
         Ok(())
+    }
+
+    /// The agents of `project_id` by oid, read from the store once per tick
+    /// (`cache` lives for the tick).
+    async fn agents_in<'a>(
+        &self,
+        cache: &'a mut HashMap<i64, HashMap<i64, Agent>>,
+        project_id: i64,
+    ) -> Result<&'a HashMap<i64, Agent>, StoreError> {
+        match cache.entry(project_id) {
+            std::collections::hash_map::Entry::Occupied(known) => Ok(known.into_mut()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let agents = self.store.agents(project_id).await?;
+                Ok(slot.insert(agents.into_iter().map(|a| (a.oid, a)).collect()))
+            }
+        }
     }
 
     /// What `condition` looks like now, per alert, for the agents in scope.
