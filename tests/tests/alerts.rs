@@ -133,32 +133,18 @@ impl MemAgent {
     fn report(&mut self, value: f64, span: Duration) {
         let until = Instant::now() + span;
         loop {
-            self.seq += 1;
             let now = sightline_e2e::now_ms();
-            let batch = pb::Batch {
-                seq: self.seq,
-                time_ms: now,
-                health: None,
-                payloads: vec![pb::Payload {
-                    kind: Some(pb::payload::Kind::Metrics(pb::Metrics {
-                        time_ms: now,
-                        samples: vec![pb::Sample {
-                            name: "mem.used_pct".into(),
-                            labels: vec![],
-                            value,
-                        }],
-                    })),
-                }],
-                liveness: false,
-            };
-            let acks = self.runtime.block_on(push(
-                &mut self.client,
-                &self.license,
-                self.oid,
-                INSTANCE,
-                vec![batch],
-            ));
-            assert_eq!(acks.len(), 1);
+            self.send(
+                now,
+                pb::payload::Kind::Metrics(pb::Metrics {
+                    time_ms: now,
+                    samples: vec![pb::Sample {
+                        name: "mem.used_pct".into(),
+                        labels: vec![],
+                        value,
+                    }],
+                }),
+            );
             if Instant::now() >= until {
                 return;
             }
@@ -169,21 +155,29 @@ impl MemAgent {
     /// Sends one event as the server agent does (`name`, the `threshold`
     /// attribute `key`) stamped `time_ms`.
     fn event(&mut self, name: &str, key: &str, time_ms: i64) {
+        self.send(
+            time_ms,
+            pb::payload::Kind::Events(pb::AgentEvents {
+                events: vec![pb::AgentEvent {
+                    time_ms,
+                    name: name.into(),
+                    message: format!("{name} {key}"),
+                    attrs: [("threshold".to_string(), key.to_string())].into(),
+                    ..pb::AgentEvent::default()
+                }],
+            }),
+        );
+    }
+
+    /// Pushes one batch of `payload` stamped `time_ms` and waits for its ack.
+    fn send(&mut self, time_ms: i64, payload: pb::payload::Kind) {
         self.seq += 1;
         let batch = pb::Batch {
             seq: self.seq,
             time_ms,
             health: None,
             payloads: vec![pb::Payload {
-                kind: Some(pb::payload::Kind::Events(pb::AgentEvents {
-                    events: vec![pb::AgentEvent {
-                        time_ms,
-                        name: name.into(),
-                        message: format!("{name} {key}"),
-                        attrs: [("threshold".to_string(), key.to_string())].into(),
-                        ..pb::AgentEvent::default()
-                    }],
-                })),
+                kind: Some(payload),
             }],
             liveness: false,
         };
@@ -194,7 +188,7 @@ impl MemAgent {
             INSTANCE,
             vec![batch],
         ));
-        assert_eq!(acks.len(), 1);
+        assert_eq!(acks.len(), 1, "batch {} acked", self.seq);
     }
 
     /// Sends `value` every 200 ms until `done` says so (at most 20 s).
