@@ -331,14 +331,12 @@ struct AgentView {
 }
 
 impl AgentView {
-    /// Marks the view paused when `pauses` holds an active pause of it.
-    fn with_pause(mut self, pauses: &[crate::alerts::Pause], now_ms: i64) -> AgentView {
-        if let Some(p) = pauses
-            .iter()
-            .find(|p| p.oid == self.oid && p.active(now_ms))
-        {
+    /// Marks the view paused when `paused` (from
+    /// [`crate::alerts::active_pauses`]) holds it.
+    fn with_pause(mut self, paused: &HashMap<i64, Option<i64>>) -> AgentView {
+        if let Some(until) = paused.get(&self.oid) {
             self.paused = true;
-            self.paused_until_ms = p.until_ms;
+            self.paused_until_ms = *until;
         }
         self
     }
@@ -376,13 +374,13 @@ async fn agents<S: Store>(
     Authed(project): Authed,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let now = crate::now_ms();
-    let pauses = state.store.pauses(Some(project.id)).await?;
+    let paused = crate::alerts::active_pauses(&state.store.pauses(Some(project.id)).await?, now);
     let list: Vec<AgentView> = state
         .store
         .agents(project.id)
         .await?
         .into_iter()
-        .map(|a| AgentView::new(a, now).with_pause(&pauses, now))
+        .map(|a| AgentView::new(a, now).with_pause(&paused))
         .collect();
     Ok(Json(json!({ "project": project.name, "agents": list })))
 }
@@ -408,8 +406,8 @@ async fn agent<S: Store>(
 ) -> Result<Json<AgentView>, ApiError> {
     let agent = find_agent(&state, &project, &oid).await?;
     let now = crate::now_ms();
-    let pauses = state.store.pauses(Some(project.id)).await?;
-    Ok(Json(AgentView::new(agent, now).with_pause(&pauses, now)))
+    let paused = crate::alerts::active_pauses(&state.store.pauses(Some(project.id)).await?, now);
+    Ok(Json(AgentView::new(agent, now).with_pause(&paused)))
 }
 
 fn param_time(params: &HashMap<String, String>, key: &str, default: i64) -> Result<i64, ApiError> {
@@ -596,24 +594,15 @@ async fn fleet<S: Store>(
         io_read: next(),
         io_write: next(),
     };
-    let servers = crate::fleet::servers(&agents, &values, now);
+    let mut servers = crate::fleet::servers(&agents, &values, now);
+    let paused = crate::alerts::active_pauses(&state.store.pauses(Some(project.id)).await?, now);
+    for server in &mut servers {
+        if let Some(until) = paused.get(&server.oid) {
+            server.paused = true;
+            server.paused_until_ms = *until;
+        }
+    }
     let up = servers.iter().filter(|s| s.status == "up").count();
-    let pauses = state.store.pauses(Some(project.id)).await?;
-    let items: Vec<serde_json::Value> = servers
-        .iter()
-        .map(|s| {
-            let mut item = serde_json::to_value(s).unwrap_or_default();
-            let pause = pauses.iter().find(|p| p.oid == s.oid && p.active(now));
-            if let Some(map) = item.as_object_mut() {
-                map.insert("paused".into(), pause.is_some().into());
-                map.insert(
-                    "paused_until_ms".into(),
-                    json!(pause.and_then(|p| p.until_ms)),
-                );
-            }
-            item
-        })
-        .collect();
     let names = crate::fleet::onames(&agents);
     let snapshots: Vec<(i64, String, crate::model::SnapshotRow)> = store
         .latest_snapshots(project.id, "top", since)
@@ -631,7 +620,7 @@ async fn fleet<S: Store>(
             "disk_io": crate::fleet::top(&servers, 5, |s| s.disk_io_bytes_per_sec),
             "processes": crate::fleet::top_processes(&snapshots, 5),
         },
-        "servers": items,
+        "servers": servers,
     })))
 }
 

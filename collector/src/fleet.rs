@@ -38,6 +38,11 @@ pub struct ServerView {
     pub updated_ms: Option<i64>,
     /// Terminated: its data deleted, refused until enabled.
     pub terminated: bool,
+    /// Notifications paused (maintenance): set by the caller, which knows
+    /// the pauses.
+    pub paused: bool,
+    /// Until when (`None`: until resumed, or not paused).
+    pub paused_until_ms: Option<i64>,
 }
 
 /// The latest values, as the store returns them, per metric.
@@ -118,6 +123,8 @@ pub fn servers<'v>(agents: &[Agent], values: &'v LatestValues, now_ms: i64) -> V
                 disk_io_bytes_per_sec: (!io.is_empty()).then(|| io.iter().map(|l| l.value).sum()),
                 updated_ms: updated,
                 terminated: a.terminated_ms.is_some(),
+                paused: false,
+                paused_until_ms: None,
             }
         })
         .collect()

@@ -622,6 +622,16 @@ impl Pause {
     }
 }
 
+/// The agents paused at `now_ms`, each with until when (`None`: until
+/// resumed): what the agents and fleet answers mark.
+pub fn active_pauses(pauses: &[Pause], now_ms: i64) -> std::collections::HashMap<i64, Option<i64>> {
+    pauses
+        .iter()
+        .filter(|p| p.active(now_ms))
+        .map(|p| (p.oid, p.until_ms))
+        .collect()
+}
+
 /// A firing or resolve as it happens, for the API's `stream`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transition {
