@@ -38,17 +38,18 @@ pub fn chromium_path() -> Option<PathBuf> {
 
 /// A running headless chromium and the DevTools connection to it.
 pub struct Browser {
-    child: Child,
+    child: RefCell<Child>,
     socket: RefCell<WebSocket<TcpStream>>,
     next_id: Cell<u64>,
     events: RefCell<Vec<Value>>,
     profile: PathBuf,
+    log: PathBuf,
 }
 
 impl std::fmt::Debug for Browser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Browser")
-            .field("pid", &self.child.id())
+            .field("pid", &self.child.borrow().id())
             .field("profile", &self.profile)
             .finish()
     }
@@ -84,6 +85,9 @@ impl Browser {
                 "--hide-scrollbars",
                 "--mute-audio",
                 "--force-color-profile=srgb",
+                // Containers often mount a 64 MB /dev/shm, which chromium
+                // outgrows and then crashes: keep shared memory in /tmp.
+                "--disable-dev-shm-usage",
             ])
             .arg(format!("--window-size={},{}", DESKTOP.0, DESKTOP.1));
         // Chromium refuses to run as root with its sandbox on (CI containers).
@@ -134,12 +138,34 @@ impl Browser {
             .set_read_timeout(Some(Duration::from_millis(100)))
             .expect("read timeout");
         Browser {
-            child: browser_guard.0.take().expect("child"),
+            child: RefCell::new(browser_guard.0.take().expect("child")),
             socket: RefCell::new(socket),
             next_id: Cell::new(1),
             events: RefCell::new(Vec::new()),
             profile,
+            log: dir.join("chromium.log"),
         }
+    }
+
+    /// What a broken DevTools connection is explained by: chromium's exit
+    /// status when it has gone, and the tail of what it printed.
+    fn post_mortem(&self) -> String {
+        let status = match self.child.borrow_mut().try_wait() {
+            Ok(Some(status)) => format!("chromium exited ({status})"),
+            Ok(None) => "chromium is still running".to_string(),
+            Err(e) => format!("chromium's status unknown: {e}"),
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: String = log
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!("{status}; last lines of {}:\n{tail}", self.log.display())
     }
 
     /// Sends `method` (to the page `session`, or the browser) and waits for
@@ -165,7 +191,7 @@ impl Browser {
         self.socket
             .borrow_mut()
             .send(Message::Text(message.to_string().into()))
-            .map_err(|e| format!("send: {e}"))?;
+            .map_err(|e| format!("send: {e}; {}", self.post_mortem()))?;
         let deadline = Instant::now() + COMMAND_DEADLINE;
         loop {
             if Instant::now() > deadline {
@@ -196,7 +222,7 @@ impl Browser {
             {
                 return Ok(None);
             }
-            Err(e) => return Err(format!("DevTools connection: {e}")),
+            Err(e) => return Err(format!("DevTools connection: {e}; {}", self.post_mortem())),
         };
         let Message::Text(text) = message else {
             return Ok(None);
@@ -273,8 +299,9 @@ impl Drop for ChildGuard {
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.socket.borrow_mut().close(None);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
