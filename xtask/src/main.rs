@@ -10,10 +10,12 @@
 //!   and rsyslog's imfile.
 //! - `bench log-framing`: the log agent's framer beside `wc -l`.
 //! - `bench log-store`: the collector's log store: ingest, search, patterns.
+//! - `package`: deb, rpm, msi and an OCI image from static builds.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
 mod bench;
 mod codegen;
+mod package;
 mod process;
 mod test;
 mod up;
@@ -39,6 +41,8 @@ tasks:
         the log agent's framer on an in-memory nginx access log beside wc -l: MB/s, lines/s
   bench log-store [--lines N] [--json]
         the collector's log store: N nginx lines pushed over gRPC (MB/s, lines/s, bytes/line), search and patterns latency
+  package [--deb] [--rpm] [--msi] [--image] [--out DIR] [--version V] [--profile P]
+        one package per product from static musl (and mingw-w64) builds, into target/packages
   codegen
         regenerate proto/src/gen from proto/sightline/v1/*.proto";
 
@@ -52,6 +56,7 @@ fn main() -> Result<()> {
         "up" => up::run(&root, up::UpOptions::parse(&root, rest)?),
         "test" => test::run(&root, rest),
         "codegen" => codegen::run(&root),
+        "package" => package::run(&root, &package::Options::parse(&root, rest)?).map(|_| ()),
         "bench" => bench::run(&root, rest),
         "" | "help" | "--help" | "-h" => {
             println!("{USAGE}");

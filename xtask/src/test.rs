@@ -7,6 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::package;
 use crate::process::{cargo, cargo_build_bins};
 
 /// A Debian package a task needs, and a file that shows it is installed.
@@ -72,6 +73,25 @@ const PACKAGES: &[Package] = &[
         name: "chromium",
         provides: "/usr/bin/chromium",
     },
+    // The package tests inspect what `cargo xtask package` wrote: rpm's
+    // queries, the image's manifest (skopeo) and root (umoci), and the
+    // Windows agent and its MSI under wine (tests/tests/package_*.rs).
+    Package {
+        name: "skopeo",
+        provides: "/usr/bin/skopeo",
+    },
+    Package {
+        name: "umoci",
+        provides: "/usr/bin/umoci",
+    },
+    Package {
+        name: "wine",
+        provides: "/usr/bin/wine",
+    },
+    Package {
+        name: "wine64",
+        provides: "/usr/lib/wine/wine64",
+    },
 ];
 
 /// Installs what the test suite needs where it is missing.
@@ -123,10 +143,33 @@ pub(crate) fn ensure(packages: &[Package]) -> Result<()> {
     Ok(())
 }
 
+/// Where the package tests find what they inspect and install: every
+/// format of this version, and a later version's deb, rpm and msi for the
+/// upgrade tests. Built from the dev profile: the shipped profiles' link-time
+/// optimisation would take most of CI's time, and packaging does not depend
+/// on how the binaries were optimised.
+pub(crate) const TEST_PACKAGES: &str = "target/packages";
+pub(crate) const TEST_PACKAGES_NEXT: &str = "target/packages-next";
+/// The version the upgrade tests install over the workspace's own.
+pub(crate) const TEST_NEXT_VERSION: &str = "99.0.0";
+
+fn build_test_packages(root: &Path) -> Result<()> {
+    let mut options = package::Options::parse(root, &[])?;
+    options.out = root.join(TEST_PACKAGES);
+    options.profile = Some("dev".into());
+    package::run(root, &options)?;
+    options.out = root.join(TEST_PACKAGES_NEXT);
+    options.version = TEST_NEXT_VERSION.into();
+    options.image = false;
+    package::run(root, &options)?;
+    Ok(())
+}
+
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let lint = !args.iter().any(|a| a == "--no-lint");
     ensure_packages()?;
     cargo_build_bins(root, false)?;
+    build_test_packages(root)?;
     if lint {
         cargo(root, &["fmt", "--all", "--check"])?;
     }
