@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event as NewEvent;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
@@ -779,4 +778,415 @@ async fn https_with_the_kubeconfig_ca() {
         .await
         .expect("lists over TLS");
     assert_eq!(nodes.items.len(), 1);
+}
+
+/// Every watch event of kind `K` after `rv`, replayed from the fake's
+/// history by a kube-rs watch (the scenario's writes are all done).
+async fn replay<K>(api: &Api<K>, rv: u64) -> Vec<WatchEvent<K>>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + 'static,
+{
+    let wp = WatchParams::default().disable_bookmarks().timeout(1);
+    let stream = api.watch(&wp, &rv.to_string()).await.expect("watch opens");
+    stream.map(|e| e.expect("event decodes")).collect().await
+}
+
+fn names_of<K: kube::Resource>(events: &[WatchEvent<K>], word: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match (e, word) {
+            (WatchEvent::Added(o), "ADDED")
+            | (WatchEvent::Modified(o), "MODIFIED")
+            | (WatchEvent::Deleted(o), "DELETED") => Some(o.name_any()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn event_reasons(fake: &KubeFake, ns: &str) -> Vec<(String, String)> {
+    fake.list_in::<CoreEvent>(ns)
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+fn cluster(fake: &KubeFake, nodes: usize) {
+    for n in 0..nodes {
+        fake.create(&node(&format!("node-{n}")));
+    }
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The HPA scales a Deployment 3 → 10 → 2: the ReplicaSet and its pods
+/// follow (7 pods created, then 8 deleted), statuses and Events say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_hpa_scales_a_deployment_3_to_10_to_2() {
+    let fake = KubeFake::start();
+    cluster(&fake, 3);
+    scenarios::deployment(&fake, "shop", "web", 3, "registry.example/web:1");
+    let start = fake.resource_version();
+    let hpa = scenarios::scale_by_hpa(&fake, "shop", "web", &[10, 2]);
+
+    let d = fake.get::<Deployment>("shop", "web").expect("deployment");
+    assert_eq!(d.spec.replicas, Some(2));
+    assert_eq!(
+        d.metadata.generation,
+        Some(3),
+        "created, then two spec changes"
+    );
+    let status = d.status.expect("status");
+    assert_eq!(
+        (
+            status.replicas,
+            status.ready_replicas,
+            status.available_replicas,
+            status.updated_replicas
+        ),
+        (Some(2), Some(2), Some(2), Some(2))
+    );
+    assert_eq!(status.observed_generation, Some(3));
+    let sets = scenarios::replica_sets_of(&fake, "shop", "web");
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].spec.replicas, Some(2));
+    assert_eq!(sets[0].status.as_ref().map(|s| s.replicas), Some(2));
+    let pods = fake.list_in::<Pod>("shop");
+    assert_eq!(pods.len(), 2);
+    assert!(
+        pods.iter()
+            .all(|p| ready(p) && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+    );
+    assert!(
+        pods.iter()
+            .all(|p| p.labels()["pod-template-hash"] == sets[0].labels()["pod-template-hash"])
+    );
+    let hpa_status = hpa.status.expect("hpa status");
+    assert_eq!(
+        (hpa_status.current_replicas, hpa_status.desired_replicas),
+        (Some(2), 2)
+    );
+
+    let client = client(&fake).await;
+    let events = replay(&Api::<Pod>::namespaced(client.clone(), "shop"), start).await;
+    assert_eq!(names_of(&events, "ADDED").len(), 7);
+    assert_eq!(names_of(&events, "DELETED").len(), 8);
+    let reasons = event_reasons(&fake, "shop");
+    for (reason, message) in [
+        (
+            "SuccessfulRescale",
+            "New size: 10; reason: cpu resource utilization (percentage of request) above target",
+        ),
+        (
+            "SuccessfulRescale",
+            "New size: 2; reason: All metrics below target",
+        ),
+        (
+            "ScalingReplicaSet",
+            &format!("Scaled up replica set {} from 3 to 10", sets[0].name_any()),
+        ),
+        (
+            "ScalingReplicaSet",
+            &format!(
+                "Scaled down replica set {} from 10 to 2",
+                sets[0].name_any()
+            ),
+        ),
+    ] {
+        assert!(
+            reasons.iter().any(|(r, m)| r == reason && m == message),
+            "no {reason} '{message}' in {reasons:#?}"
+        );
+    }
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|(r, _)| r == "SuccessfulCreate")
+            .count(),
+        10
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|(r, _)| r == "SuccessfulDelete")
+            .count(),
+        8
+    );
+}
+
+/// A rollout: a new ReplicaSet scaled up while the old one is scaled
+/// down one pod at a time (maxSurge 25 % of 4), never more than 5 pods
+/// running; the old ReplicaSet stays at 0 as history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_rollout_replaces_the_replica_set() {
+    let fake = KubeFake::start();
+    cluster(&fake, 2);
+    scenarios::deployment(&fake, "shop", "web", 4, "registry.example/web:1");
+    let old = scenarios::replica_sets_of(&fake, "shop", "web");
+    let before: std::collections::BTreeSet<String> = fake
+        .list_in::<Pod>("shop")
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    let start = fake.resource_version();
+    let d = scenarios::rollout(&fake, "shop", "web", "registry.example/web:2");
+
+    assert_eq!(d.annotations()["deployment.kubernetes.io/revision"], "2");
+    assert_eq!(d.metadata.generation, Some(2));
+    let status = d.status.expect("status");
+    assert_eq!(
+        (
+            status.replicas,
+            status.updated_replicas,
+            status.available_replicas
+        ),
+        (Some(4), Some(4), Some(4))
+    );
+    let progressing = status
+        .conditions
+        .expect("conditions")
+        .into_iter()
+        .find(|c| c.type_.as_deref() == Some("Progressing"))
+        .expect("Progressing");
+    assert_eq!(
+        progressing.reason.as_deref(),
+        Some("NewReplicaSetAvailable")
+    );
+    let sets = scenarios::replica_sets_of(&fake, "shop", "web");
+    assert_eq!(sets.len(), 2);
+    let (old_rs, new_rs): (Vec<_>, Vec<_>) = sets
+        .into_iter()
+        .partition(|rs| rs.name_any() == old[0].name_any());
+    assert_eq!(old_rs[0].spec.replicas, Some(0));
+    assert_eq!(new_rs[0].spec.replicas, Some(4));
+    assert_eq!(
+        new_rs[0].annotations()["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    let pods = fake.list_in::<Pod>("shop");
+    assert_eq!(pods.len(), 4);
+    assert!(pods.iter().all(|p| {
+        p.spec.as_ref().expect("spec").containers[0]
+            .image
+            .as_deref()
+            == Some("registry.example/web:2")
+    }));
+
+    // Replay the pods' events: running pods never exceed 4 + maxSurge.
+    let client = client(&fake).await;
+    let events = replay(&Api::<Pod>::namespaced(client.clone(), "shop"), start).await;
+    let mut running = before;
+    let mut most = running.len();
+    for e in &events {
+        match e {
+            WatchEvent::Added(p) => {
+                running.insert(p.name_any());
+            }
+            WatchEvent::Modified(p) | WatchEvent::Deleted(p)
+                if p.metadata.deletion_timestamp.is_some() =>
+            {
+                running.remove(&p.name_any());
+            }
+            _ => {}
+        }
+        most = most.max(running.len());
+    }
+    assert_eq!(most, 5, "4 replicas and a surge of 1");
+    let reasons = event_reasons(&fake, "shop");
+    let scaling: Vec<_> = reasons
+        .iter()
+        .filter(|(r, _)| r == "ScalingReplicaSet")
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert_eq!(scaling.len(), 1 + 4 + 4, "{scaling:#?}");
+    assert!(
+        scaling.contains(
+            &format!("Scaled down replica set {} from 1 to 0", old[0].name_any()).as_str()
+        ),
+        "{scaling:#?}"
+    );
+}
+
+/// A container OOMKilled and restarted: the watch shows it terminated
+/// (OOMKilled, 137, not Ready), then running with lastState OOMKilled
+/// and restartCount 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_oom_killed_container_restarts() {
+    let fake = KubeFake::start();
+    cluster(&fake, 1);
+    scenarios::deployment(&fake, "shop", "web", 1, "registry.example/web:1");
+    let pod = fake.list_in::<Pod>("shop").remove(0).name_any();
+    let start = fake.resource_version();
+    let after = scenarios::oom_kill(&fake, "shop", &pod, "app");
+
+    let client = client(&fake).await;
+    let events = replay(&Api::<Pod>::namespaced(client.clone(), "shop"), start).await;
+    let states: Vec<Pod> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            WatchEvent::Modified(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states.len(), 2);
+    let container = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .expect("container statuses")[0]
+            .clone()
+    };
+    let killed = container(&states[0]);
+    let terminated = killed
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("terminated");
+    assert_eq!(
+        (terminated.reason.as_deref(), terminated.exit_code),
+        (Some("OOMKilled"), 137)
+    );
+    assert!(!killed.ready && !ready(&states[0]));
+    let back = container(&states[1]);
+    assert_eq!(back.restart_count, 1);
+    assert!(
+        back.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some()
+    );
+    assert_eq!(
+        back.last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .and_then(|t| t.reason.as_deref()),
+        Some("OOMKilled")
+    );
+    assert!(back.ready && ready(&states[1]));
+    assert_eq!(container(&after).restart_count, 1);
+}
+
+/// A node stops reporting: Ready Unknown, tainted unreachable, its pods
+/// marked for deletion by the taint manager, replaced on other nodes and
+/// then deleted; the Deployment ends whole on the remaining nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_node_not_ready_evicts_its_pods() {
+    let fake = KubeFake::start();
+    cluster(&fake, 3);
+    scenarios::deployment(&fake, "shop", "web", 6, "registry.example/web:1");
+    let on = |pods: &[Pod], node: &str| {
+        pods.iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+            .count()
+    };
+    assert_eq!(
+        on(&fake.list::<Pod>(), "node-0"),
+        2,
+        "the scheduler spreads 6 pods over 3 nodes"
+    );
+    let start = fake.resource_version();
+    let evicted = scenarios::node_not_ready(&fake, "node-0");
+
+    assert_eq!(evicted.len(), 2);
+    let node = fake.get::<Node>("", "node-0").expect("node");
+    let ready_condition = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready").cloned())
+        .expect("Ready");
+    assert_eq!(
+        (
+            ready_condition.status.as_str(),
+            ready_condition.reason.as_deref()
+        ),
+        ("Unknown", Some("NodeStatusUnknown"))
+    );
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .expect("taints");
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoExecute")
+    );
+    let pods = fake.list::<Pod>();
+    assert_eq!(pods.len(), 6);
+    assert_eq!(on(&pods, "node-0"), 0);
+    assert!(pods.iter().all(ready));
+    let d = fake.get::<Deployment>("shop", "web").expect("deployment");
+    assert_eq!(d.status.and_then(|s| s.available_replicas), Some(6));
+
+    let client = client(&fake).await;
+    let events = replay(&Api::<Pod>::all(client.clone()), start).await;
+    for name in &evicted {
+        let name = name.split('/').nth(1).expect("ns/name");
+        let marked = events.iter().any(|e| matches!(e, WatchEvent::Modified(p) if p.name_any() == name && p.metadata.deletion_timestamp.is_some()
+            && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "DisruptionTarget" && c.reason.as_deref() == Some("DeletionByTaintManager")))));
+        assert!(marked, "{name} marked for deletion by the taint manager");
+        assert!(names_of(&events, "DELETED").contains(&name.to_string()));
+    }
+    assert_eq!(names_of(&events, "ADDED").len(), 2, "two replacements");
+    let reasons = event_reasons(&fake, "shop");
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|(r, _)| r == "TaintManagerEviction")
+            .count(),
+        2
+    );
+    assert!(
+        event_reasons(&fake, "default")
+            .iter()
+            .any(|(r, m)| r == "NodeNotReady" && m == "Node node-0 status is now: NodeNotReady")
+    );
+}
+
+/// A namespace deleted: Terminating first, then everything in it is
+/// deleted, then the namespace; other namespaces are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_namespace_deleted_takes_its_objects() {
+    let fake = KubeFake::start();
+    cluster(&fake, 2);
+    scenarios::deployment(&fake, "shop", "web", 3, "registry.example/web:1");
+    scenarios::deployment(&fake, "keep", "api", 2, "registry.example/api:1");
+    let start = fake.resource_version();
+    let deleted = scenarios::delete_namespace(&fake, "shop");
+
+    assert!(fake.get::<Namespace>("", "shop").is_none());
+    assert!(fake.list_in::<Pod>("shop").is_empty());
+    assert!(fake.list_in::<Deployment>("shop").is_empty());
+    assert!(fake.list_in::<ReplicaSet>("shop").is_empty());
+    assert!(fake.list_in::<CoreEvent>("shop").is_empty());
+    assert_eq!(fake.list_in::<Pod>("keep").len(), 2);
+    assert!(deleted >= 3 + 1 + 1, "{deleted}");
+
+    let client = client(&fake).await;
+    let namespaces = replay(&Api::<Namespace>::all(client.clone()), start).await;
+    match namespaces.as_slice() {
+        [WatchEvent::Modified(terminating), WatchEvent::Deleted(gone)] => {
+            assert_eq!(
+                terminating.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Terminating")
+            );
+            assert!(terminating.metadata.deletion_timestamp.is_some());
+            assert_eq!(gone.name_any(), "shop");
+        }
+        other => panic!("expected Terminating then DELETED, got {other:?}"),
+    }
+    let pods = replay(&Api::<Pod>::all(client.clone()), start).await;
+    assert_eq!(names_of(&pods, "DELETED").len(), 3);
+    let rejected = Api::<Pod>::namespaced(client.clone(), "shop")
+        .create(&Default::default(), &pod_named("shop", "late", "node-0"))
+        .await;
+    assert!(
+        matches!(rejected, Err(kube::Error::Api(ref s)) if s.code == 404),
+        "{rejected:?}"
+    );
 }
