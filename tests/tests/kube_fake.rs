@@ -1190,3 +1190,260 @@ async fn scenario_namespace_deleted_takes_its_objects() {
         "{rejected:?}"
     );
 }
+
+/// The bench runs alone in a child process (this test re-run with this
+/// variable set) so its memory and CPU are the fake's, not the other
+/// tests'.
+const BENCH_CHILD: &str = "KUBE_FAKE_BENCH_CHILD";
+
+/// Resident memory of this process, bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// CPU time (user + system) of this process's threads named `name`, or of
+/// the calling thread when `name` is None, in seconds.
+fn thread_cpu_seconds(name: Option<&str>) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let stat_ticks = |stat: &str| -> u64 {
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the comm.
+        fields
+            .get(11)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+    };
+    match name {
+        None => {
+            stat_ticks(&std::fs::read_to_string("/proc/thread-self/stat").expect("thread stat"))
+                as f64
+                / ticks
+        }
+        Some(name) => {
+            std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .filter_map(Result::ok)
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+                })
+                .map(|t| {
+                    stat_ticks(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default())
+                })
+                .sum::<u64>() as f64
+                / ticks
+        }
+    }
+}
+
+/// 5,000 pods across 200 nodes, 100 changes a second for 10 s (70 status
+/// updates, 15 deletions, 15 creations each second), with kube-rs
+/// reflectors over pods and nodes as the cluster agent will run: the
+/// reflector keeps up, and the fake's own memory and CPU are printed for
+/// issue 12's benchmark to subtract (and held to generous budgets, so a
+/// regression that would skew that benchmark fails here).
+#[test]
+fn fake_under_load_5000_pods_200_nodes_100_changes_a_second() {
+    if std::env::var_os(BENCH_CHILD).is_none() {
+        let exe = std::env::current_exe().expect("test executable");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "fake_under_load_5000_pods_200_nodes_100_changes_a_second",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(BENCH_CHILD, "1")
+            .output()
+            .expect("runs the bench child");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in text
+            .lines()
+            .filter_map(|l| l.find("kube-fake bench:").map(|at| &l[at..]))
+        {
+            println!("{line}");
+        }
+        assert!(
+            out.status.success() && text.contains("kube-fake bench: done"),
+            "bench child failed:\n{text}"
+        );
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rss_start = rss_bytes();
+    let fake = KubeFake::start();
+    let fake_cpu_start = thread_cpu_seconds(Some(fake.thread_name()));
+    let load_started = Instant::now();
+    let driver_cpu_start = thread_cpu_seconds(None);
+    for n in 0..200 {
+        fake.create(&node(&format!("node-{n:03}")));
+    }
+    for ns in 0..10 {
+        fake.create(&namespace(&format!("team-{ns}")));
+    }
+    let mut next_pod = 0u64;
+    let pod_at = |i: u64| -> Pod {
+        let ns = format!("team-{}", i % 10);
+        let rs = format!("app{}-{}", i % 250, "7d9c5b6f4");
+        scenarios::bulk_pod(
+            &ns,
+            &rs,
+            &format!("{rs}-p{i:06}"),
+            &format!("node-{:03}", i % 200),
+        )
+    };
+    let mut live: std::collections::VecDeque<(String, String)> = Default::default();
+    for _ in 0..5000 {
+        let pod = fake.create(&pod_at(next_pod));
+        live.push_back((pod.namespace().unwrap_or_default(), pod.name_any()));
+        next_pod += 1;
+    }
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let driver_load_cpu = thread_cpu_seconds(None) - driver_cpu_start;
+    let rss_loaded = rss_bytes();
+    let pod_json_bytes = serde_json::to_vec(&fake.list::<Pod>()).expect("json").len();
+    println!(
+        "kube-fake bench: loaded 5000 pods + 200 nodes in {load_secs:.2} s ({driver_load_cpu:.2} s CPU); pods' JSON {:.1} MB; RSS {:.1} MB → {:.1} MB (+{:.1} MB for the fake's store)",
+        pod_json_bytes as f64 / 1e6,
+        rss_start as f64 / 1e6,
+        rss_loaded as f64 / 1e6,
+        (rss_loaded - rss_start) as f64 / 1e6
+    );
+
+    let _guard = runtime.enter();
+    let (pods, nodes, list_secs) = runtime.block_on(async {
+        let client = client(&fake).await;
+        let started = Instant::now();
+        let pods = reflect(Api::<Pod>::all(client.clone()), watcher::Config::default());
+        let nodes = reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
+        tokio::time::timeout(Duration::from_secs(60), pods.store.wait_until_ready())
+            .await
+            .expect("pods listed")
+            .expect("writer");
+        tokio::time::timeout(Duration::from_secs(60), nodes.store.wait_until_ready())
+            .await
+            .expect("nodes listed")
+            .expect("writer");
+        (pods, nodes, started.elapsed().as_secs_f64())
+    });
+    let pages = fake
+        .calls()
+        .iter()
+        .filter(|c| c.verb == "list" && c.resource == "pods")
+        .count();
+    println!(
+        "kube-fake bench: kube-rs reflector listed 5000 pods in {pages} pages in {list_secs:.2} s"
+    );
+
+    // 100 changes a second for 10 s, in ticks of 10 ms.
+    let fake_cpu_churn_start = thread_cpu_seconds(Some(fake.thread_name()));
+    let driver_cpu_churn_start = thread_cpu_seconds(None);
+    let churn_started = Instant::now();
+    let mut changes = 0u64;
+    let mut generation = 0u64;
+    let mut last_write = (String::new(), String::new());
+    while changes < 1000 {
+        let due = churn_started + Duration::from_millis(changes * 10);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        match changes % 20 {
+            // 15 % deletions and 15 % creations: pods replaced.
+            0..=2 => {
+                let (ns, name) = live.pop_front().expect("a live pod");
+                fake.delete::<Pod>(&ns, &name);
+            }
+            3..=5 => {
+                let pod = fake.create(&pod_at(next_pod));
+                live.push_back((pod.namespace().unwrap_or_default(), pod.name_any()));
+                next_pod += 1;
+            }
+            // 70 % status updates (a restart counted, a condition flipped).
+            _ => {
+                generation += 1;
+                let (ns, name) = live[(generation * 7919 % live.len() as u64) as usize].clone();
+                last_write = (ns.clone(), name.clone());
+                fake.patch::<Pod>(&ns, &name, &serde_json::json!({"status": {"conditions": [
+                    {"type": "Ready", "status": if generation % 2 == 0 { "True" } else { "False" }, "lastTransitionTime": sightline_e2e::kube_fake::now_rfc3339()}]}}));
+            }
+        }
+        changes += 1;
+    }
+    let churn_secs = churn_started.elapsed().as_secs_f64();
+    let fake_cpu = thread_cpu_seconds(Some(fake.thread_name())) - fake_cpu_churn_start;
+    let driver_cpu = thread_cpu_seconds(None) - driver_cpu_churn_start;
+    // The last write is a status update: time until the reflector holds it.
+    let written = Instant::now();
+    let last_rv = fake.resource_version().to_string();
+    let last_ref = reflector::ObjectRef::new(&last_write.1).within(&last_write.0);
+    let deadline = written + Duration::from_secs(10);
+    while pods.store.get(&last_ref).and_then(|p| p.resource_version()) != Some(last_rv.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "the reflector did not catch up with the fake"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let lag_ms = written.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(
+        held(&pods.store),
+        truth::<Pod>(&fake),
+        "the reflector holds what the fake holds"
+    );
+    let rss_end = rss_bytes();
+    let (objects, history) = fake.sizes();
+    println!(
+        "kube-fake bench: {changes} changes in {churn_secs:.2} s ({:.0}/s); fake server threads {:.1} % of a core, test-side writes {:.1} % of a core; the reflector held the last change {lag_ms:.1} ms after it was written",
+        changes as f64 / churn_secs,
+        fake_cpu / churn_secs * 100.0,
+        driver_cpu / churn_secs * 100.0
+    );
+    println!(
+        "kube-fake bench: {objects} objects, {history} changes kept; RSS at the end {:.1} MB (includes the reflectors' stores); fake threads {:.2} s CPU in all",
+        rss_end as f64 / 1e6,
+        thread_cpu_seconds(Some(fake.thread_name())) - fake_cpu_start
+    );
+    assert_eq!(held(&nodes.store).len(), 200);
+    assert_eq!(held(&pods.store).len(), 5000);
+    // Budgets for a debug build on a shared 2-core machine, loose on
+    // purpose: a fake that ate a core would distort the agent's figures.
+    assert!(
+        fake_cpu / churn_secs < 0.5,
+        "the fake's server used {:.0} % of a core",
+        fake_cpu / churn_secs * 100.0
+    );
+    assert!(
+        (rss_loaded - rss_start) < 400 << 20,
+        "the fake's store took {} MB",
+        (rss_loaded - rss_start) >> 20
+    );
+    assert!(
+        churn_secs < 12.0,
+        "100 changes a second could not be written: {churn_secs:.1} s for 1000"
+    );
+    drop(pods);
+    drop(nodes);
+    println!("kube-fake bench: done");
+}

@@ -86,6 +86,7 @@ pub struct KubeFake {
     kubeconfig: PathBuf,
     ca_pem: Option<String>,
     kubelets: Mutex<HashMap<String, SocketAddr>>,
+    thread_name: String,
     _scratch: Scratch,
 }
 
@@ -147,9 +148,11 @@ impl KubeFake {
     /// Starts a fake.
     pub fn start_with(options: Options) -> KubeFake {
         let scratch = Scratch::new("kube-fake");
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let thread_name = format!("kube-fake-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name("kube-fake")
+            .thread_name(thread_name.clone())
             .enable_all()
             .build()
             .expect("the fake's runtime");
@@ -204,6 +207,7 @@ impl KubeFake {
             kubeconfig,
             ca_pem,
             kubelets: Mutex::default(),
+            thread_name,
             _scratch: scratch,
         };
         fake.write_kubeconfig();
@@ -253,6 +257,12 @@ impl KubeFake {
         self.ca_pem.as_deref()
     }
 
+    /// The name of the fake's server threads (for measuring their CPU in
+    /// `/proc/self/task/*/comm`): unique in this process.
+    pub fn thread_name(&self) -> &str {
+        &self.thread_name
+    }
+
     /// The current resourceVersion (etcd's revision).
     pub fn resource_version(&self) -> u64 {
         lock(&self.shared.store).rv()
@@ -282,7 +292,7 @@ impl KubeFake {
             .shared
             .write(|s| s.create(kind, value, &now))
             .unwrap_or_else(|e| panic!("create {}: {}", KINDS[kind].kind, e.message));
-        typed(kind, &stored.value)
+        typed(kind, &stored.value())
     }
 
     /// Replaces `object` whole, status included, whatever its
@@ -300,7 +310,7 @@ impl KubeFake {
             .shared
             .write(|s| s.update(kind, value, Part::All))
             .unwrap_or_else(|e| panic!("update {}: {}", KINDS[kind].kind, e.message));
-        typed(kind, &stored.value)
+        typed(kind, &stored.value())
     }
 
     /// Applies a JSON merge patch (status included) to an object.
@@ -314,8 +324,8 @@ impl KubeFake {
             .shared
             .write(|s| {
                 let mut value = match s.get(kind, &key) {
-                    Some(st) if kind == EVENTS_V1 => core_to_events_v1(&st.value),
-                    Some(st) => st.value.clone(),
+                    Some(st) if kind == EVENTS_V1 => core_to_events_v1(&st.value()),
+                    Some(st) => st.value(),
                     None => return Err(store::ApiError::new(404, "NotFound", "not found")),
                 };
                 server::merge_patch(&mut value, patch);
@@ -325,7 +335,7 @@ impl KubeFake {
                 s.update(kind, value, Part::All)
             })
             .unwrap_or_else(|e| panic!("patch {} {name}: {}", KINDS[kind].kind, e.message));
-        typed(kind, &stored.value)
+        typed(kind, &stored.value())
     }
 
     /// Sets `metadata.deletionTimestamp` (graceful deletion begins: a pod
@@ -341,7 +351,7 @@ impl KubeFake {
             .shared
             .write(|s| s.mark_deleting(kind, &key, &now))
             .unwrap_or_else(|e| panic!("delete {} {name}: {}", KINDS[kind].kind, e.message));
-        typed(kind, &stored.value)
+        typed(kind, &stored.value())
     }
 
     /// Deletes an object at once; its last state, if it existed.
@@ -354,7 +364,7 @@ impl KubeFake {
         self.shared
             .write(|s| s.delete(kind, &key))
             .ok()
-            .map(|stored| typed(kind, &stored.value))
+            .map(|stored| typed(kind, &stored.value()))
     }
 
     /// One object.
@@ -365,7 +375,7 @@ impl KubeFake {
         let kind = kind_of::<K>();
         let key = (key_namespace(kind, namespace), name.to_string());
         let stored = lock(&self.shared.store).get(kind, &key);
-        stored.map(|s| typed(kind, &s.value))
+        stored.map(|s| typed(kind, &s.value()))
     }
 
     /// Every object of a kind, in key order (namespace, name).
@@ -375,7 +385,7 @@ impl KubeFake {
     {
         let kind = kind_of::<K>();
         let objects = lock(&self.shared.store).objects(kind);
-        objects.values().map(|s| typed(kind, &s.value)).collect()
+        objects.values().map(|s| typed(kind, &s.value())).collect()
     }
 
     /// Every object of a kind in `namespace`.
@@ -388,7 +398,7 @@ impl KubeFake {
         objects
             .iter()
             .filter(|(k, _)| k.0 == namespace)
-            .map(|(_, s)| typed(kind, &s.value))
+            .map(|(_, s)| typed(kind, &s.value()))
             .collect()
     }
 

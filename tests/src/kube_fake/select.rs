@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::store::{ApiError, EVENTS_CORE, EVENTS_V1, KINDS};
+use super::store::{ApiError, EVENTS_CORE, EVENTS_V1, Index, KINDS, storage_of};
 
 /// One requirement of a selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,10 +123,19 @@ impl Selector {
                     ),
                 ));
             }
-            requirements.push(if negated {
-                Requirement::NotEquals(field.into(), value.into())
+            // events.k8s.io names the fields of the one event storage
+            // differently; the index holds core/v1's names.
+            let field = if kind == EVENTS_V1 {
+                field
+                    .replacen("regarding.", "involvedObject.", 1)
+                    .replace("reportingController", "reportingComponent")
             } else {
-                Requirement::Equals(field.into(), value.into())
+                field.to_string()
+            };
+            requirements.push(if negated {
+                Requirement::NotEquals(field, value.into())
+            } else {
+                Requirement::Equals(field, value.into())
             });
         }
         Ok(Selector { requirements })
@@ -137,10 +146,15 @@ impl Selector {
         self.requirements.is_empty()
     }
 
-    /// Whether `object`'s labels match.
-    pub fn matches_labels(&self, object: &Value) -> bool {
-        let labels = &object["metadata"]["labels"];
-        let label = |k: &str| labels.get(k).and_then(Value::as_str);
+    /// Whether an object's labels match.
+    pub fn matches_labels(&self, index: &Index) -> bool {
+        let label = |k: &str| {
+            index
+                .labels
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         self.requirements.iter().all(|r| match r {
             Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
             Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
@@ -151,18 +165,25 @@ impl Selector {
         })
     }
 
-    /// Whether `object`'s fields match (a missing field is `""`).
-    pub fn matches_fields(&self, object: &Value) -> bool {
+    /// Whether an object's fields match (a missing field is `""`).
+    pub fn matches_fields(&self, index: &Index) -> bool {
+        let field = |k: &str| {
+            index
+                .fields
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map_or("", |(_, v)| v.as_str())
+        };
         self.requirements.iter().all(|r| match r {
-            Requirement::Equals(k, v) => field_value(object, k) == *v,
-            Requirement::NotEquals(k, v) => field_value(object, k) != *v,
+            Requirement::Equals(k, v) => field(k) == v,
+            Requirement::NotEquals(k, v) => field(k) != v,
             _ => true,
         })
     }
 }
 
 /// A field's value as the server's field set renders it.
-fn field_value(object: &Value, path: &str) -> String {
+pub fn field_value(object: &Value, path: &str) -> String {
     let mut at = object;
     for part in path.split('.') {
         at = &at[part];
@@ -177,10 +198,20 @@ fn field_value(object: &Value, path: &str) -> String {
 
 /// The field selectors the real API server accepts per kind.
 fn field_supported(kind: usize, field: &str) -> bool {
-    if matches!(field, "metadata.name" | "metadata.namespace") {
-        return true;
-    }
-    let extra: &[&str] = match (kind, KINDS[kind].plural) {
+    matches!(field, "metadata.name" | "metadata.namespace") || selectable(kind).contains(&field)
+}
+
+/// The fields kept in a stored object's [`Index`] (core/v1 names for
+/// events).
+pub fn indexed_fields(storage: usize) -> Vec<&'static str> {
+    let mut fields = vec!["metadata.name", "metadata.namespace"];
+    fields.extend_from_slice(selectable(storage_of(storage)));
+    fields
+}
+
+/// Each kind's selectable fields beyond name and namespace.
+fn selectable(kind: usize) -> &'static [&'static str] {
+    match (kind, KINDS[kind].plural) {
         (_, "pods") => &[
             "spec.nodeName",
             "spec.restartPolicy",
@@ -221,8 +252,7 @@ fn field_supported(kind: usize, field: &str) -> bool {
             "type",
         ],
         _ => &[],
-    };
-    extra.contains(&field)
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +264,7 @@ mod tests {
     #[test]
     fn label_selectors_follow_the_api_grammar() {
         let pod = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
+        let pod = Index::of(PODS, &pod);
         let ok = |s: &str| Selector::labels(s).expect(s).matches_labels(&pod);
         assert!(ok("app=web"));
         assert!(ok("app==web,tier"));

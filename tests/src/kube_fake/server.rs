@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::select::Selector;
 use super::store::{
-    ApiError, ChangeType, EVENTS_V1, KINDS, Key, NODES, Part, Store, Stored, core_to_events_v1,
-    find_kind, storage_of,
+    ApiError, ChangeType, EVENTS_V1, Index, KINDS, Key, NODES, Part, Store, Stored,
+    core_to_events_v1, find_kind, storage_of,
 };
 
 /// One request the fake answered, as RBAC sees it.
@@ -640,7 +640,7 @@ fn write_answer(
             } else {
                 let key = (namespace.clone().unwrap_or_default(), name.clone());
                 shared.write(|s| {
-                    let current = s.get(kind, &key).map(|st| st.value.clone());
+                    let current = s.get(kind, &key).map(|st| st.value());
                     match current {
                         Some(mut current) => {
                             if kind == EVENTS_V1 {
@@ -706,7 +706,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 fn object_json(kind: usize, stored: &Stored) -> Bytes {
     if kind == EVENTS_V1 {
-        Bytes::from(core_to_events_v1(&stored.value).to_string())
+        Bytes::from(core_to_events_v1(&stored.value()).to_string())
     } else {
         stored.json.clone()
     }
@@ -775,21 +775,11 @@ impl Filter {
         })
     }
 
-    fn matches(&self, key: &Key, value: &Value) -> bool {
+    fn matches(&self, key: &Key, index: &Index) -> bool {
         if self.namespace.as_ref().is_some_and(|ns| *ns != key.0) {
             return false;
         }
-        if !self.labels.matches_labels(value) {
-            return false;
-        }
-        if self.fields.is_empty() {
-            return true;
-        }
-        if self.kind == EVENTS_V1 {
-            self.fields.matches_fields(&core_to_events_v1(value))
-        } else {
-            self.fields.matches_fields(value)
-        }
+        self.labels.matches_labels(index) && self.fields.matches_fields(index)
     }
 
     fn has_selectors(&self) -> bool {
@@ -912,7 +902,7 @@ async fn list(
         if namespace.is_some_and(|ns| key.0.as_str() > ns) {
             break;
         }
-        if !filter.matches(key, &stored.value) {
+        if !filter.matches(key, &stored.index) {
             continue;
         }
         if limit > 0 && items.len() == limit {
@@ -1072,11 +1062,11 @@ fn collect_changes(
         if change.storage != storage {
             continue;
         }
-        let now = filter.matches(&change.key, &change.object.value);
+        let now = filter.matches(&change.key, &change.object.index);
         let before = change
             .prev
             .as_ref()
-            .is_some_and(|p| filter.matches(&change.key, &p.value));
+            .is_some_and(|p| filter.matches(&change.key, &p.index));
         let word = match (change.change, before, now) {
             (ChangeType::Added, _, true) => "ADDED",
             (ChangeType::Modified, true, true) => "MODIFIED",
@@ -1109,7 +1099,7 @@ async fn run_watch(shared: &Shared, plan: WatchPlan, tx: &mpsc::Sender<Bytes>) -
             };
             let mut out = Vec::new();
             for (key, stored) in objects.iter() {
-                if plan.filter.matches(key, &stored.value) {
+                if plan.filter.matches(key, &stored.index) {
                     out.extend_from_slice(&event_line("ADDED", &object_json(kind, stored)));
                 }
             }

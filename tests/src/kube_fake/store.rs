@@ -105,19 +105,56 @@ pub fn storage_of(kind: usize) -> usize {
 /// order is etcd's key order, which lists and continue tokens follow.
 pub type Key = (String, String);
 
-/// One stored object and its JSON text.
+/// One stored object: its JSON text (served as is in lists and watch
+/// events) and what selectors look at. Kept as text, not as a parsed
+/// tree, which takes ten times the memory.
 #[derive(Debug)]
 pub struct Stored {
-    /// The object.
-    pub value: Value,
-    /// `value` serialised once, for lists and watch events.
+    /// The object's JSON.
     pub json: Bytes,
+    /// Its labels and selectable fields.
+    pub index: Index,
+}
+
+/// What label and field selectors match against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    /// `metadata.labels`.
+    pub labels: Vec<(String, String)>,
+    /// The kind's selectable fields and their values (`""` when absent).
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl Index {
+    /// The index of `value`, stored as `storage`.
+    pub fn of(storage: usize, value: &Value) -> Index {
+        let labels = value["metadata"]["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fields = super::select::indexed_fields(storage)
+            .iter()
+            .map(|f| (*f, super::select::field_value(value, f)))
+            .collect();
+        Index { labels, fields }
+    }
 }
 
 impl Stored {
-    fn new(value: Value) -> Arc<Stored> {
-        let json = Bytes::from(value.to_string());
-        Arc::new(Stored { value, json })
+    fn new(storage: usize, value: &Value) -> Arc<Stored> {
+        Arc::new(Stored {
+            json: Bytes::from(value.to_string()),
+            index: Index::of(storage, value),
+        })
+    }
+
+    /// The object, parsed.
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
     }
 }
 
@@ -372,7 +409,7 @@ impl Store {
                         format!("namespaces \"{}\" not found", key.0),
                     ));
                 }
-                Some(ns) if ns.value["metadata"]["deletionTimestamp"].is_string() => {
+                Some(ns) if ns.value()["metadata"]["deletionTimestamp"].is_string() => {
                     return Err(ApiError::new(
                         403,
                         "Forbidden",
@@ -415,7 +452,7 @@ impl Store {
             fields.insert("spec".into(), json!({"finalizers": ["kubernetes"]}));
             fields.insert("status".into(), json!({"phase": "Active"}));
         }
-        let stored = Stored::new(object);
+        let stored = Stored::new(storage, &object);
         self.record(storage, key, ChangeType::Added, Arc::clone(&stored), None);
         Ok(stored)
     }
@@ -447,11 +484,12 @@ impl Store {
                 format!("{} \"{}\" not found", info.plural, key.1),
             ));
         };
+        let old_value = old.value();
         let wanted_rv = object["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let old_rv = old.value["metadata"]["resourceVersion"]
+        let old_rv = old_value["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or_default();
         if !wanted_rv.is_empty() && wanted_rv != old_rv {
@@ -469,7 +507,7 @@ impl Store {
             Part::Whole => {
                 let mut next = object;
                 if has_status_subresource(storage)
-                    && let Some(status) = old.value.get("status")
+                    && let Some(status) = old_value.get("status")
                     && let Some(fields) = next.as_object_mut()
                 {
                     fields.insert("status".into(), status.clone());
@@ -477,7 +515,7 @@ impl Store {
                 next
             }
             Part::Status => {
-                let mut next = old.value.clone();
+                let mut next = old_value.clone();
                 if let (Some(fields), Some(status)) = (next.as_object_mut(), object.get("status")) {
                     fields.insert("status".into(), status.clone());
                 }
@@ -493,7 +531,7 @@ impl Store {
         };
         fields.insert("apiVersion".into(), info.api_version().into());
         fields.insert("kind".into(), info.kind.into());
-        let old_meta = old.value["metadata"].clone();
+        let old_meta = old_value["metadata"].clone();
         let meta = metadata_mut(fields);
         for kept in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
             match old_meta.get(kept) {
@@ -507,10 +545,10 @@ impl Store {
                 old_meta["deletionTimestamp"].clone(),
             );
         }
-        if next == old.value {
+        if next == old_value {
             return Ok(old);
         }
-        let spec_changed = next.get("spec") != old.value.get("spec");
+        let spec_changed = next.get("spec") != old_value.get("spec");
         self.rv += 1;
         let rv = self.rv;
         if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -520,7 +558,7 @@ impl Store {
                 meta.insert("generation".into(), (generation + 1).into());
             }
         }
-        let stored = Stored::new(next);
+        let stored = Stored::new(storage, &next);
         self.record(
             storage,
             key,
@@ -543,10 +581,11 @@ impl Store {
         let Some(old) = self.objects[storage].get(key).cloned() else {
             return Err(not_found(storage, key));
         };
-        if old.value["metadata"]["deletionTimestamp"].is_string() {
+        let old_value = old.value();
+        if old_value["metadata"]["deletionTimestamp"].is_string() {
             return Ok(old);
         }
-        let mut next = old.value.clone();
+        let mut next = old_value.clone();
         self.rv += 1;
         if let Some(meta) = next.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("deletionTimestamp".into(), now.into());
@@ -558,7 +597,7 @@ impl Store {
         if storage == NAMESPACES {
             next["status"]["phase"] = "Terminating".into();
         }
-        let stored = Stored::new(next);
+        let stored = Stored::new(storage, &next);
         self.record(
             storage,
             key.clone(),
@@ -575,12 +614,13 @@ impl Store {
         let Some(old) = self.objects[storage].get(key).cloned() else {
             return Err(not_found(storage, key));
         };
+        let old_value = old.value();
         self.rv += 1;
-        let mut last = old.value.clone();
+        let mut last = old_value.clone();
         if let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), self.rv.to_string().into());
         }
-        let stored = Stored::new(last);
+        let stored = Stored::new(storage, &last);
         self.record(
             storage,
             key.clone(),
