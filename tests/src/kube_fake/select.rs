@@ -280,7 +280,10 @@ mod tests {
             json!({"metadata": {"name": "a", "namespace": "n"}, "spec": {"nodeName": "node-1"}});
         let s =
             Selector::fields("spec.nodeName=node-1,metadata.namespace!=x", PODS).expect("parses");
-        assert!(s.matches_fields(&pod));
+        assert!(s.matches_fields(&Index::of(PODS, &pod)));
+        let other =
+            json!({"metadata": {"name": "b", "namespace": "n"}, "spec": {"nodeName": "node-2"}});
+        assert!(!s.matches_fields(&Index::of(PODS, &other)));
         let err = Selector::fields("spec.containers=x", PODS).expect_err("refused");
         assert_eq!(err.code, 400);
     }
