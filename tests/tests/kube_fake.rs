@@ -1156,6 +1156,7 @@ async fn scenario_namespace_deleted_takes_its_objects() {
     cluster(&fake, 2);
     scenarios::deployment(&fake, "shop", "web", 3, "registry.example/web:1");
     scenarios::deployment(&fake, "keep", "api", 2, "registry.example/api:1");
+    let events_in_shop = fake.list_in::<CoreEvent>("shop").len();
     let start = fake.resource_version();
     let deleted = scenarios::delete_namespace(&fake, "shop");
 
@@ -1165,7 +1166,11 @@ async fn scenario_namespace_deleted_takes_its_objects() {
     assert!(fake.list_in::<ReplicaSet>("shop").is_empty());
     assert!(fake.list_in::<CoreEvent>("shop").is_empty());
     assert_eq!(fake.list_in::<Pod>("keep").len(), 2);
-    assert!(deleted >= 3 + 1 + 1, "{deleted}");
+    assert_eq!(
+        deleted,
+        3 + 1 + 1 + events_in_shop,
+        "pods, replica set, deployment and events"
+    );
 
     let client = client(&fake).await;
     let namespaces = replay(&Api::<Namespace>::all(client.clone()), start).await;
@@ -1386,7 +1391,7 @@ fn fake_under_load_5000_pods_200_nodes_100_changes_a_second() {
                 let (ns, name) = live[(generation * 7919 % live.len() as u64) as usize].clone();
                 last_write = (ns.clone(), name.clone());
                 fake.patch::<Pod>(&ns, &name, &serde_json::json!({"status": {"conditions": [
-                    {"type": "Ready", "status": if generation % 2 == 0 { "True" } else { "False" }, "lastTransitionTime": sightline_e2e::kube_fake::now_rfc3339()}]}}));
+                    {"type": "Ready", "status": if generation.is_multiple_of(2) { "True" } else { "False" }, "lastTransitionTime": sightline_e2e::kube_fake::now_rfc3339()}]}}));
             }
         }
         changes += 1;
