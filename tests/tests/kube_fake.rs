@@ -1452,3 +1452,182 @@ fn fake_under_load_5000_pods_200_nodes_100_changes_a_second() {
     drop(nodes);
     println!("kube-fake bench: done");
 }
+
+/// The writes a leader-elected cluster agent makes, over HTTP with
+/// kube-rs: a Lease created, taken over with its resourceVersion (a
+/// second candidate holding a stale one gets 409), renewed by merge
+/// patch; server-side apply creates; a status write changes only status;
+/// injected failures and latency reach the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_over_http_lease_takeover_status_and_injected_faults() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Patch, PatchParams, PostParams};
+
+    let fake = KubeFake::start();
+    fake.create(&namespace("sightline"));
+    let client = client(&fake).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "sightline");
+    let lease: Lease = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "cluster-agent", "namespace": "sightline"},
+        "spec": {"holderIdentity": "agent-a", "leaseDurationSeconds": 15, "acquireTime": "2026-11-24T10:00:00.000000Z", "renewTime": "2026-11-24T10:00:00.000000Z", "leaseTransitions": 0},
+    }))
+    .expect("lease");
+    let created = leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("created");
+    assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+    let again = leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect_err("exists");
+    assert!(
+        matches!(again, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{again}"
+    );
+
+    // Candidate B takes over with the resourceVersion it read; candidate
+    // C, holding the same (now stale) one, loses.
+    let mut take = created.clone();
+    take.spec.as_mut().expect("spec").holder_identity = Some("agent-b".into());
+    let taken = leases
+        .replace("cluster-agent", &PostParams::default(), &take)
+        .await
+        .expect("takeover");
+    assert_ne!(
+        taken.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    let mut late = created.clone();
+    late.spec.as_mut().expect("spec").holder_identity = Some("agent-c".into());
+    let lost = leases
+        .replace("cluster-agent", &PostParams::default(), &late)
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(lost, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"),
+        "{lost}"
+    );
+    let renewed = leases
+        .patch(
+            "cluster-agent",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"renewTime": "2026-11-24T10:00:05.000000Z"}}),
+            ),
+        )
+        .await
+        .expect("renewed");
+    assert_eq!(
+        renewed
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref()),
+        Some("agent-b")
+    );
+    assert_eq!(
+        fake.get::<Lease>("sightline", "cluster-agent")
+            .and_then(|l| l.spec)
+            .and_then(|s| s.renew_time)
+            .map(|t| t.0.to_string())
+            .as_deref()
+            .map(|t| t.starts_with("2026-11-24T10:00:05")),
+        Some(true)
+    );
+
+    // Server-side apply creates what is missing.
+    let applied = leases
+        .patch("other", &PatchParams::apply("sightline"), &Patch::Apply(serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "other"}, "spec": {"holderIdentity": "x"}})))
+        .await
+        .expect("applied");
+    assert_eq!(applied.metadata.namespace.as_deref(), Some("sightline"));
+
+    // A main-resource write keeps status; a status write keeps the rest.
+    fake.create(&node("node-0"));
+    scenarios::deployment(&fake, "sightline", "web", 2, "registry.example/web:1");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "sightline");
+    let mut d = deployments.get("web").await.expect("get");
+    d.spec.replicas = Some(5);
+    d.status.as_mut().expect("status").ready_replicas = Some(99);
+    let replaced = deployments
+        .replace("web", &PostParams::default(), &d)
+        .await
+        .expect("replace");
+    assert_eq!(
+        (
+            replaced.spec.replicas,
+            replaced.status.as_ref().and_then(|s| s.ready_replicas)
+        ),
+        (Some(5), Some(2))
+    );
+    assert_eq!(replaced.metadata.generation, Some(2));
+    let status = deployments
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"replicas": 7}, "status": {"readyReplicas": 5}}),
+            ),
+        )
+        .await
+        .expect("status patch");
+    assert_eq!(
+        (
+            status.spec.replicas,
+            status.status.as_ref().and_then(|s| s.ready_replicas)
+        ),
+        (Some(5), Some(5))
+    );
+    assert_eq!(
+        status.metadata.generation,
+        Some(2),
+        "a status write leaves the generation"
+    );
+    let calls = fake.calls();
+    let verbs: std::collections::BTreeSet<(&str, &str, &str)> = calls
+        .iter()
+        .map(|c| (c.verb, c.group.as_str(), c.resource.as_str()))
+        .collect();
+    let expected = [
+        ("create", "coordination.k8s.io", "leases"),
+        ("update", "coordination.k8s.io", "leases"),
+        ("patch", "coordination.k8s.io", "leases"),
+        ("get", "apps", "deployments"),
+        ("update", "apps", "deployments"),
+        ("patch", "apps", "deployments/status"),
+    ];
+    assert_eq!(verbs, expected.into_iter().collect(), "{calls:#?}");
+
+    // Faults: kube-rs retries 503 by itself; a 500 reaches the caller;
+    // every answer can be made late.
+    fake.clear_calls();
+    fake.fail_next(&[503, 503]);
+    leases
+        .get("cluster-agent")
+        .await
+        .expect("retried past two 503s");
+    let statuses: Vec<u16> = fake.calls().iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [503, 503, 200]);
+    fake.fail_next(&[500]);
+    let failed = leases.get("cluster-agent").await.expect_err("injected");
+    assert!(
+        matches!(failed, kube::Error::Api(ref s) if s.code == 500),
+        "{failed}"
+    );
+    fake.set_latency(Duration::from_millis(300));
+    let started = Instant::now();
+    leases.get("cluster-agent").await.expect("answers late");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    fake.set_latency(Duration::ZERO);
+
+    let calls = fake.calls();
+    let verbs: std::collections::BTreeSet<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.verb, c.resource.as_str()))
+        .collect();
+    assert_eq!(
+        verbs,
+        [("get", "leases")].into_iter().collect(),
+        "the log since clear_calls"
+    );
+}
