@@ -1631,3 +1631,62 @@ async fn writes_over_http_lease_takeover_status_and_injected_faults() {
         "the log since clear_calls"
     );
 }
+
+/// The history is a bounded window, as the API server's watch cache is:
+/// a watch from before it gets 410, one from inside it replays what
+/// followed. A NotOlderThan list from a revision not reached yet waits
+/// for it, as the real server waits for its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_a_bounded_window_and_not_older_than_waits() {
+    let fake = KubeFake::start_with(Options {
+        history_limit: 10,
+        ..Options::default()
+    });
+    fake.create(&namespace("shop"));
+    fake.create(&node("node-0"));
+    let early = fake.resource_version();
+    for i in 0..20 {
+        fake.create(&pod_named("shop", &format!("p{i:02}"), "node-0"));
+    }
+    let client = client(&fake).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    let wp = WatchParams::default().disable_bookmarks().timeout(1);
+    let stream = pods
+        .watch(&wp, &early.to_string())
+        .await
+        .expect("watch opens");
+    let events: Vec<_> = stream.collect().await;
+    assert!(
+        matches!(events.as_slice(), [Ok(WatchEvent::Error(s))] if s.code == 410),
+        "{events:?}"
+    );
+    let inside = fake.resource_version() - 5;
+    let replayed = replay(&pods, inside).await;
+    assert_eq!(
+        names_of(&replayed, "ADDED"),
+        ["p15", "p16", "p17", "p18", "p19"]
+    );
+
+    let next = fake.resource_version() + 1;
+    let lister = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            pods.list(
+                &ListParams::default()
+                    .at(&next.to_string())
+                    .matching(kube::api::VersionMatch::NotOlderThan),
+            )
+            .await
+            .expect("list")
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!lister.is_finished(), "the list waits for revision {next}");
+    fake.create(&pod_named("shop", "p-next", "node-0"));
+    let list = tokio::time::timeout(Duration::from_secs(5), lister)
+        .await
+        .expect("answers")
+        .expect("task");
+    assert_eq!(list.items.len(), 21);
+    assert_eq!(list.metadata.resource_version, Some(next.to_string()));
+}
