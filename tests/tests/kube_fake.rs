@@ -363,10 +363,14 @@ async fn after_compaction_a_cut_watch_gets_410_and_relists_and_restart_recovers(
         .iter()
         .position(|c| {
             c.verb == "watch"
-                && c.query.contains(&format!("resourceVersion={last_pod_rv}"))
+                && c.query
+                    .split('&')
+                    .any(|p| p == format!("resourceVersion={last_pod_rv}"))
                 && calls.iter().filter(|d| d.verb == "watch").count() >= 2
         })
-        .expect("a watch from the old resourceVersion");
+        .unwrap_or_else(|| {
+            panic!("a watch from the old resourceVersion {last_pod_rv}: {calls:#?}")
+        });
     assert!(
         calls[expired_watch..]
             .iter()
@@ -1667,6 +1671,22 @@ async fn history_is_a_bounded_window_and_not_older_than_waits() {
         ["p15", "p16", "p17", "p18", "p19"]
     );
 
+    // A watch that has started outlives a compaction.
+    let from = fake.resource_version();
+    let stream = pods
+        .watch(&wp, &from.to_string())
+        .await
+        .expect("watch opens");
+    fake.compact();
+    fake.create(&pod_named("shop", "during", "node-0"));
+    fake.compact();
+    let events: Vec<_> = stream.collect().await;
+    assert!(
+        matches!(events.as_slice(), [Ok(WatchEvent::Added(p))] if p.name_any() == "during"),
+        "{events:?}"
+    );
+    fake.delete::<Pod>("shop", "during");
+
     let next = fake.resource_version() + 1;
     let lister = {
         let pods = pods.clone();
@@ -1689,4 +1709,42 @@ async fn history_is_a_bounded_window_and_not_older_than_waits() {
         .expect("task");
     assert_eq!(list.items.len(), 21);
     assert_eq!(list.metadata.resource_version, Some(next.to_string()));
+}
+
+/// kube-rs's streaming lists (`sendInitialEvents`): the reflector fills
+/// from one watch, with no list call, and follows changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_reflector_fills_without_a_list_call() {
+    let fake = KubeFake::start();
+    fake.create(&namespace("shop"));
+    fake.create(&node("node-0"));
+    for i in 0..30 {
+        fake.create(&pod_named("shop", &format!("p{i:02}"), "node-0"));
+    }
+    let client = client(&fake).await;
+    let pods = reflect(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().streaming_lists(),
+    );
+    tokio::time::timeout(Duration::from_secs(10), pods.store.wait_until_ready())
+        .await
+        .expect("listed")
+        .expect("writer");
+    assert_eq!(held(&pods.store), truth::<Pod>(&fake));
+    fake.delete::<Pod>("shop", "p07");
+    fake.create(&pod_named("shop", "p-new", "node-0"));
+    eventually(
+        "changes after the initial events",
+        Duration::from_secs(5),
+        || held(&pods.store) == truth::<Pod>(&fake),
+    )
+    .await;
+    let calls = fake.calls();
+    assert!(calls.iter().all(|c| c.verb != "list"), "{calls:#?}");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.verb == "watch" && c.query.contains("sendInitialEvents=true")),
+        "{calls:#?}"
+    );
 }

@@ -456,6 +456,18 @@ impl KubeFake {
         lock(&self.shared.calls).clone()
     }
 
+    /// The permissions the calls so far needed, as RBAC rules name them:
+    /// (API group, resource with its subresource, verb), the kubelets'
+    /// `/stats` as `nodes/stats` `get`. What a least-privilege ClusterRole
+    /// must grant, and all it should.
+    pub fn permissions_used(&self) -> std::collections::BTreeSet<(String, String, String)> {
+        lock(&self.shared.calls)
+            .iter()
+            .filter(|c| !c.resource.is_empty())
+            .map(|c| (c.group.clone(), c.resource.clone(), c.verb.to_string()))
+            .collect()
+    }
+
     /// Forgets the calls logged so far.
     pub fn clear_calls(&self) {
         lock(&self.shared.calls).clear();

@@ -998,6 +998,12 @@ fn watch_response(
         }
         None => shared.default_watch_timeout,
     };
+    // Checked at the request, as the real server does: a compaction after
+    // it does not end this watch.
+    let expired = match start {
+        Some(rv) if !initial_events => lock(&shared.store).check_start(rv).err(),
+        _ => None,
+    };
     let (tx, rx) = mpsc::channel(16);
     let aborted = Arc::new(AtomicBool::new(false));
     let body = FakeBody {
@@ -1008,6 +1014,7 @@ fn watch_response(
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let plan = WatchPlan {
+            expired,
             filter,
             bookmarks,
             initial_events,
@@ -1030,6 +1037,8 @@ fn watch_response(
 }
 
 struct WatchPlan {
+    /// Set when the start was already compacted away at the request.
+    expired: Option<ApiError>,
     filter: Filter,
     bookmarks: bool,
     initial_events: bool,
@@ -1051,10 +1060,11 @@ fn collect_changes(
     shared: &Shared,
     filter: &Filter,
     cursor: u64,
+    streaming: bool,
 ) -> Result<(Vec<u8>, u64), ApiError> {
     let (changes, rv) = {
         let store = lock(&shared.store);
-        (store.changes_after(cursor)?, store.rv())
+        (store.changes_after(cursor, streaming)?, store.rv())
     };
     let storage = storage_of(filter.kind);
     let mut out = Vec::new();
@@ -1089,6 +1099,11 @@ async fn run_watch(shared: &Shared, plan: WatchPlan, tx: &mpsc::Sender<Bytes>) -
     rv_rx.borrow_and_update();
     let deadline = tokio::time::Instant::now() + plan.timeout;
     let kind = plan.filter.kind;
+    if let Some(expired) = plan.expired {
+        let line = event_line("ERROR", expired.status().to_string().as_bytes());
+        let _ = tx.send(Bytes::from(line)).await;
+        return WatchEnd::Clean;
+    }
     let mut cursor = match plan.start {
         Some(rv) if !plan.initial_events => rv,
         _ => {
@@ -1116,7 +1131,9 @@ async fn run_watch(shared: &Shared, plan: WatchPlan, tx: &mpsc::Sender<Bytes>) -
     let mut bookmark = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
         rv_rx.borrow_and_update();
-        match collect_changes(shared, &plan.filter, cursor) {
+        // Only the window limits a watch that has started: it outlives a
+        // compaction, as on the real server.
+        match collect_changes(shared, &plan.filter, cursor, true) {
             Ok((lines, rv)) => {
                 cursor = rv;
                 if !lines.is_empty() {

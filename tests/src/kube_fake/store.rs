@@ -240,8 +240,12 @@ pub struct Store {
     rv: u64,
     objects: Vec<Objects>,
     history: VecDeque<Arc<Change>>,
-    /// History holds every change with a revision above this.
+    /// New watches and lists may start from this revision or later.
     compacted: u64,
+    /// History holds every change with a revision above this (at most
+    /// `compacted`: watches already streaming keep reading past changes,
+    /// as from the API server's watch cache).
+    kept_from: u64,
     history_limit: usize,
     uid_seed: u64,
     uid_counter: u64,
@@ -256,6 +260,7 @@ impl Store {
             objects: vec![Objects::default(); KINDS.len()],
             history: VecDeque::new(),
             compacted: first_rv,
+            kept_from: first_rv,
             history_limit: history_limit.max(1),
             uid_seed,
             uid_counter: 0,
@@ -282,10 +287,11 @@ impl Store {
         self.objects.iter().map(|m| m.len()).sum()
     }
 
-    /// Drops the whole history: watches and lists from any revision before
-    /// now get 410 Expired.
+    /// Compacts at the current revision: new watches and lists from any
+    /// revision before now get 410 Expired. Watches already streaming go
+    /// on (the real server serves them from its watch cache); the history
+    /// they read is dropped as the window moves on.
     pub fn compact(&mut self) {
-        self.history.clear();
         self.compacted = self.rv;
     }
 
@@ -327,11 +333,26 @@ impl Store {
         Ok(Arc::new(map))
     }
 
-    /// Every change after `rv`, oldest first; 410 Expired when the history
-    /// no longer reaches back that far.
-    pub fn changes_after(&self, rv: u64) -> Result<Vec<Arc<Change>>, ApiError> {
+    /// 410 Expired when a watch or list may no longer start from `rv`.
+    pub fn check_start(&self, rv: u64) -> Result<(), ApiError> {
         if rv < self.compacted {
             return Err(ApiError::expired(rv, self.compacted));
+        }
+        Ok(())
+    }
+
+    /// Every change after `rv`, oldest first, for a watch starting
+    /// (`streaming` false: 410 Expired before the compaction) or already
+    /// streaming (410 only once the window has moved past `rv`, as for a
+    /// watcher too slow for the watch cache).
+    pub fn changes_after(&self, rv: u64, streaming: bool) -> Result<Vec<Arc<Change>>, ApiError> {
+        let floor = if streaming {
+            self.kept_from
+        } else {
+            self.compacted
+        };
+        if rv < floor {
+            return Err(ApiError::expired(rv, floor));
         }
         let start = self.history.partition_point(|c| c.rv <= rv);
         Ok(self.history.range(start..).cloned().collect())
@@ -378,7 +399,8 @@ impl Store {
         }));
         while self.history.len() > self.history_limit {
             if let Some(old) = self.history.pop_front() {
-                self.compacted = old.rv;
+                self.kept_from = old.rv;
+                self.compacted = self.compacted.max(old.rv);
             }
         }
     }
