@@ -1748,3 +1748,54 @@ async fn streaming_list_reflector_fills_without_a_list_call() {
         "{calls:#?}"
     );
 }
+
+/// A node agent's view: a watch with `spec.nodeName=<node>` sees a pod
+/// arrive (ADDED) when the scheduler binds it there, not when it is
+/// created Pending, and leave (DELETED) when it is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_watch_sees_pods_when_they_are_bound_to_it() {
+    let fake = KubeFake::start();
+    cluster(&fake, 2);
+    fake.create(&namespace("shop"));
+    let client = client(&fake).await;
+    let pods: Api<Pod> = Api::all(client.clone());
+    let from = fake.resource_version();
+    scenarios::deployment(&fake, "shop", "web", 4, "registry.example/web:1");
+    let on_node1: Vec<String> = fake
+        .list::<Pod>()
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node-1"))
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(on_node1.len(), 2);
+    scenarios::delete_namespace(&fake, "shop");
+    let wp = WatchParams::default()
+        .fields("spec.nodeName=node-1")
+        .disable_bookmarks()
+        .timeout(1);
+    let events: Vec<_> = pods
+        .watch(&wp, &from.to_string())
+        .await
+        .expect("watch")
+        .map(|e| e.expect("event"))
+        .collect()
+        .await;
+    let first = events.first().expect("events");
+    assert!(
+        matches!(first, WatchEvent::Added(p) if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node-1")),
+        "{events:?}"
+    );
+    let mut added = names_of(&events, "ADDED");
+    added.sort();
+    let mut expected = on_node1.clone();
+    expected.sort();
+    assert_eq!(added, expected);
+    let mut deleted = names_of(&events, "DELETED");
+    deleted.sort();
+    assert_eq!(deleted, expected);
+    assert!(events.iter().all(|e| match e {
+        WatchEvent::Added(p) | WatchEvent::Modified(p) | WatchEvent::Deleted(p) =>
+            on_node1.contains(&p.name_any()),
+        _ => false,
+    }));
+}
