@@ -278,8 +278,10 @@ fn route(role: &Role, path: &str) -> Target {
         if namespace.is_none() && KINDS[kind].namespaced && !tail.is_empty() {
             return Target::Unknown;
         }
+        // Subresources the fake serves: status (namespaces' finalize is
+        // their status write); log, exec, scale and the rest are 404.
         match tail {
-            [] | [_] | [_, _] => Target::Resource {
+            [] | [_] | [_, "status" | "finalize"] => Target::Resource {
                 kind,
                 namespace: namespace.map(str::to_string),
                 name: tail.first().map(|s| s.to_string()),
@@ -1187,5 +1189,104 @@ fn kubelet_answer(shared: &Shared, node: &str, rest: &str) -> Response<FakeBody>
             "NotFound",
             format!("kubelet path /{other}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube_fake::store::{EVENTS_CORE, NAMESPACES, PODS};
+
+    fn resource(kind: usize, ns: Option<&str>, name: Option<&str>, sub: Option<&str>) -> Target {
+        Target::Resource {
+            kind,
+            namespace: ns.map(str::to_string),
+            name: name.map(str::to_string),
+            sub: sub.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn paths_route_as_the_api_server_lays_them_out() {
+        let api = Role::ApiServer;
+        assert_eq!(
+            route(&api, "/api/v1/pods"),
+            resource(PODS, None, None, None)
+        );
+        assert_eq!(
+            route(&api, "/api/v1/namespaces/a/pods"),
+            resource(PODS, Some("a"), None, None)
+        );
+        assert_eq!(
+            route(&api, "/api/v1/namespaces/a/pods/p/status"),
+            resource(PODS, Some("a"), Some("p"), Some("status"))
+        );
+        assert_eq!(
+            route(&api, "/api/v1/namespaces/a"),
+            resource(NAMESPACES, None, Some("a"), None)
+        );
+        assert_eq!(
+            route(&api, "/api/v1/namespaces"),
+            resource(NAMESPACES, None, None, None)
+        );
+        assert_eq!(
+            route(&api, "/apis/events.k8s.io/v1/namespaces/a/events"),
+            resource(EVENTS_V1, Some("a"), None, None)
+        );
+        assert_eq!(
+            route(&api, "/api/v1/events"),
+            resource(EVENTS_CORE, None, None, None)
+        );
+        assert_eq!(
+            route(&api, "/api/v1/nodes/n1/proxy/stats/summary"),
+            Target::NodeProxy {
+                node: "n1".into(),
+                rest: "stats/summary".into()
+            }
+        );
+        // A namespaced kind's object needs its namespace; a cluster-scoped
+        // kind has none; unserved subresources and kinds are 404.
+        assert_eq!(route(&api, "/api/v1/pods/p"), Target::Unknown);
+        assert_eq!(route(&api, "/api/v1/namespaces/a/nodes"), Target::Unknown);
+        assert_eq!(
+            route(&api, "/api/v1/namespaces/a/pods/p/exec"),
+            Target::Unknown
+        );
+        assert_eq!(
+            route(&api, "/api/v1/namespaces/a/configmaps"),
+            Target::Unknown
+        );
+        assert_eq!(
+            route(&api, "/apis/apps/v1beta1/deployments"),
+            Target::Unknown
+        );
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_refuse_garbage() {
+        let key = ("ns".to_string(), "pod-1".to_string());
+        assert_eq!(
+            decode_continue(&encode_continue(1234, &key)),
+            Ok((1234, key))
+        );
+        let cluster = (String::new(), "node-1".to_string());
+        assert_eq!(
+            decode_continue(&encode_continue(7, &cluster)),
+            Ok((7, cluster))
+        );
+        assert_eq!(decode_continue("not a token").map_err(|e| e.code), Err(400));
+    }
+
+    #[test]
+    fn queries_are_percent_decoded() {
+        let q = Query(parse_query(
+            "fieldSelector=spec.nodeName%3Dnode-1%2Cmetadata.name%21%3Dx&watch=1&labelSelector=a+in+%28b%29",
+        ));
+        assert_eq!(
+            q.get("fieldSelector"),
+            Some("spec.nodeName=node-1,metadata.name!=x")
+        );
+        assert_eq!(q.get("labelSelector"), Some("a in (b)"));
+        assert!(q.flag("watch"));
     }
 }

@@ -829,3 +829,84 @@ pub fn events_v1_to_core(v1: &Value) -> Value {
     }
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, image: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "a"}, "spec": {"containers": [{"name": "c", "image": image}]}})
+    }
+
+    #[test]
+    fn revisions_rebuild_the_past_and_compaction_forgets_it() {
+        let mut store = Store::new(100, 1000, 1);
+        store
+            .create(NAMESPACES, json!({"metadata": {"name": "a"}}), "t")
+            .expect("ns");
+        store.create(PODS, pod("p1", "i:1"), "t").expect("p1");
+        let one = store.rv();
+        store.create(PODS, pod("p2", "i:1"), "t").expect("p2");
+        store
+            .update(PODS, pod("p1", "i:2"), Part::All)
+            .expect("p1 v2");
+        store
+            .delete(PODS, &("a".into(), "p2".into()))
+            .expect("p2 gone");
+        assert_eq!(store.rv(), one + 3);
+        let past = store.objects_at(PODS, one).expect("in the history");
+        assert_eq!(past.len(), 1);
+        assert_eq!(
+            past[&("a".to_string(), "p1".to_string())].value()["spec"]["containers"][0]["image"],
+            "i:1"
+        );
+        assert_eq!(
+            store.objects(PODS)[&("a".to_string(), "p1".to_string())].value()["metadata"]["generation"],
+            2
+        );
+        assert_eq!(store.changes_after(one, false).expect("history").len(), 3);
+        store.compact();
+        assert_eq!(
+            store.objects_at(PODS, one).map_err(|e| e.code).err(),
+            Some(410)
+        );
+        assert_eq!(store.check_start(one).map_err(|e| e.reason), Err("Expired"));
+        assert!(store.check_start(store.rv()).is_ok());
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_writes_nothing() {
+        let mut store = Store::new(100, 1000, 1);
+        store
+            .create(NAMESPACES, json!({"metadata": {"name": "a"}}), "t")
+            .expect("ns");
+        store.create(PODS, pod("p1", "i:1"), "t").expect("p1");
+        let rv = store.rv();
+        store
+            .update(PODS, pod("p1", "i:1"), Part::All)
+            .expect("same");
+        assert_eq!(store.rv(), rv);
+        let mut stale = pod("p1", "i:3");
+        stale["metadata"]["resourceVersion"] = "1".into();
+        assert_eq!(
+            store
+                .update(PODS, stale, Part::All)
+                .map_err(|e| e.code)
+                .err(),
+            Some(409)
+        );
+        assert_eq!(
+            store
+                .create(PODS, pod("p1", "i:1"), "t")
+                .map_err(|e| e.code)
+                .err(),
+            Some(409)
+        );
+        let mut elsewhere = pod("p9", "i:1");
+        elsewhere["metadata"]["namespace"] = "missing".into();
+        assert_eq!(
+            store.create(PODS, elsewhere, "t").map_err(|e| e.code).err(),
+            Some(404)
+        );
+    }
+}
