@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler as HorizontalPodAutoscalerV2;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event as NewEvent;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
@@ -1798,4 +1799,88 @@ async fn a_node_watch_sees_pods_when_they_are_bound_to_it() {
             on_node1.contains(&p.name_any()),
         _ => false,
     }));
+}
+
+/// Every kind the fake serves round-trips through kube-rs's typed API at
+/// its real URL: created by the test, listed and fetched by the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_round_trips_through_kube_at_its_url() {
+    use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    let fake = KubeFake::start();
+    fake.create(&node("node-0"));
+    scenarios::deployment(&fake, "ops", "web", 1, "registry.example/web:1");
+    scenarios::scale_by_hpa(&fake, "ops", "web", &[2]);
+    let meta =
+        |name: &str| serde_json::json!({"name": name, "namespace": "ops", "labels": {"app": name}});
+    let template = |name: &str| serde_json::json!({"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "registry.example/x:1"}]}});
+    fake.create(&serde_json::from_value::<StatefulSet>(serde_json::json!({"metadata": meta("db"), "spec": {"serviceName": "db", "replicas": 1, "selector": {"matchLabels": {"app": "db"}}, "template": template("db")}})).expect("sts"));
+    fake.create(&serde_json::from_value::<DaemonSet>(serde_json::json!({"metadata": meta("agent"), "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": template("agent")}})).expect("ds"));
+    fake.create(&serde_json::from_value::<Job>(serde_json::json!({"metadata": meta("backup"), "spec": {"template": {"metadata": {"labels": {"app": "backup"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.example/x:1"}]}}}})).expect("job"));
+    fake.create(
+        &serde_json::from_value::<Lease>(
+            serde_json::json!({"metadata": meta("leader"), "spec": {"holderIdentity": "a"}}),
+        )
+        .expect("lease"),
+    );
+
+    let client = client(&fake).await;
+    async fn names<K>(client: &Client) -> Vec<String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(client.clone(), "ops");
+        let mut names: Vec<String> = api
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .map(|o| o.name_any())
+            .collect();
+        names.sort();
+        for name in &names {
+            api.get(name).await.expect("get");
+        }
+        names
+    }
+    assert_eq!(names::<StatefulSet>(&client).await, ["db"]);
+    assert_eq!(names::<DaemonSet>(&client).await, ["agent"]);
+    assert_eq!(names::<Job>(&client).await, ["backup"]);
+    assert_eq!(names::<Lease>(&client).await, ["leader"]);
+    assert_eq!(names::<HorizontalPodAutoscalerV2>(&client).await, ["web"]);
+    assert_eq!(names::<Deployment>(&client).await, ["web"]);
+    assert_eq!(names::<ReplicaSet>(&client).await.len(), 1);
+    assert_eq!(names::<Pod>(&client).await.len(), 2);
+    assert!(!names::<CoreEvent>(&client).await.is_empty());
+    assert!(!names::<NewEvent>(&client).await.is_empty());
+    let cluster: Vec<String> = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("namespaces")
+        .items
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    assert_eq!(
+        cluster,
+        [
+            "default",
+            "kube-node-lease",
+            "kube-public",
+            "kube-system",
+            "ops"
+        ]
+    );
+    let version = client.apiserver_version().await.expect("/version");
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "37")
+    );
 }

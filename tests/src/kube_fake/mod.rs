@@ -18,6 +18,9 @@
 //! `timeoutSeconds`; status subresources; 409 on a stale update; a
 //! kubelet `/stats/summary` per node, direct or through the node proxy.
 //!
+//! It starts as a new cluster does, with the namespaces `default`,
+//! `kube-node-lease`, `kube-public` and `kube-system`, and nothing else.
+//!
 //! Test controls: [`KubeFake::create`] and friends (fanned out to
 //! watchers), [`KubeFake::compact`], [`KubeFake::drop_watches`],
 //! [`KubeFake::restart`] (same port, revisions continue), a log of every
@@ -211,6 +214,10 @@ impl KubeFake {
             _scratch: scratch,
         };
         fake.write_kubeconfig();
+        // The namespaces every cluster starts with.
+        for name in ["default", "kube-node-lease", "kube-public", "kube-system"] {
+            scenarios::namespace(&fake, name);
+        }
         fake
     }
 
