@@ -778,11 +778,32 @@ async fn https_with_the_kubeconfig_ca() {
     assert!(fake.url().starts_with("https://"));
     fake.create(&node("node-0"));
     let client = client(&fake).await;
-    let nodes = Api::<Node>::all(client)
+    let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await
         .expect("lists over TLS");
     assert_eq!(nodes.items.len(), 1);
+    // The node proxy, over the same TLS, reaches the kubelet's summary.
+    let now = sightline_e2e::kube_fake::now_rfc3339();
+    fake.set_summary(&Summary {
+        node: NodeStats {
+            node_name: "node-0".into(),
+            start_time: now.clone(),
+            cpu: CpuStats::new(&now, 7, 70),
+            memory: MemoryStats::new(&now, 1 << 20),
+        },
+        pods: Vec::new(),
+    });
+    let text = client
+        .request_text(
+            http::Request::get("/api/v1/nodes/node-0/proxy/stats/summary")
+                .body(Vec::new())
+                .expect("request"),
+        )
+        .await
+        .expect("proxied over TLS");
+    let summary: Summary = serde_json::from_str(&text).expect("parses");
+    assert_eq!(summary.node.cpu.usage_nano_cores, 7);
 }
 
 /// Every watch event of kind `K` after `rv`, replayed from the fake's
