@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod browser;
+pub mod kube_fake;
 pub mod logs;
 pub mod mariadb;
 pub mod smtp_sink;
