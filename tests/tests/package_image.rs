@@ -80,14 +80,22 @@ fn podman_loads_the_archive() {
         "podman is missing: `apt-get install --no-install-recommends podman` (cargo xtask test installs it)"
     );
     let scratch = Scratch::new("image-podman");
-    let root = scratch.join("storage");
-    let runroot = scratch.join("run");
+    // Its storage, run and temporary folders in the scratch folder, not
+    // the machine's /var/lib/containers and /run/libpod.
+    let dirs: Vec<String> = ["storage", "run", "tmp", "networks"]
+        .iter()
+        .map(|d| scratch.join(d).to_str().expect("utf-8 path").to_string())
+        .collect();
     let podman = |args: &[&str]| {
         let mut all = vec![
             "--root",
-            root.to_str().expect("utf-8 path"),
+            &dirs[0],
             "--runroot",
-            runroot.to_str().expect("utf-8 path"),
+            &dirs[1],
+            "--tmpdir",
+            &dirs[2],
+            "--network-config-dir",
+            &dirs[3],
             "--storage-driver",
             "vfs",
             "--events-backend",

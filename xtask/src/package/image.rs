@@ -551,3 +551,6 @@ impl<R: Read> Read for CountingReader<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests;
