@@ -67,6 +67,7 @@ pub(crate) fn build(ctx: &Context, binaries: &[Binary]) -> Result<PathBuf> {
     let path = ctx.out.join(&file_name);
     let layer_path = ctx.out.join(format!(".{file_name}.layer"));
     let partial = ctx.out.join(format!(".{file_name}.partial"));
+    let _cleanup = RemoveOnDrop(vec![layer_path.clone(), partial.clone()]);
 
     let layer = write_layer(ctx, binaries, &layer_path)
         .with_context(|| format!("writing the image layer {}", layer_path.display()))?;
@@ -138,11 +139,20 @@ pub(crate) fn build(ctx: &Context, binaries: &[Binary]) -> Result<PathBuf> {
     outer.bytes("manifest.json", 0o644, &docker_manifest)?;
     outer.bytes("oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     outer.finish()?;
-    std::fs::remove_file(&layer_path)
-        .with_context(|| format!("removing {}", layer_path.display()))?;
     std::fs::rename(&partial, &path)
         .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
     Ok(path)
+}
+
+/// Removes the build's temporary files when the build ends, done or not.
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// What the manifest and the config say of the layer.
