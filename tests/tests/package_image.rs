@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use sightline_e2e::{Collector, Scratch, create_project, terminate, wait_exit, wait_for};
+use sightline_e2e::{Collector, Scratch, create_project, terminate, tls_files, wait_exit};
 
 /// Where `cargo xtask test` puts the packages (xtask/src/test.rs).
 const TEST_PACKAGES: &str = "target/packages";
@@ -428,7 +428,8 @@ impl Drop for Running {
 /// prints its version chrooted there; the server agent, started from the
 /// root as a plain binary and chrooted as the image's user (its default
 /// config and state folder from the image, `/proc` and `/sys` mounted as a
-/// runtime would), reports the host's memory to a collector on loopback.
+/// runtime would, TLS trusting the image's CA bundle), reports the host's
+/// memory to a collector on loopback.
 #[test]
 fn the_agents_run_from_the_unpacked_root() {
     let scratch = Scratch::new("image-run");
@@ -445,9 +446,21 @@ fn the_agents_run_from_the_unpacked_root() {
         );
     }
 
+    // A collector serving TLS with a certificate from a CA of the test's.
     let data = scratch.join("collector");
     let creds = create_project(&data, "image");
-    let collector = Collector::start(&data);
+    let pki = tls_files(&scratch.join("pki"), "image");
+    let collector = Collector::start_with(
+        &data,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            pki.cert.to_str().expect("utf-8 path"),
+            "--tls-key",
+            pki.key.to_str().expect("utf-8 path"),
+        ],
+    );
     let api = collector.api(&creds.token);
     let server = collector.grpc.to_string();
 
@@ -460,6 +473,8 @@ fn the_agents_run_from_the_unpacked_root() {
             .env("SIGHTLINE_ONAME", "image-plain")
             .env("SIGHTLINE_INTERVAL", "1s")
             .env("SIGHTLINE_DATA_DIR", &state)
+            .env("SIGHTLINE_SERVER_TLS", "true")
+            .env("SIGHTLINE_SERVER_CA", &pki.ca)
             .stdout(Stdio::null())
             .stderr(fs::File::create(scratch.join("plain.log")).expect("log"))
             .spawn()
@@ -468,7 +483,13 @@ fn the_agents_run_from_the_unpacked_root() {
 
     // Chrooted as the image's user, with the image's environment and its
     // own config file and state folder; `/proc` and `/sys` mounted in a
-    // private mount namespace, as a runtime (or the DaemonSet) would.
+    // private mount namespace, as a runtime (or the DaemonSet) would. TLS
+    // with no `server.ca`: the agent trusts the image's CA bundle, to which
+    // the test's CA is added here as a user's own CA would be.
+    let bundle_path = rootfs.join("etc/ssl/certs/ca-certificates.crt");
+    let mut bundle_text = fs::read_to_string(&bundle_path).expect("CA bundle");
+    bundle_text.push_str(&fs::read_to_string(&pki.ca).expect("test CA"));
+    fs::write(&bundle_path, bundle_text).expect("CA bundle");
     for dir in ["proc", "sys"] {
         fs::create_dir_all(rootfs.join(dir)).expect("mount point");
     }
@@ -484,6 +505,7 @@ fn the_agents_run_from_the_unpacked_root() {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("SIGHTLINE_LICENSE", &creds.license)
             .env("SIGHTLINE_ONAME", "image-chroot")
+            .env("SIGHTLINE_SERVER_TLS", "true")
             .env("SIGHTLINE_INTERVAL", "1s")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("log"))
@@ -493,21 +515,15 @@ fn the_agents_run_from_the_unpacked_root() {
 
     let mem_total = host_mem_total_bytes();
     for oname in ["image-plain", "image-chroot"] {
-        let oid = wait_for(
-            &format!("{oname} to register"),
-            Duration::from_secs(20),
-            || {
-                api.agents()
-                    .into_iter()
-                    .find(|a| a["oname"] == oname)
-                    .and_then(|a| a["oid"].as_i64())
-            },
-        );
-        let (_, reported) = wait_for(
-            &format!("{oname}'s mem.total_bytes ({})", agent_logs(&scratch)),
-            Duration::from_secs(20),
-            || api.points(oid, "mem.total_bytes").pop(),
-        );
+        let oid = wait_logged(&scratch, &format!("{oname} to register"), || {
+            api.agents()
+                .into_iter()
+                .find(|a| a["oname"] == oname)
+                .and_then(|a| a["oid"].as_i64())
+        });
+        let (_, reported) = wait_logged(&scratch, &format!("{oname}'s mem.total_bytes"), || {
+            api.points(oid, "mem.total_bytes").pop()
+        });
         assert!(
             (reported - mem_total).abs() < 1.0,
             "{oname} reports the host's memory: {reported} (MemTotal {mem_total})"
@@ -533,6 +549,22 @@ fn the_agents_run_from_the_unpacked_root() {
         let status = wait_exit(&mut agent.0, Duration::from_secs(3))
             .unwrap_or_else(|| panic!("the {name} agent stops on SIGTERM"));
         assert!(status.success(), "the {name} agent exits cleanly: {status}");
+    }
+}
+
+/// Polls `probe` for 20 s; on timeout, fails with the agents' last lines.
+fn wait_logged<T>(scratch: &Scratch, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; {}",
+            agent_logs(scratch)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
