@@ -43,7 +43,8 @@ const USER_NAME: &str = "sightline";
 /// The CA bundle's path: Debian's, one of the places rustls-native-certs
 /// (openssl-probe) looks on Linux.
 const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
-/// `org.opencontainers.image.source`.
+/// `org.opencontainers.image.source` when `[workspace.package]` names no
+/// `repository`.
 const SOURCE_URL: &str = "https://github.com/sightline/sightline";
 /// The command when none is given: the server agent's help, which names
 /// `run` and `test`. The DaemonSets and the sidecar name their agent.
@@ -343,8 +344,10 @@ fn image_config(
         ),
         "org.opencontainers.image.version": ctx.version,
         "org.opencontainers.image.created": created,
-        "org.opencontainers.image.source": SOURCE_URL,
-        "org.opencontainers.image.licenses": workspace_license(&ctx.root)?,
+        "org.opencontainers.image.source": workspace_key(&ctx.root, "repository")?
+            .unwrap_or_else(|| SOURCE_URL.to_string()),
+        "org.opencontainers.image.licenses": workspace_key(&ctx.root, "license")?
+            .context("no license in [workspace.package] of Cargo.toml")?,
     });
     if let Some(revision) = revision {
         labels["org.opencontainers.image.revision"] = json!(revision);
@@ -385,21 +388,18 @@ fn git_revision(root: &Path) -> Option<String> {
     (output.status.success() && revision.len() == 40).then(|| revision.to_string())
 }
 
-/// The workspace's `license = "..."` (an SPDX expression).
-fn workspace_license(root: &Path) -> Result<String> {
+/// `key = "..."` of the workspace's `[workspace.package]`, if there.
+fn workspace_key(root: &Path, key: &str) -> Result<Option<String>> {
     let manifest = std::fs::read_to_string(root.join("Cargo.toml"))?;
-    manifest
+    Ok(manifest
         .lines()
         .skip_while(|l| l.trim() != "[workspace.package]")
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
         .find_map(|l| {
-            let rest = l
-                .trim()
-                .strip_prefix("license")?
-                .trim_start()
-                .strip_prefix('=')?;
+            let rest = l.trim().strip_prefix(key)?.trim_start().strip_prefix('=')?;
             Some(rest.trim().trim_matches('"').to_string())
-        })
-        .context("no license in [workspace.package] of Cargo.toml")
+        }))
 }
 
 /// `seconds` since the epoch as RFC 3339 in UTC.
