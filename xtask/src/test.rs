@@ -84,6 +84,12 @@ const PACKAGES: &[Package] = &[
         name: "umoci",
         provides: "/usr/bin/umoci",
     },
+    // `podman load` reads the image archive with no daemon running
+    // (tests/tests/package_image.rs).
+    Package {
+        name: "podman",
+        provides: "/usr/bin/podman",
+    },
     Package {
         name: "wine",
         provides: "/usr/bin/wine",
