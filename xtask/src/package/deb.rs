@@ -4,8 +4,9 @@
 //! conffiles, md5sums, postinst, prerm, postrm from `deploy/packaging/`).
 //!
 //! Reproducible: every staged timestamp is `SOURCE_DATE_EPOCH`, which
-//! dpkg-deb also uses for the ar members; owners are root; xz runs on one
-//! thread (its multi-threaded output differs); dpkg-deb sorts the members.
+//! dpkg-deb also uses for the ar members; owners are root; the compressor
+//! runs on one thread (xz's multi-threaded output differs); dpkg-deb sorts
+//! the members.
 //! Never runs a maintainer script and never touches the host's dpkg
 //! database: building needs no root.
 
@@ -17,7 +18,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::linux_layout::{self, Kind};
+use super::linux_layout::{self, Compression, Kind};
 use super::{Binary, Context};
 
 /// Where the unit goes: Debian's systemd reads `/lib/systemd/system`
@@ -29,11 +30,14 @@ const SCRIPTS: &[&str] = &["postinst", "prerm", "postrm"];
 
 /// Writes one deb per product in `binaries` to `ctx.out`; returns their paths.
 pub(crate) fn build(ctx: &Context, binaries: &[Binary]) -> Result<Vec<PathBuf>> {
-    let level = linux_layout::xz_level(binaries);
-    binaries.iter().map(|b| build_one(ctx, b, level)).collect()
+    let compression = Compression::for_binaries(binaries);
+    binaries
+        .iter()
+        .map(|b| build_one(ctx, b, compression))
+        .collect()
 }
 
-fn build_one(ctx: &Context, binary: &Binary, xz_level: u32) -> Result<PathBuf> {
+fn build_one(ctx: &Context, binary: &Binary, compression: Compression) -> Result<PathBuf> {
     let product = binary.product;
     let stage = linux_layout::fresh_dir(ctx, &format!("deb-{}", product.package))?;
     let entries = linux_layout::entries(ctx, binary, UNIT_DIR);
@@ -108,8 +112,10 @@ fn build_one(ctx: &Context, binary: &Binary, xz_level: u32) -> Result<PathBuf> {
     linux_layout::run(
         Command::new("dpkg-deb")
             .arg("--root-owner-group")
-            .arg("-Zxz")
-            .arg(format!("-z{xz_level}"))
+            .args(match compression {
+                Compression::Xz => ["-Zxz", "-z6"],
+                Compression::Zstd => ["-Zzstd", "-z3"],
+            })
             .arg("--threads-max=1")
             .arg("--build")
             .arg(&stage)

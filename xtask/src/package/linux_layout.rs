@@ -197,18 +197,34 @@ pub(crate) fn script(ctx: &Context, product: &Product, part: &str) -> Result<Str
     ))
 }
 
-/// The compression level for `binaries`: xz's default (6) for the shipped
-/// builds; 1 for dev builds (`target/<triple>/debug/`), whose debug info
-/// makes them 30 to 60 MB each, where 6 would cost CI about a minute per
-/// format and version and 1 costs seconds.
-pub(crate) fn xz_level(binaries: &[Binary]) -> u32 {
-    let dev = binaries.iter().any(|b| {
-        b.path
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|d| d == "debug")
-    });
-    if dev { 1 } else { 6 }
+/// How a package's payload is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    /// xz at its default level, on one thread: what ships, since every
+    /// dpkg and rpm (CentOS 6's 4.8 too) reads it.
+    Xz,
+    /// zstd level 3, on one thread: the dev builds the tests install
+    /// (`target/<triple>/debug/`, 30 to 60 MB each with debug info), where
+    /// xz would cost CI minutes. Only newer dpkg (1.21.18) and rpm (4.14)
+    /// read it, which is fine for packages that never leave CI.
+    Zstd,
+}
+
+impl Compression {
+    /// The compression for `binaries`: zstd when any is a dev build.
+    pub(crate) fn for_binaries(binaries: &[Binary]) -> Compression {
+        let dev = binaries.iter().any(|b| {
+            b.path
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|d| d == "debug")
+        });
+        if dev {
+            Compression::Zstd
+        } else {
+            Compression::Xz
+        }
+    }
 }
 
 /// Runs `command`, failing with its output when it fails.

@@ -4,8 +4,8 @@
 //! `%preun` and `%postun` from `deploy/packaging/`.
 //!
 //! Reproducible: the spec fixes the build host, takes the build time from
-//! `SOURCE_DATE_EPOCH` and clamps every file's time to it, and xz runs on
-//! one thread. Never strips or post-processes the binary (no debuginfo
+//! `SOURCE_DATE_EPOCH` and clamps every file's time to it, and the
+//! compressor runs on one thread. Never strips or post-processes the binary (no debuginfo
 //! split, no build-id links): what cargo built is what is installed.
 //! Never touches the host's rpm database.
 
@@ -16,7 +16,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::linux_layout::{self, Kind};
+use super::linux_layout::{self, Compression, Kind};
 use super::{Binary, Context};
 
 /// Where the unit goes on RHEL, Fedora, SUSE and friends.
@@ -30,11 +30,14 @@ const RELEASE: &str = "1";
 
 /// Writes one rpm per product in `binaries` to `ctx.out`; returns their paths.
 pub(crate) fn build(ctx: &Context, binaries: &[Binary]) -> Result<Vec<PathBuf>> {
-    let level = linux_layout::xz_level(binaries);
-    binaries.iter().map(|b| build_one(ctx, b, level)).collect()
+    let compression = Compression::for_binaries(binaries);
+    binaries
+        .iter()
+        .map(|b| build_one(ctx, b, compression))
+        .collect()
 }
 
-fn build_one(ctx: &Context, binary: &Binary, xz_level: u32) -> Result<PathBuf> {
+fn build_one(ctx: &Context, binary: &Binary, compression: Compression) -> Result<PathBuf> {
     let product = binary.product;
     let work = linux_layout::fresh_dir(ctx, &format!("rpm-{}", product.package))?;
     let tree = work.join("tree");
@@ -44,7 +47,7 @@ fn build_one(ctx: &Context, binary: &Binary, xz_level: u32) -> Result<PathBuf> {
     fs::create_dir_all(tree.join(linux_layout::state_dir(product).trim_start_matches('/')))?;
     linux_layout::clamp_times(&tree, ctx.source_date_epoch)?;
 
-    let spec = spec(ctx, product, &entries, &tree, xz_level)?;
+    let spec = spec(ctx, product, &entries, &tree, compression)?;
     let spec_path = work.join(format!("{}.spec", product.package));
     fs::write(&spec_path, spec)?;
     let top = work.join("top");
@@ -92,8 +95,13 @@ fn spec(
     product: &super::Product,
     entries: &[linux_layout::Entry],
     tree: &Path,
-    xz_level: u32,
+    compression: Compression,
 ) -> Result<String> {
+    // rpm's io names: `w<level>.<io>`; one thread unless a `T` is given.
+    let payload = match compression {
+        Compression::Xz => "w6.xzdio",
+        Compression::Zstd => "w3.zstdio",
+    };
     let mut spec = String::new();
     let description = linux_layout::description(product);
     // Reproducibility and no post-processing, then the package.
@@ -104,13 +112,13 @@ fn spec(
 %global source_date_epoch_from_changelog 0
 %global clamp_mtime_to_source_date_epoch 1
 %global use_source_date_epoch_as_buildtime 1
-%global _binary_payload w{xz_level}.xzdio
+%global _binary_payload {payload}
 %global _binary_filedigest_algorithm 8
 %global _build_id_links none
 %global debug_package %{{nil}}
 %global __os_install_post %{{nil}}
 %global __brp_strip %{{nil}}
-%global _source_payload w{xz_level}.xzdio
+%global _source_payload {payload}
 
 Name: {package}
 Version: {version}
