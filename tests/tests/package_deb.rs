@@ -403,16 +403,13 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
     assert!(!Path::new("/etc/sightline").exists() && !Path::new("/var/lib/sightline").exists());
     let scratch = Scratch::new("deb-install");
 
-    // Install three: two agents with no license yet, and the collector.
+    // Install all five: four agents with no license yet, and the collector.
     let infra = deb(TEST_PACKAGES, "sightline-infra", VERSION);
-    let log = deb(TEST_PACKAGES, "sightline-log", VERSION);
     let collector_deb = deb(TEST_PACKAGES, "sightline-collector", VERSION);
     let said = ok(Command::new("dpkg")
         .arg("-i")
-        .arg(&infra)
-        .arg(&log)
-        .arg(&collector_deb));
-    for (name, package) in [("infra", "sightline-infra"), ("log", "sightline-log")] {
+        .args(PRODUCTS.iter().map(|(_, p)| deb(TEST_PACKAGES, p, VERSION))));
+    for (name, package) in PRODUCTS.iter().filter(|(n, _)| *n != "collector") {
         let line = format!(
             "{package}: installed but not started: no license in /etc/sightline/{name}.conf; add license=<key> there, then run: systemctl enable --now {package}"
         );
@@ -440,11 +437,7 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
         "sightline",
         "the user itself has no other group; a unit that needs one names it"
     );
-    for (name, package) in [
-        ("infra", "sightline-infra"),
-        ("log", "sightline-log"),
-        ("collector", "sightline-collector"),
-    ] {
+    for (name, package) in PRODUCTS {
         assert_eq!(stat(&format!("/usr/bin/{package}")), (0o755, 0, 0));
         assert_eq!(
             stat(&format!("/lib/systemd/system/{package}.service")),
@@ -473,7 +466,7 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
         assert_eq!(unit["ProtectSystem"], ["strict"]);
         assert_eq!(unit["StateDirectory"], [format!("sightline/{name}")]);
         let groups = unit.get("SupplementaryGroups").cloned().unwrap_or_default();
-        let want: &[&str] = if name == "log" { &["adm"] } else { &[] };
+        let want: &[&str] = if *name == "log" { &["adm"] } else { &[] };
         assert_eq!(groups, want, "{package}'s groups");
     }
 
@@ -623,8 +616,14 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
     assert_eq!(status("sightline-infra"), None);
     assert!(!Path::new("/etc/sightline/infra.conf").exists());
     assert!(!Path::new("/var/lib/sightline/infra").exists());
-    assert!(user_exists("sightline"), "log and collector still use it");
-    ok(Command::new("dpkg").args(["--purge", "sightline-log", "sightline-collector"]));
+    assert!(user_exists("sightline"), "the other packages still use it");
+    ok(Command::new("dpkg").args([
+        "--purge",
+        "sightline-db",
+        "sightline-log",
+        "sightline-url",
+        "sightline-collector",
+    ]));
     assert!(!user_exists("sightline"), "the last purge removes the user");
     assert!(
         run(Command::new("getent").args(["group", "sightline"]))
