@@ -697,3 +697,55 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
     assert!(!user_exists("sightline"));
     drop(collector);
 }
+
+/// Every key the packaged configs set or show commented out is one its
+/// product reads: the files are uncommented line by line and parsed with
+/// the product's key list, which warns about any other key.
+#[test]
+fn every_key_in_the_packaged_configs_is_one_the_product_reads() {
+    use agent_core::cli::all_keys;
+    use agent_core::config::{Config, KeySpec};
+    let products: [(&str, &[KeySpec]); 5] = [
+        ("infra", all_keys::<sightline_infra::InfraConfig>()),
+        ("db", all_keys::<sightline_db::DbConfig>()),
+        ("log", all_keys::<sightline_log::LogConfig>()),
+        ("url", all_keys::<sightline_url::UrlConfig>()),
+        ("collector", sightline_collector::settings::COLLECTOR_KEYS),
+    ];
+    for (name, keys) in products {
+        let path = workspace().join(format!("deploy/config/{name}.conf"));
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}.conf: {e}"));
+        // `#key=value` lines are examples; prose comments have a space or
+        // no `=` before any space.
+        let mut examples = 0;
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest)
+                    if rest
+                        .split_once('=')
+                        .is_some_and(|(k, _)| !k.is_empty() && !k.contains(' ')) =>
+                {
+                    examples += 1;
+                    format!("{rest}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        let config = Config::from_text(&path, &uncommented, keys)
+            .unwrap_or_else(|e| panic!("{name}.conf does not parse: {e}"));
+        let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+        assert!(warnings.is_empty(), "{name}.conf: {warnings:?}");
+        assert!(config.len() > 2, "{name}.conf sets keys");
+        assert!(
+            examples > 0 || name == "collector",
+            "{name}.conf has examples"
+        );
+        if name != "collector" {
+            assert!(
+                text.lines().any(|l| l == "license="),
+                "{name}.conf has an empty license line for the scripts' check"
+            );
+        }
+    }
+}
