@@ -18,6 +18,7 @@
 
 mod deb;
 mod image;
+mod linux_layout;
 mod msi;
 mod rpm;
 
@@ -54,7 +55,8 @@ pub(crate) struct Product {
 impl Product {
     /// `deploy/config/<name>.conf`: the default config file.
     pub(crate) fn config_source(&self, root: &Path) -> PathBuf {
-        root.join("deploy/config").join(format!("{}.conf", self.name))
+        root.join("deploy/config")
+            .join(format!("{}.conf", self.name))
     }
 
     /// `deploy/systemd/<package>.service`: the systemd unit.
@@ -263,7 +265,14 @@ fn build(
         .collect();
     profiles.dedup();
     for cargo_profile in &profiles {
-        let mut args = vec!["build", "--locked", "--target", target, "--profile", cargo_profile];
+        let mut args = vec![
+            "build",
+            "--locked",
+            "--target",
+            target,
+            "--profile",
+            cargo_profile,
+        ];
         for p in products
             .iter()
             .filter(|p| profile.unwrap_or(p.profile) == *cargo_profile)
@@ -272,12 +281,20 @@ fn build(
         }
         cargo(root, &args)?;
     }
-    let exe = if target.contains("windows") { ".exe" } else { "" };
+    let exe = if target.contains("windows") {
+        ".exe"
+    } else {
+        ""
+    };
     products
         .into_iter()
         .map(|product| {
             let cargo_profile = profile.unwrap_or(product.profile);
-            let dir = if cargo_profile == "dev" { "debug" } else { cargo_profile };
+            let dir = if cargo_profile == "dev" {
+                "debug"
+            } else {
+                cargo_profile
+            };
             let path = root
                 .join("target")
                 .join(target)
@@ -339,7 +356,11 @@ fn workspace_version(root: &Path) -> Result<String> {
         .lines()
         .skip_while(|l| l.trim() != "[workspace.package]")
         .find_map(|l| {
-            let rest = l.trim().strip_prefix("version")?.trim_start().strip_prefix('=')?;
+            let rest = l
+                .trim()
+                .strip_prefix("version")?
+                .trim_start()
+                .strip_prefix('=')?;
             Some(rest.trim().trim_matches('"').to_string())
         })
         .context("no version in [workspace.package] of Cargo.toml")

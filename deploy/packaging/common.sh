@@ -1,0 +1,143 @@
+# Shell functions every maintainer script (deb) and scriptlet (rpm) of a
+# Sightline package shares. `cargo xtask package` writes each script as
+# `set -e`, then PACKAGE, NAME and AGENT, then this file, then the
+# script's own part (deb/<script>.sh, rpm/<scriptlet>.sh).
+#
+# POSIX sh only (dash, bash, busybox). Never fails where systemd is not
+# running (containers, chroots) or systemctl is missing: it only skips
+# what needs a running systemd and says so.
+
+UNIT="$PACKAGE.service"
+CONF="/etc/sightline/$NAME.conf"
+STATE="/var/lib/sightline/$NAME"
+
+# As debhelper's scripts test it.
+systemd_running() {
+    [ -d /run/systemd/system ]
+}
+
+has_systemctl() {
+    command -v systemctl >/dev/null 2>&1
+}
+
+# Whether the config file names a license (an agent without one exits 2).
+has_license() {
+    [ -f "$CONF" ] && grep -Eq '^[[:space:]]*license[[:space:]]*=[[:space:]]*["'"'"']?[A-Za-z0-9]' "$CONF"
+}
+
+# The sightline system user and group: no login shell, home
+# /var/lib/sightline (not created), no supplementary group (a unit that
+# needs one names it in SupplementaryGroups=).
+ensure_user() {
+    if ! getent group sightline >/dev/null; then
+        groupadd --system sightline
+    fi
+    if ! getent passwd sightline >/dev/null; then
+        shell=/bin/false
+        for candidate in /usr/sbin/nologin /sbin/nologin; do
+            if [ -x "$candidate" ]; then
+                shell=$candidate
+                break
+            fi
+        done
+        useradd --system --gid sightline --home-dir /var/lib/sightline --no-create-home \
+            --shell "$shell" --comment "Sightline agents" sightline
+    fi
+}
+
+# The config readable by the agent only (it holds the license), the state
+# folder its own. A folder left by an agent run as root is handed over.
+ensure_files() {
+    install -d -m 0755 /etc/sightline /var/lib/sightline
+    if [ -f "$CONF" ]; then
+        chgrp sightline "$CONF"
+        chmod 0640 "$CONF"
+    fi
+    if [ ! -d "$STATE" ]; then
+        install -d -o sightline -g sightline -m 0750 "$STATE"
+    elif [ "$(stat -c %U "$STATE")" != sightline ]; then
+        chown -R sightline:sightline "$STATE"
+        chmod 0750 "$STATE"
+    fi
+}
+
+daemon_reload() {
+    if systemd_running && has_systemctl; then
+        systemctl daemon-reload || true
+    fi
+}
+
+# One line saying why an agent is not started and what to do.
+say_no_license() {
+    echo "$PACKAGE: installed but not started: no license in $CONF; add license=<key> there, then run: systemctl enable --now $PACKAGE"
+}
+
+# After a first install: enable and start, unless an agent has no license.
+start_after_install() {
+    if [ "$AGENT" = 1 ] && ! has_license; then
+        say_no_license
+        return 0
+    fi
+    if ! has_systemctl; then
+        echo "$PACKAGE: installed; no systemctl here: run /usr/bin/$PACKAGE from your init system as user sightline"
+        return 0
+    fi
+    systemctl enable --quiet "$UNIT" || true
+    if systemd_running; then
+        if systemctl start "$UNIT"; then
+            echo "$PACKAGE: started; see: systemctl status $PACKAGE"
+        else
+            echo "$PACKAGE: enabled but failed to start; see: journalctl -u $PACKAGE"
+        fi
+    else
+        echo "$PACKAGE: enabled; not started: systemd is not running here"
+    fi
+}
+
+# After an upgrade: restart what is enabled (the new binary), leave the
+# rest as the administrator left it.
+restart_after_upgrade() {
+    if [ "$AGENT" = 1 ] && ! has_license; then
+        say_no_license
+        return 0
+    fi
+    if ! has_systemctl; then
+        return 0
+    fi
+    if systemctl is-enabled --quiet "$UNIT" 2>/dev/null; then
+        if systemd_running; then
+            systemctl restart "$UNIT" || echo "$PACKAGE: restart failed; see: journalctl -u $PACKAGE"
+        fi
+    else
+        echo "$PACKAGE: not enabled, so not started; run: systemctl enable --now $PACKAGE"
+    fi
+}
+
+# Before removal: stop and disable (the symlinks would dangle).
+stop_and_disable() {
+    if ! has_systemctl; then
+        return 0
+    fi
+    if systemd_running; then
+        systemctl stop "$UNIT" || true
+    fi
+    systemctl disable --quiet "$UNIT" 2>/dev/null || true
+}
+
+# deb's purge: this product's state, then the user once no Sightline
+# package is left (none has a config file or a state folder: a removed but
+# not purged package keeps both, and its files' group).
+purge_state() {
+    rm -rf "$STATE"
+    rmdir /var/lib/sightline 2>/dev/null || true
+    rmdir /etc/sightline 2>/dev/null || true
+    if [ -d /var/lib/sightline ] || ls /etc/sightline/*.conf >/dev/null 2>&1; then
+        return 0
+    fi
+    if getent passwd sightline >/dev/null; then
+        userdel sightline || true
+    fi
+    if getent group sightline >/dev/null; then
+        groupdel sightline || true
+    fi
+}

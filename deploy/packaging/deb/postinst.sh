@@ -1,0 +1,20 @@
+# postinst: configure (first install when $2 is empty, else an upgrade or
+# a reinstall over kept config files).
+case "$1" in
+configure)
+    ensure_user
+    ensure_files
+    daemon_reload
+    if [ -z "$2" ]; then
+        start_after_install
+    else
+        restart_after_upgrade
+    fi
+    ;;
+abort-upgrade | abort-remove | abort-deconfigure) ;;
+*)
+    echo "postinst called with unknown argument '$1'" >&2
+    exit 1
+    ;;
+esac
+exit 0

@@ -1,0 +1,18 @@
+# postrm: remove keeps the config and the state; purge (dpkg has already
+# deleted the conffile) removes the state and, when nothing of Sightline is
+# left, the user.
+case "$1" in
+remove)
+    daemon_reload
+    ;;
+purge)
+    purge_state
+    daemon_reload
+    ;;
+upgrade | failed-upgrade | abort-install | abort-upgrade | disappear) ;;
+*)
+    echo "postrm called with unknown argument '$1'" >&2
+    exit 1
+    ;;
+esac
+exit 0
