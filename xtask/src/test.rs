@@ -84,6 +84,16 @@ const PACKAGES: &[Package] = &[
         name: "umoci",
         provides: "/usr/bin/umoci",
     },
+    // The deb test shows the packaged binaries static (no interpreter, no
+    // shared library) with file and readelf.
+    Package {
+        name: "file",
+        provides: "/usr/bin/file",
+    },
+    Package {
+        name: "binutils",
+        provides: "/usr/bin/readelf",
+    },
     // `podman load` reads the image archive with no daemon running
     // (tests/tests/package_image.rs).
     Package {
