@@ -33,7 +33,7 @@ tasks:
         install what the tests need, build, run every test, fmt and clippy
   bench infra [--cycles N] [--json]
         sightline-infra beside node_exporter on this machine: CPU per cycle, peak RSS, ratios
-  bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--json]
+  bench collector [--quick] [--agents N] [--series N] [--interval S] [--steady S] [--burst S] [--no-vm] [--collector BIN] [--json]
         the collector's ingest under a simulated fleet beside VictoriaMetrics: points/s, ack latency, CPU, RSS, bytes/point
   bench log [--mb N] [--no-peer] [--json]
         the log agent reading an access log from its start, beside wc -l and rsyslog: MB/s, lines/s, CPU, RSS, LiveTail p99

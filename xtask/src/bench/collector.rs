@@ -28,7 +28,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,10 @@ struct Options {
     burst: u32,
     vm: bool,
     json: bool,
+    /// A collector binary to measure instead of the one this task builds
+    /// (`--collector target/x86_64-unknown-linux-musl/release/sightline-collector`:
+    /// the packaged static build).
+    collector: Option<PathBuf>,
 }
 
 impl Options {
@@ -73,6 +77,7 @@ impl Options {
             burst: 20,
             vm: true,
             json: false,
+            collector: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -96,6 +101,10 @@ impl Options {
                 "--interval" => options.interval = number()?,
                 "--steady" => options.steady = number()?,
                 "--burst" => options.burst = number()?,
+                "--collector" => {
+                    let path = args.next().context("--collector needs a path")?;
+                    options.collector = Some(PathBuf::from(path));
+                }
                 other => bail!("bench collector: unknown option {other}"),
             }
         }
@@ -152,10 +161,20 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     build(root, "release", "sightline-collector", None)?;
     build(root, "release", "sightline-e2e", Some("loadgen"))?;
-    let bin = root.join("target/release");
+    let mut bin = root.join("target/release");
     let scratch = root.join(format!("target/bench-collector-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)?;
+    if let Some(collector) = &options.collector {
+        // The measured collector beside the loadgen just built.
+        let chosen = scratch.join("bin");
+        fs::create_dir_all(&chosen)?;
+        let collector = fs::canonicalize(collector)
+            .with_context(|| format!("--collector {}", collector.display()))?;
+        std::os::unix::fs::symlink(collector, chosen.join("sightline-collector"))?;
+        std::os::unix::fs::symlink(bin.join("loadgen"), chosen.join("loadgen"))?;
+        bin = chosen;
+    }
     let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let result = (|| -> Result<(Measured, Option<Measured>)> {
         let ours = measure_collector(&bin, &scratch, &options)?;
