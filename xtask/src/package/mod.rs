@@ -54,7 +54,8 @@ pub(crate) struct Product {
 impl Product {
     /// `deploy/config/<name>.conf`: the default config file.
     pub(crate) fn config_source(&self, root: &Path) -> PathBuf {
-        root.join("deploy/config").join(format!("{}.conf", self.name))
+        root.join("deploy/config")
+            .join(format!("{}.conf", self.name))
     }
 
     /// `deploy/systemd/<package>.service`: the systemd unit.
@@ -237,8 +238,14 @@ const TOOLS: &[crate::test::Package] = &[
         name: "gcc-mingw-w64-x86-64",
         provides: "/usr/bin/x86_64-w64-mingw32-gcc",
     },
+    // msibuild (and msiinfo, msiextract for the tests).
     crate::test::Package {
         name: "msitools",
+        provides: "/usr/bin/msibuild",
+    },
+    // Debian ships wixl apart from the rest of msitools.
+    crate::test::Package {
+        name: "wixl",
         provides: "/usr/bin/wixl",
     },
     crate::test::Package {
@@ -263,7 +270,14 @@ fn build(
         .collect();
     profiles.dedup();
     for cargo_profile in &profiles {
-        let mut args = vec!["build", "--locked", "--target", target, "--profile", cargo_profile];
+        let mut args = vec![
+            "build",
+            "--locked",
+            "--target",
+            target,
+            "--profile",
+            cargo_profile,
+        ];
         for p in products
             .iter()
             .filter(|p| profile.unwrap_or(p.profile) == *cargo_profile)
@@ -272,12 +286,20 @@ fn build(
         }
         cargo(root, &args)?;
     }
-    let exe = if target.contains("windows") { ".exe" } else { "" };
+    let exe = if target.contains("windows") {
+        ".exe"
+    } else {
+        ""
+    };
     products
         .into_iter()
         .map(|product| {
             let cargo_profile = profile.unwrap_or(product.profile);
-            let dir = if cargo_profile == "dev" { "debug" } else { cargo_profile };
+            let dir = if cargo_profile == "dev" {
+                "debug"
+            } else {
+                cargo_profile
+            };
             let path = root
                 .join("target")
                 .join(target)
@@ -339,7 +361,11 @@ fn workspace_version(root: &Path) -> Result<String> {
         .lines()
         .skip_while(|l| l.trim() != "[workspace.package]")
         .find_map(|l| {
-            let rest = l.trim().strip_prefix("version")?.trim_start().strip_prefix('=')?;
+            let rest = l
+                .trim()
+                .strip_prefix("version")?
+                .trim_start()
+                .strip_prefix('=')?;
             Some(rest.trim().trim_matches('"').to_string())
         })
         .context("no version in [workspace.package] of Cargo.toml")
