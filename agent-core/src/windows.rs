@@ -30,13 +30,40 @@ pub fn installer_key(product: &str) -> String {
     format!(r"SOFTWARE\Sightline\{name}")
 }
 
-/// `%ProgramData%\Sightline` (`C:\ProgramData\Sightline`): where an
-/// agent's config file and data folder are on Windows.
+/// `C:\ProgramData\Sightline`: where an agent's config file and data
+/// folder are on Windows (the known folder for machine-wide program data,
+/// asked of the shell: a service's environment need not name it).
 pub fn program_data() -> PathBuf {
-    std::env::var_os("ProgramData")
-        .map(PathBuf::from)
+    known_program_data()
+        .or_else(|| std::env::var_os("ProgramData").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
         .join("Sightline")
+}
+
+fn known_program_data() -> Option<PathBuf> {
+    use windows_sys::Win32::System::Com::CoTaskMemFree;
+    use windows_sys::Win32::UI::Shell::{FOLDERID_ProgramData, SHGetKnownFolderPath};
+    let mut path: windows_sys::core::PWSTR = std::ptr::null_mut();
+    // SAFETY: the folder id is a valid GUID; `path` receives a string the
+    // shell allocated, freed below with CoTaskMemFree whatever the result.
+    let status =
+        unsafe { SHGetKnownFolderPath(&FOLDERID_ProgramData, 0, std::ptr::null_mut(), &mut path) };
+    if path.is_null() {
+        return None;
+    }
+    let text = (status == 0).then(|| {
+        let mut len = 0;
+        // SAFETY: on success `path` is a NUL-terminated UTF-16 string; the
+        // loop stops at its NUL and reads nothing beyond it.
+        while unsafe { *path.add(len) } != 0 {
+            len += 1;
+        }
+        // SAFETY: the `len` units before the NUL were just read.
+        String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(path, len) })
+    });
+    // SAFETY: `path` came from SHGetKnownFolderPath and is freed once.
+    unsafe { CoTaskMemFree(path.cast()) };
+    text.map(PathBuf::from)
 }
 
 fn wide(text: &str) -> Vec<u16> {

@@ -8,7 +8,12 @@
 //! - registers the service `<package>` (`<package>.exe service`, automatic
 //!   start, LocalSystem) and starts it; stops and deletes it on removal.
 //!   wixl cannot write failure actions: the service sets its own (restart
-//!   after 5 s) when it starts (agent-core's `service.rs`);
+//!   after 5 s) when it starts (agent-core's `service.rs`). The installer
+//!   waits for the old service to stop (an upgrade never starts the new
+//!   agent beside the old, whose pid file it would find held) but not for
+//!   the new one to start: an install without a license succeeds, the
+//!   service then stops saying why in its log (and wine's msi fails a
+//!   waited-for start);
 //! - writes the public properties `LICENSE` and `SERVER` as the values
 //!   `license` and `server.host` of `HKLM\SOFTWARE\Sightline\<Product>`,
 //!   which the agent reads as the config layer under its file
@@ -134,7 +139,8 @@ pub(crate) fn wxs(product: &Product, version: &str) -> String {
               <File Id="Exe" Name="{package}.exe" Source="{package}.exe" KeyPath="yes"/>
               <File Id="ExampleConf" Name="{name}.conf.example" Source="{name}.conf.example"/>
               <ServiceInstall Id="Service" Name="{package}" DisplayName="Sightline {title}" Description="{summary}" Type="ownProcess" Start="auto" ErrorControl="normal" Arguments="service"/>
-              <ServiceControl Id="ServiceControl" Name="{package}" Start="install" Stop="both" Remove="uninstall" Wait="no"/>
+              <ServiceControl Id="StopService" Name="{package}" Stop="both" Remove="uninstall" Wait="yes"/>
+              <ServiceControl Id="StartService" Name="{package}" Start="install" Wait="no"/>
             </Component>
             <Component Id="Settings" Guid="{settings}" Win64="yes">
               <RegistryValue Root="HKLM" Key="{key}" Name="license" Type="string" Value="[LICENSE]" KeyPath="yes"/>
