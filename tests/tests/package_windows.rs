@@ -134,11 +134,19 @@ fn the_msi_carries_the_service_the_properties_the_upgrade_code_and_the_files() {
         cols[10], "service",
         "the command line holds no license: {row}"
     );
+    // Stopped (and waited for) on install and removal, deleted on
+    // removal; started on install without waiting.
     let control = table(&msi, "ServiceControl");
     assert!(
         control
             .lines()
-            .any(|l| l.starts_with("ServiceControl\tsightline-infra\t")),
+            .any(|l| l == "StopService\tsightline-infra\t162\t\t1\tProgram"),
+        "{control}"
+    );
+    assert!(
+        control
+            .lines()
+            .any(|l| l == "StartService\tsightline-infra\t1\t\t0\tProgram"),
         "{control}"
     );
 
@@ -200,37 +208,49 @@ fn msi_path_next() -> PathBuf {
     msi(TEST_PACKAGES_NEXT, TEST_NEXT_VERSION)
 }
 
-/// Built twice from the same commit, the MSI is the same bytes.
+/// Built twice (a second apart: wixl writes the clock), the MSI is the
+/// same bytes.
 #[test]
-fn building_the_msi_again_gives_the_same_bytes() {
+fn building_the_msi_twice_gives_the_same_bytes() {
+    msi(TEST_PACKAGES, VERSION);
     let scratch = Scratch::new("msi-again");
-    let first = std::fs::read(msi(TEST_PACKAGES, VERSION)).expect("read msi");
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "run",
-            "--quiet",
-            "-p",
-            "xtask",
-            "--",
-            "package",
-            "--msi",
-            "--profile",
-            "dev",
-            "--out",
-        ])
-        .arg(scratch.path())
-        .current_dir(workspace())
+    let build = |out: &Path| {
+        let started = Instant::now();
+        let output = Command::new(env!("CARGO"))
+            .args(["run", "--quiet", "-p", "xtask", "--", "package", "--msi"])
+            .args(["--profile", "dev", "--out"])
+            .arg(out)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .current_dir(workspace())
+            .output()
+            .expect("runs cargo xtask package");
+        assert!(
+            output.status.success(),
+            "xtask package --msi: {}",
+            text(&output)
+        );
+        println!("msi built in {:?}", started.elapsed());
+        std::fs::read(out.join(format!("sightline-infra-{VERSION}-x64.msi"))).expect("msi")
+    };
+    let first = build(&scratch.join("first"));
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = build(&scratch.join("second"));
+    assert_eq!(first.len(), second.len(), "same size");
+    assert!(first == second, "the MSI differs between two builds");
+    let info = Command::new("msiinfo")
+        .arg("suminfo")
+        .arg(
+            scratch
+                .join("first")
+                .join(format!("sightline-infra-{VERSION}-x64.msi")),
+        )
         .output()
-        .expect("runs cargo xtask package");
-    assert!(out.status.success(), "xtask package --msi: {}", text(&out));
-    println!("msi rebuilt in {:?}", started.elapsed());
-    let again = std::fs::read(scratch.join(&format!("sightline-infra-{VERSION}-x64.msi")))
-        .expect("rebuilt msi");
-    assert_eq!(first.len(), again.len(), "same size");
+        .expect("msiinfo suminfo");
+    let info = text(&info);
+    // 1700000000 is 2023-11-14 22:13:20 UTC.
     assert!(
-        first == again,
-        "the MSI differs between two builds of the same commit"
+        info.contains("Created: Tue Nov 14") && info.contains("2023"),
+        "{info}"
     );
 }
 

@@ -270,35 +270,34 @@ fn filetime(secs: u64) -> u64 {
 }
 
 /// Rewrites the summary information's creation and last-save times, which
-/// wixl sets to the time it ran, to `epoch`: the FILETIMEs of the last
-/// minutes found in the file (the summary stream is stored uncompressed in
-/// the compound file) are replaced where they are.
+/// wixl sets to the time it ran, to `epoch`: the FILETIMEs of the last ten
+/// minutes, whole seconds, found in the file (the summary stream is stored
+/// uncompressed in the compound file) are replaced where they are. One
+/// pass over the bytes.
 fn fix_summary_times(msi: &Path, epoch: u64) -> Result<()> {
     let mut bytes = std::fs::read(msi)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let (low, high) = (filetime(now.saturating_sub(600)), filetime(now + 1));
     let replacement = filetime(epoch).to_le_bytes();
     let mut replaced = 0;
-    for secs in now.saturating_sub(600)..=now + 1 {
-        let needle = filetime(secs).to_le_bytes();
-        let mut from = 0;
-        while let Some(at) = bytes[from..]
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .map(|i| from + i)
-        {
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        let value = u64::from_le_bytes(word);
+        if (low..=high).contains(&value) && value % 10_000_000 == 0 {
             bytes[at..at + 8].copy_from_slice(&replacement);
             replaced += 1;
-            from = at + 8;
-        }
-        if replaced >= 2 {
-            break;
+            at += 8;
+        } else {
+            at += 1;
         }
     }
-    if replaced < 2 {
+    if replaced != 2 {
         bail!(
-            "found {replaced} of the 2 build timestamps wixl wrote into {}; the package would not be reproducible",
+            "found {replaced} build timestamps in {}, where wixl writes 2; the package would not be reproducible",
             msi.display()
         );
     }
