@@ -336,23 +336,8 @@ impl Config {
             }
         }
         // The installer's values (Windows: the MSI's properties, in the
-        // registry) lie under the file: a key the file leaves unset or
-        // empty (`license=` of the shipped file) takes the installer's.
-        for value in INSTALLER_LAYER.get().into_iter().flatten() {
-            let unset = config
-                .values
-                .get(&value.key)
-                .is_none_or(|v| v.text.trim().is_empty());
-            if unset && !value.text.trim().is_empty() {
-                config.set(
-                    value.key.clone(),
-                    value.text.clone(),
-                    Origin::Installer {
-                        place: value.place.clone(),
-                    },
-                );
-            }
-        }
+        // registry) lie under the file's.
+        config.fill_from_installer(INSTALLER_LAYER.get().map_or(&[], Vec::as_slice));
         for (var, value) in env.vars() {
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -386,6 +371,27 @@ impl Config {
             config.set(line.key, line.value, origin);
         }
         Ok(config)
+    }
+
+    /// Takes each installer value whose key the file leaves unset or
+    /// empty (`license=` of the shipped file); an empty installer value
+    /// (a property not given) sets nothing.
+    fn fill_from_installer(&mut self, values: &[InstallerValue]) {
+        for value in values {
+            let unset = self
+                .values
+                .get(&value.key)
+                .is_none_or(|v| v.text.trim().is_empty());
+            if unset && !value.text.trim().is_empty() {
+                self.set(
+                    value.key.clone(),
+                    value.text.clone(),
+                    Origin::Installer {
+                        place: value.place.clone(),
+                    },
+                );
+            }
+        }
     }
 
     fn set(&mut self, key: String, text: String, origin: Origin) {
