@@ -47,6 +47,11 @@ pub enum Command {
     Run,
     /// Check config, license, network path and collector; one line per check.
     Test,
+    /// Run as a Windows service (the command line the MSI registers): as
+    /// `run`, stopped by the service control manager, logging to
+    /// `<data.dir>\<binary>.log`.
+    #[cfg(windows)]
+    Service,
 }
 
 impl fmt::Debug for Cli {
@@ -64,13 +69,12 @@ impl fmt::Debug for Cli {
 }
 
 impl Cli {
-    /// The config file: `--conf`, else `/etc/sightline/<product>.conf`.
+    /// The config file: `--conf`, else `/etc/sightline/<product>.conf`
+    /// (on Windows `C:\ProgramData\Sightline\<product>.conf`).
     pub fn file<C: SourceConfig>(&self) -> FileSource {
         match &self.conf {
             Some(path) => FileSource::Explicit(path.clone()),
-            None => {
-                FileSource::Default(PathBuf::from(format!("/etc/sightline/{}.conf", C::PRODUCT)))
-            }
+            None => FileSource::Default(default_config::<C>()),
         }
     }
 
@@ -91,6 +95,35 @@ impl Cli {
     }
 }
 
+/// `/etc/sightline/<product>.conf`.
+#[cfg(not(windows))]
+fn default_config<C: SourceConfig>() -> PathBuf {
+    PathBuf::from(format!("/etc/sightline/{}.conf", C::PRODUCT))
+}
+
+/// `C:\ProgramData\Sightline\<product>.conf`: machine-wide, outside the
+/// program's folder, so upgrading or removing the MSI never touches it.
+#[cfg(windows)]
+fn default_config<C: SourceConfig>() -> PathBuf {
+    crate::windows::program_data().join(format!("{}.conf", C::PRODUCT))
+}
+
+/// The values the MSI wrote into `HKLM\SOFTWARE\Sightline\<Product>`, as
+/// the config layer under the file.
+#[cfg(windows)]
+fn installer_layer<C: SourceConfig>() {
+    let key = crate::windows::installer_key(C::PRODUCT);
+    let values = crate::windows::registry_values(&key)
+        .into_iter()
+        .map(|(name, text)| crate::config::InstallerValue {
+            place: format!("registry HKLM\\{key}\\{name}"),
+            key: name,
+            text,
+        })
+        .collect();
+    crate::config::set_installer_layer(values);
+}
+
 /// Every key of product `C`: the common ones, then its own.
 pub fn all_keys<C: SourceConfig>() -> &'static [KeySpec] {
     let keys: Vec<KeySpec> = COMMON_KEYS.iter().chain(C::KEYS).copied().collect();
@@ -107,6 +140,8 @@ pub fn main<C: SourceConfig>() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    #[cfg(windows)]
+    installer_layer::<C>();
     let file = cli.file::<C>();
     let flags = cli.flags();
     let keys = all_keys::<C>();
@@ -150,40 +185,99 @@ pub fn main<C: SourceConfig>() -> ExitCode {
             }
         }
         Command::Run => {
-            let prepared = Config::load(&file, &ProcessEnv, &flags, keys).and_then(|config| {
-                let common = CommonSettings::from_config(&config, C::PRODUCT)?;
-                let product = C::from_config(&config)?;
-                Ok((config, common, product))
-            });
-            let (config, common, product) = match prepared {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("{}: {e}", C::BINARY);
-                    return ExitCode::from(2);
-                }
-            };
-            logging::init(&common.log_level);
-            for warning in config.warnings() {
-                tracing::warn!("{warning}");
-            }
             let shutdown = CancellationToken::new();
-            let result = runtime.block_on(async {
-                tokio::spawn(cancel_on_signal(shutdown.clone()));
-                agent::run(common, product, config.path().map(PathBuf::from), shutdown).await
+            let on_signal = cancel_on_signal(shutdown.clone());
+            ExitCode::from(run_agent::<C>(
+                runtime, &file, &flags, shutdown, on_signal, None,
+            ))
+        }
+        #[cfg(windows)]
+        Command::Service => {
+            let body: crate::service::Body = Box::new(move |shutdown| {
+                let log =
+                    |common: &CommonSettings| common.data_dir.join(format!("{}.log", C::BINARY));
+                u32::from(run_agent::<C>(
+                    runtime,
+                    &file,
+                    &flags,
+                    shutdown,
+                    std::future::pending(),
+                    Some(&log),
+                ))
             });
-            runtime.shutdown_timeout(Duration::from_millis(200));
-            match result {
+            match crate::service::run(C::BINARY, body) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %e, "Agent failed.");
-                    ExitCode::from(1)
+                    eprintln!(
+                        "{}: service: {e} (`service` is the command line of the Windows service; run the agent with `run`)",
+                        C::BINARY
+                    );
+                    ExitCode::from(2)
                 }
             }
         }
     }
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
+/// Where the log goes: stderr, or (a service) the file this names.
+type LogFile<'a> = Option<&'a dyn Fn(&CommonSettings) -> PathBuf>;
+
+/// Loads the config and runs the agent until `shutdown` fires (or
+/// `stopper` finishes, which then fires it); answers the exit status.
+fn run_agent<C: SourceConfig>(
+    runtime: tokio::runtime::Runtime,
+    file: &crate::config::FileSource,
+    flags: &[crate::config::FlagValue],
+    shutdown: CancellationToken,
+    stopper: impl std::future::Future<Output = ()> + Send + 'static,
+    log_file: LogFile<'_>,
+) -> u8 {
+    let keys = all_keys::<C>();
+    let prepared = Config::load(file, &ProcessEnv, flags, keys).and_then(|config| {
+        let common = CommonSettings::from_config(&config, C::PRODUCT)?;
+        let product = C::from_config(&config)?;
+        Ok((config, common, product))
+    });
+    let (config, common, product) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: {e}", C::BINARY);
+            #[cfg(windows)]
+            if log_file.is_some() {
+                let path = crate::settings::default_data_dir(C::PRODUCT)
+                    .join(format!("{}.log", C::BINARY));
+                logging::append_line(&path, &format!("{}: {e}", C::BINARY));
+            }
+            return 2;
+        }
+    };
+    match log_file {
+        Some(path) => logging::init_file(&common.log_level, &path(&common)),
+        None => logging::init(&common.log_level),
+    }
+    #[cfg(windows)]
+    if log_file.is_some() {
+        crate::service::restart_on_failure(C::BINARY);
+    }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let result = runtime.block_on(async {
+        tokio::spawn(stopper);
+        agent::run(common, product, config.path().map(PathBuf::from), shutdown).await
+    });
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "Agent failed.");
+            1
+        }
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT (on Windows: Ctrl-C, Ctrl-Break,
+/// the console closing, the system shutting down).
 pub async fn cancel_on_signal(token: CancellationToken) {
     #[cfg(unix)]
     {
@@ -200,7 +294,26 @@ pub async fn cancel_on_signal(token: CancellationToken) {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        use tokio::signal::windows::{ctrl_break, ctrl_close, ctrl_shutdown};
+        // Ctrl-C, Ctrl-Break (what `taskkill` without /F and a console
+        // host send), the console closing, the system shutting down.
+        match (ctrl_break(), ctrl_close(), ctrl_shutdown()) {
+            (Ok(mut brk), Ok(mut close), Ok(mut down)) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = brk.recv() => {}
+                    _ = close.recv() => {}
+                    _ = down.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = tokio::signal::ctrl_c().await;
     }

@@ -14,13 +14,23 @@ use crate::state::write_atomic;
 /// The file keeping the oid (named before the oid had its name).
 const OID_FILE: &str = "agent_id";
 
-/// The host's name, as `uname -n` prints it.
+/// The host's name, as `uname -n` prints it (on Windows, the computer's
+/// DNS host name).
+#[cfg(unix)]
 pub fn hostname() -> String {
     let uname = rustix::system::uname();
     uname.nodename().to_string_lossy().into_owned()
 }
 
-/// Operating system and kernel: `linux 6.1.0-18-amd64`.
+/// The host's name, as `uname -n` prints it (on Windows, the computer's
+/// DNS host name).
+#[cfg(windows)]
+pub fn hostname() -> String {
+    crate::windows::hostname()
+}
+
+/// Operating system and kernel: `linux 6.1.0-18-amd64`, `windows 10.0.19045`.
+#[cfg(unix)]
 pub fn os() -> String {
     let uname = rustix::system::uname();
     format!(
@@ -28,6 +38,12 @@ pub fn os() -> String {
         uname.sysname().to_string_lossy().to_ascii_lowercase(),
         uname.release().to_string_lossy()
     )
+}
+
+/// Operating system and kernel: `linux 6.1.0-18-amd64`, `windows 10.0.19045`.
+#[cfg(windows)]
+pub fn os() -> String {
+    crate::windows::os()
 }
 
 /// When the host booted, unix milliseconds (0 when unknown).
@@ -42,12 +58,24 @@ pub fn boot_time_ms() -> i64 {
             }
         }
     }
+    #[cfg(windows)]
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let uptime = i64::try_from(crate::windows::uptime_ms()).unwrap_or(0);
+        if now > uptime {
+            return now - uptime;
+        }
+    }
     0
 }
 
-/// The kernel's random id of the current boot (`boot_id` on Linux); on
-/// other systems the boot time, which also changes with every boot. Empty
-/// when neither is known.
+/// The kernel's random id of the current boot (`boot_id` on Linux; on
+/// Windows its count of boots, `boot-<n>`); on other systems the boot
+/// time, which also changes with every boot (on Windows, where it is
+/// computed from the uptime and so moves by a few milliseconds between
+/// calls, rounded to the minute). Empty when neither is known.
 pub fn boot_id() -> String {
     #[cfg(target_os = "linux")]
     {
@@ -55,6 +83,17 @@ pub fn boot_id() -> String {
             return id.trim().to_string();
         }
     }
+    #[cfg(windows)]
+    {
+        if let Some(n) = crate::windows::boot_count() {
+            return format!("boot-{n}");
+        }
+        return match boot_time_ms() {
+            0 => String::new(),
+            ms => format!("boot-time-{}", (ms + 30_000) / 60_000 * 60_000),
+        };
+    }
+    #[allow(unreachable_code)]
     match boot_time_ms() {
         0 => String::new(),
         ms => format!("boot-time-{ms}"),

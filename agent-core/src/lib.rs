@@ -20,6 +20,8 @@
 //! - Nothing here blocks an async worker on disk IO: the spool runs on the
 //!   blocking pool.
 //! - Every network wait is bounded by `server.timeout`.
+//! - `unsafe` code only in [`windows`] and the service's entry point
+//!   (`service`), on Windows.
 
 pub mod agent;
 pub mod cli;
@@ -33,11 +35,15 @@ pub mod logging;
 pub mod pidfile;
 pub mod pipeline;
 pub mod receipt;
+#[cfg(windows)]
+pub mod service;
 pub mod settings;
 pub mod source;
 pub mod spool;
 pub mod state;
 pub mod transport;
+#[cfg(windows)]
+pub mod windows;
 
 pub use config::{Config, ConfigError, KeySpec};
 pub use domain::{Event, Metrics, Payload, Sample, Severity, WirePayload, event_names};

@@ -165,10 +165,9 @@ impl CommonSettings {
         let license = Self::license(config)?;
         let server = Self::server(config)?;
         let oname = config.get("oname").unwrap_or_else(identity::hostname);
-        let data_dir = config.get("data.dir").map_or_else(
-            || PathBuf::from(format!("/var/lib/sightline/{product}")),
-            PathBuf::from,
-        );
+        let data_dir = config
+            .get("data.dir")
+            .map_or_else(|| default_data_dir(product), PathBuf::from);
         let spool_max = config.size("spool.max")?;
         if spool_max < 4096 {
             let origin = config.value("spool.max").map(|v| v.origin);
@@ -365,6 +364,20 @@ pub fn server_flag(text: &str) -> Vec<FlagValue> {
             flags
         }
         Err(_) => vec![flag("server.host", text)],
+    }
+}
+
+/// `data.dir` when unset: `/var/lib/sightline/<product>`; on Windows
+/// `C:\ProgramData\Sightline\<product>`, beside the config file (the
+/// folder programs keep machine-wide state in, writable by services).
+pub fn default_data_dir(product: &str) -> PathBuf {
+    #[cfg(windows)]
+    {
+        crate::windows::program_data().join(product)
+    }
+    #[cfg(not(windows))]
+    {
+        PathBuf::from(format!("/var/lib/sightline/{product}"))
     }
 }
 

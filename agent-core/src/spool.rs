@@ -984,7 +984,6 @@ impl Spool {
     /// no spare or it failed (it is then removed, and the caller writes a
     /// new file).
     fn write_through_spare(&mut self, path: &Path, contents: &[u8]) -> bool {
-        use std::os::unix::fs::FileExt;
         let Some((spare, spare_len)) = self.spares.pop() else {
             return false;
         };
@@ -992,7 +991,7 @@ impl Spool {
             .write(true)
             .open(&spare)
             .and_then(|file| {
-                file.write_all_at(contents, 0)?;
+                write_all_at(&file, contents, 0)?;
                 if (contents.len() as u64) < spare_len {
                     file.set_len(contents.len() as u64)?;
                 }
@@ -1114,9 +1113,7 @@ impl Spool {
                     self.last_seq_file = Some(file);
                 }
                 if let Some(file) = &self.last_seq_file {
-                    use std::os::unix::fs::FileExt;
-                    file.write_all_at(record.as_bytes(), 0)
-                        .map_err(io_err(&path))?;
+                    write_all_at(file, record.as_bytes(), 0).map_err(io_err(&path))?;
                 }
             }
         }
@@ -1372,7 +1369,6 @@ fn write_cursor(
     record: &[u8],
     sync: Sync,
 ) -> Result<(), SpoolError> {
-    use std::os::unix::fs::FileExt;
     let path = dir.join(cursor_file_name(source));
     if sync == Sync::Normal && record.len() <= CURSOR_IN_PLACE_BYTES {
         if !open.contains_key(source) {
@@ -1386,13 +1382,40 @@ fn write_cursor(
             open.insert(source.clone(), file);
         }
         if let Some(file) = open.get(source) {
-            return file.write_all_at(record, 0).map_err(io_err(&path));
+            return write_all_at(file, record, 0).map_err(io_err(&path));
         }
     }
     // The file is replaced: a handle kept would write to the old one.
     open.remove(source);
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     write_file(&path, record, sync)
+}
+
+/// Writes all of `buf` at `offset` of `file` (`pwrite`; on Windows a
+/// positioned write, which also moves the file's cursor, unused here).
+#[cfg(unix)]
+fn write_all_at(file: &fs::File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(buf, offset)
+}
+
+/// Writes all of `buf` at `offset` of `file` (`pwrite`; on Windows a
+/// positioned write, which also moves the file's cursor, unused here).
+#[cfg(windows)]
+fn write_all_at(file: &fs::File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_write(buf, offset) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn read_cursors(dir: &Path) -> BTreeMap<String, (Key, Vec<u8>)> {

@@ -9,8 +9,9 @@
 //! product's own payload, [`processes`], converted in [`wire`]) and events.
 //!
 //! Invariants:
-//! - Everything that knows a `/proc` path lives in [`linux`]; the rest is
-//!   OS-neutral, so a Windows module slots in beside it.
+//! - Everything that knows a `/proc` path lives in `linux`; everything
+//!   that calls Win32 in `windows` (its `sys` holds the crate's only
+//!   `unsafe`); the rest is OS-neutral.
 //! - The agent reads files only; it never runs a program to collect.
 //! - One slow source delays nothing else, and never piles up threads.
 //! - Only [`wire`] sees prost types.
@@ -23,6 +24,8 @@ pub mod sensor;
 pub mod settings;
 pub mod source;
 pub mod thresholds;
+#[cfg(windows)]
+pub mod windows;
 pub mod wire;
 
 /// The names of the events the server agent raises (agent-core names its
@@ -95,7 +98,17 @@ impl SourceConfig for InfraConfig {
         Ok(Box::pin(source::run(self.settings, sensors, boot_id, cx)))
     }
 
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(windows)]
+    fn build(self, cx: SourceContext) -> Result<Source, SourceError> {
+        let boot_id = windows::boot_id();
+        if boot_id.is_none() {
+            tracing::warn!("Cannot tell this boot from the last; reboots will not be reported.");
+        }
+        let sensors = windows::sensors(&self.settings);
+        Ok(Box::pin(source::run(self.settings, sensors, boot_id, cx)))
+    }
+
+    #[cfg(not(any(target_os = "linux", windows)))]
     fn build(self, _cx: SourceContext) -> Result<Source, SourceError> {
         Err(SourceError::msg(
             "this build of sightline-infra collects on Linux only; the Windows module comes with the Windows build",

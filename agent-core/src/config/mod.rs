@@ -85,6 +85,12 @@ pub enum Origin {
     },
     /// The built-in default.
     Default,
+    /// A value the installer wrote: on Windows, a value of the registry
+    /// key the MSI writes its properties to (see [`set_installer_layer`]).
+    Installer {
+        /// Where, e.g. `registry HKLM\SOFTWARE\Sightline\Infra\license`.
+        place: String,
+    },
 }
 
 impl fmt::Display for Origin {
@@ -94,6 +100,7 @@ impl fmt::Display for Origin {
             Origin::Env { var } => write!(f, "environment variable {var}"),
             Origin::Flag { flag } => write!(f, "flag {flag}"),
             Origin::Default => f.write_str("default"),
+            Origin::Installer { place } => f.write_str(place),
         }
     }
 }
@@ -234,6 +241,37 @@ impl fmt::Debug for Config {
     }
 }
 
+/// One value an installer wrote for the agent (on Windows, a registry
+/// value the MSI wrote from its properties).
+#[derive(Clone)]
+pub struct InstallerValue {
+    /// The config key, e.g. `license`.
+    pub key: String,
+    /// Its text.
+    pub text: String,
+    /// Where it was read, for messages.
+    pub place: String,
+}
+
+impl fmt::Debug for InstallerValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The text may be the license: never shown.
+        f.debug_struct("InstallerValue")
+            .field("key", &self.key)
+            .field("place", &self.place)
+            .finish_non_exhaustive()
+    }
+}
+
+static INSTALLER_LAYER: std::sync::OnceLock<Vec<InstallerValue>> = std::sync::OnceLock::new();
+
+/// Sets, once per process, the installer's values every [`Config::load`]
+/// puts under the file's (set by the Windows build only; elsewhere there
+/// is no such layer).
+pub fn set_installer_layer(values: Vec<InstallerValue>) {
+    let _ = INSTALLER_LAYER.set(values);
+}
+
 /// Where to read the config file from.
 #[derive(Debug, Clone)]
 pub enum FileSource {
@@ -297,6 +335,9 @@ impl Config {
                 config.set(line.key, line.value, origin);
             }
         }
+        // The installer's values (Windows: the MSI's properties, in the
+        // registry) lie under the file's.
+        config.fill_from_installer(INSTALLER_LAYER.get().map_or(&[], Vec::as_slice));
         for (var, value) in env.vars() {
             let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
@@ -330,6 +371,27 @@ impl Config {
             config.set(line.key, line.value, origin);
         }
         Ok(config)
+    }
+
+    /// Takes each installer value whose key the file leaves unset or
+    /// empty (`license=` of the shipped file); an empty installer value
+    /// (a property not given) sets nothing.
+    fn fill_from_installer(&mut self, values: &[InstallerValue]) {
+        for value in values {
+            let unset = self
+                .values
+                .get(&value.key)
+                .is_none_or(|v| v.text.trim().is_empty());
+            if unset && !value.text.trim().is_empty() {
+                self.set(
+                    value.key.clone(),
+                    value.text.clone(),
+                    Origin::Installer {
+                        place: value.place.clone(),
+                    },
+                );
+            }
+        }
     }
 
     fn set(&mut self, key: String, text: String, origin: Origin) {

@@ -372,3 +372,43 @@ fn config_and_value_debug_redact() {
     let value = config.value("license").expect("set");
     assert_no_run_of(KEY_SECRET, &format!("{value:?}"));
 }
+
+/// The MSI's registry values lie under the file: they fill what the file
+/// leaves unset or empty, never what it sets, and an empty one (a property
+/// not given) fills nothing. Errors name the registry value.
+#[test]
+fn installer_values_fill_only_what_the_file_leaves_unset() {
+    let mut config = Config::from_text(
+        &PathBuf::from("infra.conf"),
+        "license=\nserver.host=from-file.lan\n",
+        SPECS,
+    )
+    .expect("parses");
+    let place = |name: &str| format!("registry HKLM\\SOFTWARE\\Sightline\\Infra\\{name}");
+    let value = |key: &str, text: &str| InstallerValue {
+        key: key.to_string(),
+        text: text.to_string(),
+        place: place(key),
+    };
+    config.fill_from_installer(&[
+        value("license", "sl1-7K3M9QW2XH8D4R6TBN1PZC5VFA-0H4K2PM"),
+        value("server.host", "from-registry.lan"),
+        value("interval", "9s"),
+        value("spool.max", ""),
+    ]);
+    let license = config.value("license").expect("license");
+    assert_eq!(license.text, "sl1-7K3M9QW2XH8D4R6TBN1PZC5VFA-0H4K2PM");
+    assert_eq!(license.origin.to_string(), place("license"));
+    assert_eq!(config.get("server.host").as_deref(), Some("from-file.lan"));
+    assert_eq!(config.get("interval").as_deref(), Some("9s"));
+    assert_eq!(
+        config.get("spool.max").as_deref(),
+        Some("64MiB"),
+        "the default"
+    );
+    let shown = format!(
+        "{:?}",
+        value("license", "sl1-7K3M9QW2XH8D4R6TBN1PZC5VFA-0H4K2PM")
+    );
+    assert!(!shown.contains("7K3M9QW2"), "{shown}");
+}

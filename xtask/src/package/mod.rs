@@ -239,8 +239,14 @@ const TOOLS: &[crate::test::Package] = &[
         name: "gcc-mingw-w64-x86-64",
         provides: "/usr/bin/x86_64-w64-mingw32-gcc",
     },
+    // msibuild (and msiinfo, msiextract for the tests).
     crate::test::Package {
         name: "msitools",
+        provides: "/usr/bin/msibuild",
+    },
+    // Debian ships wixl apart from the rest of msitools.
+    crate::test::Package {
+        name: "wixl",
         provides: "/usr/bin/wixl",
     },
     crate::test::Package {
