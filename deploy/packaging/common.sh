@@ -61,6 +61,45 @@ ensure_files() {
     fi
 }
 
+# systemd older than 231 (RHEL 7: 219, Ubuntu 16.04: 229) has no "@"
+# syscall groups: there SystemCallFilter=@system-service allows almost
+# nothing and, with SystemCallErrorNumber=EPERM, the agent dies at start.
+# A drop-in resets the filter on such a systemd (the empty assignment
+# resets it on every version); options newer than the systemd it meets
+# are only warned about, and StateDirectory= (235) is covered by
+# ensure_files making the folder.
+OLD_SYSTEMD_DROPIN_DIR="/etc/systemd/system/$UNIT.d"
+OLD_SYSTEMD_DROPIN="$OLD_SYSTEMD_DROPIN_DIR/00-sightline-old-systemd.conf"
+
+# The running systemd's version number, empty when unknown.
+systemd_version() {
+    if has_systemctl; then
+        systemctl --version 2>/dev/null | sed -n '1s/^systemd \([0-9][0-9]*\).*/\1/p'
+    fi
+}
+
+# Writes the drop-in on a systemd older than 231, removes it otherwise.
+fit_unit_to_systemd() {
+    version=$(systemd_version)
+    if [ -n "$version" ] && [ "$version" -lt 231 ]; then
+        install -d -m 0755 "$OLD_SYSTEMD_DROPIN_DIR"
+        {
+            echo "# Written by the $PACKAGE package: systemd $version has no @ syscall groups"
+            echo "# (231 and later do), so the unit's SystemCallFilter= is reset here."
+            echo "# Removed on purge (deb) or erase (rpm)."
+            echo "[Service]"
+            echo "SystemCallFilter="
+        } >"$OLD_SYSTEMD_DROPIN"
+    else
+        remove_old_systemd_dropin
+    fi
+}
+
+remove_old_systemd_dropin() {
+    rm -f "$OLD_SYSTEMD_DROPIN"
+    rmdir "$OLD_SYSTEMD_DROPIN_DIR" 2>/dev/null || true
+}
+
 daemon_reload() {
     if systemd_running && has_systemctl; then
         systemctl daemon-reload || true

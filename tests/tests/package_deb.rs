@@ -351,7 +351,8 @@ fn start_as_unit(package: &str, stderr: &Path) -> Child {
 }
 
 /// `dpkg ARGS` with a stand-in `systemctl` (it logs its arguments to
-/// `systemctl.log` and keeps the enabled units in `enabled`) and a running
+/// `systemctl.log`, keeps the enabled units in `enabled` and reports, for
+/// `--version`, the version in `systemd-version`, else 252) and a running
 /// systemd's mark, both only inside a private mount namespace whose `/run`
 /// is a fresh tmpfs.
 fn dpkg_with_systemd(scratch: &Scratch, args: &[&str]) -> String {
@@ -359,8 +360,13 @@ fn dpkg_with_systemd(scratch: &Scratch, args: &[&str]) -> String {
     fs::create_dir_all(&bin).expect("bin");
     let log = scratch.join("systemctl.log");
     let enabled = scratch.join("enabled");
+    let version = scratch.join("systemd-version");
     let script = format!(
         r#"#!/bin/sh
+if [ "$1" = --version ]; then
+    echo "systemd $(cat '{version}' 2>/dev/null || echo 252) (stand-in)"
+    exit 0
+fi
 echo "$*" >> '{log}'
 for unit; do :; done
 case "$1" in
@@ -371,7 +377,8 @@ disable) touch '{enabled}'; grep -vx "$unit" '{enabled}' > '{enabled}.new' || tr
 esac
 "#,
         log = log.display(),
-        enabled = enabled.display()
+        enabled = enabled.display(),
+        version = version.display()
     );
     let systemctl = bin.join("systemctl");
     fs::write(&systemctl, script).expect("systemctl");
@@ -640,12 +647,23 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
     // with no license is neither enabled nor started; once licensed and
     // enabled, an upgrade restarts it; the collector is enabled and
     // started on install; removal stops and disables.
+    // On systemd 219 (RHEL 7), which has no @system-service, the filter
+    // is reset by a drop-in; on 252 there is none.
+    let infra_dropin =
+        Path::new("/etc/systemd/system/sightline-infra.service.d/00-sightline-old-systemd.conf");
+    fs::write(scratch.join("systemd-version"), "219").expect("version");
     let said = dpkg_with_systemd(&scratch, &["-i", infra.to_str().expect("path")]);
     assert!(
         said.contains("sightline-infra: installed but not started"),
         "{said}"
     );
     assert_eq!(systemctl_calls(&scratch), "daemon-reload\n");
+    let dropin = fs::read_to_string(infra_dropin).expect("the drop-in on systemd 219");
+    assert!(
+        dropin.contains("\n[Service]\nSystemCallFilter=\n"),
+        "{dropin}"
+    );
+    fs::write(scratch.join("systemd-version"), "252").expect("version");
     let mut conf = fs::read_to_string("/etc/sightline/infra.conf").expect("conf");
     conf = conf.replace("\nlicense=\n", &format!("\nlicense={}\n", creds.license));
     fs::write("/etc/sightline/infra.conf", conf).expect("license");
@@ -653,6 +671,10 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
     assert!(
         said.contains("sightline-infra: not enabled, so not started"),
         "{said}"
+    );
+    assert!(
+        !infra_dropin.exists() && !infra_dropin.parent().expect("dir").exists(),
+        "no drop-in on systemd 252"
     );
     fs::write(scratch.join("enabled"), "sightline-infra.service\n").expect("enable");
     fs::write(scratch.join("systemctl.log"), "").expect("clear");
@@ -665,7 +687,12 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
         "an upgrade restarts a licensed, enabled agent:\n{calls}"
     );
     fs::write(scratch.join("systemctl.log"), "").expect("clear");
+    fs::write(scratch.join("systemd-version"), "229").expect("version");
     let said = dpkg_with_systemd(&scratch, &["-i", collector_deb.to_str().expect("path")]);
+    let collector_dropin = Path::new(
+        "/etc/systemd/system/sightline-collector.service.d/00-sightline-old-systemd.conf",
+    );
+    assert!(collector_dropin.exists(), "the drop-in on systemd 229");
     let calls = systemctl_calls(&scratch);
     assert!(
         calls
@@ -695,6 +722,10 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
         );
     }
     assert!(!user_exists("sightline"));
+    assert!(
+        !collector_dropin.parent().expect("dir").exists(),
+        "purge removed the drop-in and its folder"
+    );
     drop(collector);
 }
 
