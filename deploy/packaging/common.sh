@@ -152,6 +152,28 @@ restart_after_upgrade() {
     fi
 }
 
+# deb's remove keeps the config; a later reinstall (postinst configure
+# with the old version) enables again what was enabled, as
+# deb-systemd-helper does. The mark is root's, beside the state folders.
+ENABLED_MARK="/var/lib/sightline/.$NAME.enabled-before-removal"
+
+remember_enabled() {
+    rm -f "$ENABLED_MARK"
+    if has_systemctl && systemctl is-enabled --quiet "$UNIT" 2>/dev/null; then
+        install -d -m 0755 /var/lib/sightline
+        : >"$ENABLED_MARK"
+    fi
+}
+
+restore_enabled() {
+    if [ -f "$ENABLED_MARK" ]; then
+        rm -f "$ENABLED_MARK"
+        if has_systemctl; then
+            systemctl enable --quiet "$UNIT" || true
+        fi
+    fi
+}
+
 # Before removal: stop and disable (the symlinks would dangle).
 stop_and_disable() {
     if ! has_systemctl; then
@@ -168,6 +190,7 @@ stop_and_disable() {
 # not purged package keeps both, and its files' group).
 purge_state() {
     rm -rf "$STATE"
+    rm -f "$ENABLED_MARK"
     rmdir /var/lib/sightline 2>/dev/null || true
     rmdir /etc/sightline 2>/dev/null || true
     if [ -d /var/lib/sightline ] || ls /etc/sightline/*.conf >/dev/null 2>&1; then

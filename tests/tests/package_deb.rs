@@ -704,6 +704,24 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
         "{calls}"
     );
     assert!(said.contains("sightline-collector: started"), "{said}");
+    // Removed (config kept), then installed again: enabled again and
+    // started, as before the removal.
+    dpkg_with_systemd(&scratch, &["--remove", "sightline-collector"]);
+    let enabled_units = || fs::read_to_string(scratch.join("enabled")).expect("enabled");
+    assert!(
+        !enabled_units().contains("sightline-collector.service"),
+        "remove disables"
+    );
+    fs::write(scratch.join("systemctl.log"), "").expect("clear");
+    dpkg_with_systemd(&scratch, &["-i", collector_deb.to_str().expect("path")]);
+    let calls = systemctl_calls(&scratch);
+    assert!(
+        enabled_units().contains("sightline-collector.service")
+            && calls
+                .lines()
+                .any(|l| l == "restart sightline-collector.service"),
+        "a reinstall after remove enables and starts again:\n{calls}"
+    );
     fs::write(scratch.join("systemctl.log"), "").expect("clear");
     dpkg_with_systemd(
         &scratch,

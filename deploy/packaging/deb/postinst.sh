@@ -9,6 +9,7 @@ configure)
     if [ -z "$2" ]; then
         start_after_install
     else
+        restore_enabled
         restart_after_upgrade
     fi
     ;;
