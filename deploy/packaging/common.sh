@@ -20,9 +20,26 @@ has_systemctl() {
     command -v systemctl >/dev/null 2>&1
 }
 
-# Whether the config file names a license (an agent without one exits 2).
+ENV_FILE="/etc/sightline/$NAME.env"
+
+# Whether the unit reads $ENV_FILE (EnvironmentFile=).
+unit_reads_env_file() {
+    for unit_file in "/lib/systemd/system/$UNIT" "/usr/lib/systemd/system/$UNIT"; do
+        if [ -f "$unit_file" ] && grep -Eq "^EnvironmentFile=-?$ENV_FILE\$" "$unit_file"; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Whether the config file, or the environment file the unit reads, names
+# a license (an agent without one exits 2).
 has_license() {
-    [ -f "$CONF" ] && grep -Eq '^[[:space:]]*license[[:space:]]*=[[:space:]]*["'"'"']?[A-Za-z0-9]' "$CONF"
+    if [ -f "$CONF" ] && grep -Eq '^[[:space:]]*license[[:space:]]*=[[:space:]]*["'"'"']?[A-Za-z0-9]' "$CONF"; then
+        return 0
+    fi
+    [ -f "$ENV_FILE" ] && unit_reads_env_file &&
+        grep -Eq '^[[:space:]]*(export[[:space:]]+)?SIGHTLINE_LICENSE=["'"'"']?[A-Za-z0-9]' "$ENV_FILE"
 }
 
 # The sightline system user and group: no login shell, home
@@ -133,9 +150,14 @@ start_after_install() {
     fi
 }
 
-# After an upgrade: restart what is enabled (the new binary), leave the
-# rest as the administrator left it.
+# After an upgrade: restart what is running or enabled (the new binary;
+# a running one always, never the old, deleted binary), leave the rest as
+# the administrator left it.
 restart_after_upgrade() {
+    if has_systemctl && systemd_running && systemctl is-active --quiet "$UNIT" 2>/dev/null; then
+        systemctl try-restart "$UNIT" || echo "$PACKAGE: restart failed; see: journalctl -u $PACKAGE"
+        return 0
+    fi
     if [ "$AGENT" = 1 ] && ! has_license; then
         say_no_license
         return 0

@@ -371,6 +371,7 @@ echo "$*" >> '{log}'
 for unit; do :; done
 case "$1" in
 is-enabled) grep -qx "$unit" '{enabled}' 2>/dev/null ;;
+is-active) grep -qx "$unit" '{active}' 2>/dev/null ;;
 enable) echo "$unit" >> '{enabled}' ;;
 disable) touch '{enabled}'; grep -vx "$unit" '{enabled}' > '{enabled}.new' || true; mv '{enabled}.new' '{enabled}' ;;
 *) exit 0 ;;
@@ -378,6 +379,7 @@ esac
 "#,
         log = log.display(),
         enabled = enabled.display(),
+        active = scratch.join("active").display(),
         version = version.display()
     );
     let systemctl = bin.join("systemctl");
@@ -686,6 +688,31 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
             .any(|l| l == "restart sightline-infra.service"),
         "an upgrade restarts a licensed, enabled agent:\n{calls}"
     );
+    // A running agent is restarted on the new binary even when its
+    // license is gone from the config.
+    let licensed = fs::read_to_string("/etc/sightline/infra.conf").expect("conf");
+    let mut unlicensed = String::new();
+    for line in licensed.lines() {
+        unlicensed.push_str(if line.starts_with("license=") {
+            "license="
+        } else {
+            line
+        });
+        unlicensed.push('\n');
+    }
+    fs::write("/etc/sightline/infra.conf", unlicensed).expect("no license");
+    fs::write(scratch.join("active"), "sightline-infra.service\n").expect("active");
+    fs::write(scratch.join("systemctl.log"), "").expect("clear");
+    dpkg_with_systemd(&scratch, &["-i", next.to_str().expect("path")]);
+    let calls = systemctl_calls(&scratch);
+    assert!(
+        calls
+            .lines()
+            .any(|l| l == "try-restart sightline-infra.service"),
+        "an upgrade restarts a running agent whatever its license:\n{calls}"
+    );
+    fs::write("/etc/sightline/infra.conf", licensed).expect("license back");
+    fs::remove_file(scratch.join("active")).expect("inactive");
     fs::write(scratch.join("systemctl.log"), "").expect("clear");
     fs::write(scratch.join("systemd-version"), "229").expect("version");
     let said = dpkg_with_systemd(&scratch, &["-i", collector_deb.to_str().expect("path")]);
