@@ -20,9 +20,26 @@ has_systemctl() {
     command -v systemctl >/dev/null 2>&1
 }
 
-# Whether the config file names a license (an agent without one exits 2).
+ENV_FILE="/etc/sightline/$NAME.env"
+
+# Whether the unit reads $ENV_FILE (EnvironmentFile=).
+unit_reads_env_file() {
+    for unit_file in "/lib/systemd/system/$UNIT" "/usr/lib/systemd/system/$UNIT"; do
+        if [ -f "$unit_file" ] && grep -Eq "^EnvironmentFile=-?$ENV_FILE\$" "$unit_file"; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Whether the config file, or the environment file the unit reads, names
+# a license (an agent without one exits 2).
 has_license() {
-    [ -f "$CONF" ] && grep -Eq '^[[:space:]]*license[[:space:]]*=[[:space:]]*["'"'"']?[A-Za-z0-9]' "$CONF"
+    if [ -f "$CONF" ] && grep -Eq '^[[:space:]]*license[[:space:]]*=[[:space:]]*["'"'"']?[A-Za-z0-9]' "$CONF"; then
+        return 0
+    fi
+    [ -f "$ENV_FILE" ] && unit_reads_env_file &&
+        grep -Eq '^[[:space:]]*(export[[:space:]]+)?SIGHTLINE_LICENSE=["'"'"']?[A-Za-z0-9]' "$ENV_FILE"
 }
 
 # The sightline system user and group: no login shell, home
@@ -61,6 +78,45 @@ ensure_files() {
     fi
 }
 
+# systemd older than 231 (RHEL 7: 219, Ubuntu 16.04: 229) has no "@"
+# syscall groups: there SystemCallFilter=@system-service allows almost
+# nothing and, with SystemCallErrorNumber=EPERM, the agent dies at start.
+# A drop-in resets the filter on such a systemd (the empty assignment
+# resets it on every version); options newer than the systemd it meets
+# are only warned about, and StateDirectory= (235) is covered by
+# ensure_files making the folder.
+OLD_SYSTEMD_DROPIN_DIR="/etc/systemd/system/$UNIT.d"
+OLD_SYSTEMD_DROPIN="$OLD_SYSTEMD_DROPIN_DIR/00-sightline-old-systemd.conf"
+
+# The running systemd's version number, empty when unknown.
+systemd_version() {
+    if has_systemctl; then
+        systemctl --version 2>/dev/null | sed -n '1s/^systemd \([0-9][0-9]*\).*/\1/p'
+    fi
+}
+
+# Writes the drop-in on a systemd older than 231, removes it otherwise.
+fit_unit_to_systemd() {
+    version=$(systemd_version)
+    if [ -n "$version" ] && [ "$version" -lt 231 ]; then
+        install -d -m 0755 "$OLD_SYSTEMD_DROPIN_DIR"
+        {
+            echo "# Written by the $PACKAGE package: systemd $version has no @ syscall groups"
+            echo "# (231 and later do), so the unit's SystemCallFilter= is reset here."
+            echo "# Removed on purge (deb) or erase (rpm)."
+            echo "[Service]"
+            echo "SystemCallFilter="
+        } >"$OLD_SYSTEMD_DROPIN"
+    else
+        remove_old_systemd_dropin
+    fi
+}
+
+remove_old_systemd_dropin() {
+    rm -f "$OLD_SYSTEMD_DROPIN"
+    rmdir "$OLD_SYSTEMD_DROPIN_DIR" 2>/dev/null || true
+}
+
 daemon_reload() {
     if systemd_running && has_systemctl; then
         systemctl daemon-reload || true
@@ -94,9 +150,14 @@ start_after_install() {
     fi
 }
 
-# After an upgrade: restart what is enabled (the new binary), leave the
-# rest as the administrator left it.
+# After an upgrade: restart what is running or enabled (the new binary;
+# a running one always, never the old, deleted binary), leave the rest as
+# the administrator left it.
 restart_after_upgrade() {
+    if has_systemctl && systemd_running && systemctl is-active --quiet "$UNIT" 2>/dev/null; then
+        systemctl try-restart "$UNIT" || echo "$PACKAGE: restart failed; see: journalctl -u $PACKAGE"
+        return 0
+    fi
     if [ "$AGENT" = 1 ] && ! has_license; then
         say_no_license
         return 0
@@ -110,6 +171,28 @@ restart_after_upgrade() {
         fi
     else
         echo "$PACKAGE: not enabled, so not started; run: systemctl enable --now $PACKAGE"
+    fi
+}
+
+# deb's remove keeps the config; a later reinstall (postinst configure
+# with the old version) enables again what was enabled, as
+# deb-systemd-helper does. The mark is root's, beside the state folders.
+ENABLED_MARK="/var/lib/sightline/.$NAME.enabled-before-removal"
+
+remember_enabled() {
+    rm -f "$ENABLED_MARK"
+    if has_systemctl && systemctl is-enabled --quiet "$UNIT" 2>/dev/null; then
+        install -d -m 0755 /var/lib/sightline
+        : >"$ENABLED_MARK"
+    fi
+}
+
+restore_enabled() {
+    if [ -f "$ENABLED_MARK" ]; then
+        rm -f "$ENABLED_MARK"
+        if has_systemctl; then
+            systemctl enable --quiet "$UNIT" || true
+        fi
     fi
 }
 
@@ -129,6 +212,7 @@ stop_and_disable() {
 # not purged package keeps both, and its files' group).
 purge_state() {
     rm -rf "$STATE"
+    rm -f "$ENABLED_MARK"
     rmdir /var/lib/sightline 2>/dev/null || true
     rmdir /etc/sightline 2>/dev/null || true
     if [ -d /var/lib/sightline ] || ls /etc/sightline/*.conf >/dev/null 2>&1; then

@@ -351,7 +351,8 @@ fn start_as_unit(package: &str, stderr: &Path) -> Child {
 }
 
 /// `dpkg ARGS` with a stand-in `systemctl` (it logs its arguments to
-/// `systemctl.log` and keeps the enabled units in `enabled`) and a running
+/// `systemctl.log`, keeps the enabled units in `enabled` and reports, for
+/// `--version`, the version in `systemd-version`, else 252) and a running
 /// systemd's mark, both only inside a private mount namespace whose `/run`
 /// is a fresh tmpfs.
 fn dpkg_with_systemd(scratch: &Scratch, args: &[&str]) -> String {
@@ -359,19 +360,27 @@ fn dpkg_with_systemd(scratch: &Scratch, args: &[&str]) -> String {
     fs::create_dir_all(&bin).expect("bin");
     let log = scratch.join("systemctl.log");
     let enabled = scratch.join("enabled");
+    let version = scratch.join("systemd-version");
     let script = format!(
         r#"#!/bin/sh
+if [ "$1" = --version ]; then
+    echo "systemd $(cat '{version}' 2>/dev/null || echo 252) (stand-in)"
+    exit 0
+fi
 echo "$*" >> '{log}'
 for unit; do :; done
 case "$1" in
 is-enabled) grep -qx "$unit" '{enabled}' 2>/dev/null ;;
+is-active) grep -qx "$unit" '{active}' 2>/dev/null ;;
 enable) echo "$unit" >> '{enabled}' ;;
 disable) touch '{enabled}'; grep -vx "$unit" '{enabled}' > '{enabled}.new' || true; mv '{enabled}.new' '{enabled}' ;;
 *) exit 0 ;;
 esac
 "#,
         log = log.display(),
-        enabled = enabled.display()
+        enabled = enabled.display(),
+        active = scratch.join("active").display(),
+        version = version.display()
     );
     let systemctl = bin.join("systemctl");
     fs::write(&systemctl, script).expect("systemctl");
@@ -640,12 +649,23 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
     // with no license is neither enabled nor started; once licensed and
     // enabled, an upgrade restarts it; the collector is enabled and
     // started on install; removal stops and disables.
+    // On systemd 219 (RHEL 7), which has no @system-service, the filter
+    // is reset by a drop-in; on 252 there is none.
+    let infra_dropin =
+        Path::new("/etc/systemd/system/sightline-infra.service.d/00-sightline-old-systemd.conf");
+    fs::write(scratch.join("systemd-version"), "219").expect("version");
     let said = dpkg_with_systemd(&scratch, &["-i", infra.to_str().expect("path")]);
     assert!(
         said.contains("sightline-infra: installed but not started"),
         "{said}"
     );
     assert_eq!(systemctl_calls(&scratch), "daemon-reload\n");
+    let dropin = fs::read_to_string(infra_dropin).expect("the drop-in on systemd 219");
+    assert!(
+        dropin.contains("\n[Service]\nSystemCallFilter=\n"),
+        "{dropin}"
+    );
+    fs::write(scratch.join("systemd-version"), "252").expect("version");
     let mut conf = fs::read_to_string("/etc/sightline/infra.conf").expect("conf");
     conf = conf.replace("\nlicense=\n", &format!("\nlicense={}\n", creds.license));
     fs::write("/etc/sightline/infra.conf", conf).expect("license");
@@ -653,6 +673,10 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
     assert!(
         said.contains("sightline-infra: not enabled, so not started"),
         "{said}"
+    );
+    assert!(
+        !infra_dropin.exists() && !infra_dropin.parent().expect("dir").exists(),
+        "no drop-in on systemd 252"
     );
     fs::write(scratch.join("enabled"), "sightline-infra.service\n").expect("enable");
     fs::write(scratch.join("systemctl.log"), "").expect("clear");
@@ -664,8 +688,38 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
             .any(|l| l == "restart sightline-infra.service"),
         "an upgrade restarts a licensed, enabled agent:\n{calls}"
     );
+    // A running agent is restarted on the new binary even when its
+    // license is gone from the config.
+    let licensed = fs::read_to_string("/etc/sightline/infra.conf").expect("conf");
+    let mut unlicensed = String::new();
+    for line in licensed.lines() {
+        unlicensed.push_str(if line.starts_with("license=") {
+            "license="
+        } else {
+            line
+        });
+        unlicensed.push('\n');
+    }
+    fs::write("/etc/sightline/infra.conf", unlicensed).expect("no license");
+    fs::write(scratch.join("active"), "sightline-infra.service\n").expect("active");
     fs::write(scratch.join("systemctl.log"), "").expect("clear");
+    dpkg_with_systemd(&scratch, &["-i", next.to_str().expect("path")]);
+    let calls = systemctl_calls(&scratch);
+    assert!(
+        calls
+            .lines()
+            .any(|l| l == "try-restart sightline-infra.service"),
+        "an upgrade restarts a running agent whatever its license:\n{calls}"
+    );
+    fs::write("/etc/sightline/infra.conf", licensed).expect("license back");
+    fs::remove_file(scratch.join("active")).expect("inactive");
+    fs::write(scratch.join("systemctl.log"), "").expect("clear");
+    fs::write(scratch.join("systemd-version"), "229").expect("version");
     let said = dpkg_with_systemd(&scratch, &["-i", collector_deb.to_str().expect("path")]);
+    let collector_dropin = Path::new(
+        "/etc/systemd/system/sightline-collector.service.d/00-sightline-old-systemd.conf",
+    );
+    assert!(collector_dropin.exists(), "the drop-in on systemd 229");
     let calls = systemctl_calls(&scratch);
     assert!(
         calls
@@ -677,6 +731,24 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
         "{calls}"
     );
     assert!(said.contains("sightline-collector: started"), "{said}");
+    // Removed (config kept), then installed again: enabled again and
+    // started, as before the removal.
+    dpkg_with_systemd(&scratch, &["--remove", "sightline-collector"]);
+    let enabled_units = || fs::read_to_string(scratch.join("enabled")).expect("enabled");
+    assert!(
+        !enabled_units().contains("sightline-collector.service"),
+        "remove disables"
+    );
+    fs::write(scratch.join("systemctl.log"), "").expect("clear");
+    dpkg_with_systemd(&scratch, &["-i", collector_deb.to_str().expect("path")]);
+    let calls = systemctl_calls(&scratch);
+    assert!(
+        enabled_units().contains("sightline-collector.service")
+            && calls
+                .lines()
+                .any(|l| l == "restart sightline-collector.service"),
+        "a reinstall after remove enables and starts again:\n{calls}"
+    );
     fs::write(scratch.join("systemctl.log"), "").expect("clear");
     dpkg_with_systemd(
         &scratch,
@@ -695,6 +767,10 @@ fn install_upgrade_over_an_edited_config_report_remove_and_purge() {
         );
     }
     assert!(!user_exists("sightline"));
+    assert!(
+        !collector_dropin.parent().expect("dir").exists(),
+        "purge removed the drop-in and its folder"
+    );
     drop(collector);
 }
 

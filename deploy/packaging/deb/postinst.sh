@@ -4,10 +4,12 @@ case "$1" in
 configure)
     ensure_user
     ensure_files
+    fit_unit_to_systemd
     daemon_reload
     if [ -z "$2" ]; then
         start_after_install
     else
+        restore_enabled
         restart_after_upgrade
     fi
     ;;

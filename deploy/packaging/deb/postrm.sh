@@ -7,6 +7,7 @@ remove)
     ;;
 purge)
     purge_state
+    remove_old_systemd_dropin
     daemon_reload
     ;;
 upgrade | failed-upgrade | abort-install | abort-upgrade | disappear) ;;

@@ -1,7 +1,11 @@
 # prerm: stop and disable on removal; an upgrade keeps it running until
 # postinst restarts it on the new binary.
 case "$1" in
-remove | deconfigure)
+remove)
+    remember_enabled
+    stop_and_disable
+    ;;
+deconfigure)
     stop_and_disable
     ;;
 upgrade | failed-upgrade) ;;
