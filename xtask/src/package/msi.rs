@@ -132,6 +132,13 @@ pub(crate) fn wxs(product: &Product, version: &str) -> String {
       <RemoveExistingProducts Sequence="1401"/>
     </InstallExecuteSequence>
     <Directory Id="TARGETDIR" Name="SourceDir">
+      <Directory Id="CommonAppDataFolder">
+        <Directory Id="DATADIR" Name="Sightline">
+          <Component Id="DataFolder" Guid="{data_folder}" Win64="yes">
+            <CreateFolder/>
+          </Component>
+        </Directory>
+      </Directory>
       <Directory Id="ProgramFiles64Folder">
         <Directory Id="SightlineFolder" Name="Sightline">
           <Directory Id="INSTALLDIR" Name="{title}">
@@ -153,6 +160,7 @@ pub(crate) fn wxs(product: &Product, version: &str) -> String {
     <Feature Id="Agent" Title="Sightline {title}" Level="1">
       <ComponentRef Id="Program"/>
       <ComponentRef Id="Settings"/>
+      <ComponentRef Id="DataFolder"/>
     </Feature>
   </Product>
 </Wix>
@@ -161,6 +169,7 @@ pub(crate) fn wxs(product: &Product, version: &str) -> String {
         upgrade = upgrade_code(product),
         program = component("program"),
         settings = component("settings"),
+        data_folder = component("data folder"),
     )
 }
 
@@ -204,6 +213,7 @@ fn build_one(ctx: &Context, binary: &Binary) -> Result<PathBuf> {
         "-q",
         "UPDATE `Property` SET `Value`='LICENSE;SERVER;WIX_DOWNGRADE_DETECTED;WIX_UPGRADE_DETECTED' WHERE `Property`='SecureCustomProperties'",
     ]))?;
+    lock_permissions(&msi)?;
     // A package code derived from product and version instead of wixl's
     // random one (same version, same bytes, same package code).
     let package_code = guid(&format!("{} {} package code", product.package, ctx.version));
@@ -217,6 +227,61 @@ fn build_one(ctx: &Context, binary: &Binary) -> Result<PathBuf> {
     fix_summary_times(&msi, ctx.source_date_epoch)?;
     std::fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
     Ok(msi)
+}
+
+/// Who may touch the data folder and the registry key: SYSTEM and the
+/// Administrators, with every right (`GENERIC_ALL`); nobody else, not even
+/// to read (the key holds the license). The `LockPermissions` rows replace
+/// what the folder would inherit from `C:\ProgramData` (where Users may
+/// create files) when `CreateFolders` and `WriteRegistryValues` run.
+const LOCKED_TO: [&str; 2] = ["SYSTEM", "Administrators"];
+const GENERIC_ALL: u32 = 0x1000_0000;
+
+/// Adds the `LockPermissions` table (wixl 0.101 writes none): rows for the
+/// data folder (`DATADIR` in `CreateFolder`) and for every registry value
+/// of the `Settings` component (its key).
+fn lock_permissions(msi: &Path) -> Result<()> {
+    let registry = Command::new("msiinfo")
+        .arg("export")
+        .arg(msi)
+        .arg("Registry")
+        .output()
+        .context("msiinfo export Registry")?;
+    if !registry.status.success() {
+        bail!("msiinfo export {} Registry failed", msi.display());
+    }
+    let registry = String::from_utf8_lossy(&registry.stdout);
+    // Rows after the three header lines: Registry, Root, Key, Name, Value, Component_.
+    let values: Vec<&str> = registry
+        .lines()
+        .skip(3)
+        .filter_map(|row| {
+            let cols: Vec<&str> = row.split('\t').collect();
+            (cols.last() == Some(&"Settings")).then(|| cols[0])
+        })
+        .collect();
+    if values.is_empty() {
+        bail!(
+            "no registry value of the Settings component in {}",
+            msi.display()
+        );
+    }
+    let mut queries = vec![
+        "CREATE TABLE `LockPermissions` (`LockObject` CHAR(72) NOT NULL, `Table` CHAR(32) NOT NULL, `Domain` CHAR(255), `User` CHAR(255) NOT NULL, `Permission` LONG PRIMARY KEY `LockObject`, `Table`, `Domain`, `User`)".to_string(),
+    ];
+    let objects = std::iter::once(("DATADIR", "CreateFolder"))
+        .chain(values.iter().map(|id| (*id, "Registry")));
+    for (object, table) in objects {
+        for user in LOCKED_TO {
+            queries.push(format!(
+                "INSERT INTO `LockPermissions` (`LockObject`, `Table`, `User`, `Permission`) VALUES ('{object}', '{table}', '{user}', {GENERIC_ALL})"
+            ));
+        }
+    }
+    for query in &queries {
+        run(Command::new("msibuild").arg(msi).args(["-q", query]))?;
+    }
+    Ok(())
 }
 
 /// The shipped config file with Windows paths in its comments: the same
@@ -236,6 +301,13 @@ fn windows_conf(conf: &str, product: &Product) -> String {
                 &format!("C:\\ProgramData\\Sightline\\{name}"),
             )
             .replace("/etc/sightline/", "C:\\ProgramData\\Sightline\\");
+        // The collector comes from the MSI's SERVER (the registry): an
+        // example copied as it is must not override it with 127.0.0.1.
+        let line = if line.starts_with("server.host=") || line.starts_with("server.port=") {
+            format!("#{line}")
+        } else {
+            line
+        };
         out.push_str(&line);
         out.push_str("\r\n");
     }
@@ -322,6 +394,24 @@ mod tests {
             upgrade_code(infra()),
             "{8B1860C5-6217-8BCE-8A33-9F6C635762C0}"
         );
+    }
+
+    /// Copied unchanged to C:\ProgramData\Sightline, the example must not
+    /// override the collector the MSI's SERVER property set.
+    #[test]
+    fn the_windows_example_leaves_the_server_to_the_installer() {
+        let conf = std::fs::read_to_string(
+            infra().config_source(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")),
+        )
+        .expect("deploy/config/infra.conf");
+        let example = windows_conf(&conf, infra());
+        assert!(example.contains("#server.host=127.0.0.1\r\n"), "{example}");
+        assert!(example.contains("#server.port=6600\r\n"), "{example}");
+        assert!(
+            !example.lines().any(|l| l.starts_with("server.")),
+            "{example}"
+        );
+        assert!(example.contains("license=\r\n"), "{example}");
     }
 
     #[test]
