@@ -27,8 +27,10 @@
 //!   product; the old version is removed before the new one is installed.
 //!
 //! Reproducible bytes: every GUID is derived from the product, the version
-//! and the component (FNV-1a, 128 bits); wixl 0.101 writes a random package
-//! code and the current time into the summary information, so the package
+//! and the component (FNV-1a, 128 bits), the package code from the sha256
+//! of the exe and the `.wxs` (so two builds of one version differ; the
+//! product code follows the version only, so each shipped build needs a
+//! version bump); wixl 0.101 writes a random package code and the current time into the summary information, so the package
 //! code is set again with `msibuild -s` and the two timestamps are
 //! rewritten to `SOURCE_DATE_EPOCH`; the cabinet's file times come from the
 //! staged files' modification times, which are set to it too.
@@ -87,6 +89,21 @@ fn guid(name: &str) -> String {
         &hex[16..20],
         &hex[20..32]
     )
+}
+
+/// The package code of a build: a GUID derived from the sha256 of the
+/// exe and of the `.wxs` (which holds the version).
+fn package_code(product: &Product, exe: &[u8], wxs: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(exe);
+    hash.update(wxs);
+    let digest = hash.finalize();
+    let hex: String = digest.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    });
+    guid(&format!("{} package code {hex}", product.package))
 }
 
 /// Escapes text for an XML attribute.
@@ -214,9 +231,10 @@ fn build_one(ctx: &Context, binary: &Binary) -> Result<PathBuf> {
         "UPDATE `Property` SET `Value`='LICENSE;SERVER;WIX_DOWNGRADE_DETECTED;WIX_UPGRADE_DETECTED' WHERE `Property`='SecureCustomProperties'",
     ]))?;
     lock_permissions(&msi)?;
-    // A package code derived from product and version instead of wixl's
-    // random one (same version, same bytes, same package code).
-    let package_code = guid(&format!("{} {} package code", product.package, ctx.version));
+    // A package code derived from what is packaged (the exe and the .wxs)
+    // instead of wixl's random one: the same build gives the same code,
+    // two different builds of one version differ to Windows Installer.
+    let package_code = package_code(product, &std::fs::read(&exe)?, &std::fs::read(&wxs_path)?);
     run(Command::new("msibuild").arg(&msi).args([
         "-s",
         &format!("Sightline {} {}", title(product), ctx.version),
@@ -412,6 +430,18 @@ mod tests {
             "{example}"
         );
         assert!(example.contains("license=\r\n"), "{example}");
+    }
+
+    /// Two builds of one version with different exes must not share a
+    /// package code (Windows Installer would take one for the other).
+    #[test]
+    fn package_codes_follow_the_content() {
+        let wxs = wxs(infra(), "0.1.0");
+        let a = package_code(infra(), b"exe one", wxs.as_bytes());
+        assert_eq!(a, package_code(infra(), b"exe one", wxs.as_bytes()));
+        assert_ne!(a, package_code(infra(), b"exe two", wxs.as_bytes()));
+        let next = super::wxs(infra(), "99.0.0");
+        assert_ne!(a, package_code(infra(), b"exe one", next.as_bytes()));
     }
 
     #[test]
