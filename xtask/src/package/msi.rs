@@ -284,21 +284,24 @@ fn lock_permissions(msi: &Path) -> Result<()> {
             msi.display()
         );
     }
-    let mut queries = vec![
-        "CREATE TABLE `LockPermissions` (`LockObject` CHAR(72) NOT NULL, `Table` CHAR(32) NOT NULL, `Domain` CHAR(255), `User` CHAR(255) NOT NULL, `Permission` LONG PRIMARY KEY `LockObject`, `Table`, `Domain`, `User`)".to_string(),
-    ];
+    // An IDT file (msibuild -i): the column names, their types, the table
+    // name with its primary key, then the rows; wixl's tables come the same way.
+    let mut idt = String::from(
+        "LockObject\tTable\tDomain\tUser\tPermission\r\n\
+         s72\ts32\tS255\ts255\tI4\r\n\
+         LockPermissions\tLockObject\tTable\tDomain\tUser\r\n",
+    );
     let objects = std::iter::once(("DATADIR", "CreateFolder"))
         .chain(values.iter().map(|id| (*id, "Registry")));
     for (object, table) in objects {
         for user in LOCKED_TO {
-            queries.push(format!(
-                "INSERT INTO `LockPermissions` (`LockObject`, `Table`, `User`, `Permission`) VALUES ('{object}', '{table}', '{user}', {GENERIC_ALL})"
-            ));
+            let _ = write!(idt, "{object}\t{table}\t\t{user}\t{GENERIC_ALL}\r\n");
         }
     }
-    for query in &queries {
-        run(Command::new("msibuild").arg(msi).args(["-q", query]))?;
-    }
+    let path = msi.with_extension("LockPermissions.idt");
+    std::fs::write(&path, idt).with_context(|| format!("writing {}", path.display()))?;
+    run(Command::new("msibuild").arg(msi).arg("-i").arg(&path))?;
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     Ok(())
 }
 
