@@ -18,7 +18,11 @@
 //!   `license` and `server.host` of `HKLM\SOFTWARE\Sightline\<Product>`,
 //!   which the agent reads as the config layer under its file
 //!   (`C:\ProgramData\Sightline\<name>.conf`, which the MSI never owns, so
-//!   no upgrade or removal touches a user's edits). The service's command
+//!   no upgrade or removal touches a user's edits);
+//! - creates `C:\ProgramData\Sightline` and locks it and the registry key
+//!   to SYSTEM and Administrators (`LockPermissions`, added with
+//!   `msibuild -i`: wixl writes none), as ProgramData lets users create
+//!   files. The service's command
 //!   line never holds the license. On an upgrade without the properties
 //!   the values installed before are kept: a `RegistrySearch` reads them
 //!   before the old version is removed, and a custom action puts them back
