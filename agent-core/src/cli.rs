@@ -233,6 +233,11 @@ fn run_agent<C: SourceConfig>(
     log_file: LogFile<'_>,
 ) -> u8 {
     let keys = all_keys::<C>();
+    // Before the config: a bad first start is restarted as a crash is.
+    #[cfg(windows)]
+    if log_file.is_some() {
+        crate::service::restart_on_failure(C::BINARY);
+    }
     let prepared = Config::load(file, &ProcessEnv, flags, keys).and_then(|config| {
         let common = CommonSettings::from_config(&config, C::PRODUCT)?;
         let product = C::from_config(&config)?;
@@ -251,13 +256,21 @@ fn run_agent<C: SourceConfig>(
             return 2;
         }
     };
+    #[cfg(windows)]
+    if let Some(path) = log_file
+        && let Some(why) = insecure_path(file, &common.data_dir)
+    {
+        let line = format!(
+            "{}: refusing to run as a service: {why}; only SYSTEM and Administrators may write there (the MSI sets that ACL on C:\\ProgramData\\Sightline)",
+            C::BINARY
+        );
+        eprintln!("{line}");
+        logging::append_line(&path(&common), &line);
+        return 3;
+    }
     match log_file {
         Some(path) => logging::init_file(&common.log_level, &path(&common)),
         None => logging::init(&common.log_level),
-    }
-    #[cfg(windows)]
-    if log_file.is_some() {
-        crate::service::restart_on_failure(C::BINARY);
     }
     for warning in config.warnings() {
         tracing::warn!("{warning}");
@@ -274,6 +287,34 @@ fn run_agent<C: SourceConfig>(
             1
         }
     }
+}
+
+/// The first of the config file, its folder and the data folder (or, not
+/// created yet, the folder it will be created in) that a user other than
+/// SYSTEM and the Administrators may write, and why; `None` when none is.
+/// A service running as SYSTEM must not take settings (the collector the
+/// license goes to) or paths to write from a user.
+#[cfg(windows)]
+fn insecure_path(file: &crate::config::FileSource, data_dir: &std::path::Path) -> Option<String> {
+    let (crate::config::FileSource::Explicit(conf) | crate::config::FileSource::Default(conf)) =
+        file;
+    let data = if data_dir.exists() {
+        Some(data_dir)
+    } else {
+        data_dir.parent()
+    };
+    let paths = [Some(conf.as_path()), conf.parent(), data];
+    let me = crate::windows::process_user();
+    paths.into_iter().flatten().find_map(|path| {
+        if !path.exists() {
+            return None;
+        }
+        let why = match crate::windows::file_security(path) {
+            Some((owner, dacl)) => crate::acl::open_to_non_admins(&owner, dacl.as_deref(), &me)?,
+            None => "its ACL cannot be read".to_string(),
+        };
+        Some(format!("{} is {why}", path.display()))
+    })
 }
 
 /// Cancels `token` on SIGTERM or SIGINT (on Windows: Ctrl-C, Ctrl-Break,

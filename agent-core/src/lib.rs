@@ -23,6 +23,7 @@
 //! - `unsafe` code only in [`windows`] and the service's entry point
 //!   (`service`), on Windows.
 
+pub mod acl;
 pub mod agent;
 pub mod cli;
 pub mod config;

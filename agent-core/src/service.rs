@@ -4,7 +4,9 @@
 //! token that a Stop or Shutdown request cancels, so the agent spools
 //! what it has and stops within a second, as on SIGTERM. The service's
 //! failure actions (restart after 5 s, three times a day) are set by the
-//! service itself at start, since msitools' `wixl` cannot write them.
+//! service itself at start, before it reads its config, and apply to a
+//! stop with a non-zero exit code as to a crash (msitools' `wixl` cannot
+//! write them).
 //!
 //! Invariant: the only `unsafe` is the entry point the
 //! `define_windows_service!` macro writes (it converts the raw argument
@@ -104,7 +106,10 @@ pub fn restart_on_failure(name: &str) {
             reboot_msg: None,
             command: None,
             actions: Some(vec![restart.clone(), restart.clone(), restart]),
-        })
+        })?;
+        // A stop with a non-zero exit code (a bad config, a refused ACL)
+        // counts as a failure too, not only a crash.
+        service.set_failure_actions_on_non_crash_failures(true)
     };
     if let Err(e) = set() {
         tracing::warn!(service = name, error = %e, "Cannot set the service to restart after a crash.");

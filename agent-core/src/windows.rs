@@ -205,3 +205,158 @@ pub fn registry_values(key: &str) -> Vec<(String, String)> {
     unsafe { RegCloseKey(hkey) };
     out
 }
+
+/// The owner (a string SID) and the DACL of the file or folder at `path`
+/// (`None` inside: a NULL DACL); `None` when they cannot be read (the
+/// path does not exist, say).
+pub fn file_security(path: &std::path::Path) -> Option<(String, Option<Vec<crate::acl::Ace>>)> {
+    use windows_sys::Win32::Foundation::LocalFree;
+    use windows_sys::Win32::Security::Authorization::{GetNamedSecurityInfoW, SE_FILE_OBJECT};
+    use windows_sys::Win32::Security::{
+        ACE_HEADER, ACL, DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSID,
+    };
+    let name = wide(&path.to_string_lossy());
+    let mut owner: PSID = std::ptr::null_mut();
+    let mut dacl: *mut ACL = std::ptr::null_mut();
+    let mut descriptor = std::ptr::null_mut();
+    // SAFETY: `name` is NUL-terminated UTF-16; owner and DACL point into
+    // the descriptor the call allocates, freed below with LocalFree after
+    // the last use of either.
+    let status = unsafe {
+        GetNamedSecurityInfoW(
+            name.as_ptr(),
+            SE_FILE_OBJECT,
+            OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
+            &mut owner,
+            std::ptr::null_mut(),
+            &mut dacl,
+            std::ptr::null_mut(),
+            &mut descriptor,
+        )
+    };
+    if status != ERROR_SUCCESS {
+        return None;
+    }
+    let owner_sid = sid_string(owner);
+    let aces = (!dacl.is_null()).then(|| {
+        use windows_sys::Win32::Security::{ACL_SIZE_INFORMATION, AclSizeInformation, GetAce};
+        let mut size = ACL_SIZE_INFORMATION::default();
+        // SAFETY: `dacl` is a valid ACL in the descriptor; `size` is
+        // writable for the size passed.
+        let ok = unsafe {
+            windows_sys::Win32::Security::GetAclInformation(
+                dacl,
+                (&raw mut size).cast(),
+                std::mem::size_of::<ACL_SIZE_INFORMATION>() as u32,
+                AclSizeInformation,
+            )
+        };
+        let count = if ok == 0 { 0 } else { size.AceCount };
+        let mut aces = Vec::new();
+        for index in 0..count {
+            let mut ace: *mut core::ffi::c_void = std::ptr::null_mut();
+            // SAFETY: `index` < the ACL's count; `ace` receives a pointer
+            // into the ACL.
+            if unsafe { GetAce(dacl, index, &mut ace) } == 0 || ace.is_null() {
+                continue;
+            }
+            // SAFETY: every ACE starts with an ACE_HEADER.
+            let header = unsafe { *ace.cast::<ACE_HEADER>() };
+            // Allowed (0) and denied (1) entries share one layout: header,
+            // mask, then the SID.
+            if header.AceType > 1 {
+                // Object or callback entries: count an allow kind as open.
+                aces.push(crate::acl::Ace {
+                    allow: matches!(header.AceType, 5 | 9 | 11),
+                    inherit_only: header.AceFlags & 0x8 != 0,
+                    mask: u32::MAX,
+                    sid: "unknown".to_string(),
+                });
+                continue;
+            }
+            let entry = ace.cast::<windows_sys::Win32::Security::ACCESS_ALLOWED_ACE>();
+            // SAFETY: an allowed or denied ACE is an ACCESS_ALLOWED_ACE
+            // in layout; its SID starts at `SidStart`, inside the ACE.
+            let (mask, sid) = unsafe {
+                (
+                    (*entry).Mask,
+                    sid_string((&raw mut (*entry).SidStart).cast()),
+                )
+            };
+            aces.push(crate::acl::Ace {
+                allow: header.AceType == 0,
+                inherit_only: header.AceFlags & 0x8 != 0,
+                mask,
+                sid,
+            });
+        }
+        aces
+    });
+    // SAFETY: `descriptor` came from GetNamedSecurityInfoW and is freed
+    // once, after the last use of `owner` and `dacl`.
+    unsafe { LocalFree(descriptor) };
+    Some((owner_sid, aces))
+}
+
+/// `S-1-5-18` for a SID; empty when it cannot be converted.
+fn sid_string(sid: windows_sys::Win32::Security::PSID) -> String {
+    use windows_sys::Win32::Foundation::LocalFree;
+    use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
+    if sid.is_null() {
+        return String::new();
+    }
+    let mut text: windows_sys::core::PWSTR = std::ptr::null_mut();
+    // SAFETY: `sid` is a valid SID; `text` receives a string the call
+    // allocates, freed below with LocalFree.
+    if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 || text.is_null() {
+        return String::new();
+    }
+    let mut len = 0;
+    // SAFETY: `text` is NUL-terminated UTF-16; the loop stops at its NUL.
+    while unsafe { *text.add(len) } != 0 {
+        len += 1;
+    }
+    // SAFETY: the `len` units before the NUL were just read.
+    let out = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(text, len) });
+    // SAFETY: `text` came from ConvertSidToStringSidW and is freed once.
+    unsafe { LocalFree(text.cast()) };
+    out
+}
+
+/// The string SID of the account this process runs as (`S-1-5-18` for a
+/// service running as LocalSystem); empty when it cannot be read.
+pub fn process_user() -> String {
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
+    use windows_sys::Win32::Security::{GetTokenInformation, TOKEN_QUERY, TOKEN_USER, TokenUser};
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo handle of the current process needs no closing;
+    // `token` receives a handle closed below.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return String::new();
+    }
+    // TOKEN_USER and the SID it points to, aligned for TOKEN_USER.
+    let mut buf = [0u64; 64];
+    let mut len = 0u32;
+    // SAFETY: `token` is open with TOKEN_QUERY; `buf` is writable for the
+    // size passed, and the call writes no more.
+    let ok = unsafe {
+        GetTokenInformation(
+            token,
+            TokenUser,
+            buf.as_mut_ptr().cast(),
+            std::mem::size_of_val(&buf) as u32,
+            &mut len,
+        )
+    };
+    // SAFETY: on success `buf` starts with a TOKEN_USER whose SID points
+    // into `buf`, alive for the conversion.
+    let out = if ok == 0 {
+        String::new()
+    } else {
+        sid_string(unsafe { (*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid })
+    };
+    // SAFETY: `token` was opened above and is closed once.
+    unsafe { CloseHandle(token) };
+    out
+}

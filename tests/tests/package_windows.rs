@@ -121,6 +121,46 @@ fn the_msi_carries_the_service_the_properties_the_upgrade_code_and_the_files() {
         );
     }
 
+    // C:\ProgramData\Sightline (config, data, log) and the registry key
+    // holding the license are locked to SYSTEM and the Administrators:
+    // a user could otherwise write infra.conf and send the license away.
+    let locks = table(&msi, "LockPermissions");
+    let registry = table(&msi, "Registry");
+    let created = table(&msi, "CreateFolder");
+    assert!(
+        created.lines().any(|l| l.starts_with("DATADIR\t")),
+        "the MSI creates the data folder: {created}"
+    );
+    let mut objects: Vec<(String, &str)> = vec![("DATADIR".to_string(), "CreateFolder")];
+    for row in registry.lines().skip(3) {
+        objects.push((
+            row.split('\t').next().unwrap_or_default().to_string(),
+            "Registry",
+        ));
+    }
+    for (object, table_name) in &objects {
+        let users: Vec<(&str, &str)> = locks
+            .lines()
+            .skip(3)
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split('\t').collect();
+                (cols.len() == 5 && cols[0] == object && cols[1] == *table_name)
+                    .then(|| (cols[3], cols[4]))
+            })
+            .collect();
+        let mut names: Vec<&str> = users.iter().map(|u| u.0).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["Administrators", "SYSTEM"],
+            "only SYSTEM and Administrators on {object}: {locks}"
+        );
+        assert!(
+            users.iter().all(|u| u.1 == "268435456"),
+            "GENERIC_ALL: {locks}"
+        );
+    }
+
     let service = table(&msi, "ServiceInstall");
     let row = service
         .lines()
@@ -607,12 +647,19 @@ fn the_agent_runs_under_wine_and_the_msi_installs_upgrades_and_removes_it() {
         wine.service_state()
     );
 
-    // Hand-edit the config: the upgrade must keep it, and the new version
-    // reads it (its own name) with the license the registry kept.
+    // Copy the example as README says, and edit it: the upgrade must keep
+    // it, and the new version reads it (its own name) with the license and
+    // the collector (SERVER) the registry kept: the example sets neither.
     let conf = wine.c(r"ProgramData\Sightline\infra.conf");
-    std::fs::create_dir_all(conf.parent().expect("dir")).expect("ProgramData\\Sightline");
-    let edit = "# edited by hand\r\noname=edited-by-hand\r\ninterval=1s\r\n";
-    std::fs::write(&conf, edit).expect("edit conf");
+    assert!(
+        conf.parent().expect("dir").is_dir(),
+        "the MSI creates C:\\ProgramData\\Sightline"
+    );
+    let example =
+        std::fs::read_to_string(wine.c(r"Program Files\Sightline\Infra\infra.conf.example"))
+            .expect("the example");
+    let edit = format!("{example}# edited by hand\r\noname=edited-by-hand\r\ninterval=1s\r\n");
+    std::fs::write(&conf, &edit).expect("edit conf");
     let started = Instant::now();
     let next_arg = format!("Z:{}", msi_next.display()).replace('/', "\\");
     let out = wine.wine(&["msiexec", "/i", &next_arg, "/qn"]);
@@ -655,7 +702,13 @@ fn the_agent_runs_under_wine_and_the_msi_installs_upgrades_and_removes_it() {
     wait_for("the service to stop", Duration::from_secs(5), || {
         wine.service_state().contains("STOPPED").then_some(())
     });
-    println!("service stopped in {:?}", stop.elapsed());
+    let stopped = stop.elapsed();
+    println!("service stopped in {stopped:?}");
+    // README: within a second (plus the time `sc` and the polling take).
+    assert!(
+        stopped < Duration::from_millis(1500),
+        "service stopped in {stopped:?}"
+    );
 
     // Uninstall: the program goes, the hand-edited config stays.
     let out = wine.wine(&["msiexec", "/x", &next_arg, "/qn"]);
@@ -667,6 +720,19 @@ fn the_agent_runs_under_wine_and_the_msi_installs_upgrades_and_removes_it() {
         "license removed: {values}"
     );
     assert!(conf.exists(), "the config file is the user's: kept");
-    let services = wine.service_state();
-    assert!(!services.contains("RUNNING"), "service gone: {services}");
+    // `sc query` of a deleted service fails (wine's prints nothing), and
+    // its key under Services is gone.
+    let query = wine.wine(&["sc", "query", "sightline-infra"]);
+    assert!(
+        !query.status.success() && !text(&query).contains("STATE"),
+        "service deleted: {:?} {}",
+        query.status,
+        text(&query)
+    );
+    let key = text(&wine.wine(&[
+        "reg",
+        "query",
+        r"HKLM\SYSTEM\CurrentControlSet\Services\sightline-infra",
+    ]));
+    assert!(!key.contains("ImagePath"), "service key deleted: {key}");
 }

@@ -18,7 +18,11 @@
 //!   `license` and `server.host` of `HKLM\SOFTWARE\Sightline\<Product>`,
 //!   which the agent reads as the config layer under its file
 //!   (`C:\ProgramData\Sightline\<name>.conf`, which the MSI never owns, so
-//!   no upgrade or removal touches a user's edits). The service's command
+//!   no upgrade or removal touches a user's edits);
+//! - creates `C:\ProgramData\Sightline` and locks it and the registry key
+//!   to SYSTEM and Administrators (`LockPermissions`, added with
+//!   `msibuild -i`: wixl writes none), as ProgramData lets users create
+//!   files. The service's command
 //!   line never holds the license. On an upgrade without the properties
 //!   the values installed before are kept: a `RegistrySearch` reads them
 //!   before the old version is removed, and a custom action puts them back
@@ -27,8 +31,10 @@
 //!   product; the old version is removed before the new one is installed.
 //!
 //! Reproducible bytes: every GUID is derived from the product, the version
-//! and the component (FNV-1a, 128 bits); wixl 0.101 writes a random package
-//! code and the current time into the summary information, so the package
+//! and the component (FNV-1a, 128 bits), the package code from the sha256
+//! of the exe and the `.wxs` (so two builds of one version differ; the
+//! product code follows the version only, so each shipped build needs a
+//! version bump); wixl 0.101 writes a random package code and the current time into the summary information, so the package
 //! code is set again with `msibuild -s` and the two timestamps are
 //! rewritten to `SOURCE_DATE_EPOCH`; the cabinet's file times come from the
 //! staged files' modification times, which are set to it too.
@@ -89,6 +95,21 @@ fn guid(name: &str) -> String {
     )
 }
 
+/// The package code of a build: a GUID derived from the sha256 of the
+/// exe and of the `.wxs` (which holds the version).
+fn package_code(product: &Product, exe: &[u8], wxs: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(exe);
+    hash.update(wxs);
+    let digest = hash.finalize();
+    let hex: String = digest.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    });
+    guid(&format!("{} package code {hex}", product.package))
+}
+
 /// Escapes text for an XML attribute.
 fn xml(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -132,6 +153,13 @@ pub(crate) fn wxs(product: &Product, version: &str) -> String {
       <RemoveExistingProducts Sequence="1401"/>
     </InstallExecuteSequence>
     <Directory Id="TARGETDIR" Name="SourceDir">
+      <Directory Id="CommonAppDataFolder">
+        <Directory Id="DATADIR" Name="Sightline">
+          <Component Id="DataFolder" Guid="{data_folder}" Win64="yes">
+            <CreateFolder/>
+          </Component>
+        </Directory>
+      </Directory>
       <Directory Id="ProgramFiles64Folder">
         <Directory Id="SightlineFolder" Name="Sightline">
           <Directory Id="INSTALLDIR" Name="{title}">
@@ -153,6 +181,7 @@ pub(crate) fn wxs(product: &Product, version: &str) -> String {
     <Feature Id="Agent" Title="Sightline {title}" Level="1">
       <ComponentRef Id="Program"/>
       <ComponentRef Id="Settings"/>
+      <ComponentRef Id="DataFolder"/>
     </Feature>
   </Product>
 </Wix>
@@ -161,6 +190,7 @@ pub(crate) fn wxs(product: &Product, version: &str) -> String {
         upgrade = upgrade_code(product),
         program = component("program"),
         settings = component("settings"),
+        data_folder = component("data folder"),
     )
 }
 
@@ -204,9 +234,11 @@ fn build_one(ctx: &Context, binary: &Binary) -> Result<PathBuf> {
         "-q",
         "UPDATE `Property` SET `Value`='LICENSE;SERVER;WIX_DOWNGRADE_DETECTED;WIX_UPGRADE_DETECTED' WHERE `Property`='SecureCustomProperties'",
     ]))?;
-    // A package code derived from product and version instead of wixl's
-    // random one (same version, same bytes, same package code).
-    let package_code = guid(&format!("{} {} package code", product.package, ctx.version));
+    lock_permissions(&msi)?;
+    // A package code derived from what is packaged (the exe and the .wxs)
+    // instead of wixl's random one: the same build gives the same code,
+    // two different builds of one version differ to Windows Installer.
+    let package_code = package_code(product, &std::fs::read(&exe)?, &std::fs::read(&wxs_path)?);
     run(Command::new("msibuild").arg(&msi).args([
         "-s",
         &format!("Sightline {} {}", title(product), ctx.version),
@@ -217,6 +249,64 @@ fn build_one(ctx: &Context, binary: &Binary) -> Result<PathBuf> {
     fix_summary_times(&msi, ctx.source_date_epoch)?;
     std::fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
     Ok(msi)
+}
+
+/// Who may touch the data folder and the registry key: SYSTEM and the
+/// Administrators, with every right (`GENERIC_ALL`); nobody else, not even
+/// to read (the key holds the license). The `LockPermissions` rows replace
+/// what the folder would inherit from `C:\ProgramData` (where Users may
+/// create files) when `CreateFolders` and `WriteRegistryValues` run.
+const LOCKED_TO: [&str; 2] = ["SYSTEM", "Administrators"];
+const GENERIC_ALL: u32 = 0x1000_0000;
+
+/// Adds the `LockPermissions` table (wixl 0.101 writes none): rows for the
+/// data folder (`DATADIR` in `CreateFolder`) and for every registry value
+/// of the `Settings` component (its key).
+fn lock_permissions(msi: &Path) -> Result<()> {
+    let registry = Command::new("msiinfo")
+        .arg("export")
+        .arg(msi)
+        .arg("Registry")
+        .output()
+        .context("msiinfo export Registry")?;
+    if !registry.status.success() {
+        bail!("msiinfo export {} Registry failed", msi.display());
+    }
+    let registry = String::from_utf8_lossy(&registry.stdout);
+    // Rows after the three header lines: Registry, Root, Key, Name, Value, Component_.
+    let values: Vec<&str> = registry
+        .lines()
+        .skip(3)
+        .filter_map(|row| {
+            let cols: Vec<&str> = row.split('\t').collect();
+            (cols.last() == Some(&"Settings")).then(|| cols[0])
+        })
+        .collect();
+    if values.is_empty() {
+        bail!(
+            "no registry value of the Settings component in {}",
+            msi.display()
+        );
+    }
+    // An IDT file (msibuild -i): the column names, their types, the table
+    // name with its primary key, then the rows; wixl's tables come the same way.
+    let mut idt = String::from(
+        "LockObject\tTable\tDomain\tUser\tPermission\r\n\
+         s72\ts32\tS255\ts255\tI4\r\n\
+         LockPermissions\tLockObject\tTable\tDomain\tUser\r\n",
+    );
+    let objects = std::iter::once(("DATADIR", "CreateFolder"))
+        .chain(values.iter().map(|id| (*id, "Registry")));
+    for (object, table) in objects {
+        for user in LOCKED_TO {
+            let _ = write!(idt, "{object}\t{table}\t\t{user}\t{GENERIC_ALL}\r\n");
+        }
+    }
+    let path = msi.with_extension("LockPermissions.idt");
+    std::fs::write(&path, idt).with_context(|| format!("writing {}", path.display()))?;
+    run(Command::new("msibuild").arg(msi).arg("-i").arg(&path))?;
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    Ok(())
 }
 
 /// The shipped config file with Windows paths in its comments: the same
@@ -236,6 +326,13 @@ fn windows_conf(conf: &str, product: &Product) -> String {
                 &format!("C:\\ProgramData\\Sightline\\{name}"),
             )
             .replace("/etc/sightline/", "C:\\ProgramData\\Sightline\\");
+        // The collector comes from the MSI's SERVER (the registry): an
+        // example copied as it is must not override it with 127.0.0.1.
+        let line = if line.starts_with("server.host=") || line.starts_with("server.port=") {
+            format!("#{line}")
+        } else {
+            line
+        };
         out.push_str(&line);
         out.push_str("\r\n");
     }
@@ -322,6 +419,36 @@ mod tests {
             upgrade_code(infra()),
             "{8B1860C5-6217-8BCE-8A33-9F6C635762C0}"
         );
+    }
+
+    /// Copied unchanged to C:\ProgramData\Sightline, the example must not
+    /// override the collector the MSI's SERVER property set.
+    #[test]
+    fn the_windows_example_leaves_the_server_to_the_installer() {
+        let conf = std::fs::read_to_string(
+            infra().config_source(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")),
+        )
+        .expect("deploy/config/infra.conf");
+        let example = windows_conf(&conf, infra());
+        assert!(example.contains("#server.host=127.0.0.1\r\n"), "{example}");
+        assert!(example.contains("#server.port=6600\r\n"), "{example}");
+        assert!(
+            !example.lines().any(|l| l.starts_with("server.")),
+            "{example}"
+        );
+        assert!(example.contains("license=\r\n"), "{example}");
+    }
+
+    /// Two builds of one version with different exes must not share a
+    /// package code (Windows Installer would take one for the other).
+    #[test]
+    fn package_codes_follow_the_content() {
+        let wxs = wxs(infra(), "0.1.0");
+        let a = package_code(infra(), b"exe one", wxs.as_bytes());
+        assert_eq!(a, package_code(infra(), b"exe one", wxs.as_bytes()));
+        assert_ne!(a, package_code(infra(), b"exe two", wxs.as_bytes()));
+        let next = super::wxs(infra(), "99.0.0");
+        assert_ne!(a, package_code(infra(), b"exe one", next.as_bytes()));
     }
 
     #[test]
