@@ -248,9 +248,40 @@ impl MariaDb {
         );
     }
 
-    /// SIGSTOP: the server hangs, connections stay open.
+    /// SIGSTOP: the server hangs, connections stay open. Returns once
+    /// every thread of the server is stopped: the signal is delivered
+    /// asynchronously, and a thread still running could answer one more
+    /// query.
     pub fn sigstop(&self) {
-        signal(self.pid(), rustix::process::Signal::STOP);
+        let pid = self.pid();
+        signal(pid, rustix::process::Signal::STOP);
+        let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+        let stopped = |stat: &str| {
+            // The state follows the ")" that ends the command name.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| state == 'T' || state == 't')
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let all_stopped = std::fs::read_dir(&tasks)
+                .map(|entries| {
+                    entries.flatten().all(|task| {
+                        std::fs::read_to_string(task.path().join("stat"))
+                            .map(|stat| stopped(&stat))
+                            .unwrap_or(true)
+                    })
+                })
+                .unwrap_or(false);
+            if all_stopped {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd {pid} not stopped 5 s after SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGCONT: it resumes.
