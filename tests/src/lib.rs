@@ -21,6 +21,7 @@ pub mod browser;
 pub mod kube_fake;
 pub mod logs;
 pub mod mariadb;
+pub mod packages;
 pub mod smtp_sink;
 pub mod webhook;
 pub mod wire_agent;

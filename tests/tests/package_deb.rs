@@ -20,43 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use sightline_e2e::packages::{
+    PRODUCTS, TEST_NEXT_VERSION, TEST_PACKAGES, TEST_PACKAGES_NEXT, VERSION, deb, workspace,
+};
 use sightline_e2e::{Collector, Scratch, create_project, terminate, wait_exit, wait_for};
 
 /// Mirrors `xtask/src/test.rs`: where `cargo xtask test` puts the packages.
-const TEST_PACKAGES: &str = "target/packages";
-const TEST_PACKAGES_NEXT: &str = "target/packages-next";
-const TEST_NEXT_VERSION: &str = "99.0.0";
-/// The workspace's version, which the packages in `TEST_PACKAGES` carry.
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// (name, package) of every product, as `xtask/src/package/mod.rs` lists them.
-const PRODUCTS: &[(&str, &str)] = &[
-    ("infra", "sightline-infra"),
-    ("db", "sightline-db"),
-    ("log", "sightline-log"),
-    ("url", "sightline-url"),
-    ("collector", "sightline-collector"),
-];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the workspace")
-        .to_path_buf()
-}
-
-/// `<workspace>/<dir>/<package>_<version>_amd64.deb`, which must exist.
-fn deb(dir: &str, package: &str, version: &str) -> PathBuf {
-    let path = workspace()
-        .join(dir)
-        .join(format!("{package}_{version}_amd64.deb"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask package --deb --profile dev` (and `cargo xtask package --deb --profile dev --version {TEST_NEXT_VERSION} --out {TEST_PACKAGES_NEXT}`), or `cargo xtask test`",
-        path.display()
-    );
-    path
-}
 
 /// Runs `command`; its stdout and stderr together, after asserting success.
 fn ok(command: &mut Command) -> String {

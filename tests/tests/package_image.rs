@@ -19,36 +19,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use sightline_e2e::packages::{PRODUCTS, VERSION, image, workspace};
 use sightline_e2e::{Collector, Scratch, create_project, terminate, tls_files, wait_exit};
 
-/// Where `cargo xtask test` puts the packages (xtask/src/test.rs).
-const TEST_PACKAGES: &str = "target/packages";
-/// The image's version: the workspace's.
-const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The image's user and group (xtask/src/package/image.rs).
 const USER_ID: u32 = 65532;
-/// Every product (xtask/src/package/mod.rs, `PRODUCTS`): its short name.
-const PRODUCTS: &[&str] = &["infra", "db", "log", "url", "collector"];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is inside the workspace")
-        .to_path_buf()
-}
-
-/// The archive under test.
-fn archive() -> PathBuf {
-    let path = workspace()
-        .join(TEST_PACKAGES)
-        .join(format!("sightline-{VERSION}-oci.tar"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask package --image --profile dev` (cargo xtask test does)",
-        path.display()
-    );
-    path
-}
 
 /// Runs `program args`, asserting success; its stdout.
 fn run(program: &str, args: &[&str]) -> Vec<u8> {
@@ -108,7 +83,7 @@ fn podman_loads_the_archive() {
         "load",
         "--quiet",
         "--input",
-        archive().to_str().expect("utf-8 path"),
+        image().to_str().expect("utf-8 path"),
     ]);
     let name = format!("docker.io/library/sightline:{VERSION}");
     assert!(
@@ -164,7 +139,7 @@ fn member(archive: &Path, name: &str) -> Vec<u8> {
 /// whose digest, size and uncompressed digest match the blob.
 #[test]
 fn skopeo_reads_the_archive_as_oci_and_as_docker() {
-    let archive = archive();
+    let archive = image();
     let scratch = Scratch::new("image-skopeo");
     let oci = format!("oci-archive:{}", archive.display());
     let manifest = run_json("skopeo", &["inspect", "--raw", &oci]);
@@ -283,7 +258,7 @@ fn unpack(scratch: &Scratch) -> PathBuf {
         &[
             "copy",
             "--quiet",
-            &format!("oci-archive:{}", archive().display()),
+            &format!("oci-archive:{}", image().display()),
             &format!("oci:{}:{VERSION}", layout.display()),
         ],
     );
@@ -330,7 +305,7 @@ fn the_unpacked_root_holds_every_agent_owned_as_designed() {
     .into_iter()
     .map(String::from)
     .collect();
-    for name in PRODUCTS {
+    for (name, _) in PRODUCTS {
         let binary = format!("usr/bin/sightline-{name}");
         let m = meta(&binary);
         assert!(m.is_file(), "/{binary} is a file");
@@ -436,7 +411,7 @@ fn the_agents_run_from_the_unpacked_root() {
     let bundle = unpack(&scratch);
     let rootfs = bundle.join("rootfs");
     let root = rootfs.to_str().expect("utf-8 path");
-    for name in PRODUCTS {
+    for (name, _) in PRODUCTS {
         let binary = format!("/usr/bin/sightline-{name}");
         let out = run("chroot", &[root, &binary, "--version"]);
         assert_eq!(

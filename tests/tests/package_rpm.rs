@@ -14,46 +14,13 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use sightline_e2e::Scratch;
-
-/// Mirrors `xtask/src/test.rs`: where `cargo xtask test` puts the packages.
-const TEST_PACKAGES: &str = "target/packages";
-const TEST_PACKAGES_NEXT: &str = "target/packages-next";
-const TEST_NEXT_VERSION: &str = "99.0.0";
-/// The workspace's version, which the packages in `TEST_PACKAGES` carry.
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// (name, package) of every product, as `xtask/src/package/mod.rs` lists them.
-const PRODUCTS: &[(&str, &str)] = &[
-    ("infra", "sightline-infra"),
-    ("db", "sightline-db"),
-    ("log", "sightline-log"),
-    ("url", "sightline-url"),
-    ("collector", "sightline-collector"),
-];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ is in the workspace")
-        .to_path_buf()
-}
-
-/// `<workspace>/<dir>/<package>-<version>-1.x86_64.rpm`, which must exist.
-fn rpm_file(dir: &str, package: &str, version: &str) -> PathBuf {
-    let path = workspace()
-        .join(dir)
-        .join(format!("{package}-{version}-1.x86_64.rpm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask package --rpm --profile dev` (and `cargo xtask package --rpm --profile dev --version {TEST_NEXT_VERSION} --out {TEST_PACKAGES_NEXT}`), or `cargo xtask test`",
-        path.display()
-    );
-    path
-}
+use sightline_e2e::packages::{
+    PRODUCTS, TEST_NEXT_VERSION, TEST_PACKAGES, TEST_PACKAGES_NEXT, VERSION, rpm, workspace,
+};
 
 fn run(command: &mut Command) -> Output {
     command
@@ -83,7 +50,7 @@ fn query(file: &Path, format: &str) -> String {
 #[test]
 fn each_rpm_says_what_it_is_and_holds_its_files_with_their_modes() {
     for (name, package) in PRODUCTS {
-        let file = rpm_file(TEST_PACKAGES, package, VERSION);
+        let file = rpm(TEST_PACKAGES, package, VERSION);
         let info = ok(Command::new("rpm").arg("-qpi").arg(&file));
         let field = |key: &str| -> String {
             info.lines()
@@ -199,7 +166,7 @@ fn files_land_with_their_owners_and_an_edited_config_survives_upgrade_and_erase(
     .expect("passwd");
     fs::write(root.join("etc/group"), "root:x:0:\nsightline:x:4243:\n").expect("group");
     rpm_in(&root, &["--initdb"]);
-    let file = rpm_file(TEST_PACKAGES, "sightline-infra", VERSION);
+    let file = rpm(TEST_PACKAGES, "sightline-infra", VERSION);
     let path = |p: &str| root.join(p.trim_start_matches('/'));
     rpm_in(
         &root,
@@ -228,7 +195,7 @@ fn files_land_with_their_owners_and_an_edited_config_survives_upgrade_and_erase(
     let edited = "# edited\nlicense=sl1-edited\n";
     fs::write(&conf, edited).expect("edit");
     fs::write(path("/var/lib/sightline/infra/instance"), "state").expect("state");
-    let next = rpm_file(TEST_PACKAGES_NEXT, "sightline-infra", TEST_NEXT_VERSION);
+    let next = rpm(TEST_PACKAGES_NEXT, "sightline-infra", TEST_NEXT_VERSION);
     rpm_in(
         &root,
         &[

@@ -22,16 +22,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sightline_e2e::packages::{
+    TEST_NEXT_VERSION, TEST_PACKAGES, TEST_PACKAGES_NEXT, VERSION, built, msi, workspace,
+};
 use sightline_e2e::{Api, Collector, Scratch, create_project, wait_for};
 
-/// Where `cargo xtask test` puts the packages (xtask/src/test.rs).
-const TEST_PACKAGES: &str = "target/packages";
-/// Where it puts the packages of the next version, for upgrades.
-const TEST_PACKAGES_NEXT: &str = "target/packages-next";
-/// That version.
-const TEST_NEXT_VERSION: &str = "99.0.0";
-/// The version the packages in [`TEST_PACKAGES`] carry.
-const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The cross-built agent.
 const WINDOWS_EXE: &str = "target/x86_64-pc-windows-gnu/debug/sightline-infra.exe";
 
@@ -49,28 +44,6 @@ __declspec(dllexport) BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T len) {
     return TRUE;
 }
 "#;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// A package or binary the tests need, with the command that makes it.
-fn built(relative: &str) -> PathBuf {
-    let path = workspace().join(relative);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask package --msi --profile dev` (and `--version {TEST_NEXT_VERSION} --out {TEST_PACKAGES_NEXT}`), or `cargo xtask test`",
-        path.display()
-    );
-    path
-}
-
-fn msi(dir: &str, version: &str) -> PathBuf {
-    built(&format!("{dir}/sightline-infra-{version}-x64.msi"))
-}
 
 fn text(output: &Output) -> String {
     format!(
@@ -486,7 +459,7 @@ fn mem_total() -> f64 {
 /// license and the config, and uninstalls.
 #[test]
 fn the_agent_runs_under_wine_and_the_msi_installs_upgrades_and_removes_it() {
-    let exe = built(WINDOWS_EXE);
+    let exe = built(WINDOWS_EXE, "msi");
     let msi_now = msi(TEST_PACKAGES, VERSION);
     let msi_next = msi_path_next();
     let scratch = Scratch::new("windows");
