@@ -17,6 +17,7 @@
 //! - Only [`wire`] sees prost types.
 
 pub mod glob;
+pub mod interface;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod processes;

@@ -5,26 +5,7 @@ use super::parse::{ParseError, u64_fields};
 
 const DEV: &str = "net/dev";
 
-/// Cumulative counters of one interface.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IfCounters {
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Packets received.
-    pub rx_packets: u64,
-    /// Receive errors.
-    pub rx_errors: u64,
-    /// Received packets dropped.
-    pub rx_drops: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Packets sent.
-    pub tx_packets: u64,
-    /// Send errors.
-    pub tx_errors: u64,
-    /// Packets dropped on send.
-    pub tx_drops: u64,
-}
+pub use crate::interface::IfCounters;
 
 /// One interface line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 use agent_core::Sample;
 
 use super::sys;
+use crate::interface::push_rates;
 use crate::processes::ProcessInfo;
 use crate::sensor::{Describe, ProcessTable, ReadError, Reading, Sensor, leaders};
 
@@ -341,45 +342,15 @@ impl Sensor for NetSensor {
             if seen.contains_key(&i.alias) {
                 continue;
             }
-            if let Some((then, b)) = self.previous.get(&i.alias) {
+            if let Some((then, before)) = self.previous.get(&i.alias) {
                 let secs = now.duration_since(*then).as_secs_f64();
-                for (name, value) in [
-                    (
-                        "net.rx_bytes_per_sec",
-                        per_sec(i.rx_bytes, b.rx_bytes, secs),
-                    ),
-                    (
-                        "net.tx_bytes_per_sec",
-                        per_sec(i.tx_bytes, b.tx_bytes, secs),
-                    ),
-                    (
-                        "net.rx_packets_per_sec",
-                        per_sec(i.rx_packets, b.rx_packets, secs),
-                    ),
-                    (
-                        "net.tx_packets_per_sec",
-                        per_sec(i.tx_packets, b.tx_packets, secs),
-                    ),
-                    (
-                        "net.rx_errors_per_sec",
-                        per_sec(i.rx_errors, b.rx_errors, secs),
-                    ),
-                    (
-                        "net.tx_errors_per_sec",
-                        per_sec(i.tx_errors, b.tx_errors, secs),
-                    ),
-                    (
-                        "net.rx_drops_per_sec",
-                        per_sec(i.rx_drops, b.rx_drops, secs),
-                    ),
-                    (
-                        "net.tx_drops_per_sec",
-                        per_sec(i.tx_drops, b.tx_drops, secs),
-                    ),
-                ] {
-                    out.samples
-                        .push(Sample::new(name, value).label("iface", i.alias.clone()));
-                }
+                push_rates(
+                    &mut out.samples,
+                    &i.alias,
+                    &i.counters,
+                    &before.counters,
+                    secs,
+                );
             }
             seen.insert(i.alias.clone(), (now, i));
         }

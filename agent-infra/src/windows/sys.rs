@@ -38,6 +38,8 @@ use windows_sys::Win32::System::Threading::{
 };
 use windows_sys::Win32::System::WindowsProgramming::DRIVE_FIXED;
 
+use crate::interface::IfCounters;
+
 /// `SystemPageFileInformation`: not named by windows-sys.
 const SYSTEM_PAGE_FILE_INFORMATION: SYSTEM_INFORMATION_CLASS = 18;
 /// `TOKEN_QUERY`.
@@ -437,22 +439,8 @@ pub struct Interface {
     /// A filter interface: a lightweight filter's copy of another
     /// interface's counters.
     pub filter: bool,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Packets received (unicast and not).
-    pub rx_packets: u64,
-    /// Packets sent (unicast and not).
-    pub tx_packets: u64,
-    /// Packets received with errors.
-    pub rx_errors: u64,
-    /// Packets not sent for errors.
-    pub tx_errors: u64,
-    /// Packets received and discarded.
-    pub rx_drops: u64,
-    /// Packets discarded before sending.
-    pub tx_drops: u64,
+    /// Its counters.
+    pub counters: IfCounters,
 }
 
 /// Every network interface (`GetIfTable2`).
@@ -484,14 +472,16 @@ pub fn interfaces() -> io::Result<Vec<Interface>> {
                 up: r.OperStatus == 1,
                 hardware: flags & 0x01 != 0,
                 filter: flags & 0x02 != 0,
-                rx_bytes: r.InOctets,
-                tx_bytes: r.OutOctets,
-                rx_packets: r.InUcastPkts.saturating_add(r.InNUcastPkts),
-                tx_packets: r.OutUcastPkts.saturating_add(r.OutNUcastPkts),
-                rx_errors: r.InErrors,
-                tx_errors: r.OutErrors,
-                rx_drops: r.InDiscards,
-                tx_drops: r.OutDiscards,
+                counters: IfCounters {
+                    rx_bytes: r.InOctets,
+                    tx_bytes: r.OutOctets,
+                    rx_packets: r.InUcastPkts.saturating_add(r.InNUcastPkts),
+                    tx_packets: r.OutUcastPkts.saturating_add(r.OutNUcastPkts),
+                    rx_errors: r.InErrors,
+                    tx_errors: r.OutErrors,
+                    rx_drops: r.InDiscards,
+                    tx_drops: r.OutDiscards,
+                },
             }
         })
         .collect();

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use agent_core::Sample;
 
 use crate::glob;
+use crate::interface::push_rates;
 use crate::linux::net::{
     IfCounters, TCP_STATES, TcpSummary, add_sockstat, count_tcp_states, parse_curr_estab,
     parse_net_dev,
@@ -224,29 +225,7 @@ impl Sensor for NetSensor {
                 && let Some(before) = prev.get(&line.name)
             {
                 let secs = now.duration_since(*then).as_secs_f64();
-                if secs > 0.0 {
-                    let c = &line.counters;
-                    let rate = |cur: u64, p: u64| cur.saturating_sub(p) as f64 / secs;
-                    for (name, value) in [
-                        ("net.rx_bytes_per_sec", rate(c.rx_bytes, before.rx_bytes)),
-                        ("net.tx_bytes_per_sec", rate(c.tx_bytes, before.tx_bytes)),
-                        (
-                            "net.rx_packets_per_sec",
-                            rate(c.rx_packets, before.rx_packets),
-                        ),
-                        (
-                            "net.tx_packets_per_sec",
-                            rate(c.tx_packets, before.tx_packets),
-                        ),
-                        ("net.rx_errors_per_sec", rate(c.rx_errors, before.rx_errors)),
-                        ("net.tx_errors_per_sec", rate(c.tx_errors, before.tx_errors)),
-                        ("net.rx_drops_per_sec", rate(c.rx_drops, before.rx_drops)),
-                        ("net.tx_drops_per_sec", rate(c.tx_drops, before.tx_drops)),
-                    ] {
-                        out.samples
-                            .push(Sample::new(name, value).label("iface", line.name.clone()));
-                    }
-                }
+                push_rates(&mut out.samples, &line.name, &line.counters, before, secs);
             }
             current.insert(line.name, line.counters);
         }
