@@ -13,6 +13,7 @@
 //! - `package`: deb, rpm, msi and an OCI image from static builds.
 //! - `codegen`: regenerate `proto/src/gen/` from the `.proto` files.
 
+mod apt;
 mod bench;
 mod codegen;
 mod package;

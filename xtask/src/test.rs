@@ -3,18 +3,12 @@
 //! then the format and lint checks. `.ci/run` calls exactly this.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
+use crate::apt::{Package, ensure};
 use crate::package;
 use crate::process::{cargo, cargo_build_bins};
-
-/// A Debian package a task needs, and a file that shows it is installed.
-pub(crate) struct Package {
-    pub(crate) name: &'static str,
-    pub(crate) provides: &'static str,
-}
 
 /// What the test suite needs from the distribution.
 const PACKAGES: &[Package] = &[
@@ -113,50 +107,6 @@ const PACKAGES: &[Package] = &[
 /// Installs what the test suite needs where it is missing.
 pub(crate) fn ensure_packages() -> Result<()> {
     ensure(PACKAGES)
-}
-
-/// Installs those of `packages` that are missing with apt-get (as root; CI
-/// runs as root).
-pub(crate) fn ensure(packages: &[Package]) -> Result<()> {
-    let missing: Vec<&Package> = packages
-        .iter()
-        .filter(|p| !Path::new(p.provides).exists())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
-    if !is_root {
-        bail!(
-            "this needs {}: run `sudo apt-get install {}` or run this as root",
-            names.join(", "),
-            names.join(" ")
-        );
-    }
-    eprintln!("$ apt-get update");
-    let update = Command::new("apt-get")
-        .args(["update", "-q"])
-        .status()
-        .context("running apt-get update")?;
-    if !update.success() {
-        bail!("apt-get update failed");
-    }
-    eprintln!("$ apt-get install {}", names.join(" "));
-    let install = Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&names)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("running apt-get install")?;
-    if !install.success() {
-        bail!("apt-get install {} failed", names.join(" "));
-    }
-    Ok(())
 }
 
 /// Where the package tests find what they inspect and install: every

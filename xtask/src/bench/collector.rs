@@ -39,8 +39,8 @@ use super::{
     Goal, Row, Running, StartedCollector, api_get, build, cpu_seconds, cpu_seconds_by_thread,
     free_port, http_client, now_ms, peak_rss, print_json, print_table, start_collector,
 };
+use crate::apt::{Package, ensure};
 use crate::process::{terminate, wait_exit};
-use crate::test::{Package, ensure};
 
 const VICTORIA_METRICS: Package = Package {
     name: "victoria-metrics",

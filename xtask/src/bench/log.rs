@@ -41,7 +41,7 @@ use super::{
     Goal, Row, Running, StartedCollector, api_get, build, cpu_seconds, http_client, peak_rss,
     print_json, print_table, start_collector,
 };
-use crate::test::{Package, ensure};
+use crate::apt::{Package, ensure};
 
 const RSYSLOG: Package = Package {
     name: "rsyslog",

@@ -27,6 +27,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::apt::Package;
 use crate::process::cargo;
 
 /// The static Linux target every Linux package carries.
@@ -190,7 +191,7 @@ impl Options {
 
 /// Builds what `options` asks for and prints where each package went.
 pub(crate) fn run(root: &Path, options: &Options) -> Result<Vec<PathBuf>> {
-    crate::test::ensure(TOOLS)?;
+    crate::apt::ensure(TOOLS)?;
     let out = if options.out.is_absolute() {
         options.out.clone()
     } else {
@@ -229,27 +230,27 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<Vec<PathBuf>> {
 }
 
 /// What packaging needs from the distribution (besides cargo and rustup).
-const TOOLS: &[crate::test::Package] = &[
+const TOOLS: &[Package] = &[
     // C code (SQLite, ring) compiled for the static musl target.
-    crate::test::Package {
+    Package {
         name: "musl-tools",
         provides: "/usr/bin/musl-gcc",
     },
-    crate::test::Package {
+    Package {
         name: "gcc-mingw-w64-x86-64",
         provides: "/usr/bin/x86_64-w64-mingw32-gcc",
     },
     // msibuild (and msiinfo, msiextract for the tests).
-    crate::test::Package {
+    Package {
         name: "msitools",
         provides: "/usr/bin/msibuild",
     },
     // Debian ships wixl apart from the rest of msitools.
-    crate::test::Package {
+    Package {
         name: "wixl",
         provides: "/usr/bin/wixl",
     },
-    crate::test::Package {
+    Package {
         name: "rpm",
         provides: "/usr/bin/rpmbuild",
     },
