@@ -25,8 +25,6 @@ use sightline_e2e::packages::{
 };
 use sightline_e2e::{Collector, Scratch, create_project, terminate, wait_exit, wait_for};
 
-/// Mirrors `xtask/src/test.rs`: where `cargo xtask test` puts the packages.
-
 /// Runs `command`; its stdout and stderr together, after asserting success.
 fn ok(command: &mut Command) -> String {
     let output = run(command);
